@@ -1,0 +1,1 @@
+"""Benchmarking: workloads, load generator, latency/goodput metrics, reports."""

@@ -1,0 +1,104 @@
+"""`llmd-kserve …`: the one command-line entry point; the only module that reads flags and the environment.
+
+Each subcommand lives in its own ``_cmd_<name>`` function below that parses nothing itself: it imports the module
+that does the work lazily (so ``llmd-kserve --help`` stays fast) and calls it with plain keyword arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from llmd_kserve import __version__
+from llmd_kserve.errors import LlmdError
+
+log = logging.getLogger(__name__)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# --- engine ---------------------------------------------------------------------------------------------------
+def _add_engine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("engine", help="run a simulated vLLM 0.26 replica (OpenAI API, /metrics, KV events)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default="llama-8b-shape", help="served model name")
+    p.add_argument("--profile", default="h100-llama8b", help="latency profile name or YAML/JSON file")
+    p.add_argument("--num-blocks", type=int, default=None, help="KV blocks (default: the profile's)")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-batched-tokens", type=int, default=None, help="per-step token budget")
+    p.add_argument("--max-model-len", type=int, default=16384)
+    p.add_argument("--kv-events-endpoint", default=None, help="ZMQ PUB bind address, e.g. tcp://*:5557")
+    p.add_argument("--kv-events-topic", default=None, help="default kv@<host:port>@<model>")
+    p.add_argument("--role", choices=["both", "prefill", "decode"], default="both")
+    p.add_argument("--kv-link-gbps", type=float, default=None, help="P/D KV transfer bandwidth (GB/s)")
+    p.add_argument("--time-scale", type=float, default=1.0, help=">1 slower than real time, <1 faster")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered with HTTP 500")
+    p.add_argument("--crash-after", type=int, default=None, help="exit the process after N requests")
+    p.add_argument("--slow-start", type=float, default=0.0, help="seconds /health answers 503 after start")
+    p.set_defaults(func=_cmd_engine)
+
+
+def _cmd_engine(a: argparse.Namespace) -> int:
+    from llmd_kserve.engine_sim.server import serve
+
+    return serve(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+
+
+# --- router ---------------------------------------------------------------------------------------------------
+def _add_router(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("router", help="run the KV-cache- and load-aware OpenAI router")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--config", default="default", help="shipped config name or EndpointPickerConfig YAML file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--endpoints", type=_csv, default=None, help="URL[,URL…]; URL may carry #role=prefill&kv=tcp://h:p")
+    g.add_argument("--endpoints-file", default=None, help="YAML/JSON list of endpoints, watched for changes")
+    p.add_argument("--scrape-interval", type=float, default=0.05, help="seconds between /metrics polls")
+    p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' (engine /render) or tokenizer.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_router)
+
+
+def _cmd_router(a: argparse.Namespace) -> int:
+    from llmd_kserve.router.app import serve
+
+    return serve(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+
+
+# --- entry point ----------------------------------------------------------------------------------------------
+_SUBCOMMANDS = [_add_engine, _add_router]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmd-kserve", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"llmd-kserve {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = os.environ.get("LLMD_LOG_LEVEL") or ("DEBUG" if args.verbose > 1 else "INFO" if args.verbose else "WARNING")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except LlmdError as exc:
+        print(f"llmd-kserve {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

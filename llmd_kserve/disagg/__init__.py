@@ -1,0 +1,1 @@
+"""Prefill/decode disaggregation: protocol models, deciders, and the prefill-then-decode orchestration."""

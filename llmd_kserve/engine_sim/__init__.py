@@ -1,0 +1,1 @@
+"""The simulated vLLM replica: block pool, step model, engine core, HTTP server, KV-event publisher."""

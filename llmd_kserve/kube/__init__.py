@@ -1,0 +1,1 @@
+"""KServe deployment: typed spec, manifest rendering, pod discovery, apply/wait."""

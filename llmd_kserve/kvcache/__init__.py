@@ -1,0 +1,1 @@
+"""KV-cache awareness: block hashing, KV-event decoding, the block index and its ZMQ subscriber."""

@@ -1,0 +1,1 @@
+"""Scheduler extension points (Protocols), the plugin registry and the list of built-ins."""

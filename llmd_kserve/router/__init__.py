@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP router: app, proxying/streaming, governance."""

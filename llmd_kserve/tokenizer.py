@@ -1,0 +1,117 @@
+"""Offline, deterministic tokenizer shared by the simulated engine and the router (no downloads).
+
+Text is split into word-like pieces (a leading space stays with its word, long words split into chunks of at
+most six characters, about 1.3 tokens per English word) and each piece maps to a stable id by hashing, so any
+process computes the same ids for the same text. Decoding maps an id to a pseudo-word from a fixed, seeded
+vocabulary: it is lossy for hashed text, which is fine for a simulator whose outputs are random tokens anyway.
+Real deployments tokenize with the engine's ``/render`` endpoints or a model's ``tokenizer.json`` (``HFTokenizer``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Protocol
+
+VOCAB_SIZE = 32000
+BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
+_FIRST_ID = 3
+_PIECE = re.compile(r" ?[A-Za-z]+| ?\d{1,3}| ?[^\sA-Za-z\d]+|\s+")
+_SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["th", "er", "ing", "ion", "an"]
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+class Tokenizer(Protocol):
+    """What the router and engine need from a tokenizer."""
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str: ...
+
+
+def render_chat(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
+    """The chat template of the calibration model (``<|role|>\\ncontent\\n`` per message)."""
+    parts = [f"<|{m.get('role', 'user')}|>\n{_content_text(m.get('content'))}\n" for m in messages]
+    if add_generation_prompt:
+        parts.append("<|assistant|>\n")
+    return "".join(parts)
+
+
+def _content_text(content: object) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return str(content)
+
+
+@lru_cache(maxsize=262144)
+def _piece_id(piece: str) -> int:
+    digest = hashlib.blake2b(piece.encode("utf-8"), digest_size=8).digest()
+    return _FIRST_ID + int.from_bytes(digest, "little") % (VOCAB_SIZE - _FIRST_ID)
+
+
+@lru_cache(maxsize=1)
+def _vocab() -> tuple[str, ...]:
+    rng = random.Random(20261124)
+    words = ["<s>", "</s>", "<unk>"]
+    for _ in range(VOCAB_SIZE - _FIRST_ID):
+        word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3)))
+        words.append((" " if rng.random() < 0.7 else "") + word)
+    return tuple(words)
+
+
+class SimTokenizer:
+    """The default tokenizer: hashed word pieces, vocabulary of 32,000 ids like the calibration model."""
+
+    vocab_size = VOCAB_SIZE
+    eos_token_id = EOS_ID
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece in _PIECE.findall(text):
+            for start in range(0, len(piece), 6):
+                ids.append(_piece_id(piece[start : start + 6]))
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        vocab = _vocab()
+        return "".join(vocab[i] if 0 <= i < VOCAB_SIZE else "<unk>" for i in ids)
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
+        return render_chat(messages, add_generation_prompt)
+
+
+class HFTokenizer:
+    """A model's own ``tokenizer.json`` via the ``tokenizers`` package (extra ``hf``), for real vLLM deployments."""
+
+    def __init__(self, path: str) -> None:
+        from tokenizers import Tokenizer as _HF  # optional dependency
+
+        self._tok = _HF.from_file(path)
+        self.vocab_size = self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids))
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
+        return render_chat(messages, add_generation_prompt)
+
+
+def load_tokenizer(spec: str | None = None) -> Tokenizer:
+    """``None``/``"sim"``: the default offline tokenizer; a path to ``tokenizer.json``: that model's tokenizer."""
+    if spec in (None, "", "sim"):
+        return SimTokenizer()
+    return HFTokenizer(spec)

@@ -1,0 +1,1 @@
+"""Notebook visualisation: pure records, plotly figures, ipywidgets."""
