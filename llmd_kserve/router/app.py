@@ -1,0 +1,203 @@
+"""The router's HTTP app: OpenAI routes, /health, /metrics, /debug; ``running_router`` (in-process) and ``serve``.
+
+In-process use (tests, benchmarks, ``up``, demos)::
+
+    async with running_router(endpoints=["http://127.0.0.1:8001#kv=tcp://127.0.0.1:5557"],
+                              config="precise-prefix") as router:
+        router.url            # http://127.0.0.1:<port>
+        router.state          # RouterState: pool, scheduler, index, metrics, decisions ...
+        router.state.set_endpoints([...])   # replace the pool (e.g. from Kubernetes discovery)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from llmd_kserve.errors import ConfigError, InvalidRequestError
+from llmd_kserve.router.governance import Kind, validate_request
+from llmd_kserve.router.proxy import error_response
+from llmd_kserve.router.state import RouterSettings, RouterState
+from llmd_kserve.types import Endpoint, LLMRequest
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+STATE_KEY = web.AppKey("router_state", RouterState)
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(data), status=status, content_type="application/json")
+
+
+async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    try:
+        principal = state.governance.authorize(request.headers)
+        raw = await request.read()
+        parsed = validate_request(raw, kind, state.models)
+        state.governance.check_policy(parsed)
+        token_ids = parsed.token_ids
+        if token_ids is None and state.render is not None:
+            token_ids = await state.render.token_ids(parsed)
+        body = parsed.body
+        session = request.headers.get("x-session-id") or body.get("user")
+        llm_req = LLMRequest(request_id=rid, model=parsed.model or "", body=body, kind=kind, token_ids=token_ids,
+                             max_tokens=parsed.max_tokens or 16,
+                             session_id=session if isinstance(session, str) else None, headers=request.headers)
+        gov = state.governance
+
+        def on_scheduled(endpoint: str) -> None:
+            gov.audit(rid, parsed, endpoint, principal, request.remote)
+
+        assert state.proxy is not None
+        resp = await state.proxy.forward(request, path, parsed, raw, llm_req, on_scheduled)
+    except InvalidRequestError as exc:
+        resp = error_response(exc, rid)
+    state.metrics.requests.labels(path, str(resp.status)).inc()
+    return resp
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _openai(request, "completion", "/v1/completions")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _openai(request, "chat", "/v1/chat/completions")
+
+
+async def models(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        state.governance.authorize(request.headers)
+    except InvalidRequestError as exc:
+        return error_response(exc, "")
+    if state.settings.served_models:
+        cards = [{"id": m, "object": "model", "owned_by": "llmd-kserve"} for m in state.settings.served_models]
+    else:
+        cards = list(state.model_cards)
+    return _json({"object": "list", "data": cards})
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    states = state.endpoint_states()
+    fresh = sum(1 for s in states if not s.metrics.stale)
+    return _json({"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states), "healthy": fresh},
+                 200 if fresh else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[STATE_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def debug_decisions(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+    except ValueError:
+        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"), "")
+    return _json({"decisions": state.decisions.recent(limit, request.query.get("request_id"))})
+
+
+async def debug_endpoints(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    out = []
+    for s in state.endpoint_states():
+        m = s.metrics
+        out.append({"id": s.id, "role": s.endpoint.role, "kv_events": s.endpoint.kv_events,
+                    "metrics": {f.name: getattr(m, f.name) for f in fields(m)}})
+    return _json({"endpoints": out, "models": list(state.models),
+                  "index_keys": len(state.index) if state.index is not None else None})
+
+
+def build_app(router_state: RouterState) -> web.Application:
+    """The aiohttp app; its startup/cleanup start and stop the router's background parts."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[STATE_KEY] = router_state
+
+    async def on_startup(_: web.Application) -> None:
+        await router_state.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await router_state.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/decisions", debug_decisions)
+    app.router.add_get("/debug/endpoints", debug_endpoints)
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class RunningRouter:
+    """A router serving on a real port inside the current event loop."""
+
+    url: str
+    state: RouterState
+    app: web.Application
+
+
+@contextlib.asynccontextmanager
+async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: Sequence[str | Endpoint] = (),
+                         endpoints_file: str | Path | None = None, state: RouterState | None = None,
+                         **settings: Any) -> AsyncIterator[RunningRouter]:
+    """Start a router in this event loop (``port=0``: a free port); ``settings`` are ``RouterSettings`` fields."""
+    if state is None:
+        state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file)
+    app = build_app(state)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, backlog=2048)
+        await site.start()
+        bound = runner.addresses[0]
+        yield RunningRouter(url=f"http://{host}:{bound[1]}", state=state, app=app)
+    finally:
+        await runner.cleanup()
+
+
+def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
+          endpoints: Sequence[str] | None = None, endpoints_file: str | None = None, scrape_interval: float = 0.05,
+          tokenizer: str | None = None, seed: int = 0, **settings: Any) -> int:
+    """Run the router until SIGINT/SIGTERM (blocking; ``llmd-kserve router``)."""
+    if not endpoints and not endpoints_file:
+        raise ConfigError("give --endpoints URL[,URL...] or --endpoints-file FILE", "endpoints")
+    s = RouterSettings(config=config, scrape_interval=scrape_interval, tokenizer=tokenizer, seed=seed, **settings)
+    state = RouterState.create(s, endpoints or (), endpoints_file)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        async with running_router(host, port, state=state) as router:
+            print(f"llmd-kserve router listening on {router.url} (config {s.config}, "
+                  f"{len(state.pool.snapshot)} endpoints)", flush=True)
+            await stop.wait()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return 0

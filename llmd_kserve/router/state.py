@@ -1,0 +1,222 @@
+"""The router's running parts wired together: pool, scraper, KV index + subscriber, scheduler, proxy, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from llmd_kserve.metrics.router_metrics import RouterMetrics
+from llmd_kserve.router.decisions import DecisionLog
+from llmd_kserve.router.endpoints import EndpointPool, EndpointsFileWatcher, parse_endpoints
+from llmd_kserve.router.governance import AuditMode, BearerTokenAuth, Governance
+from llmd_kserve.router.proxy import Proxy
+from llmd_kserve.router.render import RenderTokenizer
+from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
+
+log = logging.getLogger(__name__)
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """Everything ``llmd-kserve router`` can be told (besides its endpoints)."""
+
+    config: str | Path = "default"
+    """Shipped scheduler config name or an EndpointPickerConfig YAML file."""
+    scrape_interval: float = 0.05
+    tokenizer: str | None = None
+    """``None``/``"sim"``: local SimTokenizer; ``"render"``: the engines' ``/render`` endpoints; else tokenizer.json."""
+    seed: int = 0
+    profile: str = "h100-llama8b"
+    """Latency profile the predicted-TTFT scorer uses."""
+    block_size: int = 16
+    kv_index_max_keys: int = 4_000_000
+    max_attempts: int = 3
+    """Upstream attempts per request (1 + retries on other endpoints when an upstream fails before the first byte)."""
+    api_keys: tuple[str, ...] = ()
+    audit: AuditMode = "off"
+    max_prompt_chars: int | None = None
+    served_models: tuple[str, ...] = ()
+    """Model names to accept and list; empty: whatever the endpoints' ``/v1/models`` say (any, until known)."""
+    decisions_size: int = 256
+    endpoints_poll_interval: float = 1.0
+    models_refresh_interval: float = 10.0
+    connect_timeout: float = 5.0
+    inject_stream_usage: bool = True
+
+
+@dataclass(slots=True)
+class RouterState:
+    """Mutable runtime holder of one router; ``start``/``stop`` are driven by the aiohttp app's lifecycle."""
+
+    settings: RouterSettings
+    pool: EndpointPool
+    scheduler: Any
+    scraper: Any
+    index: Any = None
+    subscriber: Any = None
+    endpoints_file: Path | None = None
+    metrics: RouterMetrics = field(default_factory=RouterMetrics)
+    decisions: DecisionLog = field(default_factory=DecisionLog)
+    governance: Governance = field(default_factory=Governance)
+    models: tuple[str, ...] = ()
+    model_cards: tuple[dict[str, Any], ...] = ()
+    session: aiohttp.ClientSession | None = None
+    proxy: Proxy | None = None
+    render: RenderTokenizer | None = None
+    _watcher: EndpointsFileWatcher | None = None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @classmethod
+    def create(cls, settings: RouterSettings | None = None, endpoints: Sequence[str | Endpoint] = (),
+               endpoints_file: str | Path | None = None) -> RouterState:
+        """Build the real parts (scheduler from config, KV index, subscriber, scraper); nothing runs until ``start``."""
+        from llmd_kserve.engine_sim.profile import load_profile
+        from llmd_kserve.kvcache.index import KVIndex
+        from llmd_kserve.kvcache.subscriber import KVEventSubscriber
+        from llmd_kserve.metrics.scraper import MetricsScraper
+        from llmd_kserve.plugins.base import PluginContext
+        from llmd_kserve.scheduling.scheduler import Scheduler
+        from llmd_kserve.tokenizer import load_tokenizer
+
+        s = settings or RouterSettings()
+        index = KVIndex(max_keys=s.kv_index_max_keys)
+        ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
+                            rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
+                            block_size=s.block_size)
+        scheduler = Scheduler.from_config(s.config, ctx)
+        eps = [e for e in endpoints if isinstance(e, Endpoint)]
+        eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
+        return cls(settings=s, pool=EndpointPool(eps), scheduler=scheduler,
+                   scraper=MetricsScraper(interval=s.scrape_interval), index=index,
+                   subscriber=KVEventSubscriber(index), endpoints_file=Path(endpoints_file) if endpoints_file else None,
+                   decisions=DecisionLog(s.decisions_size),
+                   governance=Governance(BearerTokenAuth(s.api_keys) if s.api_keys else None, s.max_prompt_chars,
+                                         s.audit),
+                   models=tuple(s.served_models))
+
+    # --- what handlers use ----------------------------------------------------------------------------------------
+    def endpoint_states(self) -> list[EndpointState]:
+        get = self.scraper.get if self.scraper is not None else None
+        return [EndpointState(e, get(e.id) if get else EndpointMetrics(stale=False)) for e in self.pool.snapshot]
+
+    def set_endpoints(self, endpoints: Sequence[str | Endpoint]) -> bool:
+        """Replace the endpoint pool programmatically (Kubernetes discovery calls this)."""
+        eps = [e for e in endpoints if isinstance(e, Endpoint)]
+        eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
+        return self.pool.set_endpoints(eps)
+
+    def _pick_render_endpoint(self) -> str | None:
+        states = self.endpoint_states()
+        fresh = [s for s in states if not s.metrics.stale]
+        return (fresh or states)[0].id if states else None
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+    def _spawn(self, result: Any) -> None:
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _on_pool_change(self, old: tuple[Endpoint, ...], new: tuple[Endpoint, ...]) -> None:
+        if self.scraper is not None:
+            self._spawn(self.scraper.set_endpoints(new))
+        old_by_id = {e.id: e for e in old}
+        new_by_id = {e.id: e for e in new}
+        for e in old:
+            changed = new_by_id.get(e.id) != e
+            if changed and e.kv_events and self.subscriber is not None:
+                self._spawn(self.subscriber.remove(e.id))
+            if e.id not in new_by_id:
+                self.scheduler.remove_endpoint(e.id)
+                if self.index is not None:
+                    self.index.remove_endpoint(e.id)
+        for e in new:
+            if e.kv_events and self.subscriber is not None and old_by_id.get(e.id) != e:
+                self._spawn(self.subscriber.add(e))
+        if not self.settings.served_models:
+            self._spawn(self.refresh_models())
+
+    async def refresh_models(self) -> None:
+        """Union of the endpoints' ``/v1/models`` (kept as it was when no endpoint answers)."""
+        if self.session is None or self.settings.served_models:
+            return
+        timeout = aiohttp.ClientTimeout(total=2.0)
+
+        async def one(base: str) -> list[dict[str, Any]]:
+            async with self.session.get(f"{base}/v1/models", timeout=timeout) as r:  # type: ignore[union-attr]
+                return list(_decode(await r.read()).get("data", [])) if r.status == 200 else []
+
+        results = await asyncio.gather(*(one(e.id) for e in self.pool.snapshot), return_exceptions=True)
+        cards: dict[str, dict[str, Any]] = {}
+        for res in results:
+            if isinstance(res, list):
+                for card in res:
+                    if isinstance(card, dict) and isinstance(card.get("id"), str):
+                        cards.setdefault(card["id"], card)
+        if cards:
+            self.models, self.model_cards = tuple(cards), tuple(cards.values())
+
+    async def _models_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.models_refresh_interval)
+            try:
+                await self.refresh_models()
+            except Exception as exc:
+                log.debug("model refresh failed: %s", exc)
+
+    async def start(self) -> None:
+        s = self.settings
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_connect=s.connect_timeout),
+            auto_decompress=False)
+        self.proxy = Proxy(self.scheduler, self.endpoint_states, self.metrics, self.decisions, lambda: self.session,
+                           max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
+                           inject_stream_usage=s.inject_stream_usage)
+        if s.tokenizer == "render":
+            self.render = RenderTokenizer(lambda: self.session, self._pick_render_endpoint)
+        if self.endpoints_file is not None:
+            self._watcher = EndpointsFileWatcher(self.endpoints_file, self.pool, s.endpoints_poll_interval)
+            self._watcher.load_now()
+        for part in (self.scraper, self.subscriber):
+            if part is not None:
+                res = part.start()
+                if inspect.isawaitable(res):
+                    await res
+        self.pool.subscribe(self._on_pool_change)
+        self._on_pool_change((), self.pool.snapshot)
+        if self._watcher is not None:
+            self._watcher.start()
+        if not s.served_models:
+            await self.refresh_models()
+            self._spawn(self._models_loop())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for part in (self.subscriber, self.scraper):
+            if part is None:
+                continue
+            try:
+                res = part.stop()
+                if inspect.isawaitable(res):
+                    await res
+            except Exception:
+                log.exception("stopping %s failed", type(part).__name__)
+        if self.session is not None:
+            await self.session.close()
