@@ -1,0 +1,216 @@
+"""Async ZMQ subscriber: one SUB socket per endpoint's KV-event publisher, feeding the KV index.
+
+Each message is ``[topic, seq (8-byte big-endian), payload]`` (vLLM's ``ZmqEventPublisher``). Per endpoint we
+count messages, sequence gaps (``seq`` jumped forward: messages were lost, e.g. past the high-water mark) and
+the messages missed, publisher restarts (``seq`` went backwards: the engine restarted, so its cache is empty and
+the endpoint's index entries are dropped) and garbage (wrong frame count, bad ``seq``, undecodable payload: logged,
+counted, skipped). Endpoints can be added and removed while running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from llmd_kserve.kvcache.events import KVEventDecodeError, decode_payload
+from llmd_kserve.kvcache.index import KVIndex
+from llmd_kserve.types import Endpoint, EndpointId
+
+log = logging.getLogger(__name__)
+
+_LOG_FIRST_ERRORS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStats:
+    """Counters of one endpoint's event stream."""
+
+    address: str
+    messages: int = 0
+    blocks: int = 0
+    gaps: int = 0
+    missed: int = 0
+    restarts: int = 0
+    decode_errors: int = 0
+    last_seq: int | None = None
+
+
+class _Sub:
+    __slots__ = ("address", "blocks", "decode_errors", "gaps", "last_seq", "messages", "missed", "restarts",
+                 "socket", "task")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.messages = self.blocks = self.gaps = self.missed = self.restarts = self.decode_errors = 0
+        self.last_seq: int | None = None
+        self.socket: zmq.asyncio.Socket | None = None
+        self.task: asyncio.Task | None = None
+
+    def snapshot(self) -> SubscriptionStats:
+        return SubscriptionStats(self.address, self.messages, self.blocks, self.gaps, self.missed, self.restarts,
+                                 self.decode_errors, self.last_seq)
+
+
+class KVEventSubscriber:
+    """Subscribes to every endpoint's KV events and applies them to ``index``.
+
+    ``add``/``remove`` may be called before or after :meth:`start`; endpoints without ``kv_events`` are ignored.
+    """
+
+    def __init__(self, index: KVIndex, *, context: zmq.asyncio.Context | None = None, rcvhwm: int = 100_000) -> None:
+        self.index = index
+        self._ctx = context
+        self._own_ctx = context is None
+        self._rcvhwm = rcvhwm
+        self._subs: dict[EndpointId, _Sub] = {}
+        self._running = False
+
+    # --- endpoints -------------------------------------------------------------------------------------------------
+
+    def add(self, endpoint: Endpoint) -> bool:
+        """Subscribe to ``endpoint.kv_events``; False if it has none. Re-adding with a new address resubscribes."""
+        if not endpoint.kv_events:
+            return False
+        sub = self._subs.get(endpoint.id)
+        if sub is not None:
+            if sub.address == endpoint.kv_events:
+                return True
+            self.remove(endpoint.id)
+        sub = self._subs[endpoint.id] = _Sub(endpoint.kv_events)
+        if self._running:
+            self._launch(endpoint.id, sub)
+        return True
+
+    def remove(self, endpoint_id: EndpointId) -> None:
+        """Unsubscribe and drop the endpoint from the index."""
+        sub = self._subs.pop(endpoint_id, None)
+        if sub is not None:
+            self._close(sub)
+        self.index.remove_endpoint(endpoint_id)
+
+    def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
+        """Reconcile the subscriptions with the current endpoint list."""
+        wanted = {e.id: e for e in endpoints if e.kv_events}
+        for eid in list(self._subs):
+            if eid not in wanted:
+                self.remove(eid)
+        for e in wanted.values():
+            self.add(e)
+
+    # --- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context()
+        self._running = True
+        for eid, sub in self._subs.items():
+            self._launch(eid, sub)
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = [s.task for s in self._subs.values() if s.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
+                await t
+        for sub in self._subs.values():
+            self._close(sub)
+        if self._own_ctx and self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    async def __aenter__(self) -> KVEventSubscriber:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _launch(self, eid: EndpointId, sub: _Sub) -> None:
+        assert self._ctx is not None
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(sub.address)
+        sub.socket = sock
+        sub.task = asyncio.get_running_loop().create_task(self._run(eid, sub, sock), name=f"kv-events {eid}")
+
+    @staticmethod
+    def _close(sub: _Sub) -> None:
+        if sub.task is not None:
+            sub.task.cancel()
+            sub.task = None
+        if sub.socket is not None:
+            sub.socket.close(linger=0)
+            sub.socket = None
+
+    # --- ingestion -------------------------------------------------------------------------------------------------
+
+    async def _run(self, eid: EndpointId, sub: _Sub, sock: zmq.asyncio.Socket) -> None:
+        log.info("subscribed to KV events of %s at %s", eid, sub.address)
+        while True:
+            frames = await sock.recv_multipart(copy=True)
+            try:
+                self._handle(eid, sub, frames)
+            except Exception:  # never let one bad message kill the subscription
+                sub.decode_errors += 1
+                log.exception("failed to apply KV events from %s", eid)
+
+    def handle_message(self, endpoint_id: EndpointId, frames: list[bytes]) -> None:
+        """Process one multipart message of a subscribed endpoint synchronously (what the receive loop does)."""
+        self._handle(endpoint_id, self._subs[endpoint_id], frames)
+
+    def _handle(self, eid: EndpointId, sub: _Sub, frames: list[bytes]) -> None:
+        sub.messages += 1
+        if len(frames) == 3:
+            _, seq_b, payload = frames
+        elif len(frames) == 2:  # some publishers send no topic frame
+            seq_b, payload = frames
+        else:
+            self._garbage(eid, sub, f"{len(frames)} frames")
+            return
+        if len(seq_b) != 8:
+            self._garbage(eid, sub, f"sequence frame of {len(seq_b)} bytes")
+            return
+        seq = int.from_bytes(seq_b, "big")
+        last = sub.last_seq
+        if last is not None and seq != last + 1:
+            if seq > last:
+                sub.gaps += 1
+                sub.missed += seq - last - 1
+                log.warning("KV events from %s: gap of %d messages (%d -> %d)", eid, seq - last - 1, last, seq)
+            else:
+                sub.restarts += 1
+                log.warning("KV events from %s: sequence restarted (%d -> %d); dropping its index", eid, last, seq)
+                self.index.clear_endpoint(eid)
+        sub.last_seq = seq
+        try:
+            batch = decode_payload(payload)
+        except KVEventDecodeError as exc:
+            self._garbage(eid, sub, str(exc))
+            return
+        sub.blocks += self.index.apply(eid, batch)
+
+    @staticmethod
+    def _garbage(eid: EndpointId, sub: _Sub, why: str) -> None:
+        sub.decode_errors += 1
+        if sub.decode_errors <= _LOG_FIRST_ERRORS:
+            log.warning("bad KV-event message from %s: %s", eid, why)
+
+    # --- introspection ---------------------------------------------------------------------------------------------
+
+    def stats(self) -> dict[EndpointId, SubscriptionStats]:
+        return {eid: sub.snapshot() for eid, sub in self._subs.items()}
+
+    def __contains__(self, endpoint_id: object) -> bool:
+        return endpoint_id in self._subs
