@@ -73,8 +73,43 @@ def _cmd_router(a: argparse.Namespace) -> int:
     return serve(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
 
 
+# --- bench ----------------------------------------------------------------------------------------------------
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark an OpenAI endpoint (or the cluster simulator): TTFT, TPOT, goodput, hits")
+    p.add_argument("--target", default=None, help="base URL of the router (or an engine), e.g. http://127.0.0.1:8080")
+    p.add_argument("--workload", choices=["shared-prefix", "chat", "rag", "reasoning", "trace"], default="shared-prefix")
+    p.add_argument("--trace", default=None, help="Mooncake-style JSONL (timestamp ms, input_length, output_length, hash_ids)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="workload parameter, e.g. num_groups=16 (repeat)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rate", type=float, default=None, help="open-loop arrivals per second")
+    g.add_argument("--concurrency", type=int, default=None, help="closed loop with this many requests in flight")
+    g.add_argument("--sweep", type=lambda v: [float(x) for x in _csv(v)], default=None, help="rates R1,R2,… (one run each)")
+    p.add_argument("--arrival", choices=["poisson", "constant"], default="poisson", help="open-loop arrival process")
+    p.add_argument("--num-requests", type=int, default=None, help="requests per run (scales the workload)")
+    p.add_argument("--slo-ttft", type=float, default=None, help="goodput SLO on TTFT, seconds")
+    p.add_argument("--slo-tpot", type=float, default=None, help="goodput SLO on TPOT, seconds")
+    p.add_argument("--json", default=None, help="write the bench JSON here")
+    p.add_argument("--html", default=None, help="write a self-contained plotly HTML report here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="model name (default: the target's first /v1/models id)")
+    p.add_argument("--engines-metrics", type=_csv, default=None, help="engine URLs whose prefix-cache counters to diff")
+    p.add_argument("--policy-label", default=None, help="name of this run in the report (e.g. the router config)")
+    p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sim", action="store_true", help="run in the virtual-time cluster simulator instead of HTTP")
+    p.add_argument("--engines", type=int, default=8, help="simulated engines (--sim)")
+    p.add_argument("--config", default="default", help="router config for --sim")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    from llmd_kserve.bench.runner import run_bench
+
+    return run_bench(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+
+
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,136 @@
+"""`llmd-kserve bench`: builds the workload and arrivals, runs them live (or in cluster_sim), writes reports.
+
+Public API::
+
+    make_spec(workload, trace=None, overrides={}) -> WorkloadSpec   ``overrides`` set spec fields (``--set k=v``)
+    make_arrivals(rate=None, concurrency=None, sweep=None, pattern="poisson", trace=False) -> list[ArrivalSpec]
+    workload_info(spec, arrivals, **extra) -> dict                   the report's ``workload`` section
+    run_bench(**cli kwargs) -> int                                   what the CLI calls
+
+With ``sim=True`` the runs come from ``llmd_kserve.cluster_sim.run_bench(workload=spec, arrivals=arrivals,
+num_requests=n, seed=seed, slo=slo, engines=N, config=name, policy_label=label)``, which returns ``runs[]`` items
+in the bench JSON schema; everything else (JSON, HTML, table) is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmd_kserve.bench.report import build_report, print_table, run_entry_from, write_html, write_json
+from llmd_kserve.bench.stats import SLO
+from llmd_kserve.bench.workloads import (
+    WORKLOAD_ADAPTER,
+    ArrivalSpec,
+    TraceSpec,
+    WorkloadSpec,
+    build_requests,
+    load_trace,
+)
+from llmd_kserve.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, Any] | None = None) -> WorkloadSpec:
+    """A workload spec by kind with field overrides; ``trace`` (a Mooncake JSONL path) for ``kind == "trace"``."""
+    overrides = dict(overrides or {})
+    if workload == "trace":
+        if not trace:
+            raise ConfigError("the trace workload needs --trace FILE", "trace")
+        try:
+            return TraceSpec.model_validate({"entries": load_trace(trace).entries, **overrides})
+        except ValidationError as exc:
+            raise ConfigError(str(exc).replace("\n", " "), "set") from exc
+    try:
+        return WORKLOAD_ADAPTER.validate_python({"kind": workload, **overrides})
+    except ValidationError as exc:
+        raise ConfigError(str(exc).replace("\n", " "), "set") from exc
+
+
+def make_arrivals(rate: float | None = None, concurrency: int | None = None, sweep: Sequence[float] | None = None,
+                  pattern: str = "poisson", trace: bool = False) -> list[ArrivalSpec]:
+    """One arrival spec per run: a sweep gives one per rate; nothing given means trace times or concurrency 1."""
+    try:
+        if sweep:
+            return [ArrivalSpec(pattern=pattern, rate=r) for r in sweep]
+        if concurrency:
+            return [ArrivalSpec(pattern="concurrency", concurrency=concurrency)]
+        if rate:
+            return [ArrivalSpec(pattern=pattern, rate=rate)]
+    except ValidationError as exc:
+        raise ConfigError(str(exc).replace("\n", " "), "rate") from exc
+    return [ArrivalSpec(pattern="trace")] if trace else [ArrivalSpec(pattern="concurrency", concurrency=1)]
+
+
+def workload_info(spec: WorkloadSpec, arrivals: Sequence[ArrivalSpec], **extra: Any) -> dict[str, Any]:
+    info = spec.model_dump(exclude={"entries"})
+    if isinstance(spec, TraceSpec):
+        info["trace_requests"] = len(spec.entries)
+    return {**info, "arrivals": [a.model_dump(exclude_none=True) for a in arrivals], **extra}
+
+
+def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}", "set")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def run_bench(*, target: str | None = None, workload: str = "shared-prefix", trace: str | None = None,
+              rate: float | None = None, concurrency: int | None = None, sweep: Sequence[float] | None = None,
+              arrival: str = "poisson", num_requests: int | None = None, slo_ttft: float | None = None,
+              slo_tpot: float | None = None, json: str | None = None, html: str | None = None, seed: int = 0,
+              engines_metrics: Sequence[str] | None = None, policy_label: str | None = None, model: str | None = None,
+              set: Sequence[str] | None = None, sim: bool = False, engines: int = 8, config: str = "default",
+              no_progress: bool = False, timeout: float = 600.0, **_: Any) -> int:
+    """Run the benchmark the CLI describes; print the table; write ``json`` / ``html`` when given."""
+    spec = make_spec(workload, trace, _parse_sets(set))
+    arrivals = make_arrivals(rate, concurrency, sweep, arrival, trace=workload == "trace")
+    slo = SLO(ttft=slo_ttft, tpot=slo_tpot)
+    label = policy_label or (config if sim else "live")
+    info = workload_info(spec, arrivals, num_requests=num_requests, seed=seed, slo={"ttft": slo_ttft, "tpot": slo_tpot})
+    if sim:
+        from llmd_kserve.cluster_sim import run_bench as sim_run_bench  # owned by the cluster_sim helper
+
+        runs = sim_run_bench(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
+                             engines=engines, config=config, policy_label=label)
+        info |= {"mode": "sim", "engines": engines}
+    else:
+        if not target:
+            raise ConfigError("--target URL is required (or --sim)", "target")
+        runs = _run_live(spec, arrivals, num_requests, seed, slo, label, target, model, engines_metrics or (),
+                         not no_progress, timeout)
+        info |= {"mode": "live", "target": target}
+    report = build_report(info, runs)
+    print_table(report)
+    if json:
+        write_json(report, json)
+    if html:
+        write_html(report, html)
+    return 0 if all(r["summary"]["n"] > r["summary"]["errors"] for r in runs) else 1
+
+
+def _run_live(spec: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_requests: int | None, seed: int, slo: SLO,
+              label: str, target: str, model: str | None, engine_urls: Sequence[str], progress: bool,
+              timeout: float) -> list[dict]:
+    import asyncio
+
+    from llmd_kserve.bench.loadgen import LoadConfig, run_sweep
+    from llmd_kserve.bench.workloads import assign_arrivals
+
+    pairs = []
+    for i, a in enumerate(arrivals):  # fresh prompts per sweep point, so one run does not warm the next one's cache
+        rng = random.Random(seed + i)
+        pairs.append((a, assign_arrivals(build_requests(spec, rng, num_requests), a, rng)))
+    config = LoadConfig(target=target, model=model, engine_urls=tuple(engine_urls), progress=progress,
+                        timeout_s=timeout)
+    results = asyncio.run(run_sweep(pairs, config))
+    return [run_entry_from(r, label, slo) for r in results]
