@@ -1,0 +1,86 @@
+"""vLLM ``/metrics`` exposition text -> :class:`EndpointMetrics` (pure; prometheus_client's text parser).
+
+Values are summed over label sets (one per ``engine`` / ``model_name``), so a data-parallel server reports its
+total. ``vllm:cache_config_info`` carries ``block_size`` and ``num_gpu_blocks`` as labels (``num_gpu_blocks`` is
+summed over engines too). Older vLLM names (``vllm:gpu_cache_usage_perc``, ``vllm:gpu_prefix_cache_*``) are
+accepted. Only the lines of the metrics we read are handed to the parser: a vLLM page is ~50 kB of histograms,
+and the router scrapes every endpoint 20 times a second.
+"""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmd_kserve.types import EndpointMetrics
+
+# field -> accepted metric names, preferred first
+_NAMES: dict[str, tuple[str, ...]] = {
+    "waiting": ("vllm:num_requests_waiting",),
+    "running": ("vllm:num_requests_running",),
+    "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "prefix_queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
+    "prefix_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+}
+_INFO = "vllm:cache_config_info"
+_WANTED = frozenset(n for names in _NAMES.values() for n in names) | {_INFO}
+_PREFIXES = tuple(_WANTED)
+
+
+def _label_int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _metric_name(line: str) -> str:
+    end = len(line)
+    for sep in ("{", " "):
+        i = line.find(sep)
+        if 0 <= i < end:
+            end = i
+    return line[:end]
+
+
+def parse_vllm_metrics(text: str, now: float) -> EndpointMetrics:
+    """Parse one scrape taken at clock time ``now``; raises ValueError on a malformed line of a metric we read.
+
+    Counts and counters are summed over label sets; ``kv_usage`` is their mean (a fraction per engine).
+    """
+    lines = [ln for ln in text.splitlines() if ln.startswith(_PREFIXES) and _metric_name(ln) in _WANTED]
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    block_size: int | None = None
+    num_gpu_blocks: int | None = None
+    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
+        for sample in family.samples:
+            name = sample.name
+            if name == _INFO:
+                bs = _label_int(sample.labels.get("block_size"))
+                if bs is not None:
+                    block_size = bs
+                nb = _label_int(sample.labels.get("num_gpu_blocks"))
+                if nb is not None:
+                    num_gpu_blocks = (num_gpu_blocks or 0) + nb
+            elif name in _WANTED and not math.isnan(sample.value):
+                sums[name] = sums.get(name, 0.0) + sample.value
+                counts[name] = counts.get(name, 0) + 1
+    values: dict[str, float] = {}
+    for field, names in _NAMES.items():
+        for name in names:
+            if name in sums:
+                values[field] = sums[name] / counts[name] if field == "kv_usage" else sums[name]
+                break
+    return EndpointMetrics(
+        waiting=int(values.get("waiting", 0)),
+        running=int(values.get("running", 0)),
+        kv_usage=min(1.0, max(0.0, values.get("kv_usage", 0.0))),
+        block_size=block_size,
+        num_gpu_blocks=num_gpu_blocks,
+        prefix_queries=values.get("prefix_queries", 0.0),
+        prefix_hits=values.get("prefix_hits", 0.0),
+        scraped_at=now,
+        stale=False,
+    )
