@@ -1,0 +1,391 @@
+"""The simulated vLLM engine core: continuous batching with chunked prefill over a paged, prefix-cached KV pool.
+
+Pure and clock-driven: no I/O, no threads, no wall clock. A driver (the HTTP server on the real clock, the cluster
+simulator on a virtual one) owns time. API::
+
+    core = EngineCore(profile, num_blocks=None, block_size=None, max_num_seqs=None, max_num_batched_tokens=None,
+                      max_model_len=None, seed=0, event_sink=None, enable_kv_events=False)
+    core.add_request(req_id, prompt_token_ids, max_tokens, *, output_len=None, hold_on_finish=False,
+                     remote_kv=False, now=0.0)        # -> None; ValueError on misuse (duplicate id, too long, ...)
+    out = core.step(now)                             # -> StepOutput: schedules one step and completes it at once
+    # tokens in `out` exist at `now + out.duration`; call step() again at that time (not before)
+    core.abort(req_id) -> bool                       # drop a waiting/running/held request, free its blocks
+    core.release(req_id) -> bool                     # free the blocks a hold_on_finish request kept (P/D lease)
+    core.reset_prefix_cache() -> bool                # AllBlocksCleared; refused while blocks are in use
+    core.has_work() -> bool                          # anything waiting or running
+    core.num_running, core.num_waiting, core.kv_usage, core.stats (EngineStats: counters for /metrics)
+    core.request_tokens(req_id) -> list[int]        # prompt + output token ids of a live or held request
+
+Scheduling follows vLLM v1 (FCFS): each step first gives every running request its next tokens (one for decode, the
+rest of its prompt for a chunked prefill) within ``max_num_batched_tokens``; when blocks run out it preempts the
+newest running request (recompute: its blocks are freed tail-first, it goes back to the head of the queue and
+re-prefills, hitting whatever of its prefix is still cached). Only when nothing was preempted are waiting requests
+admitted, up to ``max_num_seqs``, each first matching its longest cached prefix (at most ``len - 1`` tokens, whole
+blocks). The step's duration comes from ``profile.step_time``. A request finishes after ``max_tokens`` outputs
+(reason ``length``) or after ``output_len`` (reason ``stop``, a simulated EOS). Output tokens are deterministic in
+(seed, request id). ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
+request starts with its whole prompt computed but the last token, so its first step is a one-token step.
+``hold_on_finish=True`` (P/D prefill side) keeps the finished request's blocks until ``release``.
+
+KV events (vLLM ``BlockStored``/``BlockRemoved``/``AllBlocksCleared`` structs from ``kvcache.events``) are built only
+when ``enable_kv_events`` or ``event_sink`` is set; each step's events go to ``event_sink(events)`` once (one ZMQ
+message per step, as vLLM publishes) and into ``StepOutput.kv_events``. Engine block hashes are 64-bit ints chained
+over full blocks, seeded by ``seed`` (they need not match the router's keys).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from llmd_kserve.engine_sim.block_pool import BlockPool
+from llmd_kserve.engine_sim.profile import LatencyProfile
+from llmd_kserve.kvcache.events import KVEvent
+
+log = logging.getLogger(__name__)
+
+_MASK = (1 << 64) - 1
+_VOCAB = 32000
+_FIRST_ID = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """One engine step: what ran, how long it took, and what each request got (valid at ``now + duration``)."""
+
+    now: float
+    duration: float
+    new_tokens: dict[str, int]
+    """request id -> the token it produced this step."""
+    first_token: tuple[str, ...] = ()
+    """Requests whose first output token is in ``new_tokens``."""
+    finished: dict[str, str] = field(default_factory=dict)
+    """request id -> finish reason (``length`` | ``stop``)."""
+    scheduled_first: tuple[str, ...] = ()
+    """Requests scheduled for the first time this step (their queue time ends at ``now``)."""
+    cached_tokens: dict[str, int] = field(default_factory=dict)
+    """For ``scheduled_first`` requests: prompt tokens served from the prefix cache."""
+    preempted: tuple[str, ...] = ()
+    num_prefill_tokens: int = 0
+    num_decode_seqs: int = 0
+    kv_events: tuple[KVEvent, ...] = ()
+
+    @property
+    def end(self) -> float:
+        return self.now + self.duration
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Monotonic counters for ``/metrics`` (vLLM names in comments)."""
+
+    prefix_queries: int = 0  # vllm:prefix_cache_queries_total (tokens)
+    prefix_hits: int = 0  # vllm:prefix_cache_hits_total (tokens)
+    num_preemptions: int = 0  # vllm:num_preemptions_total
+    prompt_tokens: int = 0  # vllm:prompt_tokens_total (computed prompt tokens)
+    generation_tokens: int = 0  # vllm:generation_tokens_total
+    num_steps: int = 0
+    busy_time: float = 0.0
+
+
+class _Req:
+    __slots__ = ("id", "tokens", "num_prompt", "max_tokens", "output_len", "num_computed", "blocks", "hashes",
+                 "num_cached_blocks", "cached_tokens", "hold", "remote_kv", "tok_a", "tok_b", "scheduled", "arrival")
+
+    def __init__(self, req_id: str, prompt: list[int], max_tokens: int, output_len: int, hold: bool,
+                 remote_kv: bool, seed: int, now: float) -> None:
+        self.id = req_id
+        self.tokens = prompt
+        self.num_prompt = len(prompt)
+        self.max_tokens = max_tokens
+        self.output_len = output_len
+        self.num_computed = 0
+        self.blocks: list[int] = []
+        self.hashes: list[int] = []
+        self.num_cached_blocks = 0
+        self.cached_tokens = -1
+        self.hold = hold
+        self.remote_kv = remote_kv
+        h = hash((seed, req_id)) & _MASK
+        self.tok_a = h % (_VOCAB - _FIRST_ID)
+        self.tok_b = 1 + (h >> 20) % 9973
+        self.scheduled = False
+        self.arrival = now
+
+
+class EngineCore:
+    """One simulated vLLM engine core (see the module docstring for the API and the scheduling rules)."""
+
+    def __init__(
+        self,
+        profile: LatencyProfile,
+        *,
+        num_blocks: int | None = None,
+        block_size: int | None = None,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        max_model_len: int | None = None,
+        seed: int = 0,
+        event_sink: Callable[[list[KVEvent]], None] | None = None,
+        enable_kv_events: bool = False,
+    ) -> None:
+        self.profile = profile
+        self.block_size = block_size or profile.block_size
+        self.num_blocks = num_blocks or profile.num_gpu_blocks
+        self.max_num_seqs = max_num_seqs or profile.max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens or profile.max_num_batched_tokens
+        self.max_model_len = max_model_len or profile.max_model_len
+        self.seed = seed
+        self.event_sink = event_sink
+        self.pool = BlockPool(self.num_blocks, self.block_size, enable_events=enable_kv_events or event_sink is not None)
+        self.stats = EngineStats()
+        self.waiting: deque[_Req] = deque()
+        self.running: list[_Req] = []
+        self.requests: dict[str, _Req] = {}
+        self.held: dict[str, _Req] = {}
+
+    # --- queries ------------------------------------------------------------------------------------------------
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def kv_usage(self) -> float:
+        return self.pool.usage
+
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def request_tokens(self, req_id: str) -> list[int]:
+        req = self.requests.get(req_id) or self.held[req_id]
+        return req.tokens
+
+    def held_blocks(self, req_id: str) -> list[int] | None:
+        """Block ids a finished ``hold_on_finish`` request still keeps, or None."""
+        req = self.held.get(req_id)
+        return None if req is None else list(req.blocks)
+
+    def block_hashes(self, token_ids: Sequence[int]) -> list[int]:
+        """This engine's chained hashes of the full blocks of ``token_ids``."""
+        out: list[int] = []
+        parent, bs, seed = 0, self.block_size, self.seed
+        for i in range(len(token_ids) // bs):
+            parent = hash((seed, parent, *token_ids[i * bs : (i + 1) * bs])) & _MASK
+            out.append(parent)
+        return out
+
+    # --- requests -----------------------------------------------------------------------------------------------
+    def add_request(
+        self,
+        req_id: str,
+        prompt_token_ids: Sequence[int],
+        max_tokens: int,
+        *,
+        output_len: int | None = None,
+        hold_on_finish: bool = False,
+        remote_kv: bool = False,
+        now: float = 0.0,
+    ) -> None:
+        """Queue a request (FCFS). Raises ValueError for a duplicate id, an empty prompt or one too long."""
+        if req_id in self.requests or req_id in self.held:
+            raise ValueError(f"duplicate request id {req_id!r}")
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise ValueError("prompt must have at least one token")
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        if n + max_tokens > self.max_model_len:
+            raise ValueError(f"prompt ({n}) + max_tokens ({max_tokens}) exceeds max_model_len {self.max_model_len}")
+        if -(-(n + max_tokens) // self.block_size) > self.num_blocks:
+            raise ValueError("request needs more KV blocks than the engine has")
+        out_len = max_tokens if output_len is None else max(1, min(output_len, max_tokens))
+        req = _Req(req_id, list(prompt_token_ids), max_tokens, out_len, hold_on_finish, remote_kv, self.seed, now)
+        req.hashes = self.block_hashes(req.tokens)
+        self.requests[req_id] = req
+        self.waiting.append(req)
+
+    def abort(self, req_id: str) -> bool:
+        """Remove a request wherever it is and free its blocks; False if unknown."""
+        req = self.requests.pop(req_id, None)
+        if req is None:
+            return self.release(req_id)
+        if req in self.running:
+            self.running.remove(req)
+        else:
+            with contextlib.suppress(ValueError):
+                self.waiting.remove(req)
+        self._free(req)
+        return True
+
+    def release(self, req_id: str) -> bool:
+        """Free the blocks a finished ``hold_on_finish`` request kept; False if it holds none."""
+        req = self.held.pop(req_id, None)
+        if req is None:
+            return False
+        self._free(req)
+        return True
+
+    def reset_prefix_cache(self) -> bool:
+        """Drop the whole prefix cache (emits ``AllBlocksCleared``); False while any block is in use."""
+        ok = self.pool.reset()
+        if ok:
+            for req in self.waiting:
+                req.num_cached_blocks = 0
+            self._flush_events()
+        return ok
+
+    # --- the step -----------------------------------------------------------------------------------------------
+    def step(self, now: float) -> StepOutput:
+        """Schedule one step at ``now``, run it, and return its outputs (which exist at ``now + duration``)."""
+        pool, bs = self.pool, self.block_size
+        budget = self.max_num_batched_tokens
+        sched: list[tuple[_Req, int]] = []
+        preempted: list[str] = []
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            num_new = len(req.tokens) - req.num_computed
+            if num_new > budget:
+                num_new = budget
+            need = (req.num_computed + num_new + bs - 1) // bs - len(req.blocks)
+            if need > 0:
+                victim = None
+                while pool.num_free < need:
+                    victim = running.pop()
+                    self._preempt(victim)
+                    preempted.append(victim.id)
+                    if victim is req:
+                        break
+                if victim is req:
+                    break
+                req.blocks.extend(pool.allocate(need))
+            sched.append((req, num_new))
+            budget -= num_new
+            i += 1
+        first: list[str] = []
+        cached: dict[str, int] = {}
+        if not preempted:
+            self._admit(budget, sched, first, cached)
+        return self._run(now, sched, first, cached, preempted)
+
+    def _admit(self, budget: int, sched: list, first: list[str], cached: dict[str, int]) -> None:
+        pool, bs, waiting, running = self.pool, self.block_size, self.waiting, self.running
+        while waiting and budget > 0 and len(running) < self.max_num_seqs:
+            req = waiting[0]
+            total = len(req.tokens)
+            if req.remote_kv and not req.scheduled:  # KV pulled from the prefill engine: only the last token to run
+                hit = pool.lookup(req.hashes, (total - 1) // bs)
+                computed = total - 1
+            else:
+                hit = pool.lookup(req.hashes, (total - 1) // bs)
+                computed = len(hit) * bs
+            num_new = min(total - computed, budget)
+            need = (computed + num_new + bs - 1) // bs - len(hit)
+            if need > pool.num_free - pool.num_free_among(hit):
+                break
+            waiting.popleft()
+            pool.touch(hit)
+            req.blocks = hit + pool.allocate(need)
+            req.num_cached_blocks = len(hit)
+            req.num_computed = computed
+            self.stats.prefix_queries += total
+            self.stats.prefix_hits += len(hit) * bs
+            if not req.scheduled:
+                req.scheduled = True
+                req.cached_tokens = len(hit) * bs
+                first.append(req.id)
+                cached[req.id] = req.cached_tokens
+            running.append(req)
+            sched.append((req, num_new))
+            budget -= num_new
+
+    def _run(self, now: float, sched: list, first: list[str], cached: dict[str, int], preempted: list[str]) -> StepOutput:
+        bs = self.block_size
+        p_tok = p_ctx = p_attn = d_seqs = d_ctx = 0
+        for req, n in sched:
+            total = len(req.tokens)
+            if n == 1 and total > req.num_prompt:
+                d_seqs += 1
+                d_ctx += total
+            else:
+                end = req.num_computed + n
+                p_tok += n
+                p_ctx += end
+                p_attn += n * end
+        duration = self.profile.step_time(p_tok, p_ctx, d_seqs, d_ctx, p_attn)
+        stats = self.stats
+        stats.num_steps += 1
+        stats.busy_time += duration
+        stats.prompt_tokens += p_tok
+        new_tokens: dict[str, int] = {}
+        first_token: list[str] = []
+        finished: dict[str, str] = {}
+        for req, n in sched:
+            req.num_computed += n
+            full = req.num_computed // bs
+            if full > req.num_cached_blocks:
+                self._cache(req, full)
+            if req.num_computed >= len(req.tokens):
+                n_out = len(req.tokens) - req.num_prompt
+                tok = _FIRST_ID + (req.tok_a + n_out * req.tok_b) % (_VOCAB - _FIRST_ID)
+                req.tokens.append(tok)
+                new_tokens[req.id] = tok
+                n_out += 1
+                if n_out == 1:
+                    first_token.append(req.id)
+                if n_out >= req.output_len:
+                    finished[req.id] = "length" if n_out >= req.max_tokens else "stop"
+        stats.generation_tokens += len(new_tokens)
+        if finished:
+            self.running = [r for r in self.running if r.id not in finished]
+            for rid in finished:
+                req = self.requests.pop(rid)
+                if req.hold:
+                    self.held[rid] = req
+                else:
+                    self._free(req)
+        events = self._flush_events()
+        return StepOutput(now, duration, new_tokens, tuple(first_token), finished, tuple(first), cached,
+                          tuple(preempted), p_tok, d_seqs, tuple(events))
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+    def _cache(self, req: _Req, full: int) -> None:
+        bs, hashes = self.block_size, req.hashes
+        parent = hashes[len(hashes) - 1] if hashes else 0
+        while len(hashes) < full:  # output tokens filled new blocks: extend the hash chain
+            j = len(hashes)
+            parent = hash((self.seed, parent, *req.tokens[j * bs : (j + 1) * bs])) & _MASK
+            hashes.append(parent)
+        lo = req.num_cached_blocks
+        prev = hashes[lo - 1] if lo > 0 else None
+        self.pool.cache_blocks(req.blocks[lo:full], hashes[lo:full], prev,
+                               req.tokens[lo * bs : full * bs] if self.pool.enable_events else ())
+        req.num_cached_blocks = full
+
+    def _preempt(self, req: _Req) -> None:
+        self._free(req)
+        req.num_computed = 0
+        req.num_cached_blocks = 0
+        self.stats.num_preemptions += 1
+        self.waiting.appendleft(req)
+
+    def _free(self, req: _Req) -> None:
+        if req.blocks:
+            self.pool.free(req.blocks[::-1])
+            req.blocks = []
+
+    def _flush_events(self) -> list[KVEvent]:
+        if not self.pool.enable_events:
+            return []
+        events = self.pool.take_events()
+        if events and self.event_sink is not None:
+            self.event_sink(events)
+        return events
