@@ -73,6 +73,32 @@ def _cmd_router(a: argparse.Namespace) -> int:
     return serve(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
 
 
+# --- up -------------------------------------------------------------------------------------------------------
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start simulated engines (or use vLLM URLs), the router and Prometheus locally")
+    p.add_argument("--engines", type=int, default=2, help="simulated engines (role both)")
+    p.add_argument("--prefill", type=int, default=0, help="simulated prefill engines (with --decode)")
+    p.add_argument("--decode", type=int, default=0, help="simulated decode engines (with --prefill)")
+    p.add_argument("--config", default="default", help="router scheduler config name or file")
+    p.add_argument("--vllm", type=_csv, default=None, help="use these engine URLs instead of simulated engines")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="router port")
+    p.add_argument("--time-scale", type=float, default=1.0, help="engine time scale (>1 slower than real time)")
+    p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
+                   help="run Prometheus (default: when the binary is installed)")
+    p.add_argument("--engine-arg", dest="engine_args", action="append", default=None, metavar="FLAG",
+                   help="extra flag for every engine, e.g. --engine-arg=--num-blocks=2000 (repeat)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-dir", default=None, help="keep process logs here (default: a temp dir, removed on exit)")
+    p.set_defaults(func=_cmd_up)
+
+
+def _cmd_up(a: argparse.Namespace) -> int:
+    from llmd_kserve.stack import run_up
+
+    return run_up(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+
+
 # --- bench ----------------------------------------------------------------------------------------------------
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark an OpenAI endpoint (or the cluster simulator): TTFT, TPOT, goodput, hits")
@@ -109,7 +135,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
 
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router, _add_bench]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up]
 
 
 def build_parser() -> argparse.ArgumentParser:
