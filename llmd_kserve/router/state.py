@@ -131,20 +131,15 @@ class RouterState:
     def _on_pool_change(self, old: tuple[Endpoint, ...], new: tuple[Endpoint, ...]) -> None:
         if self.scraper is not None:
             self._spawn(self.scraper.set_endpoints(new))
-        old_by_id = {e.id: e for e in old}
-        new_by_id = {e.id: e for e in new}
+        if self.subscriber is not None:
+            self._spawn(self.subscriber.set_endpoints(new))
+        new_ids = {e.id for e in new}
         for e in old:
-            changed = new_by_id.get(e.id) != e
-            if changed and e.kv_events and self.subscriber is not None:
-                self._spawn(self.subscriber.remove(e.id))
-            if e.id not in new_by_id:
+            if e.id not in new_ids:
                 self.scheduler.remove_endpoint(e.id)
                 if self.index is not None:
                     self.index.remove_endpoint(e.id)
-        for e in new:
-            if e.kv_events and self.subscriber is not None and old_by_id.get(e.id) != e:
-                self._spawn(self.subscriber.add(e))
-        if not self.settings.served_models:
+        if old and not self.settings.served_models:
             self._spawn(self.refresh_models())
 
     async def refresh_models(self) -> None:

@@ -28,7 +28,7 @@ class FakeUpstream:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         rid = request.headers.get("x-request-id", "")
-        self.seen.append({"body": body, "headers": dict(request.headers)})
+        self.seen.append({"body": body, "headers": request.headers.copy()})
         if self.status != 200:
             err = {"error": {"message": "boom", "type": "InternalServerError", "param": None, "code": self.status}}
             return web.json_response(err, status=self.status)
