@@ -49,7 +49,7 @@ async def test_non_streaming_passthrough_and_headers():
         async with s.get(f"{rt.url}/metrics") as r:
             text = await r.text()
         assert f'llmd_router_decisions_total{{endpoint="{fake.url}"' in text
-        assert f'llmd_router_reported_cached_tokens_total{{endpoint="{fake.url}"}} 7.0' in text
+        assert f'llmd_router_reported_cached_tokens_total{{endpoint="{fake.url}"}} 14.0' in text  # two requests, 7 each
         assert "llmd_router_scheduling_seconds_count 2.0" in text
 
 
