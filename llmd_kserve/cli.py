@@ -64,13 +64,31 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scrape-interval", type=float, default=0.05, help="seconds between /metrics polls")
     p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' (engine /render) or tokenizer.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default="h100-llama8b", help="latency profile for the predicted-TTFT scorer")
+    p.add_argument("--max-attempts", type=int, default=3, help="upstream attempts when failing before the first byte")
+    p.add_argument("--served-model", action="append", dest="served_models", default=None,
+                   help="model name to accept and list (repeatable; default: the endpoints' /v1/models)")
+    p.add_argument("--api-keys-file", default=None,
+                   help="file of bearer tokens clients must send, one per line (or env LLMD_ROUTER_API_KEYS=k1,k2)")
+    p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
+                   help="audit log of routed prompts on logger llmd_kserve.audit (hash: SHA-256 only)")
+    p.add_argument("--max-prompt-chars", type=int, default=None, help="reject longer prompts with 413")
     p.set_defaults(func=_cmd_router)
 
 
 def _cmd_router(a: argparse.Namespace) -> int:
     from llmd_kserve.router.app import serve
 
-    return serve(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+    kw = {k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose", "api_keys_file")}
+    keys = _csv(os.environ.get("LLMD_ROUTER_API_KEYS", ""))
+    if a.api_keys_file:
+        with open(a.api_keys_file) as f:
+            keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    kw["api_keys"] = tuple(keys)
+    kw["served_models"] = tuple(a.served_models or ())
+    if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
+        logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
+    return serve(**kw)
 
 
 # --- up -------------------------------------------------------------------------------------------------------
