@@ -22,6 +22,7 @@ class FakeUpstream:
     cached_tokens: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    renders: list[dict[str, Any]] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -58,6 +59,14 @@ class FakeUpstream:
         self.finished.append(rid)
         return resp
 
+    async def render(self, request: web.Request) -> web.Response:
+        """vLLM 0.26's render shape: a list per prompt for completions, one object for chat; ids = 100 + position."""
+        body = await request.json()
+        self.renders.append(body)
+        n = len(json.dumps(body.get("prompt", body.get("messages"))))
+        result = {"request_id": "r", "token_ids": [100 + i for i in range(n)], "model": body.get("model")}
+        return web.json_response(result if "messages" in body else [result])
+
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
@@ -75,6 +84,8 @@ async def running_fake(**kwargs: Any) -> AsyncIterator[FakeUpstream]:
     app.router.add_post("/v1/completions", fake.completions)
     app.router.add_post("/v1/chat/completions", fake.completions)
     app.router.add_get("/v1/models", fake.models)
+    app.router.add_post("/v1/completions/render", fake.render)
+    app.router.add_post("/v1/chat/completions/render", fake.render)
     app.router.add_get("/metrics", fake.metrics)
     runner = web.AppRunner(app, handler_cancellation=True)
     await runner.setup()

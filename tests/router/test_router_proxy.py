@@ -160,3 +160,28 @@ async def test_endpoints_file_change_is_picked_up(tmp_path):
             await wait_healthy(s, rt.url)
             for _ in range(3):
                 assert (await post(s, rt.url, BODY))[1]["x-llmd-endpoint"] == b.url
+
+
+async def test_render_tokenizer_asks_engine_once_per_prompt():
+    async with running_fake() as fake, \
+            running_router(endpoints=[fake.url], config="round-robin", tokenizer="render") as rt, \
+            aiohttp.ClientSession() as s:
+        await wait_healthy(s, rt.url)
+        for rid in ("a", "b"):
+            assert (await post(s, rt.url, BODY, headers={"x-request-id": rid}))[0] == 200
+        chat = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+        async with s.post(f"{rt.url}/v1/chat/completions", json=chat, headers={"x-request-id": "c"}) as r:
+            assert r.status == 200
+        assert [r.get("prompt") or r["messages"] for r in fake.renders] == ["hello there", chat["messages"]]
+        async with s.get(f"{rt.url}/debug/decisions") as r:
+            tokens = {d["request_id"]: d["prompt_tokens"] for d in (await r.json())["decisions"]}
+        assert tokens == {"a": len('"hello there"'), "b": len('"hello there"'), "c": len(json.dumps(chat["messages"]))}
+
+
+async def test_set_endpoints_programmatically():
+    async with running_fake() as a, running_fake() as b, aiohttp.ClientSession() as s, \
+            running_router(endpoints=[a.url], config="round-robin") as rt:
+        await wait_healthy(s, rt.url)
+        assert rt.state.set_endpoints([b.url + "#role=decode"])
+        assert [(e.id, e.role) for e in rt.state.pool.snapshot] == [(b.url, "decode")]
+        assert (await post(s, rt.url, BODY))[1]["x-llmd-endpoint"] == b.url
