@@ -1,7 +1,7 @@
 """vLLM ``/metrics`` exposition text -> :class:`EndpointMetrics` (pure; prometheus_client's text parser).
 
-Values are summed over label sets (one per ``engine`` / ``model_name``), so a data-parallel server reports its
-total. ``vllm:cache_config_info`` carries ``block_size`` and ``num_gpu_blocks`` as labels (``num_gpu_blocks`` is
+Counts and counters are summed over label sets (one per ``engine`` / ``model_name``), so a data-parallel server
+reports its total; ``kv_usage`` is their mean. ``vllm:cache_config_info`` carries ``block_size`` and ``num_gpu_blocks`` as labels (``num_gpu_blocks`` is
 summed over engines too). Older vLLM names (``vllm:gpu_cache_usage_perc``, ``vllm:gpu_prefix_cache_*``) are
 accepted. Only the lines of the metrics we read are handed to the parser: a vLLM page is ~50 kB of histograms,
 and the router scrapes every endpoint 20 times a second.
