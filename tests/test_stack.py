@@ -1,0 +1,117 @@
+"""LocalStack / `llmd-kserve up`: engines, router and Prometheus start, serve, and stop with no orphan processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llmd_kserve.engine_sim.server", reason="simulated engine server not available")
+pytest.importorskip("llmd_kserve.router.app", reason="router not available")
+
+from llmd_kserve.stack import LocalStack, prometheus_available  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)  # the child led its own process group; anything left in it counts
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _get(url: str) -> tuple[int, dict]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, json.loads(resp.read() or b"null")
+
+
+def _complete(router: str, prompt: str) -> tuple[dict, str]:
+    body = json.dumps({"model": _get(f"{router}/v1/models")[1]["data"][0]["id"], "prompt": prompt,
+                       "max_tokens": 4}).encode()
+    req = urllib.request.Request(f"{router}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read()), resp.headers.get("x-llmd-endpoint", "")
+
+
+def test_stack_serves_and_stops_without_orphans():
+    with LocalStack(engines=2, prometheus=False) as stack:
+        pids = stack.pids
+        assert len(pids) == 3 and all(_alive(p) for p in pids)
+        assert len(stack.engine_urls) == 2 and all("#kv=tcp://" in u for u in stack.engine_urls)
+        out, endpoint = _complete(stack.router_url, "hello there general kenobi")
+        assert out["usage"]["completion_tokens"] == 4
+        assert endpoint.rstrip("/") in stack.engine_base_urls
+        log_dir = stack.log_dir
+    assert not any(_alive(p) for p in pids)
+    assert stack.pids == [] and not Path(log_dir).exists()
+    stack.stop()  # idempotent
+
+
+def test_stack_pd_roles_in_endpoint_fragments():
+    with LocalStack(prefill=1, decode=1, prometheus=False) as stack:
+        assert [u.split("#")[1].split("&")[0] for u in stack.engine_urls] == ["role=prefill", "role=decode"]
+        pids = stack.pids
+    assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.skipif(not prometheus_available(), reason="prometheus binary not installed (tests/run.sh installs it)")
+def test_prometheus_scrapes_router_and_engines():
+    with LocalStack(engines=2, prometheus=True) as stack:
+        assert stack.prometheus_url
+        deadline = time.monotonic() + 60
+        while True:  # Prometheus scrapes every second; wait until every target has been scraped successfully
+            _, targets = _get(f"{stack.prometheus_url}/api/v1/targets")
+            active = targets["data"]["activeTargets"]
+            if len(active) == 3 and all(t["health"] == "up" for t in active):
+                break
+            assert time.monotonic() < deadline, active
+            time.sleep(0.5)
+        assert {t["labels"]["job"] for t in active} == {"llmd-router", "vllm"}
+        _, up = _get(f"{stack.prometheus_url}/api/v1/query?query=up")
+        assert sorted(float(r["value"][1]) for r in up["data"]["result"]) == [1.0, 1.0, 1.0]
+        pids = stack.pids
+    assert not any(_alive(p) for p in pids)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_cli_stops_everything_on_signal(sig):
+    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--port", "0",
+                             "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert proc.poll() is None, "".join(lines)
+        assert any("/v1" in line for line in lines)
+        kids = _children(proc.pid)
+        assert len(kids) == 2  # one engine, one router
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+        assert not any(_alive(k) for k in kids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
