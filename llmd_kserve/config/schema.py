@@ -1,0 +1,52 @@
+"""Pydantic schema of the scheduler config: llm-d's / the Inference Extension's ``EndpointPickerConfig``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_VERSION = "inference.networking.x-k8s.io/v1alpha1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class PluginSpec(_Model):
+    """One plugin instance: ``type`` from the registry, an optional ``name`` (default: the type), ``parameters``
+    validated against the type's own Params model."""
+
+    type: str = Field(min_length=1)
+    name: str | None = None
+    parameters: dict[str, Any] | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.name or self.type
+
+
+class ProfilePluginRef(_Model):
+    """A plugin used by a profile; ``weight`` (scorers only, default 1) multiplies its clamped score."""
+
+    plugin_ref: str = Field(alias="pluginRef", min_length=1)
+    weight: float | None = Field(None, ge=0)
+
+
+class SchedulingProfile(_Model):
+    """Named list of filters (in order), weighted scorers and at most one picker (default ``max-score-picker``)."""
+
+    name: str = Field(min_length=1)
+    plugins: list[ProfilePluginRef] = Field(default_factory=list)
+
+
+class SchedulerConfig(_Model):
+    """The whole config. Producers and the profile handler are listed under ``plugins`` only; producers that a
+    filter or scorer needs are added automatically, as are ``single-profile-handler`` and ``max-score-picker``."""
+
+    api_version: str = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["EndpointPickerConfig"] = "EndpointPickerConfig"
+    plugins: list[PluginSpec] = Field(default_factory=list)
+    scheduling_profiles: list[SchedulingProfile] = Field(alias="schedulingProfiles", min_length=1)
+    source: str = Field("", exclude=True)
+    """Where the config came from (file path or shipped name); not part of the YAML."""

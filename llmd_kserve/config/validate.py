@@ -1,0 +1,71 @@
+"""Semantic validation of a SchedulerConfig against the plugin registry (types, params, refs, weights, roles)."""
+
+from __future__ import annotations
+
+import pydantic
+
+from llmd_kserve.config.schema import SchedulerConfig
+from llmd_kserve.errors import ConfigError
+from llmd_kserve.plugins.base import PluginParams
+from llmd_kserve.plugins.registry import plugin_info
+
+
+def check(config: SchedulerConfig) -> None:
+    """Raise ConfigError at the first bad field: unknown type (``plugins[i].type``), bad parameter
+    (``plugins[i].parameters.x``), duplicate name, dangling or misplaced ``pluginRef``, weight on a non-scorer,
+    two pickers in a profile, two profile handlers, profile names the handler can't run."""
+    names: dict[str, str] = {}  # instance name -> kind
+    handler_at = None
+    for i, spec in enumerate(config.plugins):
+        info = plugin_info(spec.type, f"plugins[{i}].type")
+        validate_params(info.params, spec.parameters, f"plugins[{i}].parameters")
+        if spec.ref in names:
+            raise ConfigError(f"duplicate plugin name {spec.ref!r}", f"plugins[{i}].name")
+        names[spec.ref] = info.kind
+        if info.kind == "profile-handler":
+            if handler_at is not None:
+                raise ConfigError(f"a second profile handler (first at plugins[{handler_at}])", f"plugins[{i}].type")
+            handler_at = i
+    seen_profiles: set[str] = set()
+    for p, profile in enumerate(config.scheduling_profiles):
+        if profile.name in seen_profiles:
+            raise ConfigError(f"duplicate profile name {profile.name!r}", f"schedulingProfiles[{p}].name")
+        seen_profiles.add(profile.name)
+        refs: set[str] = set()
+        picker = None
+        for j, ref in enumerate(profile.plugins):
+            at = f"schedulingProfiles[{p}].plugins[{j}]"
+            kind = names.get(ref.plugin_ref)
+            if kind is None:
+                raise ConfigError(f"no plugin named {ref.plugin_ref!r} in plugins[]", f"{at}.pluginRef")
+            if kind in ("producer", "profile-handler"):
+                raise ConfigError(f"{ref.plugin_ref!r} is a {kind}: list it under plugins[] only", f"{at}.pluginRef")
+            if ref.plugin_ref in refs:
+                raise ConfigError(f"{ref.plugin_ref!r} is used twice in this profile", f"{at}.pluginRef")
+            refs.add(ref.plugin_ref)
+            if ref.weight is not None and kind != "scorer":
+                raise ConfigError(f"only scorers take a weight; {ref.plugin_ref!r} is a {kind}", f"{at}.weight")
+            if kind == "picker":
+                if picker is not None:
+                    raise ConfigError(f"a second picker (first: {picker!r})", f"{at}.pluginRef")
+                picker = ref.plugin_ref
+    if handler_at is not None:
+        spec = config.plugins[handler_at]
+        handler_cls = plugin_info(spec.type).factory
+        problem = handler_cls.validate_profiles([p.name for p in config.scheduling_profiles])
+        if problem:
+            raise ConfigError(problem, "schedulingProfiles")
+    elif len(config.scheduling_profiles) != 1:
+        raise ConfigError("several profiles need a profile handler in plugins[]", "schedulingProfiles")
+
+
+def validate_params(model: type[PluginParams], parameters: object, path: str) -> PluginParams:
+    """The plugin's Params from a ``parameters`` mapping; ConfigError at ``path.<field>`` when invalid."""
+    from llmd_kserve.config.loader import _config_error
+
+    if parameters is None:
+        parameters = {}
+    try:
+        return model.model_validate(parameters)
+    except pydantic.ValidationError as e:
+        raise _config_error(e, path) from None

@@ -1,0 +1,194 @@
+"""Scheduler extension points: the per-request CycleState, the plugin context and the plugin Protocols.
+
+A scheduling cycle runs, for one request: every **producer** once (tokens, block keys, prefix matches, in-flight
+load, written into the :class:`CycleState`), then the **profile handler** chooses which scheduling profiles to run;
+each profile filters the candidates, sums ``weight * clamp(score)`` over its **scorers** and lets its **picker**
+choose. The handler then combines the profile results into one decision (target, optional prefill endpoint).
+
+Today's handler runs a single profile. A prefill/decode handler fits the same shape: ``pick_profiles`` first
+returns ``["decode"]``; once the decode result is in, it asks a decider (prefix already cached on the decode
+endpoint? prompt short?) and returns ``["prefill"]`` or nothing; ``process_results`` then names the decode target
+and the prefill endpoint.
+
+Stateful plugins (in-flight load, approximate prefix LRU, session affinity, round-robin) may also implement the
+optional hooks of :class:`Stateful`; the scheduler calls them for every configured plugin that has them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from llmd_kserve.types import BlockKey, EndpointId, EndpointState, LLMRequest, RequestOutcome
+
+if TYPE_CHECKING:  # heavy or not-yet-written modules: only for annotations
+    from llmd_kserve.engine_sim.profile import LatencyProfile
+    from llmd_kserve.kvcache.index import KVIndex
+    from llmd_kserve.tokenizer import Tokenizer
+
+PluginKind = Literal["producer", "filter", "scorer", "picker", "profile-handler"]
+Scores = dict[EndpointId, float]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What plugins may use besides the request: shared services, an injected RNG and clock (no I/O)."""
+
+    tokenizer: Tokenizer
+    index: KVIndex | None
+    rng: random.Random
+    clock: Callable[[], float]
+    profile: LatencyProfile
+    block_size: int = 16
+    hash_seed: int = 0
+    """Seed of the router's block keys (``kvcache.hashing``); must match the KV index's keys."""
+
+
+class CycleState:
+    """Scratch space of one scheduling cycle: the request, what producers computed, and memoised estimates.
+
+    Producers fill the typed fields; anything else goes in ``data`` under the producer's type name.
+    """
+
+    __slots__ = ("request", "candidates", "token_ids", "block_keys", "prefix_hits", "inflight", "data")
+
+    def __init__(self, request: LLMRequest, candidates: Sequence[EndpointState]) -> None:
+        self.request = request
+        self.candidates: tuple[EndpointState, ...] = tuple(candidates)
+        self.token_ids: Sequence[int] = ()
+        self.block_keys: Sequence[BlockKey] = ()
+        self.prefix_hits: dict[str, Mapping[EndpointId, int]] = {}
+        """Leading blocks each endpoint holds, by source (``"precise"``, ``"approx"``); absent endpoint: 0."""
+        self.inflight: Mapping[EndpointId, tuple[int, int]] | None = None
+        """Router-side load per endpoint: (requests, uncached prompt tokens) sent and not finished."""
+        self.data: dict[str, Any] = {}
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def cached_blocks(self, endpoint_id: EndpointId, mode: str | None = None) -> int:
+        """Leading blocks of the prompt cached on one endpoint according to ``mode`` (``"precise"``/``"approx"``);
+        ``None``: the precise index when it ran, else the approximation, else 0."""
+        if mode is None:
+            hits = self.prefix_hits.get("precise")
+            if hits is None:
+                hits = self.prefix_hits.get("approx")
+        else:
+            hits = self.prefix_hits.get(mode)
+        return hits.get(endpoint_id, 0) if hits else 0
+
+    def cached_tokens(self, endpoint_id: EndpointId, block_size: int, mode: str | None = None) -> int:
+        """Prompt tokens an engine would reuse: whole cached blocks, at least one prompt token left to compute
+        (as vLLM does)."""
+        n = len(self.token_ids)
+        if n == 0:
+            return 0
+        return min(self.cached_blocks(endpoint_id, mode), (n - 1) // block_size) * block_size
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileResult:
+    """Outcome of running one scheduling profile."""
+
+    profile: str
+    target: EndpointId | None
+    """None when the filters left no candidate."""
+    scores: Mapping[str, Mapping[EndpointId, float]] = field(default_factory=dict)
+    """Scorer name -> endpoint -> raw (unweighted, unclamped) score."""
+    totals: Mapping[EndpointId, float] = field(default_factory=dict)
+    candidates: tuple[EndpointId, ...] = ()
+    """Endpoints left after the profile's filters."""
+    empty_filter: str | None = None
+    """Name of the filter that left no candidate, when ``target`` is None."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerDecision:
+    """How the profile handler combined the profile results."""
+
+    primary: str
+    """Profile whose target serves the request (decode in P/D)."""
+    target: EndpointId
+    prefill: EndpointId | None = None
+
+
+class PluginParams(BaseModel):
+    """Base of every plugin's parameters: frozen, camelCase in YAML (snake_case accepted), unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class Plugin(Protocol):
+    """Every plugin has its configured instance name and its registry type."""
+
+    name: str
+    type: ClassVar[str]
+
+
+class Producer(Plugin, Protocol):
+    """Computes per-request data once, before any profile runs (``requires``: producer types to run first)."""
+
+    requires: tuple[str, ...]
+
+    def produce(self, state: CycleState) -> None: ...
+
+
+class Filter(Plugin, Protocol):
+    """Keeps a subset of the candidates (order preserved). ``requires``: producer types it reads."""
+
+    requires: tuple[str, ...]
+
+    def filter(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Sequence[EndpointState]: ...
+
+
+class Scorer(Plugin, Protocol):
+    """Scores candidates in [0, 1], higher is better; never sees its weight; keys are a subset of ``endpoints``."""
+
+    requires: tuple[str, ...]
+
+    def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores: ...
+
+
+class Picker(Plugin, Protocol):
+    """Chooses one endpoint from (endpoint, total score) pairs; randomness only from the injected RNG."""
+
+    def pick(self, state: CycleState, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState: ...
+
+
+class ProfileRun(Protocol):
+    """What a profile handler can run: one named profile over the current candidates."""
+
+    def __call__(self, profile: str, state: CycleState) -> ProfileResult: ...
+
+
+class ProfileHandler(Plugin, Protocol):
+    """Decides which profiles run (possibly in several rounds) and how their results combine."""
+
+    @classmethod
+    def validate_profiles(cls, names: Sequence[str]) -> str | None:
+        """An error message when the configured profile names don't fit this handler, else None."""
+        ...
+
+    def pick_profiles(
+        self, state: CycleState, profiles: Sequence[str], results: Mapping[str, ProfileResult]
+    ) -> Sequence[str]:
+        """Profiles to run next given the results so far; an empty answer ends the cycle."""
+        ...
+
+    def process_results(self, state: CycleState, results: Mapping[str, ProfileResult]) -> HandlerDecision:
+        """The final decision; raises ``NoEndpointError`` when no profile found a target."""
+        ...
+
+
+class Stateful(Protocol):
+    """Optional lifecycle hooks of stateful plugins (any subset; the scheduler checks with ``hasattr``)."""
+
+    def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None: ...
+    def on_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None: ...
+    def remove_endpoint(self, endpoint_id: EndpointId) -> None: ...

@@ -1,0 +1,113 @@
+"""Producer ``approx-prefix-producer``: the router's own guess of each endpoint's cached prefix (per-endpoint LRU)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import ClassVar
+
+from pydantic import Field
+
+from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.types import BlockKey, EndpointId
+
+
+class ApproxPrefixProducer:
+    """Remembers, per endpoint, the block keys of the prompts the router sent it, in an LRU as large as the
+    endpoint's KV cache (``num_gpu_blocks`` from ``vllm:cache_config_info``, else ``lruCapacityPerServer``),
+    like llm-d's estimated prefix-cache scorer. Matches go to ``state.prefix_hits["approx"]``.
+
+    Lookup walks the prompt's keys once over a global ``key -> endpoints`` map, so it costs O(matched depth),
+    not O(endpoints x blocks). Blocks are recorded when a request is scheduled (on the prefill endpoint too).
+    """
+
+    type: ClassVar[str] = "approx-prefix-producer"
+    kind: ClassVar[str] = "producer"
+
+    class Params(PluginParams):
+        lru_capacity_per_server: int = Field(31250, ge=1)
+        """Blocks remembered per endpoint when its metrics don't report ``num_gpu_blocks``."""
+        max_prefix_blocks_to_match: int = Field(0, ge=0)
+        """Look at most this many leading blocks (0: all of them)."""
+
+    requires: tuple[str, ...] = ("tokenize-producer",)
+
+    def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
+        self.name = name
+        self._default_capacity = params.lru_capacity_per_server
+        self._max = params.max_prefix_blocks_to_match
+        self._holders: dict[BlockKey, set[EndpointId]] = {}
+        self._lru: dict[EndpointId, OrderedDict[BlockKey, None]] = {}
+        self._capacity: dict[EndpointId, int] = {}
+
+    def produce(self, state: CycleState) -> None:
+        for c in state.candidates:
+            blocks = c.metrics.num_gpu_blocks
+            self._capacity[c.endpoint.id] = blocks if blocks else self._default_capacity
+        keys = state.block_keys
+        if self._max and len(keys) > self._max:
+            keys = keys[: self._max]
+        state.prefix_hits["approx"] = self.match(keys, [c.endpoint.id for c in state.candidates])
+
+    def match(self, keys: Sequence[BlockKey], endpoints: Sequence[EndpointId]) -> dict[EndpointId, int]:
+        """Leading blocks of ``keys`` each of ``endpoints`` is believed to hold (endpoints with 0 omitted)."""
+        hits: dict[EndpointId, int] = {}
+        alive = set(endpoints)
+        depth = 0
+        holders_of = self._holders
+        for key in keys:
+            holders = holders_of.get(key)
+            if not holders:
+                break
+            if not alive <= holders:
+                dropped = alive - holders
+                if depth:
+                    for ep in dropped:
+                        hits[ep] = depth
+                alive -= dropped
+                if not alive:
+                    break
+            depth += 1
+        if depth:
+            for ep in alive:
+                hits[ep] = depth
+        return hits
+
+    def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
+        self.record(decision.target, state.block_keys)
+        if decision.prefill is not None:
+            self.record(decision.prefill, state.block_keys)
+
+    def record(self, endpoint_id: EndpointId, keys: Sequence[BlockKey]) -> None:
+        """Note that ``endpoint_id`` now caches ``keys`` (most recently used), evicting its oldest blocks."""
+        lru = self._lru.get(endpoint_id)
+        if lru is None:
+            lru = self._lru[endpoint_id] = OrderedDict()
+        holders_of = self._holders
+        for key in keys:
+            if key in lru:
+                lru.move_to_end(key)
+            else:
+                lru[key] = None
+                holders = holders_of.get(key)
+                if holders is None:
+                    holders_of[key] = {endpoint_id}
+                else:
+                    holders.add(endpoint_id)
+        capacity = self._capacity.get(endpoint_id, self._default_capacity)
+        while len(lru) > capacity:
+            old, _ = lru.popitem(last=False)
+            self._forget(old, endpoint_id)
+
+    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
+        lru = self._lru.pop(endpoint_id, None)
+        self._capacity.pop(endpoint_id, None)
+        for key in lru or ():
+            self._forget(key, endpoint_id)
+
+    def _forget(self, key: BlockKey, endpoint_id: EndpointId) -> None:
+        holders = self._holders.get(key)
+        if holders is not None:
+            holders.discard(endpoint_id)
+            if not holders:
+                del self._holders[key]

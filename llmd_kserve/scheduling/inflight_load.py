@@ -1,0 +1,94 @@
+"""Producer ``inflight-load-producer``: requests and uncached prompt tokens the router sent each endpoint and that
+have not finished yet."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import ClassVar
+
+from pydantic import Field
+
+from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.types import EndpointId, LLMRequest, RequestOutcome
+
+
+class InflightLoadProducer:
+    """The router's own, instantly updated view of load (metrics lag by a scrape interval):
+    ``state.inflight[endpoint] = (requests, uncached prompt tokens)``.
+
+    A scheduled request is charged to its target (and, in P/D, its prefill endpoint carries the uncached tokens)
+    until ``on_complete``; entries older than ``requestTimeoutS`` (lost completions) expire. Uncached tokens count
+    the prompt minus the prefix the best known prefix match says the endpoint holds.
+    """
+
+    type: ClassVar[str] = "inflight-load-producer"
+    kind: ClassVar[str] = "producer"
+
+    class Params(PluginParams):
+        request_timeout_s: float = Field(600.0, gt=0)
+        """An in-flight entry older than this is dropped (its completion was lost)."""
+
+    requires: tuple[str, ...] = ("tokenize-producer",)
+
+    def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
+        self.name = name
+        self._clock = ctx.clock
+        self._block_size = ctx.block_size
+        self._timeout = params.request_timeout_s
+        self._load: dict[EndpointId, tuple[int, int]] = {}
+        # (request id, endpoint) -> (charged tokens, time charged); insertion order = time order
+        self._charges: OrderedDict[tuple[str, EndpointId], tuple[int, float]] = OrderedDict()
+
+    def produce(self, state: CycleState) -> None:
+        self._expire()
+        state.inflight = self._load
+
+    def load(self, endpoint_id: EndpointId) -> tuple[int, int]:
+        """(requests, uncached tokens) currently charged to one endpoint."""
+        return self._load.get(endpoint_id, (0, 0))
+
+    def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
+        rid = state.request.request_id
+        if decision.prefill is None:
+            self._charge(rid, decision.target, state.prompt_tokens - state.cached_tokens(decision.target, self._block_size))
+        else:
+            self._charge(rid, decision.target, 0)
+            self._charge(rid, decision.prefill, state.prompt_tokens - state.cached_tokens(decision.prefill, self._block_size))
+
+    def on_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
+        self._release(request.request_id, decision.target)
+        if decision.prefill is not None:
+            self._release(request.request_id, decision.prefill)
+
+    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
+        self._load.pop(endpoint_id, None)
+        for key in [k for k in self._charges if k[1] == endpoint_id]:
+            del self._charges[key]
+
+    def _charge(self, request_id: str, endpoint_id: EndpointId, tokens: int) -> None:
+        key = (request_id, endpoint_id)
+        if key in self._charges:  # scheduled twice without completing: replace the old charge
+            self._release(request_id, endpoint_id)
+        self._charges[key] = (tokens, self._clock())
+        reqs, toks = self._load.get(endpoint_id, (0, 0))
+        self._load[endpoint_id] = (reqs + 1, toks + tokens)
+
+    def _release(self, request_id: str, endpoint_id: EndpointId) -> None:
+        charge = self._charges.pop((request_id, endpoint_id), None)
+        if charge is None:
+            return
+        reqs, toks = self._load.get(endpoint_id, (1, charge[0]))
+        if reqs <= 1:
+            self._load.pop(endpoint_id, None)
+        else:
+            self._load[endpoint_id] = (reqs - 1, max(0, toks - charge[0]))
+
+    def _expire(self) -> None:
+        if not self._charges:
+            return
+        deadline = self._clock() - self._timeout
+        while self._charges:
+            (rid, ep), (_, at) = next(iter(self._charges.items()))
+            if at > deadline:
+                break
+            self._release(rid, ep)

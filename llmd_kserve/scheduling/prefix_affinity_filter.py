@@ -1,0 +1,60 @@
+"""Filter ``prefix-affinity-filter``: stick to the endpoints that hold the prompt's prefix until they saturate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
+from llmd_kserve.scheduling.ttft import estimate_ttft
+from llmd_kserve.types import EndpointState
+
+
+class PrefixAffinityFilter:
+    """"Sticky until saturated". Endpoints holding at least ``threshold`` of the prompt's blocks are *sticky*;
+    when some candidates are sticky and some are not, keep only the sticky ones whose estimated TTFT is not worse
+    than the best non-sticky endpoint's by more than ``max(ttftMargin * best, minMarginS)``. When no sticky
+    endpoint passes that test (all saturated), or none / all are sticky, every candidate is kept.
+
+    TTFT comes from :func:`llmd_kserve.scheduling.ttft.estimate_ttft` (latency profile, cached prefix, backlog).
+    """
+
+    type: ClassVar[str] = "prefix-affinity-filter"
+    kind: ClassVar[str] = "filter"
+
+    class Params(PluginParams):
+        threshold: float = Field(0.5, ge=0.0, le=1.0)
+        """Fraction of the prompt's full blocks an endpoint must hold to be sticky."""
+        ttft_margin: float = Field(0.5, ge=0.0)
+        """Release when a sticky endpoint's TTFT exceeds the best other's by this fraction of it..."""
+        min_margin_s: float = Field(0.05, ge=0.0)
+        """...or by this many seconds, whichever is larger."""
+        mode: Literal["precise", "approx"] = "precise"
+        """Which prefix match decides stickiness."""
+        tokens_per_waiting_request: int = Field(512, ge=0)
+
+    def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
+        self.name = name
+        self.params = params
+        self.requires = ("tokenize-producer", f"{params.mode}-prefix-producer", "inflight-load-producer")
+        self._profile = ctx.profile
+        self._block_size = ctx.block_size
+
+    def filter(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Sequence[EndpointState]:
+        p = self.params
+        n_blocks = len(state.block_keys)
+        if n_blocks == 0 or len(endpoints) < 2:
+            return endpoints
+        hits = state.prefix_hits.get(p.mode) or {}
+        need = p.threshold * n_blocks
+        sticky = [e for e in endpoints if hits.get(e.endpoint.id, 0) >= need and hits.get(e.endpoint.id, 0) > 0]
+        if not sticky or len(sticky) == len(endpoints):
+            return endpoints
+        sticky_ids = {e.endpoint.id for e in sticky}
+        args = (self._profile, self._block_size, p.mode, p.tokens_per_waiting_request)
+        best_other = min(estimate_ttft(state, e, *args) for e in endpoints if e.endpoint.id not in sticky_ids)
+        limit = best_other + max(p.ttft_margin * best_other, p.min_margin_s)
+        kept = [e for e in sticky if estimate_ttft(state, e, *args) <= limit]
+        return kept or endpoints

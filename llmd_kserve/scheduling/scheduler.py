@@ -1,0 +1,169 @@
+"""The Scheduler: builds plugins from a config, runs producers once, profiles via the handler, feeds lifecycle hooks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmd_kserve.config.loader import load_config, validate_config
+from llmd_kserve.config.schema import SchedulerConfig
+from llmd_kserve.config.validate import validate_params
+from llmd_kserve.errors import NoEndpointError
+from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, ProfileResult
+from llmd_kserve.plugins.registry import DEFAULT_PICKER, DEFAULT_PROFILE_HANDLER, REGISTRY
+from llmd_kserve.scheduling.runner import ProfileRunner
+from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+
+__all__ = ["PluginContext", "Scheduler", "SchedulingResult"]
+
+logger = logging.getLogger(__name__)
+_MAX_ROUNDS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingResult:
+    """One scheduling decision, with every scorer's raw score for ``/debug/decisions``."""
+
+    request_id: str
+    target: EndpointId
+    prefill: EndpointId | None
+    prompt_tokens: int
+    predicted_cached_tokens: int
+    """Prompt tokens the target should find cached (best known prefix match, vLLM's last-token rule applied)."""
+    profile: str
+    """The primary profile (whose target serves the request)."""
+    scores: Mapping[str, Mapping[EndpointId, float]]
+    """``"<profile>/<scorer name>"`` -> endpoint -> raw score."""
+    totals: Mapping[EndpointId, float]
+    """Weighted totals of the primary profile's candidates (after its filters)."""
+
+
+class Scheduler:
+    """Picks an endpoint per request. Synchronous, no I/O; not thread-safe (one event loop calls it).
+
+    Built-ins added when missing: ``single-profile-handler``, ``max-score-picker`` per profile, ``tokenize-producer``
+    and every producer a configured filter or scorer requires (default parameters), ordered dependencies first.
+    """
+
+    def __init__(self, config: SchedulerConfig, ctx: PluginContext) -> None:
+        validate_config(config)
+        self.config = config
+        self.ctx = ctx
+        self.plugins: dict[str, Any] = {}
+        for i, spec in enumerate(config.plugins):
+            info = REGISTRY[spec.type]
+            params = validate_params(info.params, spec.parameters, f"plugins[{i}].parameters")
+            self.plugins[spec.ref] = info.factory(spec.ref, params, ctx)
+        kinds = {name: REGISTRY[p.type].kind for name, p in self.plugins.items()}
+        handlers = [n for n, k in kinds.items() if k == "profile-handler"]
+        self.handler = self.plugins[handlers[0]] if handlers else self._default(DEFAULT_PROFILE_HANDLER)
+        self.runners: dict[str, ProfileRunner] = {}
+        for profile in config.scheduling_profiles:
+            filters, scorers, picker = [], [], None
+            for ref in profile.plugins:
+                plugin, kind = self.plugins[ref.plugin_ref], kinds[ref.plugin_ref]
+                if kind == "filter":
+                    filters.append(plugin)
+                elif kind == "scorer":
+                    scorers.append((plugin, 1.0 if ref.weight is None else ref.weight))
+                else:
+                    picker = plugin
+            self.runners[profile.name] = ProfileRunner(profile.name, filters, scorers, picker or self._default(DEFAULT_PICKER))
+        self.profile_names: tuple[str, ...] = tuple(self.runners)
+        self.producers = self._order_producers([p for n, p in self.plugins.items() if kinds[n] == "producer"])
+        every = [*self.plugins.values(), *self.producers, self.handler, *(r.picker for r in self.runners.values())]
+        unique = list({id(p): p for p in every}.values())
+        self._on_scheduled: list[Callable] = [p.on_scheduled for p in unique if hasattr(p, "on_scheduled")]
+        self._on_complete: list[Callable] = [p.on_complete for p in unique if hasattr(p, "on_complete")]
+        self._on_remove: list[Callable] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
+
+    @classmethod
+    def from_config(cls, config: str | Path | SchedulerConfig, ctx: PluginContext) -> Scheduler:
+        """From a shipped config name, a YAML path, or a SchedulerConfig."""
+        if not isinstance(config, SchedulerConfig):
+            config = load_config(config)
+        return cls(config, ctx)
+
+    def schedule(
+        self, request: LLMRequest, endpoints: Sequence[EndpointState], exclude: Collection[EndpointId] = ()
+    ) -> SchedulingResult:
+        """Decide where ``request`` goes among ``endpoints`` minus ``exclude``; raises NoEndpointError when none
+        is eligible. Stateful plugins see the decision (``on_scheduled``) before this returns."""
+        if exclude:
+            excluded = set(exclude)
+            endpoints = [e for e in endpoints if e.endpoint.id not in excluded]
+        if not endpoints:
+            raise NoEndpointError(f"no endpoint available for request {request.request_id!r}")
+        state = CycleState(request, endpoints)
+        for producer in self.producers:
+            producer.produce(state)
+        results: dict[str, ProfileResult] = {}
+        for _ in range(_MAX_ROUNDS):
+            names = self.handler.pick_profiles(state, self.profile_names, results)
+            if not names:
+                break
+            for name in names:
+                results[name] = self.runners[name].run(state)
+        decision: HandlerDecision = self.handler.process_results(state, results)
+        for hook in self._on_scheduled:
+            hook(state, decision)
+        scores = {f"{r.profile}/{s}": v for r in results.values() for s, v in r.scores.items()}
+        return SchedulingResult(
+            request_id=request.request_id,
+            target=decision.target,
+            prefill=decision.prefill,
+            prompt_tokens=state.prompt_tokens,
+            predicted_cached_tokens=state.cached_tokens(decision.target, self.ctx.block_size),
+            profile=decision.primary,
+            scores=scores,
+            totals=results[decision.primary].totals,
+        )
+
+    def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None:
+        """A scheduled request finished (or failed): release its in-flight load etc. Call once per ``schedule``."""
+        decision = HandlerDecision(result.profile, result.target, result.prefill)
+        for hook in self._on_complete:
+            hook(request, decision, outcome)
+
+    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
+        """Forget everything plugins remember about an endpoint that left the pool."""
+        for hook in self._on_remove:
+            hook(endpoint_id)
+
+    def _default(self, type_: str, name: str | None = None) -> Any:
+        info = REGISTRY[type_]
+        return info.factory(name or type_, info.params(), self.ctx)
+
+    def _order_producers(self, configured: list[Any]) -> list[Any]:
+        by_type: dict[str, Any] = {}
+        for p in configured:
+            by_type.setdefault(p.type, p)
+        order: list[Any] = []
+        placed: set[int] = set()
+
+        def add(p: Any) -> None:
+            if id(p) in placed:
+                return
+            placed.add(id(p))
+            for dep in p.requires:
+                add(need(dep))
+            order.append(p)
+
+        def need(type_: str) -> Any:
+            if type_ not in by_type:
+                if REGISTRY[type_].kind != "producer":
+                    raise TypeError(f"a plugin requires {type_!r}, which is not a producer")
+                by_type[type_] = self._default(type_)
+            return by_type[type_]
+
+        add(need("tokenize-producer"))
+        for p in configured:
+            add(p)
+        for p in self.plugins.values():
+            if REGISTRY[p.type].kind in ("filter", "scorer"):
+                for dep in p.requires:
+                    add(need(dep))
+        return order

@@ -1,0 +1,45 @@
+"""Time-to-first-token estimate of a request on one endpoint, from the engine latency profile (memoised per cycle)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmd_kserve.plugins.base import CycleState
+from llmd_kserve.types import EndpointState
+
+if TYPE_CHECKING:
+    from llmd_kserve.engine_sim.profile import LatencyProfile
+
+
+def estimate_ttft(
+    state: CycleState,
+    endpoint: EndpointState,
+    profile: LatencyProfile,
+    block_size: int,
+    mode: str | None = None,
+    tokens_per_waiting_request: int = 512,
+) -> float:
+    """Seconds until the first token if the request went to ``endpoint`` now.
+
+    Model: the endpoint first works off its backlog of queued prompt tokens, then prefills this request's uncached
+    tokens on top of its cached prefix (``profile.prefill_time``, chunked by the batch budget). The backlog is the
+    larger of the router's own in-flight uncached tokens (exact for a single router, but it also counts requests
+    already decoding) and ``waiting`` requests from the metrics times ``tokens_per_waiting_request`` (sees other
+    routers' load). Decode work interleaved with the prefill is ignored.
+    """
+    memo: dict = state.data.setdefault("ttft", {})
+    eid = endpoint.endpoint.id
+    key = (mode, eid, tokens_per_waiting_request)
+    t = memo.get(key)
+    if t is not None:
+        return t
+    cached = state.cached_tokens(eid, block_size, mode)
+    uncached = state.prompt_tokens - cached
+    backlog = endpoint.metrics.waiting * tokens_per_waiting_request
+    if state.inflight is not None:
+        backlog = max(backlog, state.inflight.get(eid, (0, 0))[1])
+    t = profile.prefill_time(max(uncached, 1), cached)
+    if backlog > 0:
+        t += profile.prefill_time(backlog, 0)
+    memo[key] = t
+    return t
