@@ -152,8 +152,28 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return run_bench(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
 
 
+# --- render ---------------------------------------------------------------------------------------------------
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="render KServe manifests (ServingRuntime, InferenceServices, graph, RBAC)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--mode", choices=["sim", "aggregated", "pd"], default=None,
+                   help="one mode as a flat kustomize dir (default: base/ + overlays/<mode>/ + llminferenceservice/)")
+    p.add_argument("--spec", default=None, help="DeploymentSpec YAML/JSON file (default: the built-in defaults)")
+    p.set_defaults(func=_cmd_render)
+
+
+def _cmd_render(a: argparse.Namespace) -> int:
+    from llmd_kserve.kube.render import write_mode, write_tree
+    from llmd_kserve.kube.spec import DeploymentSpec, load_spec
+
+    spec = load_spec(a.spec) if a.spec else DeploymentSpec()
+    files = write_mode(a.out, spec.with_mode(a.mode)) if a.mode else write_tree(a.out, spec)
+    print(f"wrote {len(files)} files under {a.out}")
+    return 0
+
+
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render]
 
 
 def build_parser() -> argparse.ArgumentParser:
