@@ -159,4 +159,8 @@ def summary_table(report: Mapping[str, Any], title: str | None = None) -> Table:
 
 
 def print_table(report: Mapping[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(summary_table(report))
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped / CI logs: do not squeeze the table into 80 columns
+            console = Console(width=180)
+    console.print(summary_table(report))
