@@ -35,15 +35,22 @@ def shipped_config_path(name: str) -> Path | None:
 
 
 def config_text(spec: DeploymentSpec) -> str:
-    """The EndpointPickerConfig YAML embedded in the ConfigMap: a shipped config, a file, or the inline mapping."""
+    """The EndpointPickerConfig YAML embedded in the ConfigMap: a shipped config, a file, or the inline mapping.
+
+    Validated with the router's own loader, so a bad config fails at render time, not in the pod.
+    """
+    from llmd_kserve.config.loader import parse_config
+
     cfg = spec.router.config
     if isinstance(cfg, dict):
-        return yaml.safe_dump(cfg, sort_keys=False)
-    shipped = shipped_config_path(cfg)
-    path = shipped or Path(cfg)
-    if not path.is_file():
-        raise ConfigError(f"no shipped scheduler config or file named {cfg!r}", "router.config")
-    return path.read_text()
+        text, source = yaml.safe_dump(cfg, sort_keys=False), "router.config"
+    else:
+        path = shipped_config_path(cfg) or Path(cfg)
+        if not path.is_file():
+            raise ConfigError(f"no shipped scheduler config or file named {cfg!r}", "router.config")
+        text, source = path.read_text(), str(path)
+    parse_config(yaml.safe_load(text), source)
+    return text
 
 
 def config_map(spec: DeploymentSpec) -> dict[str, Any]:
@@ -84,7 +91,8 @@ def role_binding(spec: DeploymentSpec) -> dict[str, Any]:
 def router_args(spec: DeploymentSpec) -> list[str]:
     return ["router", "--host=0.0.0.0", f"--port={spec.router.port}", f"--config={CONFIG_PATH}",
             f"--discover-selector={spec.discover_selector}", f"--discover-namespace={spec.namespace}",
-            f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}"]
+            f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}",
+            f"--served-model={spec.model.served_name}"]
 
 
 def router_isvc(spec: DeploymentSpec) -> dict[str, Any]:
