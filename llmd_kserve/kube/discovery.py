@@ -35,16 +35,15 @@ def in_cluster_namespace(default: str = "default") -> str:
         return default
 
 
+_CAMEL = {"pod_ip": "podIP", "deletion_timestamp": "deletionTimestamp", "resource_version": "resourceVersion"}
+
+
 def _get(obj: Any, *path: str) -> Any:
-    """Walk a V1 model (snake_case attributes) or a raw dict (camelCase keys)."""
+    """Walk a V1 model (snake_case attributes) or a raw dict (camelCase keys, as in a watch's raw object)."""
     for key in path:
         if obj is None:
             return None
-        if isinstance(obj, dict):
-            camel = key.split("_")[0] + "".join(p.title() for p in key.split("_")[1:])
-            obj = obj.get(camel, obj.get(key))
-        else:
-            obj = getattr(obj, key, None)
+        obj = obj.get(_CAMEL.get(key, key)) if isinstance(obj, dict) else getattr(obj, key, None)
     return obj
 
 

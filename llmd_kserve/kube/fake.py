@@ -240,6 +240,14 @@ class FakeKubeApi:
         self._check("watch", "Pod", "pods", namespace)
         with self._lock:
             batch = self.watch_batches.pop(0) if self.watch_batches else []
+            for line in batch:  # the server's state moves with the events it sends (a re-list sees it)
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    self.add_pod(obj)
+                elif event.get("type") == "DELETED":
+                    meta = obj.get("metadata", {})
+                    self.objects.pop(("Pod", meta.get("namespace", "default"), meta.get("name")), None)
         if not batch:
             threading.Event().wait(0.01)  # an idle watch: the real server would block until timeout_seconds
         return _WatchResponse(batch)
