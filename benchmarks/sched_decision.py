@@ -1,0 +1,129 @@
+"""Benchmark (a): latency of one scheduling decision - 8k-token prompt, 32 endpoints, a KV index of 1M blocks.
+
+Setup: the precise index (``KVIndex``) is filled through its real ingestion path (``BlockStored`` events with
+token ids) with prompts of 8,192 tokens (512 blocks of 16) until it holds ``--blocks`` keys; prompts share
+system-prompt prefixes (64 of 2,048 tokens) and each is cached on 1-3 of the 32 endpoints. Each measured request
+is 8,192 tokens: a stored prompt's first 0-8,192 tokens plus fresh tokens, so the index walk is often deep.
+Endpoint metrics are random; 64 requests stay in flight (``on_complete`` follows 64 decisions later).
+
+Timed: ``Scheduler.schedule`` end to end (producers incl. block hashing, filters, scorers, picker, hooks), with the
+token ids given (the router already has them), and with a text prompt tokenized in the decision (cache miss).
+
+Usage: .venv/bin/python benchmarks/sched_decision.py [--blocks 1000000] [--requests 2000] [--configs a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import time
+from array import array
+
+from llmd_kserve.engine_sim.profile import load_profile
+from llmd_kserve.kvcache.events import BlockStored
+from llmd_kserve.kvcache.hashing import block_keys
+from llmd_kserve.kvcache.index import KVIndex
+from llmd_kserve.plugins.base import PluginContext
+from llmd_kserve.scheduling.scheduler import Scheduler
+from llmd_kserve.tokenizer import SimTokenizer
+from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest, RequestOutcome
+
+BS = 16
+PROMPT = 8192
+SYSTEM = 2048
+
+
+def tokens(rng: random.Random, n: int) -> list[int]:
+    a = array("H", rng.randbytes(2 * n))
+    return [3 + t % 31997 for t in a]
+
+
+def fill_index(n_blocks: int, eps: list[EndpointState], rng: random.Random) -> tuple[KVIndex, list[list[int]]]:
+    index = KVIndex(max_keys=max(n_blocks * 2, 1_000_000))
+    systems = [tokens(rng, SYSTEM) for _ in range(64)]
+    prompts: list[list[int]] = []
+    ids = [e.id for e in eps]
+    while len(index) < n_blocks:
+        p = rng.choice(systems) + tokens(rng, PROMPT - SYSTEM)
+        prompts.append(p)
+        for ep in rng.sample(ids, rng.randint(1, 3)):
+            hashes = [hash((ep, k)) for k in block_keys(p, BS)]
+            index.apply(ep, [BlockStored(hashes, None, p, BS)])
+    return index, prompts
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: bool, rng: random.Random) -> dict:
+    sched = Scheduler.from_config(config, ctx)
+    tok = SimTokenizer()
+    words = [f" w{i}" for i in range(5000)]
+    inflight = []
+    lat: list[float] = []
+    for i in range(n + 200):
+        base = rng.choice(prompts)
+        keep = rng.randrange(0, PROMPT + 1)
+        if text:  # ~8k tokens of fresh text (no tokenization cache hit)
+            body = {"prompt": "".join(rng.choice(words) for _ in range(PROMPT // 2))}
+            req = LLMRequest(f"r{i}", "m", body)
+        else:
+            ids = tuple(base[:keep]) + tuple(tokens(rng, PROMPT - keep))
+            req = LLMRequest(f"r{i}", "m", {}, token_ids=ids)
+        t0 = time.perf_counter()
+        res = sched.schedule(req, eps)
+        dt = time.perf_counter() - t0
+        if i >= 200:
+            lat.append(dt)
+        inflight.append((req, res))
+        if len(inflight) > 64:
+            r, s = inflight.pop(0)
+            sched.on_complete(r, s, RequestOutcome(ok=True))
+    if text:
+        assert res.prompt_tokens >= len(tok.encode(body["prompt"])) - 1
+    return {
+        "config": config, "input": "text" if text else "token ids", "n": n,
+        "p50_ms": percentile(lat, 0.50) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
+        "mean_ms": statistics.fmean(lat) * 1e3, "max_ms": max(lat) * 1e3,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", type=int, default=1_000_000)
+    ap.add_argument("--endpoints", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--configs", default="precise-prefix,default,approx-prefix,load-only,round-robin")
+    ap.add_argument("--text", action="store_true", help="also measure text prompts tokenized in the decision")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    eps = [
+        EndpointState(
+            Endpoint(EndpointId(f"http://10.0.{i // 250}.{i % 250}:8000")),
+            EndpointMetrics(waiting=rng.randrange(0, 8), running=rng.randrange(0, 64), kv_usage=rng.random(),
+                            num_gpu_blocks=30_000, stale=False),
+        )
+        for i in range(args.endpoints)
+    ]
+    t0 = time.perf_counter()
+    index, prompts = fill_index(args.blocks, eps, rng)
+    print(f"index: {len(index):,} blocks, {index.stats().entries:,} entries, {len(prompts)} prompts "
+          f"({time.perf_counter() - t0:.1f} s to fill)")
+    gc.collect()
+    ctx = PluginContext(tokenizer=SimTokenizer(), index=index, rng=random.Random(args.seed),
+                        clock=time.monotonic, profile=load_profile(), block_size=BS)
+    print(f"{'config':<16}{'input':<11}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")
+    for config in args.configs.split(","):
+        for text in (False, True) if args.text else (False,):
+            r = run(config, ctx, eps, prompts, args.requests if not text else args.requests // 4, text, rng)
+            print(f"{r['config']:<16}{r['input']:<11}{r['n']:>6}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                  f"{r['mean_ms']:>9.3f}{r['max_ms']:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()
