@@ -161,12 +161,6 @@ class Picker(Plugin, Protocol):
     def pick(self, state: CycleState, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState: ...
 
 
-class ProfileRun(Protocol):
-    """What a profile handler can run: one named profile over the current candidates."""
-
-    def __call__(self, profile: str, state: CycleState) -> ProfileResult: ...
-
-
 class ProfileHandler(Plugin, Protocol):
     """Decides which profiles run (possibly in several rounds) and how their results combine."""
 
