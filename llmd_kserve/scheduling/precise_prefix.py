@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from llmd_kserve.errors import ConfigError
 from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
 
 
@@ -13,7 +14,8 @@ class PrecisePrefixProducer:
     """Looks the prompt's block keys up in the router's KV index (fed by the engines' KV events) and records,
     per candidate, how many leading blocks it holds, under ``state.prefix_hits["precise"]``.
 
-    Without an index (``ctx.index is None``) every endpoint matches 0 blocks.
+    Without an index (``ctx.index is None``) every endpoint matches 0 blocks. The index's key seed must equal
+    ``ctx.hash_seed`` (checked) and ``ctx.block_size`` the engines' block size.
     """
 
     type: ClassVar[str] = "precise-prefix-producer"
@@ -28,6 +30,9 @@ class PrecisePrefixProducer:
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name
         self._index = ctx.index
+        index_seed = getattr(ctx.index, "seed", ctx.hash_seed)
+        if index_seed != ctx.hash_seed:
+            raise ConfigError(f"KV index keys use seed {index_seed} but the context hashes with {ctx.hash_seed}", "")
         self._max = params.max_prefix_blocks_to_match
 
     def produce(self, state: CycleState) -> None:

@@ -245,3 +245,11 @@ def test_every_shipped_config_schedules(index):
         assert res.target in {e.id for e in eps}
         assert all(k.startswith("default/") for k in res.scores)
         sched.on_complete(request("r", prompt(1, 300)), res, RequestOutcome(ok=True))
+
+
+def test_index_seed_must_match_the_context():
+    from llmd_kserve.errors import ConfigError
+    from llmd_kserve.kvcache.index import KVIndex
+
+    with pytest.raises(ConfigError, match="seed"):
+        Scheduler.from_config("precise-prefix", make_ctx(KVIndex(max_keys=10, seed=7)))
