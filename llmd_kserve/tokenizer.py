@@ -54,10 +54,22 @@ def _content_text(content: object) -> str:
     return str(content)
 
 
-@lru_cache(maxsize=262144)
-def _piece_id(piece: str) -> int:
+_PIECE_IDS: dict[str, tuple[int, ...]] = {}
+_PIECE_CACHE_MAX = 262144
+
+
+def _hash_id(piece: str) -> int:
     digest = hashlib.blake2b(piece.encode("utf-8"), digest_size=8).digest()
     return _FIRST_ID + int.from_bytes(digest, "little") % (VOCAB_SIZE - _FIRST_ID)
+
+
+def _piece_ids(piece: str) -> tuple[int, ...]:
+    """Ids of one pre-tokenized piece (chunks of at most six characters), memoised in a bounded dict."""
+    ids = tuple(_hash_id(piece[i : i + 6]) for i in range(0, len(piece), 6))
+    if len(_PIECE_IDS) >= _PIECE_CACHE_MAX:
+        _PIECE_IDS.clear()
+    _PIECE_IDS[piece] = ids
+    return ids
 
 
 @lru_cache(maxsize=1)
@@ -78,9 +90,9 @@ class SimTokenizer:
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
+        cache = _PIECE_IDS
         for piece in _PIECE.findall(text):
-            for start in range(0, len(piece), 6):
-                ids.append(_piece_id(piece[start : start + 6]))
+            ids.extend(cache.get(piece) or _piece_ids(piece))
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
