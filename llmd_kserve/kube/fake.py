@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
-from llmd_kserve.kube.deploy import KINDS, KubeApis
+from llmd_kserve.kube.api import KINDS, KubeApis
 
 _CORE_TYPES = {"config_map": "V1ConfigMap", "service_account": "V1ServiceAccount", "role": "V1Role",
                "role_binding": "V1RoleBinding", "pod": "V1Pod"}

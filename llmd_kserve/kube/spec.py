@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from llmd_kserve import __version__
 from llmd_kserve.errors import ConfigError
 
 Mode = Literal["sim", "aggregated", "pd"]
@@ -89,7 +90,7 @@ class KVEventsSpec(_Model):
 
 
 class Images(_Model):
-    llmd: str = "ghcr.io/llmd-kserve/llmd-kserve:0.1.0"
+    llmd: str = f"ghcr.io/llmd-kserve/llmd-kserve:{__version__}"
     """This project's image (entrypoint ``llmd-kserve``): router, and simulated engines in sim mode."""
     vllm: str = "vllm/vllm-openai:v0.26.0"
 
