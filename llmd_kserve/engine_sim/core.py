@@ -23,7 +23,7 @@ re-prefills, hitting whatever of its prefix is still cached). Only when nothing 
 admitted, up to ``max_num_seqs``, each first matching its longest cached prefix (at most ``len - 1`` tokens, whole
 blocks). The step's duration comes from ``profile.step_time``. A request finishes after ``max_tokens`` outputs
 (reason ``length``) or after ``output_len`` (reason ``stop``, a simulated EOS). Output tokens are deterministic in
-(seed, request id). ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
+(seed, prompt), like greedy decoding. ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
 request starts with its whole prompt computed but the last token, so its first step is a one-token step.
 ``hold_on_finish=True`` (P/D prefill side) keeps the finished request's blocks until ``release``.
 
@@ -109,7 +109,7 @@ class _Req:
         self.cached_tokens = -1
         self.hold = hold
         self.remote_kv = remote_kv
-        h = hash((seed, req_id)) & _MASK
+        h = hash((seed, self.num_prompt, *prompt[-16:])) & _MASK  # same prompt, same output (greedy-like)
         self.tok_a = h % (_VOCAB - _FIRST_ID)
         self.tok_b = 1 + (h >> 20) % 9973
         self.scheduled = False
