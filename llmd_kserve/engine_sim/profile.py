@@ -30,10 +30,10 @@ File format (YAML or JSON, every field of :class:`LatencyProfile`; unknown keys 
     step_overhead_s: 0.0014
     weights_floor_s: 0.0047
     per_token_s: 2.08e-5
-    attn_s: 5.3e-10
-    decode_seq_s: 2.0e-5
+    attn_s: 7.7e-10
+    decode_seq_s: 2.2e-6
     decode_ctx_s: 4.0e-8
-    request_overhead_s: 0.006
+    request_overhead_s: 0.0073
     request_overhead_per_token_s: 1.65e-6
 
 Load with ``load_profile("h100-llama8b")`` (a built-in name: a file in ``engine_sim/profiles/``) or
