@@ -14,6 +14,8 @@ from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.errors import ConfigError
 
 SHIPPED = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix")
+PD_SHIPPED = ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never")
+"""P/D configs (``pd-profile-handler``, profiles ``decode`` + ``prefill``), loadable by name like ``SHIPPED``."""
 
 
 def shipped_configs() -> tuple[str, ...]:
@@ -72,7 +74,7 @@ def _config_error(e: pydantic.ValidationError, prefix: str = "") -> ConfigError:
 
 def _read(name_or_path: str | Path) -> tuple[str, str]:
     s = str(name_or_path)
-    if s in SHIPPED:
+    if s in SHIPPED or s in PD_SHIPPED:
         return resources.files("llmd_kserve.config").joinpath("shipped", f"{s}.yaml").read_text(), s
     path = Path(s)
     if path.is_file():

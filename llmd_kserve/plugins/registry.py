@@ -15,6 +15,7 @@ from llmd_kserve.scheduling.health_filter import HealthFilter
 from llmd_kserve.scheduling.inflight_load import InflightLoadProducer
 from llmd_kserve.scheduling.kv_utilization_scorer import KVCacheUtilizationScorer
 from llmd_kserve.scheduling.max_score_picker import MaxScorePicker
+from llmd_kserve.scheduling.pd_handler import PDProfileHandler
 from llmd_kserve.scheduling.precise_prefix import PrecisePrefixProducer
 from llmd_kserve.scheduling.predicted_ttft_scorer import PredictedTTFTScorer
 from llmd_kserve.scheduling.prefix_affinity_filter import PrefixAffinityFilter
@@ -78,6 +79,7 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         RoundRobinPicker,
         # profile handlers
         SingleProfileHandler,
+        PDProfileHandler,  # P/D (issue 4); its deciders: llmd_kserve.disagg.deciders.DECIDERS
     )
 )
 
