@@ -12,6 +12,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from llmd_kserve.disagg.metrics import DisaggMetrics  # P/D (issue 4)
+from llmd_kserve.disagg.orchestrator import PDOrchestrator  # P/D (issue 4)
 from llmd_kserve.errors import InvalidRequestError, NoEndpointError
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
@@ -101,6 +103,7 @@ class Proxy:
         self.forward_authorization = forward_authorization
         self.inject_stream_usage = inject_stream_usage
         self._clock = clock
+        self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), clock=clock)  # P/D (issue 4)
 
     def _upstream_body(self, req: ParsedRequest, raw: bytes) -> tuple[bytes, bool]:
         """(body to send, whether to strip the usage event we asked for) — usage feeds cached-token accounting."""
@@ -140,8 +143,12 @@ class Proxy:
                 on_scheduled(result.target)
             if attempt:
                 self.metrics.retries.inc()
+            # --- P/D (issue 4, llmd_kserve.disagg): prefill hop when result.prefill is set; always drops any
+            # client-supplied kv_transfer_params. Returns the body for result.target (the decode endpoint).
+            send_body = await self.pd.upstream_body(llm_req, result, path, body, headers, self.scheduler)
+            # --- end P/D
             try:
-                upstream = await self._send(result.target + path, body, headers, t0, decision)
+                upstream = await self._send(result.target + path, send_body, headers, t0, decision)
             except _Failed as fail:
                 last = fail
                 decision.outcome, decision.status = fail.reason, fail.status
