@@ -1,0 +1,143 @@
+"""The P/D profile handler and its deciders inside the real Scheduler (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+from sched_fixtures import eid, endpoint, make_ctx, prompt, request, store
+
+from llmd_kserve.config.loader import load_config, parse_config
+from llmd_kserve.disagg.deciders import DECIDERS, PredictedTTFTDecider
+from llmd_kserve.errors import ConfigError
+from llmd_kserve.kvcache.index import KVIndex
+from llmd_kserve.plugins.base import CycleState
+from llmd_kserve.plugins.registry import REGISTRY
+from llmd_kserve.scheduling.scheduler import Scheduler
+from llmd_kserve.types import RequestOutcome
+
+PREFILL = (0, 1)
+DECODE = (2, 3)
+
+
+def pool(**decode_metrics):
+    return ([endpoint(i, role="prefill") for i in PREFILL]
+            + [endpoint(i, role="decode", **decode_metrics) for i in DECODE])
+
+
+def sched(config: str, index=None) -> Scheduler:
+    return Scheduler.from_config(config, make_ctx(index if index is not None else KVIndex(max_keys=100_000)))
+
+
+def test_registered_and_shipped():
+    assert REGISTRY["pd-profile-handler"].kind == "profile-handler"
+    assert set(DECIDERS) == {"always", "never", "uncached-tokens", "predicted-ttft"}
+    for name in ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never"):
+        assert [p.name for p in load_config(name).scheduling_profiles] == ["decode", "prefill"]
+
+
+def test_always_picks_decode_target_and_prefill_endpoint():
+    s = sched("pd-always")
+    res = s.schedule(request("r", prompt(1, 2000)), pool())
+    assert res.target in {eid(i) for i in DECODE}
+    assert res.prefill in {eid(i) for i in PREFILL}
+    assert res.profile == "decode"
+    assert any(k.startswith("prefill/") for k in res.scores) and any(k.startswith("decode/") for k in res.scores)
+
+
+def test_never_prefills_locally_and_skips_the_prefill_profile():
+    res = sched("pd-never").schedule(request("r", prompt(1, 2000)), pool())
+    assert res.target in {eid(i) for i in DECODE} and res.prefill is None
+    assert not any(k.startswith("prefill/") for k in res.scores)
+
+
+def test_uncached_tokens_threshold_uses_the_decode_endpoints_prefix(index):
+    s = sched("pd-uncached", index)
+    long_prompt = prompt(5, 3000)
+    assert s.schedule(request("a", prompt(2, 300)), pool()).prefill is None  # 300 <= 512
+    assert s.schedule(request("b", long_prompt), pool()).prefill is not None
+    for i in DECODE:  # the decode pool holds the long prompt's prefix: only ~200 tokens left to compute
+        store(index, eid(i), long_prompt[:2800])
+    res = s.schedule(request("c", long_prompt), pool())
+    assert res.prefill is None
+
+
+def test_no_prefill_endpoint_means_local():
+    eps = [endpoint(i, role="decode") for i in DECODE]
+    res = sched("pd-always").schedule(request("r", prompt(1, 2000)), eps)
+    assert res.target in {eid(i) for i in DECODE} and res.prefill is None
+
+
+def test_both_role_endpoint_is_never_its_own_prefill():
+    eps = [endpoint(0, role="both")]
+    res = sched("pd-always").schedule(request("r", prompt(1, 2000)), eps)
+    assert res.target == eid(0) and res.prefill is None
+
+
+def test_inflight_charges_the_prefill_endpoint_and_release():
+    s = sched("pd-always")
+    r = request("r", prompt(1, 2000))
+    res = s.schedule(r, pool())
+    inflight = next(p for p in s.producers if p.type == "inflight-load-producer")
+    assert inflight.load(res.prefill) == (1, 2000) and inflight.load(res.target) == (1, 0)
+    s.on_complete(r, res, RequestOutcome(ok=True))
+    assert inflight.load(res.prefill) == (0, 0) and inflight.load(res.target) == (0, 0)
+
+
+def _decider(**params) -> tuple[PredictedTTFTDecider, object]:
+    ctx = make_ctx()
+    return PredictedTTFTDecider(PredictedTTFTDecider.Params(**params), ctx), ctx
+
+
+def _state(tokens, eps, inflight=None):
+    st = CycleState(request("r", tokens), eps)
+    st.token_ids = tuple(tokens)
+    st.inflight = inflight or {}
+    return st
+
+
+def test_predicted_ttft_idle_pools_prefer_local():
+    """With nothing queued anywhere, a remote prefill only adds a hop and a transfer."""
+    dec, _ = _decider()
+    d, p = endpoint(2, role="decode"), endpoint(0, role="prefill")
+    v = dec.decide(_state(prompt(1, 6000), [p, d]), d, p)
+    assert not v.remote and v.local_ttft_s < v.remote_ttft_s and v.uncached_tokens == 6000
+
+
+def test_predicted_ttft_goes_remote_when_the_decode_endpoint_is_backed_up():
+    dec, _ = _decider()
+    d, p = endpoint(2, role="decode"), endpoint(0, role="prefill")
+    st = _state(prompt(1, 6000), [p, d], inflight={d.id: (20, 30_000)})
+    v = dec.decide(st, d, p)
+    assert v.remote and v.remote_ttft_s < v.local_ttft_s
+
+
+def test_predicted_ttft_stays_local_when_the_prefill_pool_is_backed_up():
+    dec, _ = _decider()
+    d, p = endpoint(2, role="decode"), endpoint(0, role="prefill")
+    st = _state(prompt(1, 6000), [p, d], inflight={d.id: (20, 8_000), p.id: (10, 60_000)})
+    assert not dec.decide(st, d, p).remote
+
+
+def test_predicted_ttft_short_prompt_is_local_and_itl_guard():
+    dec, _ = _decider()
+    d, p = endpoint(2, role="decode", running=64), endpoint(0, role="prefill")
+    assert not dec.decide(_state(prompt(1, 100), [p, d]), d, p).remote
+    guard, _ = _decider(max_local_step_s=0.05)
+    v = guard.decide(_state(prompt(1, 6000), [p, d]), d, p)
+    assert v.remote and "step" in v.reason
+    assert not guard.decide(_state(prompt(1, 6000), [p, endpoint(3, role="decode")]), endpoint(3, role="decode"),
+                            p).remote  # no running decodes to protect
+
+
+def test_bad_decider_config_names_the_field():
+    cfg = load_config("pd-always").model_dump(by_alias=True, exclude={"source"})
+    cfg["plugins"][0]["parameters"] = {"decider": "sometimes"}
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert "plugins[0].parameters" in err.value.path and "sometimes" in str(err.value)
+    cfg["plugins"][0]["parameters"] = {"decider": "uncached-tokens", "deciderParameters": {"threshold": -1}}
+    with pytest.raises(ConfigError):
+        parse_config(cfg)
+    cfg["plugins"][0]["parameters"] = {"decider": "never"}
+    cfg["schedulingProfiles"].append({"name": "third", "plugins": []})
+    with pytest.raises(ConfigError):
+        parse_config(cfg)
