@@ -5,7 +5,8 @@ Public API::
     StackConfig(engines=2, prefill=0, decode=0, config="default", vllm_urls=(), host="127.0.0.1", port=0,
                 time_scale=1.0, prometheus=None, engine_args=(), router_args=(), startup_timeout=60.0, seed=0)
         ``port=0`` picks a free router port; ``prometheus=None`` runs it when the binary is on PATH.
-    LocalStack(config=None, **fields)       context manager; ``start()`` / ``stop()`` / ``restart_router(config)``
+    LocalStack(settings=None, **fields)     context manager; fields override ``settings`` (``config="round-robin"``)
+        ``start()`` / ``stop()`` / ``restart_router(config)``
         .router_url, .engine_urls (router endpoint specs with ``#role=…&kv=…``), .engine_base_urls,
         .prometheus_url (None without Prometheus), .pids, .log_dir, .describe() -> rich Table
     prometheus_available() -> bool
@@ -102,7 +103,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class LocalStack:
     """Engines + router (+ Prometheus) on this machine; use as ``with LocalStack(engines=2) as stack: ...``."""
 
-    def __init__(self, config: StackConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: StackConfig | None = None, /, **overrides: Any) -> None:
         known = {f.name for f in fields(StackConfig)}
         bad = set(overrides) - known
         if bad:
@@ -110,7 +111,7 @@ class LocalStack:
         for key in ("vllm_urls", "engine_args", "router_args"):
             if key in overrides:
                 overrides[key] = tuple(overrides[key] or ())
-        self.config = replace(config or StackConfig(), **overrides)
+        self.settings = replace(settings or StackConfig(), **overrides)
         self.router_url, self.engine_urls, self.prometheus_url, self.log_dir = "", [], None, None
         self._procs, self._router, self._tmp = [], None, None
 
@@ -130,7 +131,7 @@ class LocalStack:
         return [p.popen.pid for p in self._procs]
 
     def start(self) -> LocalStack:
-        cfg = self.config
+        cfg = self.settings
         roles = cfg.roles()
         if cfg.prometheus and not prometheus_available():
             raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
@@ -164,7 +165,7 @@ class LocalStack:
         return [sys.executable, "-m", "llmd_kserve.cli", *args]
 
     def _start_engines(self, roles: Sequence[str]) -> None:
-        cfg = self.config
+        cfg = self.settings
         if cfg.vllm_urls:
             self.engine_urls = list(cfg.vllm_urls)
             return
@@ -180,7 +181,7 @@ class LocalStack:
             self.engine_urls.append(f"{url}#{frag}")
 
     def _start_router(self, config: str) -> None:
-        cfg = self.config
+        cfg = self.settings
         port = cfg.port or free_port(cfg.host)
         self.router_url = f"http://{cfg.host}:{port}"
         argv = self._cli("router", "--host", cfg.host, "--port", str(port), "--config", config,
@@ -193,14 +194,14 @@ class LocalStack:
             self._terminate([self._router])
             self._procs.remove(self._router)
         port = int(self.router_url.rsplit(":", 1)[1]) if self.router_url else 0
-        self.config = replace(self.config, config=config, port=port)
+        self.settings = replace(self.settings, config=config, port=port)
         self._start_router(config)
         assert self._router is not None
         self._wait_healthy([self._router])
 
     def _start_prometheus(self) -> None:
         assert self.log_dir is not None
-        cfg = self.config
+        cfg = self.settings
         port = free_port(cfg.host)
         targets = [u.split("#")[0].split("://", 1)[1].rstrip("/") for u in self.engine_urls]
         scrape = {
@@ -220,7 +221,7 @@ class LocalStack:
         self._spawn("prometheus", argv, self.prometheus_url, "/-/ready")
 
     def _wait_healthy(self, procs: Sequence[_Proc]) -> None:
-        deadline = time.monotonic() + self.config.startup_timeout
+        deadline = time.monotonic() + self.settings.startup_timeout
         pending = [p for p in procs if p.url]
         while pending:
             for p in list(pending):
@@ -233,7 +234,7 @@ class LocalStack:
                 except OSError:
                     pass
             if pending and time.monotonic() > deadline:
-                raise LlmdError(f"not healthy after {self.config.startup_timeout:g}s: {[p.name for p in pending]}")
+                raise LlmdError(f"not healthy after {self.settings.startup_timeout:g}s: {[p.name for p in pending]}")
             if pending:
                 time.sleep(0.1)
 
@@ -271,7 +272,7 @@ class LocalStack:
             log.info("stopped %d processes", len(procs))
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-        if self._tmp is not None and not self.config.log_dir:
+        if self._tmp is not None and not self.settings.log_dir:
             self._tmp.cleanup()
             self._tmp = None
 
@@ -281,7 +282,7 @@ class LocalStack:
             table.add_column(col)
         for p in self._procs:
             table.add_row(p.name, p.url, str(p.popen.pid))
-        for u in self.config.vllm_urls:
+        for u in self.settings.vllm_urls:
             table.add_row("vllm", u, "-")
         return table
 
