@@ -31,7 +31,7 @@ from llmd_kserve.bench.workloads import (
     build_requests,
     load_trace,
 )
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.errors import ConfigError, LlmdError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,10 @@ def run_bench(*, target: str | None = None, workload: str = "shared-prefix", tra
     label = policy_label or (config if sim else "live")
     info = workload_info(spec, arrivals, num_requests=num_requests, seed=seed, slo={"ttft": slo_ttft, "tpot": slo_tpot})
     if sim:
-        from llmd_kserve.cluster_sim import run_bench as sim_run_bench  # owned by the cluster_sim helper
+        try:
+            from llmd_kserve.cluster_sim import run_bench as sim_run_bench  # owned by the cluster_sim module
+        except ImportError as exc:
+            raise LlmdError(f"the cluster simulator is not available: {exc}") from exc
 
         runs = sim_run_bench(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
                              engines=engines, config=config, policy_label=label)
