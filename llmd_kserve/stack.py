@@ -141,7 +141,8 @@ class LocalStack:
         atexit.register(self.stop)
         try:
             self._start_engines(roles)
-            self._start_router(cfg.config)
+            # P/D (issue 4): P/D pools under the default config get the P/D scheduler config
+            self._start_router("pd-predicted-ttft" if cfg.prefill and cfg.config == "default" else cfg.config)
             if cfg.prometheus or (cfg.prometheus is None and prometheus_available()):
                 self._start_prometheus()
             self._wait_healthy(self._procs)
