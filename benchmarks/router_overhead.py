@@ -3,7 +3,8 @@
 Processes: simulated engine(s) (``llmd-kserve engine``), the router (``llmd-kserve router``), and this script as the
 load generator (uvloop + aiohttp), each its own process. Rounds alternate direct / via-router so drift hits both:
 
-1. streaming: ``--streams`` concurrent streaming completions (closed loop); client-side TTFT p50/p90 per target,
+1. streaming: ``--streams`` concurrent streaming completions (closed loop, 32..160 output tokens) for
+   ``--stream-seconds``; client-side TTFT p50/p90 per target,
    and the added TTFT (router minus direct) per round and pooled;
 2. non-streaming: small completions (``max_tokens=1``) from ``--conns`` concurrent connections for ``--seconds``;
    requests/s per target.
@@ -82,15 +83,24 @@ async def stream_one(session: aiohttp.ClientSession, url: str, body: dict) -> fl
     return ttft
 
 
-async def streaming_round(session, urls: list[str], n_streams: int, n_requests: int, model: str, rng) -> list[float]:
+async def streaming_round(session, urls: list[str], n_streams: int, seconds: float, model: str, rng,
+                          warmup: float = 1.0) -> list[float]:
+    """``n_streams`` closed-loop streams for ``seconds``; TTFTs of requests started after ``warmup``. Output lengths
+    are drawn from 32..160 tokens so the streams do not move in lock-step."""
     ttfts: list[float] = []
-    todo = iter(range(n_requests))
+    t_start = time.perf_counter()
+    stop_at = t_start + seconds
 
     async def worker(w: int) -> None:
-        for i in todo:
-            body = {"model": model, "prompt": prompt(rng, 24), "max_tokens": 16, "stream": True,
+        i = w
+        while time.perf_counter() < stop_at:
+            body = {"model": model, "prompt": prompt(rng, 24), "max_tokens": rng.randint(32, 160), "stream": True,
                     "ignore_eos": True}
-            ttfts.append(await stream_one(session, urls[(w + i) % len(urls)], body))
+            started = time.perf_counter()
+            ttft = await stream_one(session, urls[i % len(urls)], body)
+            if started - t_start >= warmup:
+                ttfts.append(ttft)
+            i += 1
 
     await asyncio.gather(*(worker(w) for w in range(n_streams)))
     return ttfts
@@ -143,17 +153,19 @@ async def main(a: argparse.Namespace) -> dict:
             await wait_ready(s, router_url, router)
             targets = {"direct": engine_urls, "router": [router_url]}
             for urls in targets.values():  # warm-up: connections, caches, JITs
-                await streaming_round(s, urls, a.streams, a.streams, a.model, rng)
-                await throughput_round(s, urls, a.conns, 0.5, a.model)
+                await streaming_round(s, urls, a.streams, 2.0, a.model, rng)
+                await throughput_round(s, urls, a.conns, 1.0, a.model)
             ttft: dict[str, list[float]] = {k: [] for k in targets}
             deltas, rps = [], {k: [] for k in targets}
+            n_streamed = dict.fromkeys(targets, 0)
             for r in range(a.rounds):
                 order = list(targets) if r % 2 == 0 else list(reversed(targets))
                 p50 = {}
                 for name in order:
-                    t = await streaming_round(s, targets[name], a.streams, a.requests, a.model, rng)
+                    t = await streaming_round(s, targets[name], a.streams, a.stream_seconds, a.model, rng)
                     ttft[name] += t
                     p50[name] = pct(t, 50)
+                    n_streamed[name] += len(t)
                 deltas.append(p50["router"] - p50["direct"])
                 for name in order:
                     rps[name].append(await throughput_round(s, targets[name], a.conns, a.seconds, a.model))
@@ -162,8 +174,10 @@ async def main(a: argparse.Namespace) -> dict:
                       f"router {rps['router'][-1]:.0f}", flush=True)
     out = {
         "workload": {"engines": a.engines, "time_scale": a.time_scale, "config": a.config, "streams": a.streams,
-                     "requests_per_round": a.requests, "rounds": a.rounds, "conns": a.conns, "seconds": a.seconds,
-                     "prompt_words": 24, "max_tokens_stream": 16, "machine": f"{os.cpu_count()}-core CPU sandbox"},
+                     "stream_seconds_per_round": a.stream_seconds, "stream_max_tokens": "32..160", "rounds": a.rounds, "conns": a.conns, "seconds": a.seconds,
+                     "prompt_words": 24, "machine": f"{os.cpu_count()}-core CPU sandbox"},
+        "streamed_requests_measured": n_streamed,
+        "added_ttft_p50_ms_per_round": [d * 1e3 for d in deltas],
         "ttft_p50_ms": {k: pct(v, 50) * 1e3 for k, v in ttft.items()},
         "ttft_p90_ms": {k: pct(v, 90) * 1e3 for k, v in ttft.items()},
         "added_ttft_p50_ms_median_of_rounds": statistics.median(deltas) * 1e3,
@@ -176,14 +190,14 @@ async def main(a: argparse.Namespace) -> dict:
 def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--engines", type=int, default=1)
-    p.add_argument("--time-scale", type=float, default=0.1)
+    p.add_argument("--time-scale", type=float, default=1.0, help="engine speed: 1.0 = H100 timing, <1 faster")
     p.add_argument("--config", default="precise-prefix")
     p.add_argument("--model", default="llama-8b-shape")
     p.add_argument("--streams", type=int, default=64)
-    p.add_argument("--requests", type=int, default=640, help="streamed requests per target per round")
-    p.add_argument("--conns", type=int, default=32)
+    p.add_argument("--stream-seconds", type=float, default=8.0, help="streaming seconds per target per round")
+    p.add_argument("--conns", type=int, default=128, help="connections for the non-streaming throughput part")
     p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     try:
