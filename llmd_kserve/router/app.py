@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import uuid
@@ -190,6 +191,7 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         async with running_router(host, port, state=state) as router:
+            gc.freeze()  # startup objects out of the collector's way: shorter GC pauses on the request path
             print(f"llmd-kserve router listening on {router.url} (config {s.config}, "
                   f"{len(state.pool.snapshot)} endpoints)", flush=True)
             await stop.wait()

@@ -188,6 +188,7 @@ class Proxy:
                        "x-request-id": llm_req.request_id, "x-llmd-endpoint": result.target}
         ok, usage, status = False, None, upstream.status
         decision.status = status
+        resp: web.StreamResponse | None = None
         try:
             if not upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
                 raw = await upstream.read()
@@ -234,7 +235,7 @@ class Proxy:
             raise
         except ConnectionResetError:  # writing to a client that went away
             self._disconnected(decision, upstream)
-            return resp
+            return resp if resp is not None else web.Response(status=499)
         finally:
             upstream.release()
             self._complete(llm_req, result, decision, ok, usage)
