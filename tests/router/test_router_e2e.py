@@ -25,14 +25,15 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def cluster(n: int, config: str) -> AsyncIterator[tuple[list, RunningRouter]]:
+async def cluster(n: int, config: str, **router_kw) -> AsyncIterator[tuple[list, RunningRouter]]:
     """``n`` engines publishing KV events, and a router subscribed to all of them, every subscription live."""
     async with contextlib.AsyncExitStack() as stack:
         engines = [await stack.enter_async_context(running_engine(
             port=0, host="127.0.0.1", model=MODEL, time_scale=0.02, seed=i,
             kv_events_endpoint=f"tcp://127.0.0.1:{_free_port()}")) for i in range(n)]
         specs = [f"{e.url}#kv={e.kv_events_endpoint}" for e in engines]
-        router = await stack.enter_async_context(running_router(endpoints=specs, config=config, scrape_interval=0.02))
+        router = await stack.enter_async_context(running_router(endpoints=specs, config=config, scrape_interval=0.02,
+                                                                       **router_kw))
         session = await stack.enter_async_context(aiohttp.ClientSession())
         rng = random.Random(7)
         for _ in range(500):  # ZMQ slow joiner: poke each engine directly until its events reach the router
@@ -127,3 +128,19 @@ async def test_openai_client_streams_through_router():
                 await client.completions.create(model="no-such-model", prompt="hi", max_tokens=2)
         finally:
             await client.close()
+
+
+async def test_render_tokenizer_matches_engine_token_counts():
+    """``tokenizer="render"``: the router schedules on the engine's own token ids (vLLM's /render endpoints)."""
+    async with cluster(2, "precise-prefix", tokenizer="render") as (_, router), aiohttp.ClientSession() as s:
+        prompt = " ".join(f"ctx{i}" for i in range(200))
+        rows = []
+        for rid in ("r1", "r2"):
+            async with s.post(f"{router.url}/v1/completions", headers={"x-request-id": rid},
+                              json={"model": MODEL, "prompt": prompt, "max_tokens": 2}) as r:
+                rows.append((r.headers["x-llmd-endpoint"], (await r.json())["usage"]))
+            await asyncio.sleep(0.05)
+        decisions = (await (await s.get(f"{router.url}/debug/decisions?limit=2")).json())["decisions"]
+    assert router.state.render is not None and router.state.render.hits >= 1
+    assert [d["prompt_tokens"] for d in decisions] == [u["prompt_tokens"] for _, u in rows]
+    assert rows[0][0] == rows[1][0] and decisions[1]["predicted_cached_tokens"] > 0
