@@ -172,8 +172,29 @@ def _cmd_render(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- demo -----------------------------------------------------------------------------------------------------
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="routing policies side by side: 8 simulated engines + a small live stack (~3 min)")
+    p.add_argument("--json", default=None, help="write the runs in the bench JSON schema (runs[].policy, .scale)")
+    p.add_argument("--html", default="llmd-demo.html", help="HTML report path ('' for none)")
+    p.add_argument("--quick", action="store_true", help="a reduced demo (smaller workloads, 2 live engines)")
+    p.add_argument("--no-live", dest="live", action="store_false", help="skip the live HTTP runs")
+    p.add_argument("--no-sim", dest="sim", action="store_false", help="skip the cluster-simulator runs")
+    p.add_argument("--policies", type=_csv, default=None, help="router configs (default: the five shipped ones)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from llmd_kserve.demo import POLICIES, run_demo
+
+    report = run_demo(quick=a.quick, json=a.json, html=a.html or None, live=a.live, sim=a.sim,
+                      policies=a.policies or POLICIES, seed=a.seed)
+    return 0 if all(c["claim_met"] for c in report["workload"]["claims"]) else 1
+
+
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
