@@ -61,6 +61,9 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--endpoints", type=_csv, default=None, help="URL[,URL…]; URL may carry #role=prefill&kv=tcp://h:p")
     g.add_argument("--endpoints-file", default=None, help="YAML/JSON list of endpoints, watched for changes")
+    g.add_argument("--discover-selector", default=None,
+                   help="discover engine pods in Kubernetes by label selector (watch), e.g. app=llmd-engine")
+    p.add_argument("--discover-namespace", default=None, help="namespace to watch (default: the pod's own)")
     p.add_argument("--scrape-interval", type=float, default=0.05, help="seconds between /metrics polls")
     p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' (engine /render) or tokenizer.json")
     p.add_argument("--seed", type=int, default=0)

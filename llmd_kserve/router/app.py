@@ -177,10 +177,15 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
 
 def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
           endpoints: Sequence[str] | None = None, endpoints_file: str | None = None, scrape_interval: float = 0.05,
-          tokenizer: str | None = None, seed: int = 0, **settings: Any) -> int:
-    """Run the router until SIGINT/SIGTERM (blocking; ``llmd-kserve router``)."""
-    if not endpoints and not endpoints_file:
-        raise ConfigError("give --endpoints URL[,URL...] or --endpoints-file FILE", "endpoints")
+          tokenizer: str | None = None, seed: int = 0, discover_selector: str | None = None,
+          discover_namespace: str | None = None, **settings: Any) -> int:
+    """Run the router until SIGINT/SIGTERM (blocking; ``llmd-kserve router``).
+
+    Endpoints come from a list, a watched file, or Kubernetes pod discovery (``discover_selector``), which
+    starts with an empty pool and follows pods as they become ready or leave.
+    """
+    if not endpoints and not endpoints_file and not discover_selector:
+        raise ConfigError("give --endpoints URL[,URL...], --endpoints-file FILE or --discover-selector", "endpoints")
     s = RouterSettings(config=config, scrape_interval=scrape_interval, tokenizer=tokenizer, seed=seed, **settings)
     state = RouterState.create(s, endpoints or (), endpoints_file)
 
@@ -191,10 +196,21 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         async with running_router(host, port, state=state) as router:
+            discovery = None
+            if discover_selector:
+                from llmd_kserve.kube.discovery import watch_endpoints
+
+                discovery = asyncio.create_task(watch_endpoints(
+                    state.set_endpoints, selector=discover_selector, namespace=discover_namespace))
+                discovery.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
             gc.freeze()  # startup objects out of the collector's way: shorter GC pauses on the request path
             print(f"llmd-kserve router listening on {router.url} (config {s.config}, "
                   f"{len(state.pool.snapshot)} endpoints)", flush=True)
             await stop.wait()
+            if discovery is not None:
+                if discovery.done() and not discovery.cancelled() and discovery.exception():
+                    raise discovery.exception()  # e.g. ClusterError: RBAC denied watching pods
+                discovery.cancel()
 
     try:
         import uvloop
