@@ -7,6 +7,9 @@ it can matter:
 * ``precheck(state, decode)`` -> a final *local* :class:`PDVerdict`, or ``None`` to look for a prefill endpoint;
 * ``decide(state, decode, prefill)`` -> the verdict given the prefill profile's pick.
 
+A decider may also have the scheduler's lifecycle hooks (``on_scheduled``, ``remove_endpoint``); the handler
+forwards them.
+
 Built-ins (:data:`DECIDERS`): ``always``, ``never``, ``uncached-tokens`` (llm-d's prefix-based decider: remote when
 the decode endpoint lacks more than ``threshold`` prompt tokens) and ``predicted-ttft`` (remote when the latency
 model predicts an earlier first token: see :class:`PredictedTTFTDecider`).
@@ -14,15 +17,17 @@ model predicts an earlier first token: see :class:`PredictedTTFTDecider`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
-from llmd_kserve.scheduling.ttft import estimate_ttft
-from llmd_kserve.types import EndpointState
+from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.types import EndpointId, EndpointState
+
+if TYPE_CHECKING:
+    from llmd_kserve.engine_sim.profile import LatencyProfile
 
 PrefixMode = Literal["precise", "approx"]
 
@@ -52,6 +57,31 @@ class Decider(Protocol):
 def uncached_tokens(state: CycleState, endpoint: EndpointState, block_size: int, mode: PrefixMode | None) -> int:
     """Prompt tokens ``endpoint`` would compute (vLLM's rule: whole cached blocks, the last token always computed)."""
     return state.prompt_tokens - state.cached_tokens(endpoint.endpoint.id, block_size, mode)
+
+
+class PrefillQueue:
+    """Predicted time at which each endpoint will have finished the prefills routed to it (a virtual queue that
+    the injected clock drains); GPU time only (the front end's latency overlaps)."""
+
+    def __init__(self, profile: LatencyProfile, clock: Callable[[], float]) -> None:
+        self._profile = profile
+        self._clock = clock
+        self._busy_until: dict[EndpointId, float] = {}
+
+    def gpu_time(self, new_tokens: int, cached_tokens: int) -> float:
+        p = self._profile
+        return p.prefill_time(max(new_tokens, 1), cached_tokens) - p.request_overhead(new_tokens + cached_tokens)
+
+    def add(self, endpoint_id: EndpointId, new_tokens: int, cached_tokens: int = 0) -> None:
+        now = self._clock()
+        start = max(now, self._busy_until.get(endpoint_id, now))
+        self._busy_until[endpoint_id] = start + self.gpu_time(new_tokens, cached_tokens)
+
+    def backlog_s(self, endpoint_id: EndpointId) -> float:
+        return max(0.0, self._busy_until.get(endpoint_id, 0.0) - self._clock())
+
+    def remove(self, endpoint_id: EndpointId) -> None:
+        self._busy_until.pop(endpoint_id, None)
 
 
 class AlwaysDecider:
@@ -123,11 +153,18 @@ class PredictedTTFTDecider:
         local  = backlog(D) + prefill(u_d on top of D's cached prefix, each chunk step also carrying R decode rows)
         remote = max(ttft(P) + hop + kv_transfer(u_d) + front_end(D), backlog(D)) + first decode step on D
 
-    ``ttft(P)`` is the prefill endpoint's predicted TTFT (its backlog, its own prefix cache, its prefill:
-    :func:`~llmd_kserve.scheduling.ttft.estimate_ttft`); ``backlog`` counts queued prompt tokens (the router's
-    in-flight uncached tokens or ``waiting`` x ``tokensPerWaitingRequest``); the KV of D's cached prefix is not
-    moved. Remote wins when ``remote + marginS < local``. ``maxLocalStepS`` (optional) also sends a prefill away
-    when one of its chunk steps on D would stall D's running decodes longer than that (an ITL guard).
+    ``ttft(P)`` is the prefill endpoint's predicted TTFT (its backlog, then the prompt on top of its own cached
+    prefix); ``backlog`` is the prefill work already routed there and not yet done, from a :class:`PrefillQueue`
+    this decider keeps (each routed prefill adds its GPU time; the clock drains it), or the scraped ``waiting``
+    count x ``tokensPerWaitingRequest`` if more (other routers' load). A prefill in progress is a running request
+    to vLLM, so neither ``waiting`` nor the requests in flight tell the backlog well; the virtual queue does.
+    Prefill times come from ``profile.prefill_time`` (chunked by the batch budget); the KV of D's cached prefix is
+    not moved. Remote wins when ``remote + marginS < local``.
+
+    ITL guard: when a chunk step of the local prefill would stall D's running decodes longer than
+    ``maxLocalStepS`` (default 50 ms) the prefill goes remote anyway, unless the remote TTFT is predicted above
+    ``remoteTtftBudgetS`` (default 0.5 s) while local is faster: the prefill pool is congested, so spill prefills
+    to the decode pool rather than miss the TTFT objective.
     """
 
     name: ClassVar[str] = "predicted-ttft"
@@ -145,12 +182,25 @@ class PredictedTTFTDecider:
         """Mean context length assumed for each running decode sequence."""
         min_uncached_tokens: int = Field(0, ge=0)
         """At or below this many uncached tokens decide local without looking for a prefill endpoint."""
-        max_local_step_s: float | None = Field(None, gt=0)
+        max_local_step_s: float | None = Field(0.05, gt=0)
+        """ITL guard: a local prefill whose chunk step would stall D's running decodes longer goes remote..."""
+        remote_ttft_budget_s: float | None = Field(0.5, gt=0)
+        """...unless the remote TTFT is predicted above this (prefill pool congested) and local is faster."""
 
     def __init__(self, params: Params, ctx: PluginContext) -> None:
         self.params = params
         self._profile = ctx.profile
         self._bs = ctx.block_size
+        self.queue = PrefillQueue(ctx.profile, ctx.clock)
+
+    def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
+        """Queue the request's prefill on whichever endpoint computes it."""
+        where = decision.prefill or decision.target
+        cached = state.cached_tokens(where, self._bs, self.params.mode)
+        self.queue.add(where, state.prompt_tokens - cached, cached)
+
+    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
+        self.queue.remove(endpoint_id)
 
     def precheck(self, state: CycleState, decode: EndpointState) -> PDVerdict | None:
         n = uncached_tokens(state, decode, self._bs, self.params.mode)
@@ -159,10 +209,10 @@ class PredictedTTFTDecider:
         return None
 
     def _backlog_s(self, state: CycleState, ep: EndpointState) -> float:
-        tokens = ep.metrics.waiting * self.params.tokens_per_waiting_request
-        if state.inflight is not None:
-            tokens = max(tokens, state.inflight.get(ep.endpoint.id, (0, 0))[1])
-        return self._profile.prefill_time(tokens, 0) if tokens > 0 else 0.0
+        """Seconds of prefill work queued on ``ep``: this router's virtual queue, or the scraped ``waiting`` count
+        (other routers' load) x ``tokensPerWaitingRequest``, whichever is more."""
+        waiting = ep.metrics.waiting * self.params.tokens_per_waiting_request
+        return max(self.queue.backlog_s(ep.endpoint.id), self.queue.gpu_time(waiting, 0) if waiting else 0.0)
 
     def _running(self, state: CycleState, ep: EndpointState) -> int:
         reqs = state.inflight.get(ep.endpoint.id, (0, 0))[0] if state.inflight is not None else 0
@@ -172,14 +222,16 @@ class PredictedTTFTDecider:
         """(local TTFT, remote TTFT, tokens the decode endpoint lacks), in seconds."""
         p, prof, bs = self.params, self._profile, self._bs
         n = state.prompt_tokens
-        u_d = uncached_tokens(state, decode, bs, p.mode)
+        c_d = state.cached_tokens(decode.endpoint.id, bs, p.mode)
+        c_p = state.cached_tokens(prefill.endpoint.id, bs, p.mode)
+        u_d = n - c_d
         rows = self._running(state, decode)
         ctx = rows * p.decode_ctx_tokens
         row_cost = prof.decode_seq_s * rows + prof.decode_ctx_s * ctx
         chunks = max(1, -(-max(u_d, 1) // prof.max_num_batched_tokens))
         backlog_d = self._backlog_s(state, decode)
-        local = estimate_ttft(state, decode, prof, bs, p.mode, p.tokens_per_waiting_request) + chunks * row_cost
-        kv_ready = (estimate_ttft(state, prefill, prof, bs, p.mode, p.tokens_per_waiting_request) + p.hop_overhead_s
+        local = backlog_d + prof.prefill_time(max(u_d, 1), c_d) + chunks * row_cost
+        kv_ready = (self._backlog_s(state, prefill) + prof.prefill_time(max(n - c_p, 1), c_p) + p.hop_overhead_s
                     + prof.kv_transfer_time(max(u_d, 0), p.kv_link_gbps) + prof.request_overhead(n))
         remote = max(kv_ready, backlog_d) + prof.step_time(1, n, rows, ctx)
         return local, remote, u_d
@@ -192,7 +244,11 @@ class PredictedTTFTDecider:
             step = prof.step_time(min(u_d, prof.max_num_batched_tokens), state.prompt_tokens, rows,
                                   rows * p.decode_ctx_tokens)
             if rows and step > p.max_local_step_s:
-                return PDVerdict(True, f"local step {step:.3f}s > {p.max_local_step_s}s", u_d, local, remote)
+                budget = p.remote_ttft_budget_s
+                if budget is None or remote <= budget or local >= remote:
+                    return PDVerdict(True, f"local step {step:.3f}s > {p.max_local_step_s}s", u_d, local, remote)
+                return PDVerdict(False, f"remote {remote:.3f}s > budget {budget}s, local {local:.3f}s", u_d,
+                                 local, remote)
         if remote + p.margin_s < local:
             return PDVerdict(True, f"remote {remote:.3f}s < local {local:.3f}s", u_d, local, remote)
         return PDVerdict(False, f"local {local:.3f}s <= remote {remote:.3f}s", u_d, local, remote)

@@ -44,6 +44,16 @@ class PDProfileHandler:
         self.name = name
         self.decider: Decider = build_decider(params.decider, params.decider_parameters, ctx)
 
+    def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
+        hook = getattr(self.decider, "on_scheduled", None)
+        if hook is not None:
+            hook(state, decision)
+
+    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
+        hook = getattr(self.decider, "remove_endpoint", None)
+        if hook is not None:
+            hook(endpoint_id)
+
     @classmethod
     def validate_profiles(cls, names: Sequence[str]) -> str | None:
         if len(names) == 1:

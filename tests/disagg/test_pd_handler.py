@@ -105,16 +105,58 @@ def test_predicted_ttft_idle_pools_prefer_local():
 def test_predicted_ttft_goes_remote_when_the_decode_endpoint_is_backed_up():
     dec, _ = _decider()
     d, p = endpoint(2, role="decode"), endpoint(0, role="prefill")
-    st = _state(prompt(1, 6000), [p, d], inflight={d.id: (20, 30_000)})
-    v = dec.decide(st, d, p)
+    dec.queue.add(d.id, 12_000)  # prefills already routed to the decode endpoint
+    v = dec.decide(_state(prompt(1, 6000), [p, d]), d, p)
     assert v.remote and v.remote_ttft_s < v.local_ttft_s
+    busy = endpoint(3, role="decode", waiting=30)  # or other routers' queue, seen in the metrics
+    assert dec.decide(_state(prompt(1, 6000), [p, busy]), busy, p).remote
+
+
+def test_predicted_ttft_in_flight_decodes_are_not_a_queue():
+    """Requests already decoding on the decode endpoint (nothing waiting) don't delay a local prefill."""
+    dec, _ = _decider()
+    d, p = endpoint(2, role="decode", running=20), endpoint(0, role="prefill")
+    st = _state(prompt(1, 200), [p, d], inflight={d.id: (20, 30_000)})
+    assert not dec.decide(st, d, p).remote
 
 
 def test_predicted_ttft_stays_local_when_the_prefill_pool_is_backed_up():
     dec, _ = _decider()
     d, p = endpoint(2, role="decode"), endpoint(0, role="prefill")
-    st = _state(prompt(1, 6000), [p, d], inflight={d.id: (20, 8_000), p.id: (10, 60_000)})
-    assert not dec.decide(st, d, p).remote
+    dec.queue.add(d.id, 8_000)
+    dec.queue.add(p.id, 60_000)
+    assert not dec.decide(_state(prompt(1, 6000), [p, d]), d, p).remote
+
+
+def test_prefill_queue_drains_with_the_clock():
+    now = [0.0]
+    ctx = make_ctx(clock=lambda: now[0])
+    dec = PredictedTTFTDecider(PredictedTTFTDecider.Params(), ctx)
+    q = dec.queue
+    q.add(eid(1), 8000)
+    q.add(eid(1), 8000)
+    one = q.gpu_time(8000, 0)
+    assert q.backlog_s(eid(1)) == pytest.approx(2 * one)
+    now[0] = one
+    assert q.backlog_s(eid(1)) == pytest.approx(one)
+    now[0] = 10.0
+    assert q.backlog_s(eid(1)) == 0.0
+    q.add(eid(1), 100, 8000)  # a cached prefix costs little
+    assert 0 < q.backlog_s(eid(1)) < one / 10
+
+
+def test_scheduler_feeds_the_queue():
+    s = sched("pd-predicted-ttft")
+    handler = s.handler
+    eps = pool()
+    for i in range(6):
+        s.schedule(request(str(i), prompt(10 + i, 6000)), eps)
+    queue = handler.decider.queue
+    backlogs = {e.id: queue.backlog_s(e.id) for e in eps}
+    assert sum(backlogs.values()) > 0
+    assert any(backlogs[eid(i)] > 0 for i in PREFILL)  # once the decode endpoints queue up, prefills go remote
+    s.remove_endpoint(eid(0))
+    assert queue.backlog_s(eid(0)) == 0.0
 
 
 def test_predicted_ttft_short_prompt_is_local_and_itl_guard():
@@ -141,3 +183,14 @@ def test_bad_decider_config_names_the_field():
     cfg["schedulingProfiles"].append({"name": "third", "plugins": []})
     with pytest.raises(ConfigError):
         parse_config(cfg)
+
+
+def test_predicted_ttft_itl_guard_spills_when_the_prefill_pool_is_congested():
+    dec, _ = _decider(max_local_step_s=0.05, remote_ttft_budget_s=0.5)
+    d, p = endpoint(2, role="decode", running=32), endpoint(0, role="prefill")
+    st = _state(prompt(1, 6000), [p, d])
+    v = dec.decide(st, d, p)
+    assert v.remote and "step" in v.reason and v.local_ttft_s < v.remote_ttft_s  # guard beats a faster local TTFT
+    dec.queue.add(p.id, 100_000)  # seconds of queued prefills on the prefill pool
+    v = dec.decide(st, d, p)
+    assert not v.remote and "budget" in v.reason
