@@ -89,8 +89,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    plan = [("rag", 300, 8.0), ("rag", 300, 14.0), ("reasoning", 200, 3.0), ("reasoning", 200, 6.0),
-            ("mixed", 300, 4.0), ("mixed", 300, 7.0)]
+    plan = [("rag", 300, 8.0), ("rag", 300, 14.0), ("rag", 300, 18.0), ("reasoning", 200, 3.0),
+            ("reasoning", 200, 6.0), ("mixed", 300, 7.0), ("mixed", 300, 10.0)]
     if a.quick:
         plan = [(k, max(20, n // 10), r) for k, n, r in plan[::2]]
     console = Console(width=140)
