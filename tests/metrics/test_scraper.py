@@ -91,7 +91,8 @@ async def test_polls_parses_and_marks_stale(server):
         errors = scraper.stats()[ok].errors
         await wait_for(lambda: scraper.stats()[ok].errors > errors)
         assert "500" in scraper.stats()[ok].last_error
-        clock.t += 1.0  # last good scrape now 1.5 s old
+        # a good scrape in flight when `fail` was set may still land at the current clock: step past stale_after
+        clock.t += 1.5  # last good scrape now >= 1.5 s old
         stale = scraper.get(ok)
         assert stale.stale and stale.num_gpu_blocks == 26962  # last values kept, flagged
         state["fail"] = False
