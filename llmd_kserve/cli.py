@@ -100,7 +100,8 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engines", type=int, default=2, help="simulated engines (role both)")
     p.add_argument("--prefill", type=int, default=0, help="simulated prefill engines (with --decode)")
     p.add_argument("--decode", type=int, default=0, help="simulated decode engines (with --prefill)")
-    p.add_argument("--config", default="default", help="router scheduler config name or file")
+    p.add_argument("--config", default="default",
+                   help="router scheduler config name or file (with --prefill: default = pd-predicted-ttft)")
     p.add_argument("--vllm", type=_csv, default=None, help="use these engine URLs instead of simulated engines")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="router port")
