@@ -1,1 +1,14 @@
-"""Prefill/decode disaggregation: protocol models, deciders, and the prefill-then-decode orchestration."""
+"""Prefill/decode disaggregation: protocol models, deciders, and the prefill-then-decode orchestration.
+
+Modules (imported directly; this package imports nothing so the scheduler can use the deciders without cycles)::
+
+    protocol       PREFILL_REQUEST_PARAMS, REMOTE_PREFILL_KEYS, prefill_body(body), decode_body(body, params),
+                   strip_client_params(body), parse_prefill_answer(raw) -> PrefillAnswer, PrefillAnswerError
+    deciders       Decider Protocol (precheck / decide), PDVerdict, DECIDERS {always, never, uncached-tokens,
+                   predicted-ttft}, build_decider(name, params, ctx), PrefillQueue
+    orchestrator   PDOrchestrator(session, metrics).upstream_body(llm_req, result, path, body, headers, scheduler)
+    metrics        DisaggMetrics.on(registry): llmd_router_pd_* series on the router's registry
+    sim            PDClusterSim(config, PDSimOptions(roles=...)).run(requests) -> cluster_sim.SimRun
+
+The profile handler ``pd-profile-handler`` lives in ``llmd_kserve.scheduling.pd_handler``.
+"""
