@@ -300,7 +300,8 @@ class EngineCore:
             self.stats.prefix_hits += len(hit) * bs
             if not req.scheduled:
                 req.scheduled = True
-                req.cached_tokens = len(hit) * bs
+                # like vLLM's num_cached_tokens: local prefix hits plus KV pulled from a remote prefill
+                req.cached_tokens = computed if req.remote_kv else len(hit) * bs
                 first.append(req.id)
                 cached[req.id] = req.cached_tokens
             running.append(req)

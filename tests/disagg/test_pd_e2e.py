@@ -121,8 +121,6 @@ async def test_handshake_fields_verbatim_and_same_request_id(kind):
         assert p.headers["x-request-id"] == d.headers["x-request-id"] == "pd-rid-1"
 
 
-@pytest.mark.xfail(reason="engine_sim core reports only locally cached blocks for a remote-KV request; vLLM reports "
-                          "num_cached_tokens = local + external computed tokens", strict=False)
 async def test_decode_reports_the_transferred_prefix_as_cached():
     path, body = client_body("completion")
     async with pd_cluster("pd-always") as pd:
