@@ -41,7 +41,7 @@ def config_text(spec: DeploymentSpec) -> str:
     """
     from llmd_kserve.config.loader import parse_config
 
-    cfg = spec.router.config
+    cfg = spec.router_config
     if isinstance(cfg, dict):
         text, source = yaml.safe_dump(cfg, sort_keys=False), "router.config"
     else:

@@ -61,8 +61,9 @@ class PoolSpec(_Model):
 class RouterSpec(_Model):
     """The llmd-kserve router node."""
 
-    config: str | dict[str, Any] = "default"
-    """A shipped scheduler config name, a YAML file path, or an inline EndpointPickerConfig mapping."""
+    config: str | dict[str, Any] | None = None
+    """A shipped scheduler config name, a YAML file path, or an inline EndpointPickerConfig mapping.
+    None: ``pd-predicted-ttft`` when prefill and decode are split, else ``default``."""
     replicas: int = Field(1, ge=1)
     port: int = Field(8080, ge=1, le=65535)
     scrape_interval: float = Field(0.05, gt=0)
@@ -132,6 +133,13 @@ class DeploymentSpec(_Model):
     @property
     def disaggregated(self) -> bool:
         return self.mode in ("pd", "sim")
+
+    @property
+    def router_config(self) -> str | dict[str, Any]:
+        """The scheduler config the router runs: the spec's, or the mode's default."""
+        if self.router.config is not None:
+            return self.router.config
+        return "pd-predicted-ttft" if self.disaggregated else "default"
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -19,12 +19,19 @@ def mounted_config(objs, tmp_path):
 
 
 def test_configmap_config_loads_with_the_router_loader(tmp_path):
-    objs = render(DeploymentSpec())
+    spec = DeploymentSpec()
+    objs = render(spec)
     router = next(o for o in objs if (o["kind"], o["metadata"]["name"]) == ("InferenceService", "llmd-router"))
     assert f"--config={CONFIG_PATH}" in router["spec"]["predictor"]["containers"][0]["args"]
     loaded = load_config(mounted_config(objs, tmp_path))
-    shipped = load_config("default")
+    shipped = load_config(spec.router_config)
     assert loaded.model_dump(exclude={"source"}) == shipped.model_dump(exclude={"source"})
+
+
+def test_router_config_follows_the_mode_unless_given():
+    assert DeploymentSpec(mode="aggregated").router_config == "default"
+    assert DeploymentSpec(mode="pd").router_config == "pd-predicted-ttft"
+    assert DeploymentSpec(mode="pd", router=RouterSpec(config="precise-prefix")).router_config == "precise-prefix"
 
 
 def test_every_shipped_config_embeds_and_loads(tmp_path):
