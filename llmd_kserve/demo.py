@@ -4,7 +4,8 @@ The workload is inference-perf's shared-prefix shape: many groups of long system
 agent or RAG instructions), a 200-token question each, 128 output tokens. There are more distinct prefixes than
 one engine's KV cache holds but fewer than the whole cluster's, so where a request lands decides whether its
 prefix is already computed there. Arrivals are Poisson, 10-25% above the rate a cache-blind (round-robin)
-cluster sustains (the sweep in benchmarks/RESULTS.md shows the other loads). Each policy (round-robin, load-only, approx-prefix, precise-prefix and the project default) runs
+cluster sustains (the sweep in benchmarks/RESULTS.md shows the other loads). Each policy (round-robin,
+load-only, approx-prefix, precise-prefix and the project default) runs
 
 * at full scale in the cluster simulator: 8 engines with the H100 profile's full KV cache (26,962 blocks each);
 * at small scale live over HTTP: 4 simulated engine processes (4,096 KV blocks each) behind the real router
