@@ -55,7 +55,7 @@ class CycleState:
     Producers fill the typed fields; anything else goes in ``data`` under the producer's type name.
     """
 
-    __slots__ = ("request", "candidates", "token_ids", "block_keys", "prefix_hits", "inflight", "data")
+    __slots__ = ("request", "candidates", "token_ids", "block_keys", "prefix_hits", "inflight", "unscraped", "data")
 
     def __init__(self, request: LLMRequest, candidates: Sequence[EndpointState]) -> None:
         self.request = request
@@ -66,6 +66,10 @@ class CycleState:
         """Leading blocks each endpoint holds, by source (``"precise"``, ``"approx"``); absent endpoint: 0."""
         self.inflight: Mapping[EndpointId, tuple[int, int]] | None = None
         """Router-side load per endpoint: (requests, uncached prompt tokens) sent and not finished."""
+        self.unscraped: Mapping[EndpointId, tuple[int, int]] | None = None
+        """The part of ``inflight`` charged after the endpoint's last metrics scrape (``metrics.scraped_at``): load
+        its metrics cannot show yet. Load scorers add it to the scraped numbers so that requests arriving between
+        two scrapes don't all go to the same "least loaded" endpoint."""
         self.data: dict[str, Any] = {}
 
     @property

@@ -14,7 +14,9 @@ from llmd_kserve.types import EndpointId, LLMRequest, RequestOutcome
 
 class InflightLoadProducer:
     """The router's own, instantly updated view of load (metrics lag by a scrape interval):
-    ``state.inflight[endpoint] = (requests, uncached prompt tokens)``.
+    ``state.inflight[endpoint] = (requests, uncached prompt tokens)``, and the part of it charged after the
+    endpoint's last metrics scrape, ``state.unscraped`` (load the scraped ``waiting``/``kv_usage`` cannot show yet;
+    the queue and KV-utilization scorers add it, so that a burst between two scrapes is spread, not herded).
 
     A scheduled request is charged to its target (and, in P/D, its prefill endpoint carries the uncached tokens)
     until ``on_complete``; entries older than ``requestTimeoutS`` (lost completions) expire. Uncached tokens count
@@ -27,6 +29,9 @@ class InflightLoadProducer:
     class Params(PluginParams):
         request_timeout_s: float = Field(600.0, gt=0)
         """An in-flight entry older than this is dropped (its completion was lost)."""
+        scrape_lag_s: float = Field(0.0, ge=0)
+        """A request charged up to this long before a scrape counts as unscraped too (it may not have reached the
+        engine's queue when the engine was scraped: router hop, front end)."""
 
     requires: tuple[str, ...] = ("tokenize-producer",)
 
@@ -35,6 +40,7 @@ class InflightLoadProducer:
         self._clock = ctx.clock
         self._block_size = ctx.block_size
         self._timeout = params.request_timeout_s
+        self._lag = params.scrape_lag_s
         self._load: dict[EndpointId, tuple[int, int]] = {}
         # (request id, endpoint) -> (charged tokens, time charged); insertion order = time order
         self._charges: OrderedDict[tuple[str, EndpointId], tuple[int, float]] = OrderedDict()
@@ -42,6 +48,24 @@ class InflightLoadProducer:
     def produce(self, state: CycleState) -> None:
         self._expire()
         state.inflight = self._load
+        state.unscraped = self._unscraped(state) if self._charges else {}
+
+    def _unscraped(self, state: CycleState) -> dict[EndpointId, tuple[int, int]]:
+        """Charges newer than each candidate's scrape: walks the charges newest first, so O(charges since the
+        oldest candidate's scrape)."""
+        scraped = {e.endpoint.id: e.metrics.scraped_at - self._lag for e in state.candidates}
+        if not scraped:
+            return {}
+        oldest = min(scraped.values())
+        out: dict[EndpointId, tuple[int, int]] = {}
+        for (_, ep), (tokens, at) in reversed(self._charges.items()):
+            if at <= oldest:
+                break
+            since = scraped.get(ep)
+            if since is not None and at > since:
+                reqs, toks = out.get(ep, (0, 0))
+                out[ep] = (reqs + 1, toks + tokens)
+        return out
 
     def load(self, endpoint_id: EndpointId) -> tuple[int, int]:
         """(requests, uncached tokens) currently charged to one endpoint."""

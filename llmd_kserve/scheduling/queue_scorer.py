@@ -11,23 +11,31 @@ from llmd_kserve.types import EndpointState
 
 class QueueScorer:
     """Min-max normalised over the candidates, as the Inference Extension's queue scorer:
-    ``(max - waiting) / (max - min)``; 1.0 for every endpoint when all queues are equal."""
+    ``(max - queue) / (max - min)``; 1.0 for every endpoint when all queues are equal.
+
+    ``queue`` is the scraped ``waiting`` count plus, with ``countUnscraped`` (default), the requests this router
+    sent the endpoint since that scrape and that are still in flight (``state.unscraped``, from the in-flight-load
+    producer). Without it the scraped queues stand still for a whole scrape interval, and min-max scaling turns a
+    one-request difference into the full weight: every request until the next scrape herds onto the same endpoint.
+    """
 
     type: ClassVar[str] = "queue-scorer"
     kind: ClassVar[str] = "scorer"
 
     class Params(PluginParams):
-        pass
-
-    requires: tuple[str, ...] = ()
+        count_unscraped: bool = True
+        """Add the router's own requests sent since each endpoint's last scrape to its scraped queue."""
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name
+        self._unscraped = params.count_unscraped
+        self.requires: tuple[str, ...] = ("inflight-load-producer",) if params.count_unscraped else ()
 
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
         if not endpoints:
             return {}
-        queues = [e.metrics.waiting for e in endpoints]
+        extra = (state.unscraped or {}) if self._unscraped else {}
+        queues = [e.metrics.waiting + extra.get(e.endpoint.id, (0, 0))[0] for e in endpoints]
         lo, hi = min(queues), max(queues)
         if hi == lo:
             return {e.endpoint.id: 1.0 for e in endpoints}
