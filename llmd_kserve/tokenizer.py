@@ -14,7 +14,10 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
+
+from llmd_kserve.errors import ConfigError
 
 VOCAB_SIZE = 32000
 BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -126,4 +129,9 @@ def load_tokenizer(spec: str | None = None) -> Tokenizer:
     """``None``/``"sim"``: the default offline tokenizer; a path to ``tokenizer.json``: that model's tokenizer."""
     if spec in (None, "", "sim"):
         return SimTokenizer()
-    return HFTokenizer(spec)
+    if not Path(spec).is_file():
+        raise ConfigError(f"no such tokenizer file (give 'sim' or a path to tokenizer.json): {spec}", "tokenizer")
+    try:
+        return HFTokenizer(spec)
+    except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
+        raise ConfigError(f"cannot load tokenizer {spec}: {exc}", "tokenizer") from exc

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import zmq
 
+from llmd_kserve.errors import ConfigError
 from llmd_kserve.kvcache.events import KVEvent, encode_payload, make_batch
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,12 @@ class KVEventPublisher:
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
-        self._sock.bind(_bind_address(endpoint))
+        try:
+            self._sock.bind(_bind_address(endpoint))
+        except zmq.ZMQError as exc:
+            self._sock.close(0)
+            raise ConfigError(f"cannot bind KV-event socket {endpoint!r}: {exc.strerror} "
+                              "(expected e.g. tcp://*:5557 or tcp://127.0.0.1:0)", "kv_events_endpoint") from exc
         self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.topic = topic.encode()
         self.seq = 0

@@ -45,6 +45,7 @@ from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, load_profile
 from llmd_kserve.engine_sim.publisher import KVEventPublisher
 from llmd_kserve.engine_sim.serving import generate
 from llmd_kserve.errors import ConfigError, InvalidRequestError
+from llmd_kserve.http_errors import openai_errors
 from llmd_kserve.tokenizer import load_tokenizer
 from llmd_kserve.types import Endpoint, EndpointId, Role
 
@@ -83,12 +84,29 @@ class EngineOptions:
     advertise_host: str | None = None
 
 
+def _check_options(o: EngineOptions) -> None:
+    """Reject option values the engine cannot run with, naming the option (ConfigError)."""
+    if not 0 <= o.port <= 65535:
+        raise ConfigError(f"must be 0..65535, got {o.port}", "port")
+    for name in ("num_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+                 "default_output_len", "crash_after"):
+        v = getattr(o, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"must be >= 1, got {v}", name)
+    for name in ("time_scale", "slow_start", "kv_lease_s"):
+        if getattr(o, name) < 0:
+            raise ConfigError(f"must be >= 0, got {getattr(o, name)}", name)
+    if not 0.0 <= o.error_rate <= 1.0:
+        raise ConfigError(f"must be in [0, 1], got {o.error_rate}", "error_rate")
+    if o.kv_link_gbps is not None and o.kv_link_gbps <= 0:
+        raise ConfigError(f"must be > 0, got {o.kv_link_gbps}", "kv_link_gbps")
+
+
 class SimEngine:
     """One engine: core + real-time driver + metrics + optional KV-event publisher + aiohttp app."""
 
     def __init__(self, opts: EngineOptions) -> None:
-        if opts.time_scale < 0:
-            raise ConfigError("must be >= 0", path="time_scale")
+        _check_options(opts)
         self.opts = opts
         self.profile = load_profile(opts.profile)
         self.tok = load_tokenizer(opts.tokenizer)
@@ -126,7 +144,7 @@ class SimEngine:
         return Endpoint(id=EndpointId(self.url), role=self.opts.role, kv_events=self.kv_events_endpoint)
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[openai_errors])
         r = app.router
         r.add_post("/v1/completions", self.h_completions)
         r.add_post("/v1/chat/completions", self.h_chat)
@@ -144,10 +162,17 @@ class SimEngine:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
+        # handler_cancellation: a client that disconnects cancels its handler, which aborts its request (as vLLM does)
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.opts.host, self.opts.port, reuse_address=True)
-        await self._site.start()
+        try:
+            await self._site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(f"cannot listen on {self.opts.host}:{self.opts.port}: {exc.strerror or exc}",
+                              "port") from exc
         self.port = self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if self.opts.kv_events_endpoint:
             topic = self.opts.kv_events_topic or f"kv@{self.url.removeprefix('http://')}@{self.opts.model}"
@@ -226,6 +251,8 @@ class SimEngine:
         self.n_requests += 1
         if self.opts.crash_after is not None and self.n_requests > self.opts.crash_after:
             self.crash()
+            if request.transport is not None:
+                request.transport.abort()  # this connection dies with the pod too
             raise web.HTTPServiceUnavailable()
         try:
             req = self._parse(await self._json(request), kind)
@@ -343,8 +370,8 @@ class SimEngine:
 async def running_engine(port: int = 0, host: str = "127.0.0.1", **opts: Any) -> AsyncIterator[SimEngine]:
     """Start one engine in this event loop; stopped (connections closed, socket unbound) on exit."""
     eng = SimEngine(EngineOptions(host=host, port=port, **opts))
-    await eng.start()
     try:
+        await eng.start()
         yield eng
     finally:
         await eng.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ from llmd_kserve.engine_sim import pd
 from llmd_kserve.engine_sim.driver import Stream
 from llmd_kserve.engine_sim.openai_api import ChunkWriter, GenRequest, chat_body, completion_body, json_bytes, usage
 from llmd_kserve.errors import InvalidRequestError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from llmd_kserve.engine_sim.server import SimEngine
@@ -156,9 +159,12 @@ async def _stream(eng: SimEngine, request: web.Request, req: GenRequest, rid: st
             if last >= 0:
                 return
 
-    await asyncio.gather(*(pump(i, cid, s, t) for i, ((cid, s), t) in enumerate(zip(subs, texts, strict=True))))
-    if req.include_usage:
-        await resp.write(w.usage(_usage(req, subs)))
-    await resp.write(ChunkWriter.DONE)
-    await resp.write_eof()
+    try:
+        await asyncio.gather(*(pump(i, cid, s, t) for i, ((cid, s), t) in enumerate(zip(subs, texts, strict=True))))
+        if req.include_usage:
+            await resp.write(w.usage(_usage(req, subs)))
+        await resp.write(ChunkWriter.DONE)
+        await resp.write_eof()
+    except ConnectionResetError:  # the client went away mid-stream: the caller aborts what is left
+        log.debug("request %s: client disconnected mid-stream", rid)
     return resp

@@ -26,6 +26,8 @@ import msgspec
 from aiohttp import web
 
 from llmd_kserve.errors import ConfigError, InvalidRequestError
+from llmd_kserve.http_errors import openai_errors
+from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, validate_request
 from llmd_kserve.router.proxy import error_response
 from llmd_kserve.router.state import RouterSettings, RouterState
@@ -126,7 +128,7 @@ async def debug_endpoints(request: web.Request) -> web.Response:
 
 def build_app(router_state: RouterState) -> web.Application:
     """The aiohttp app; its startup/cleanup start and stop the router's background parts."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[openai_errors])
     app[STATE_KEY] = router_state
 
     async def on_startup(_: web.Application) -> None:
@@ -168,7 +170,10 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=2048)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "port") from exc
         bound = runner.addresses[0]
         yield RunningRouter(url=f"http://{host}:{bound[1]}", state=state, app=app)
     finally:
@@ -186,7 +191,11 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
     """
     if not endpoints and not endpoints_file and not discover_selector:
         raise ConfigError("give --endpoints URL[,URL...], --endpoints-file FILE or --discover-selector", "endpoints")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"must be 0..65535, got {port}", "port")
     s = RouterSettings(config=config, scrape_interval=scrape_interval, tokenizer=tokenizer, seed=seed, **settings)
+    if endpoints_file:
+        load_endpoints_file(endpoints_file)  # a missing or bad file fails now, not silently as an empty pool
     state = RouterState.create(s, endpoints or (), endpoints_file)
 
     async def main() -> None:

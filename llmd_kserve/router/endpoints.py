@@ -29,6 +29,10 @@ def _endpoint(url: str, role: str = "both", kv_events: str | None = None, labels
         raise ConfigError(f"endpoint URL must be http(s)://host:port, got {url!r}", path)
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {role!r}", path)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port outside 0..65535 or not a number
+    except ValueError:
+        raise ConfigError(f"endpoint URL has a bad port: {url!r}", path) from None
     base = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
     return Endpoint(id=EndpointId(base), role=role, kv_events=kv_events or None, labels=dict(labels or {}))  # type: ignore[arg-type]
 
@@ -71,13 +75,19 @@ def parse_endpoints(items: Iterable[str | Mapping[str, Any]], path: str = "endpo
 
 def load_endpoints_file(path: str | Path) -> tuple[Endpoint, ...]:
     """A YAML/JSON list of endpoints, or a mapping with an ``endpoints`` list."""
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read endpoints file: {exc.strerror or exc}", str(path)) from exc
     try:
         data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot parse endpoints file: {exc}", str(path)) from exc
+        raise ConfigError(f"cannot parse endpoints file: {' '.join(str(exc).split())}", str(path)) from exc
     if isinstance(data, Mapping):
-        data = data.get("endpoints")
+        if "endpoints" not in data:
+            raise ConfigError("expected a list of endpoints (or {endpoints: [...]}), got a mapping without "
+                              "'endpoints'", str(path))
+        data = data["endpoints"]
     if data is None:
         data = []
     if not isinstance(data, list):

@@ -145,9 +145,9 @@ class Proxy:
                 self.metrics.retries.inc()
             # --- P/D (issue 4, llmd_kserve.disagg): prefill hop when result.prefill is set; always drops any
             # client-supplied kv_transfer_params. Returns the body for result.target (the decode endpoint).
-            send_body = await self.pd.upstream_body(llm_req, result, path, body, headers, self.scheduler)
-            # --- end P/D
             try:
+                send_body = await self.pd.upstream_body(llm_req, result, path, body, headers, self.scheduler)
+                # --- end P/D
                 upstream = await self._send(result.target + path, send_body, headers, t0, decision)
             except _Failed as fail:
                 last = fail
@@ -157,6 +157,12 @@ class Proxy:
                 exclude.add(result.target)
                 log.info("request %s: %s on %s (attempt %d)", rid, fail.reason, result.target, attempt + 1)
                 continue
+            except BaseException as exc:  # client gone while waiting for upstream headers (cancelled), or a bug:
+                decision.outcome = "client_disconnected" if isinstance(exc, asyncio.CancelledError) else "error"
+                if isinstance(exc, asyncio.CancelledError):
+                    self.metrics.client_disconnects.inc()
+                self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))  # release in-flight load
+                raise
             return await self._relay(request, upstream, llm_req, result, decision, strip_usage, t0)
         assert last is not None
         if last.body is not None:  # relay the last upstream error as it was

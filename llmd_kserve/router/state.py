@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from llmd_kserve.errors import ConfigError
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import DecisionLog
 from llmd_kserve.router.endpoints import EndpointPool, EndpointsFileWatcher, parse_endpoints
@@ -53,6 +54,17 @@ class RouterSettings:
     models_refresh_interval: float = 10.0
     connect_timeout: float = 5.0
     inject_stream_usage: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"must be > 0, got {getattr(self, name)}", name)
+        for name in ("max_attempts", "block_size", "kv_index_max_keys", "decisions_size", "max_prompt_chars"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"must be >= 1, got {v}", name)
+        if self.audit not in ("off", "hash", "full"):
+            raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
 
 
 @dataclass(slots=True)

@@ -1,0 +1,54 @@
+"""aiohttp middleware shared by the router and the engine: every error leaves as OpenAI-shaped JSON, never HTML/text."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+
+_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError", 404: "NotFoundError",
+          405: "MethodNotAllowedError", 413: "RequestTooLargeError", 415: "UnsupportedMediaTypeError",
+          422: "UnprocessableEntityError", 429: "RateLimitError", 500: "InternalServerError",
+          502: "BadGatewayError", 503: "ServiceUnavailableError", 504: "GatewayTimeoutError"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(message: str, status: int, param: str | None = None) -> bytes:
+    """``{"error": {"message", "type", "param", "code"}}`` as vLLM and OpenAI send it."""
+    type_ = _TYPES.get(status, "BadRequestError" if status < 500 else "InternalServerError")
+    return _encode({"error": {"message": message, "type": type_, "param": param, "code": status}})
+
+
+def _message(exc: web.HTTPException, request: web.Request) -> str:
+    if isinstance(exc, web.HTTPNotFound):
+        return f"Not found: {request.method} {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return f"Method {request.method} not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}"
+    return exc.text.removeprefix(f"{exc.status}: ") if exc.text else exc.reason
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn aiohttp's own error responses (404, 405, 413 body too large, …) and unhandled exceptions into JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.transport is None or request.transport.is_closing():
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate", "retry-after")}
+        return web.Response(body=error_body(_message(exc, request), exc.status), status=exc.status,
+                            content_type="application/json", headers=headers)
+    except ConnectionResetError:
+        raise
+    except Exception:
+        if request.transport is None or request.transport.is_closing():
+            raise  # the client is gone: nobody to answer
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.Response(body=error_body("Internal server error", 500), status=500,
+                            content_type="application/json")
