@@ -19,8 +19,9 @@ PD_SHIPPED = ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never")
 
 
 def shipped_configs() -> tuple[str, ...]:
-    """Names of the configs shipped in ``llmd_kserve/config/shipped/``."""
-    return SHIPPED
+    """Names of every config shipped in ``llmd_kserve/config/shipped/``: the single-profile ones (``SHIPPED``),
+    then the P/D ones (``PD_SHIPPED``)."""
+    return SHIPPED + PD_SHIPPED
 
 
 def load_config(name_or_path: str | Path) -> SchedulerConfig:
@@ -74,11 +75,11 @@ def _config_error(e: pydantic.ValidationError, prefix: str = "") -> ConfigError:
 
 def _read(name_or_path: str | Path) -> tuple[str, str]:
     s = str(name_or_path)
-    if s in SHIPPED or s in PD_SHIPPED:
+    if s in shipped_configs():
         return resources.files("llmd_kserve.config").joinpath("shipped", f"{s}.yaml").read_text(), s
     path = Path(s)
     if path.is_file():
         return path.read_text(), s
     if path.suffix in (".yaml", ".yml", ".json") or "/" in s:
         raise ConfigError(f"no such config file: {s}")
-    raise ConfigError(f"unknown config {s!r}: not a file, and shipped configs are {', '.join(SHIPPED)}")
+    raise ConfigError(f"unknown config {s!r}: not a file, and shipped configs are {', '.join(shipped_configs())}")

@@ -10,8 +10,8 @@ The proxy calls :meth:`PDOrchestrator.upstream_body` once per attempt, after sch
 * the prefill hop fails (connect error, timeout, HTTP error, an answer without a KV handle): the decode endpoint
   gets the original request without ``kv_transfer_params`` and prefills locally; counted by reason.
 
-When the prefill hop ends, the prefill endpoint's in-flight charge is released at once (the scheduler's
-``on_complete`` for the prefill leg), so that the prefill pool's load reflects queued prefills, not decodes.
+When the prefill hop ends, the prefill endpoint's in-flight charge is released at once
+(``Scheduler.on_prefill_complete``), so that the prefill pool's load reflects queued prefills, not decodes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import is_dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -119,13 +118,14 @@ class PDOrchestrator:
 
     @staticmethod
     def _release_prefill(scheduler: Any, llm_req: LLMRequest, result: Any, answer: PrefillAnswer | None) -> None:
-        """Tell the scheduler the prefill leg is over: ``on_complete`` of a decision whose target is the prefill
-        endpoint releases exactly that endpoint's in-flight charge (the decode leg's stays until the end)."""
-        if scheduler is None or not is_dataclass(result):
+        """Tell the scheduler the prefill leg is over (``on_prefill_complete``; the decode leg's ``on_complete``
+        comes from the proxy when the response ends)."""
+        hook = getattr(scheduler, "on_prefill_complete", None)
+        if hook is None:
             return
         outcome = RequestOutcome(ok=answer is not None, prompt_tokens=answer.prompt_tokens if answer else 0,
                                  cached_tokens=answer.cached_tokens if answer else None)
         try:
-            scheduler.on_complete(llm_req, replace(result, target=result.prefill, prefill=None), outcome)
+            hook(llm_req, result, outcome)
         except Exception:  # bookkeeping must not fail the request
             log.exception("releasing the prefill leg of %s failed", llm_req.request_id)

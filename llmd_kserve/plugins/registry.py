@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from llmd_kserve.disagg.deciders import DECIDERS
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.plugins.base import PluginContext, PluginKind, PluginParams
 from llmd_kserve.scheduling.active_request_scorer import ActiveRequestScorer
@@ -79,11 +80,17 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         RoundRobinPicker,
         # profile handlers
         SingleProfileHandler,
-        PDProfileHandler,  # P/D (issue 4); its deciders: llmd_kserve.disagg.deciders.DECIDERS
+        PDProfileHandler,  # P/D (issue 4); its deciders: BUILTIN_DECIDERS below
     )
 )
 
 REGISTRY: Mapping[str, PluginInfo] = MappingProxyType({p.type: p for p in BUILTINS})
+
+BUILTIN_DECIDERS: Mapping[str, type[Any]] = MappingProxyType(dict(DECIDERS))
+"""P/D deciders by name (``always``, ``never``, ``uncached-tokens``, ``predicted-ttft``). Not plugin types: a decider
+is a part of ``pd-profile-handler``, chosen by its ``decider`` parameter with its own frozen ``Params`` under
+``deciderParameters``; the list itself is :data:`llmd_kserve.disagg.deciders.DECIDERS` (the handler validates
+against it), shown here so that this module names every built-in. The plugin contract tests cover them too."""
 DEFAULT_PICKER = MaxScorePicker.type
 DEFAULT_PROFILE_HANDLER = SingleProfileHandler.type
 

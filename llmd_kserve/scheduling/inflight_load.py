@@ -19,7 +19,8 @@ class InflightLoadProducer:
     the queue and KV-utilization scorers add it, so that a burst between two scrapes is spread, not herded).
 
     A scheduled request is charged to its target (and, in P/D, its prefill endpoint carries the uncached tokens)
-    until ``on_complete``; entries older than ``requestTimeoutS`` (lost completions) expire. Uncached tokens count
+    until ``on_complete`` (the prefill endpoint's charge already at ``on_prefill_complete``); entries older than
+    ``requestTimeoutS`` (lost completions) expire. Uncached tokens count
     the prompt minus the prefix the best known prefix match says the endpoint holds.
     """
 
@@ -81,6 +82,11 @@ class InflightLoadProducer:
 
     def on_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
         self._release(request.request_id, decision.target)
+        if decision.prefill is not None:
+            self._release(request.request_id, decision.prefill)
+
+    def on_prefill_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
+        """The prefill endpoint is done with the request: release its charge now (the decode charge stays)."""
         if decision.prefill is not None:
             self._release(request.request_id, decision.prefill)
 

@@ -78,6 +78,8 @@ class Scheduler:
         unique = list({id(p): p for p in every}.values())
         self._on_scheduled: list[Callable] = [p.on_scheduled for p in unique if hasattr(p, "on_scheduled")]
         self._on_complete: list[Callable] = [p.on_complete for p in unique if hasattr(p, "on_complete")]
+        self._on_prefill: list[Callable] = [
+            p.on_prefill_complete for p in unique if hasattr(p, "on_prefill_complete")]
         self._on_remove: list[Callable] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
 
     @classmethod
@@ -126,6 +128,17 @@ class Scheduler:
         """A scheduled request finished (or failed): release its in-flight load etc. Call once per ``schedule``."""
         decision = HandlerDecision(result.profile, result.target, result.prefill)
         for hook in self._on_complete:
+            hook(request, decision, outcome)
+
+    def on_prefill_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None:
+        """The remote prefill leg of a disaggregated request (``result.prefill``) ended, successfully or not (then
+        the decode endpoint prefills locally): release the prefill endpoint's in-flight charge etc. At most once per
+        ``schedule`` whose result has a prefill endpoint, before that request's ``on_complete`` (which still
+        follows, and releases whatever the prefill leg left). A no-op when ``result.prefill`` is None."""
+        if result.prefill is None:
+            return
+        decision = HandlerDecision(result.profile, result.target, result.prefill)
+        for hook in self._on_prefill:
             hook(request, decision, outcome)
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:

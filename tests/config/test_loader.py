@@ -6,7 +6,7 @@ import pytest
 import yaml
 from sched_fixtures import make_ctx
 
-from llmd_kserve.config.loader import load_config, parse_config, shipped_configs
+from llmd_kserve.config.loader import PD_SHIPPED, SHIPPED, load_config, parse_config, shipped_configs
 from llmd_kserve.config.schema import API_VERSION, SchedulerConfig
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.scheduling.scheduler import Scheduler
@@ -42,7 +42,12 @@ def test_shipped_configs_load_and_build(name, index):
     cfg = load_config(name)
     assert isinstance(cfg, SchedulerConfig) and cfg.kind == "EndpointPickerConfig" and cfg.source == name
     sched = Scheduler.from_config(name, make_ctx(index))
-    assert sched.profile_names == ("default",)
+    assert sched.profile_names == (("decode", "prefill") if name in PD_SHIPPED else ("default",))
+
+
+def test_shipped_configs_list_the_pd_ones_too():
+    assert set(shipped_configs()) == set(SHIPPED) | set(PD_SHIPPED)
+    assert {"default", "load-only", "pd-predicted-ttft", "pd-never"} <= set(shipped_configs())
 
 
 def test_precise_prefix_is_llm_ds_blend():

@@ -82,6 +82,22 @@ def test_inflight_charges_the_prefill_endpoint_and_release():
     assert inflight.load(res.prefill) == (0, 0) and inflight.load(res.target) == (0, 0)
 
 
+def test_on_prefill_complete_releases_only_the_prefill_leg():
+    s = sched("pd-always")
+    r = request("r", prompt(1, 2000))
+    res = s.schedule(r, pool())
+    inflight = next(p for p in s.producers if p.type == "inflight-load-producer")
+    s.on_prefill_complete(r, res, RequestOutcome(ok=True, prompt_tokens=2000))
+    assert inflight.load(res.prefill) == (0, 0) and inflight.load(res.target) == (1, 0)
+    s.on_complete(r, res, RequestOutcome(ok=True))  # releases the decode leg; the prefill leg is not released twice
+    assert inflight.load(res.prefill) == (0, 0) and inflight.load(res.target) == (0, 0)
+    local = sched("pd-never")
+    res = local.schedule(r, pool())
+    local.on_prefill_complete(r, res, RequestOutcome(ok=True))  # no prefill leg: a no-op
+    inflight = next(p for p in local.producers if p.type == "inflight-load-producer")
+    assert inflight.load(res.target) == (1, 2000)
+
+
 def _decider(**params) -> tuple[PredictedTTFTDecider, object]:
     ctx = make_ctx()
     return PredictedTTFTDecider(PredictedTTFTDecider.Params(**params), ctx), ctx

@@ -9,9 +9,10 @@ import pytest
 from sched_fixtures import endpoint, make_ctx, prompt, request, store
 
 from llmd_kserve.config.loader import parse_config
+from llmd_kserve.disagg.deciders import build_decider
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, ProfileResult
-from llmd_kserve.plugins.registry import BUILTINS, REGISTRY
+from llmd_kserve.plugins.registry import BUILTIN_DECIDERS, BUILTINS, REGISTRY
 from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
 
@@ -118,6 +119,7 @@ def test_registry_is_one_list_of_unique_types():
     assert len({i.type for i in BUILTINS}) == len(BUILTINS)
     kinds = {i.kind for i in BUILTINS}
     assert kinds == {"producer", "filter", "scorer", "picker", "profile-handler"}
+    assert set(BUILTIN_DECIDERS) == {"always", "never", "uncached-tokens", "predicted-ttft"}
 
 
 def config_using(type_: str) -> dict:
@@ -156,3 +158,28 @@ def test_scheduler_with_plugin_is_deterministic(type_):
 
 def test_handler_decision_shape():
     assert HandlerDecision("decode", endpoint(0).id).prefill is None
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_DECIDERS))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_decider_contract_and_determinism(name, seed):
+    """Every P/D decider: documented, frozen Params with defaults, a local precheck or None, a verdict whose numbers
+    make sense, the same answer for the same scenario; configurable through ``pd-profile-handler``."""
+    cls = BUILTIN_DECIDERS[name]
+    assert cls.name == name and (cls.__doc__ or "").strip()
+    assert cls.Params.model_config.get("frozen") and cls.Params.model_config.get("extra") == "forbid"
+
+    def run():
+        ctx, state, eps = scenario(seed)
+        dec = build_decider(name, {}, ctx)
+        decode, prefill = eps[0], eps[-1]
+        pre = dec.precheck(state, decode)
+        assert pre is None or pre.remote is False
+        verdict = dec.decide(state, decode, prefill)
+        assert 0 <= verdict.uncached_tokens <= state.prompt_tokens and verdict.reason
+        return pre, verdict
+
+    assert run() == run()
+    cfg = {"plugins": [{"type": "pd-profile-handler", "parameters": {"decider": name}}],
+           "schedulingProfiles": [{"name": "decode", "plugins": []}, {"name": "prefill", "plugins": []}]}
+    assert parse_config(cfg).plugins[0].parameters["decider"] == name

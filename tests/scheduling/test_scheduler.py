@@ -243,7 +243,8 @@ def test_every_shipped_config_schedules(index):
         sched = Scheduler.from_config(name, make_ctx(index))
         res = sched.schedule(request("r", prompt(1, 300)), eps)
         assert res.target in {e.id for e in eps}
-        assert all(k.startswith("default/") for k in res.scores)
+        assert res.profile in sched.profile_names
+        assert all(k.split("/", 1)[0] in sched.profile_names for k in res.scores)
         sched.on_complete(request("r", prompt(1, 300)), res, RequestOutcome(ok=True))
 
 
