@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from llmd_kserve import __version__
-from llmd_kserve.errors import LlmdError
+from llmd_kserve.errors import ConfigError, LlmdError
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,55 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535 (0: any free port), got {value}")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return x
+
+
+def _rates(value: str) -> list[float]:
+    try:
+        rates = [float(x) for x in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 1,2.5,4, got {value!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be > 0, got {value!r}")
+    return rates
+
+
+def _check_output(path: str | None, flag: str) -> None:
+    """Fail before the work starts when an output file could not be written afterwards."""
+    if not path:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ConfigError(f"is a directory, expected a file path: {path}", flag)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"directory does not exist: {parent}", flag)
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"directory is not writable: {parent}", flag)
+
+
 # --- engine ---------------------------------------------------------------------------------------------------
 def _add_engine(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("engine", help="run a simulated vLLM 0.26 replica (OpenAI API, /metrics, KV events)")
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000, help="HTTP port (0: any free port)")
     p.add_argument("--model", default="llama-8b-shape", help="served model name")
     p.add_argument("--profile", default="h100-llama8b", help="latency profile name or YAML/JSON file")
     p.add_argument("--num-blocks", type=int, default=None, help="KV blocks (default: the profile's)")
@@ -56,7 +100,7 @@ def _cmd_engine(a: argparse.Namespace) -> int:
 def _add_router(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("router", help="run the KV-cache- and load-aware OpenAI router")
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=_port, default=8080, help="HTTP port (0: any free port)")
     p.add_argument("--config", default="default", help="shipped config name or EndpointPickerConfig YAML file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--endpoints", type=_csv, default=None, help="URL[,URL…]; URL may carry #role=prefill&kv=tcp://h:p")
@@ -85,8 +129,11 @@ def _cmd_router(a: argparse.Namespace) -> int:
     kw = {k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose", "api_keys_file")}
     keys = _csv(os.environ.get("LLMD_ROUTER_API_KEYS", ""))
     if a.api_keys_file:
-        with open(a.api_keys_file) as f:
-            keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        try:
+            with open(a.api_keys_file) as f:
+                keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        except OSError as exc:
+            raise ConfigError(f"cannot read API keys file: {exc.strerror or exc}", a.api_keys_file) from exc
     kw["api_keys"] = tuple(keys)
     kw["served_models"] = tuple(a.served_models or ())
     if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
@@ -104,7 +151,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
                    help="router scheduler config name or file (with --prefill: default = pd-predicted-ttft)")
     p.add_argument("--vllm", type=_csv, default=None, help="use these engine URLs instead of simulated engines")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080, help="router port")
+    p.add_argument("--port", type=_port, default=8080, help="router port")
     p.add_argument("--time-scale", type=float, default=1.0, help="engine time scale (>1 slower than real time)")
     p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
                    help="run Prometheus (default: when the binary is installed)")
@@ -130,19 +177,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="workload parameter, e.g. num_groups=16 (repeat)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--rate", type=float, default=None, help="open-loop arrivals per second")
-    g.add_argument("--concurrency", type=int, default=None, help="closed loop with this many requests in flight")
-    g.add_argument("--sweep", type=lambda v: [float(x) for x in _csv(v)], default=None, help="rates R1,R2,… (one run each)")
+    g.add_argument("--concurrency", type=_positive_int, default=None, help="closed loop with this many requests in flight")
+    g.add_argument("--sweep", type=_rates, default=None, help="rates R1,R2,… (one run each)")
     p.add_argument("--arrival", choices=["poisson", "constant"], default="poisson", help="open-loop arrival process")
-    p.add_argument("--num-requests", type=int, default=None, help="requests per run (scales the workload)")
-    p.add_argument("--slo-ttft", type=float, default=None, help="goodput SLO on TTFT, seconds")
-    p.add_argument("--slo-tpot", type=float, default=None, help="goodput SLO on TPOT, seconds")
+    p.add_argument("--num-requests", type=_positive_int, default=None, help="requests per run (scales the workload)")
+    p.add_argument("--slo-ttft", type=_positive_float, default=None, help="goodput SLO on TTFT, seconds")
+    p.add_argument("--slo-tpot", type=_positive_float, default=None, help="goodput SLO on TPOT, seconds")
     p.add_argument("--json", default=None, help="write the bench JSON here")
     p.add_argument("--html", default=None, help="write a self-contained plotly HTML report here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="model name (default: the target's first /v1/models id)")
     p.add_argument("--engines-metrics", type=_csv, default=None, help="engine URLs whose prefix-cache counters to diff")
     p.add_argument("--policy-label", default=None, help="name of this run in the report (e.g. the router config)")
-    p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
+    p.add_argument("--timeout", type=_positive_float, default=600.0, help="per-request timeout, seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sim", action="store_true", help="run in the virtual-time cluster simulator instead of HTTP")
     p.add_argument("--engines", type=int, default=8, help="simulated engines (--sim)")
@@ -153,6 +200,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _cmd_bench(a: argparse.Namespace) -> int:
     from llmd_kserve.bench.runner import run_bench
 
+    _check_output(a.json, "json")
+    _check_output(a.html, "html")
     return run_bench(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
 
 
@@ -192,6 +241,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from llmd_kserve.demo import POLICIES, run_demo
 
+    _check_output(a.json, "json")
+    _check_output(a.html, "html")
     report = run_demo(quick=a.quick, json=a.json, html=a.html or None, live=a.live, sim=a.sim,
                       policies=a.policies or POLICIES, seed=a.seed)
     return 0 if all(c["claim_met"] for c in report["workload"]["claims"]) else 1
@@ -217,8 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except LlmdError as exc:
-        print(f"llmd-kserve {args.command}: error: {exc}", file=sys.stderr)
+    except (LlmdError, OSError) as exc:  # OSError: a file or directory we could not read or write
+        log.debug("%s failed", args.command, exc_info=True)
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"llmd-kserve {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -100,6 +100,16 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before anything starts when the router's port is taken (a health probe would reach the other server)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "port") from exc
+
+
 class LocalStack:
     """Engines + router (+ Prometheus) on this machine; use as ``with LocalStack(engines=2) as stack: ...``."""
 
@@ -137,7 +147,12 @@ class LocalStack:
             raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
         self._tmp = tempfile.TemporaryDirectory(prefix="llmd-stack-")
         self.log_dir = Path(cfg.log_dir) if cfg.log_dir else Path(self._tmp.name)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create log directory: {exc.strerror or exc}", str(self.log_dir)) from exc
+        if cfg.port:
+            _check_port_free(cfg.host, cfg.port)
         atexit.register(self.stop)
         try:
             self._start_engines(roles)
@@ -227,7 +242,8 @@ class LocalStack:
         while pending:
             for p in list(pending):
                 if p.popen.poll() is not None:
-                    raise LlmdError(f"{p.name} exited with code {p.popen.returncode} during startup:\n{self._tail(p)}")
+                    raise LlmdError(f"{p.name} exited with code {p.popen.returncode} during startup: "
+                                    f"{self._reason(self._tail(p))}")
                 try:
                     with urllib.request.urlopen(p.url + p.health, timeout=2) as resp:
                         if resp.status == 200:
@@ -244,6 +260,13 @@ class LocalStack:
         with contextlib.suppress(OSError):
             return "\n".join((self.log_dir / f"{p.name}.log").read_text(errors="replace").splitlines()[-n:])
         return ""
+
+    @staticmethod
+    def _reason(tail: str) -> str:
+        """The child's own error line (``llmd-kserve x: error: …``, or a traceback's last line), for one-line errors."""
+        lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ": error: " in ln]
+        return (errors or lines or ["(no output)"])[-1]
 
     def check(self) -> list[str]:
         """Names of processes that have exited."""

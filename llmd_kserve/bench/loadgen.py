@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from llmd_kserve.bench.stats import SLO, RequestResult, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec
+from llmd_kserve.errors import LlmdError
 
 log = logging.getLogger(__name__)
 _QUERIES, _HITS = "vllm:prefix_cache_queries", "vllm:prefix_cache_hits"
@@ -69,10 +70,16 @@ class RunResult:
 
 async def discover_model(session: aiohttp.ClientSession, target: str) -> str:
     """The first model id the target serves."""
-    async with session.get(f"{target.rstrip('/')}/v1/models") as resp:
-        resp.raise_for_status()
-        data = await resp.json()
-    return str(data["data"][0]["id"])
+    url = f"{target.rstrip('/')}/v1/models"
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            resp.raise_for_status()
+            data = await resp.json(content_type=None)
+        return str(data["data"][0]["id"])
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise LlmdError(f"cannot reach target {target}: GET {url} failed: {exc or type(exc).__name__}") from exc
+    except (KeyError, IndexError, TypeError) as exc:
+        raise LlmdError(f"target {target} lists no model at {url} (give --model)") from exc
 
 
 async def scrape_prefix_counters(session: aiohttp.ClientSession, engine_urls: Sequence[str]) -> tuple[float, float]:

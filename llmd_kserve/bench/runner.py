@@ -36,6 +36,14 @@ from llmd_kserve.errors import ConfigError, LlmdError
 log = logging.getLogger(__name__)
 
 
+def _brief(exc: ValidationError) -> str:
+    """Pydantic's first error as ``field: message (and N more)`` on one line."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {err['msg']}{more}" if loc else f"{err['msg']}{more}"
+
+
 def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, Any] | None = None) -> WorkloadSpec:
     """A workload spec by kind with field overrides; ``trace`` (a Mooncake JSONL path) for ``kind == "trace"``."""
     overrides = dict(overrides or {})
@@ -45,11 +53,11 @@ def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, A
         try:
             return TraceSpec.model_validate({"entries": load_trace(trace).entries, **overrides})
         except ValidationError as exc:
-            raise ConfigError(str(exc).replace("\n", " "), "set") from exc
+            raise ConfigError(_brief(exc), "set") from exc
     try:
         return WORKLOAD_ADAPTER.validate_python({"kind": workload, **overrides})
     except ValidationError as exc:
-        raise ConfigError(str(exc).replace("\n", " "), "set") from exc
+        raise ConfigError(_brief(exc), "set") from exc
 
 
 def make_arrivals(rate: float | None = None, concurrency: int | None = None, sweep: Sequence[float] | None = None,
@@ -63,7 +71,7 @@ def make_arrivals(rate: float | None = None, concurrency: int | None = None, swe
         if rate:
             return [ArrivalSpec(pattern=pattern, rate=rate)]
     except ValidationError as exc:
-        raise ConfigError(str(exc).replace("\n", " "), "rate") from exc
+        raise ConfigError(exc.errors()[0]["msg"], "rate") from exc
     return [ArrivalSpec(pattern="trace")] if trace else [ArrivalSpec(pattern="concurrency", concurrency=1)]
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.tokenizer import SimTokenizer, render_chat
@@ -319,6 +319,10 @@ def load_trace(path: str | Path, *, block_tokens: int = 512, speedup: float = 1.
         if line.strip():
             try:
                 entries.append(TraceEntry.model_validate(json.loads(line)))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(x) for x in err["loc"])
+                raise ConfigError(f"bad trace line: {field}: {err['msg']}", f"{p}:{no}") from exc
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"bad trace line: {exc}", f"{p}:{no}") from exc
     return TraceSpec(entries=tuple(entries), block_tokens=block_tokens, speedup=speedup)
