@@ -1,9 +1,9 @@
-"""Aggregated vs prefill/decode disaggregation on the same number of engines, in the virtual-time P/D simulator.
+"""Aggregated vs prefill/decode disaggregation on the same number of engines, in the cluster simulator.
 
 Four simulated H100s (``h100-llama8b`` latency profile) serve each workload once as 4 aggregated replicas (role
 ``both``, the ``default`` config) and once as 2 prefill + 2 decode replicas under each P/D decider (``pd-never``,
 ``pd-always``, ``pd-uncached``, ``pd-predicted-ttft``); the real scheduler and plugins decide, the engine cores
-step in virtual time (:mod:`llmd_kserve.disagg.sim`). Workloads (Poisson arrivals, ``bench.workloads``):
+step in virtual time (:mod:`llmd_kserve.cluster_sim`, P/D handoff in ``cluster_sim.pd``). Workloads (Poisson arrivals, ``bench.workloads``):
 
 * rag        4.3k-7.4k-token prompts (shared 256-token instruction + 4-7 of 32 documents of 1k tokens), 64-128 out
 * reasoning  64-256-token prompts, 1000-2000 out
@@ -35,10 +35,10 @@ from llmd_kserve.bench.workloads import (
     assign_arrivals,
     build_requests,
 )
-from llmd_kserve.disagg.sim import PDClusterSim, PDSimOptions
+from llmd_kserve.cluster_sim import ClusterSim, SimOptions, pd_roles
 
-AGG = ("both",) * 4
-PD = ("prefill", "prefill", "decode", "decode")
+AGG = pd_roles(both=4)
+PD = pd_roles(prefill=2, decode=2)
 SETUPS = [("4 x both, default", "default", AGG), ("2P+2D, pd-never", "pd-never", PD),
           ("2P+2D, pd-always", "pd-always", PD), ("2P+2D, pd-uncached(512)", "pd-uncached", PD),
           ("2P+2D, pd-predicted-ttft", "pd-predicted-ttft", PD)]
@@ -59,12 +59,12 @@ def run(kind: str, n: int, rate: float, seed: int) -> list[dict]:
     rows = []
     for label, config, roles in SETUPS:
         t0 = time.perf_counter()
-        sim = PDClusterSim(config, PDSimOptions(roles=roles, seed=seed))
+        sim = ClusterSim(config, SimOptions(roles=roles, seed=seed))
         out = sim.run(reqs)
         s = summarize(out.results, out.wall_s, SLO_)
         rows.append({"workload": kind, "rate": rate, "n": n, "setup": label, **{k: s[k] for k in (
             "ttft_p50", "ttft_p90", "itl_p50", "itl_p90", "tpot_p50", "goodput_rps", "slo_attainment")},
-            "disaggregated": out.engine_counters["disaggregated"] / max(1, len(out.results)),
+            "disaggregated": out.engine_counters.get("disaggregated", 0.0) / max(1, len(out.results)),
             "sim_s": time.perf_counter() - t0})
     return rows
 

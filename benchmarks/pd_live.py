@@ -2,7 +2,7 @@
 
 2 prefill + 2 decode simulated engines (``engine_sim``, real clock) and the router run in this process; the HTTP load
 generator (``bench.loadgen``) sends a RAG-like workload (4.3k-7.4k-token prompts, 64-128 out) once per config, and
-:mod:`llmd_kserve.disagg.sim` runs the same requests in virtual time. On a small shared CPU box the live numbers
+:mod:`llmd_kserve.cluster_sim` runs the same requests in virtual time. On a small shared CPU box the live numbers
 include the Python router's and engines' own overheads; the simulator's don't. Usage::
 
     .venv/bin/python benchmarks/pd_live.py [--n 40] [--rate 6] [--configs pd-never,pd-always,pd-predicted-ttft]
@@ -20,7 +20,7 @@ from dataclasses import replace
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.stats import SLO, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, RagSpec, assign_arrivals, build_requests
-from llmd_kserve.disagg.sim import PDClusterSim, PDSimOptions
+from llmd_kserve.cluster_sim import ClusterSim, SimOptions
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import running_router
 
@@ -53,7 +53,7 @@ async def live(config: str, reqs, seed: int) -> dict:
 
 
 def simulated(config: str, reqs, seed: int) -> dict:
-    out = PDClusterSim(config, PDSimOptions(roles=ROLES, seed=seed)).run(reqs)
+    out = ClusterSim(config, SimOptions(roles=ROLES, seed=seed)).run(reqs)
     s = summarize(out.results, out.wall_s, SLO_)
     return {**{k: s[k] for k in KEYS}, "errors": s["errors"], "pd": out.engine_counters["disaggregated"] / len(reqs)}
 

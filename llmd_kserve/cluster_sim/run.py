@@ -12,7 +12,8 @@ from typing import Any
 from llmd_kserve.bench.report import run_entry
 from llmd_kserve.bench.stats import SLO, result_to_dict, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, WorkloadSpec, assign_arrivals, build_requests
-from llmd_kserve.cluster_sim.sim import ClusterSim, SimOptions, SimRun
+from llmd_kserve.cluster_sim.options import SimOptions, SimRun
+from llmd_kserve.cluster_sim.sim import ClusterSim
 from llmd_kserve.config.schema import SchedulerConfig
 
 log = logging.getLogger(__name__)

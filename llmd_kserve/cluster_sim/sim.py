@@ -12,8 +12,12 @@ What a live stack does over HTTP and ZMQ happens here as events on one heap, ord
 * **scrape** - every ``scrape_interval`` each engine's counters become a fresh ``EndpointState`` (like the live
   scraper's 50 ms poll), so the scheduler sees load with the same lag as in a live router.
 
+With engine roles (``SimOptions.roles``: ``prefill`` / ``decode`` / ``both``) and a P/D config, a scheduling result
+that names a ``prefill`` endpoint goes through the P/D handoff instead (prefill leg, KV transfer, decode leg, or the
+fallback to a local prefill): see :mod:`llmd_kserve.cluster_sim.pd`.
+
 Finished requests feed ``Scheduler.on_complete`` and become :class:`~llmd_kserve.bench.stats.RequestResult` records
-measured like the HTTP load generator measures them (TTFT from the router's receipt to the first token, ITL between
+measured like the HTTP load generator measures them (TTFT from the router's receipt to the (decode leg's) first token, ITL between
 tokens, cached tokens from the engine), so ``stats.summarize`` and the bench reports apply unchanged.
 """
 
@@ -24,64 +28,33 @@ import logging
 import random
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.bench.workloads import RequestSpec
+from llmd_kserve.cluster_sim.engines import SimEngine, build_engines, engine_counters
+from llmd_kserve.cluster_sim.options import SimOptions, SimRun
+from llmd_kserve.cluster_sim.pd import PREFILL, PDFlow
 from llmd_kserve.cluster_sim.tokens import PrefixTokenCache
 from llmd_kserve.config.schema import SchedulerConfig
-from llmd_kserve.engine_sim.core import EngineCore, StepOutput
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, LatencyProfile, load_profile
+from llmd_kserve.engine_sim.core import StepOutput
+from llmd_kserve.engine_sim.profile import LatencyProfile, load_profile
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.scheduling.scheduler import PluginContext, Scheduler, SchedulingResult
 from llmd_kserve.tokenizer import SimTokenizer
-from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
 
 _ARRIVE, _DELIVER, _STEP, _SCRAPE = 0, 1, 2, 3
 
 
-@dataclass(frozen=True, slots=True)
-class SimOptions:
-    """The simulated cluster: engine count and shape, and the latencies of the router's view of it."""
-
-    engines: int = 8
-    profile: str | LatencyProfile = DEFAULT_PROFILE
-    num_blocks: int | None = None
-    """KV blocks per engine (None: the profile's ``num_gpu_blocks``)."""
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    scrape_interval: float = 0.05
-    """Seconds between metrics snapshots (the live scraper's default poll)."""
-    kv_event_delay: float = 0.001
-    """Seconds from a step's end until its KV events are in the router's index."""
-    router_delay: float = 0.001
-    """Seconds the router hop adds before the engine sees a request (parse, tokenize, schedule, connect)."""
-    frontend_overhead: bool = True
-    """Add the profile's per-request front-end latency (vLLM's HTTP + tokenization) before the engine queue."""
-    model: str = "llama-8b-shape"
-    seed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SimRun:
-    """One simulated run: per-request results (arrival order), its length, and engine-side counters."""
-
-    results: list[RequestResult]
-    wall_s: float
-    engine_hit_rate: float | None
-    engine_counters: dict[str, float]
-    events: int
-    """Events processed (arrivals, deliveries, steps, scrapes)."""
-
-
 class _Live:
     """A request between its arrival and its last token."""
 
-    __slots__ = ("spec", "llm", "sched", "engine", "arrival", "first", "last", "itl", "n_out", "cached", "n_prompt")
+    __slots__ = ("spec", "llm", "sched", "engine", "arrival", "first", "last", "itl", "n_out", "cached", "n_prompt",
+                 "held", "fallback")
 
     def __init__(self, spec: RequestSpec, llm: LLMRequest, sched: SchedulingResult, engine: int, arrival: float,
                  n_prompt: int) -> None:
@@ -92,23 +65,16 @@ class _Live:
         self.n_out = 0
         self.cached: int | None = None
         self.n_prompt = n_prompt
-
-
-class _Engine:
-    __slots__ = ("id", "endpoint", "core", "out", "kv", "state")
-
-    def __init__(self, eid: EndpointId, core: EngineCore) -> None:
-        self.id = eid
-        self.endpoint = Endpoint(eid, "both", None)
-        self.core = core
-        self.out: StepOutput | None = None  # the step in progress (None: idle)
-        self.kv: deque[tuple[float, tuple]] = deque()  # (time visible in the index, events)
-        self.state = EndpointState(self.endpoint, EndpointMetrics(block_size=core.block_size,
-                                                                  num_gpu_blocks=core.num_blocks, stale=False))
+        self.held: tuple[int, str] | None = None
+        """P/D: (prefill engine, leg id) whose held blocks the decode leg pulls."""
+        self.fallback: str | None = None
+        """P/D: why the prefill leg failed (the decode engine then prefills locally)."""
 
 
 class ClusterSim:
     """``ClusterSim(config, options).run(requests) -> SimRun``: one run of one scheduler config on fresh engines."""
+
+    DELIVER = _DELIVER
 
     def __init__(self, config: str | Path | SchedulerConfig, options: SimOptions | None = None) -> None:
         self.options = opt = options or SimOptions()
@@ -119,41 +85,64 @@ class ClusterSim:
                             clock=self._clock, profile=self.profile, block_size=self.profile.block_size)
         self.scheduler = Scheduler.from_config(config, ctx)
         self.uses_index = any(p.type == "precise-prefix-producer" for p in self.scheduler.producers)
-        self.engines = [
-            _Engine(EndpointId(f"http://sim-engine-{i}:8000"),
-                    EngineCore(self.profile, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
-                               max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed + i,
-                               enable_kv_events=self.uses_index))
-            for i in range(opt.engines)
-        ]
-        self._by_id = {e.id: i for i, e in enumerate(self.engines)}
+        roles = opt.engine_roles
+        self.engines: list[SimEngine] = build_engines(
+            self.profile, roles, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
+            max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index)
+        self.index_of = {e.id: i for i, e in enumerate(self.engines)}
         self.tokens = PrefixTokenCache()
+        self.pd = PDFlow(self)
+        self.pd_cluster = any(r != "both" for r in roles)
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._seq = 0
 
     def _clock(self) -> float:
         return self.now
 
+    def push(self, t: float, kind: int, arg: object) -> None:
+        """Schedule event ``kind`` with ``arg`` at virtual time ``t`` (ties run in push order)."""
+        heapq.heappush(self._heap, (t, self._seq, kind, arg))
+        self._seq += 1
+
+    def leg_delay(self, n_prompt: int) -> float:
+        """Seconds from the router sending a request (or a P/D leg) until it is in the engine's queue."""
+        delay = self.options.router_delay
+        if self.options.frontend_overhead:
+            delay += self.profile.request_overhead(n_prompt)
+        return delay
+
+    def kick(self, i: int, t: float) -> None:
+        """Start engine ``i`` stepping at ``t`` unless a step is already in progress."""
+        eng = self.engines[i]
+        if eng.out is not None:
+            return
+        out = eng.core.step(t)
+        if out.duration <= 0 and not out.new_tokens:  # nothing could run (cannot happen with a sane core)
+            log.warning("engine %s made no progress at t=%.3f; idling it", eng.id, t)
+            return
+        eng.out = out
+        self.push(out.now + out.duration, _STEP, i)
+
     # --- the loop ---------------------------------------------------------------------------------------------------
     def run(self, requests: Sequence[RequestSpec], concurrency: int | None = None) -> SimRun:
         """Simulate ``requests``: open loop at their ``arrival_s``, or closed loop with ``concurrency`` in flight."""
-        opt, engines = self.options, self.engines
-        heap: list[tuple[float, int, int, object]] = []
-        seq = 0
+        engines, pd = self.engines, self.pd
         live: dict[str, _Live] = {}
         results: list[RequestResult] = []
         backlog: deque[RequestSpec] = deque()
+        self._heap, self._seq = [], 0
+        push = self.push
         if concurrency:
             backlog.extend(requests)
             for _ in range(min(concurrency, len(backlog))):
-                heap.append((0.0, seq, _ARRIVE, backlog.popleft()))
-                seq += 1
+                push(0.0, _ARRIVE, backlog.popleft())
         else:
             for spec in requests:
-                heap.append((spec.arrival_s or 0.0, seq, _ARRIVE, spec))
-                seq += 1
-        heapq.heapify(heap)
+                push(spec.arrival_s or 0.0, _ARRIVE, spec)
+        heap = self._heap
         heapq.heappush(heap, (0.0, -1, _SCRAPE, None))
         remaining = len(requests)
-        push, pop = heapq.heappush, heapq.heappop
+        pop = heapq.heappop
         events = 0
         end = 0.0
         while heap and remaining:
@@ -164,77 +153,55 @@ class ClusterSim:
                 eng = engines[arg]  # type: ignore[index]
                 out = eng.out
                 assert out is not None
-                done = self._deliver(eng, out, t, live, results)
-                if done:
-                    remaining -= done
-                    end = t
-                    for _ in range(done):
-                        if backlog:
-                            push(heap, (t, seq, _ARRIVE, backlog.popleft()))
-                            seq += 1
+                eng.out = None
+                done = self._on_step(arg, eng, out, t, live, results)  # type: ignore[arg-type]
+                if done:  # before the next step, so that closed-loop arrivals keep their place
+                    remaining, end = self._done(done, t, remaining, backlog), t
                 if eng.core.has_work():
-                    seq = self._start_step(eng, arg, t, heap, seq)  # type: ignore[arg-type]
-                else:
-                    eng.out = None
+                    self.kick(arg, t)  # type: ignore[arg-type]
             elif kind == _ARRIVE:
-                spec: RequestSpec = arg  # type: ignore[assignment]
-                target = self._route(spec, t, live, results)
-                if target is None:  # rejected: counted as done
-                    remaining -= 1
-                    end = t
-                    if backlog:
-                        push(heap, (t, seq, _ARRIVE, backlog.popleft()))
-                        seq += 1
-                    continue
-                rec = live[spec.request_id]
-                delay = opt.router_delay
-                if opt.frontend_overhead:
-                    delay += self.profile.request_overhead(rec.n_prompt)
-                push(heap, (t + delay, seq, _DELIVER, spec.request_id))
-                seq += 1
+                rec = self._route(arg, t, live, results)  # type: ignore[arg-type]
+                if rec is None:  # rejected: counted as done
+                    remaining, end = self._done(1, t, remaining, backlog), t
+                elif rec.sched.prefill is not None:
+                    pd.start(rec, t)
+                else:
+                    push(t + self.leg_delay(rec.n_prompt), _DELIVER, rec.spec.request_id)
             elif kind == _DELIVER:
-                rid: str = arg  # type: ignore[assignment]
-                rec = live[rid]
-                eng = engines[rec.engine]
+                rec = live[arg]  # type: ignore[index]
+                core = engines[rec.engine].core
+                if rec.held is not None:  # P/D: the decode engine pulls the KV; the prefill engine frees its blocks
+                    engines[rec.held[0]].core.release(rec.held[1])
                 try:
-                    eng.core.add_request(rid, rec.llm.token_ids or (), rec.llm.max_tokens, now=t)
+                    core.add_request(arg, rec.llm.token_ids or (), rec.llm.max_tokens,  # type: ignore[arg-type]
+                                     remote_kv=rec.held is not None, now=t)
                 except ValueError as exc:
                     self._fail(rec, t, str(exc), 400, live, results)
-                    remaining -= 1
-                    end = t
-                    continue
-                if eng.out is None:
-                    seq = self._start_step(eng, rec.engine, t, heap, seq)
-            else:  # scrape
+                    remaining, end = self._done(1, t, remaining, backlog), t
+                else:
+                    self.kick(rec.engine, t)
+            elif kind == _SCRAPE:
                 for eng in engines:
-                    core = eng.core
-                    st = core.stats
-                    eng.state = EndpointState(eng.endpoint, EndpointMetrics(
-                        waiting=core.num_waiting, running=core.num_running, kv_usage=core.kv_usage,
-                        block_size=core.block_size, num_gpu_blocks=core.num_blocks,
-                        prefix_queries=float(st.prefix_queries), prefix_hits=float(st.prefix_hits),
-                        scraped_at=t, stale=False))
-                push(heap, (t + opt.scrape_interval, -1, _SCRAPE, None))
+                    eng.scrape(t)
+                heapq.heappush(heap, (t + self.options.scrape_interval, -1, _SCRAPE, None))
+            elif kind == PREFILL:
+                pd.arrive(arg, t)  # type: ignore[arg-type]
+            else:  # pd.TIMEOUT
+                pd.timeout(arg, t)  # type: ignore[arg-type]
         results.sort(key=lambda r: r.start)
-        q = sum(e.core.stats.prefix_queries for e in engines)
-        h = sum(e.core.stats.prefix_hits for e in engines)
-        counters = {"prefix_cache_queries": float(q), "prefix_cache_hits": float(h),
-                    "preemptions": float(sum(e.core.stats.num_preemptions for e in engines)),
-                    "steps": float(sum(e.core.stats.num_steps for e in engines)),
-                    "busy_s": sum(e.core.stats.busy_time for e in engines)}
-        return SimRun(results, end, h / q if q else None, counters, events)
+        hit_rate, counters = engine_counters(engines)
+        if self.pd_cluster or pd.transfers or pd.fallbacks:
+            counters.update(pd.counters())
+        return SimRun(results, end, hit_rate, counters, events)
 
-    def _start_step(self, eng: _Engine, i: int, t: float, heap: list, seq: int) -> int:
-        out = eng.core.step(t)
-        if out.duration <= 0 and not out.new_tokens:  # nothing could run (cannot happen with a sane core)
-            log.warning("engine %s made no progress at t=%.3f; idling it", eng.id, t)
-            eng.out = None
-            return seq
-        eng.out = out
-        heapq.heappush(heap, (out.now + out.duration, seq, _STEP, i))
-        return seq + 1
+    def _done(self, n: int, t: float, remaining: int, backlog: deque[RequestSpec]) -> int:
+        """``n`` requests ended at ``t``: closed loop, as many from the backlog arrive; returns those remaining."""
+        for _ in range(n):
+            if backlog:
+                self.push(t, _ARRIVE, backlog.popleft())
+        return remaining - n
 
-    def _deliver(self, eng: _Engine, out: StepOutput, t: float, live: dict[str, _Live],
+    def _on_step(self, i: int, eng: SimEngine, out: StepOutput, t: float, live: dict[str, _Live],
                  results: list[RequestResult]) -> int:
         """Hand a finished step's tokens to their requests; returns how many requests finished."""
         if out.kv_events:
@@ -244,26 +211,38 @@ class ClusterSim:
             if rec is not None and rec.cached is None:
                 rec.cached = n
         for rid in out.new_tokens:
-            rec = live[rid]
+            rec = live.get(rid)
+            if rec is None:  # a P/D prefill leg: its one token is not the client's
+                continue
             if rec.first is None:
                 rec.first = t
             else:
                 rec.itl.append(t - rec.last)
             rec.last = t
             rec.n_out += 1
+        done = 0
         for rid in out.finished:
-            rec = live.pop(rid)
+            rec = live.get(rid)
+            if rec is None:  # a P/D prefill leg
+                self.pd.finished(i, rid, t)
+                continue
+            del live[rid]
+            done += 1
             first = rec.first if rec.first is not None else t
+            extra: dict = {"predicted_cached_tokens": rec.sched.predicted_cached_tokens}
+            if self.pd_cluster:
+                extra["prefill"] = rec.sched.prefill if rec.held is not None else None
+                if rec.fallback is not None:
+                    extra["pd_fallback"] = rec.fallback
             results.append(RequestResult(
                 request_id=rec.spec.request_id, ok=True, start=rec.arrival, ttft=first - rec.arrival,
                 e2e=t - rec.arrival, itl=tuple(rec.itl), output_tokens=rec.n_out, prompt_tokens=rec.n_prompt,
-                cached_tokens=rec.cached, endpoint=eng.id, status=200,
-                extra={"predicted_cached_tokens": rec.sched.predicted_cached_tokens}))
+                cached_tokens=rec.cached, endpoint=eng.id, status=200, extra=extra))
             self.scheduler.on_complete(rec.llm, rec.sched, RequestOutcome(
                 ok=True, prompt_tokens=rec.n_prompt, cached_tokens=rec.cached, completion_tokens=rec.n_out))
-        return len(out.finished)
+        return done
 
-    def _route(self, spec: RequestSpec, t: float, live: dict[str, _Live], results: list[RequestResult]) -> int | None:
+    def _route(self, spec: RequestSpec, t: float, live: dict[str, _Live], results: list[RequestResult]) -> _Live | None:
         if self.uses_index:
             for eng in self.engines:
                 kv = eng.kv
@@ -279,9 +258,8 @@ class ClusterSim:
             results.append(RequestResult(request_id=spec.request_id, ok=False, start=t, prompt_tokens=len(ids),
                                          error=str(exc), status=503, shed=True))
             return None
-        i = self._by_id[sched.target]
-        live[spec.request_id] = _Live(spec, llm, sched, i, t, len(ids))
-        return i
+        rec = live[spec.request_id] = _Live(spec, llm, sched, self.index_of[sched.target], t, len(ids))
+        return rec
 
     def _fail(self, rec: _Live, t: float, error: str, status: int, live: dict[str, _Live],
               results: list[RequestResult]) -> None:

@@ -8,7 +8,7 @@ Modules (imported directly; this package imports nothing so the scheduler can us
                    predicted-ttft}, build_decider(name, params, ctx), PrefillQueue
     orchestrator   PDOrchestrator(session, metrics).upstream_body(llm_req, result, path, body, headers, scheduler)
     metrics        DisaggMetrics.on(registry): llmd_router_pd_* series on the router's registry
-    sim            PDClusterSim(config, PDSimOptions(roles=...)).run(requests) -> cluster_sim.SimRun
 
-The profile handler ``pd-profile-handler`` lives in ``llmd_kserve.scheduling.pd_handler``.
+The profile handler ``pd-profile-handler`` lives in ``llmd_kserve.scheduling.pd_handler``; the P/D flow in virtual
+time is ``llmd_kserve.cluster_sim`` with engine roles (``ClusterSim(config, SimOptions(roles=pd_roles(2, 2)))``).
 """

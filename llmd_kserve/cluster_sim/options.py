@@ -1,0 +1,61 @@
+"""What a simulated cluster is (engines, roles, latencies of the router's view) and what one run of it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmd_kserve.bench.stats import RequestResult
+from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, LatencyProfile
+from llmd_kserve.types import Role
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    """The simulated cluster: engine count, roles and shape, and the latencies of the router's view of it."""
+
+    engines: int = 8
+    roles: tuple[Role, ...] | None = None
+    """One role per engine (``cluster_sim.pd_roles(prefill, decode)``); when set, ``engines`` is its length.
+    None: ``engines`` aggregated (``both``) replicas."""
+    profile: str | LatencyProfile = DEFAULT_PROFILE
+    num_blocks: int | None = None
+    """KV blocks per engine (None: the profile's ``num_gpu_blocks``)."""
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    scrape_interval: float = 0.05
+    """Seconds between metrics snapshots (the live scraper's default poll)."""
+    kv_event_delay: float = 0.001
+    """Seconds from a step's end until its KV events are in the router's index."""
+    router_delay: float = 0.001
+    """Seconds the router hop adds before the engine sees a request or a P/D leg (parse, schedule, connect)."""
+    frontend_overhead: bool = True
+    """Add the profile's per-request front-end latency (vLLM's HTTP + tokenization) before the engine queue."""
+    kv_link_gbps: float | None = None
+    """P/D KV transfer bandwidth in GB/s (None: the profile's ``kv_link_gbps``)."""
+    prefill_timeout_s: float | None = 30.0
+    """P/D: a prefill leg not finished this long after the router sent it falls back to a local prefill (None: never),
+    like the orchestrator's ``prefill_timeout_s``."""
+    model: str = "llama-8b-shape"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.roles is not None:
+            object.__setattr__(self, "roles", tuple(self.roles))
+            object.__setattr__(self, "engines", len(self.roles))
+
+    @property
+    def engine_roles(self) -> tuple[Role, ...]:
+        return self.roles if self.roles is not None else ("both",) * self.engines
+
+
+@dataclass(frozen=True, slots=True)
+class SimRun:
+    """One simulated run: per-request results (arrival order), its length, and engine-side counters."""
+
+    results: list[RequestResult]
+    wall_s: float
+    engine_hit_rate: float | None
+    engine_counters: dict[str, float]
+    """Summed engine counters; with P/D roles also ``disaggregated``, ``kv_transfer_s``, ``pd_fallbacks``."""
+    events: int
+    """Events processed (arrivals, deliveries, steps, scrapes, P/D legs and timeouts)."""
