@@ -193,7 +193,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sim", action="store_true", help="run in the virtual-time cluster simulator instead of HTTP")
     p.add_argument("--engines", type=int, default=8, help="simulated engines (--sim)")
-    p.add_argument("--config", default="default", help="router config for --sim")
+    p.add_argument("--prefill", type=int, default=0, help="simulated prefill engines (--sim, with --decode)")
+    p.add_argument("--decode", type=int, default=0, help="simulated decode engines (--sim, with --prefill)")
+    p.add_argument("--config", default="default",
+                   help="router config for --sim (with --prefill: default = pd-predicted-ttft)")
     p.set_defaults(func=_cmd_bench)
 
 

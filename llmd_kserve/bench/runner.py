@@ -8,7 +8,7 @@ Public API::
     run_bench(**cli kwargs) -> int                                   what the CLI calls
 
 With ``sim=True`` the runs come from ``llmd_kserve.cluster_sim.run_bench(workload=spec, arrivals=arrivals,
-num_requests=n, seed=seed, slo=slo, engines=N, config=name, policy_label=label)``, which returns ``runs[]`` items
+num_requests=n, seed=seed, slo=slo, engines=N, config=name, policy_label=label, roles=...)``, which returns ``runs[]`` items
 in the bench JSON schema; everything else (JSON, HTML, table) is shared.
 """
 
@@ -98,8 +98,18 @@ def run_bench(*, target: str | None = None, workload: str = "shared-prefix", tra
               slo_tpot: float | None = None, json: str | None = None, html: str | None = None, seed: int = 0,
               engines_metrics: Sequence[str] | None = None, policy_label: str | None = None, model: str | None = None,
               set: Sequence[str] | None = None, sim: bool = False, engines: int = 8, config: str = "default",
-              no_progress: bool = False, timeout: float = 600.0, **_: Any) -> int:
-    """Run the benchmark the CLI describes; print the table; write ``json`` / ``html`` when given."""
+              prefill: int = 0, decode: int = 0, no_progress: bool = False, timeout: float = 600.0,
+              **_: Any) -> int:
+    """Run the benchmark the CLI describes; print the table; write ``json`` / ``html`` when given.
+
+    ``prefill``/``decode`` (``--sim`` only): a disaggregated simulated cluster of that many prefill and decode
+    engines instead of ``engines`` aggregated ones; config ``default`` then means ``pd-predicted-ttft``."""
+    if prefill or decode:
+        if not sim:
+            raise ConfigError("--prefill/--decode need --sim (a live target is benchmarked as it is)", "prefill")
+        if prefill < 1 or decode < 1:
+            raise ConfigError("--prefill and --decode each need at least one engine", "prefill")
+        config = "pd-predicted-ttft" if config == "default" else config
     spec = make_spec(workload, trace, _parse_sets(set))
     arrivals = make_arrivals(rate, concurrency, sweep, arrival, trace=workload == "trace")
     slo = SLO(ttft=slo_ttft, tpot=slo_tpot)
@@ -111,9 +121,12 @@ def run_bench(*, target: str | None = None, workload: str = "shared-prefix", tra
         except ImportError as exc:
             raise LlmdError(f"the cluster simulator is not available: {exc}") from exc
 
+        roles = ("prefill",) * prefill + ("decode",) * decode if prefill else None
         runs = sim_run_bench(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
-                             engines=engines, config=config, policy_label=label)
-        info |= {"mode": "sim", "engines": engines}
+                             engines=engines, config=config, policy_label=label, roles=roles)
+        info |= {"mode": "sim", "engines": prefill + decode if roles else engines}
+        if roles:
+            info |= {"prefill": prefill, "decode": decode}
     else:
         if not target:
             raise ConfigError("--target URL is required (or --sim)", "target")

@@ -15,6 +15,7 @@ from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, WorkloadSpec, 
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
 from llmd_kserve.cluster_sim.sim import ClusterSim
 from llmd_kserve.config.schema import SchedulerConfig
+from llmd_kserve.types import Role
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,11 @@ def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) ->
 
 def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_requests: int | None = None,
               seed: int = 0, slo: SLO | None = None, engines: int = 8, config: str | Path = "default",
-              policy_label: str | None = None, options: SimOptions | None = None) -> list[dict]:
-    """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds)."""
-    opts = options or SimOptions(engines=engines, seed=seed)
+              policy_label: str | None = None, options: SimOptions | None = None,
+              roles: Sequence[Role] | None = None) -> list[dict]:
+    """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds);
+    ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones."""
+    opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed)
     label = policy_label or str(config)
     runs = []
     for i, arrival in enumerate(arrivals):

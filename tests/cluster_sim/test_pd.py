@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 from llmd_kserve.bench.workloads import ArrivalSpec, RagSpec, ReasoningSpec, assign_arrivals, build_requests
+from llmd_kserve.cli import main
 from llmd_kserve.cluster_sim import ClusterSim, SimOptions, pd_roles
 
 PD = pd_roles(prefill=1, decode=1)
@@ -101,3 +103,17 @@ def test_roles_set_the_engine_count_and_names():
                                            "http://sim-decode-2:8000"]
     assert [e.endpoint.role for e in sim.engines] == ["prefill", "prefill", "decode"]
 
+
+def test_bench_sim_with_prefill_and_decode(tmp_path, capsys):
+    out = tmp_path / "pd.json"
+    argv = ["bench", "--sim", "--prefill", "1", "--decode", "2", "--workload", "rag", "--num-requests", "12",
+            "--rate", "8", "--json", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["workload"] | {"mode": "sim", "engines": 3, "prefill": 1, "decode": 2} == report["workload"]
+    (run,) = report["runs"]
+    assert run["policy"] == "pd-predicted-ttft" and run["summary"]["n"] == 12 and run["summary"]["errors"] == 0
+    assert {r["endpoint"] for r in run["requests"]} <= {"http://sim-decode-1:8000", "http://sim-decode-2:8000"}
+    assert run["engine_counters"]["disaggregated"] > 0
+    assert main(["bench", "--prefill", "1", "--decode", "1", "--target", "http://127.0.0.1:9"]) == 2
+    assert "need --sim" in capsys.readouterr().err
