@@ -5,8 +5,8 @@ request to :class:`PDFlow` instead of sending it to ``target`` at once:
 
 * the prefill leg (step 1 of :mod:`llmd_kserve.disagg.protocol`: ``max_tokens: 1``, KV to be pulled) reaches the
   prefill engine after the router hop and its front end, and runs with its blocks held (``hold_on_finish``);
-* when it finishes, the prefill endpoint's in-flight charge is released (``Scheduler.on_complete`` of the prefill leg,
-  as :class:`~llmd_kserve.disagg.orchestrator.PDOrchestrator` does), and the decode leg (step 3) reaches ``target``
+* when it finishes, the prefill endpoint's in-flight charge is released (``Scheduler.on_prefill_complete``, as
+  :class:`~llmd_kserve.disagg.orchestrator.PDOrchestrator` does), and the decode leg (step 3) reaches ``target``
   after the router hop, the decode front end and the KV transfer of the prompt tokens the decode engine does not
   already cache (``profile.kv_transfer_time``); it starts with the prompt computed (``remote_kv``) and the prefill
   engine frees its blocks (the pull);
@@ -20,7 +20,6 @@ The P/D deciders' own state (the predicted-TTFT decider's prefill queue) lives i
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from llmd_kserve.disagg.protocol import prefill_body
@@ -108,6 +107,6 @@ class PDFlow:
         sim.push(t + sim.leg_delay(rec.n_prompt), sim.DELIVER, rec.spec.request_id)
 
     def _release(self, rec: _Live, ok: bool) -> None:
-        """``on_complete`` of the prefill leg alone: releases exactly the prefill endpoint's in-flight charge."""
-        self.sim.scheduler.on_complete(rec.llm, replace(rec.sched, target=rec.sched.prefill, prefill=None),
-                                       RequestOutcome(ok=ok, prompt_tokens=rec.n_prompt if ok else 0))
+        """``Scheduler.on_prefill_complete``, as the orchestrator calls it: the prefill endpoint's charge goes now."""
+        self.sim.scheduler.on_prefill_complete(rec.llm, rec.sched,
+                                               RequestOutcome(ok=ok, prompt_tokens=rec.n_prompt if ok else 0))
