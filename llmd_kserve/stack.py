@@ -156,7 +156,7 @@ class LocalStack:
         atexit.register(self.stop)
         try:
             self._start_engines(roles)
-            # P/D (issue 4): P/D pools under the default config get the P/D scheduler config
+            # P/D pools under the default config get the P/D scheduler config
             self._start_router("pd-predicted-ttft" if cfg.prefill and cfg.config == "default" else cfg.config)
             if cfg.prometheus or (cfg.prometheus is None and prometheus_available()):
                 self._start_prometheus()

@@ -80,7 +80,7 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         RoundRobinPicker,
         # profile handlers
         SingleProfileHandler,
-        PDProfileHandler,  # P/D (issue 4); its deciders: BUILTIN_DECIDERS below
+        PDProfileHandler,  # its deciders: BUILTIN_DECIDERS below
     )
 )
 

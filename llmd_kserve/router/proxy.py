@@ -12,8 +12,8 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from llmd_kserve.disagg.metrics import DisaggMetrics  # P/D (issue 4)
-from llmd_kserve.disagg.orchestrator import PDOrchestrator  # P/D (issue 4)
+from llmd_kserve.disagg.metrics import DisaggMetrics
+from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.errors import InvalidRequestError, NoEndpointError
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
@@ -103,7 +103,7 @@ class Proxy:
         self.forward_authorization = forward_authorization
         self.inject_stream_usage = inject_stream_usage
         self._clock = clock
-        self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), clock=clock)  # P/D (issue 4)
+        self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), clock=clock)
 
     def _upstream_body(self, req: ParsedRequest, raw: bytes) -> tuple[bytes, bool]:
         """(body to send, whether to strip the usage event we asked for) — usage feeds cached-token accounting."""
@@ -143,11 +143,10 @@ class Proxy:
                 on_scheduled(result.target)
             if attempt:
                 self.metrics.retries.inc()
-            # --- P/D (issue 4, llmd_kserve.disagg): prefill hop when result.prefill is set; always drops any
+            # P/D (llmd_kserve.disagg): prefill hop when result.prefill is set; always drops any
             # client-supplied kv_transfer_params. Returns the body for result.target (the decode endpoint).
             try:
                 send_body = await self.pd.upstream_body(llm_req, result, path, body, headers, self.scheduler)
-                # --- end P/D
                 upstream = await self._send(result.target + path, send_body, headers, t0, decision)
             except _Failed as fail:
                 last = fail
