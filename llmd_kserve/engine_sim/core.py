@@ -14,7 +14,8 @@ simulator on a virtual one) owns time. API::
     core.reset_prefix_cache() -> bool                # AllBlocksCleared; refused while blocks are in use
     core.has_work() -> bool                          # anything waiting or running
     core.num_running, core.num_waiting, core.kv_usage, core.stats (EngineStats: counters for /metrics)
-    core.request_tokens(req_id) -> list[int]        # prompt + output token ids of a live or held request
+    core.held_blocks(req_id) -> list[int] | None     # block ids a finished hold_on_finish request keeps
+    core.block_hashes(token_ids) -> list[int]        # this engine's hashes of the full blocks of token_ids
 
 Scheduling follows vLLM v1 (FCFS): each step first gives every running request its next tokens (one for decode, the
 rest of its prompt for a chunked prefill) within ``max_num_batched_tokens``; when blocks run out it preempts the
@@ -36,84 +37,15 @@ over full blocks, seeded by ``seed`` (they need not match the router's keys).
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from llmd_kserve.engine_sim.block_pool import BlockPool
+from llmd_kserve.engine_sim.core_types import FIRST_ID, VOCAB, CoreRequest, EngineStats, StepOutput, extend_hashes
 from llmd_kserve.engine_sim.profile import LatencyProfile
 from llmd_kserve.kvcache.events import KVEvent
 
-log = logging.getLogger(__name__)
-
-_MASK = (1 << 64) - 1
-_VOCAB = 32000
-_FIRST_ID = 3
-
-
-@dataclass(frozen=True, slots=True)
-class StepOutput:
-    """One engine step: what ran, how long it took, and what each request got (valid at ``now + duration``)."""
-
-    now: float
-    duration: float
-    new_tokens: dict[str, int]
-    """request id -> the token it produced this step."""
-    first_token: tuple[str, ...] = ()
-    """Requests whose first output token is in ``new_tokens``."""
-    finished: dict[str, str] = field(default_factory=dict)
-    """request id -> finish reason (``length`` | ``stop``)."""
-    scheduled_first: tuple[str, ...] = ()
-    """Requests scheduled for the first time this step (their queue time ends at ``now``)."""
-    cached_tokens: dict[str, int] = field(default_factory=dict)
-    """For ``scheduled_first`` requests: prompt tokens served from the prefix cache."""
-    preempted: tuple[str, ...] = ()
-    num_prefill_tokens: int = 0
-    num_decode_seqs: int = 0
-    kv_events: tuple[KVEvent, ...] = ()
-
-    @property
-    def end(self) -> float:
-        return self.now + self.duration
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Monotonic counters for ``/metrics`` (vLLM names in comments)."""
-
-    prefix_queries: int = 0  # vllm:prefix_cache_queries_total (tokens)
-    prefix_hits: int = 0  # vllm:prefix_cache_hits_total (tokens)
-    num_preemptions: int = 0  # vllm:num_preemptions_total
-    prompt_tokens: int = 0  # vllm:prompt_tokens_total (computed prompt tokens)
-    generation_tokens: int = 0  # vllm:generation_tokens_total
-    num_steps: int = 0
-    busy_time: float = 0.0
-
-
-class _Req:
-    __slots__ = ("id", "tokens", "num_prompt", "max_tokens", "output_len", "num_computed", "blocks", "hashes",
-                 "num_cached_blocks", "cached_tokens", "hold", "remote_kv", "tok_a", "tok_b", "scheduled", "arrival")
-
-    def __init__(self, req_id: str, prompt: list[int], max_tokens: int, output_len: int, hold: bool,
-                 remote_kv: bool, seed: int, now: float) -> None:
-        self.id = req_id
-        self.tokens = prompt
-        self.num_prompt = len(prompt)
-        self.max_tokens = max_tokens
-        self.output_len = output_len
-        self.num_computed = 0
-        self.blocks: list[int] = []
-        self.hashes: list[int] = []
-        self.num_cached_blocks = 0
-        self.cached_tokens = -1
-        self.hold = hold
-        self.remote_kv = remote_kv
-        h = hash((seed, self.num_prompt, *prompt[-16:])) & _MASK  # same prompt, same output (greedy-like)
-        self.tok_a = h % (_VOCAB - _FIRST_ID)
-        self.tok_b = 1 + (h >> 20) % 9973
-        self.scheduled = False
-        self.arrival = now
+__all__ = ["EngineCore", "EngineStats", "StepOutput"]
 
 
 class EngineCore:
@@ -142,10 +74,10 @@ class EngineCore:
         self.event_sink = event_sink
         self.pool = BlockPool(self.num_blocks, self.block_size, enable_events=enable_kv_events or event_sink is not None)
         self.stats = EngineStats()
-        self.waiting: deque[_Req] = deque()
-        self.running: list[_Req] = []
-        self.requests: dict[str, _Req] = {}
-        self.held: dict[str, _Req] = {}
+        self.waiting: deque[CoreRequest] = deque()
+        self.running: list[CoreRequest] = []
+        self.requests: dict[str, CoreRequest] = {}
+        self.held: dict[str, CoreRequest] = {}
 
     # --- queries ------------------------------------------------------------------------------------------------
     @property
@@ -163,10 +95,6 @@ class EngineCore:
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
-    def request_tokens(self, req_id: str) -> list[int]:
-        req = self.requests.get(req_id) or self.held[req_id]
-        return req.tokens
-
     def held_blocks(self, req_id: str) -> list[int] | None:
         """Block ids a finished ``hold_on_finish`` request still keeps, or None."""
         req = self.held.get(req_id)
@@ -175,10 +103,7 @@ class EngineCore:
     def block_hashes(self, token_ids: Sequence[int]) -> list[int]:
         """This engine's chained hashes of the full blocks of ``token_ids``."""
         out: list[int] = []
-        parent, bs, seed = 0, self.block_size, self.seed
-        for i in range(len(token_ids) // bs):
-            parent = hash((seed, parent, *token_ids[i * bs : (i + 1) * bs])) & _MASK
-            out.append(parent)
+        extend_hashes(out, token_ids, self.block_size, self.seed, len(token_ids) // self.block_size)
         return out
 
     # --- requests -----------------------------------------------------------------------------------------------
@@ -193,7 +118,10 @@ class EngineCore:
         remote_kv: bool = False,
         now: float = 0.0,
     ) -> None:
-        """Queue a request (FCFS). Raises ValueError for a duplicate id, an empty prompt or one too long."""
+        """Queue a request (FCFS). Raises ValueError for a duplicate id, an empty prompt or one too long.
+
+        ``now`` is accepted from drivers but not kept: they time their own requests.
+        """
         if req_id in self.requests or req_id in self.held:
             raise ValueError(f"duplicate request id {req_id!r}")
         n = len(prompt_token_ids)
@@ -206,8 +134,8 @@ class EngineCore:
         if -(-(n + max_tokens) // self.block_size) > self.num_blocks:
             raise ValueError("request needs more KV blocks than the engine has")
         out_len = max_tokens if output_len is None else max(1, min(output_len, max_tokens))
-        req = _Req(req_id, list(prompt_token_ids), max_tokens, out_len, hold_on_finish, remote_kv, self.seed, now)
-        req.hashes = self.block_hashes(req.tokens)
+        req = CoreRequest(req_id, list(prompt_token_ids), max_tokens, out_len, hold_on_finish, remote_kv, self.seed,
+                          self.block_size)
         self.requests[req_id] = req
         self.waiting.append(req)
 
@@ -235,9 +163,7 @@ class EngineCore:
     def reset_prefix_cache(self) -> bool:
         """Drop the whole prefix cache (emits ``AllBlocksCleared``); False while any block is in use."""
         ok = self.pool.reset()
-        if ok:
-            for req in self.waiting:
-                req.num_cached_blocks = 0
+        if ok:  # waiting requests hold no blocks (num_cached_blocks is 0), so none needs updating
             self._flush_events()
         return ok
 
@@ -246,7 +172,7 @@ class EngineCore:
         """Schedule one step at ``now``, run it, and return its outputs (which exist at ``now + duration``)."""
         pool, bs = self.pool, self.block_size
         budget = self.max_num_batched_tokens
-        sched: list[tuple[_Req, int]] = []
+        sched: list[tuple[CoreRequest, int]] = []
         preempted: list[str] = []
         running = self.running
         i = 0
@@ -281,12 +207,9 @@ class EngineCore:
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             req = waiting[0]
             total = len(req.tokens)
-            if req.remote_kv and not req.scheduled:  # KV pulled from the prefill engine: only the last token to run
-                hit = pool.lookup(req.hashes, (total - 1) // bs)
-                computed = total - 1
-            else:
-                hit = pool.lookup(req.hashes, (total - 1) // bs)
-                computed = len(hit) * bs
+            hit = pool.lookup(req.hashes, (total - 1) // bs)
+            # KV pulled from the prefill engine: only the last token to run
+            computed = total - 1 if req.remote_kv and not req.scheduled else len(hit) * bs
             num_new = min(total - computed, budget)
             need = (computed + num_new + bs - 1) // bs - len(hit)
             if need > pool.num_free - pool.num_free_among(hit):
@@ -300,10 +223,9 @@ class EngineCore:
             self.stats.prefix_hits += len(hit) * bs
             if not req.scheduled:
                 req.scheduled = True
-                # like vLLM's num_cached_tokens: local prefix hits plus KV pulled from a remote prefill
-                req.cached_tokens = computed if req.remote_kv else len(hit) * bs
                 first.append(req.id)
-                cached[req.id] = req.cached_tokens
+                # like vLLM's num_cached_tokens: local prefix hits plus KV pulled from a remote prefill
+                cached[req.id] = computed if req.remote_kv else len(hit) * bs
             running.append(req)
             sched.append((req, num_new))
             budget -= num_new
@@ -336,7 +258,7 @@ class EngineCore:
                 self._cache(req, full)
             if req.num_computed >= len(req.tokens):
                 n_out = len(req.tokens) - req.num_prompt
-                tok = _FIRST_ID + (req.tok_a + n_out * req.tok_b) % (_VOCAB - _FIRST_ID)
+                tok = FIRST_ID + (req.tok_a + n_out * req.tok_b) % (VOCAB - FIRST_ID)
                 req.tokens.append(tok)
                 new_tokens[req.id] = tok
                 n_out += 1
@@ -358,27 +280,24 @@ class EngineCore:
                           tuple(preempted), p_tok, d_seqs, tuple(events))
 
     # --- helpers ------------------------------------------------------------------------------------------------
-    def _cache(self, req: _Req, full: int) -> None:
+    def _cache(self, req: CoreRequest, full: int) -> None:
         bs, hashes = self.block_size, req.hashes
-        parent = hashes[len(hashes) - 1] if hashes else 0
-        while len(hashes) < full:  # output tokens filled new blocks: extend the hash chain
-            j = len(hashes)
-            parent = hash((self.seed, parent, *req.tokens[j * bs : (j + 1) * bs])) & _MASK
-            hashes.append(parent)
+        if len(hashes) < full:  # output tokens filled new blocks: extend the hash chain
+            extend_hashes(hashes, req.tokens, bs, self.seed, full)
         lo = req.num_cached_blocks
         prev = hashes[lo - 1] if lo > 0 else None
         self.pool.cache_blocks(req.blocks[lo:full], hashes[lo:full], prev,
                                req.tokens[lo * bs : full * bs] if self.pool.enable_events else ())
         req.num_cached_blocks = full
 
-    def _preempt(self, req: _Req) -> None:
+    def _preempt(self, req: CoreRequest) -> None:
         self._free(req)
         req.num_computed = 0
         req.num_cached_blocks = 0
         self.stats.num_preemptions += 1
         self.waiting.appendleft(req)
 
-    def _free(self, req: _Req) -> None:
+    def _free(self, req: CoreRequest) -> None:
         if req.blocks:
             self.pool.free(req.blocks[::-1])
             req.blocks = []
