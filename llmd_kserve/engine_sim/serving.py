@@ -51,12 +51,12 @@ class _Text:
 
 
 async def generate(eng: SimEngine, request: web.Request, req: GenRequest, rid: str, base: str) -> web.StreamResponse:
-    """Run ``req`` on ``eng`` and answer it (validation already done)."""
+    """Run ``req`` on ``eng`` and answer it (validation already done); InvalidRequestError before anything is sent."""
     created = int(time.time())
     kvtp = req.kv_transfer_params if eng.opts.kv_connector else None
     prefill_side, decode_side = pd.wants_remote_decode(kvtp), pd.wants_remote_prefill(kvtp)
     if (prefill_side or decode_side) and len(req.prompts) != 1:
-        return eng._error(InvalidRequestError("kv_transfer_params need a single prompt", param="prompt"), base)
+        raise InvalidRequestError("kv_transfer_params need a single prompt", param="prompt")
     scale = eng.opts.time_scale
     if scale > 0:  # the GPU server's front end: HTTP, validation, block hashing
         await asyncio.sleep(eng.profile.request_overhead(sum(map(len, req.prompts))) * scale)
@@ -75,12 +75,12 @@ async def generate(eng: SimEngine, request: web.Request, req: GenRequest, rid: s
     try:
         subs = []
         for i, p in enumerate(req.prompts):
-            cid = eng._core_id(base, i)
+            cid = eng.core_id(base, i)
             subs.append((cid, eng.submit(cid, p, req, hold_on_finish=prefill_side, remote_kv=remote_kv)))
     except ValueError as exc:
         for cid, _s in subs:
             eng.driver.abort(cid)  # type: ignore[union-attr]
-        return eng._error(InvalidRequestError(str(exc)), base)
+        raise InvalidRequestError(str(exc)) from exc
     texts = [_Text(eng.tok, req.stop) for _ in subs]
     try:
         if req.stream:

@@ -1,0 +1,58 @@
+"""The simulated engine's options (what ``llmd-kserve engine`` accepts) and their validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE
+from llmd_kserve.errors import ConfigError
+from llmd_kserve.types import Role
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Everything ``llmd-kserve engine`` accepts (None: the profile's value)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    model: str = "llama-8b-shape"
+    profile: str = DEFAULT_PROFILE
+    num_blocks: int | None = None
+    block_size: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = None
+    kv_events_endpoint: str | None = None
+    kv_events_topic: str | None = None
+    role: Role = "both"
+    kv_link_gbps: float | None = None
+    kv_lease_s: float = 480.0
+    kv_connector: bool = True
+    """False: ignore ``kv_transfer_params`` and answer ``null`` (vLLM without a KV connector)."""
+    time_scale: float = 1.0
+    seed: int = 0
+    error_rate: float = 0.0
+    crash_after: int | None = None
+    crash_exits_process: bool = False
+    slow_start: float = 0.0
+    default_output_len: int = 128
+    tokenizer: str | None = None
+    advertise_host: str | None = None
+
+
+def check_options(o: EngineOptions) -> None:
+    """Reject option values the engine cannot run with, naming the option (ConfigError)."""
+    if not 0 <= o.port <= 65535:
+        raise ConfigError(f"must be 0..65535, got {o.port}", "port")
+    for name in ("num_blocks", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+                 "default_output_len", "crash_after"):
+        v = getattr(o, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"must be >= 1, got {v}", name)
+    for name in ("time_scale", "slow_start", "kv_lease_s"):
+        if getattr(o, name) < 0:
+            raise ConfigError(f"must be >= 0, got {getattr(o, name)}", name)
+    if not 0.0 <= o.error_rate <= 1.0:
+        raise ConfigError(f"must be in [0, 1], got {o.error_rate}", "error_rate")
+    if o.kv_link_gbps is not None and o.kv_link_gbps <= 0:
+        raise ConfigError(f"must be > 0, got {o.kv_link_gbps}", "kv_link_gbps")
