@@ -1,0 +1,26 @@
+"""The local stack behind `llmd-kserve up`: simulated engines, the router and Prometheus as supervised processes.
+
+Public API::
+
+    StackConfig(engines=2, prefill=0, decode=0, config="default", vllm_urls=(), host="127.0.0.1", port=0,
+                time_scale=1.0, prometheus=None, engine_args=(), router_args=(), startup_timeout=60.0, seed=0)
+        ``port=0`` picks a free router port; ``prometheus=None`` runs it when the binary is on PATH.
+    LocalStack(settings=None, **fields)     context manager; fields override ``settings`` (``config="round-robin"``)
+        ``start()`` / ``stop()`` / ``restart_router(config)``
+        .router_url, .engine_urls (router endpoint specs with ``#role=…&kv=…``), .engine_base_urls,
+        .prometheus_url (None without Prometheus), .pids, .log_dir, .describe() -> rich Table
+    prometheus_available() -> bool
+    run_up(**cli kwargs) -> int             what the CLI calls: start, print URLs, wait for Ctrl-C / SIGTERM
+
+Every child runs in its own process group (``start_new_session``) and, started from the main thread, dies with
+its parent (``PR_SET_PDEATHSIG``); ``stop()`` (also called at exit) sends SIGTERM to each group, then SIGKILL after
+a grace period, so no process outlives the stack. Modules: ``procs`` (supervision), ``prometheus`` (its config),
+``local`` (assembly), ``up`` (the CLI command).
+"""
+
+from llmd_kserve.stack.local import LocalStack, StackConfig
+from llmd_kserve.stack.procs import free_port
+from llmd_kserve.stack.prometheus import prometheus_available
+from llmd_kserve.stack.up import run_up
+
+__all__ = ["LocalStack", "StackConfig", "free_port", "prometheus_available", "run_up"]

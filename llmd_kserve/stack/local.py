@@ -1,0 +1,188 @@
+"""The local stack's assembly: simulated engines (or vLLM URLs), the router and Prometheus, started and stopped."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from llmd_kserve.errors import ConfigError, LlmdError
+from llmd_kserve.stack.procs import Proc, check_port_free, free_port, spawn, terminate, wait_healthy
+from llmd_kserve.stack.prometheus import prometheus_argv, prometheus_available
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    """What to start; ``prefill``/``decode`` > 0 replaces ``engines`` with P/D pools."""
+
+    engines: int = 2
+    prefill: int = 0
+    decode: int = 0
+    config: str = "default"
+    vllm_urls: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 0
+    time_scale: float = 1.0
+    prometheus: bool | None = None
+    engine_args: tuple[str, ...] = ()
+    router_args: tuple[str, ...] = ()
+    startup_timeout: float = 60.0
+    seed: int = 0
+    log_dir: str | None = None
+
+    def roles(self) -> list[str]:
+        if self.vllm_urls:
+            return []
+        if self.prefill or self.decode:
+            if not (self.prefill and self.decode):
+                raise ConfigError("--prefill and --decode must both be > 0", "prefill")
+            return ["prefill"] * self.prefill + ["decode"] * self.decode
+        if self.engines < 1:
+            raise ConfigError("need at least one engine", "engines")
+        return ["both"] * self.engines
+
+
+class LocalStack:
+    """Engines + router (+ Prometheus) on this machine; use as ``with LocalStack(engines=2) as stack: ...``."""
+
+    def __init__(self, settings: StackConfig | None = None, /, **overrides: Any) -> None:
+        known = {f.name for f in fields(StackConfig)}
+        bad = set(overrides) - known
+        if bad:
+            raise TypeError(f"unknown stack option(s): {sorted(bad)}")
+        for key in ("vllm_urls", "engine_args", "router_args"):
+            if key in overrides:
+                overrides[key] = tuple(overrides[key] or ())
+        self.settings = replace(settings or StackConfig(), **overrides)
+        self.router_url, self.engine_urls, self.prometheus_url, self.log_dir = "", [], None, None
+        self._procs, self._router, self._tmp = [], None, None
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def engine_base_urls(self) -> list[str]:
+        return [u.split("#")[0] for u in self.engine_urls]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.popen.pid for p in self._procs]
+
+    def start(self) -> LocalStack:
+        cfg = self.settings
+        roles = cfg.roles()
+        if cfg.prometheus and not prometheus_available():
+            raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
+        self._tmp = None if cfg.log_dir else tempfile.TemporaryDirectory(prefix="llmd-stack-")
+        self.log_dir = Path(cfg.log_dir or self._tmp.name)  # type: ignore[union-attr]
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create log directory: {exc.strerror or exc}", str(self.log_dir)) from exc
+        if cfg.port:
+            check_port_free(cfg.host, cfg.port)
+        atexit.register(self.stop)
+        try:
+            self._start_engines(roles)
+            # P/D pools under the default config get the P/D scheduler config
+            self._start_router("pd-predicted-ttft" if cfg.prefill and cfg.config == "default" else cfg.config)
+            if cfg.prometheus or (cfg.prometheus is None and prometheus_available()):
+                self._start_prometheus()
+            wait_healthy(self._procs, cfg.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, argv: Sequence[str], url: str, health: str = "/health") -> Proc:
+        assert self.log_dir is not None
+        proc = spawn(name, argv, self.log_dir, url, health)
+        self._procs.append(proc)
+        return proc
+
+    def _start_engines(self, roles: Sequence[str]) -> None:
+        cfg = self.settings
+        if cfg.vllm_urls:
+            self.engine_urls = list(cfg.vllm_urls)
+            return
+        for i, role in enumerate(roles):
+            port, kv_port = free_port(cfg.host), free_port(cfg.host)
+            url = f"http://{cfg.host}:{port}"
+            kv = f"tcp://{cfg.host}:{kv_port}"
+            argv = _cli("engine", "--host", cfg.host, "--port", str(port), "--kv-events-endpoint", kv,
+                        "--role", role, "--time-scale", str(cfg.time_scale), "--seed", str(cfg.seed + i),
+                        *cfg.engine_args)
+            self._spawn(f"engine-{i}-{role}", argv, url)
+            frag = f"role={role}&kv={kv}" if role != "both" else f"kv={kv}"
+            self.engine_urls.append(f"{url}#{frag}")
+
+    def _start_router(self, config: str) -> None:
+        cfg = self.settings
+        port = cfg.port or free_port(cfg.host)
+        self.router_url = f"http://{cfg.host}:{port}"
+        argv = _cli("router", "--host", cfg.host, "--port", str(port), "--config", config,
+                    "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed), *cfg.router_args)
+        self._router = self._spawn("router", argv, self.router_url)
+
+    def restart_router(self, config: str) -> None:
+        """Replace the router process with one running another scheduler config (engines keep running)."""
+        if self._router is not None:
+            terminate([self._router])
+            self._procs.remove(self._router)
+        port = int(self.router_url.rsplit(":", 1)[1]) if self.router_url else 0
+        self.settings = replace(self.settings, config=config, port=port)
+        self._start_router(config)
+        assert self._router is not None
+        wait_healthy([self._router], self.settings.startup_timeout)
+
+    def _start_prometheus(self) -> None:
+        assert self.log_dir is not None
+        cfg = self.settings
+        port = free_port(cfg.host)
+        self.prometheus_url = f"http://{cfg.host}:{port}"
+        argv = prometheus_argv(self.log_dir, cfg.host, port, self.router_url, self.engine_base_urls)
+        self._spawn("prometheus", argv, self.prometheus_url, "/-/ready")
+
+    def check(self) -> list[str]:
+        """Names of processes that have exited."""
+        return [p.name for p in self._procs if p.popen.poll() is not None]
+
+    def stop(self) -> None:
+        """Stop everything (idempotent): SIGTERM each process group, SIGKILL after a grace period."""
+        procs, self._procs, self._router = list(self._procs), [], None
+        if procs:
+            terminate(list(reversed(procs)))
+            log.info("stopped %d processes", len(procs))
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def describe(self) -> Table:
+        table = Table(title="llmd-kserve local stack")
+        for col in ("component", "url", "pid"):
+            table.add_column(col)
+        for p in self._procs:
+            table.add_row(p.name, p.url, str(p.popen.pid))
+        for u in self.settings.vllm_urls:
+            table.add_row("vllm", u, "-")
+        return table
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmd_kserve.cli", *args]

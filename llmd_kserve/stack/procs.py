@@ -1,0 +1,115 @@
+"""Supervised child processes: each in its own process group, dying with its parent, health-checked, stopped whole."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from llmd_kserve.errors import ConfigError, LlmdError
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before anything starts when a port is taken (a health probe would reach the other server)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "port") from exc
+
+
+@dataclass(slots=True)
+class Proc:
+    """One child: its process, its log file (``<log_dir>/<name>.log``) and where it answers health checks."""
+
+    name: str
+    popen: subprocess.Popen
+    log: IO[bytes]
+    url: str = ""
+    health: str = "/health"
+
+    def tail(self, n: int = 20) -> str:
+        """The last ``n`` lines of its log."""
+        with contextlib.suppress(OSError):
+            return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-n:])
+        return ""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def spawn(name: str, argv: Sequence[str], log_dir: Path, url: str = "", health: str = "/health") -> Proc:
+    """Start ``argv`` in a new session, output to ``<log_dir>/<name>.log``; it dies with us (from the main thread)."""
+    logf = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in terminate()
+    main_thread = threading.current_thread() is threading.main_thread()
+    popen = subprocess.Popen(list(argv), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, preexec_fn=_die_with_parent if main_thread else None)
+    log.info("started %s pid=%d %s", name, popen.pid, url)
+    return Proc(name, popen, logf, url, health)
+
+
+def _reason(tail: str) -> str:
+    """The child's own error line (``llmd-kserve x: error: …``, or a traceback's last line), for one-line errors."""
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ": error: " in ln]
+    return (errors or lines or ["(no output)"])[-1]
+
+
+def wait_healthy(procs: Sequence[Proc], timeout: float) -> None:
+    """Poll each process's health URL until it answers 200; LlmdError if one exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    pending = [p for p in procs if p.url]
+    while pending:
+        for p in list(pending):
+            if p.popen.poll() is not None:
+                raise LlmdError(f"{p.name} exited with code {p.popen.returncode} during startup: "
+                                f"{_reason(p.tail())}")
+            try:
+                with urllib.request.urlopen(p.url + p.health, timeout=2) as resp:
+                    if resp.status == 200:
+                        pending.remove(p)
+            except OSError:
+                pass
+        if pending and time.monotonic() > deadline:
+            raise LlmdError(f"not healthy after {timeout:g}s: {[p.name for p in pending]}")
+        if pending:
+            time.sleep(0.1)
+
+
+def terminate(procs: Sequence[Proc], grace: float = 5.0) -> None:
+    """SIGTERM each process group, wait up to ``grace``, then SIGKILL the groups; closes the logs."""
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.popen.pid, signal.SIGTERM)  # the whole group: the child and anything it spawned
+    deadline = time.monotonic() + grace
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:  # stragglers: leaders that ignored SIGTERM, group members that outlived their leader
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.popen.wait(timeout=grace)
+        p.log.close()
