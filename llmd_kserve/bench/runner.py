@@ -31,6 +31,7 @@ from llmd_kserve.bench.workloads import (
     build_requests,
     load_trace,
 )
+from llmd_kserve.bench.workloads import sweep as sweep_arrivals
 from llmd_kserve.errors import ConfigError, LlmdError
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def make_arrivals(rate: float | None = None, concurrency: int | None = None, swe
     """One arrival spec per run: a sweep gives one per rate; nothing given means trace times or concurrency 1."""
     try:
         if sweep:
-            return [ArrivalSpec(pattern=pattern, rate=r) for r in sweep]
+            return sweep_arrivals(sweep, pattern)  # type: ignore[arg-type]
         if concurrency:
             return [ArrivalSpec(pattern="concurrency", concurrency=concurrency)]
         if rate:

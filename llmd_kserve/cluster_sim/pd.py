@@ -62,8 +62,8 @@ class PDFlow:
         leg = rec.spec.request_id + PREFILL_LEG
         step1 = prefill_body(rec.llm.body)  # what the router sends the prefill engine: max_tokens 1, KV to be pulled
         try:
-            sim.engines[i].core.add_request(leg, rec.llm.token_ids or (), step1["max_tokens"], hold_on_finish=True,
-                                            now=t)
+            sim.engines[i].core.add_request(leg, rec.llm.token_ids or (), step1["max_tokens"],
+                                            hold_on_finish=True)
         except ValueError:
             self._fallback(rec, t, "http_400")
             return

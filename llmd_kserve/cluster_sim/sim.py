@@ -174,7 +174,7 @@ class ClusterSim:
                     engines[rec.held[0]].core.release(rec.held[1])
                 try:
                     core.add_request(arg, rec.llm.token_ids or (), rec.llm.max_tokens,  # type: ignore[arg-type]
-                                     remote_kv=rec.held is not None, now=t)
+                                     remote_kv=rec.held is not None)
                 except ValueError as exc:
                     self._fail(rec, t, str(exc), 400, live, results)
                     remaining, end = self._done(1, t, remaining, backlog), t

@@ -88,7 +88,7 @@ class Replayer:
                 self._n += 1
                 rid = f"r{self._n}"
                 ids[rid] = i
-                core.add_request(rid, prompts[i], max_tokens, now=self.now)
+                core.add_request(rid, prompts[i], max_tokens)
             if not core.has_work():
                 self.now = arrivals[0][0]
                 continue

@@ -6,7 +6,7 @@ simulator on a virtual one) owns time. API::
     core = EngineCore(profile, num_blocks=None, block_size=None, max_num_seqs=None, max_num_batched_tokens=None,
                       max_model_len=None, seed=0, event_sink=None, enable_kv_events=False)
     core.add_request(req_id, prompt_token_ids, max_tokens, *, output_len=None, hold_on_finish=False,
-                     remote_kv=False, now=0.0)        # -> None; ValueError on misuse (duplicate id, too long, ...)
+                     remote_kv=False)        # -> None; ValueError on misuse (duplicate id, too long, ...)
     out = core.step(now)                             # -> StepOutput: schedules one step and completes it at once
     # tokens in `out` exist at `now + out.duration`; call step() again at that time (not before)
     core.abort(req_id) -> bool                       # drop a waiting/running/held request, free its blocks
@@ -116,12 +116,8 @@ class EngineCore:
         output_len: int | None = None,
         hold_on_finish: bool = False,
         remote_kv: bool = False,
-        now: float = 0.0,
     ) -> None:
-        """Queue a request (FCFS). Raises ValueError for a duplicate id, an empty prompt or one too long.
-
-        ``now`` is accepted from drivers but not kept: they time their own requests.
-        """
+        """Queue a request (FCFS). Raises ValueError for a duplicate id, an empty prompt or one too long."""
         if req_id in self.requests or req_id in self.held:
             raise ValueError(f"duplicate request id {req_id!r}")
         n = len(prompt_token_ids)

@@ -109,7 +109,7 @@ class RealtimeDriver:
         """Queue a request in the core now; ValueError on misuse (see ``EngineCore.add_request``)."""
         now = self.clock()
         self.core.add_request(req_id, prompt, max_tokens, output_len=output_len, hold_on_finish=hold_on_finish,
-                              remote_kv=remote_kv, now=now)
+                              remote_kv=remote_kv)
         stream = Stream(req_id, len(prompt), max_tokens, now)
         self.streams[req_id] = stream
         self.metrics.max_tokens.observe(max_tokens)
