@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams, Scores
+from llmd_kserve.scheduling.inflight_load import inflight_scores
 from llmd_kserve.types import EndpointState
 
 
@@ -25,9 +26,4 @@ class ActiveRequestScorer:
         self.name = name
 
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
-        load = state.inflight or {}
-        counts = [load.get(e.endpoint.id, (0, 0))[0] for e in endpoints]
-        hi = max(counts, default=0)
-        if hi <= 0:
-            return {e.endpoint.id: 1.0 for e in endpoints}
-        return {e.endpoint.id: (hi - c) / hi for e, c in zip(endpoints, counts, strict=True)}
+        return inflight_scores(state, endpoints, 0)

@@ -4,12 +4,24 @@ have not finished yet."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
-from llmd_kserve.types import EndpointId, LLMRequest, RequestOutcome
+from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, Scores
+from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+
+
+def inflight_scores(state: CycleState, endpoints: Sequence[EndpointState], field: int) -> Scores:
+    """``(max - load) / max`` over the candidates for one field of ``state.inflight`` (0: requests, 1: uncached
+    tokens); 1.0 for all when nothing is in flight."""
+    load = state.inflight or {}
+    values = [load.get(e.endpoint.id, (0, 0))[field] for e in endpoints]
+    hi = max(values, default=0)
+    if hi <= 0:
+        return {e.endpoint.id: 1.0 for e in endpoints}
+    return {e.endpoint.id: (hi - v) / hi for e, v in zip(endpoints, values, strict=True)}
 
 
 class InflightLoadProducer:

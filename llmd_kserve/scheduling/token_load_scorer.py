@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams, Scores
+from llmd_kserve.scheduling.inflight_load import inflight_scores
 from llmd_kserve.types import EndpointState
 
 
@@ -26,9 +27,4 @@ class TokenLoadScorer:
         self.name = name
 
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
-        load = state.inflight or {}
-        tokens = [load.get(e.endpoint.id, (0, 0))[1] for e in endpoints]
-        hi = max(tokens, default=0)
-        if hi <= 0:
-            return {e.endpoint.id: 1.0 for e in endpoints}
-        return {e.endpoint.id: (hi - t) / hi for e, t in zip(endpoints, tokens, strict=True)}
+        return inflight_scores(state, endpoints, 1)
