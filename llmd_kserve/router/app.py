@@ -89,6 +89,8 @@ async def models(request: web.Request) -> web.Response:
     if state.settings.served_models:
         cards = [{"id": m, "object": "model", "owned_by": "llmd-kserve"} for m in state.settings.served_models]
     else:
+        if not state.model_cards:  # engines not answering yet when the router started: ask again now
+            await state.refresh_models()
         cards = list(state.model_cards)
     return _json({"object": "list", "data": cards})
 

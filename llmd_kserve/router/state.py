@@ -175,8 +175,8 @@ class RouterState:
             self.models, self.model_cards = tuple(cards), tuple(cards.values())
 
     async def _models_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.models_refresh_interval)
+        while True:  # retry fast until some endpoint has answered, then every models_refresh_interval
+            await asyncio.sleep(self.settings.models_refresh_interval if self.models else 0.5)
             try:
                 await self.refresh_models()
             except Exception as exc:
