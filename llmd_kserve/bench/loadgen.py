@@ -31,6 +31,7 @@ import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from llmd_kserve.aio import run
 from llmd_kserve.bench.stats import SLO, RequestResult, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec
 from llmd_kserve.errors import LlmdError
@@ -229,8 +230,4 @@ async def run_sweep(runs: Sequence[tuple[ArrivalSpec, Sequence[RequestSpec]]], c
 
 def run_load_sync(requests: Sequence[RequestSpec], arrival: ArrivalSpec, config: LoadConfig) -> RunResult:
     """``run_load`` for scripts and notebooks without a running loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a base dependency off Windows
-        return asyncio.run(run_load(requests, arrival, config))
-    return uvloop.run(run_load(requests, arrival, config))
+    return run(run_load(requests, arrival, config))

@@ -14,11 +14,9 @@ In-process use (tests, ``up``, benchmarks)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmd_kserve.aio import run, stop_on_signals
 from llmd_kserve.engine_sim import pd
 from llmd_kserve.engine_sim.core import EngineCore
 from llmd_kserve.engine_sim.driver import RealtimeDriver, Stream
@@ -181,19 +180,10 @@ def serve(**kwargs: Any) -> int:
     opts.setdefault("crash_exits_process", True)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with running_engine(**opts) as eng:
             print(f"engine ready: {eng.url} model={eng.opts.model} kv_events={eng.kv_events_endpoint}", flush=True)
             await stop.wait()
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:  # pragma: no cover - uvloop is a base dependency except on Windows
-        asyncio.run(main())
+    run(main())
     return 0

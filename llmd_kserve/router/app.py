@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
@@ -25,6 +24,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from llmd_kserve.aio import run, stop_on_signals
 from llmd_kserve.errors import ConfigError, InvalidRequestError
 from llmd_kserve.http_errors import openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
@@ -201,11 +201,7 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
     state = RouterState.create(s, endpoints or (), endpoints_file)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with running_router(host, port, state=state) as router:
             discovery = None
             if discover_selector:
@@ -223,10 +219,5 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
                     raise discovery.exception()  # e.g. ClusterError: RBAC denied watching pods
                 discovery.cancel()
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    run(main())
     return 0
