@@ -1,14 +1,21 @@
-"""Running the asyncio edge: one event loop (uvloop when installed) and a stop event set by SIGINT/SIGTERM."""
+"""Running the asyncio edge: one event loop (uvloop when installed), a stop event set by SIGINT/SIGTERM (a second
+signal exits at once), and the process's open-file limit raised to what it may be."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+LOW_FD_LIMIT = 4096
+"""Below this many open files, say so: every proxied stream holds two sockets."""
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -21,10 +28,42 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def stop_on_signals() -> asyncio.Event:
-    """An event the running loop sets on SIGINT or SIGTERM (where the platform lets it install handlers)."""
+    """An event the running loop sets on SIGINT or SIGTERM (where the platform lets it install handlers); a second
+    signal while stopping exits the process at once (exit status 1)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def force() -> None:
+        print("second signal: exiting now", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    def first() -> None:
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, force)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, first)
     return stop
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (a server needs 2 fds per proxied stream); warn when it stays
+    low. Returns the soft limit now in force (-1 where the platform has no such limit)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    if soft != resource.RLIM_INFINITY and soft < LOW_FD_LIMIT:
+        log.warning("open-file limit is %d (hard limit %s): about %d concurrent streams at most; raise it with "
+                    "ulimit -Hn / LimitNOFILE", soft, hard, soft // 2)
+    return soft

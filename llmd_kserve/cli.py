@@ -69,7 +69,8 @@ def _check_output(path: str | None, flag: str) -> None:
 # --- engine ---------------------------------------------------------------------------------------------------
 def _add_engine(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("engine", help="run a simulated vLLM 0.26 replica (OpenAI API, /metrics, KV events)")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="listen address (default loopback; engines have no auth: expose them to the router only)")
     p.add_argument("--port", type=_port, default=8000, help="HTTP port (0: any free port)")
     p.add_argument("--model", default="llama-8b-shape", help="served model name")
     p.add_argument("--profile", default="h100-llama8b", help="latency profile name or YAML/JSON file")
@@ -99,7 +100,7 @@ def _cmd_engine(a: argparse.Namespace) -> int:
 # --- router ---------------------------------------------------------------------------------------------------
 def _add_router(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("router", help="run the KV-cache- and load-aware OpenAI router")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback; 0.0.0.0 for all)")
     p.add_argument("--port", type=_port, default=8080, help="HTTP port (0: any free port)")
     p.add_argument("--config", default="default", help="shipped config name or EndpointPickerConfig YAML file")
     g = p.add_mutually_exclusive_group()
@@ -120,7 +121,29 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
                    help="audit log of routed prompts on logger llmd_kserve.audit (hash: SHA-256 only)")
     p.add_argument("--max-prompt-chars", type=int, default=None, help="reject longer prompts with 413")
+    _add_router_limits(p)
     p.set_defaults(func=_cmd_router)
+
+
+def _add_router_limits(p: argparse.ArgumentParser) -> None:
+    """Limits and timeouts (issue 9): every one a RouterSettings field of the same name."""
+    g = p.add_argument_group("limits and timeouts")
+    g.add_argument("--max-prompt-tokens", type=int, default=131_072,
+                   help="reject prompts of more tokens (all prompts of a batch; token ids count) with 413; 0: none")
+    g.add_argument("--max-batch-size", type=int, default=256, help="prompts per completions request; 0: no limit")
+    g.add_argument("--max-body-bytes", type=_positive_int, default=16 << 20, help="request body limit (413 above)")
+    g.add_argument("--connect-timeout", type=_positive_float, default=5.0, help="seconds to connect to an engine")
+    g.add_argument("--first-byte-timeout", type=_positive_float, default=120.0,
+                   help="seconds until an engine's response headers (and a stream's first event); retried elsewhere")
+    g.add_argument("--idle-timeout", type=_positive_float, default=60.0,
+                   help="seconds an engine may send nothing mid-response (the stream then ends with an error event)")
+    g.add_argument("--eject-s", type=_positive_float, default=5.0,
+                   help="seconds an engine that timed out or refused connections is left out (doubles on repeats)")
+    g.add_argument("--header-timeout", type=_positive_float, default=15.0,
+                   help="seconds a client may take to send its request headers (and stay idle between requests)")
+    g.add_argument("--body-timeout", type=_positive_float, default=30.0, help="seconds a client may take to send a body")
+    g.add_argument("--drain-timeout", type=_positive_float, default=10.0,
+                   help="on SIGTERM/SIGINT, seconds in-flight requests may finish (a second signal exits at once)")
 
 
 def _cmd_router(a: argparse.Namespace) -> int:
@@ -136,6 +159,9 @@ def _cmd_router(a: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read API keys file: {exc.strerror or exc}", a.api_keys_file) from exc
     kw["api_keys"] = tuple(keys)
     kw["served_models"] = tuple(a.served_models or ())
+    kw["audit_salt"] = os.environ.get("LLMD_AUDIT_SALT") or None
+    for name in ("max_prompt_tokens", "max_batch_size"):
+        kw[name] = kw[name] or None  # 0: no limit
     if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
         logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
     return serve(**kw)

@@ -6,7 +6,7 @@ Modules (imported directly; this package imports nothing so the scheduler can us
                    strip_client_params(body), parse_prefill_answer(raw) -> PrefillAnswer, PrefillAnswerError
     deciders       Decider Protocol (precheck / decide), PDVerdict, DECIDERS {always, never, uncached-tokens,
                    predicted-ttft}, build_decider(name, params, ctx), PrefillQueue
-    orchestrator   PDOrchestrator(session, metrics).upstream_body(llm_req, result, path, body, headers, scheduler)
+    orchestrator   PDOrchestrator(session, metrics): client_body(rid, body), prefill_hop(...) -> PrefillAnswer | None
     metrics        DisaggMetrics.on(registry): llmd_router_pd_* series on the router's registry
 
 The profile handler ``pd-profile-handler`` lives in ``llmd_kserve.scheduling.pd_handler``; the P/D flow in virtual

@@ -1,16 +1,18 @@
-"""The prefill hop of a disaggregated request, done by the router before it sends (and streams) the decode hop.
+"""The prefill hop of a disaggregated request, run by the proxy before it sends (and streams) the decode hop.
 
-The proxy calls :meth:`PDOrchestrator.upstream_body` once per attempt, after scheduling and before sending to
-``result.target``; whatever it returns is the body for the decode (or only) endpoint:
+The request body is decoded once (router governance) and passed along as a dict; the proxy encodes what it sends,
+once per hop, at send time. Per attempt, after scheduling:
 
-* no ``result.prefill``: the request as it came, minus any client-supplied ``kv_transfer_params``;
-* ``result.prefill`` set: step 1 goes to that endpoint (always one the scheduler picked from the pool: nothing the
-  client sent names an address), and the decode body carries step 2's ``kv_transfer_params`` verbatim (step 3);
-  both hops carry the same headers, hence the same ``x-request-id``;
-* the prefill hop fails (connect error, timeout, HTTP error, an answer without a KV handle): the decode endpoint
-  gets the original request without ``kv_transfer_params`` and prefills locally; counted by reason.
+* :meth:`PDOrchestrator.client_body` (once per request): the decoded body minus any client-supplied
+  ``kv_transfer_params`` - decided on the decoded object, so an escaped key cannot slip through;
+* no ``result.prefill``: that body goes to ``result.target`` as is (:meth:`PDOrchestrator.local` counts it);
+* ``result.prefill`` set: :meth:`PDOrchestrator.prefill_hop` sends step 1 to that endpoint (always one the scheduler
+  picked from the pool: nothing the client sent names an address) and returns step 2's answer; the decode body is
+  ``decode_body(body, answer.params)`` (step 3); both hops carry the same headers, hence the same ``x-request-id``;
+* the prefill hop fails (connect error, timeout, HTTP error, an answer without a KV handle): ``prefill_hop`` returns
+  None, counted by reason, and the decode endpoint gets the body without ``kv_transfer_params`` (local prefill).
 
-When the prefill hop ends, the prefill endpoint's in-flight charge is released at once
+When the prefill hop ends the proxy releases the prefill endpoint's in-flight charge at once
 (``Scheduler.on_prefill_complete``), so that the prefill pool's load reflects queued prefills, not decodes.
 """
 
@@ -22,24 +24,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
-import msgspec
 
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.protocol import (
-    KV_TRANSFER_PARAMS,
     PrefillAnswer,
     PrefillAnswerError,
-    decode_body,
     encode,
     has_client_params,
     parse_prefill_answer,
     prefill_body,
     strip_client_params,
 )
-from llmd_kserve.types import LLMRequest, RequestOutcome
+from llmd_kserve.types import LLMRequest
 
 log = logging.getLogger(__name__)
-_decode = msgspec.json.Decoder().decode
 
 
 class PrefillFailed(Exception):
@@ -51,51 +49,50 @@ class PrefillFailed(Exception):
 
 
 class PDOrchestrator:
-    """Runs prefill hops over the router's upstream session (``session()`` returns it)."""
+    """Runs prefill hops over the router's upstream session (``session()`` returns it).
+
+    ``kv_transfer_time(tokens)`` (the latency profile's) feeds ``llmd_router_pd_kv_transfer_predicted_seconds``.
+    """
 
     def __init__(self, session: Callable[[], aiohttp.ClientSession], metrics: DisaggMetrics, *,
-                 prefill_timeout_s: float = 30.0, clock: Callable[[], float] = time.perf_counter) -> None:
+                 prefill_timeout_s: float = 30.0, kv_transfer_time: Callable[[int], float] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self._session = session
         self.metrics = metrics
         self.timeout = aiohttp.ClientTimeout(total=prefill_timeout_s)
+        self._kv_transfer_time = kv_transfer_time
         self._clock = clock
 
-    async def upstream_body(self, llm_req: LLMRequest, result: Any, path: str, body: bytes,
-                            headers: Mapping[str, str], scheduler: Any = None) -> bytes:
-        """The body for ``result.target`` (see the module docstring); never raises for a failed prefill hop."""
-        parsed: dict[str, Any] | None = None
-        if has_client_params(body):
-            obj = _decode(body)
-            if isinstance(obj, dict) and KV_TRANSFER_PARAMS in obj:
-                self.metrics.client_params_stripped.inc()
-                log.info("request %s: dropped client-supplied kv_transfer_params", llm_req.request_id)
-                parsed = strip_client_params(obj)
-                body = encode(parsed)
-        prefill = getattr(result, "prefill", None)
-        if prefill is None:
-            self.metrics.requests.labels("local").inc()
+    def client_body(self, request_id: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The decoded client body without any ``kv_transfer_params`` (the same object when it had none)."""
+        if not has_client_params(body):
             return body
+        self.metrics.client_params_stripped.inc()
+        log.info("request %s: dropped client-supplied kv_transfer_params", request_id)
+        return strip_client_params(body)
+
+    def local(self) -> None:
+        """Count an attempt served without a prefill hop."""
+        self.metrics.requests.labels("local").inc()
+
+    async def prefill_hop(self, llm_req: LLMRequest, result: Any, path: str, body: Mapping[str, Any],
+                          headers: Mapping[str, str]) -> PrefillAnswer | None:
+        """Steps 1-2 on ``result.prefill``; the answer, or None when the hop failed (counted; never raises)."""
         self.metrics.requests.labels("disaggregated").inc()
-        if parsed is None:
-            parsed = _decode(body)
         t0 = self._clock()
-        answer: PrefillAnswer | None = None
         try:
-            answer = await self.prefill(prefill + path, parsed, headers)
+            answer = await self.prefill(result.prefill + path, body, headers)
         except PrefillFailed as exc:
             self.metrics.fallbacks.labels(exc.reason).inc()
-            log.warning("request %s: prefill on %s failed (%s); prefilling on %s", llm_req.request_id, prefill,
-                        exc, result.target)
-            return body
-        finally:
-            self._release_prefill(scheduler, llm_req, result, answer)
+            log.warning("request %s: prefill on %s failed (%s); prefilling on %s", llm_req.request_id,
+                        result.prefill, exc, result.target)
+            return None
         self.metrics.prefill_seconds.observe(self._clock() - t0)
         moved = max(0, int(result.prompt_tokens) - int(result.predicted_cached_tokens))
         self.metrics.kv_transfer_tokens.inc(moved)
-        profile = getattr(getattr(scheduler, "ctx", None), "profile", None)
-        if profile is not None:
-            self.metrics.kv_transfer_predicted.observe(profile.kv_transfer_time(moved))
-        return encode(decode_body(parsed, answer.params))
+        if self._kv_transfer_time is not None:
+            self.metrics.kv_transfer_predicted.observe(self._kv_transfer_time(moved))
+        return answer
 
     async def prefill(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> PrefillAnswer:
         """Step 1 and 2: send the prefill request, return the parsed answer; raises :class:`PrefillFailed`."""
@@ -115,17 +112,3 @@ class PDOrchestrator:
             return parse_prefill_answer(raw)
         except PrefillAnswerError as exc:
             raise PrefillFailed("no_kv_params", str(exc)) from exc
-
-    @staticmethod
-    def _release_prefill(scheduler: Any, llm_req: LLMRequest, result: Any, answer: PrefillAnswer | None) -> None:
-        """Tell the scheduler the prefill leg is over (``on_prefill_complete``; the decode leg's ``on_complete``
-        comes from the proxy when the response ends)."""
-        hook = getattr(scheduler, "on_prefill_complete", None)
-        if hook is None:
-            return
-        outcome = RequestOutcome(ok=answer is not None, prompt_tokens=answer.prompt_tokens if answer else 0,
-                                 cached_tokens=answer.cached_tokens if answer else None)
-        try:
-            hook(llm_req, result, outcome)
-        except Exception:  # bookkeeping must not fail the request
-            log.exception("releasing the prefill leg of %s failed", llm_req.request_id)

@@ -38,7 +38,6 @@ REMOTE_PREFILL_KEYS: tuple[str, ...] = ("do_remote_prefill", "do_remote_decode",
                                         "tp_size")
 """Step 2's fields (NixlConnector's ``request_finished``); the router forwards the whole object untouched."""
 
-_KEY = KV_TRANSFER_PARAMS.encode()
 _decode = msgspec.json.Decoder().decode
 encode = msgspec.json.Encoder().encode
 
@@ -47,9 +46,13 @@ class PrefillAnswerError(ValueError):
     """The prefill engine answered 200 without usable ``kv_transfer_params`` (e.g. no KV connector configured)."""
 
 
-def has_client_params(raw: bytes) -> bool:
-    """Cheap check on the raw body: could it carry ``kv_transfer_params``? (False -> nothing to strip.)"""
-    return _KEY in raw
+def has_client_params(body: Mapping[str, Any]) -> bool:
+    """Whether a *decoded* client body carries ``kv_transfer_params``.
+
+    Decided on the decoded object, never on raw bytes: JSON lets a client escape the key
+    (``"kv_transfer_param\\u0073"``), which a byte search misses and the engine decodes (an SSRF).
+    """
+    return KV_TRANSFER_PARAMS in body
 
 
 def strip_client_params(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -86,8 +86,11 @@ def chat_prompt(body: Mapping[str, Any], tok: Tokenizer) -> list[int]:
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise InvalidRequestError(f"messages[{i}] must be an object with a string 'role'", param="messages")
-        if not isinstance(m.get("content"), str | list | None):
+        content = m.get("content")
+        if not isinstance(content, str | list | None):
             raise InvalidRequestError(f"messages[{i}].content must be a string or a list", param="messages")
+        if isinstance(content, list) and not all(isinstance(p, dict) for p in content):
+            raise InvalidRequestError(f"messages[{i}].content parts must be objects", param="messages")
     return tok.encode(render_chat(msgs, bool(body.get("add_generation_prompt", True))))
 
 
@@ -104,7 +107,9 @@ def parse_generate(body: Any, kind: Literal["completion", "chat"], *, model: str
         else body.get("max_tokens")
     param = "max_completion_tokens" if kind == "chat" and body.get("max_completion_tokens") is not None \
         else "max_tokens"
-    if mt is not None and (not _is_int(mt) or mt < 1):
+    if mt is not None and not _is_int(mt):
+        raise InvalidRequestError(f"{param} must be an integer, got {type(mt).__name__}.", param=param)
+    if mt is not None and mt < 1:
         raise InvalidRequestError(f"{param} must be at least 1, got {mt}.", param=param)
     if mt is not None and mt > max_model_len:
         raise InvalidRequestError(
@@ -113,6 +118,11 @@ def parse_generate(body: Any, kind: Literal["completion", "chat"], *, model: str
     n = _opt(body, "n", (int,), "an integer")
     if n is not None and n != 1:
         raise InvalidRequestError("the simulated engine supports n=1 only", param="n")
+    for key in ("top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"):
+        _opt(body, key, (int, float), "a number")
+    for key in ("logprobs", "top_logprobs", "prompt_logprobs", "echo"):
+        if body.get(key) not in (None, False):
+            raise InvalidRequestError(f"'{key}' is not supported by the simulated engine", param=key)
     temp = _opt(body, "temperature", (int, float), "a number")
     if temp is not None and temp < 0:
         raise InvalidRequestError(f"temperature must be non-negative, got {temp}.", param="temperature")

@@ -78,6 +78,16 @@ async def _json(request: web.Request) -> Any:
         return _decode_json.decode(await request.read())
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"JSON decode error: {exc}") from exc
+    except RecursionError:
+        raise InvalidRequestError("JSON decode error: nested too deeply") from None
+
+
+def _request_id(request: web.Request) -> str | None:
+    """The client's ``x-request-id`` (at most 128 printable ASCII characters, else 400)."""
+    value = request.headers.get("x-request-id")
+    if value and (len(value) > 128 or not (value.isascii() and value.isprintable())):
+        raise InvalidRequestError("'x-request-id' must be 1-128 printable ASCII characters.", param="x-request-id")
+    return value or None
 
 
 async def _parse(request: web.Request, kind: str) -> GenRequest:
@@ -97,7 +107,10 @@ async def h_chat(request: web.Request) -> web.StreamResponse:
 
 async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
     eng = request.app[ENGINE]
-    base = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+    try:
+        base = _request_id(request) or uuid.uuid4().hex[:16]
+    except InvalidRequestError as exc:
+        return error_response(exc)
     rid = ("cmpl-" if kind == "completion" else "chatcmpl-") + base
     if not eng.ready():
         return error_response(InvalidRequestError("engine is starting", status=503, type_="ServiceUnavailable"), base)
@@ -125,7 +138,9 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
 # --- other endpoints (an InvalidRequestError they raise is answered by ``_invalid_requests``) ----------------------
 async def h_pull(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
-    body = await request.json()
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("request body must be a JSON object")
     cid = body.get("remote_request_id")
     if body.get("remote_engine_id") != eng.engine_id or cid not in eng.core.held:
         raise InvalidRequestError("unknown or expired remote request", status=404, type_="NotFoundError")

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmd_kserve.aio import run, stop_on_signals
+from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.engine_sim import pd
 from llmd_kserve.engine_sim.core import EngineCore
 from llmd_kserve.engine_sim.driver import RealtimeDriver, Stream
@@ -179,10 +179,14 @@ def serve(**kwargs: Any) -> int:
     opts = {k: v for k, v in kwargs.items() if k in known and v is not None}
     opts.setdefault("crash_exits_process", True)
 
+    raise_fd_limit()
+
     async def main() -> None:
         stop = stop_on_signals()
         async with running_engine(**opts) as eng:
-            print(f"engine ready: {eng.url} model={eng.opts.model} kv_events={eng.kv_events_endpoint}", flush=True)
+            where = "" if eng.url.endswith(f"//{eng.opts.host}:{eng.port}") else f" (listening on {eng.opts.host})"
+            print(f"engine ready: {eng.url}{where} model={eng.opts.model} kv_events={eng.kv_events_endpoint}",
+                  flush=True)
             await stop.wait()
 
     run(main())

@@ -198,10 +198,20 @@ def _generic_event(e: Any) -> KVEvent | None:
     return None
 
 
+def _fold_negative(batch: EventBatch) -> EventBatch:
+    """Fold negative int hashes (a signed-int64 publisher) as the generic path does; cheap when there are none."""
+    for ev in batch.events:
+        if isinstance(ev, BlockStored | BlockRemoved) and ev.block_hashes and min(ev.block_hashes) < 0:
+            ev.block_hashes = [h & _MASK64 for h in ev.block_hashes]
+        if isinstance(ev, BlockStored) and ev.parent_block_hash is not None and ev.parent_block_hash < 0:
+            ev.parent_block_hash &= _MASK64
+    return batch
+
+
 def decode_payload(payload: bytes | memoryview) -> EventBatch:
     """Decode one message payload, whatever the vLLM version's encoding; raises :class:`KVEventDecodeError`."""
     try:
-        return _fast_decoder.decode(payload)
+        return _fold_negative(_fast_decoder.decode(payload))
     except msgspec.DecodeError:
         pass
     try:

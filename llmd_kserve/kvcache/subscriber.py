@@ -25,6 +25,8 @@ from llmd_kserve.types import Endpoint, EndpointId
 log = logging.getLogger(__name__)
 
 _LOG_FIRST_ERRORS = 5
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""ZMQ ``MAXMSGSIZE`` of each SUB socket: a larger message drops the connection (ZMQ reconnects), never buffered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +65,10 @@ class KVEventSubscriber:
     ``add``/``remove`` may be called before or after :meth:`start`; endpoints without ``kv_events`` are ignored.
     """
 
-    def __init__(self, index: KVIndex, *, context: zmq.asyncio.Context | None = None, rcvhwm: int = 100_000) -> None:
+    def __init__(self, index: KVIndex, *, context: zmq.asyncio.Context | None = None, rcvhwm: int = 100_000,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.index = index
+        self._max_message_bytes = max_message_bytes
         self._ctx = context
         self._own_ctx = context is None
         self._rcvhwm = rcvhwm
@@ -139,6 +143,7 @@ class KVEventSubscriber:
         assert self._ctx is not None
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(sub.address)
@@ -204,8 +209,9 @@ class KVEventSubscriber:
     @staticmethod
     def _garbage(eid: EndpointId, sub: _Sub, why: str) -> None:
         sub.decode_errors += 1
-        if sub.decode_errors <= _LOG_FIRST_ERRORS:
-            log.warning("bad KV-event message from %s: %s", eid, why)
+        n = sub.decode_errors
+        if n <= _LOG_FIRST_ERRORS or (n & (n - 1)) == 0:  # the first few, then at powers of two
+            log.warning("bad KV-event message from %s: %s (%d so far)", eid, why[:200], n)
 
     # --- introspection ---------------------------------------------------------------------------------------------
 

@@ -28,11 +28,26 @@ _WANTED = frozenset(n for names in _NAMES.values() for n in names) | {_INFO}
 _PREFIXES = tuple(_WANTED)
 
 
+MAX_COUNT = 1_000_000
+"""Request counts are clamped to [0, MAX_COUNT] (an engine reporting -1e18 waiting must not look idlest)."""
+
+
 def _label_int(value: str | None) -> int | None:
     try:
-        return int(value) if value is not None else None
+        v = int(value) if value is not None else None
     except ValueError:
         return None
+    return v if v is None or v >= 0 else None
+
+
+def _count(x: float) -> int:
+    if math.isnan(x):
+        return 0
+    return int(min(float(MAX_COUNT), max(0.0, x)))
+
+
+def _counter(x: float) -> float:
+    return x if math.isfinite(x) and x >= 0 else 0.0
 
 
 def _metric_name(line: str) -> str:
@@ -47,7 +62,9 @@ def _metric_name(line: str) -> str:
 def parse_vllm_metrics(text: str, now: float) -> EndpointMetrics:
     """Parse one scrape taken at clock time ``now``; raises ValueError on a malformed line of a metric we read.
 
-    Counts and counters are summed over label sets; ``kv_usage`` is their mean (a fraction per engine).
+    Counts and counters are summed over label sets; ``kv_usage`` is their mean (a fraction per engine). Values
+    are clamped: counts to [0, MAX_COUNT] (+Inf is the most loaded, not an error), ``kv_usage`` to [0, 1],
+    counters to finite non-negative numbers.
     """
     lines = [ln for ln in text.splitlines() if ln.startswith(_PREFIXES) and _metric_name(ln) in _WANTED]
     sums: dict[str, float] = {}
@@ -74,13 +91,13 @@ def parse_vllm_metrics(text: str, now: float) -> EndpointMetrics:
                 values[field] = sums[name] / counts[name] if field == "kv_usage" else sums[name]
                 break
     return EndpointMetrics(
-        waiting=int(values.get("waiting", 0)),
-        running=int(values.get("running", 0)),
+        waiting=_count(values.get("waiting", 0.0)),
+        running=_count(values.get("running", 0.0)),
         kv_usage=min(1.0, max(0.0, values.get("kv_usage", 0.0))),
         block_size=block_size,
         num_gpu_blocks=num_gpu_blocks,
-        prefix_queries=values.get("prefix_queries", 0.0),
-        prefix_hits=values.get("prefix_hits", 0.0),
+        prefix_queries=_counter(values.get("prefix_queries", 0.0)),
+        prefix_hits=_counter(values.get("prefix_hits", 0.0)),
         scraped_at=now,
         stale=False,
     )

@@ -67,6 +67,7 @@ class MetricsScraper:
         self._metrics: dict[EndpointId, EndpointMetrics] = {}
         self._stats: dict[EndpointId, ScrapeStats] = {}
         self._tasks: dict[EndpointId, asyncio.Task] = {}
+        self._failing: dict[EndpointId, str] = {}
         self._running = False
 
     # --- endpoints and snapshots -----------------------------------------------------------------------------------
@@ -144,7 +145,10 @@ class MetricsScraper:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
-            await self.scrape_one(eid)
+            try:
+                await self.scrape_one(eid)
+            except Exception as exc:  # never let one bad answer end this endpoint's polling
+                self._record_error(eid, f"{type(exc).__name__}: {exc}")
             next_tick += self.interval
             delay = next_tick - loop.time()
             if delay < 0:  # fell behind: skip missed ticks
@@ -167,7 +171,7 @@ class MetricsScraper:
                     raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason)
                 text = await resp.text()
             metrics = parse_vllm_metrics(text, self.clock())
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, ArithmeticError, UnicodeDecodeError) as exc:
             self._record_error(eid, f"{type(exc).__name__}: {exc}")
             return False
         if eid not in self._endpoints:  # removed while in flight
@@ -175,6 +179,8 @@ class MetricsScraper:
         self._metrics[eid] = metrics
         st = self._stats[eid]
         self._stats[eid] = ScrapeStats(st.scrapes + 1, st.errors, st.last_error)
+        if self._failing.pop(eid, None) is not None:
+            log.info("scraping %s works again", eid)
         if self._on_update is not None:
             self._on_update(eid, metrics)
         return True
@@ -184,5 +190,7 @@ class MetricsScraper:
         if st is None:
             return
         self._stats[eid] = ScrapeStats(st.scrapes, st.errors + 1, why)
-        if st.errors == 0 or st.last_error != why:
-            log.warning("scraping %s failed: %s", eid, why)
+        kind = why.partition(":")[0]  # messages of garbage pages differ every time: dedupe by the error's type
+        if self._failing.get(eid) != kind:  # once per episode and error type
+            self._failing[eid] = kind
+            log.warning("scraping %s failed: %s", eid, why[:300])

@@ -24,36 +24,72 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from llmd_kserve.aio import run, stop_on_signals
+from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.errors import ConfigError, InvalidRequestError
-from llmd_kserve.http_errors import openai_errors
+from llmd_kserve.http_errors import Handler, openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
-from llmd_kserve.router.governance import Kind, validate_request
-from llmd_kserve.router.proxy import error_response
-from llmd_kserve.router.state import RouterSettings, RouterState
+from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
+from llmd_kserve.router.proxy import STATUS_KEY, error_response
+from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, LLMRequest
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 STATE_KEY = web.AppKey("router_state", RouterState)
-MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES
+PRINCIPAL_KEY: Any = web.RequestKey("llmd_principal", str) if hasattr(web, "RequestKey") else "llmd_principal"
+OFFLOAD_BYTES = 256 * 1024
+"""Bodies larger than this are decoded, checked and tokenized in a worker thread, off the event loop."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encode(data), status=status, content_type="application/json")
 
 
+def _tokenize_and_limit(raw: bytes, kind: Kind, state: RouterState) -> tuple[ParsedRequest, tuple[int, ...] | None]:
+    """Decode, validate, apply the limits; text that could exceed the token limit is tokenized and counted here
+    (its ids go on to the scheduler, so they are computed once)."""
+    gov = state.governance
+    parsed = validate_request(raw, kind, state.models)
+    gov.check_policy(parsed)
+    if state.tokenizer is None or parsed.token_ids is not None or not gov.needs_token_count(parsed):
+        return parsed, None
+    tok = state.tokenizer
+    body = parsed.body
+    if kind == "chat":
+        ids = [tuple(tok.encode(tok.apply_chat_template(body["messages"])))]
+    else:
+        prompt = body["prompt"]
+        ids = [tuple(tok.encode(p)) for p in ([prompt] if isinstance(prompt, str) else prompt)]
+    gov.check_prompt_tokens(parsed, sum(len(i) for i in ids))
+    return parsed, ids[0]
+
+
+async def _read_body(request: web.Request, timeout: float) -> bytes:
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise InvalidRequestError(f"Request body not received within {timeout:g} s.", status=408,
+                                  type_="RequestTimeoutError") from None
+
+
 async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+    rid = uuid.uuid4().hex
     try:
-        principal = state.governance.authorize(request.headers)
-        raw = await request.read()
-        parsed = validate_request(raw, kind, state.models)
-        state.governance.check_policy(parsed)
-        token_ids = parsed.token_ids
+        rid = request_id(request.headers) or rid
+        principal = request.get(PRINCIPAL_KEY)
+        raw = await _read_body(request, state.settings.body_timeout)
+        if len(raw) > OFFLOAD_BYTES:  # decoding and tokenizing a big body would stall every other request
+            parsed, token_ids = await asyncio.to_thread(_tokenize_and_limit, raw, kind, state)
+        else:
+            parsed, token_ids = _tokenize_and_limit(raw, kind, state)
+        del raw
+        token_ids = token_ids if token_ids is not None else parsed.token_ids
         if token_ids is None and state.render is not None:
             token_ids = await state.render.token_ids(parsed)
+            state.governance.check_prompt_tokens(parsed, len(token_ids or ()))
         body = parsed.body
         session = request.headers.get("x-session-id") or body.get("user")
         llm_req = LLMRequest(request_id=rid, model=parsed.model or "", body=body, kind=kind, token_ids=token_ids,
@@ -65,10 +101,12 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
             gov.audit(rid, parsed, endpoint, principal, request.remote)
 
         assert state.proxy is not None
-        resp = await state.proxy.forward(request, path, parsed, raw, llm_req, on_scheduled)
+        resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
     except InvalidRequestError as exc:
         resp = error_response(exc, rid)
-    state.metrics.requests.labels(path, str(resp.status)).inc()
+        if exc.status == 408:
+            resp.force_close()  # the rest of the body may still be on its way
+    state.metrics.requests.labels(path, str(resp.get(STATUS_KEY, resp.status))).inc()
     return resp
 
 
@@ -82,10 +120,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def models(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    try:
-        state.governance.authorize(request.headers)
-    except InvalidRequestError as exc:
-        return error_response(exc, "")
     if state.settings.served_models:
         cards = [{"id": m, "object": "model", "owned_by": "llmd-kserve"} for m in state.settings.served_models]
     else:
@@ -128,9 +162,23 @@ async def debug_endpoints(request: web.Request) -> web.Response:
                   "index_keys": len(state.index) if state.index is not None else None})
 
 
+@web.middleware
+async def _require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With API keys configured, every route but ``/health`` needs one (``/metrics`` and ``/debug/*`` name engines
+    and their KV-event addresses)."""
+    state = request.app[STATE_KEY]
+    if request.path != "/health" and state.governance.auth is not None:
+        try:
+            request[PRINCIPAL_KEY] = state.governance.authorize(request.headers)
+        except InvalidRequestError as exc:
+            return error_response(exc, "")
+    return await handler(request)
+
+
 def build_app(router_state: RouterState) -> web.Application:
     """The aiohttp app; its startup/cleanup start and stop the router's background parts."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[openai_errors])
+    app = web.Application(client_max_size=router_state.settings.max_body_bytes,
+                          middlewares=[openai_errors, _require_key])
     app[STATE_KEY] = router_state
 
     async def on_startup(_: web.Application) -> None:
@@ -168,7 +216,10 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
     if state is None:
         state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file)
     app = build_app(state)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    s = state.settings
+    # keepalive_timeout also bounds how long a connection may take to send its request headers (slowloris)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=s.header_timeout,
+                           shutdown_timeout=s.drain_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=2048)
@@ -182,7 +233,7 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
         await runner.cleanup()
 
 
-def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
+def serve(host: str = "127.0.0.1", port: int = 8080, config: str = "default",
           endpoints: Sequence[str] | None = None, endpoints_file: str | None = None, scrape_interval: float = 0.05,
           tokenizer: str | None = None, seed: int = 0, discover_selector: str | None = None,
           discover_namespace: str | None = None, **settings: Any) -> int:
@@ -200,6 +251,8 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now, not silently as an empty pool
     state = RouterState.create(s, endpoints or (), endpoints_file)
 
+    raise_fd_limit()
+
     async def main() -> None:
         stop = stop_on_signals()
         async with running_router(host, port, state=state) as router:
@@ -214,6 +267,9 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
             print(f"llmd-kserve router listening on {router.url} (config {s.config}, "
                   f"{len(state.pool.snapshot)} endpoints)", flush=True)
             await stop.wait()
+            if discovery is None or not discovery.done():  # a signal, not a failed discovery
+                log.warning("stopping: draining in-flight requests for up to %g s (signal again to exit now)",
+                            s.drain_timeout)
             if discovery is not None:
                 if discovery.done() and not discovery.cancelled() and discovery.exception():
                     raise discovery.exception()  # e.g. ClusterError: RBAC denied watching pods

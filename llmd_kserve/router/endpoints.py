@@ -74,11 +74,17 @@ def parse_endpoints(items: Iterable[str | Mapping[str, Any]], path: str = "endpo
 
 
 def load_endpoints_file(path: str | Path) -> tuple[Endpoint, ...]:
-    """A YAML/JSON list of endpoints, or a mapping with an ``endpoints`` list."""
+    """A YAML/JSON list of endpoints, or a mapping with an ``endpoints`` list.
+
+    An empty file is an error, not an empty pool (a truncate-then-write editor or ``>`` must not drop every
+    endpoint for a poll): an empty pool is written explicitly, ``[]`` or ``endpoints: []``.
+    """
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read endpoints file: {exc.strerror or exc}", str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"endpoints file is not UTF-8 text: {exc}", str(path)) from exc
     try:
         data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
@@ -89,7 +95,7 @@ def load_endpoints_file(path: str | Path) -> tuple[Endpoint, ...]:
                               "'endpoints'", str(path))
         data = data["endpoints"]
     if data is None:
-        data = []
+        raise ConfigError("endpoints file is empty (write [] or 'endpoints: []' for an empty pool)", str(path))
     if not isinstance(data, list):
         raise ConfigError("expected a list of endpoints (or {endpoints: [...]})", str(path))
     return parse_endpoints(data, path=f"{path}:endpoints")
@@ -156,7 +162,8 @@ class EndpointsFileWatcher:
             try:
                 self.load_now()
             except Exception as exc:  # keep the old pool on a bad edit
-                log.warning("ignoring endpoints file %s: %s", self.path, exc)
+                log.error("ignoring endpoints file %s, keeping the %d endpoints in use: %s", self.path,
+                          len(self.pool.snapshot), exc)
 
     def start(self) -> None:
         if self._task is None:

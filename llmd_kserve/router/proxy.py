@@ -1,11 +1,18 @@
-"""Forwarding one OpenAI request: schedule, send, retry before the first byte, stream back, report the outcome."""
+"""Forwarding one OpenAI request: schedule, send, retry before the first byte, stream back, report the outcome.
+
+Upstream time limits (:class:`UpstreamTimeouts`): connecting (the session's), the first byte (response headers,
+and for a stream its first event too) and the gap between two chunks. A first-byte timeout is retried on another
+endpoint like a connect error; a stream that stalls after its first event ends with an OpenAI-shaped SSE error
+event. Either way the endpoint is reported to the outlier ejector (``router.outliers``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -14,15 +21,20 @@ from aiohttp import web
 
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
+from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
 from llmd_kserve.errors import InvalidRequestError, NoEndpointError
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
+from llmd_kserve.router.outliers import OutlierEjector
+from llmd_kserve.router.usage import Usage, is_usage_only_event, parse_usage, usage_from_sse_tail
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _FORWARD_HEADERS = ("traceparent", "tracestate", "x-session-id", "x-gateway-destination-endpoint-subset")
+STATUS_KEY: Any = web.ResponseKey("llmd_status", int) if hasattr(web, "ResponseKey") else "llmd_status"
+"""Set on a streamed response whose status line said 200 but which ended in an error event (the metrics label)."""
 
 
 class SchedulerLike(Protocol):
@@ -31,52 +43,28 @@ class SchedulerLike(Protocol):
     def schedule(self, request: LLMRequest, endpoints: Sequence[EndpointState],
                  exclude: Collection[EndpointId] = ()) -> Any: ...
     def on_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None: ...
+    def on_prefill_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None: ...
 
 
-class _Details(msgspec.Struct):
-    cached_tokens: int | None = None
+@dataclass(frozen=True, slots=True)
+class UpstreamTimeouts:
+    """Seconds; ``connect`` is applied by the router's session, the others by the proxy."""
 
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prompt_tokens_details: _Details | None = None
-
-
-class _WithUsage(msgspec.Struct):
-    usage: _Usage | None = None
-
-
-_usage_decode = msgspec.json.Decoder(_WithUsage).decode
-
-
-def parse_usage(raw: bytes) -> _Usage | None:
-    """``usage`` of a JSON body (unknown fields skipped by msgspec), or None."""
-    try:
-        return _usage_decode(raw).usage
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def _usage_from_sse_tail(tail: bytes) -> _Usage | None:
-    """The usage object of the last ``data:`` event carrying one in the stream's tail."""
-    idx = tail.rfind(b'"usage"')
-    if idx < 0:
-        return None
-    start = tail.rfind(b"data:", 0, idx)
-    end = tail.find(b"\n", idx)
-    if start < 0:
-        return None
-    return parse_usage(tail[start + 5 : end if end >= 0 else len(tail)].strip())
-
-
-def _is_usage_only_event(event: bytes) -> bool:
-    return event.startswith(b"data: {") and b'"usage"' in event and b'"choices":[]' in event
+    connect: float = 5.0
+    first_byte: float = 120.0
+    """Until the response headers (a non-streamed answer: the whole generation) and a stream's first event."""
+    idle: float = 60.0
+    """Between two chunks of a response body."""
 
 
 def error_response(exc: InvalidRequestError, request_id: str) -> web.Response:
     return web.Response(body=_encode(exc.body()), status=exc.status, content_type="application/json",
                         headers={"x-request-id": request_id})
+
+
+def _sse_error(message: str, status: int) -> bytes:
+    type_ = "GatewayTimeoutError" if status == 504 else "BadGatewayError"
+    return b"data: " + _encode({"error": {"message": message, "type": type_, "param": None, "code": status}}) + b"\n\n"
 
 
 class _Failed(Exception):
@@ -87,12 +75,17 @@ class _Failed(Exception):
         self.reason, self.status, self.body, self.content_type = reason, status, body, content_type
 
 
+_OUTLIER_REASONS = frozenset({"connect", "disconnected", "timeout"})
+
+
 class Proxy:
     """Sends requests to the endpoint the scheduler picks; the one place that owns the upstream HTTP session."""
 
     def __init__(self, scheduler: SchedulerLike, endpoint_states: Callable[[], Sequence[EndpointState]],
                  metrics: RouterMetrics, decisions: DecisionLog, session: Callable[[], aiohttp.ClientSession],
                  *, max_attempts: int = 3, forward_authorization: bool = True, inject_stream_usage: bool = True,
+                 timeouts: UpstreamTimeouts = UpstreamTimeouts(), outliers: OutlierEjector | None = None,
+                 kv_transfer_time: Callable[[int], float] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.scheduler = scheduler
         self.endpoint_states = endpoint_states
@@ -102,22 +95,33 @@ class Proxy:
         self.max_attempts = max(1, max_attempts)
         self.forward_authorization = forward_authorization
         self.inject_stream_usage = inject_stream_usage
+        self.timeouts = timeouts
+        self.outliers = outliers
         self._clock = clock
-        self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), clock=clock)
+        self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
+                                 clock=clock)
 
-    def _upstream_body(self, req: ParsedRequest, raw: bytes) -> tuple[bytes, bool]:
-        """(body to send, whether to strip the usage event we asked for) — usage feeds cached-token accounting."""
+    def _client_body(self, req: ParsedRequest, rid: str) -> tuple[Mapping[str, Any], bool]:
+        """(decoded body to send, whether to strip the usage event we asked for) — usage feeds cached-token
+        accounting. Client ``kv_transfer_params`` are dropped here, on the decoded body, once."""
+        body = self.pd.client_body(rid, req.body)
         if not (req.stream and self.inject_stream_usage):
-            return raw, False
-        opts = req.body.get("stream_options") or {}
+            return body, False
+        opts = body.get("stream_options") or {}
         if opts.get("include_usage"):
-            return raw, False
-        return _encode({**req.body, "stream_options": {**opts, "include_usage": True}}), True
+            return body, False
+        return {**body, "stream_options": {**opts, "include_usage": True}}, True
 
-    async def forward(self, request: web.Request, path: str, req: ParsedRequest, raw: bytes,
-                      llm_req: LLMRequest, on_scheduled: Callable[[str], None] | None = None) -> web.StreamResponse:
+    def _failed(self, endpoint: EndpointId, reason: str) -> None:
+        self.metrics.upstream_errors.labels(endpoint, reason).inc()
+        if self.outliers is not None and reason in _OUTLIER_REASONS | {"stream_broken", "stream_timeout"}:
+            self.outliers.failure(endpoint, reason)
+
+    async def forward(self, request: web.Request, path: str, req: ParsedRequest, llm_req: LLMRequest,
+                      on_scheduled: Callable[[str], None] | None = None) -> web.StreamResponse:
         rid = llm_req.request_id
-        body, strip_usage = self._upstream_body(req, raw)
+        body, strip_usage = self._client_body(req, rid)
+        local_body: bytes | None = None  # encoded once, at send time
         headers = {"Content-Type": "application/json", "x-request-id": rid}
         for name in _FORWARD_HEADERS:
             if name in request.headers:
@@ -128,8 +132,12 @@ class Proxy:
         last: _Failed | None = None
         for attempt in range(self.max_attempts):
             t0 = self._clock()
+            states = self.endpoint_states()
+            skip = exclude
+            if self.outliers is not None:
+                skip = exclude | self.outliers.ejected([s.id for s in states if s.id not in exclude])
             try:
-                result = self.scheduler.schedule(llm_req, self.endpoint_states(), exclude)
+                result = self.scheduler.schedule(llm_req, states, skip)
             except NoEndpointError as exc:
                 if last is not None:
                     break
@@ -143,15 +151,19 @@ class Proxy:
                 on_scheduled(result.target)
             if attempt:
                 self.metrics.retries.inc()
-            # P/D (llmd_kserve.disagg): prefill hop when result.prefill is set; always drops any
-            # client-supplied kv_transfer_params. Returns the body for result.target (the decode endpoint).
             try:
-                send_body = await self.pd.upstream_body(llm_req, result, path, body, headers, self.scheduler)
-                upstream = await self._send(result.target + path, send_body, headers, t0, decision)
+                if result.prefill is None:
+                    self.pd.local()
+                    if local_body is None:
+                        local_body = _encode(body)
+                    send_body = local_body
+                else:
+                    send_body = await self._disaggregated(llm_req, result, path, body, headers)
+                upstream, first = await self._send(result.target + path, send_body, headers, t0, decision)
             except _Failed as fail:
                 last = fail
                 decision.outcome, decision.status = fail.reason, fail.status
-                self.metrics.upstream_errors.labels(result.target, fail.reason).inc()
+                self._failed(result.target, fail.reason)
                 self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))
                 exclude.add(result.target)
                 log.info("request %s: %s on %s (attempt %d)", rid, fail.reason, result.target, attempt + 1)
@@ -162,41 +174,99 @@ class Proxy:
                     self.metrics.client_disconnects.inc()
                 self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))  # release in-flight load
                 raise
-            return await self._relay(request, upstream, llm_req, result, decision, strip_usage, t0)
+            return await self._relay(request, upstream, first, llm_req, result, decision, strip_usage, t0)
         assert last is not None
         if last.body is not None:  # relay the last upstream error as it was
             return web.Response(body=last.body, status=last.status, headers={
                 "Content-Type": last.content_type or "application/json", "x-request-id": rid})
-        raise InvalidRequestError(f"All upstream attempts failed (last: {last.reason}).", status=502,
-                                  type_="BadGatewayError")
+        what = "timed out before the first byte" if last.reason == "timeout" else f"failed (last: {last.reason})"
+        raise InvalidRequestError(f"All upstream attempts {what}.", status=504 if last.reason == "timeout" else 502,
+                                  type_="GatewayTimeoutError" if last.reason == "timeout" else "BadGatewayError")
+
+    async def _disaggregated(self, llm_req: LLMRequest, result: Any, path: str, body: Mapping[str, Any],
+                             headers: Mapping[str, str]) -> bytes:
+        """Prefill hop, then the decode body (the prefill's ``kv_transfer_params``, or none: local prefill)."""
+        answer: PrefillAnswer | None = None
+        try:
+            answer = await self.pd.prefill_hop(llm_req, result, path, body, headers)
+        finally:  # the prefill leg is over (also when cancelled): release its charge now
+            outcome = RequestOutcome(ok=answer is not None, prompt_tokens=answer.prompt_tokens if answer else 0,
+                                     cached_tokens=answer.cached_tokens if answer else None)
+            try:
+                self.scheduler.on_prefill_complete(llm_req, result, outcome)
+            except Exception:  # bookkeeping must not fail the request
+                log.exception("releasing the prefill leg of %s failed", llm_req.request_id)
+        return _encode(decode_body(body, answer.params) if answer is not None else body)
 
     async def _send(self, url: str, body: bytes, headers: dict[str, str], t0: float,
-                    decision: Decision) -> aiohttp.ClientResponse:
+                    decision: Decision) -> tuple[aiohttp.ClientResponse, bytes]:
+        """Response headers (and a stream's first chunk) within ``first_byte`` s; raises ``_Failed``."""
+        upstream: aiohttp.ClientResponse | None = None
         try:
-            upstream = await self._session().post(url, data=body, headers=headers)
-        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                upstream = await self._session().post(url, data=body, headers=headers)
+                decision.ttfb_ms = (self._clock() - t0) * 1e3
+                first = b""
+                if upstream.status < 500 and upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
+                    first = await upstream.content.readany()
+        except aiohttp.ServerTimeoutError as exc:  # the session's connect timeout
+            raise _Failed("connect") from exc
+        except TimeoutError as exc:
+            if upstream is not None:
+                upstream.close()  # the engine sees the disconnect and aborts the request
+            raise _Failed("timeout", 504) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            if upstream is not None:
+                upstream.close()
             raise _Failed("connect" if isinstance(exc, aiohttp.ClientConnectorError) else "disconnected") from exc
-        decision.ttfb_ms = (self._clock() - t0) * 1e3
+        except asyncio.CancelledError:  # our client went away while we waited
+            if upstream is not None:
+                upstream.close()
+            raise
         if upstream.status >= 500:
             try:
-                raw = await upstream.read()
+                async with asyncio.timeout(self.timeouts.idle):
+                    raw: bytes | None = await upstream.read()
             except (TimeoutError, aiohttp.ClientError):
                 raw = None
             finally:
                 upstream.release()
             raise _Failed(f"http_{upstream.status}", upstream.status, raw, upstream.headers.get("Content-Type", ""))
-        return upstream
+        return upstream, first
 
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse, llm_req: LLMRequest,
-                     result: Any, decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
+    async def _read_all(self, upstream: aiohttp.ClientResponse) -> bytes:
+        parts = []
+        async with asyncio.timeout(None) as cm:
+            loop = asyncio.get_running_loop()
+            while True:
+                cm.reschedule(loop.time() + self.timeouts.idle)
+                chunk = await upstream.content.readany()
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+
+    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse, first: bytes,
+                     llm_req: LLMRequest, result: Any, decision: Decision, strip_usage: bool,
+                     t0: float) -> web.StreamResponse:
         out_headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json"),
                        "x-request-id": llm_req.request_id, "x-llmd-endpoint": result.target}
         ok, usage, status = False, None, upstream.status
         decision.status = status
         resp: web.StreamResponse | None = None
+        close = False
         try:
             if not upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-                raw = await upstream.read()
+                try:
+                    raw = await self._read_all(upstream)
+                except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    close = True
+                    timed_out = isinstance(exc, TimeoutError)
+                    decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
+                    self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
+                    return error_response(InvalidRequestError(
+                        f"upstream {'timed out' if timed_out else 'connection lost'} while sending its answer",
+                        status=504 if timed_out else 502,
+                        type_="GatewayTimeoutError" if timed_out else "BadGatewayError"), llm_req.request_id)
                 self.metrics.ttfb_seconds.observe(self._clock() - t0)
                 ok = status < 400
                 usage = parse_usage(raw) if ok else None
@@ -207,31 +277,39 @@ class Proxy:
             await resp.prepare(request)
             prev = last = b""
             usage_event = b""
+            loop = asyncio.get_running_loop()
             try:
-                async for chunk in upstream.content.iter_any():
-                    if strip_usage and b'"usage"' in chunk:
-                        events = chunk.split(b"\n\n")
-                        kept = [e for e in events if not _is_usage_only_event(e)]
-                        if len(kept) != len(events):
-                            usage_event = next(e for e in events if _is_usage_only_event(e))
-                            chunk = b"\n\n".join(kept)
-                            if not chunk:
-                                continue
-                    if not last:
-                        self.metrics.ttfb_seconds.observe(self._clock() - t0)
-                    prev, last = last, chunk
-                    await resp.write(chunk)
+                async with asyncio.timeout(None) as cm:
+                    chunk = first
+                    while chunk:
+                        if strip_usage and b'"usage"' in chunk:
+                            events = chunk.split(b"\n\n")
+                            kept = [e for e in events if not is_usage_only_event(e)]
+                            if len(kept) != len(events):
+                                usage_event = next(e for e in events if is_usage_only_event(e))
+                                chunk = b"\n\n".join(kept)
+                        if chunk:
+                            if not last:
+                                self.metrics.ttfb_seconds.observe(self._clock() - t0)
+                            prev, last = last, chunk
+                            await resp.write(chunk)
+                        cm.reschedule(loop.time() + self.timeouts.idle)
+                        chunk = await upstream.content.readany()
             except ConnectionResetError:  # our client went away (aiohttp's reset error is also a ClientError)
                 raise
             except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                decision.outcome = "upstream_broke"
-                self.metrics.upstream_errors.labels(result.target, "stream_broken").inc()
-                err = {"error": {"message": f"upstream stream broke: {exc}", "type": "BadGatewayError",
-                                 "param": None, "code": 502}}
-                await resp.write(b"data: " + _encode(err) + b"\n\n")
+                close = True
+                timed_out = isinstance(exc, TimeoutError)
+                decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
+                self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
+                msg = (f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed" if timed_out
+                       else "upstream connection lost mid-stream")
+                resp[STATUS_KEY] = 504 if timed_out else 502
+                await resp.write(_sse_error(msg, 504 if timed_out else 502))
+                await resp.write_eof()
                 return resp
             ok = status < 400
-            usage = _usage_from_sse_tail(usage_event or prev + last)
+            usage = usage_from_sse_tail(usage_event or prev + last)
             decision.outcome = "ok" if ok else f"http_{status}"
             await resp.write_eof()
             return resp
@@ -242,7 +320,12 @@ class Proxy:
             self._disconnected(decision, upstream)
             return resp if resp is not None else web.Response(status=499)
         finally:
-            upstream.release()
+            if close:
+                upstream.close()  # the engine sees the disconnect and aborts the request
+            else:
+                upstream.release()
+            if ok and self.outliers is not None:
+                self.outliers.success(result.target)
             self._complete(llm_req, result, decision, ok, usage)
 
     def _disconnected(self, decision: Decision, upstream: aiohttp.ClientResponse) -> None:
@@ -250,7 +333,7 @@ class Proxy:
         self.metrics.client_disconnects.inc()
         upstream.close()  # drop the connection so the engine aborts the request
 
-    def _complete(self, llm_req: LLMRequest, result: Any, decision: Decision, ok: bool, usage: _Usage | None) -> None:
+    def _complete(self, llm_req: LLMRequest, result: Any, decision: Decision, ok: bool, usage: Usage | None) -> None:
         cached = None
         prompt_tokens = completion_tokens = 0
         if usage is not None:

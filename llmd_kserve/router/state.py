@@ -16,16 +16,19 @@ import aiohttp
 import msgspec
 
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import DecisionLog
 from llmd_kserve.router.endpoints import EndpointPool, EndpointsFileWatcher, parse_endpoints
-from llmd_kserve.router.governance import AuditMode, BearerTokenAuth, Governance
-from llmd_kserve.router.proxy import Proxy
+from llmd_kserve.router.governance import AuditMode, BearerTokenAuth, Governance, Limits
+from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
+from llmd_kserve.router.proxy import Proxy, UpstreamTimeouts
 from llmd_kserve.router.render import RenderTokenizer
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +56,47 @@ class RouterSettings:
     endpoints_poll_interval: float = 1.0
     models_refresh_interval: float = 10.0
     connect_timeout: float = 5.0
+    first_byte_timeout: float = 120.0
+    """Seconds until an upstream's response headers (and a stream's first event); then retry elsewhere."""
+    idle_timeout: float = 60.0
+    """Seconds an upstream may send nothing in the middle of a response body."""
+    eject_s: float = 5.0
+    """First ejection of an endpoint that timed out or failed to connect (doubles while it keeps failing)."""
+    header_timeout: float = 15.0
+    """Seconds a client connection may take to send a request's headers (and may stay idle between requests)."""
+    body_timeout: float = 30.0
+    """Seconds a client may take to send a request's body."""
+    drain_timeout: float = 10.0
+    """On SIGINT/SIGTERM, seconds in-flight requests may still take (a second signal exits at once)."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_prompt_tokens: int | None = 131_072
+    max_batch_size: int | None = 256
+    audit_salt: str | None = None
+    """Key of the audit log's prompt HMAC (hashes then correlate across restarts); None: random per process."""
     inject_stream_usage: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout"):
+        for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout",
+                     "first_byte_timeout", "idle_timeout", "eject_s", "header_timeout", "body_timeout",
+                     "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"must be > 0, got {getattr(self, name)}", name)
-        for name in ("max_attempts", "block_size", "kv_index_max_keys", "decisions_size", "max_prompt_chars"):
+        for name in ("max_attempts", "block_size", "kv_index_max_keys", "decisions_size", "max_prompt_chars",
+                     "max_body_bytes", "max_prompt_tokens", "max_batch_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"must be >= 1, got {v}", name)
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
+
+
+def governance_of(s: RouterSettings) -> Governance:
+    """The settings' auth, limits and audit trail."""
+    limits = Limits(s.max_prompt_chars, s.max_prompt_tokens, s.max_batch_size)
+    auth = BearerTokenAuth(s.api_keys) if s.api_keys else None
+    if s.audit_salt:
+        return Governance(auth, limits, s.audit, s.audit_salt.encode())
+    return Governance(auth, limits, s.audit)
 
 
 @dataclass(slots=True)
@@ -86,6 +118,9 @@ class RouterState:
     session: aiohttp.ClientSession | None = None
     proxy: Proxy | None = None
     render: RenderTokenizer | None = None
+    tokenizer: Any = None
+    """The router's local tokenizer (None: the engines render), for the prompt-token limit."""
+    outliers: OutlierEjector = field(default_factory=OutlierEjector)
     _watcher: EndpointsFileWatcher | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -109,13 +144,17 @@ class RouterState:
         scheduler = Scheduler.from_config(s.config, ctx)
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
-        return cls(settings=s, pool=EndpointPool(eps), scheduler=scheduler,
+        state = cls(settings=s, pool=EndpointPool(eps), scheduler=scheduler,
+                   tokenizer=ctx.tokenizer if s.tokenizer != "render" else None,
                    scraper=MetricsScraper(interval=s.scrape_interval), index=index,
                    subscriber=KVEventSubscriber(index), endpoints_file=Path(endpoints_file) if endpoints_file else None,
                    decisions=DecisionLog(s.decisions_size),
-                   governance=Governance(BearerTokenAuth(s.api_keys) if s.api_keys else None, s.max_prompt_chars,
-                                         s.audit),
+                   outliers=OutlierEjector(EjectionPolicy(base_ejection_s=s.eject_s)),
+                   governance=governance_of(s),
                    models=tuple(s.served_models))
+        state.metrics.registry.register(RouterStatsCollector(
+            state.subscriber.stats, state.scraper.stats, lambda: state.outliers.ejected_now()))
+        return state
 
     # --- what handlers use ----------------------------------------------------------------------------------------
     def endpoint_states(self) -> list[EndpointState]:
@@ -149,6 +188,7 @@ class RouterState:
         for e in old:
             if e.id not in new_ids:
                 self.scheduler.remove_endpoint(e.id)
+                self.outliers.forget(e.id)
                 if self.index is not None:
                     self.index.remove_endpoint(e.id)
         if old and not self.settings.served_models:
@@ -189,9 +229,12 @@ class RouterState:
             connector=connector, skip_auto_headers=("Accept-Encoding", "User-Agent"),
             timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_connect=s.connect_timeout),
             auto_decompress=False)
+        profile = getattr(getattr(self.scheduler, "ctx", None), "profile", None)  # the latency model, if any
         self.proxy = Proxy(self.scheduler, self.endpoint_states, self.metrics, self.decisions, lambda: self.session,
                            max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
-                           inject_stream_usage=s.inject_stream_usage)
+                           inject_stream_usage=s.inject_stream_usage, outliers=self.outliers,
+                           timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
+                           kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
         if s.tokenizer == "render":
             self.render = RenderTokenizer(lambda: self.session, self._pick_render_endpoint)
         if self.endpoints_file is not None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from llmd_kserve.aio import raise_fd_limit
 from llmd_kserve.stack.local import LocalStack, StackConfig
 
 
@@ -26,6 +27,10 @@ def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str =
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, _sigterm)
+    # Python leaves SIGINT ignored when it started ignored (a background job of a script, nohup, some CI runners):
+    # Ctrl-C must stop the stack whatever this process inherited.
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise_fd_limit()  # the router and engines inherit it
     stack = LocalStack(cfg)
     try:
         with console.status("starting engines, router and Prometheus…"):
@@ -46,3 +51,4 @@ def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str =
     finally:
         stack.stop()
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)

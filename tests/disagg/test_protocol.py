@@ -44,8 +44,10 @@ def test_decode_body_is_the_original_with_the_answer_verbatim():
 
 def test_client_params_are_stripped():
     assert "kv_transfer_params" not in strip_client_params(CLIENT)
-    assert has_client_params(msgspec.json.encode(CLIENT))
-    assert not has_client_params(b'{"prompt": "x"}')
+    assert has_client_params(CLIENT)
+    assert not has_client_params({"prompt": "x"})
+    escaped = msgspec.json.decode(b'{"prompt": "x", "kv_transfer_param\\u0073": {"remote_port": 1}}')
+    assert has_client_params(escaped) and "kv_transfer_params" not in strip_client_params(escaped)
 
 
 def test_parse_prefill_answer_keeps_params_verbatim():

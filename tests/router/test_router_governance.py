@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from llmd_kserve.errors import InvalidRequestError
-from llmd_kserve.router.governance import BearerTokenAuth, Governance, validate_request
+from llmd_kserve.router.governance import BearerTokenAuth, Governance, Limits, validate_request
 
 
 def _raw(obj) -> bytes:
@@ -66,7 +66,7 @@ def test_bearer_auth():
 
 
 def test_policy_limit_on_prompt_chars():
-    gov = Governance(max_prompt_chars=10)
+    gov = Governance(limits=Limits(max_prompt_chars=10))
     gov.check_policy(validate_request(_raw({"prompt": "short"}), "completion"))
     with pytest.raises(InvalidRequestError) as exc:
         gov.check_policy(validate_request(_raw({"prompt": "x" * 11}), "completion"))
@@ -81,6 +81,6 @@ def test_audit_hashes_prompt_by_default_mode_and_is_off_by_default(caplog):
         Governance(audit_mode="hash").audit("r1", req, "http://e:1", "p", "1.2.3.4")
         Governance(audit_mode="full").audit("r2", req, "http://e:1", "p", "1.2.3.4")
     hashed, full = (json.loads(r.getMessage()) for r in caplog.records)
-    assert hashed["request_id"] == "r1" and "prompt" not in hashed and len(hashed["prompt_sha256"]) == 64
+    assert hashed["request_id"] == "r1" and "prompt" not in hashed and len(hashed["prompt_hmac_sha256"]) == 64
     assert "top secret" not in caplog.records[0].getMessage()
     assert full["prompt"] == "top secret" and full["endpoint"] == "http://e:1"
