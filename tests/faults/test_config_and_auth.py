@@ -44,7 +44,11 @@ def test_every_route_but_health_needs_a_key(tmp_path):
 def _listening(port: int) -> set[str]:
     """Local addresses (hex, as in /proc/net/tcp) listening on ``port``."""
     out = set()
-    for line in open("/proc/net/tcp").readlines()[1:] + open("/proc/net/tcp6").readlines()[1:]:
+    lines = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            lines += f.readlines()[1:]
+    for line in lines:
         local, state = line.split()[1], line.split()[3]
         addr, p = local.rsplit(":", 1)
         if state == "0A" and int(p, 16) == port:

@@ -17,9 +17,10 @@ def _limits(soft: int, hard: int):
 
 
 def _soft_nofile(pid: int) -> int:
-    for line in open(f"/proc/{pid}/limits"):
-        if line.startswith("Max open files"):
-            return int(line.split()[3])
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
     raise AssertionError("no limit line")
 
 

@@ -3,6 +3,7 @@ the key is spelled in JSON (the report's repro: ``"kv_transfer_param\\u0073"``),
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -12,19 +13,20 @@ from tests.faults.procs import Listener, engine, metric, request, router, runnin
 
 
 def _kv(port: int) -> str:
-    return ('{"do_remote_prefill":true,"remote_host":"127.0.0.1","remote_port":%d,"remote_request_id":"x",'
-            '"remote_engine_id":"x","remote_block_ids":[1]}' % port)
+    return json.dumps({"do_remote_prefill": True, "remote_host": "127.0.0.1", "remote_port": port,
+                       "remote_request_id": "x", "remote_engine_id": "x", "remote_block_ids": [1]})
 
 
 def _bodies(port: int) -> list[tuple[str, bytes]]:
     kv = _kv(port)
     out = []
     for key in ('"kv_transfer_params"', '"kv_transfer_param\\u0073"', '"\\u006bv_transfer_params"'):
-        out.append(("/v1/completions", ('{"prompt":"hi","max_tokens":2,%s:%s}' % (key, kv)).encode()))
+        field = f"{key}:{kv}"
+        out.append(("/v1/completions", ('{"prompt":"hi","max_tokens":2,' + field + "}").encode()))
         out.append(("/v1/completions", ('{"prompt":"hi","max_tokens":2,"stream":true,'
-                                        '"stream_options":{"include_usage":true},%s:%s}' % (key, kv)).encode()))
-        out.append(("/v1/chat/completions", ('{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,%s:%s}'
-                                             % (key, kv)).encode()))
+                                        '"stream_options":{"include_usage":true},' + field + "}").encode()))
+        out.append(("/v1/chat/completions", ('{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,'
+                                             + field + "}").encode()))
     return out
 
 

@@ -18,9 +18,10 @@ def _ignore_sigint() -> None:
 
 
 def _sig_ignored(pid: int, sig: int) -> bool:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("SigIgn:"):
-            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
     return False
 
 
