@@ -2,7 +2,7 @@
 
 Every request is in flight at once (aiohttp client, one connection each), ``max_tokens`` 32 with ``ignore_eos``,
 prompts from 16 shared 1.2k-character prefixes plus a question. Reports ok / errors / timeouts, TTFT p50/p99 and the
-router's RSS and open fds before and after. ``--soft-nofile 1024`` starts the stack with that soft fd limit (the
+router's RSS and open fds before and after, and the router's CPU seconds for the run. ``--soft-nofile 1024`` starts the stack with that soft fd limit (the
 M3 condition: the router now raises it to the hard limit itself).
 
     PYTHONPATH=. .venv/bin/python benchmarks/load_streams.py [--streams 1000] [--soft-nofile 1024]
@@ -44,6 +44,12 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (robust to a shared machine, unlike latency)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fds(pid: int) -> int:
@@ -115,9 +121,9 @@ def main() -> int:
             raise RuntimeError("up did not start")
         pid = _router_pid(up.pid)
         limits = next(ln for ln in Path(f"/proc/{pid}/limits").read_text().splitlines() if ln.startswith("Max open"))
-        before = (_rss_mb(pid), _fds(pid))
+        before = (_rss_mb(pid), _fds(pid), _cpu_s(pid))
         outcomes, ttft, wall = asyncio.run(_load(base, a.streams, a.max_tokens, a.timeout, a.seed))
-        after = (_rss_mb(pid), _fds(pid))
+        after = (_rss_mb(pid), _fds(pid), _cpu_s(pid))
     finally:
         up.terminate()
         up.wait(60)
@@ -130,7 +136,8 @@ def main() -> int:
                       "ttft_p50_s": q(0.5), "ttft_p99_s": q(0.99), "ttft_mean_s": round(statistics.fmean(ttft), 3)
                       if ttft else None, "wall_s": round(wall, 2),
                       "router_rss_mb": [round(before[0], 1), round(after[0], 1)],
-                      "router_fds": [before[1], after[1]]}, indent=1))
+                      "router_fds": [before[1], after[1]],
+                      "router_cpu_s": round(after[2] - before[2], 2)}, indent=1))
     return 0 if outcomes.get("ok") == a.streams else 1
 
 
