@@ -159,6 +159,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
                    help="extra flag for every engine, e.g. --engine-arg=--num-blocks=2000 (repeat)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-dir", default=None, help="keep process logs here (default: a temp dir, removed on exit)")
+    p.add_argument("--state-file", default=None, help="write URLs and pids as JSON here once healthy (removed on exit)")
     p.set_defaults(func=_cmd_up)
 
 
