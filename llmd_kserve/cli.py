@@ -288,7 +288,8 @@ def _cmd_pipeline(a: argparse.Namespace) -> int:
         return 0
     params = pr.parse_params(a.name, a.param)  # validated before anything runs
     if a.host:
-        logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings; the failure is one line below
+        for handler in logging.getLogger().handlers:  # kfp's API client resets urllib3's level; its retry warnings
+            handler.setLevel(max(handler.level, logging.ERROR))  # would bury the one-line failure below
         print(f"submitted {a.name}: run {pr.submit(a.name, params, a.host, a.experiment)}")
         return 0
     run = pr.run_local(a.name, params, a.pipeline_root)

@@ -164,7 +164,9 @@ def run_local(name: str, params: dict[str, Any] | None = None, pipeline_root: st
     before = set(root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
     t0 = time.perf_counter()
-    pipeline(**(params or {}))
+    with warnings.catch_warnings():  # "non-Python base image": ours is Python, with this package and kfp
+        warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
+        pipeline(**(params or {}))
     new = sorted((p for p in root.iterdir() if p not in before and p.is_dir()), key=lambda p: p.stat().st_mtime)
     if not new:
         raise LlmdError(f"{name} produced no run directory under {root}")
