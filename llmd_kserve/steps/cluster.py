@@ -10,6 +10,7 @@ in-cluster config or the kubeconfig.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.request
@@ -99,11 +100,9 @@ def wait_ready(handle: dict[str, Any], timeout: float = 900.0, poll: float = 5.0
     while True:
         try:
             with urllib.request.urlopen(f"{url}/v1/models", timeout=5) as resp:
-                import json
-
                 if resp.status == 200 and json.loads(resp.read()).get("data"):
                     return {**handle, "router_url": url}
-        except OSError:
+        except (OSError, ValueError):  # not up yet, or not JSON yet
             pass
         if clock() >= deadline:
             raise LlmdError(f"the local router at {url} lists no model after {timeout:g}s")
