@@ -12,6 +12,14 @@ from llmd_kserve.tune.space import Candidate
 CONFIG_FILE, CONFIGMAP_FILE, SPEC_FILE = "config.yaml", "configmap.yaml", "deployment-spec.yaml"
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the ConfigMap's embedded config) as ``|`` blocks, so the manifest reads like YAML."""
+
+
+_BlockDumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s,
+                                                                  style="|" if "\n" in s else None))
+
+
 def deployment_spec(candidate: Candidate, name: str = "llmd", namespace: str = "llmd",
                     mode: Mode | None = None) -> DeploymentSpec:
     """A :class:`DeploymentSpec` running the candidate's config with its replica counts (``pd`` mode for a P:D
@@ -35,6 +43,6 @@ def export(candidate: Candidate, out_dir: str | Path, *, name: str = "llmd", nam
     spec = deployment_spec(candidate, name, namespace)
     paths = {"config": out / CONFIG_FILE, "configmap": out / CONFIGMAP_FILE, "spec": out / SPEC_FILE}
     paths["config"].write_text(yaml.safe_dump(candidate.config, sort_keys=False))
-    paths["configmap"].write_text(yaml.safe_dump(config_map(spec), sort_keys=False))
+    paths["configmap"].write_text(yaml.dump(config_map(spec), Dumper=_BlockDumper, sort_keys=False))
     paths["spec"].write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
     return {k: str(v) for k, v in paths.items()}
