@@ -7,6 +7,7 @@ that does the work lazily (so ``llmd-kserve --help`` stays fast) and calls it wi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -185,6 +186,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
                    help="extra flag for every engine, e.g. --engine-arg=--num-blocks=2000 (repeat)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-dir", default=None, help="keep process logs here (default: a temp dir, removed on exit)")
+    p.add_argument("--state-file", default=None, help="write URLs and pids as JSON here once healthy (removed on exit)")
     p.set_defaults(func=_cmd_up)
 
 
@@ -277,8 +279,55 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0 if all(c["claim_met"] for c in report["workload"]["claims"]) else 1
 
 
+# --- pipeline -------------------------------------------------------------------------------------------------
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="Kubeflow pipelines: list, compile, run locally (kfp.local) or submit")
+    ps = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    ps.add_parser("list", help="the pipelines and their parameters with defaults")
+    c = ps.add_parser("compile", help="compile to KFP IR YAML (all pipelines when NAME is omitted)")
+    c.add_argument("name", nargs="?", default=None)
+    c.add_argument("--out", required=True, help="output directory (one <name>.yaml per pipeline)")
+    r = ps.add_parser("run", help="run locally with kfp.local (--local) or submit to Kubeflow Pipelines (--host)")
+    r.add_argument("name")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--local", action="store_true", help="kfp.local SubprocessRunner with this interpreter")
+    where.add_argument("--host", default=None, help="Kubeflow Pipelines API URL, e.g. http://ml-pipeline-ui:80")
+    r.add_argument("--param", action="append", metavar="KEY=VALUE", help="pipeline parameter (repeat); JSON for "
+                   "dict/list parameters, e.g. --param 'sweep=[2,4]'")
+    r.add_argument("--pipeline-root", default="kfp-runs", help="--local: where runs write their artifacts")
+    r.add_argument("--experiment", default=None, help="--host: experiment name")
+    p.set_defaults(func=_cmd_pipeline)
+
+
+def _cmd_pipeline(a: argparse.Namespace) -> int:
+    from llmd_kserve import pipeline_runner as pr
+
+    if a.pipeline_command == "list":
+        for name in pr.load_pipelines():
+            params = ", ".join(f"{p.name}: {p.type} = {json.dumps(p.default)}" for p in pr.parameters(name))
+            print(f"{name}({params})")
+        return 0
+    if a.pipeline_command == "compile":
+        names = [a.name] if a.name else list(pr.load_pipelines())
+        for path in pr.compile_pipelines(names, a.out):
+            print(f"wrote {path}")
+        return 0
+    params = pr.parse_params(a.name, a.param)  # validated before anything runs
+    if a.host:
+        for handler in logging.getLogger().handlers:  # kfp's API client resets urllib3's level; its retry warnings
+            handler.setLevel(max(handler.level, logging.ERROR))  # would bury the one-line failure below
+        print(f"submitted {a.name}: run {pr.submit(a.name, params, a.host, a.experiment)}")
+        return 0
+    run = pr.run_local(a.name, params, a.pipeline_root)
+    for task, metrics in run.metrics().items():
+        print(f"{task}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    failed = pr.failed_tasks(run, a.name)
+    print(f"artifacts: {run.run_dir}" + (f"; failed or skipped: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render, _add_demo]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render, _add_demo, _add_pipeline]
 
 
 def build_parser() -> argparse.ArgumentParser:

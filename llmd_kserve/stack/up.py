@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from llmd_kserve.aio import raise_fd_limit
@@ -14,8 +17,11 @@ from llmd_kserve.stack.local import LocalStack, StackConfig
 def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str = "default",
            vllm: Sequence[str] | None = None, host: str = "127.0.0.1", port: int = 8080, time_scale: float = 1.0,
            prometheus: bool | None = None, engine_args: Sequence[str] | None = None, seed: int = 0,
-           log_dir: str | None = None, **_: Any) -> int:
-    """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies."""
+           log_dir: str | None = None, state_file: str | None = None, **_: Any) -> int:
+    """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies.
+
+    ``state_file``: once healthy, write ``{router_url, engine_urls, prometheus_url, pids, log_dir}`` there as JSON
+    (for scripts and the pipelines' detached local target); removed on exit."""
     from rich.console import Console
 
     console = Console()
@@ -36,6 +42,8 @@ def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str =
         with console.status("starting engines, router and Prometheus…"):
             stack.start()
         console.print(stack.describe())
+        if state_file:
+            _write_state(state_file, stack)
         console.print(f"OpenAI endpoint: [bold]{stack.router_url}/v1[/bold]   logs: {stack.log_dir}")
         if stack.prometheus_url:
             console.print(f"Prometheus: [bold]{stack.prometheus_url}[/bold]")
@@ -52,3 +60,14 @@ def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str =
         stack.stop()
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
+        if state_file:
+            Path(state_file).unlink(missing_ok=True)
+
+
+def _write_state(path: str, stack: LocalStack) -> None:
+    """Write the state atomically (a reader never sees half a file)."""
+    state = {"router_url": stack.router_url, "engine_urls": stack.engine_base_urls,
+             "prometheus_url": stack.prometheus_url, "pids": [os.getpid(), *stack.pids], "log_dir": str(stack.log_dir)}
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)

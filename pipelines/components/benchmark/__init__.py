@@ -1,0 +1,5 @@
+"""The benchmark component."""
+
+from pipelines.components.benchmark.component import benchmark
+
+__all__ = ["benchmark"]

@@ -1,0 +1,5 @@
+"""The confirm component."""
+
+from pipelines.components.confirm.component import confirm
+
+__all__ = ["confirm"]
