@@ -2,7 +2,8 @@
 
 A *target* is a list of replicas that serve one run each: OpenAI endpoints over HTTP (real vLLM, or simulated engines
 in their own processes), simulated engines started here over HTTP (``--http-sim``), or simulated engine cores driven
-in virtual time (``--sim``: fast and deterministic). Requests are routed client-side (``round-robin``, or ``affinity``:
+in virtual time (``--sim``: fast and deterministic; ``--sim-shared``: the replicas time-share one accelerator, as
+several vLLM servers on one GPU do). Requests are routed client-side (``round-robin``, or ``affinity``:
 group ``gN`` always to replica ``N mod replicas``), so no router is in the loop and real vLLM can be measured the same
 way. Each run starts from an empty prefix cache (``POST /reset_prefix_cache``; vLLM needs ``VLLM_SERVER_DEV_MODE=1``).
 
@@ -111,7 +112,7 @@ def per_request_table(runs: list[dict[str, Any]]) -> str:
 
 def _targets(a: argparse.Namespace) -> list[Target]:
     out: list[Target] = []
-    for kind, items in (("http", a.http), ("sim", a.sim), ("http-sim", a.http_sim)):
+    for kind, items in (("http", a.http), ("sim", a.sim), ("sim-shared", a.sim_shared), ("http-sim", a.http_sim)):
         for item in items or ():
             name, _, spec = item.partition("=")
             if not spec:
@@ -129,7 +130,7 @@ def _targets(a: argparse.Namespace) -> list[Target]:
     if a.pd_sim:
         out.append(Target(a.pd_sim, "pd-http-sim", (str(a.pd_sim_blocks), str(a.pd_sim_blocks))))
     if not out:
-        raise SystemExit("fidelity: give at least one target (--http, --sim, --http-sim, --pd-http, --pd-sim)")
+        raise SystemExit("fidelity: give at least one target (--http, --sim, --sim-shared, --http-sim, --pd-http, --pd-sim)")
     return out
 
 
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workload", choices=("pressure", "calibration"), default="pressure")
     p.add_argument("--http", action="append", metavar="NAME=URL[,URL...]", help="OpenAI endpoints (vLLM or sim)")
     p.add_argument("--sim", action="append", metavar="NAME=BLOCKS[,BLOCKS...]", help="simulated, virtual time")
+    p.add_argument("--sim-shared", action="append", metavar="NAME=BLOCKS[,BLOCKS...]",
+                   help="simulated, virtual time, all replicas time-sharing one accelerator")
     p.add_argument("--http-sim", action="append", metavar="NAME=BLOCKS[,BLOCKS...]",
                    help="simulated engines started here, over HTTP on the real clock")
     p.add_argument("--pd-http", action="append", metavar="NAME=PREFILL_URL,DECODE_URL", help="a P/D pair")

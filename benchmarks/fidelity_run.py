@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import time
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ PD_REQUEST = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engi
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """``kind``: sim (``parts`` = KV blocks per replica), http (URLs), http-sim (blocks), pd-http (P, D URLs),
+    """``kind``: sim (``parts`` = KV blocks per replica), sim-shared (the same, all on one accelerator), http (URLs), http-sim (blocks), pd-http (P, D URLs),
     pd-http-sim (P, D blocks)."""
 
     name: str
@@ -60,52 +59,67 @@ def _record(r: RequestSpec, endpoint: str, prompt_tokens: int) -> dict[str, Any]
             "cached_tokens": None, "endpoint": endpoint, "error": None, "arrival_s": r.arrival_s}
 
 
-def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestSpec], profile: str) -> dict[str, Any]:
-    """Simulated engine cores in virtual time: front-end latency (``profile.request_overhead``), then the engine."""
+def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestSpec], profile: str,
+                gpus: Sequence[int] | None = None) -> dict[str, Any]:
+    """Simulated engine cores in virtual time: front-end latency (``profile.request_overhead``), then the engine.
+
+    ``gpus[i]`` is replica ``i``'s accelerator (default: one each). Replicas on one accelerator share it by
+    processor sharing: while ``k`` of them have a step in flight, each step advances at ``1/k`` of its speed (time
+    slicing between processes, as several vLLM servers on one GPU without MPS)."""
     prof = load_profile(profile)
     cores = [EngineCore(prof, num_blocks=b, seed=i) for i, b in enumerate(blocks)]
+    gpu = list(gpus) if gpus is not None else list(range(len(cores)))
+    if len(gpu) != len(cores):
+        raise ValueError("one accelerator index per replica")
     router, tok = Router(routing, len(cores)), PrefixTokenCache()
-    heap: list[tuple[float, int, int, Any]] = []
+    arrivals: list[tuple[float, int, RequestSpec, int, list[int]]] = []
     recs: dict[str, dict[str, Any]] = {}
     for seq, r in enumerate(sorted(requests, key=lambda x: x.arrival_s or 0.0)):
         e, ids = router.pick(r), tok.encode(r.prompt, r.group)
         recs[r.request_id] = _record(r, f"sim-{e}", len(ids))
-        heapq.heappush(heap, ((r.arrival_s or 0.0) + prof.request_overhead(len(ids)), 0, seq, (r, e, ids)))
-    busy, waiting = [False] * len(cores), [0] * len(cores)
-    area = t_end = 0.0
-    q_max = 0
-    seq = len(requests)
-    while heap:
-        t, kind, _, p = heapq.heappop(heap)
-        if kind == 0:
-            r, e, ids = p
+        arrivals.append(((r.arrival_s or 0.0) + prof.request_overhead(len(ids)), seq, r, e, ids))
+    arrivals.sort(key=lambda a: (a[0], a[1]))
+    active: dict[int, list] = {}  # replica -> [remaining work (s), StepOutput]
+    now = area = 0.0
+    q_max, ai = 0, 0
+
+    def start(e: int) -> None:
+        nonlocal q_max, area
+        out = cores[e].step(now)
+        active[e] = [out.duration, out]
+        q_max = max(q_max, sum(c.num_waiting for c in cores))
+        area += cores[e].num_waiting * out.duration
+
+    while ai < len(arrivals) or active:
+        share = {g: sum(1 for x in active if gpu[x] == g) for g in {gpu[x] for x in active}}
+        done = min(active, key=lambda x: (active[x][0] * share[gpu[x]], x)) if active else None
+        t_done = now + active[done][0] * share[gpu[done]] if done is not None else float("inf")
+        t_arr = arrivals[ai][0] if ai < len(arrivals) else float("inf")
+        t_next = min(t_arr, t_done)
+        for x, st in active.items():
+            st[0] -= (t_next - now) / share[gpu[x]]
+        now = t_next
+        if t_arr <= t_done:
+            _t, _seq, r, e, ids = arrivals[ai]
+            ai += 1
             cores[e].add_request(r.request_id, ids, r.max_tokens)
-            if not busy[e]:
-                busy[e] = True
-                seq += 1
-                heapq.heappush(heap, (t, 1, seq, e))
+            if e not in active:
+                start(e)
             continue
-        core = cores[p]
-        if not core.has_work():
-            busy[p] = False
-            continue
-        out = core.step(t)
-        waiting[p] = core.num_waiting
-        q_max = max(q_max, sum(waiting))
-        area += core.num_waiting * out.duration
-        t_end = max(t_end, out.end)
+        assert done is not None
+        out = active.pop(done)[1]
         for rid, c in out.cached_tokens.items():
             recs[rid]["cached_tokens"] = c
         for rid in out.first_token:
-            recs[rid]["ttft"] = out.end - recs[rid]["arrival_s"]
+            recs[rid]["ttft"] = now - recs[rid]["arrival_s"]
             recs[rid]["ok"] = True
-        seq += 1
-        heapq.heappush(heap, (out.end, 1, seq, p))
+        if cores[done].has_work():
+            start(done)
     st = [c.stats for c in cores]
     counters = {"queries": float(sum(s.prefix_queries for s in st)), "hits": float(sum(s.prefix_hits for s in st)),
                 "preemptions": float(sum(s.num_preemptions for s in st)),
                 "prompt_tokens": float(sum(s.prompt_tokens for s in st))}
-    return {"results": list(recs.values()), "counters": counters, "queue_mean": area / t_end if t_end else 0.0,
+    return {"results": list(recs.values()), "counters": counters, "queue_mean": area / now if now else 0.0,
             "queue_max": float(q_max)}
 
 
@@ -205,8 +219,9 @@ async def run_target(t: Target, routing: str, requests: Sequence[RequestSpec], p
                      time_scale: float = 1.0) -> dict[str, Any]:
     """One run of ``requests`` on target ``t`` with ``routing``; the raw record ``fidelity.summarize`` reads."""
     tag = f"{t.name}-{routing}-"
-    if t.kind == "sim":
-        run = run_virtual([int(b) for b in t.parts], routing, requests, profile)
+    if t.kind in ("sim", "sim-shared"):
+        gpus = [0] * len(t.parts) if t.kind == "sim-shared" else None
+        run = run_virtual([int(b) for b in t.parts], routing, requests, profile, gpus)
     elif t.kind in ("http", "pd-http"):
         run = await run_http(t.parts, routing, requests, pd=t.kind == "pd-http", tag=tag)
     elif t.kind in ("http-sim", "pd-http-sim"):

@@ -14,6 +14,7 @@ import fidelity  # noqa: E402
 from fidelity_run import Router, Target, run_target  # noqa: E402
 
 from llmd_kserve.bench.workloads import SharedPrefixSpec  # noqa: E402
+from llmd_kserve.engine_sim.profile import load_profile  # noqa: E402
 
 SMALL = SharedPrefixSpec(num_groups=3, prompts_per_group=1, system_prompt_len=96, question_len=20, output_len=3)
 
@@ -82,3 +83,20 @@ def test_calibration_set_and_cli(tmp_path, capsys):
         fidelity.main(["--sim", "s=abc"])
     with pytest.raises(SystemExit, match="at least one target"):
         fidelity.main([])
+
+
+def test_replicas_sharing_one_accelerator_slow_each_other_down():
+    """Processor sharing: two equal prefills at once on one accelerator both take twice as long (virtual time);
+    a request alone runs as fast as on its own accelerator."""
+    both = [replace(r, arrival_s=0.0) for r in _requests(2)]
+    alone = _requests(1)
+    ttft = {}
+    for kind in ("sim", "sim-shared"):
+        for name, reqs in (("both", both), ("alone", alone)):
+            run = asyncio.run(run_target(Target("v", kind, ("40", "40")), "round-robin", reqs, "h100-llama8b"))
+            ttft[kind, name] = [r["ttft"] for r in run["results"]]
+    assert ttft["sim", "alone"] == pytest.approx(ttft["sim-shared", "alone"])
+    prof = load_profile()
+    front = prof.request_overhead(116)
+    for indep, shared in zip(ttft["sim", "both"], ttft["sim-shared", "both"], strict=True):
+        assert shared - front == pytest.approx(2 * (indep - front))
