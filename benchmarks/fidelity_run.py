@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -175,8 +175,13 @@ async def _pd_one(s: aiohttp.ClientSession, r: RequestSpec, pre: str, dec: str, 
 
 async def run_http(urls: Sequence[str], routing: str, requests: Sequence[RequestSpec], *,
                    pd: bool = False, tag: str = "") -> dict[str, Any]:
-    """Open-loop run over HTTP: caches reset, counters scraped before and after, waiting polled meanwhile."""
+    """Open-loop run over HTTP: caches reset, counters scraped before and after, waiting polled meanwhile.
+
+    Prompts go as token ids (``SimTokenizer``'s, < 32,000; vLLM and the simulated engine both accept them), so every
+    target computes exactly the same tokens whatever its own tokenizer would make of the text."""
     urls = [u.rstrip("/") for u in urls]
+    tok = PrefixTokenCache()
+    requests = [replace(r, prompt=tok.encode(r.prompt, r.group)) for r in requests]  # type: ignore[arg-type]
     timeout = aiohttp.ClientTimeout(total=1800, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as s:
         model = await discover_model(s, urls[0])
@@ -208,7 +213,7 @@ async def run_http(urls: Sequence[str], routing: str, requests: Sequence[Request
         after = [await _scrape(s, u) for u in urls]
     counters = {k: sum(a.get(k, 0.0) - b.get(k, 0.0) for a, b in zip(after, before, strict=True))
                 for k in _COUNTERS.values()}
-    recs = [{"request_id": x.request_id, "ok": x.ok, "ttft": x.ttft, "prompt_tokens": x.prompt_tokens,
+    recs = [{"request_id": x.request_id, "ok": x.ok, "ttft": x.ttft, "prompt_tokens": len(r.prompt),
              "cached_tokens": x.cached_tokens, "endpoint": x.endpoint, "error": x.error, "arrival_s": r.arrival_s}
             for x, r in zip(results, ordered, strict=True)]
     return {"results": recs, "counters": counters, "queue_mean": sum(samples) / len(samples) if samples else None,
