@@ -16,7 +16,7 @@
 # and adds the simulator with and without a shared accelerator (--sim-shared); that start takes twice as long.
 set -u
 MODE=${1:-device}
-RATE=${RATE:-4}; N=${N:-300}; BLOCKS=${BLOCKS:-2195}; BLOCKS2=${BLOCKS2:-6741}; TWO=${TWO:-0}
+RATE=${RATE:-6}; N=${N:-300}; BLOCKS=${BLOCKS:-2195}; BLOCKS2=${BLOCKS2:-6741}; TWO=${TWO:-0}
 
 if [ "$MODE" = prepare ]; then
   set -e
