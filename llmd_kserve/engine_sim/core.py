@@ -25,14 +25,10 @@ waiting requests admitted, up to ``max_num_seqs``, each first matching its longe
 tokens, whole blocks); a request is admitted only if blocks for its whole sequence fit (vLLM's default
 ``scheduler_reserve_full_isl``), and the first one that does not fit stops admission for the step. The full blocks a
 step will compute are registered in the prefix cache when the step is scheduled (``allocate_slots`` caches them),
-so a request admitted later in the same step already hits them. The step's duration comes from ``profile.step_time``.
-
-Counters follow vLLM's metrics: ``prefix_queries``/``prefix_hits`` add a waiting request's length and hit at every
-lookup (every step it is tried, even when it then does not fit), except for requests re-queued by preemption, whose
-lookups vLLM keeps out of the exported counters; ``prompt_tokens`` adds a request's whole prompt once, with its first
-token (cached or not; split by source in ``prompt_tokens_{computed,local_hit,external}``). A request finishes after ``max_tokens`` outputs
-(reason ``length``) or after ``output_len`` (reason ``stop``, a simulated EOS). Output tokens are deterministic in
-(seed, prompt), like greedy decoding. ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
+so a request admitted later in the same step already hits them. The step's duration comes from
+``profile.step_time``; the counters follow vLLM's (see ``EngineStats``). A request finishes after ``max_tokens``
+outputs (reason ``length``) or after ``output_len`` (reason ``stop``, a simulated EOS). Output tokens are
+deterministic in (seed, prompt), like greedy decoding. ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
 request starts with its whole prompt computed but the last token, so its first step is a one-token step.
 ``hold_on_finish=True`` (P/D prefill side) keeps the finished request's blocks until ``release``.
 
