@@ -22,6 +22,9 @@ class SimOptions:
     """KV blocks per engine (None: the profile's ``num_gpu_blocks``)."""
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
+    accelerators: tuple[int, ...] | None = None
+    """Accelerator index of each engine: engines with the same index time-share one GPU (processor sharing, see
+    ``cluster_sim.accelerator``), like several vLLM servers on one GPU. None: one accelerator per engine."""
     scrape_interval: float = 0.05
     """Seconds between metrics snapshots (the live scraper's default poll)."""
     kv_event_delay: float = 0.001
@@ -42,6 +45,10 @@ class SimOptions:
         if self.roles is not None:
             object.__setattr__(self, "roles", tuple(self.roles))
             object.__setattr__(self, "engines", len(self.roles))
+        if self.accelerators is not None:
+            object.__setattr__(self, "accelerators", tuple(self.accelerators))
+            if len(self.accelerators) != self.engines:
+                raise ValueError(f"accelerators names {len(self.accelerators)} engines, the cluster has {self.engines}")
 
     @property
     def engine_roles(self) -> tuple[Role, ...]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.bench.workloads import RequestSpec
+from llmd_kserve.cluster_sim.accelerator import SharedAccelerators
 from llmd_kserve.cluster_sim.engines import SimEngine, build_engines, engine_counters
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
 from llmd_kserve.cluster_sim.pd import PREFILL, PDFlow
@@ -95,6 +96,7 @@ class ClusterSim:
         self.pd_cluster = any(r != "both" for r in roles)
         self._heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
+        self.accel = SharedAccelerators(opt.accelerators) if opt.accelerators is not None else None
 
     def _clock(self) -> float:
         return self.now
@@ -121,7 +123,11 @@ class ClusterSim:
             log.warning("engine %s made no progress at t=%.3f; idling it", eng.id, t)
             return
         eng.out = out
-        self.push(out.now + out.duration, _STEP, i)
+        if self.accel is None:
+            self.push(out.now + out.duration, _STEP, i)
+        else:  # replicas sharing a GPU: this step and its neighbours' end when their share of it allows
+            for e, due in self.accel.start(i, t, out.duration):
+                self.push(due, _STEP, e)
 
     # --- the loop ---------------------------------------------------------------------------------------------------
     def run(self, requests: Sequence[RequestSpec], concurrency: int | None = None) -> SimRun:
@@ -150,6 +156,11 @@ class ClusterSim:
             self.now = t
             events += 1
             if kind == _STEP:
+                if self.accel is not None:
+                    if not self.accel.is_due(arg, t):  # type: ignore[arg-type]
+                        continue  # superseded: the accelerator's share changed since it was pushed
+                    for e, due in self.accel.finish(arg, t):  # type: ignore[arg-type]
+                        push(due, _STEP, e)
                 eng = engines[arg]  # type: ignore[index]
                 out = eng.out
                 assert out is not None

@@ -1,10 +1,14 @@
 """Paged KV-cache block pool: ref counts, prefix cache over full blocks, LRU eviction of free cached blocks, KV events.
 
-Mirrors vLLM v1's ``BlockPool``: free blocks sit in one LRU queue (allocation pops the head, freeing appends to the
-tail, so callers free a request's blocks tail-first); a free block that still holds a cached hash stays hittable
-until it is reallocated, at which point its hash is evicted (``BlockRemoved``). Full blocks are registered under
-their chained hash when computed (``BlockStored`` with the block's tokens and parent hash). Events are buffered and
-drained by the caller (:meth:`take_events`) when ``enable_events`` is set; otherwise none are built (fast path).
+Mirrors vLLM 0.26's ``vllm/v1/core/block_pool.py``: free blocks sit in one LRU queue (allocation pops the head);
+freeing puts blocks that hold a cached hash at the tail, in the order given (callers free a request's blocks
+tail-first), and blocks without a hash at the head, so they are reused before any cached block (``free_blocks``).
+A free block that still holds a cached hash stays hittable until it is reallocated, at which point its hash is
+evicted (``BlockRemoved``). Full blocks are registered under their chained hash (``BlockStored`` with the block's
+tokens and parent hash); like vLLM's ``BlockHashToBlockMap`` identical blocks computed by two requests are both
+registered, a lookup returns the earliest registered one, and evicting one copy leaves the other hittable. Events are
+buffered and drained by the caller (:meth:`take_events`) when ``enable_events`` is set; otherwise none are built.
+Not mirrored: vLLM reserves one of its ``num_gpu_blocks`` as the null block (one block of capacity).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ class BlockPool:
         self.ref_cnt = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
         self.cached: dict[int, int] = {}
-        """hash -> block id of every registered full block (free or in use)."""
+        """hash -> block id of the earliest registered full block with that hash (free or in use)."""
+        self._dups: dict[int, list[int]] = {}
+        """hash -> later-registered copies, oldest first (vLLM does not de-duplicate cached blocks)."""
         self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self._events: list[KVEvent] = []
 
@@ -81,39 +87,61 @@ class BlockPool:
             h = bh[b]
             if h is not None:
                 bh[b] = None
-                if self.cached.get(h) == b:
-                    del self.cached[h]
-                    if self.enable_events:
-                        self._events.append(BlockRemoved(block_hashes=[h], medium=MEDIUM, group_idx=0))
+                self._uncache(h, b)
+                if self.enable_events:
+                    self._events.append(BlockRemoved(block_hashes=[h], medium=MEDIUM, group_idx=0))
             ref[b] = 1
             out.append(b)
         return out
 
+    def _uncache(self, h: int, b: int) -> None:
+        """Drop block ``b``'s registration under ``h`` (``BlockHashToBlockMap.pop``); another copy may remain."""
+        dups = self._dups.get(h)
+        if self.cached.get(h) == b:
+            if dups:
+                self.cached[h] = dups.pop(0)
+                if not dups:
+                    del self._dups[h]
+            else:
+                del self.cached[h]
+        elif dups and b in dups:
+            dups.remove(b)
+            if not dups:
+                del self._dups[h]
+
     def free(self, block_ids: Sequence[int]) -> None:
-        """Drop one reference on each block, in the given order; blocks reaching zero join the LRU tail."""
-        ref, free = self.ref_cnt, self._free
+        """Drop one reference on each block, in the given order (vLLM ``BlockPool.free_blocks``): blocks reaching zero
+        that hold a cached hash join the LRU tail in that order; those without a hash go to the head (evicted first)."""
+        ref, free, bh = self.ref_cnt, self._free, self.block_hash
+        unhashed: list[int] = []
         for b in block_ids:
             ref[b] -= 1
             if ref[b] == 0:
-                free[b] = None
+                if bh[b] is None:
+                    unhashed.append(b)
+                else:
+                    free[b] = None
+        for b in reversed(unhashed):  # prepend_n keeps their order: the first one given ends up at the head
+            free[b] = None
+            free.move_to_end(b, last=False)
 
     def cache_blocks(
         self, block_ids: Sequence[int], hashes: Sequence[int], parent: int | None, token_ids: Sequence[int]
     ) -> None:
-        """Register newly full blocks under their hashes (``token_ids``: their tokens, ``parent``: the previous hash)."""
+        """Register newly full blocks under their hashes (``token_ids``: their tokens, ``parent``: the previous hash).
+
+        As vLLM's ``BlockPool.cache_full_blocks``: a block whose hash is already cached under another block id is
+        registered too (a second copy, not a replacement) and every block is announced in one ``BlockStored``."""
         cached, bh = self.cached, self.block_hash
-        stored: list[int] = []
         for b, h in zip(block_ids, hashes, strict=True):
-            if h in cached or bh[b] is not None:
-                continue  # an identical block is already cached (same prefix computed twice): keep the first
-            cached[h] = b
+            if bh[b] is not None:
+                continue  # already registered (vLLM's _insert_block_hash returns early)
             bh[b] = h
-            stored.append(h)
-        if stored and self.enable_events:
-            if len(stored) != len(hashes):  # emit only the newly registered run, with its own parent and tokens
-                self._emit_partial(block_ids, hashes, parent, token_ids, set(stored))
-            else:
-                self._events.append(self._stored(list(hashes), parent, list(token_ids)))
+            first = cached.setdefault(h, b)
+            if first != b:
+                self._dups.setdefault(h, []).append(b)
+        if hashes and self.enable_events:
+            self._events.append(self._stored(list(hashes), parent, list(token_ids)))
 
     def _stored(self, hashes: list[int], parent: int | None, token_ids: list[int]) -> BlockStored:
         return BlockStored(
@@ -122,19 +150,12 @@ class BlockPool:
             kv_cache_spec_kind="full_attention",
         )
 
-    def _emit_partial(self, block_ids, hashes, parent, token_ids, stored: set[int]) -> None:  # noqa: ANN001
-        bs = self.block_size
-        prev = parent
-        for i, h in enumerate(hashes):
-            if h in stored:
-                self._events.append(self._stored([h], prev, list(token_ids[i * bs : (i + 1) * bs])))
-            prev = h
-
     def reset(self) -> bool:
         """Drop every cached hash (``AllBlocksCleared``); refused (False) while any block is in use, as in vLLM."""
         if len(self._free) != self.num_blocks:
             return False
         self.cached.clear()
+        self._dups.clear()
         self.block_hash = [None] * self.num_blocks
         if self.enable_events:
             self._events.append(AllBlocksCleared())

@@ -17,14 +17,18 @@ simulator on a virtual one) owns time. API::
     core.held_blocks(req_id) -> list[int] | None     # block ids a finished hold_on_finish request keeps
     core.block_hashes(token_ids) -> list[int]        # this engine's hashes of the full blocks of token_ids
 
-Scheduling follows vLLM v1 (FCFS): each step first gives every running request its next tokens (one for decode, the
-rest of its prompt for a chunked prefill) within ``max_num_batched_tokens``; when blocks run out it preempts the
-newest running request (recompute: its blocks are freed tail-first, it goes back to the head of the queue and
-re-prefills, hitting whatever of its prefix is still cached). Only when nothing was preempted are waiting requests
-admitted, up to ``max_num_seqs``, each first matching its longest cached prefix (at most ``len - 1`` tokens, whole
-blocks). The step's duration comes from ``profile.step_time``. A request finishes after ``max_tokens`` outputs
-(reason ``length``) or after ``output_len`` (reason ``stop``, a simulated EOS). Output tokens are deterministic in
-(seed, prompt), like greedy decoding. ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
+Scheduling follows vLLM 0.26's v1 ``Scheduler.schedule`` (FCFS): each step first gives every running request its next
+tokens (one for decode, the rest of its prompt for a chunked prefill) within ``max_num_batched_tokens``; when blocks
+run out it preempts the newest running request (recompute: its blocks are freed tail-first, it goes back to the head
+of the queue and re-prefills, hitting whatever of its prefix is still cached). Only when nothing was preempted are
+waiting requests admitted, up to ``max_num_seqs``, each first matching its longest cached prefix (at most ``len - 1``
+tokens, whole blocks); a request is admitted only if blocks for its whole sequence fit (vLLM's default
+``scheduler_reserve_full_isl``), and the first one that does not fit stops admission for the step. The full blocks a
+step will compute are registered in the prefix cache when the step is scheduled (``allocate_slots`` caches them),
+so a request admitted later in the same step already hits them. The step's duration comes from
+``profile.step_time``; the counters follow vLLM's (see ``EngineStats``). A request finishes after ``max_tokens``
+outputs (reason ``length``) or after ``output_len`` (reason ``stop``, a simulated EOS). Output tokens are
+deterministic in (seed, prompt), like greedy decoding. ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
 request starts with its whole prompt computed but the last token, so its first step is a one-token step.
 ``hold_on_finish=True`` (P/D prefill side) keeps the finished request's blocks until ``release``.
 
@@ -189,6 +193,7 @@ class EngineCore:
                 if victim is req:
                     break
                 req.blocks.extend(pool.allocate(need))
+            self._cache_scheduled(req, num_new)
             sched.append((req, num_new))
             budget -= num_new
             i += 1
@@ -207,27 +212,32 @@ class EngineCore:
             # KV pulled from the prefill engine: only the last token to run
             computed = total - 1 if req.remote_kv and not req.scheduled else len(hit) * bs
             num_new = min(total - computed, budget)
+            if req.num_preemptions == 0:  # vLLM KVCacheManager.get_computed_blocks -> PrefixCacheStats.record
+                self.stats.prefix_queries += total
+                self.stats.prefix_hits += len(hit) * bs
             need = (computed + num_new + bs - 1) // bs - len(hit)
-            if need > pool.num_free - pool.num_free_among(hit):
-                break
+            # vLLM allocate_slots(full_sequence_must_fit=True): the whole sequence must fit, not just this chunk
+            need_full = (total + bs - 1) // bs - len(hit)
+            if max(need, need_full) > pool.num_free - pool.num_free_among(hit):
+                break  # FCFS: the head does not fit, nobody behind it is tried this step
             waiting.popleft()
             pool.touch(hit)
             req.blocks = hit + pool.allocate(need)
             req.num_cached_blocks = len(hit)
             req.num_computed = computed
-            self.stats.prefix_queries += total
-            self.stats.prefix_hits += len(hit) * bs
             if not req.scheduled:
                 req.scheduled = True
                 first.append(req.id)
                 # like vLLM's num_cached_tokens: local prefix hits plus KV pulled from a remote prefill
-                cached[req.id] = computed if req.remote_kv else len(hit) * bs
+                req.cached_local = len(hit) * bs
+                req.cached_external = computed - req.cached_local if req.remote_kv else 0
+                cached[req.id] = req.cached_local + req.cached_external
+            self._cache_scheduled(req, num_new)
             running.append(req)
             sched.append((req, num_new))
             budget -= num_new
 
     def _run(self, now: float, sched: list, first: list[str], cached: dict[str, int], preempted: list[str]) -> StepOutput:
-        bs = self.block_size
         p_tok = p_ctx = p_attn = d_seqs = d_ctx = 0
         for req, n in sched:
             total = len(req.tokens)
@@ -243,15 +253,12 @@ class EngineCore:
         stats = self.stats
         stats.num_steps += 1
         stats.busy_time += duration
-        stats.prompt_tokens += p_tok
+        stats.prefill_tokens_run += p_tok
         new_tokens: dict[str, int] = {}
         first_token: list[str] = []
         finished: dict[str, str] = {}
         for req, n in sched:
             req.num_computed += n
-            full = req.num_computed // bs
-            if full > req.num_cached_blocks:
-                self._cache(req, full)
             if req.num_computed >= len(req.tokens):
                 n_out = len(req.tokens) - req.num_prompt
                 tok = FIRST_ID + (req.tok_a + n_out * req.tok_b) % (VOCAB - FIRST_ID)
@@ -260,6 +267,7 @@ class EngineCore:
                 n_out += 1
                 if n_out == 1:
                     first_token.append(req.id)
+                    self._count_prompt(req)
                 if n_out >= req.output_len:
                     finished[req.id] = "length" if n_out >= req.max_tokens else "stop"
         stats.generation_tokens += len(new_tokens)
@@ -276,6 +284,22 @@ class EngineCore:
                           tuple(preempted), p_tok, d_seqs, tuple(events))
 
     # --- helpers ------------------------------------------------------------------------------------------------
+    def _cache_scheduled(self, req: CoreRequest, num_new: int) -> None:
+        """Register the full blocks this step will compute (vLLM ``KVCacheManager.allocate_slots`` ->
+        ``cache_blocks(request, min(num_computed + num_new, num_tokens))``, at scheduling time, before the forward)."""
+        full = min(req.num_computed + num_new, len(req.tokens)) // self.block_size
+        if full > req.num_cached_blocks:
+            self._cache(req, full)
+
+    def _count_prompt(self, req: CoreRequest) -> None:
+        """vLLM's ``PromptTokenStats`` for a request's first token: the whole prompt, split by source (the split of
+        its first scheduling: ``prefill_stats`` is set only while ``num_preemptions == 0``)."""
+        st = self.stats
+        st.prompt_tokens += req.num_prompt
+        st.prompt_tokens_local_hit += req.cached_local
+        st.prompt_tokens_external += req.cached_external
+        st.prompt_tokens_computed += req.num_prompt - req.cached_local - req.cached_external
+
     def _cache(self, req: CoreRequest, full: int) -> None:
         bs, hashes = self.block_size, req.hashes
         if len(hashes) < full:  # output tokens filled new blocks: extend the hash chain
@@ -290,6 +314,7 @@ class EngineCore:
         self._free(req)
         req.num_computed = 0
         req.num_cached_blocks = 0
+        req.num_preemptions += 1
         self.stats.num_preemptions += 1
         self.waiting.appendleft(req)
 

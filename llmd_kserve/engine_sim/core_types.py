@@ -41,12 +41,21 @@ class StepOutput:
 
 @dataclass(slots=True)
 class EngineStats:
-    """Monotonic counters for ``/metrics`` (vLLM names in comments)."""
+    """Monotonic counters for ``/metrics`` (vLLM names in comments), counted as vLLM 0.26 counts them.
 
-    prefix_queries: int = 0  # vllm:prefix_cache_queries_total (tokens)
+    ``prefix_queries``/``prefix_hits`` add a waiting request's length and hit at every lookup (every step it is
+    tried, even when it then does not fit), except for requests re-queued by preemption, whose lookups vLLM keeps out
+    of the exported counters; ``prompt_tokens`` adds a request's whole prompt once, with its first token.
+    """
+
+    prefix_queries: int = 0  # vllm:prefix_cache_queries_total (tokens, every lookup of a never-preempted request)
     prefix_hits: int = 0  # vllm:prefix_cache_hits_total (tokens)
     num_preemptions: int = 0  # vllm:num_preemptions_total
-    prompt_tokens: int = 0  # vllm:prompt_tokens_total (computed prompt tokens)
+    prompt_tokens: int = 0  # vllm:prompt_tokens_total (whole prompts, cached or not, counted at the first token)
+    prompt_tokens_computed: int = 0  # vllm:prompt_tokens_by_source_total{source="local_compute"}
+    prompt_tokens_local_hit: int = 0  # ...{source="local_cache_hit"}
+    prompt_tokens_external: int = 0  # ...{source="external_kv_transfer"}
+    prefill_tokens_run: int = 0  # prompt tokens the steps actually computed (re-prefills after preemption included)
     generation_tokens: int = 0  # vllm:generation_tokens_total
     num_steps: int = 0
     busy_time: float = 0.0
@@ -64,7 +73,8 @@ class CoreRequest:
     """One request inside the core: its tokens (prompt, then outputs), blocks, hashes and progress."""
 
     __slots__ = ("id", "tokens", "num_prompt", "max_tokens", "output_len", "num_computed", "blocks", "hashes",
-                 "num_cached_blocks", "hold", "remote_kv", "tok_a", "tok_b", "scheduled")
+                 "num_cached_blocks", "hold", "remote_kv", "tok_a", "tok_b", "scheduled", "num_preemptions",
+                 "cached_local", "cached_external")
 
     def __init__(self, req_id: str, prompt: list[int], max_tokens: int, output_len: int, hold: bool,
                  remote_kv: bool, seed: int, block_size: int) -> None:
@@ -84,3 +94,6 @@ class CoreRequest:
         self.tok_a = h % (VOCAB - FIRST_ID)
         self.tok_b = 1 + (h >> 20) % 9973
         self.scheduled = False
+        self.num_preemptions = 0
+        self.cached_local = 0
+        self.cached_external = 0

@@ -151,7 +151,6 @@ class RealtimeDriver:
                 s.scheduled_at = out.now
                 s.cached_tokens = out.cached_tokens.get(rid, 0)
                 m.queue.observe(out.now - s.arrival)
-                m.prompt_tokens_cached += s.cached_tokens
         itl = m.itl.observe
         for rid, tok in out.new_tokens.items():
             s = streams.get(rid)

@@ -79,7 +79,6 @@ class EngineMetrics(Collector):
         self.hists = [self.ttft, self.itl, self.tpot, self.e2e, self.queue, self.prefill, self.decode,
                       self.prompt_tokens, self.gen_tokens, self.max_tokens, self.iteration, self.xfer]
         self.success = dict.fromkeys(FINISH_REASONS, 0)
-        self.prompt_tokens_cached = 0
         self.failed_transfers = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -111,8 +110,14 @@ class EngineMetrics(Collector):
                       s.prefix_hits)
         yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.", s.num_preemptions)
         yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens)
+        by_source = CounterMetricFamily("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.",
+                                        labels=[*names, "source"])
+        for source, v in (("local_compute", s.prompt_tokens_computed), ("local_cache_hit", s.prompt_tokens_local_hit),
+                          ("external_kv_transfer", s.prompt_tokens_external)):
+            by_source.add_metric([*values, source], v)
+        yield by_source
         yield counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local prefix cache).",
-                      self.prompt_tokens_cached)
+                      s.prompt_tokens_local_hit + s.prompt_tokens_external)
         yield counter("vllm:generation_tokens", "Number of generation tokens processed.", s.generation_tokens)
         yield counter("vllm:nixl_num_failed_transfers",
                       "Number of failed P/D KV pulls (unknown or expired remote blocks; recomputed locally).",

@@ -42,7 +42,9 @@ async def test_prefill_decode_handshake():
                                            "kv_transfer_params": kvtp}, hdr)
         assert st == 200 and out["usage"]["completion_tokens"] == 8 and out["kv_transfer_params"] is None
         assert not pre.core.held and pre.core.kv_usage == 0  # pulled: the prefill engine freed them
-        assert dec.core.stats.prompt_tokens == 1  # no local prefill, only the last token's step
+        st_ = dec.core.stats  # no local prefill, only the last token's step; vLLM counts the whole prompt
+        assert (st_.prefill_tokens_run, st_.prompt_tokens_computed, st_.prompt_tokens_external) == (1, 1, 299)
+        assert st_.prompt_tokens == 300
         assert await _metric(s, dec.url, "vllm:nixl_xfer_time_seconds_count") == 1
         # the same params again: already pulled -> unknown -> local prefill, counted
         st, out = await _post(s, dec.url, {"prompt": prompt, "max_tokens": 2, "kv_transfer_params": kvtp})
@@ -60,7 +62,7 @@ async def test_expired_lease_falls_back_to_local_prefill():
             await asyncio.sleep(0.02)
         assert pre.core.kv_usage == 0
         st, out = await _post(s, dec.url, {"prompt": prompt, "max_tokens": 3, "kv_transfer_params": kvtp})
-        assert st == 200 and dec.core.stats.prompt_tokens == 200  # recomputed locally
+        assert st == 200 and dec.core.stats.prefill_tokens_run == 200  # recomputed locally
         assert dec.metrics.failed_transfers == 1
 
 

@@ -1,0 +1,102 @@
+"""benchmarks/fidelity.py: the same requests through virtual-time cores and HTTP engines measure the same thing."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import fidelity  # noqa: E402
+from fidelity_run import Router, Target, run_target  # noqa: E402
+
+from llmd_kserve.bench.workloads import SharedPrefixSpec  # noqa: E402
+from llmd_kserve.engine_sim.profile import load_profile  # noqa: E402
+
+SMALL = SharedPrefixSpec(num_groups=3, prompts_per_group=1, system_prompt_len=96, question_len=20, output_len=3)
+
+
+def _requests(n: int = 9, gap: float = 0.25):
+    # spaced out so no two requests overlap: then the engine counters cannot depend on timing
+    reqs = fidelity.pressure_requests(7, 10.0, n, SMALL)
+    return [replace(r, arrival_s=i * gap) for i, r in enumerate(reqs)]
+
+
+def test_virtual_and_http_engines_agree_on_the_counters():
+    reqs = _requests()
+    virt = asyncio.run(run_target(Target("v", "sim", ("40", "40")), "affinity", reqs, "h100-llama8b"))
+    http = asyncio.run(run_target(Target("h", "http-sim", ("40", "40")), "affinity", reqs, "h100-llama8b"))
+    for run in (virt, http):
+        assert all(r["ok"] for r in run["results"]) and len(run["results"]) == 9
+    assert virt["counters"] == http["counters"]
+    assert virt["counters"]["prompt_tokens"] == virt["counters"]["queries"] == 9 * 116
+    assert virt["counters"]["hits"] > 0
+    cached = {r["request_id"]: r["cached_tokens"] for r in virt["results"]}
+    assert cached == {r["request_id"]: r["cached_tokens"] for r in http["results"]}
+    rows = [fidelity.summarize(r) for r in (virt, http)]
+    assert rows[0]["hit_rate_engine"] == rows[1]["hit_rate_engine"] == pytest.approx(rows[0]["hit_rate_usage"])
+    text = fidelity.table(rows)
+    assert text.count("\n") == 3 and "| v | affinity | 9 | 0 |" in text and "| h | affinity | 9 | 0 |" in text
+
+
+def test_routing_policies():
+    reqs = _requests()
+    rr, aff = Router("round-robin", 2), Router("affinity", 2)
+    assert [rr.pick(r) for r in reqs] == [i % 2 for i in range(9)]
+    picks = {}
+    for r in reqs:
+        picks.setdefault(r.group, set()).add(aff.pick(r))
+    assert all(len(v) == 1 for v in picks.values())  # a group always lands on one replica
+    with pytest.raises(ValueError):
+        Router("random", 2)
+
+
+def test_pressure_shows_in_queue_and_hit_rate():
+    """Two tiny replicas, requests arriving together: waiting requests queue and round-robin hits less."""
+    reqs = [replace(r, arrival_s=0.0) for r in fidelity.pressure_requests(1, 10.0, 12, SMALL)]
+    rr = asyncio.run(run_target(Target("v", "sim", ("20", "20")), "round-robin", reqs, "h100-llama8b"))
+    aff = asyncio.run(run_target(Target("v", "sim", ("20", "20")), "affinity", reqs, "h100-llama8b"))
+    assert rr["queue_max"] > 0 and all(r["ok"] for r in rr["results"] + aff["results"])
+    hit = [fidelity.summarize(r)["hit_rate_usage"] for r in (rr, aff)]
+    assert hit[1] > hit[0]
+
+
+def test_pd_pair_over_http():
+    reqs = _requests(3)
+    run = asyncio.run(run_target(Target("pd", "pd-http-sim", ("40", "40")), "direct", reqs, "h100-llama8b"))
+    assert all(r["ok"] and r["ttft"] is not None for r in run["results"]), run["results"]
+    assert run["counters"]["prompt_tokens"] == 2 * 3 * 116  # both legs count the whole prompt, as vLLM does
+
+
+def test_calibration_set_and_cli(tmp_path, capsys):
+    reqs = fidelity.calibration_requests(0)
+    assert [r.request_id for r in reqs[:2]] == ["calib-128-cold", "calib-128-warm"] and reqs[0].prompt == reqs[1].prompt
+    out, js = tmp_path / "t.md", tmp_path / "t.json"
+    assert fidelity.main(["--workload", "calibration", "--sim", "s=2000", "--routing", "round-robin",
+                          "--out", str(out), "--json", str(js)]) == 0
+    text = out.read_text()
+    assert "| s | round-robin | 12 | 0 |" in text and "| calib-8192-warm |" in text
+    with pytest.raises(SystemExit, match="integers"):
+        fidelity.main(["--sim", "s=abc"])
+    with pytest.raises(SystemExit, match="at least one target"):
+        fidelity.main([])
+
+
+def test_replicas_sharing_one_accelerator_slow_each_other_down():
+    """Processor sharing: two equal prefills at once on one accelerator both take twice as long (virtual time);
+    a request alone runs as fast as on its own accelerator."""
+    both = [replace(r, arrival_s=0.0) for r in _requests(2)]
+    alone = _requests(1)
+    ttft = {}
+    for kind in ("sim", "sim-shared"):
+        for name, reqs in (("both", both), ("alone", alone)):
+            run = asyncio.run(run_target(Target("v", kind, ("40", "40")), "round-robin", reqs, "h100-llama8b"))
+            ttft[kind, name] = [r["ttft"] for r in run["results"]]
+    assert ttft["sim", "alone"] == pytest.approx(ttft["sim-shared", "alone"])
+    prof = load_profile()
+    front = prof.request_overhead(116)
+    for indep, shared in zip(ttft["sim", "both"], ttft["sim-shared", "both"], strict=True):
+        assert shared - front == pytest.approx(2 * (indep - front))
