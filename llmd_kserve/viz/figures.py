@@ -200,8 +200,9 @@ def endpoint_heatmap(samples: Sequence[LiveSample]) -> go.Figure:
 def decision_explained(decision: DecisionExplained) -> go.Figure:
     """One routing decision: a stacked bar per candidate endpoint, one segment per scorer (weight × score); the
     logged total on top of each bar and the winner marked."""
-    fig = _fig(f"Why {decision.target} (request {decision.request_id}, profile {decision.profile})",
-               "candidate endpoint", "weighted score")
+    title = (f"Why {decision.target} (request {decision.request_id}, profile {decision.profile})"
+             if decision.target else "No routing decision yet")
+    fig = _fig(title, "candidate endpoint", "weighted score")
     eps = list(decision.candidates)
     plugins = list(dict.fromkeys(c.plugin for c in decision.contributions))
     for plugin in plugins:
