@@ -39,11 +39,12 @@ class BenchPanel(Panel):
     def __init__(self, stack: Any = None, *, router_url: str | None = None, engine_urls: Sequence[str] = (),
                  workload: str | WorkloadSpec = "shared-prefix", rates: Sequence[float] = (4.0, 8.0),
                  num_requests: int = 40, policies: Sequence[str] = ("default",), sim: bool = False,
-                 sim_engines: int = 4, slo: SLO = PANEL_SLO, seed: int = 0) -> None:
+                 sim_engines: int = 4, sim_num_blocks: int | None = None, slo: SLO = PANEL_SLO,
+                 seed: int = 0) -> None:
         self.stack = stack
         self._router_url, self._engine_urls = router_url, list(engine_urls)
         self.spec = workload if not isinstance(workload, str) else None
-        self.slo, self.seed, self.sim_engines = slo, seed, sim_engines
+        self.slo, self.seed, self.sim_engines, self.sim_num_blocks = slo, seed, sim_engines, sim_num_blocks
         self.reports: list[dict[str, Any]] = []
         self.status = StatusLine()
         self.workload = W.Dropdown(options=["shared-prefix", "chat", "rag", "reasoning"],
@@ -103,13 +104,15 @@ class BenchPanel(Panel):
         return self._task
 
     async def run(self, policies: Sequence[str] | None = None, rates: Sequence[float] | None = None,
-                  num_requests: int | None = None, sim: bool | None = None) -> dict[str, Any] | None:
-        """Run every policy at every rate; the bench JSON document, or None (and one error line) on failure."""
+                  num_requests: int | None = None, sim: bool | None = None,
+                  label: str | None = None) -> dict[str, Any] | None:
+        """Run every policy at every rate; the bench JSON document, or None (and one error line) on failure.
+        ``label`` names the runs of a single policy (e.g. ``"after tuning"``) instead of the policy's name."""
         self.run_button.disabled = True
         try:
             report = await self._run(list(policies or self.policies.value), list(rates or self.parse_rates()),
                                      num_requests or int(self.num_requests.value),
-                                     self.mode.value == "sim" if sim is None else sim)
+                                     self.mode.value == "sim" if sim is None else sim, label)
         except Exception as exc:  # noqa: BLE001 - one line in the panel
             self.status.error(exc)
             return None
@@ -121,9 +124,12 @@ class BenchPanel(Panel):
         self.status.ok(f"{n} runs done ({report['workload']['mode']}); {len(self.reports)} reports side by side")
         return report
 
-    async def _run(self, policies: list[str], rates: list[float], n: int, sim: bool) -> dict[str, Any]:
+    async def _run(self, policies: list[str], rates: list[float], n: int, sim: bool,
+                   label: str | None) -> dict[str, Any]:
         if not policies:
             raise ConfigError("choose at least one policy", "policies")
+        if label is not None and len(policies) > 1:
+            raise ConfigError("a label names the runs of one policy", "label")
         spec = self.spec or make_spec(self.workload.value)
         arrivals = [ArrivalSpec(pattern="poisson", rate=r) for r in rates]
         suffix = f" #{len(self.reports) + 1}" if any(
@@ -131,13 +137,14 @@ class BenchPanel(Panel):
         self.progress.max, self.progress.value = len(policies) * len(rates), 0
         runs: list[dict[str, Any]] = []
         for policy in policies:
+            name = label or policy + suffix
             if sim:
-                runs += await self._sim(spec, arrivals, n, policy, policy + suffix)
+                runs += await self._sim(spec, arrivals, n, policy, name)
                 continue
             self._prepare_live(policy, len(policies) > 1)  # in this thread: a restarted router dies with the kernel
             for i, arrival in enumerate(arrivals):
                 self.progress.description = f"{policy} @{arrival.rate:g}/s"
-                runs.append(await self._live_one(spec, arrival, n, i, policy + suffix))
+                runs.append(await self._live_one(spec, arrival, n, i, name))
                 self.progress.value += 1
         mode = {"mode": "sim", "engines": self.sim_engines} if sim else {"mode": "live", "target": self.router_url}
         info = workload_info(spec, arrivals, num_requests=n, seed=self.seed,
@@ -146,14 +153,15 @@ class BenchPanel(Panel):
 
     async def _sim(self, spec: WorkloadSpec, arrivals: list[ArrivalSpec], n: int, policy: str,
                    label: str) -> list[dict[str, Any]]:
-        from llmd_kserve.cluster_sim import run_bench
+        from llmd_kserve.cluster_sim import SimOptions, run_bench
 
+        opts = SimOptions(engines=self.sim_engines, num_blocks=self.sim_num_blocks, seed=self.seed)
         out = []
         for arrival in arrivals:  # one at a time so the progress bar moves
             self.progress.description = f"{policy} @{arrival.rate:g}/s (sim)"
             out += await asyncio.to_thread(run_bench, workload=spec, arrivals=[arrival], num_requests=n,
-                                           seed=self.seed, slo=self.slo, engines=self.sim_engines, config=policy,
-                                           policy_label=label)
+                                           seed=self.seed, slo=self.slo, config=policy, policy_label=label,
+                                           options=opts)
             out[-1]["offered_rps"] = arrival.rate
             self.progress.value += 1
         return out

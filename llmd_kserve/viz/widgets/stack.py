@@ -88,7 +88,9 @@ class StackPanel(Panel):
 
     @property
     def config_name(self) -> str:
-        return str(self.config.value)
+        """The scheduler config the router runs (P/D pools under ``default`` run ``pd-predicted-ttft``)."""
+        pd = self.stack.settings.prefill if self.stack is not None else self.prefill.value
+        return "pd-predicted-ttft" if pd and self.config.value == "default" else str(self.config.value)
 
     def settings(self) -> StackConfig:
         return StackConfig(engines=self.engines.value, prefill=self.prefill.value, decode=self.decode.value,
