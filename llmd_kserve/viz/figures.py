@@ -7,6 +7,7 @@ rate, runs that all share one rate draw grouped bars per policy instead)::
     throughput_vs_rate(points)                 successful requests/s (offered rate dotted)
     goodput_vs_rate(points, slo=None)          requests/s within the SLO, the SLO in the title
     pareto(points)                             throughput vs TTFT p90, the Pareto front joined
+    hit_rate_by_run(points)                    prefix-cache hit rate of each run
     latency_cdf(values_by_run, name="TTFT")    empirical CDFs
     endpoint_load(load_by_endpoint, title)     in-flight requests per endpoint over time (step lines)
 
@@ -129,6 +130,15 @@ def pareto(points: Sequence[RunPoint]) -> go.Figure:
     if front:
         fig.add_trace(go.Scatter(x=[p.throughput_rps for p in front], y=[_ms(p.ttft.p90) for p in front],
                                  mode="lines", name="Pareto front", line={"color": "black", "dash": "dash"}))
+    return fig
+
+
+def hit_rate_by_run(points: Sequence[RunPoint]) -> go.Figure:
+    """Prefix-cache hit rate (cached / prompt tokens) of each run."""
+    fig = _fig("Prefix-cache hit rate", "run", "cached / prompt tokens")
+    fig.add_trace(go.Bar(x=[p.label + (f" @{p.rate:g}/s" if p.rate is not None else "") for p in points],
+                         y=[p.hit_rate or 0.0 for p in points], name="hit rate"))
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
     return fig
 
 
