@@ -120,6 +120,9 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
                    help="audit log of routed prompts on logger llmd_kserve.audit (hash: SHA-256 only)")
     p.add_argument("--max-prompt-chars", type=int, default=None, help="reject longer prompts with 413")
+    p.add_argument("--admin", action="store_true",
+                   help="serve GET/POST /admin/config (config hot reload): API key required when keys are "
+                        "configured, else loopback clients only")
     p.set_defaults(func=_cmd_router)
 
 
