@@ -161,6 +161,8 @@ class ConfigReloader:
         config = scheduler.current.config
         self.active = ActiveConfig(config, config_hash(config), f"startup:{source}", clock(), 0)
         self.last_error: dict[str, str] | None = None
+        self.in_flight_at_swap = 0
+        """Requests that were in flight at the last swap (they finish on the scheduler that scheduled them)."""
         """The last refused config: ``{"source", "message", "param", "time"}``."""
         self.watch_path = Path(watch) if watch is not None else None
         self.poll_interval = poll_interval
@@ -187,12 +189,22 @@ class ConfigReloader:
             raise err from exc
         kept = new.reused_plugins(self.scheduler.current)
         self.scheduler.swap(new, h)
+        self.in_flight_at_swap = self.scheduler.in_flight()
         self.active = ActiveConfig(config, h, source, self._clock(), self.active.generation + 1)
         self.last_error = None
         log.info("scheduler config %s applied from %s (kept state of %s)", h, source, ", ".join(kept) or "nothing")
         if self._on_change is not None:
             self._on_change(source.split(":", 1)[0], True)
         return self.active
+
+    def apply_document(self, raw: bytes | str, content_type: str = "", source: str = "api") -> ActiveConfig:
+        """Parse an EndpointPickerConfig sent as JSON or YAML and :meth:`apply` it."""
+        try:
+            data = parse_document(raw, content_type)
+        except ConfigError as exc:
+            self._refused(source, exc)
+            raise
+        return self.apply(data, source)
 
     def _refused(self, source: str, exc: ConfigError) -> None:
         self.last_error = {"source": source, "message": str(exc), "param": exc.path, "time": self._clock()}
@@ -319,7 +331,7 @@ class AdminAPI:
                 raise InvalidRequestError(f"config larger than {MAX_CONFIG_BYTES} bytes", "body", status=413,
                                           type_="RequestTooLargeError")
             try:
-                active = reloader.apply(parse_document(raw, request.content_type), "api")
+                active = reloader.apply_document(raw, request.content_type, "api")
             except ConfigError as exc:
                 msg = str(exc).removeprefix(f"{exc.path}: ") if exc.path else str(exc)
                 raise InvalidRequestError(f"Invalid scheduler config at {exc.path or 'body'}: {msg} "
@@ -328,5 +340,6 @@ class AdminAPI:
         except InvalidRequestError as exc:
             return self._error(exc)
         return web.Response(body=_encode({"status": "applied", "config_hash": active.hash,
-                                          "generation": active.generation, "applied_at": active.applied_at}),
+                                          "generation": active.generation, "applied_at": active.applied_at,
+                                          "in_flight_at_swap": reloader.in_flight_at_swap}),
                             content_type="application/json")
