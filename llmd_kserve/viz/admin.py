@@ -73,8 +73,8 @@ def _refused(exc: urllib.error.HTTPError, url: str) -> ApplyError:
     if exc.code == 404:
         return ApplyError(f"this router has no {url.rsplit('/', 2)[-2]}/config endpoint (HTTP 404): "
                           "it predates config reload", 404)
-    if exc.code in (401, 403):
-        return ApplyError(f"the router refused the config: {message or 'unauthorized'} (HTTP {exc.code}; "
+    if exc.code == 401:
+        return ApplyError(f"the router refused the config: {message or 'unauthorized'} (HTTP 401; "
                           "pass api_key=…)", exc.code, param)
     where = f"{param}: " if param and param not in (message or "") else ""
     return ApplyError(f"the router refused the config: {where}{message or exc.reason} (HTTP {exc.code})",

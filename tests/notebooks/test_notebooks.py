@@ -93,6 +93,8 @@ def _tune(n: dict, mimes: list[str], cwd: Path) -> None:
         assert "no admin/config endpoint" in n["apply_status"] and "\n" not in n["apply_status"]
         return
     assert n["applied"]["status"] == "applied"
+    assert n["logged_weights"] and n["logged_weights"] == n["tuned_weights"]  # the router logs the tuned weights
+    assert n["logged_weights"]["default/precise-prefix-cache-scorer"] == 4.0
     for ep, total in n["tuned_totals"].items():  # decisions after Apply are explained by the tuned weights
         assert total == pytest.approx(n["logged_totals"][ep], abs=1e-9)
 

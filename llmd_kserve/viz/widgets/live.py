@@ -60,7 +60,7 @@ class LiveDashboard(Panel):
         if bad:
             raise LlmdError(f"unknown live figure(s) {sorted(bad)}; choose from {sorted(LIVE_FIGURES)}")
         self.source = source
-        self.router = RouterSource(router_url, config=config) if router_url and explain and config else None
+        self.router = RouterSource(router_url, config=config) if router_url and explain else None
         self.samples: deque[LiveSample] = deque(maxlen=history)
         self.refreshes = 0
         self.errors = 0
