@@ -198,7 +198,8 @@ def endpoint_heatmap(samples: Sequence[LiveSample]) -> go.Figure:
             grid["kv_usage"][i][j] = e.kv_usage
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=("queued requests", "KV-cache use"))
-    fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["waiting"], colorscale="Oranges", name="queued",
+    top = max([v for row in grid["waiting"] for v in row if v is not None] + [1.0])
+    fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["waiting"], colorscale="Oranges", zmin=0, zmax=top, name="queued",
                              colorbar={"y": 0.8, "len": 0.45, "title": "queued"}), row=1, col=1)
     fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["kv_usage"], colorscale="Blues", zmin=0, zmax=1, name="KV use",
                              colorbar={"y": 0.2, "len": 0.45, "title": "KV", "tickformat": ".0%"}), row=2, col=1)
@@ -225,8 +226,8 @@ def decision_explained(decision: DecisionExplained) -> go.Figure:
                              name="total (router log)", text=[f"{decision.logged_totals.get(e, 0.0):.2f}" for e in eps],
                              textposition="top center", marker={"symbol": "diamond", "color": "black", "size": 9}))
     if decision.target in eps:
-        fig.add_annotation(x=decision.target, y=decision.logged_totals.get(decision.target, 0.0), text="winner",
-                           showarrow=True, arrowhead=2, ay=-45, font={"color": "crimson", "size": 14})
+        fig.add_annotation(x=decision.target, y=decision.logged_totals.get(decision.target, 0.0), text="▼ winner",
+                           showarrow=False, yshift=38, font={"color": "crimson", "size": 14})
     fig.update_layout(barmode="stack")
     return fig
 

@@ -109,7 +109,7 @@ class LiveDashboard(Panel):
             replace_figure(widget, LIVE_FIGURES[name](hist))
         if decision is not None and self.decision_figure is not None:
             replace_figure(self.decision_figure, figures.decision_explained(decision))
-        self.numbers.value = _numbers(sample)
+        self.numbers.value = _numbers(sample, self.source.since_start())
 
     def _read(self) -> tuple[LiveSample, DecisionExplained | None]:
         sample = self.source.sample()
@@ -174,18 +174,20 @@ class LiveDashboard(Panel):
             self.start_button.disabled, self.stop_button.disabled = False, True
 
 
-def _numbers(s: LiveSample) -> str:
+def _numbers(s: LiveSample, whole: LiveSample | None) -> str:
+    """The headline next to the buttons: hit rates since the dashboard started, latency and rate of the last window."""
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{v * 100:.1f}%"
 
     def ms(v: float | None) -> str:
         return "–" if v is None else f"{v * 1000:.0f} ms"
 
-    rps = "–" if s.throughput_rps is None else f"{s.throughput_rps:.1f}/s"
-    text = f"hit rate {pct(s.hit_rate_engines)} (router predicted {pct(s.hit_rate_predicted)}) · TTFT p90 " \
-           f"{ms(s.ttft.p90)} · {rps}"
-    if s.pd_share is not None:
-        text += f" · P/D share {pct(s.pd_share)}"
+    w = whole or s
+    rps = "–" if s.throughput_rps is None else f"{s.throughput_rps:.1f} req/s"
+    text = f"hit rate {pct(w.hit_rate_engines)} (router predicted {pct(w.hit_rate_predicted)}) · last window: " \
+           f"TTFT p90 {ms(s.ttft.p90)}, {rps}"
+    if w.pd_share:  # None or 0 on an aggregated stack
+        text += f" · P/D share {pct(w.pd_share)}"
     return f"<b>{text}</b>"
 
 
