@@ -175,6 +175,14 @@ def test_stack_panel_starts_shows_endpoints_and_stops():
         assert [r["endpoint"] for r in rows] == panel.engine_urls
         panel.start()
         assert panel.status.text.startswith("already running")
+        # the real router's admin endpoint (config hot reload): applied, then a bad config refused by field path
+        tune = TunePanel(panel.config_name, router_url=panel.router_url, workload=SMALL, auto=False)
+        tune.set_weight("default/queue-scorer", 2.5)
+        assert tune.apply()["status"] == "applied"
+        with pytest.raises(ApplyError) as err:
+            push_config(panel.router_url, tune.config().model_copy(update={"scheduling_profiles": []}))
+        assert err.value.status == 400 and err.value.param == "schedulingProfiles"
+        _one_line(str(err.value))
     finally:
         panel.stop()
     assert panel.stack is None and panel.router_url is None and not panel.start_button.disabled
