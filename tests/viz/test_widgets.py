@@ -183,6 +183,10 @@ def test_stack_panel_starts_shows_endpoints_and_stops():
             push_config(panel.router_url, tune.config().model_copy(update={"scheduling_profiles": []}))
         assert err.value.status == 400 and err.value.param == "schedulingProfiles"
         _one_line(str(err.value))
+        bench = BenchPanel(panel, workload=SMALL, rates=(10,), num_requests=10, policies=(panel.config_name,))
+        report = asyncio.run(bench.run())  # no kernel loop in this test: run the coroutine to completion
+        assert report is not None and report["runs"][0]["summary"]["n"] == 10 and report["runs"][0]["scale"] == "live"
+        assert bench.progress.value == bench.progress.max == 10  # one step per finished request
     finally:
         panel.stop()
     assert panel.stack is None and panel.router_url is None and not panel.start_button.disabled
@@ -192,7 +196,7 @@ async def test_bench_panel_sim_runs_side_by_side_and_errors():
     bench = BenchPanel(workload=SMALL, rates=(5, 20), num_requests=40, policies=("round-robin", "default"),
                        sim=True, sim_engines=2)
     report = await bench.run()
-    assert report is not None and len(report["runs"]) == 4 and bench.progress.value == 4
+    assert report is not None and len(report["runs"]) == 4 and bench.progress.value == bench.progress.max == 160
     assert {r["policy"] for r in report["runs"]} == {"round-robin", "default"}
     ttft = bench.figures["ttft"]
     assert len(ttft.data) == 6 and list(ttft.data[0].x) == [5.0, 20.0]
