@@ -87,9 +87,27 @@ async def test_refresh_task_starts_ticks_and_cancels():
     await asyncio.sleep(0)
     assert task.cancelled() or task.done()
     assert not dash.running and dash.stop_button.disabled and not dash.start_button.disabled
+    await asyncio.sleep(0.1)  # a read already handed to a worker thread may still finish
     calls = src.calls
     await asyncio.sleep(0.5)
     assert src.calls == calls  # nothing refreshes after stop
+
+
+async def test_settle_refreshes_until_two_quiet_windows():
+    src = FakeSource()
+    dash = LiveDashboard(source=src, interval=0.2)
+    dash.start()
+    quiet = LiveSample(0.0, None, None, None, Quantiles(), Quantiles(), Quantiles(), 0.0, 0.0)
+    busy_left = [3]
+
+    def sample() -> LiveSample:  # three busy windows, then nothing moves
+        busy_left[0] -= 1
+        return FakeSource.sample(src) if busy_left[0] >= 0 else quiet
+
+    src.sample = sample  # type: ignore[method-assign]
+    await dash.settle(quiet=2, timeout=10)
+    assert not dash.running and dash.status.text.startswith("settled")
+    assert [s.hit_rate_engines for s in list(dash.samples)[-2:]] == [None, None]
 
 
 def test_dashboard_against_a_router_that_is_gone():
