@@ -68,6 +68,7 @@ def _run_notebook(page, tmp_path: Path, src: Path, shot: str) -> None:
         assert _plots_with_data(page)
 
 
+@pytest.mark.timeout(600)
 def test_widgets_and_a_figure_widget_render_in_jupyterlab(page, tmp_path: Path) -> None:
     """The harness itself, on a two-cell notebook: an ipywidgets slider and a plotly FigureWidget (anywidget)."""
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
@@ -81,6 +82,7 @@ def test_widgets_and_a_figure_widget_render_in_jupyterlab(page, tmp_path: Path) 
     assert page.query_selector(".widget-slider") is not None
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.skipif(not QUICKSTART.exists(), reason="notebooks/01_quickstart.ipynb is not in this checkout")
 def test_quickstart_notebook_runs_in_jupyterlab(page, tmp_path: Path) -> None:
     _run_notebook(page, tmp_path, QUICKSTART, "jupyterlab-01_quickstart")
