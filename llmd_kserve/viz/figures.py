@@ -7,6 +7,7 @@ rate, runs that all share one rate draw grouped bars per policy instead)::
     throughput_vs_rate(points)                 successful requests/s (offered rate dotted)
     goodput_vs_rate(points, slo=None)          requests/s within the SLO, the SLO in the title
     pareto(points)                             throughput vs TTFT p90, the Pareto front joined
+    hit_rate_by_run(points)                    prefix-cache hit rate of each run
     latency_cdf(values_by_run, name="TTFT")    empirical CDFs
     endpoint_load(load_by_endpoint, title)     in-flight requests per endpoint over time (step lines)
 
@@ -132,6 +133,15 @@ def pareto(points: Sequence[RunPoint]) -> go.Figure:
     return fig
 
 
+def hit_rate_by_run(points: Sequence[RunPoint]) -> go.Figure:
+    """Prefix-cache hit rate (cached / prompt tokens) of each run."""
+    fig = _fig("Prefix-cache hit rate", "run", "cached / prompt tokens")
+    fig.add_trace(go.Bar(x=[p.label + (f" @{p.rate:g}/s" if p.rate is not None else "") for p in points],
+                         y=[p.hit_rate or 0.0 for p in points], name="hit rate"))
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    return fig
+
+
 def latency_cdf(values_by_run: Mapping[str, Sequence[float]], name: str = "TTFT") -> go.Figure:
     """Empirical CDF of one latency (seconds) per run."""
     fig = _fig(f"{name} CDF", f"{name} (s)", "fraction of requests")
@@ -188,7 +198,8 @@ def endpoint_heatmap(samples: Sequence[LiveSample]) -> go.Figure:
             grid["kv_usage"][i][j] = e.kv_usage
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=("queued requests", "KV-cache use"))
-    fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["waiting"], colorscale="Oranges", name="queued",
+    top = max([v for row in grid["waiting"] for v in row if v is not None] + [1.0])
+    fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["waiting"], colorscale="Oranges", zmin=0, zmax=top, name="queued",
                              colorbar={"y": 0.8, "len": 0.45, "title": "queued"}), row=1, col=1)
     fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["kv_usage"], colorscale="Blues", zmin=0, zmax=1, name="KV use",
                              colorbar={"y": 0.2, "len": 0.45, "title": "KV", "tickformat": ".0%"}), row=2, col=1)
@@ -200,8 +211,9 @@ def endpoint_heatmap(samples: Sequence[LiveSample]) -> go.Figure:
 def decision_explained(decision: DecisionExplained) -> go.Figure:
     """One routing decision: a stacked bar per candidate endpoint, one segment per scorer (weight × score); the
     logged total on top of each bar and the winner marked."""
-    fig = _fig(f"Why {decision.target} (request {decision.request_id}, profile {decision.profile})",
-               "candidate endpoint", "weighted score")
+    title = (f"Why {decision.target} (request {decision.request_id}, profile {decision.profile})"
+             if decision.target else "No routing decision yet")
+    fig = _fig(title, "candidate endpoint", "weighted score")
     eps = list(decision.candidates)
     plugins = list(dict.fromkeys(c.plugin for c in decision.contributions))
     for plugin in plugins:
@@ -214,8 +226,8 @@ def decision_explained(decision: DecisionExplained) -> go.Figure:
                              name="total (router log)", text=[f"{decision.logged_totals.get(e, 0.0):.2f}" for e in eps],
                              textposition="top center", marker={"symbol": "diamond", "color": "black", "size": 9}))
     if decision.target in eps:
-        fig.add_annotation(x=decision.target, y=decision.logged_totals.get(decision.target, 0.0), text="winner",
-                           showarrow=True, arrowhead=2, ay=-45, font={"color": "crimson", "size": 14})
+        fig.add_annotation(x=decision.target, y=decision.logged_totals.get(decision.target, 0.0), text="▼ winner",
+                           showarrow=False, yshift=38, font={"color": "crimson", "size": 14})
     fig.update_layout(barmode="stack")
     return fig
 

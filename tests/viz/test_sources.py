@@ -60,7 +60,7 @@ def test_router_source_matches_engines_and_explains_decisions(stack):
         for ep, total in ex.totals().items():
             assert total == pytest.approx(d["totals"][ep], abs=1e-9)  # Σ weight·score == the router's total
     fig = figures.decision_explained(src.explain())
-    assert any(a.text == "winner" for a in fig.layout.annotations)
+    assert [a.x for a in fig.layout.annotations if "winner" in a.text] == [src.explain().target]
     heat = figures.endpoint_heatmap([before, after])
     assert len(heat.data[0].y) == 2
 

@@ -6,7 +6,8 @@ endpoint's load as the router last scraped it), each engine's ``/metrics``, and 
     .scrape() -> Scrape            totals now (router counters + the engines' counters and histograms)
     .sample() -> LiveSample        the window since the previous ``sample()`` (the first: since the counters began)
     .decisions(limit=None, request_id=None) -> list[dict]    ``/debug/decisions`` items, newest last
-    .explain(decision=None) -> DecisionExplained             the newest (or given) decision with ``config``'s weights
+    .explain(decision=None) -> DecisionExplained             the newest (or given) decision, weights from ``config``
+                                                             (else the weights the router logged with it)
 
 Every failure is a :class:`SourceError` whose message is one readable line ("router at … is not answering …").
 """
@@ -125,15 +126,18 @@ class RouterSource:
         return list(self._json("/debug/decisions" + ("?" + "&".join(query) if query else "")).get("decisions", []))
 
     def explain(self, decision: Mapping[str, Any] | None = None) -> DecisionExplained:
-        """A decision (default: the newest) with each scorer's weighted score; needs the router's ``config``."""
-        if self.config is None:
-            raise SourceError("explaining a decision needs the router's scheduler config (RouterSource(config=...))")
+        """A decision (default: the newest) with each scorer's weighted score: the weights of ``config`` when the
+        source has one, else the weights the router logged with the decision (routers with config reload)."""
         if decision is None:
             recent = self.decisions(limit=1)
             if not recent:
                 raise SourceError(f"router at {self.url} has made no decision yet")
             decision = recent[-1]
+        weights = profile_weights(self.config) if self.config is not None else decision.get("weights")
+        if not weights:
+            raise SourceError("this router logs no weights with its decisions: RouterSource(config=...) "
+                              "gives them")
         try:
-            return explain_decision(decision, profile_weights(self.config))
+            return explain_decision(decision, weights)
         except ValueError as exc:
             raise SourceError(str(exc)) from None
