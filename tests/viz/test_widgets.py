@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from fake_admin import FakeAdminRouter
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_admin import FakeAdminRouter  # noqa: E402
-
-from llmd_kserve.bench.workloads import SharedPrefixSpec  # noqa: E402
-from llmd_kserve.config.loader import parse_config  # noqa: E402
-from llmd_kserve.kube import FakeKubeApi  # noqa: E402
-from llmd_kserve.viz.admin import ApplyError, config_document, push_config  # noqa: E402
-from llmd_kserve.viz.data import EndpointSample, LiveSample, Quantiles  # noqa: E402
-from llmd_kserve.viz.sources import SourceError  # noqa: E402
-from llmd_kserve.viz.widgets import BenchPanel, LiveDashboard, StackPanel, TunePanel  # noqa: E402
+from llmd_kserve.bench.workloads import SharedPrefixSpec
+from llmd_kserve.config.loader import parse_config
+from llmd_kserve.kube import FakeKubeApi
+from llmd_kserve.viz.admin import ApplyError, config_document, push_config
+from llmd_kserve.viz.data import EndpointSample, LiveSample, Quantiles
+from llmd_kserve.viz.sources import SourceError
+from llmd_kserve.viz.widgets import BenchPanel, LiveDashboard, StackPanel, TunePanel
 
 SMALL = SharedPrefixSpec(num_groups=4, prompts_per_group=10, system_prompt_len=1000, question_len=32, output_len=8)
 
