@@ -122,6 +122,9 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
                    help="audit log of routed prompts on logger llmd_kserve.audit (hash: SHA-256 only)")
     p.add_argument("--max-prompt-chars", type=int, default=None, help="reject longer prompts with 413")
+    p.add_argument("--admin", action="store_true",
+                   help="serve GET/POST /admin/config (config hot reload): API key required when keys are "
+                        "configured, else loopback clients only")
     _add_router_limits(p)
     p.set_defaults(func=_cmd_router)
 
@@ -326,8 +329,25 @@ def _cmd_pipeline(a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --- dashboard ------------------------------------------------------------------------------------------------
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dashboard", help="serve the live dashboard (hit rate, latency, load, last decision) as a web page")
+    p.add_argument("--router", required=True, help="router base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--prometheus", default=None, help="read live numbers from this Prometheus (default: the router)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default: this host only)")
+    p.add_argument("--port", type=_port, default=8050, help="page port (0: any free port)")
+    p.add_argument("--interval", type=_positive_float, default=2.0, help="seconds between refreshes")
+    p.set_defaults(func=_cmd_dashboard)
+
+
+def _cmd_dashboard(a: argparse.Namespace) -> int:
+    from llmd_kserve.viz.dashboard import serve
+
+    return serve(a.router, a.prometheus, a.host, a.port, a.interval)
+
+
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render, _add_demo, _add_pipeline]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render, _add_demo, _add_pipeline, _add_dashboard]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,14 @@ if ! command -v prometheus >/dev/null 2>&1; then
       || echo "warning: could not install prometheus; its tests will be skipped" >&2
   fi
 fi
+# Headless Chromium for tests/browser (Playwright drives the system executable; no `playwright install`).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+      || echo "warning: could not install chromium; the browser tests will be skipped" >&2
+  fi
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 .venv/bin/ruff check .

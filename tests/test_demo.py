@@ -49,3 +49,5 @@ def test_quick_demo(tmp_path) -> None:
     assert by["default", "live"]["ttft_p90"] < by["round-robin", "live"]["ttft_p90"]
     assert {c["scale"] for c in report["workload"]["claims"]} == {"sim", "live"}
     assert "plotly" in page.read_text() and "default vs round-robin" in console.export_text()
+    html = page.read_text()  # the claim first, then the charts, the settings folded at the end
+    assert html.index("default vs round-robin") < html.index("Goodput by policy") < html.index("<details>")

@@ -7,8 +7,9 @@ Public API (pure except the ``write_*`` functions)::
     build_report(workload: dict, runs: list[dict]) -> dict       {"workload": {...}, "runs": [...]}
     cdf(values) -> (xs, ys)                                      empirical CDF
     endpoint_load(requests) -> {endpoint: (times, in_flight)}    step series from per-request start/e2e
-    figures(report) -> list[plotly Figure]                       latency CDFs, hit rate, per-endpoint load
-    render_html(report) -> str; write_html(report, path)         self-contained (plotly.js inlined, no CDN)
+    figures(report) -> list[plotly Figure]                       ``viz.report_page.report_figures``
+    render_html(report) -> str; write_html(report, path)         self-contained (plotly.js inlined once, no CDN):
+                                                                 the claim and charts first, settings folded
     write_json(report, path)
     summary_table(report, title=None) -> rich.table.Table; print_table(report, console=None)
 
@@ -24,13 +25,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import plotly.graph_objects as go
 from rich.console import Console
 from rich.table import Table
 
 from llmd_kserve.bench.stats import SLO, result_to_dict
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from llmd_kserve.bench.loadgen import RunResult
 
 
@@ -84,46 +86,23 @@ def _run_name(run: Mapping[str, Any]) -> str:
 
 
 def figures(report: Mapping[str, Any]) -> list[go.Figure]:
-    """Latency CDFs (TTFT, TPOT, E2E), cache hit rate per run, and per-endpoint load over time for each run."""
-    runs = report.get("runs", [])
-    figs = []
-    for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "End-to-end latency")):
-        fig = go.Figure()
-        for run in runs:
-            xs, ys = cdf([r[metric] for r in run["requests"] if r.get(metric) is not None])
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=_run_name(run)))
-        fig.update_layout(title=f"{title} CDF", xaxis_title=f"{title} (s)", yaxis_title="fraction of requests")
-        figs.append(fig)
-    names = [_run_name(r) for r in runs]
-    hit = go.Figure(go.Bar(x=names, y=[r["summary"].get("cache_hit_rate") or 0.0 for r in runs], name="hit rate"))
-    hit.update_layout(title="Prefix-cache hit rate", yaxis_title="cached / prompt tokens", yaxis_range=[0, 1])
-    figs.append(hit)
-    for run in runs:
-        load = endpoint_load(run["requests"])
-        if not load:
-            continue
-        fig = go.Figure()
-        for ep, (ts, ys) in load.items():
-            fig.add_trace(go.Scatter(x=ts, y=ys, mode="lines", line_shape="hv", name=ep))
-        fig.update_layout(title=f"In-flight requests per endpoint — {_run_name(run)}", xaxis_title="time (s)",
-                          yaxis_title="in flight")
-        figs.append(fig)
-    return figs
+    """The report's figures (``llmd_kserve.viz.figures``): latency and goodput by rate or policy, CDFs, hit rate,
+    per-endpoint load."""
+    from llmd_kserve.viz.report_page import report_figures
+
+    return report_figures(report)
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """One self-contained HTML page: a summary table and the figures (plotly.js inlined once)."""
-    body = [f"<h1>llmd-kserve benchmark</h1><pre>{html.escape(json.dumps(report.get('workload', {}), indent=1))}</pre>"]
+    """One self-contained HTML page: the claim and the charts first, the summary table, the settings folded."""
+    from llmd_kserve.viz.report_page import render_page
+
     cols = _COLUMNS
     rows = "".join("<tr><td>" + html.escape(_run_name(r)) + "</td>" +
                    "".join(f"<td>{_fmt(r['summary'].get(k), unit)}</td>" for k, _, unit in cols) + "</tr>"
                    for r in report.get("runs", []))
     head = "<tr><th>run</th>" + "".join(f"<th>{h}</th>" for _, h, _ in cols) + "</tr>"
-    body.append(f"<table border=1 cellpadding=4 style='border-collapse:collapse'>{head}{rows}</table>")
-    for i, fig in enumerate(figures(report)):
-        body.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
-    return "<!DOCTYPE html><html><head><meta charset='utf-8'><title>llmd-kserve bench</title></head><body>" + \
-        "\n".join(body) + "</body></html>"
+    return render_page(report, table_html=f"<table>{head}{rows}</table>")
 
 
 def write_html(report: Mapping[str, Any], path: str | Path) -> None:

@@ -30,6 +30,7 @@ from llmd_kserve.http_errors import Handler, openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
 from llmd_kserve.router.proxy import STATUS_KEY, error_response
+from llmd_kserve.router.reload import AdminAPI
 from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, LLMRequest
 
@@ -196,6 +197,8 @@ def build_app(router_state: RouterState) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/decisions", debug_decisions)
     app.router.add_get("/debug/endpoints", debug_endpoints)
+    AdminAPI(lambda: router_state.reloader, router_state.governance.authorize, router_state.settings.admin,
+             bool(router_state.settings.api_keys)).add_routes(app)
     return app
 
 

@@ -37,6 +37,8 @@ class Decision:
             "status": self.status, "outcome": self.outcome,
             "scores": {name: dict(per_ep) for name, per_ep in r.scores.items()},
             "totals": dict(r.totals),
+            "config_hash": getattr(r, "config_hash", None),
+            "weights": dict(getattr(r, "weights", None) or {}),
         }
 
 

@@ -23,6 +23,7 @@ from llmd_kserve.router.endpoints import EndpointPool, EndpointsFileWatcher, par
 from llmd_kserve.router.governance import AuditMode, BearerTokenAuth, Governance, Limits
 from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.router.proxy import Proxy, UpstreamTimeouts
+from llmd_kserve.router.reload import ConfigReloader, ReloadableScheduler, reload_counter
 from llmd_kserve.router.render import RenderTokenizer
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
 
@@ -74,11 +75,15 @@ class RouterSettings:
     audit_salt: str | None = None
     """Key of the audit log's prompt HMAC (hashes then correlate across restarts); None: random per process."""
     inject_stream_usage: bool = True
+    admin: bool = False
+    """Serve ``GET/POST /admin/config`` (config hot reload; a valid API key, or loopback clients when no keys)."""
+    config_poll_interval: float = 1.0
+    """Seconds between checks of a ``config`` file for changes (reloaded without a restart)."""
 
     def __post_init__(self) -> None:
         for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout",
                      "first_byte_timeout", "idle_timeout", "eject_s", "header_timeout", "body_timeout",
-                     "drain_timeout"):
+                     "drain_timeout", "config_poll_interval"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"must be > 0, got {getattr(self, name)}", name)
         for name in ("max_attempts", "block_size", "kv_index_max_keys", "decisions_size", "max_prompt_chars",
@@ -121,6 +126,7 @@ class RouterState:
     tokenizer: Any = None
     """The router's local tokenizer (None: the engines render), for the prompt-token limit."""
     outliers: OutlierEjector = field(default_factory=OutlierEjector)
+    reloader: ConfigReloader | None = None
     _watcher: EndpointsFileWatcher | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -128,6 +134,7 @@ class RouterState:
     def create(cls, settings: RouterSettings | None = None, endpoints: Sequence[str | Endpoint] = (),
                endpoints_file: str | Path | None = None) -> RouterState:
         """Build the real parts (scheduler from config, KV index, subscriber, scraper); nothing runs until ``start``."""
+        from llmd_kserve.config.loader import shipped_configs
         from llmd_kserve.engine_sim.profile import load_profile
         from llmd_kserve.kvcache.index import KVIndex
         from llmd_kserve.kvcache.subscriber import KVEventSubscriber
@@ -141,10 +148,14 @@ class RouterState:
         ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
                             rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
                             block_size=s.block_size)
-        scheduler = Scheduler.from_config(s.config, ctx)
+        scheduler = ReloadableScheduler(Scheduler.from_config(s.config, ctx))
+        metrics = RouterMetrics()
+        watch = None if str(s.config) in shipped_configs() or not Path(s.config).is_file() else s.config
+        reloader = ConfigReloader(scheduler, str(s.config), watch, s.config_poll_interval,
+                                  reload_counter(metrics.registry))
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
-        state = cls(settings=s, pool=EndpointPool(eps), scheduler=scheduler,
+        state = cls(settings=s, pool=EndpointPool(eps), scheduler=scheduler, metrics=metrics, reloader=reloader,
                    tokenizer=ctx.tokenizer if s.tokenizer != "render" else None,
                    scraper=MetricsScraper(interval=s.scrape_interval), index=index,
                    subscriber=KVEventSubscriber(index), endpoints_file=Path(endpoints_file) if endpoints_file else None,
@@ -249,6 +260,8 @@ class RouterState:
         self._on_pool_change((), self.pool.snapshot)
         if self._watcher is not None:
             self._watcher.start()
+        if self.reloader is not None:
+            self.reloader.start()
         if not s.served_models:
             await self.refresh_models()
             self._spawn(self._models_loop())
@@ -256,6 +269,8 @@ class RouterState:
     async def stop(self) -> None:
         if self._watcher is not None:
             await self._watcher.stop()
+        if self.reloader is not None:
+            await self.reloader.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -48,15 +48,21 @@ class Scheduler:
     and every producer a configured filter or scorer requires (default parameters), ordered dependencies first.
     """
 
-    def __init__(self, config: SchedulerConfig, ctx: PluginContext) -> None:
+    def __init__(self, config: SchedulerConfig, ctx: PluginContext, carry_over: Scheduler | None = None) -> None:
+        """``carry_over``: a scheduler this one replaces (config hot reload, same ``ctx``); each of its plugins with
+        the same type, name and parameters is reused as it is, state included (in-flight load, approximate prefix
+        LRU, session map, round-robin cursor). Changed plugins start fresh."""
         validate_config(config)
         self.config = config
         self.ctx = ctx
+        self._built: dict[tuple[str, str], tuple[Any, Any]] = {}
+        """(type, name) -> (params, plugin) of every plugin this scheduler made or reused."""
+        self._previous = carry_over._built if carry_over is not None else {}
         self.plugins: dict[str, Any] = {}
         for i, spec in enumerate(config.plugins):
             info = REGISTRY[spec.type]
             params = validate_params(info.params, spec.parameters, f"plugins[{i}].parameters")
-            self.plugins[spec.ref] = info.factory(spec.ref, params, ctx)
+            self.plugins[spec.ref] = self._make(spec.type, spec.ref, params)
         kinds = {name: REGISTRY[p.type].kind for name, p in self.plugins.items()}
         handlers = [n for n, k in kinds.items() if k == "profile-handler"]
         self.handler = self.plugins[handlers[0]] if handlers else self._default(DEFAULT_PROFILE_HANDLER)
@@ -71,7 +77,7 @@ class Scheduler:
                     scorers.append((plugin, 1.0 if ref.weight is None else ref.weight))
                 else:
                     picker = plugin
-            self.runners[profile.name] = ProfileRunner(profile.name, filters, scorers, picker or self._default(DEFAULT_PICKER))
+            self.runners[profile.name] = ProfileRunner(profile.name, filters, scorers, picker or self._default(DEFAULT_PICKER, slot=profile.name))
         self.profile_names: tuple[str, ...] = tuple(self.runners)
         self.producers = self._order_producers([p for n, p in self.plugins.items() if kinds[n] == "producer"])
         every = [*self.plugins.values(), *self.producers, self.handler, *(r.picker for r in self.runners.values())]
@@ -81,13 +87,20 @@ class Scheduler:
         self._on_prefill: list[Callable] = [
             p.on_prefill_complete for p in unique if hasattr(p, "on_prefill_complete")]
         self._on_remove: list[Callable] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
+        self._previous = {}
 
     @classmethod
-    def from_config(cls, config: str | Path | SchedulerConfig, ctx: PluginContext) -> Scheduler:
+    def from_config(cls, config: str | Path | SchedulerConfig, ctx: PluginContext,
+                    carry_over: Scheduler | None = None) -> Scheduler:
         """From a shipped config name, a YAML path, or a SchedulerConfig."""
         if not isinstance(config, SchedulerConfig):
             config = load_config(config)
-        return cls(config, ctx)
+        return cls(config, ctx, carry_over)
+
+    def reused_plugins(self, other: Scheduler) -> list[str]:
+        """Names of the plugin instances this scheduler shares with ``other`` (carried over by a reload)."""
+        theirs = {id(p) for _, p in other._built.values()}
+        return sorted({p.name for _, p in self._built.values() if id(p) in theirs})
 
     def schedule(
         self, request: LLMRequest, endpoints: Sequence[EndpointState], exclude: Collection[EndpointId] = ()
@@ -146,9 +159,15 @@ class Scheduler:
         for hook in self._on_remove:
             hook(endpoint_id)
 
-    def _default(self, type_: str, name: str | None = None) -> Any:
-        info = REGISTRY[type_]
-        return info.factory(name or type_, info.params(), self.ctx)
+    def _make(self, type_: str, name: str, params: Any, slot: str = "") -> Any:
+        key = (type_, f"{name}@{slot}" if slot else name)
+        old = self._previous.get(key)
+        plugin = old[1] if old is not None and old[0] == params else REGISTRY[type_].factory(name, params, self.ctx)
+        self._built[key] = (params, plugin)
+        return plugin
+
+    def _default(self, type_: str, name: str | None = None, slot: str = "") -> Any:
+        return self._make(type_, name or type_, REGISTRY[type_].params(), slot)
 
     def _order_producers(self, configured: list[Any]) -> list[Any]:
         by_type: dict[str, Any] = {}

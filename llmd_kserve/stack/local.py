@@ -135,7 +135,8 @@ class LocalStack:
         port = cfg.port or free_port(cfg.host)
         self.router_url = f"http://{cfg.host}:{port}"
         argv = _cli("router", "--host", cfg.host, "--port", str(port), "--config", config,
-                    "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed), *cfg.router_args)
+                    "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed), "--admin",
+                    *cfg.router_args)
         self._router = self._spawn("router", argv, self.router_url)
 
     def restart_router(self, config: str) -> None:

@@ -45,6 +45,10 @@ def test_json_html_and_table(tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert "TTFT CDF" in page and "In-flight requests per endpoint" in page and "http:\\u002f\\u002fe1" in page
     assert "<script src=\"http" not in page and len(page) > 1_000_000  # plotly.js inlined, no CDN
+    assert page.count("plotly.js v") == 1  # embedded once
+    assert page.index("class='claim'") < page.index("TTFT by policy") < page.index("<details>")  # claim, charts, settings
+    assert "rr · live" in page and "TTFT p90" in page  # one headline per policy
+    assert page.index("<details>") < page.index("&quot;num_groups&quot;: 2")  # the settings are folded, at the end
     console = Console(record=True, width=200)
     print_table(report, console)
     text = console.export_text()

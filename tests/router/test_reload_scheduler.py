@@ -1,0 +1,82 @@
+"""ReloadableScheduler without HTTP: a request completes on the scheduler that scheduled it, state carries over."""
+
+from __future__ import annotations
+
+import random
+
+from llmd_kserve.config.loader import load_config, parse_config
+from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, load_profile
+from llmd_kserve.plugins.base import PluginContext
+from llmd_kserve.router.reload import ConfigReloader, ReloadableScheduler, config_document
+from llmd_kserve.scheduling.scheduler import Scheduler
+from llmd_kserve.tokenizer import SimTokenizer
+from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest, RequestOutcome
+
+EPS = [EndpointState(Endpoint(EndpointId(f"http://10.0.0.{i}:8000")), EndpointMetrics(stale=False)) for i in (1, 2)]
+
+
+def _ctx() -> PluginContext:
+    return PluginContext(tokenizer=SimTokenizer(), index=None, rng=random.Random(0), clock=lambda: 0.0,
+                         profile=load_profile(DEFAULT_PROFILE), block_size=16)
+
+
+def _req(rid: str) -> LLMRequest:
+    return LLMRequest(request_id=rid, model="m", body={}, token_ids=tuple(range(3, 67)))
+
+
+def _inflight(s: Scheduler):
+    return next(p for p in s.producers if p.type == "inflight-load-producer")
+
+
+def _with(doc_changes) -> dict:
+    doc = config_document(load_config("load-only"))
+    doc_changes(doc)
+    return doc
+
+
+def test_weight_change_keeps_plugin_instances_and_in_flight_load() -> None:
+    sched = ReloadableScheduler(Scheduler.from_config("load-only", _ctx()))
+    reloader = ConfigReloader(sched, "load-only")
+    old = sched.current
+    r1 = sched.schedule(_req("a"), EPS)
+    doc = _with(lambda d: d["schedulingProfiles"][0]["plugins"][1].update(weight=9))
+    reloader.apply(doc)
+    assert sched.current is not old and reloader.active.generation == 1
+    assert _inflight(sched.current) is _inflight(old)  # unchanged params: same instance, load still charged
+    assert _inflight(sched.current).load(r1.target) == (1, 64)
+    assert sched.current.reused_plugins(old)
+    sched.on_complete(_req("a"), r1, RequestOutcome(ok=True))
+    assert _inflight(sched.current).load(r1.target) == (0, 0) and sched.in_flight() == 0
+
+
+def test_changed_plugin_starts_fresh_and_old_requests_release_on_their_own_scheduler() -> None:
+    sched = ReloadableScheduler(Scheduler.from_config("load-only", _ctx()))
+    reloader = ConfigReloader(sched, "load-only")
+    old = sched.current
+    r1 = sched.schedule(_req("a"), EPS)
+    doc = _with(lambda d: d["plugins"].append({"type": "inflight-load-producer",
+                                              "parameters": {"requestTimeoutS": 5}}))
+    reloader.apply(parse_config(doc))
+    assert _inflight(sched.current) is not _inflight(old)
+    r2 = sched.schedule(_req("b"), EPS)
+    assert r1.config_hash != r2.config_hash and sched.in_flight() == 2
+    sched.on_complete(_req("a"), r1, RequestOutcome(ok=True))  # goes to the old scheduler
+    assert _inflight(old).load(r1.target) == (0, 0)
+    assert _inflight(sched.current).load(r2.target) == (1, 64)
+    sched.on_complete(_req("b"), r2, RequestOutcome(ok=True))
+    assert sched.in_flight() == 0 and _inflight(sched.current).load(r2.target) == (0, 0)
+
+
+def test_unchanged_config_is_a_no_op_and_bad_ones_leave_the_active_one() -> None:
+    sched = ReloadableScheduler(Scheduler.from_config("load-only", _ctx()))
+    reloader = ConfigReloader(sched, "load-only")
+    current = sched.current
+    assert reloader.apply(config_document(load_config("load-only"))).generation == 0 and sched.current is current
+    bad = _with(lambda d: d["plugins"][2].update(parameters={"nope": 1}))
+    try:
+        reloader.apply(bad)
+    except Exception as exc:
+        assert getattr(exc, "path", "") == "plugins[2].parameters.nope"
+    else:
+        raise AssertionError("bad config applied")
+    assert sched.current is current and reloader.last_error["param"] == "plugins[2].parameters.nope"
