@@ -60,12 +60,15 @@ def _run_notebook(page, tmp_path: Path, src: Path, shot: str) -> None:
         try:
             assert not errors, f"cells raised:\n{errors[0]}"
             page.wait_for_selector(".jupyter-widgets", timeout=60_000)
-            page.wait_for_function(f"() => ({PLOTS_WITH_DATA})().some(p => p.traces > 0 && p.points > 0)",
-                                   timeout=120_000, polling=500)
+            page.wait_for_function(
+                f"() => ({PLOTS_WITH_DATA})().some(p => p.widget && p.traces > 0 && p.points > 0)",
+                timeout=120_000, polling=500)
         finally:
             screenshot(page, shot)
         assert page.query_selector_all(".jupyter-widgets")
-        assert _plots_with_data(page)
+        assert any(p["widget"] for p in _plots_with_data(page))  # a FigureWidget drew data
+        page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+        screenshot(page, shot + "-plot")
 
 
 @pytest.mark.timeout(600)
