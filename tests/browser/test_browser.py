@@ -16,7 +16,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from lab import PLOTS_WITH_DATA, ROOT, chromium_path, free_port, jupyterlab, open_notebook, run_all_cells, screenshot
+from browser_lab import (
+    PLOTS_WITH_DATA,
+    ROOT,
+    chromium_path,
+    free_port,
+    jupyterlab,
+    open_notebook,
+    run_all_cells,
+    screenshot,
+)
 
 pytestmark = pytest.mark.slow
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install llmd-kserve[notebook] (playwright)")
