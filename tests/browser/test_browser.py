@@ -14,7 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
 from browser_lab import (
     PLOTS_WITH_DATA,
@@ -78,20 +77,6 @@ def _run_notebook(page, tmp_path: Path, src: Path, shot: str) -> None:
         assert any(p["widget"] for p in _plots_with_data(page))  # a FigureWidget drew data
         page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
         screenshot(page, shot + "-plot")
-
-
-@pytest.mark.timeout(600)
-def test_widgets_and_a_figure_widget_render_in_jupyterlab(page, tmp_path: Path) -> None:
-    """The harness itself, on a two-cell notebook: an ipywidgets slider and a plotly FigureWidget (anywidget)."""
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                           "language": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell("import ipywidgets as w\nw.IntSlider(3, description='n')"),
-                nbformat.v4.new_code_cell("import plotly.graph_objects as go\n"
-                                          "go.FigureWidget(go.Scatter(x=[1, 2, 3], y=[3, 1, 2]))")]
-    src = tmp_path / "widgets_smoke.ipynb"
-    nbformat.write(nb, src)
-    _run_notebook(page, tmp_path, src, "jupyterlab-widgets-smoke")
-    assert page.query_selector(".widget-slider") is not None
 
 
 @pytest.mark.timeout(600)
