@@ -5,7 +5,7 @@ Public API::
     LoadConfig(target, model=None, timeout_s=600, engine_urls=(), ignore_eos=True, progress=True, headers={})
     RunResult    label, arrival, results (list[RequestResult]), wall_s, engine_hit_rate, engine_counters
                  ``.summary(slo)`` -> stats.summarize(...)
-    await run_load(requests, arrival, config) -> RunResult            one run (open loop or closed loop)
+    await run_load(requests, arrival, config, on_result=None) -> RunResult   one run (open or closed loop)
     await run_sweep(requests_by_arrival, config) -> list[RunResult]   sequential runs
     run_load_sync(requests, arrival, config) -> RunResult             ``asyncio.run`` wrapper
     await scrape_prefix_counters(session, engine_urls) -> (queries, hits)   sums of vLLM prefix-cache counters
@@ -179,8 +179,10 @@ def _progress(enabled: bool) -> Progress:
 
 
 async def run_load(requests: Sequence[RequestSpec], arrival: ArrivalSpec, config: LoadConfig, *,
-                   clock: Callable[[], float] = time.perf_counter, run_tag: str = "") -> RunResult:
-    """Run one workload: open loop (each request at its ``arrival_s``) or closed loop (``arrival.concurrency``)."""
+                   clock: Callable[[], float] = time.perf_counter, run_tag: str = "",
+                   on_result: Callable[[RequestResult], None] | None = None) -> RunResult:
+    """Run one workload: open loop (each request at its ``arrival_s``) or closed loop (``arrival.concurrency``).
+    ``on_result`` sees each request's result as it finishes (e.g. a notebook progress bar)."""
     timeout = aiohttp.ClientTimeout(total=config.timeout_s, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         model = config.model or await discover_model(session, config.target)
@@ -192,6 +194,8 @@ async def run_load(requests: Sequence[RequestSpec], arrival: ArrivalSpec, config
             async def one(spec: RequestSpec) -> None:
                 results.append(await send_one(session, spec, config, model, t0, clock, run_tag))
                 progress.advance(bar)
+                if on_result is not None:
+                    on_result(results[-1])
 
             t0 = clock()
             if arrival.pattern == "concurrency":

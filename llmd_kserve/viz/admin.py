@@ -12,9 +12,6 @@ field path; 401 without the right key). Every failure raises :class:`ApplyError`
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,13 @@ import yaml
 
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.errors import LlmdError
+from llmd_kserve.router.admin_client import AdminError, apply_config
+from llmd_kserve.router.reload import config_document
 
 CONFIG_KEY = "config.yaml"
 """The ConfigMap key the router pod reads (``kube.router.CONFIG_KEY``)."""
+
+__all__ = ["ApplyError", "config_document", "config_yaml", "configmap_manifest", "export_config", "push_config"]
 
 
 class ApplyError(LlmdError):
@@ -35,50 +36,33 @@ class ApplyError(LlmdError):
         super().__init__(message)
 
 
-def config_document(config: SchedulerConfig) -> dict[str, Any]:
-    return config.model_dump(by_alias=True, exclude_none=True, exclude={"source"})
-
-
 def config_yaml(config: SchedulerConfig) -> str:
     return yaml.safe_dump(config_document(config), sort_keys=False)
 
 
 def push_config(router_url: str, config: SchedulerConfig, api_key: str | None = None,
                 timeout: float = 10.0) -> dict[str, Any]:
-    """``POST {router_url}/admin/config`` with the config as JSON; the router's JSON answer on 200."""
-    url = router_url.rstrip("/") + "/admin/config"
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    req = urllib.request.Request(url, data=json.dumps(config_document(config)).encode(), headers=headers,
-                                 method="POST")
+    """``POST {router_url}/admin/config`` with the config (the router's own client,
+    :func:`llmd_kserve.router.admin_client.apply_config`); the router's JSON answer on 200."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        raise _refused(exc, url) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ApplyError(f"router at {router_url} is not answering ({reason})") from None
+        return apply_config(router_url, config, api_key, timeout)
+    except AdminError as exc:
+        raise _refused(exc, router_url) from None
     except ValueError:
         raise ApplyError(f"router at {router_url} answered /admin/config with something that is not JSON") from None
 
 
-def _refused(exc: urllib.error.HTTPError, url: str) -> ApplyError:
-    try:
-        err = json.loads(exc.read() or b"{}").get("error") or {}
-    except ValueError:
-        err = {}
-    message, param = err.get("message"), err.get("param")
-    if exc.code == 404:
-        return ApplyError(f"this router has no {url.rsplit('/', 2)[-2]}/config endpoint (HTTP 404): "
-                          "it predates config reload", 404)
-    if exc.code == 401:
-        return ApplyError(f"the router refused the config: {message or 'unauthorized'} (HTTP 401; "
-                          "pass api_key=…)", exc.code, param)
-    where = f"{param}: " if param and param not in (message or "") else ""
-    return ApplyError(f"the router refused the config: {where}{message or exc.reason} (HTTP {exc.code})",
-                      exc.code, param)
+def _refused(exc: AdminError, router_url: str) -> ApplyError:
+    """The router client's error as one line a panel can show."""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    if not exc.status:
+        return ApplyError(f"router at {router_url} is not answering ({message.rsplit(': ', 1)[-1]})")
+    if exc.status == 404:
+        return ApplyError("this router has no admin/config endpoint (HTTP 404): it predates config reload", 404)
+    hint = "; pass api_key=…" if exc.status == 401 else ""
+    where = f"{exc.param}: " if exc.param and exc.param not in message else ""
+    return ApplyError(f"the router refused the config: {where}{message} (HTTP {exc.status}{hint})", exc.status,
+                      exc.param)
 
 
 def configmap_manifest(config: SchedulerConfig, name: str = "llmd-router-config",

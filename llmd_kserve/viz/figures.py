@@ -95,20 +95,20 @@ def _slo_text(points: Sequence[RunPoint], slo: Mapping[str, float | None] | None
     ttft = (slo or {}).get("ttft", next((p.slo_ttft for p in points if p.slo_ttft is not None), None))
     tpot = (slo or {}).get("tpot", next((p.slo_tpot for p in points if p.slo_tpot is not None), None))
     parts = ([f"TTFT ≤ {ttft * 1000:g} ms"] if ttft else []) + ([f"TPOT ≤ {tpot * 1000:g} ms"] if tpot else [])
-    return " and ".join(parts) if parts else "no SLO set: every completed request counts"
+    return "SLO: " + " and ".join(parts) if parts else "no SLO set: every completed request counts"
 
 
 def goodput_vs_rate(points: Sequence[RunPoint], slo: Mapping[str, float | None] | None = None) -> go.Figure:
     """Requests per second that met the SLO (named in the title) against the offered rate."""
     text = _slo_text(points, slo)
     if _one_rate(points):
-        fig = _fig(f"Goodput by policy (SLO: {text})", "policy", "requests/s within SLO")
+        fig = _fig(f"Goodput by policy ({text})", "policy", "requests/s within SLO")
         fig.add_trace(go.Bar(x=[p.label for p in points], y=[p.goodput_rps for p in points], name="goodput"))
         fig.add_trace(go.Bar(x=[p.label for p in points], y=[p.throughput_rps for p in points], name="throughput",
                              opacity=0.35))
         fig.update_layout(barmode="overlay")
         return fig
-    fig = _fig(f"Goodput vs offered load (SLO: {text})", "offered rate (req/s)", "requests/s within SLO")
+    fig = _fig(f"Goodput vs offered load ({text})", "offered rate (req/s)", "requests/s within SLO")
     rates = sorted({p.rate for p in points if p.rate is not None})
     if rates:
         fig.add_trace(go.Scatter(x=rates, y=rates, mode="lines", name="offered (all within SLO)",

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from fake_admin import FakeAdminRouter
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_admin import FakeAdminRouter  # noqa: E402
-
-from llmd_kserve.bench.workloads import SharedPrefixSpec  # noqa: E402
-from llmd_kserve.config.loader import parse_config  # noqa: E402
-from llmd_kserve.kube import FakeKubeApi  # noqa: E402
-from llmd_kserve.viz.admin import ApplyError, config_document, push_config  # noqa: E402
-from llmd_kserve.viz.data import EndpointSample, LiveSample, Quantiles  # noqa: E402
-from llmd_kserve.viz.sources import SourceError  # noqa: E402
-from llmd_kserve.viz.widgets import BenchPanel, LiveDashboard, StackPanel, TunePanel  # noqa: E402
+from llmd_kserve.bench.workloads import SharedPrefixSpec
+from llmd_kserve.config.loader import parse_config
+from llmd_kserve.kube import FakeKubeApi
+from llmd_kserve.viz.admin import ApplyError, config_document, push_config
+from llmd_kserve.viz.data import EndpointSample, LiveSample, Quantiles
+from llmd_kserve.viz.sources import SourceError
+from llmd_kserve.viz.widgets import BenchPanel, LiveDashboard, StackPanel, TunePanel
 
 SMALL = SharedPrefixSpec(num_groups=4, prompts_per_group=10, system_prompt_len=1000, question_len=32, output_len=8)
 
@@ -87,9 +83,27 @@ async def test_refresh_task_starts_ticks_and_cancels():
     await asyncio.sleep(0)
     assert task.cancelled() or task.done()
     assert not dash.running and dash.stop_button.disabled and not dash.start_button.disabled
+    await asyncio.sleep(0.1)  # a read already handed to a worker thread may still finish
     calls = src.calls
     await asyncio.sleep(0.5)
     assert src.calls == calls  # nothing refreshes after stop
+
+
+async def test_settle_refreshes_until_two_quiet_windows():
+    src = FakeSource()
+    dash = LiveDashboard(source=src, interval=0.2)
+    dash.start()
+    quiet = LiveSample(0.0, None, None, None, Quantiles(), Quantiles(), Quantiles(), 0.0, 0.0)
+    busy_left = [3]
+
+    def sample() -> LiveSample:  # three busy windows, then nothing moves
+        busy_left[0] -= 1
+        return FakeSource.sample(src) if busy_left[0] >= 0 else quiet
+
+    src.sample = sample  # type: ignore[method-assign]
+    await dash.settle(quiet=2, timeout=10)
+    assert not dash.running and dash.status.text.startswith("settled")
+    assert [s.hit_rate_engines for s in list(dash.samples)[-2:]] == [None, None]
 
 
 def test_dashboard_against_a_router_that_is_gone():
@@ -175,6 +189,18 @@ def test_stack_panel_starts_shows_endpoints_and_stops():
         assert [r["endpoint"] for r in rows] == panel.engine_urls
         panel.start()
         assert panel.status.text.startswith("already running")
+        # the real router's admin endpoint (config hot reload): applied, then a bad config refused by field path
+        tune = TunePanel(panel.config_name, router_url=panel.router_url, workload=SMALL, auto=False)
+        tune.set_weight("default/queue-scorer", 2.5)
+        assert tune.apply()["status"] == "applied"
+        with pytest.raises(ApplyError) as err:
+            push_config(panel.router_url, tune.config().model_copy(update={"scheduling_profiles": []}))
+        assert err.value.status == 400 and err.value.param == "schedulingProfiles"
+        _one_line(str(err.value))
+        bench = BenchPanel(panel, workload=SMALL, rates=(10,), num_requests=10, policies=(panel.config_name,))
+        report = asyncio.run(bench.run())  # no kernel loop in this test: run the coroutine to completion
+        assert report is not None and report["runs"][0]["summary"]["n"] == 10 and report["runs"][0]["scale"] == "live"
+        assert bench.progress.value == bench.progress.max == 10  # one step per finished request
     finally:
         panel.stop()
     assert panel.stack is None and panel.router_url is None and not panel.start_button.disabled
@@ -184,7 +210,7 @@ async def test_bench_panel_sim_runs_side_by_side_and_errors():
     bench = BenchPanel(workload=SMALL, rates=(5, 20), num_requests=40, policies=("round-robin", "default"),
                        sim=True, sim_engines=2)
     report = await bench.run()
-    assert report is not None and len(report["runs"]) == 4 and bench.progress.value == 4
+    assert report is not None and len(report["runs"]) == 4 and bench.progress.value == bench.progress.max == 160
     assert {r["policy"] for r in report["runs"]} == {"round-robin", "default"}
     ttft = bench.figures["ttft"]
     assert len(ttft.data) == 6 and list(ttft.data[0].x) == [5.0, 20.0]

@@ -57,7 +57,7 @@ class BenchPanel(Panel):
         self.mode = W.ToggleButtons(options=["live", "sim"], value="sim" if sim else "live")
         self.run_button = W.Button(description="Run", icon="play", button_style="primary")
         self.run_button.on_click(lambda _: self.start())
-        self.progress = W.IntProgress(value=0, min=0, max=1, description="runs")
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="requests")
         self.figures = {
             "ttft": figure_widget(figures.latency_vs_rate([], "ttft")),
             "goodput": figure_widget(figures.goodput_vs_rate([])),
@@ -134,7 +134,7 @@ class BenchPanel(Panel):
         arrivals = [ArrivalSpec(pattern="poisson", rate=r) for r in rates]
         suffix = f" #{len(self.reports) + 1}" if any(
             r.get("policy", "").split(" #")[0] in policies for rep in self.reports for r in rep["runs"]) else ""
-        self.progress.max, self.progress.value = len(policies) * len(rates), 0
+        self.progress.max, self.progress.value = len(policies) * len(rates) * n, 0
         runs: list[dict[str, Any]] = []
         for policy in policies:
             name = label or policy + suffix
@@ -145,7 +145,6 @@ class BenchPanel(Panel):
             for i, arrival in enumerate(arrivals):
                 self.progress.description = f"{policy} @{arrival.rate:g}/s"
                 runs.append(await self._live_one(spec, arrival, n, i, name))
-                self.progress.value += 1
         mode = {"mode": "sim", "engines": self.sim_engines} if sim else {"mode": "live", "target": self.router_url}
         info = workload_info(spec, arrivals, num_requests=n, seed=self.seed,
                              slo={"ttft": self.slo.ttft, "tpot": self.slo.tpot}, **mode)
@@ -163,7 +162,7 @@ class BenchPanel(Panel):
                                            seed=self.seed, slo=self.slo, config=policy, policy_label=label,
                                            options=opts)
             out[-1]["offered_rps"] = arrival.rate
-            self.progress.value += 1
+            self.progress.value += out[-1]["summary"]["n"]
         return out
 
     def _prepare_live(self, policy: str, several: bool) -> None:
@@ -190,7 +189,8 @@ class BenchPanel(Panel):
         reqs = assign_arrivals(build_requests(spec, rng, n), arrival, rng)
         config = LoadConfig(target=self.router_url or "", progress=False,
                             engine_urls=tuple(u.split("#")[0] for u in self.engine_urls))
-        result = await run_load(reqs, arrival, config, run_tag=f"{label}-{i}-".replace(" ", ""))
+        result = await run_load(reqs, arrival, config, run_tag=f"{label}-{i}-".replace(" ", ""),
+                                on_result=lambda _: setattr(self.progress, "value", self.progress.value + 1))
         return dict(run_entry_from(result, label, self.slo), offered_rps=arrival.rate, scale="live")
 
     def redraw(self) -> None:

@@ -2,6 +2,7 @@
 
     dash = LiveDashboard(router_url=stack.router_url, prometheus_url=stack.prometheus_url, config="default")
     dash            # shows it; dash.start() / dash.stop(); dash.interval = 2.0; await dash.refresh_async()
+    whole = await dash.settle()     # stop, refresh until nothing moves, the sample over the whole watch
 
 Each refresh reads one :class:`~llmd_kserve.viz.data.LiveSample` from the source (Prometheus when a URL is given,
 else the router itself) in a worker thread, appends it to a bounded history and redraws the figures inside
@@ -167,6 +168,20 @@ class LiveDashboard(Panel):
         self.start_button.disabled, self.stop_button.disabled = False, True
         self.status.show(f"stopped after {self.refreshes} refreshes")
         return self
+
+    async def settle(self, quiet: int = 2, timeout: float = 20.0) -> LiveSample | None:
+        """Stop the task, then refresh every ``interval`` until ``quiet`` windows in a row saw no new requests and
+        no prefix-cache queries (the source has counted everything sent so far); the whole-run sample."""
+        self.stop()
+        deadline, calm = time.monotonic() + timeout, 0
+        while calm < quiet and time.monotonic() < deadline:
+            await asyncio.sleep(self.interval)
+            s = await self.refresh_async()
+            busy = s is None or bool(s.throughput_rps) or s.hit_rate_engines is not None
+            calm = 0 if busy else calm + 1
+        self.status.show(f"settled after {len(self.samples)} samples" if calm >= quiet else
+                         f"still moving after {timeout:g} s")
+        return self.since_start()
 
     def _ended(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:  # a bug, not a source failure
