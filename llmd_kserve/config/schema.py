@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,3 +52,12 @@ class SchedulerConfig(_Model):
     scheduling_profiles: list[SchedulingProfile] = Field(alias="schedulingProfiles", min_length=1)
     source: str = Field("", exclude=True)
     """Where the config came from (file path or shipped name); not part of the YAML."""
+
+    def document(self) -> dict[str, Any]:
+        """The EndpointPickerConfig mapping as written (camelCase keys, unset fields left out, no ``source``)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def digest(self) -> str:
+        """Short SHA-256 of the canonical JSON of :meth:`document`: equal configs, equal digests, whatever the source."""
+        canon = json.dumps(self.document(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]

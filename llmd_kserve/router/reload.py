@@ -14,14 +14,13 @@ listens beyond this host).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,34 +37,18 @@ from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutc
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 MAX_CONFIG_BYTES = 1024 * 1024
+MAX_TRACKED = 1_000_000
+"""Most scheduled-but-not-completed results remembered (each is a request in flight)."""
 
 
 def config_document(config: SchedulerConfig) -> dict[str, Any]:
     """The config as the EndpointPickerConfig mapping it was written as (camelCase keys, unset fields left out)."""
-    return config.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"source"})
+    return config.document()
 
 
 def config_hash(config: SchedulerConfig) -> str:
     """Short SHA-256 of the canonical JSON of the config (equal configs, equal hashes, whatever their source)."""
-    canon = json.dumps(config_document(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()[:16]
-
-
-def scorer_weights(scheduler: Scheduler) -> dict[str, float]:
-    """``"<profile>/<scorer>"`` -> weight, the keys of ``SchedulingResult.scores``."""
-    return {f"{name}/{scorer.name}": weight for name, runner in scheduler.runners.items()
-            for scorer, weight in runner.scorers}
-
-
-@dataclass(frozen=True, slots=True)
-class TaggedResult(SchedulingResult):
-    """A scheduling result that says which config made it (``/debug/decisions`` shows both fields)."""
-
-    config_hash: str = ""
-    weights: Mapping[str, float] | None = None
-
-
-_RESULT_FIELDS = tuple(f.name for f in fields(SchedulingResult))
+    return config.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +69,8 @@ class ReloadableScheduler:
     """The scheduler the proxy holds: schedules with the current ``Scheduler``; routes each result's callbacks to
     the scheduler that produced it; anything else (``producers``, ``ctx``, …) reads the current one."""
 
-    def __init__(self, scheduler: Scheduler, config_hash_: str = "") -> None:
+    def __init__(self, scheduler: Scheduler) -> None:
         self._current = scheduler
-        self._hash = config_hash_ or config_hash(scheduler.config)
-        self._weights = scorer_weights(scheduler)
         self._origin: dict[int, tuple[Scheduler, SchedulingResult]] = {}
         """id(result) -> (its scheduler, the result: kept alive so its id stays unique) until ``on_complete``."""
 
@@ -97,8 +78,8 @@ class ReloadableScheduler:
     def current(self) -> Scheduler:
         return self._current
 
-    def swap(self, scheduler: Scheduler, config_hash_: str) -> None:
-        self._current, self._hash, self._weights = scheduler, config_hash_, scorer_weights(scheduler)
+    def swap(self, scheduler: Scheduler) -> None:
+        self._current = scheduler
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._current, name)
@@ -106,11 +87,11 @@ class ReloadableScheduler:
     def schedule(self, request: LLMRequest, endpoints: Sequence[EndpointState],
                  exclude: Collection[EndpointId] = ()) -> SchedulingResult:
         sched = self._current
-        r = sched.schedule(request, endpoints, exclude)
-        tagged = TaggedResult(*(getattr(r, f) for f in _RESULT_FIELDS), config_hash=self._hash,
-                              weights=self._weights)
-        self._origin[id(tagged)] = (sched, tagged)
-        return tagged
+        result = sched.schedule(request, endpoints, exclude)
+        self._origin[id(result)] = (sched, result)
+        if len(self._origin) > MAX_TRACKED:  # a caller that never completes: forget the oldest, do not grow
+            self._origin.pop(next(iter(self._origin)))
+        return result
 
     def _owner(self, result: Any, pop: bool) -> Scheduler:
         entry = self._origin.pop(id(result), None) if pop else self._origin.get(id(result))
@@ -188,7 +169,7 @@ class ConfigReloader:
             self._refused(source, err)
             raise err from exc
         kept = new.reused_plugins(self.scheduler.current)
-        self.scheduler.swap(new, h)
+        self.scheduler.swap(new)
         self.in_flight_at_swap = self.scheduler.in_flight()
         self.active = ActiveConfig(config, h, source, self._clock(), self.active.generation + 1)
         self.last_error = None

@@ -39,6 +39,10 @@ class SchedulingResult:
     """``"<profile>/<scorer name>"`` -> endpoint -> raw score."""
     totals: Mapping[EndpointId, float]
     """Weighted totals of the primary profile's candidates (after its filters)."""
+    config_hash: str = ""
+    """``SchedulerConfig.digest()`` of the config that made this decision."""
+    weights: Mapping[str, float] | None = None
+    """``"<profile>/<scorer name>"`` -> weight (the keys of ``scores``) in that config."""
 
 
 class Scheduler:
@@ -79,6 +83,9 @@ class Scheduler:
                     picker = plugin
             self.runners[profile.name] = ProfileRunner(profile.name, filters, scorers, picker or self._default(DEFAULT_PICKER, slot=profile.name))
         self.profile_names: tuple[str, ...] = tuple(self.runners)
+        self.config_hash = config.digest()
+        self.weights: Mapping[str, float] = {f"{name}/{scorer.name}": weight for name, runner in self.runners.items()
+                                             for scorer, weight in runner.scorers}
         self.producers = self._order_producers([p for n, p in self.plugins.items() if kinds[n] == "producer"])
         every = [*self.plugins.values(), *self.producers, self.handler, *(r.picker for r in self.runners.values())]
         unique = list({id(p): p for p in every}.values())
@@ -135,6 +142,8 @@ class Scheduler:
             profile=decision.primary,
             scores=scores,
             totals=results[decision.primary].totals,
+            config_hash=self.config_hash,
+            weights=self.weights,
         )
 
     def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None:

@@ -1,4 +1,4 @@
-"""Makes ``tests/browser/lab.py`` importable as ``lab`` (the browser tests' helpers)."""
+"""Makes ``tests/browser/browser_lab.py`` importable as ``browser_lab`` (the browser tests' helpers)."""
 
 import sys
 from pathlib import Path

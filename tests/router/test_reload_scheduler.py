@@ -80,3 +80,23 @@ def test_unchanged_config_is_a_no_op_and_bad_ones_leave_the_active_one() -> None
     else:
         raise AssertionError("bad config applied")
     assert sched.current is current and reloader.last_error["param"] == "plugins[2].parameters.nope"
+
+
+def test_pd_callbacks_of_a_request_go_to_the_scheduler_that_scheduled_it() -> None:
+    pd_eps = [EndpointState(Endpoint(EndpointId("http://10.0.1.1:8000"), role="prefill"), EndpointMetrics(stale=False)),
+              EndpointState(Endpoint(EndpointId("http://10.0.1.2:8000"), role="decode"), EndpointMetrics(stale=False))]
+    sched = ReloadableScheduler(Scheduler.from_config("pd-always", _ctx()))
+    reloader = ConfigReloader(sched, "pd-always")
+    old = sched.current
+    r1 = sched.schedule(_req("a"), pd_eps)
+    assert r1.prefill == pd_eps[0].endpoint.id
+    doc = config_document(load_config("pd-always"))
+    spec = next(p for p in doc["plugins"] if p["type"] == "inflight-load-producer")
+    spec["parameters"] = {"requestTimeoutS": 7}
+    reloader.apply(doc)
+    assert _inflight(sched.current) is not _inflight(old)
+    assert _inflight(old).load(r1.prefill)[0] == 1
+    sched.on_prefill_complete(_req("a"), r1, RequestOutcome(ok=True))
+    assert _inflight(old).load(r1.prefill) == (0, 0) and _inflight(old).load(r1.target)[0] == 1
+    sched.on_complete(_req("a"), r1, RequestOutcome(ok=True))
+    assert _inflight(old).load(r1.target) == (0, 0) and sched.in_flight() == 0

@@ -73,3 +73,23 @@ async def test_a_dead_router_is_one_line_on_the_page() -> None:
         body = await _figures_when(s, dash.url, lambda b: b["error"])
         assert "router" in body["error"] and "\n" not in body["error"] and body["samples"] == 0
         assert set(body["figures"]) == {"hit_rate", "latency", "endpoints"}  # empty figures still draw
+
+
+def test_cli_refuses_a_busy_port_in_one_line() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "llmd_kserve.cli", "dashboard", "--router", "http://127.0.0.1:9",
+                              "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llmd-kserve dashboard: error: port: cannot listen")

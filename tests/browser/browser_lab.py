@@ -161,6 +161,7 @@ def run_all_cells(page, timeout_s: float = 300.0) -> list[str]:
 
 
 PLOTS_WITH_DATA = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+    widget: el.closest('.jp-RenderedPlotly') === null,  // not the static figure renderer: a FigureWidget's view
     traces: (el.data || []).length,
     points: (el.data || []).reduce((n, t) => n + ((t.y || t.z || t.x || []).length || 0), 0)}))"""
-"""JS: per plotly plot in the page, its number of traces and data points."""
+"""JS: per plotly plot in the page, whether a widget (FigureWidget) drew it, its number of traces and data points."""
