@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from sched_fixtures import make_ctx
 
 from llmd_kserve.config.loader import PD_SHIPPED, SHIPPED, load_config, parse_config, shipped_configs
 from llmd_kserve.config.schema import API_VERSION, SchedulerConfig
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.scheduling.scheduler import Scheduler
+from tests.scheduling.sched_fixtures import make_ctx
 
 GOOD = {
     "apiVersion": API_VERSION,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from sched_fixtures import eid, endpoint, make_ctx, prompt, request, store
 
 from llmd_kserve.config.loader import load_config, parse_config
 from llmd_kserve.disagg.deciders import DECIDERS, PredictedTTFTDecider
@@ -13,6 +12,7 @@ from llmd_kserve.plugins.base import CycleState
 from llmd_kserve.plugins.registry import REGISTRY
 from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
+from tests.scheduling.sched_fixtures import eid, endpoint, make_ctx, prompt, request, store
 
 PREFILL = (0, 1)
 DECODE = (2, 3)

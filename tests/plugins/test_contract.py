@@ -6,7 +6,6 @@ import math
 import random
 
 import pytest
-from sched_fixtures import endpoint, make_ctx, prompt, request, store
 
 from llmd_kserve.config.loader import parse_config
 from llmd_kserve.disagg.deciders import build_decider
@@ -15,6 +14,7 @@ from llmd_kserve.plugins.base import CycleState, HandlerDecision, ProfileResult
 from llmd_kserve.plugins.registry import BUILTIN_DECIDERS, BUILTINS, REGISTRY
 from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
+from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, request, store
 
 ALL = sorted(REGISTRY)
 SEEDS = range(6)

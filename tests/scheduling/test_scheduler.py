@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from sched_fixtures import BLOCK, eid, endpoint, make_ctx, prompt, request, store
 
 from llmd_kserve.config.loader import parse_config
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.plugins.registry import REGISTRY
 from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
+from tests.scheduling.sched_fixtures import BLOCK, eid, endpoint, make_ctx, prompt, request, store
 
 
 def one_profile(*plugins: tuple[str, dict | None, float | None]) -> dict:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sched_fixtures import endpoint, make_ctx, prompt, request
-
 from llmd_kserve.config.loader import parse_config
 from llmd_kserve.plugins.base import CycleState
 from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
+from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, request
 
 
 def config(scorer: str, params: dict | None = None) -> dict:
