@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from llmd_kserve.types import BlockKey, EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import BlockKey, Endpoint, EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 if TYPE_CHECKING:  # heavy or not-yet-written modules: only for annotations
     from llmd_kserve.engine_sim.profile import LatencyProfile
@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # heavy or not-yet-written modules: only for annotations
 
 PluginKind = Literal["producer", "filter", "scorer", "picker", "profile-handler"]
 Scores = dict[EndpointId, float]
+
+
+def _every_endpoint(endpoint: Endpoint) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,9 @@ class PluginContext:
     block_size: int = 16
     hash_seed: int = 0
     """Seed of the router's block keys (``kvcache.hashing``); must match the KV index's keys."""
+    has_kv_events: Callable[[Endpoint], bool] = _every_endpoint
+    """Whether an endpoint's KV events reach ``index``. The default (every endpoint) suits in-process engines that
+    feed the index directly; the router passes ``endpoint.kv_events is not None`` (no ZMQ stream, no events)."""
 
 
 class CycleState:

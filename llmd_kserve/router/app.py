@@ -99,8 +99,12 @@ async def health(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     states = state.endpoint_states()
     fresh = sum(1 for s in states if not s.metrics.stale)
-    return _json({"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states), "healthy": fresh},
-                 200 if fresh else 503)
+    body: dict[str, Any] = {"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states),
+                            "healthy": fresh}
+    blind = state.kv_blind_endpoints()
+    if blind:  # precise prefix routing without KV events for these: they are routed on the router-side estimate
+        body["details"] = {"no_kv_events": blind, "prefix_fallback": "approx"}
+    return _json(body, 200 if fresh else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

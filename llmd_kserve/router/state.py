@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
 
 
+def _streams_kv_events(endpoint: Endpoint) -> bool:
+    """The router hears an endpoint's KV events only through the ZMQ stream it was given (``#kv=``)."""
+    return endpoint.kv_events is not None
+
+
 @dataclass(frozen=True, slots=True)
 class RouterSettings:
     """Everything ``llmd-kserve router`` can be told (besides its endpoints)."""
@@ -87,6 +92,7 @@ class RouterState:
     proxy: Proxy | None = None
     render: RenderTokenizer | None = None
     _watcher: EndpointsFileWatcher | None = None
+    _warned_blind: frozenset[str] = frozenset()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -105,7 +111,7 @@ class RouterState:
         index = KVIndex(max_keys=s.kv_index_max_keys)
         ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
                             rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
-                            block_size=s.block_size)
+                            block_size=s.block_size, has_kv_events=_streams_kv_events)
         scheduler = Scheduler.from_config(s.config, ctx)
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
@@ -128,6 +134,23 @@ class RouterState:
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         return self.pool.set_endpoints(eps)
 
+    def kv_blind_endpoints(self) -> list[str]:
+        """Endpoints without a KV-event stream while the scheduler routes on the KV-event index (precise prefix);
+        the precise producer estimates their prefixes router-side instead (``fallbackToApprox``)."""
+        producers = getattr(self.scheduler, "producers", ())
+        if not any(getattr(p, "type", None) == "precise-prefix-producer" for p in producers):
+            return []
+        return [e.id for e in self.pool.snapshot if not _streams_kv_events(e)]
+
+    def _warn_kv_blind(self) -> None:
+        blind = frozenset(self.kv_blind_endpoints())
+        if blind and blind != self._warned_blind:
+            log.warning("precise prefix routing, but %d of %d endpoints have no KV-event stream (add "
+                        "#kv=tcp://host:port, vLLM --kv-events-config): %s; their cached prefixes are estimated "
+                        "router-side (approximate prefix index) instead", len(blind), len(self.pool.snapshot),
+                        ", ".join(sorted(blind)))
+        self._warned_blind = blind
+
     def _pick_render_endpoint(self) -> str | None:
         states = self.endpoint_states()
         fresh = [s for s in states if not s.metrics.stale]
@@ -145,6 +168,7 @@ class RouterState:
             self._spawn(self.scraper.set_endpoints(new))
         if self.subscriber is not None:
             self._spawn(self.subscriber.set_endpoints(new))
+        self._warn_kv_blind()
         new_ids = {e.id for e in new}
         for e in old:
             if e.id not in new_ids:
