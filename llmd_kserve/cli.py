@@ -205,7 +205,11 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
     _check_output(a.json, "json")
     _check_output(a.html, "html")
-    return run_bench(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+    simulator = None
+    if a.sim:
+        from llmd_kserve.cluster_sim import run_bench as simulator
+    return run_bench(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")},
+                     simulator=simulator)
 
 
 # --- render ---------------------------------------------------------------------------------------------------

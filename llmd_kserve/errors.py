@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pydantic
+
 
 class LlmdError(Exception):
     """Base of every error this package raises on purpose."""
@@ -35,3 +40,21 @@ class NoEndpointError(LlmdError):
 
 class ClusterError(LlmdError):
     """Kubernetes is unreachable, a CRD is missing, or RBAC denied an operation."""
+
+
+def error_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    """``("plugins", 2, "parameters", "threshold")`` -> ``plugins[2].parameters.threshold``."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def config_error_from(exc: pydantic.ValidationError, prefix: str = "") -> ConfigError:
+    """The first error of a pydantic ValidationError as a ConfigError at ``prefix`` + the field's path."""
+    err = exc.errors()[0]
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ConfigError(err["msg"] + more, error_path(tuple(err["loc"]), prefix))

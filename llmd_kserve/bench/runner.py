@@ -7,16 +7,17 @@ Public API::
     workload_info(spec, arrivals, **extra) -> dict                   the report's ``workload`` section
     run_bench(**cli kwargs) -> int                                   what the CLI calls
 
-With ``sim=True`` the runs come from ``llmd_kserve.cluster_sim.run_bench(workload=spec, arrivals=arrivals,
-num_requests=n, seed=seed, slo=slo, engines=N, config=name, policy_label=label, roles=...)``, which returns ``runs[]`` items
-in the bench JSON schema; everything else (JSON, HTML, table) is shared.
+With ``sim=True`` the runs come from ``simulator(workload=spec, arrivals=arrivals, num_requests=n, seed=seed,
+slo=slo, engines=N, config=name, policy_label=label, roles=...)`` (the CLI passes ``llmd_kserve.cluster_sim.run_bench``;
+bench sits below cluster_sim and does not import it), which returns ``runs[]`` items in the bench JSON schema;
+everything else (JSON, HTML, table) is shared.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,6 +36,9 @@ from llmd_kserve.bench.workloads import sweep as sweep_arrivals
 from llmd_kserve.errors import ConfigError, LlmdError
 
 log = logging.getLogger(__name__)
+
+SimRunner = Callable[..., list[dict[str, Any]]]
+"""``llmd_kserve.cluster_sim.run_bench``'s shape: keyword arguments in, ``runs[]`` items (bench JSON schema) out."""
 
 
 def _brief(exc: ValidationError) -> str:
@@ -100,7 +104,7 @@ def run_bench(*, target: str | None = None, workload: str = "shared-prefix", tra
               engines_metrics: Sequence[str] | None = None, policy_label: str | None = None, model: str | None = None,
               set: Sequence[str] | None = None, sim: bool = False, engines: int = 8, config: str = "default",
               prefill: int = 0, decode: int = 0, no_progress: bool = False, timeout: float = 600.0,
-              **_: Any) -> int:
+              simulator: SimRunner | None = None, **_: Any) -> int:
     """Run the benchmark the CLI describes; print the table; write ``json`` / ``html`` when given.
 
     ``prefill``/``decode`` (``--sim`` only): a disaggregated simulated cluster of that many prefill and decode
@@ -117,13 +121,10 @@ def run_bench(*, target: str | None = None, workload: str = "shared-prefix", tra
     label = policy_label or (config if sim else "live")
     info = workload_info(spec, arrivals, num_requests=num_requests, seed=seed, slo={"ttft": slo_ttft, "tpot": slo_tpot})
     if sim:
-        try:
-            from llmd_kserve.cluster_sim import run_bench as sim_run_bench  # owned by the cluster_sim module
-        except ImportError as exc:
-            raise LlmdError(f"the cluster simulator is not available: {exc}") from exc
-
+        if simulator is None:
+            raise LlmdError("sim=True needs simulator=llmd_kserve.cluster_sim.run_bench")
         roles = ("prefill",) * prefill + ("decode",) * decode if prefill else None
-        runs = sim_run_bench(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
+        runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
                              engines=engines, config=config, policy_label=label, roles=roles)
         info |= {"mode": "sim", "engines": prefill + decode if roles else engines}
         if roles:

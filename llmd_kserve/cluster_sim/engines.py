@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from llmd_kserve.engine_sim.core import EngineCore, StepOutput
-from llmd_kserve.engine_sim.profile import LatencyProfile
+from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, Role
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmd_kserve.bench.stats import RequestResult
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, LatencyProfile
+from llmd_kserve.latency import DEFAULT_PROFILE, LatencyProfile
 from llmd_kserve.types import Role
 
 

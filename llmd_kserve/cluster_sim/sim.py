@@ -36,12 +36,13 @@ from llmd_kserve.cluster_sim.engines import SimEngine, build_engines, engine_cou
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
 from llmd_kserve.cluster_sim.pd import PREFILL, PDFlow
 from llmd_kserve.cluster_sim.tokens import PrefixTokenCache
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.engine_sim.core import StepOutput
-from llmd_kserve.engine_sim.profile import LatencyProfile, load_profile
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.kvcache.index import KVIndex
-from llmd_kserve.scheduling.scheduler import PluginContext, Scheduler, SchedulingResult
+from llmd_kserve.latency import LatencyProfile, load_profile
+from llmd_kserve.scheduling.scheduler import PluginContext, SchedulingResult
 from llmd_kserve.tokenizer import SimTokenizer
 from llmd_kserve.types import LLMRequest, RequestOutcome
 
@@ -83,7 +84,7 @@ class ClusterSim:
         self.index = KVIndex()
         ctx = PluginContext(tokenizer=SimTokenizer(), index=self.index, rng=random.Random(opt.seed),
                             clock=self._clock, profile=self.profile, block_size=self.profile.block_size)
-        self.scheduler = Scheduler.from_config(config, ctx)
+        self.scheduler = build_scheduler(config, ctx)
         self.uses_index = any(p.type == "precise-prefix-producer" for p in self.scheduler.producers)
         roles = opt.engine_roles
         self.engines: list[SimEngine] = build_engines(

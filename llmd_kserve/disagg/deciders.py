@@ -27,7 +27,7 @@ from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext,
 from llmd_kserve.types import EndpointId, EndpointState
 
 if TYPE_CHECKING:
-    from llmd_kserve.engine_sim.profile import LatencyProfile
+    from llmd_kserve.latency import LatencyProfile
 
 PrefixMode = Literal["precise", "approx"]
 

@@ -42,8 +42,8 @@ from collections.abc import Callable, Sequence
 
 from llmd_kserve.engine_sim.block_pool import BlockPool
 from llmd_kserve.engine_sim.core_types import FIRST_ID, VOCAB, CoreRequest, EngineStats, StepOutput, extend_hashes
-from llmd_kserve.engine_sim.profile import LatencyProfile
 from llmd_kserve.kvcache.events import KVEvent
+from llmd_kserve.latency import LatencyProfile
 
 __all__ = ["EngineCore", "EngineStats", "StepOutput"]
 

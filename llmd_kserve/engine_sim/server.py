@@ -33,10 +33,10 @@ from llmd_kserve.engine_sim.driver import RealtimeDriver, Stream
 from llmd_kserve.engine_sim.metrics import EngineMetrics
 from llmd_kserve.engine_sim.openai_api import GenRequest
 from llmd_kserve.engine_sim.options import EngineOptions, check_options
-from llmd_kserve.engine_sim.profile import load_profile
 from llmd_kserve.engine_sim.publisher import KVEventPublisher
 from llmd_kserve.engine_sim.routes import build_app
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.latency import load_profile
 from llmd_kserve.tokenizer import load_tokenizer
 from llmd_kserve.types import Endpoint, EndpointId
 

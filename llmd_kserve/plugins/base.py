@@ -27,8 +27,8 @@ from pydantic.alias_generators import to_camel
 from llmd_kserve.types import BlockKey, Endpoint, EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 if TYPE_CHECKING:  # heavy or not-yet-written modules: only for annotations
-    from llmd_kserve.engine_sim.profile import LatencyProfile
     from llmd_kserve.kvcache.index import KVIndex
+    from llmd_kserve.latency import LatencyProfile
     from llmd_kserve.tokenizer import Tokenizer
 
 PluginKind = Literal["producer", "filter", "scorer", "picker", "profile-handler"]

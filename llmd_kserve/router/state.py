@@ -99,12 +99,12 @@ class RouterState:
     def create(cls, settings: RouterSettings | None = None, endpoints: Sequence[str | Endpoint] = (),
                endpoints_file: str | Path | None = None) -> RouterState:
         """Build the real parts (scheduler from config, KV index, subscriber, scraper); nothing runs until ``start``."""
-        from llmd_kserve.engine_sim.profile import load_profile
+        from llmd_kserve.config.build import build_scheduler
         from llmd_kserve.kvcache.index import KVIndex
         from llmd_kserve.kvcache.subscriber import KVEventSubscriber
+        from llmd_kserve.latency import load_profile
         from llmd_kserve.metrics.scraper import MetricsScraper
         from llmd_kserve.plugins.base import PluginContext
-        from llmd_kserve.scheduling.scheduler import Scheduler
         from llmd_kserve.tokenizer import load_tokenizer
 
         s = settings or RouterSettings()
@@ -112,7 +112,7 @@ class RouterState:
         ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
                             rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
                             block_size=s.block_size, has_kv_events=_streams_kv_events)
-        scheduler = Scheduler.from_config(s.config, ctx)
+        scheduler = build_scheduler(s.config, ctx)
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         return cls(settings=s, pool=EndpointPool(eps), scheduler=scheduler,

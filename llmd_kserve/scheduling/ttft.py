@@ -8,7 +8,7 @@ from llmd_kserve.plugins.base import CycleState
 from llmd_kserve.types import EndpointState
 
 if TYPE_CHECKING:
-    from llmd_kserve.engine_sim.profile import LatencyProfile
+    from llmd_kserve.latency import LatencyProfile
 
 
 def estimate_ttft(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from llmd_kserve.builtin import REGISTRY
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import load_config, parse_config
 from llmd_kserve.disagg.deciders import DECIDERS, PredictedTTFTDecider
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.plugins.registry import REGISTRY
 from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
 from tests.scheduling.sched_fixtures import eid, endpoint, make_ctx, prompt, request, store
@@ -24,7 +25,7 @@ def pool(**decode_metrics):
 
 
 def sched(config: str, index=None) -> Scheduler:
-    return Scheduler.from_config(config, make_ctx(index if index is not None else KVIndex(max_keys=100_000)))
+    return build_scheduler(config, make_ctx(index if index is not None else KVIndex(max_keys=100_000)))
 
 
 def test_registered_and_shipped():

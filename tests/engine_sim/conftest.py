@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmd_kserve.engine_sim.profile import load_profile
+from llmd_kserve.latency import load_profile
 
 
 @pytest.fixture(scope="session")

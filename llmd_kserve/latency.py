@@ -36,7 +36,7 @@ File format (YAML or JSON, every field of :class:`LatencyProfile`; unknown keys 
     request_overhead_s: 0.0073
     request_overhead_per_token_s: 1.65e-6
 
-Load with ``load_profile("h100-llama8b")`` (a built-in name: a file in ``engine_sim/profiles/``) or
+Load with ``load_profile("h100-llama8b")`` (a built-in name: a file in ``llmd_kserve/profiles/``) or
 ``load_profile("path/to/profile.yaml")``.
 """
 

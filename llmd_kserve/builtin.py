@@ -1,4 +1,4 @@
-"""The registry: every built-in plugin, by type name, in one explicit list."""
+"""The registry: every built-in plugin, by type name, in one explicit list (above the framework and the catalog)."""
 
 from __future__ import annotations
 
