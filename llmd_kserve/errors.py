@@ -30,7 +30,7 @@ class InvalidRequestError(LlmdError):
         self.type = type_
         super().__init__(message)
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, dict[str, object]]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.status}}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pydantic
 
 from llmd_kserve.builtin import plugin_info
@@ -52,7 +54,7 @@ def check(config: SchedulerConfig) -> tuple[PluginParams, ...]:
                 picker = ref.plugin_ref
     if handler_at is not None:
         spec = config.plugins[handler_at]
-        handler_cls = plugin_info(spec.type).factory
+        handler_cls: Any = plugin_info(spec.type).factory  # the class: its validate_profiles is a classmethod
         problem = handler_cls.validate_profiles([p.name for p in config.scheduling_profiles])
         if problem:
             raise ConfigError(problem, "schedulingProfiles")

@@ -265,4 +265,5 @@ def build_decider(name: str, params: PluginParams | Mapping[str, Any] | None, ct
     cls = DECIDERS[name]
     if not isinstance(params, PluginParams):
         params = cls.Params.model_validate(dict(params or {}))
-    return cls(params, ctx)
+    decider: Decider = cls(params, ctx)
+    return decider

@@ -66,7 +66,7 @@ class MetricsScraper:
         self._endpoints: dict[EndpointId, Endpoint] = {}
         self._metrics: dict[EndpointId, EndpointMetrics] = {}
         self._stats: dict[EndpointId, ScrapeStats] = {}
-        self._tasks: dict[EndpointId, asyncio.Task] = {}
+        self._tasks: dict[EndpointId, asyncio.Task[None]] = {}
         self._running = False
 
     # --- endpoints and snapshots -----------------------------------------------------------------------------------
@@ -164,7 +164,8 @@ class MetricsScraper:
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 if resp.status != 200:
-                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason)
+                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                        message=resp.reason or "")
                 text = await resp.text()
             metrics = parse_vllm_metrics(text, self.clock())
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

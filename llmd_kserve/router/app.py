@@ -211,16 +211,24 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
             if discover_selector:
                 from llmd_kserve.kube.discovery import watch_endpoints
 
+                def apply(eps: list[Endpoint]) -> None:
+                    state.set_endpoints(eps)
+
+                def stop_on_failure(t: asyncio.Task[None]) -> None:
+                    if not t.cancelled() and t.exception() is not None:
+                        stop.set()
+
                 discovery = asyncio.create_task(watch_endpoints(
-                    state.set_endpoints, selector=discover_selector, namespace=discover_namespace))
-                discovery.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
+                    apply, selector=discover_selector, namespace=discover_namespace))
+                discovery.add_done_callback(stop_on_failure)
             gc.freeze()  # startup objects out of the collector's way: shorter GC pauses on the request path
             print(f"llmd-kserve router listening on {router.url} (config {s.config}, "
                   f"{len(state.pool.snapshot)} endpoints)", flush=True)
             await stop.wait()
             if discovery is not None:
-                if discovery.done() and not discovery.cancelled() and discovery.exception():
-                    raise discovery.exception()  # e.g. ClusterError: RBAC denied watching pods
+                failure = discovery.exception() if discovery.done() and not discovery.cancelled() else None
+                if failure is not None:
+                    raise failure  # e.g. ClusterError: RBAC denied watching pods
                 discovery.cancel()
 
     run(main())

@@ -151,6 +151,11 @@ class RouterState:
                         ", ".join(sorted(blind)))
         self._warned_blind = blind
 
+    def _live_session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise RuntimeError("the router is not started")
+        return self.session
+
     def _pick_render_endpoint(self) -> str | None:
         states = self.endpoint_states()
         fresh = [s for s in states if not s.metrics.stale]
@@ -185,7 +190,7 @@ class RouterState:
         timeout = aiohttp.ClientTimeout(total=2.0)
 
         async def one(base: str) -> list[dict[str, Any]]:
-            async with self.session.get(f"{base}/v1/models", timeout=timeout) as r:  # type: ignore[union-attr]
+            async with self._live_session().get(f"{base}/v1/models", timeout=timeout) as r:
                 return list(_decode(await r.read()).get("data", [])) if r.status == 200 else []
 
         results = await asyncio.gather(*(one(e.id) for e in self.pool.snapshot), return_exceptions=True)
@@ -213,11 +218,11 @@ class RouterState:
             connector=connector, skip_auto_headers=("Accept-Encoding", "User-Agent"),
             timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_connect=s.connect_timeout),
             auto_decompress=False)
-        self.proxy = Proxy(self.scheduler, self.endpoint_states, self.metrics, self.decisions, lambda: self.session,
+        self.proxy = Proxy(self.scheduler, self.endpoint_states, self.metrics, self.decisions, self._live_session,
                            max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
                            inject_stream_usage=s.inject_stream_usage)
         if s.tokenizer == "render":
-            self.render = RenderTokenizer(lambda: self.session, self._pick_render_endpoint)
+            self.render = RenderTokenizer(self._live_session, self._pick_render_endpoint)
         if self.endpoints_file is not None:
             self._watcher = EndpointsFileWatcher(self.endpoints_file, self.pool, s.endpoints_poll_interval)
             self._watcher.load_now()

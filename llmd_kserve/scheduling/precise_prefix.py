@@ -9,7 +9,7 @@ from pydantic import Field
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
 from llmd_kserve.scheduling.approx_prefix import ApproxPrefixProducer
-from llmd_kserve.types import EndpointId
+from llmd_kserve.types import EndpointId, EndpointState
 
 
 class PrecisePrefixProducer:
@@ -60,7 +60,8 @@ class PrecisePrefixProducer:
             return
         if self._max and len(keys) > self._max:
             keys = keys[: self._max]
-        streamed, blind = [], []
+        streamed: list[EndpointState] = []
+        blind: list[EndpointState] = []
         for c in state.candidates:
             (streamed if self._fallback is None or self._has_kv_events(c.endpoint) else blind).append(c)
         hits = self._index.match(keys, [c.endpoint.id for c in streamed]) if streamed else {}

@@ -80,11 +80,11 @@ class Scheduler:
         self.producers = self._order_producers([p for n, p in self.plugins.items() if kinds[n] == "producer"])
         every = [*self.plugins.values(), *self.producers, self.handler, *(r.picker for r in self.runners.values())]
         unique = list({id(p): p for p in every}.values())
-        self._on_scheduled: list[Callable] = [p.on_scheduled for p in unique if hasattr(p, "on_scheduled")]
-        self._on_complete: list[Callable] = [p.on_complete for p in unique if hasattr(p, "on_complete")]
-        self._on_prefill: list[Callable] = [
+        self._on_scheduled: list[Callable[[CycleState, HandlerDecision], None]] = [p.on_scheduled for p in unique if hasattr(p, "on_scheduled")]
+        self._on_complete: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [p.on_complete for p in unique if hasattr(p, "on_complete")]
+        self._on_prefill: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [
             p.on_prefill_complete for p in unique if hasattr(p, "on_prefill_complete")]
-        self._on_remove: list[Callable] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
+        self._on_remove: list[Callable[[EndpointId], None]] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
 
     def schedule(
         self, request: LLMRequest, endpoints: Sequence[EndpointState], exclude: Collection[EndpointId] = ()

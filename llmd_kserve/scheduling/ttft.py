@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.types import EndpointState
+from llmd_kserve.types import EndpointId, EndpointState
 
 if TYPE_CHECKING:
     from llmd_kserve.latency import LatencyProfile
@@ -27,12 +27,12 @@ def estimate_ttft(
     already decoding) and ``waiting`` requests from the metrics times ``tokens_per_waiting_request`` (sees other
     routers' load). Decode work interleaved with the prefill is ignored.
     """
-    memo: dict = state.data.setdefault("ttft", {})
+    memo: dict[tuple[str | None, EndpointId, int], float] = state.data.setdefault("ttft", {})
     eid = endpoint.endpoint.id
     key = (mode, eid, tokens_per_waiting_request)
-    t = memo.get(key)
-    if t is not None:
-        return t
+    hit = memo.get(key)
+    if hit is not None:
+        return hit
     cached = state.cached_tokens(eid, block_size, mode)
     uncached = state.prompt_tokens - cached
     backlog = endpoint.metrics.waiting * tokens_per_waiting_request
