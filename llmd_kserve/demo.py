@@ -35,6 +35,7 @@ from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.cluster_sim.run import sim_entry, simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
+from llmd_kserve.defaults import DEFAULT_PROFILE
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
     claims = [c for scale in ("sim", "live") if (c := ratios(runs, scale)) is not None]
     info = {"demo": "shared-prefix under KV pressure", "quick": quick, "seed": seed,
             "slo": {"ttft": SLO_DEMO.ttft, "tpot": SLO_DEMO.tpot}, "machine": "2-core CPU sandbox",
-            "profile": "h100-llama8b", "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
+            "profile": DEFAULT_PROFILE, "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
             "claims": claims, "elapsed_s": None}
     report = build_report(info, runs)
     console.print(table(runs))

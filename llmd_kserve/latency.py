@@ -49,9 +49,9 @@ from pathlib import Path
 import pydantic
 import yaml
 
+from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError
 
-DEFAULT_PROFILE = "h100-llama8b"
 _BUILTIN_DIR = Path(__file__).parent / "profiles"
 
 

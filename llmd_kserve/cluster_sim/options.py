@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmd_kserve.bench.stats import RequestResult
+from llmd_kserve.defaults import DEFAULT_MODEL, SCRAPE_INTERVAL_S
 from llmd_kserve.latency import DEFAULT_PROFILE, LatencyProfile
 from llmd_kserve.types import Role
 
@@ -22,7 +23,7 @@ class SimOptions:
     """KV blocks per engine (None: the profile's ``num_gpu_blocks``)."""
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    scrape_interval: float = 0.05
+    scrape_interval: float = SCRAPE_INTERVAL_S
     """Seconds between metrics snapshots (the live scraper's default poll)."""
     kv_event_delay: float = 0.001
     """Seconds from a step's end until its KV events are in the router's index."""
@@ -35,7 +36,7 @@ class SimOptions:
     prefill_timeout_s: float | None = 30.0
     """P/D: a prefill leg not finished this long after the router sent it falls back to a local prefill (None: never),
     like the orchestrator's ``prefill_timeout_s``."""
-    model: str = "llama-8b-shape"
+    model: str = DEFAULT_MODEL
     seed: int = 0
 
     def __post_init__(self) -> None:

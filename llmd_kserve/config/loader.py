@@ -12,11 +12,11 @@ import yaml
 
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.config.validate import check
+from llmd_kserve.defaults import PD_SHIPPED_CONFIGS, SHIPPED_CONFIGS
 from llmd_kserve.errors import ConfigError, config_error_from, error_path  # noqa: F401  (error_path: re-export)
 
-SHIPPED = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix")
-PD_SHIPPED = ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never")
-"""P/D configs (``pd-profile-handler``, profiles ``decode`` + ``prefill``), loadable by name like ``SHIPPED``."""
+SHIPPED = SHIPPED_CONFIGS
+PD_SHIPPED = PD_SHIPPED_CONFIGS
 
 
 def shipped_configs() -> tuple[str, ...]:

@@ -7,7 +7,7 @@ In-process use (tests, ``up``, benchmarks)::
         eng.kv_events_endpoint  # tcp://127.0.0.1:<port> (None without a publisher)
         eng.endpoint            # llmd_kserve.types.Endpoint for routers
 
-``serve(**cli_kwargs)`` runs one engine until SIGINT/SIGTERM (``llmd-kserve engine``). Options are the fields of
+``serve(EngineOptions(...))`` runs one engine until SIGINT/SIGTERM (``llmd-kserve engine``). Options are the fields of
 :class:`EngineOptions` (``engine_sim.options``); the endpoints are in ``engine_sim.routes``.
 """
 
@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import fields
 from typing import Any
 
 from aiohttp import web
@@ -163,9 +162,11 @@ class SimEngine:
 
 
 @asynccontextmanager
-async def running_engine(port: int = 0, host: str = "127.0.0.1", **opts: Any) -> AsyncIterator[SimEngine]:
-    """Start one engine in this event loop; stopped (connections closed, socket unbound) on exit."""
-    eng = SimEngine(EngineOptions(host=host, port=port, **opts))
+async def running_engine(port: int = 0, host: str = "127.0.0.1", *, options: EngineOptions | None = None,
+                         **opts: Any) -> AsyncIterator[SimEngine]:
+    """Start one engine in this event loop; stopped (connections closed, socket unbound) on exit. ``options``
+    (an EngineOptions) or ``opts`` (its fields; an unknown name is a TypeError) say what to run."""
+    eng = SimEngine(options if options is not None else EngineOptions(host=host, port=port, **opts))
     try:
         await eng.start()
         yield eng
@@ -173,15 +174,12 @@ async def running_engine(port: int = 0, host: str = "127.0.0.1", **opts: Any) ->
         await eng.stop()
 
 
-def serve(**kwargs: Any) -> int:
-    """Run one engine until SIGINT/SIGTERM (the ``llmd-kserve engine`` command); kwargs: EngineOptions fields."""
-    known = {f.name for f in fields(EngineOptions)}
-    opts = {k: v for k, v in kwargs.items() if k in known and v is not None}
-    opts.setdefault("crash_exits_process", True)
+def serve(options: EngineOptions) -> int:
+    """Run one engine until SIGINT/SIGTERM (the ``llmd-kserve engine`` command)."""
 
     async def main() -> None:
         stop = stop_on_signals()
-        async with running_engine(**opts) as eng:
+        async with running_engine(options=options) as eng:
             print(f"engine ready: {eng.url} model={eng.opts.model} kv_events={eng.kv_events_endpoint}", flush=True)
             await stop.wait()
 

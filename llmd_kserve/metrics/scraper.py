@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from llmd_kserve.defaults import SCRAPE_INTERVAL_S
 from llmd_kserve.metrics.parse import parse_vllm_metrics
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics
 
@@ -44,7 +45,7 @@ class MetricsScraper:
 
     def __init__(
         self,
-        interval: float = 0.05,
+        interval: float = SCRAPE_INTERVAL_S,
         stale_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         *,

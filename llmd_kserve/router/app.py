@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from llmd_kserve.aio import run, stop_on_signals
+from llmd_kserve.defaults import ROUTER_PORT
 from llmd_kserve.errors import ConfigError, InvalidRequestError
 from llmd_kserve.http_errors import openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
@@ -186,10 +187,9 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
         await runner.cleanup()
 
 
-def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
-          endpoints: Sequence[str] | None = None, endpoints_file: str | None = None, scrape_interval: float = 0.05,
-          tokenizer: str | None = None, seed: int = 0, discover_selector: str | None = None,
-          discover_namespace: str | None = None, **settings: Any) -> int:
+def serve(settings: RouterSettings, *, host: str = "0.0.0.0", port: int = ROUTER_PORT,
+          endpoints: Sequence[str] | None = None, endpoints_file: str | None = None,
+          discover_selector: str | None = None, discover_namespace: str | None = None) -> int:
     """Run the router until SIGINT/SIGTERM (blocking; ``llmd-kserve router``).
 
     Endpoints come from a list, a watched file, or Kubernetes pod discovery (``discover_selector``), which
@@ -199,7 +199,7 @@ def serve(host: str = "0.0.0.0", port: int = 8080, config: str = "default",
         raise ConfigError("give --endpoints URL[,URL...], --endpoints-file FILE or --discover-selector", "endpoints")
     if not 0 <= port <= 65535:
         raise ConfigError(f"must be 0..65535, got {port}", "port")
-    s = RouterSettings(config=config, scrape_interval=scrape_interval, tokenizer=tokenizer, seed=seed, **settings)
+    s = settings
     if endpoints_file:
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now, not silently as an empty pool
     state = RouterState.create(s, endpoints or (), endpoints_file)

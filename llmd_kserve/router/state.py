@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from llmd_kserve.defaults import BLOCK_SIZE, DEFAULT_CONFIG, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import DecisionLog
@@ -37,15 +38,15 @@ def _streams_kv_events(endpoint: Endpoint) -> bool:
 class RouterSettings:
     """Everything ``llmd-kserve router`` can be told (besides its endpoints)."""
 
-    config: str | Path = "default"
+    config: str | Path = DEFAULT_CONFIG
     """Shipped scheduler config name or an EndpointPickerConfig YAML file."""
-    scrape_interval: float = 0.05
+    scrape_interval: float = SCRAPE_INTERVAL_S
     tokenizer: str | None = None
     """``None``/``"sim"``: local SimTokenizer; ``"render"``: the engines' ``/render`` endpoints; else tokenizer.json."""
     seed: int = 0
-    profile: str = "h100-llama8b"
+    profile: str = DEFAULT_PROFILE
     """Latency profile the predicted-TTFT scorer uses."""
-    block_size: int = 16
+    block_size: int = BLOCK_SIZE
     kv_index_max_keys: int = 4_000_000
     max_attempts: int = 3
     """Upstream attempts per request (1 + retries on other endpoints when an upstream fails before the first byte)."""
