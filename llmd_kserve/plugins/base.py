@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from llmd_kserve.types import BlockKey, Endpoint, EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import BlockKey, Endpoint, EndpointId, EndpointState, LLMRequest, Load, PDVerdict, RequestOutcome
 
 if TYPE_CHECKING:  # heavy or not-yet-written modules: only for annotations
     from llmd_kserve.kvcache.index import KVIndex
@@ -71,9 +71,9 @@ class CycleState:
         self.block_keys: Sequence[BlockKey] = ()
         self.prefix_hits: dict[str, Mapping[EndpointId, int]] = {}
         """Leading blocks each endpoint holds, by source (``"precise"``, ``"approx"``); absent endpoint: 0."""
-        self.inflight: Mapping[EndpointId, tuple[int, int]] | None = None
+        self.inflight: Mapping[EndpointId, Load] | None = None
         """Router-side load per endpoint: (requests, uncached prompt tokens) sent and not finished."""
-        self.unscraped: Mapping[EndpointId, tuple[int, int]] | None = None
+        self.unscraped: Mapping[EndpointId, Load] | None = None
         """The part of ``inflight`` charged after the endpoint's last metrics scrape (``metrics.scraped_at``): load
         its metrics cannot show yet. Load scorers add it to the scraped numbers so that requests arriving between
         two scrapes don't all go to the same "least loaded" endpoint."""
@@ -127,6 +127,8 @@ class HandlerDecision:
     """Profile whose target serves the request (decode in P/D)."""
     target: EndpointId
     prefill: EndpointId | None = None
+    pd: PDVerdict | None = None
+    """The P/D decider's verdict (P/D handler only): why the prefill runs remotely or not, predicted TTFTs."""
 
 
 class PluginParams(BaseModel):

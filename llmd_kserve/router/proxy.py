@@ -18,6 +18,7 @@ from llmd_kserve.errors import InvalidRequestError, NoEndpointError
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
+from llmd_kserve.scheduling.scheduler import SchedulingResult
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ class SchedulerLike(Protocol):
     """The part of ``scheduling.scheduler.Scheduler`` the proxy uses."""
 
     def schedule(self, request: LLMRequest, endpoints: Sequence[EndpointState],
-                 exclude: Collection[EndpointId] = ()) -> Any: ...
-    def on_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None: ...
+                 exclude: Collection[EndpointId] = ()) -> SchedulingResult: ...
+    def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None: ...
 
 
 class _Details(msgspec.Struct):

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, ProfileResult
 from llmd_kserve.scheduling.runner import ProfileRunner
-from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, PDVerdict, RequestOutcome
 
 __all__ = ["PluginContext", "ProfileSpec", "Scheduler", "SchedulingResult"]
 
@@ -34,6 +34,8 @@ class SchedulingResult:
     """``"<profile>/<scorer name>"`` -> endpoint -> raw score."""
     totals: Mapping[EndpointId, float]
     """Weighted totals of the primary profile's candidates (after its filters)."""
+    pd: PDVerdict | None = None
+    """P/D configs: the decider's verdict (remote prefill or not, why, predicted local and remote TTFT)."""
 
 
 class ProfileSpec(NamedTuple):
@@ -119,6 +121,7 @@ class Scheduler:
             profile=decision.primary,
             scores=scores,
             totals=results[decision.primary].totals,
+            pd=decision.pd,
         )
 
     def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None:

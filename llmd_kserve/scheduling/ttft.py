@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.types import EndpointId, EndpointState
+from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState
 
 if TYPE_CHECKING:
     from llmd_kserve.latency import LatencyProfile
@@ -37,7 +37,7 @@ def estimate_ttft(
     uncached = state.prompt_tokens - cached
     backlog = endpoint.metrics.waiting * tokens_per_waiting_request
     if state.inflight is not None:
-        backlog = max(backlog, state.inflight.get(eid, (0, 0))[1])
+        backlog = max(backlog, state.inflight.get(eid, NO_LOAD).tokens)
     t = profile.prefill_time(max(uncached, 1), cached)
     if backlog > 0:
         t += profile.prefill_time(backlog, 0)
