@@ -50,7 +50,7 @@ import pydantic
 import yaml
 
 from llmd_kserve.defaults import DEFAULT_PROFILE
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.errors import ConfigError, config_error_from
 
 _BUILTIN_DIR = Path(__file__).parent / "profiles"
 
@@ -154,9 +154,7 @@ def _load_file(path: str) -> LatencyProfile:
     try:
         return LatencyProfile.model_validate(data)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(err["msg"], path=f"{p}:{loc}") from exc
+        raise config_error_from(exc, f"{p}:") from exc
 
 
 def load_profile(name_or_path: str = DEFAULT_PROFILE) -> LatencyProfile:

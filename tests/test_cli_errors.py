@@ -128,3 +128,18 @@ def test_cli_defaults_are_the_named_ones() -> None:
     engine = parser.parse_args(["engine"])
     assert (engine.model, engine.profile, engine.port) == (
         defaults.DEFAULT_MODEL, defaults.DEFAULT_PROFILE, defaults.ENGINE_PORT)
+
+
+def test_http_error_tree() -> None:
+    """Each HTTP error class fixes its status and OpenAI type; one body shape for all."""
+    from llmd_kserve import errors
+
+    expected = {errors.BadRequest: (400, "BadRequestError"), errors.Unauthorized: (401, "AuthenticationError"),
+                errors.NotFound: (404, "NotFoundError"), errors.UpstreamFailed: (502, "BadGatewayError"),
+                errors.NoEndpoint: (503, "ServiceUnavailableError")}
+    for cls, (status, type_) in expected.items():
+        exc = cls("boom", "p")
+        assert isinstance(exc, errors.HTTPError) and isinstance(exc, errors.LlmdError)
+        assert exc.body() == {"error": {"message": "boom", "type": type_, "param": "p", "code": status}}
+    assert errors.InvalidRequestError is errors.BadRequest
+    assert errors.error_path(("a", 0, "b"), "f.yaml:") == "f.yaml:a[0].b" and errors.error_path((), "f.yaml:") == "f.yaml"

@@ -35,20 +35,12 @@ from llmd_kserve.bench.workloads import (
     load_trace,
 )
 from llmd_kserve.bench.workloads import sweep as sweep_arrivals
-from llmd_kserve.errors import ConfigError, LlmdError
+from llmd_kserve.errors import ConfigError, LlmdError, config_error_from
 
 log = logging.getLogger(__name__)
 
 SimRunner = Callable[..., list[dict[str, Any]]]
 """``llmd_kserve.cluster_sim.run_bench``'s shape: keyword arguments in, ``runs[]`` items (bench JSON schema) out."""
-
-
-def _brief(exc: ValidationError) -> str:
-    """Pydantic's first error as ``field: message (and N more)`` on one line."""
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc}: {err['msg']}{more}" if loc else f"{err['msg']}{more}"
 
 
 def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, Any] | None = None) -> WorkloadSpec:
@@ -60,11 +52,11 @@ def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, A
         try:
             return TraceSpec.model_validate({"entries": load_trace(trace).entries, **overrides})
         except ValidationError as exc:
-            raise ConfigError(_brief(exc), "set") from exc
+            raise config_error_from(exc, "set:") from exc
     try:
         return WORKLOAD_ADAPTER.validate_python({"kind": workload, **overrides})
     except ValidationError as exc:
-        raise ConfigError(_brief(exc), "set") from exc
+        raise config_error_from(exc, "set:") from exc
 
 
 def make_arrivals(rate: float | None = None, concurrency: int | None = None, sweep: Sequence[float] | None = None,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llmd_kserve import __version__
 from llmd_kserve.defaults import DEFAULT_PROFILE, ROUTER_PORT, SCRAPE_INTERVAL_S
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.errors import ConfigError, config_error_from
 
 Mode = Literal["sim", "aggregated", "pd"]
 MODES: tuple[Mode, ...] = ("sim", "aggregated", "pd")
@@ -194,6 +194,4 @@ def parse_spec(data: Any, source: str = "spec") -> DeploymentSpec:
     try:
         return DeploymentSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(err["msg"], f"{source}:{where}" if where else source) from exc
+        raise config_error_from(exc, f"{source}:") from exc

@@ -26,11 +26,10 @@ from aiohttp import web
 
 from llmd_kserve.aio import run, stop_on_signals
 from llmd_kserve.defaults import ROUTER_PORT
-from llmd_kserve.errors import ConfigError, InvalidRequestError
-from llmd_kserve.http_errors import openai_errors
+from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
+from llmd_kserve.http_errors import error_response, openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, validate_request
-from llmd_kserve.router.proxy import error_response
 from llmd_kserve.router.state import RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, LLMRequest
 
@@ -67,7 +66,7 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
 
         assert state.proxy is not None
         resp = await state.proxy.forward(request, path, parsed, raw, llm_req, on_scheduled)
-    except InvalidRequestError as exc:
+    except HTTPError as exc:
         resp = error_response(exc, rid)
     state.metrics.requests.labels(path, str(resp.status)).inc()
     return resp
@@ -85,8 +84,8 @@ async def models(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     try:
         state.governance.authorize(request.headers)
-    except InvalidRequestError as exc:
-        return error_response(exc, "")
+    except HTTPError as exc:
+        return error_response(exc)
     if state.settings.served_models:
         cards = [{"id": m, "object": "model", "owned_by": "llmd-kserve"} for m in state.settings.served_models]
     else:
@@ -118,7 +117,7 @@ async def debug_decisions(request: web.Request) -> web.Response:
     try:
         limit = int(request.query["limit"]) if "limit" in request.query else None
     except ValueError:
-        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"), "")
+        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"))
     return _json({"decisions": state.decisions.recent(limit, request.query.get("request_id"))})
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
-from llmd_kserve.errors import InvalidRequestError, NoEndpointError
+from llmd_kserve.errors import NoEndpoint, NoEndpointError, UpstreamFailed
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
@@ -75,11 +75,6 @@ def _is_usage_only_event(event: bytes) -> bool:
     return event.startswith(b"data: {") and b'"usage"' in event and b'"choices":[]' in event
 
 
-def error_response(exc: InvalidRequestError, request_id: str) -> web.Response:
-    return web.Response(body=_encode(exc.body()), status=exc.status, content_type="application/json",
-                        headers={"x-request-id": request_id})
-
-
 class _Failed(Exception):
     """An attempt failed before the first byte; ``response`` is what to relay if no retry is left."""
 
@@ -134,8 +129,7 @@ class Proxy:
             except NoEndpointError as exc:
                 if last is not None:
                     break
-                raise InvalidRequestError(f"No endpoint available: {exc}", status=503,
-                                          type_="ServiceUnavailableError") from None
+                raise NoEndpoint(f"No endpoint available: {exc}") from None
             sched_s = self._clock() - t0
             self.metrics.scheduling_seconds.observe(sched_s)
             self.metrics.decisions.labels(result.target, result.profile).inc()
@@ -168,8 +162,7 @@ class Proxy:
         if last.body is not None:  # relay the last upstream error as it was
             return web.Response(body=last.body, status=last.status, headers={
                 "Content-Type": last.content_type or "application/json", "x-request-id": rid})
-        raise InvalidRequestError(f"All upstream attempts failed (last: {last.reason}).", status=502,
-                                  type_="BadGatewayError")
+        raise UpstreamFailed(f"All upstream attempts failed (last: {last.reason}).")
 
     async def _send(self, url: str, body: bytes, headers: dict[str, str], t0: float,
                     decision: Decision) -> aiohttp.ClientResponse:
@@ -227,8 +220,7 @@ class Proxy:
             except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                 decision.outcome = "upstream_broke"
                 self.metrics.upstream_errors.labels(result.target, "stream_broken").inc()
-                err = {"error": {"message": f"upstream stream broke: {exc}", "type": "BadGatewayError",
-                                 "param": None, "code": 502}}
+                err = UpstreamFailed(f"upstream stream broke: {exc}").body()
                 await resp.write(b"data: " + _encode(err) + b"\n\n")
                 return resp
             ok = status < 400
