@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmd_kserve.bench.stats import RequestResult
-from llmd_kserve.defaults import DEFAULT_MODEL, SCRAPE_INTERVAL_S
-from llmd_kserve.latency import DEFAULT_PROFILE, LatencyProfile
+from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
+from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.types import Role
 
 
@@ -46,7 +46,10 @@ class SimOptions:
 
     @property
     def engine_roles(self) -> tuple[Role, ...]:
-        return self.roles if self.roles is not None else ("both",) * self.engines
+        if self.roles is not None:
+            return self.roles
+        both: Role = "both"
+        return (both,) * self.engines
 
 
 @dataclass(frozen=True, slots=True)

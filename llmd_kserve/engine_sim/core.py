@@ -106,6 +106,12 @@ class EngineCore:
         extend_hashes(out, token_ids, self.block_size, self.seed, len(token_ids) // self.block_size)
         return out
 
+    def cached_prefix_tokens(self, token_ids: Sequence[int]) -> int:
+        """Prompt tokens of ``token_ids`` this engine holds as a cached prefix, in whole blocks, at most all but
+        the last token (vLLM recomputes the last one): what a P/D transfer need not move."""
+        bs = self.block_size
+        return len(self.pool.lookup(self.block_hashes(token_ids), (len(token_ids) - 1) // bs)) * bs
+
     # --- requests -----------------------------------------------------------------------------------------------
     def add_request(
         self,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmd_kserve.defaults import DEFAULT_MODEL
+from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.latency import DEFAULT_PROFILE
 from llmd_kserve.types import Role
 
 

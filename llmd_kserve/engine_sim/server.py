@@ -148,6 +148,11 @@ class SimEngine:
         assert self.driver is not None
         return self.driver.submit(core_id, prompt, req.max_tokens, output_len=req.output_len, **kw)
 
+    def abort(self, core_id: str, reason: str = "abort") -> None:
+        """Stop a submitted request (client gone: ``abort``; stop string matched: ``stop``) and free its blocks."""
+        assert self.driver is not None
+        self.driver.abort(core_id, reason)
+
     def hold(self, core_id: str) -> None:
         """Keep a finished prefill's blocks for the lease, then free them."""
         delay = self.opts.kv_lease_s * max(self.opts.time_scale, 1e-3)
