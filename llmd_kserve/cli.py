@@ -232,6 +232,10 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
     _check_output(a.json, "json")
     _check_output(a.html, "html")
+    if a.html:
+        from llmd_kserve.bench.report import require_plotly
+
+        require_plotly("html")
     simulator = None
     if a.sim:
         from llmd_kserve.cluster_sim import run_bench as simulator
@@ -279,10 +283,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
+    from llmd_kserve.bench.report import require_plotly
     from llmd_kserve.demo import POLICIES, run_demo
 
     _check_output(a.json, "json")
     _check_output(a.html, "html")
+    if a.html:
+        require_plotly("html")
     report = run_demo(quick=a.quick, json=a.json, html=a.html or None, live=a.live, sim=a.sim,
                       policies=a.policies or POLICIES, seed=a.seed)
     return 0 if all(c["claim_met"] for c in report["workload"]["claims"]) else 1

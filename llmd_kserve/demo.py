@@ -30,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from llmd_kserve.bench.report import build_report, run_entry_from, write_html, write_json
+from llmd_kserve.bench.report import build_report, require_plotly, run_entry_from, write_html, write_json
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.cluster_sim.run import sim_entry, simulate
@@ -173,6 +173,8 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
              live: bool = True, sim: bool = True, policies: Sequence[str] = POLICIES, seed: int = 0,
              console: Console | None = None) -> dict:
     """Run the demo, print the table and ratios, write the reports; returns the bench JSON document."""
+    if html:
+        require_plotly("html")  # before minutes of runs, not after them
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped / CI logs: do not squeeze the table

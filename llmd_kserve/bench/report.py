@@ -9,6 +9,7 @@ Public API (pure except the ``write_*`` functions)::
     endpoint_load(requests) -> {endpoint: (times, in_flight)}    step series from per-request start/e2e
     figures(report) -> list[plotly Figure]                       latency CDFs, hit rate, per-endpoint load
     render_html(report) -> str; write_html(report, path)         self-contained (plotly.js inlined, no CDN)
+    plotly_available() -> bool; require_plotly(flag)              plotly is optional: the ``report`` extra
     write_json(report, path)
     summary_table(report, title=None) -> rich.table.Table; print_table(report, console=None)
 
@@ -19,19 +20,34 @@ records from ``stats.result_to_dict``), so the cluster simulator's runs render t
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import plotly.graph_objects as go
 from rich.console import Console
 from rich.table import Table
 
 from llmd_kserve.bench.stats import SLO, result_to_dict
+from llmd_kserve.errors import ConfigError
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from llmd_kserve.bench.loadgen import RunResult
+
+PLOTLY_HINT = "HTML reports need plotly: pip install 'llmd-kserve[report]'"
+
+
+def plotly_available() -> bool:
+    return importlib.util.find_spec("plotly") is not None
+
+
+def require_plotly(flag: str = "html") -> None:
+    """ConfigError at ``flag`` when plotly is not installed (checked before a run, not after it)."""
+    if not plotly_available():
+        raise ConfigError(PLOTLY_HINT, flag)
 
 
 def run_entry(policy: str, summary: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], **extra: Any) -> dict:
@@ -85,6 +101,9 @@ def _run_name(run: Mapping[str, Any]) -> str:
 
 def figures(report: Mapping[str, Any]) -> list[go.Figure]:
     """Latency CDFs (TTFT, TPOT, E2E), cache hit rate per run, and per-endpoint load over time for each run."""
+    require_plotly()
+    import plotly.graph_objects as go
+
     runs = report.get("runs", [])
     figs = []
     for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "End-to-end latency")):
