@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -137,6 +137,7 @@ class PluginParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
+@runtime_checkable
 class Plugin(Protocol):
     """Every plugin has its configured instance name and its registry type."""
 
@@ -144,6 +145,7 @@ class Plugin(Protocol):
     type: ClassVar[str]
 
 
+@runtime_checkable
 class Producer(Plugin, Protocol):
     """Computes per-request data once, before any profile runs (``requires``: producer types to run first)."""
 
@@ -152,6 +154,7 @@ class Producer(Plugin, Protocol):
     def produce(self, state: CycleState) -> None: ...
 
 
+@runtime_checkable
 class Filter(Plugin, Protocol):
     """Keeps a subset of the candidates (order preserved). ``requires``: producer types it reads."""
 
@@ -160,6 +163,7 @@ class Filter(Plugin, Protocol):
     def filter(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Sequence[EndpointState]: ...
 
 
+@runtime_checkable
 class Scorer(Plugin, Protocol):
     """Scores candidates in [0, 1], higher is better; never sees its weight; keys are a subset of ``endpoints``."""
 
@@ -168,12 +172,14 @@ class Scorer(Plugin, Protocol):
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores: ...
 
 
+@runtime_checkable
 class Picker(Plugin, Protocol):
     """Chooses one endpoint from (endpoint, total score) pairs; randomness only from the injected RNG."""
 
     def pick(self, state: CycleState, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState: ...
 
 
+@runtime_checkable
 class ProfileHandler(Plugin, Protocol):
     """Decides which profiles run (possibly in several rounds) and how their results combine."""
 
@@ -203,3 +209,8 @@ class Stateful(Protocol):
         ``on_complete``, which follows for every scheduled request."""
         ...
     def remove_endpoint(self, endpoint_id: EndpointId) -> None: ...
+
+
+KIND_PROTOCOLS: Mapping[PluginKind, Any] = {
+    "producer": Producer, "filter": Filter, "scorer": Scorer, "picker": Picker, "profile-handler": ProfileHandler}
+"""The Protocol each plugin kind implements (the contract test checks every registered plugin against it)."""

@@ -12,7 +12,7 @@ from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import parse_config
 from llmd_kserve.disagg.deciders import build_decider
 from llmd_kserve.kvcache.index import KVIndex
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, ProfileResult
+from llmd_kserve.plugins.base import KIND_PROTOCOLS, CycleState, HandlerDecision, ProfileResult
 from llmd_kserve.types import RequestOutcome
 from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, request, store
 
@@ -111,6 +111,7 @@ def test_registration(type_):
     assert info.params.model_config.get("frozen") and info.params.model_config.get("extra") == "forbid"
     plugin = build(type_, make_ctx())
     assert plugin.type == type_ and plugin.name == type_
+    assert plugin.kind == info.kind and isinstance(plugin, KIND_PROTOCOLS[info.kind])
     for dep in getattr(plugin, "requires", ()):
         assert REGISTRY[dep].kind == "producer"
 
