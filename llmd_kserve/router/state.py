@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
@@ -24,6 +24,12 @@ from llmd_kserve.router.governance import AuditMode, BearerTokenAuth, Governance
 from llmd_kserve.router.proxy import Proxy
 from llmd_kserve.router.render import RenderTokenizer
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
+
+if TYPE_CHECKING:
+    from llmd_kserve.kvcache.index import KVIndex
+    from llmd_kserve.kvcache.subscriber import KVEventSubscriber
+    from llmd_kserve.metrics.scraper import MetricsScraper
+    from llmd_kserve.scheduling.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
@@ -79,10 +85,10 @@ class RouterState:
 
     settings: RouterSettings
     pool: EndpointPool
-    scheduler: Any
-    scraper: Any
-    index: Any = None
-    subscriber: Any = None
+    scheduler: Scheduler
+    scraper: MetricsScraper | None
+    index: KVIndex | None = None
+    subscriber: KVEventSubscriber | None = None
     endpoints_file: Path | None = None
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     decisions: DecisionLog = field(default_factory=DecisionLog)
@@ -171,9 +177,9 @@ class RouterState:
 
     def _on_pool_change(self, old: tuple[Endpoint, ...], new: tuple[Endpoint, ...]) -> None:
         if self.scraper is not None:
-            self._spawn(self.scraper.set_endpoints(new))
+            self.scraper.set_endpoints(new)
         if self.subscriber is not None:
-            self._spawn(self.subscriber.set_endpoints(new))
+            self.subscriber.set_endpoints(new)
         self._warn_kv_blind()
         new_ids = {e.id for e in new}
         for e in old:
