@@ -126,10 +126,6 @@ class LatencyProfile(pydantic.BaseModel, frozen=True, extra="forbid"):
             total += self.step_time(chunk, done, 0, 0)
         return total
 
-    def decode_step_time(self, batch: int, mean_ctx: int) -> float:
-        """Seconds for a pure-decode step of ``batch`` sequences of ``mean_ctx`` context (the model's ITL)."""
-        return self.step_time(0, 0, batch, batch * mean_ctx)
-
     def kv_transfer_time(self, tokens: int, gbps: float | None = None) -> float:
         """Seconds to pull the KV of ``tokens`` tokens over the P/D link (``gbps`` GB/s, default the profile's)."""
         rate = (gbps if gbps is not None else self.kv_link_gbps) * 1e9
