@@ -12,11 +12,12 @@ import asyncio
 import random
 
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
-from llmd_kserve.bench.report import build_report, print_table, run_entry_from, write_html, write_json
+from llmd_kserve.bench.report import build_report, print_table, run_entry_from, write_json
 from llmd_kserve.bench.runner import workload_info
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.stack import LocalStack
+from llmd_kserve.viz.report_page import write_html
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from llmd_kserve.engine_sim.calibrate import format_table, replay
-from llmd_kserve.engine_sim.profile import load_profile
+from llmd_kserve.latency import load_profile
 
 PARAMS = ["step_overhead_s", "weights_floor_s", "per_token_s", "attn_s", "decode_seq_s", "decode_ctx_s",
           "request_overhead_s", "request_overhead_per_token_s"]

@@ -18,8 +18,8 @@ from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.cluster_sim.tokens import PrefixTokenCache
 from llmd_kserve.engine_sim.core import EngineCore
-from llmd_kserve.engine_sim.profile import load_profile
 from llmd_kserve.engine_sim.server import running_engine
+from llmd_kserve.latency import load_profile
 
 ROUTINGS = ("round-robin", "affinity")
 POLL_S = 0.25

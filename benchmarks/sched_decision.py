@@ -21,12 +21,12 @@ import statistics
 import time
 from array import array
 
-from llmd_kserve.engine_sim.profile import load_profile
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.kvcache.events import BlockStored
 from llmd_kserve.kvcache.hashing import block_keys
 from llmd_kserve.kvcache.index import KVIndex
+from llmd_kserve.latency import load_profile
 from llmd_kserve.plugins.base import PluginContext
-from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.tokenizer import SimTokenizer
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest, RequestOutcome
 
@@ -60,7 +60,7 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: bool, rng: random.Random) -> dict:
-    sched = Scheduler.from_config(config, ctx)
+    sched = build_scheduler(config, ctx)
     tok = SimTokenizer()
     words = [f" w{i}" for i in range(5000)]
     inflight = []

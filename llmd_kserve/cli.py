@@ -14,6 +14,17 @@ import sys
 from collections.abc import Sequence
 
 from llmd_kserve import __version__
+from llmd_kserve.defaults import (
+    DEFAULT_CONFIG,
+    DEFAULT_MODEL,
+    DEFAULT_PROFILE,
+    ENGINE_PORT,
+    PD_SHIPPED_CONFIGS,
+    ROUTER_PORT,
+    SCRAPE_INTERVAL_S,
+    SHIPPED_CONFIGS,
+    WORKLOAD_KINDS,
+)
 from llmd_kserve.errors import ConfigError, LlmdError
 
 log = logging.getLogger(__name__)
@@ -54,6 +65,10 @@ def _rates(value: str) -> list[float]:
     return rates
 
 
+def _shipped() -> str:
+    return ", ".join(SHIPPED_CONFIGS + PD_SHIPPED_CONFIGS)
+
+
 def _check_output(path: str | None, flag: str) -> None:
     """Fail before the work starts when an output file could not be written afterwards."""
     if not path:
@@ -72,9 +87,9 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("engine", help="run a simulated vLLM 0.26 replica (OpenAI API, /metrics, KV events)")
     p.add_argument("--host", default="127.0.0.1",
                    help="listen address (default loopback; engines have no auth: expose them to the router only)")
-    p.add_argument("--port", type=_port, default=8000, help="HTTP port (0: any free port)")
-    p.add_argument("--model", default="llama-8b-shape", help="served model name")
-    p.add_argument("--profile", default="h100-llama8b", help="latency profile name or YAML/JSON file")
+    p.add_argument("--port", type=_port, default=ENGINE_PORT, help="HTTP port (0: any free port)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="served model name")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile name or YAML/JSON file")
     p.add_argument("--num-blocks", type=int, default=None, help="KV blocks (default: the profile's)")
     p.add_argument("--block-size", type=int, default=None, help="default: the profile's (16)")
     p.add_argument("--max-num-seqs", type=int, default=None, help="default: the profile's (1024 for h100-llama8b)")
@@ -93,27 +108,33 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_engine(a: argparse.Namespace) -> int:
+    from llmd_kserve.engine_sim.options import EngineOptions
     from llmd_kserve.engine_sim.server import serve
 
-    return serve(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+    return serve(EngineOptions(
+        host=a.host, port=a.port, model=a.model, profile=a.profile, num_blocks=a.num_blocks, block_size=a.block_size,
+        max_num_seqs=a.max_num_seqs, max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
+        kv_events_endpoint=a.kv_events_endpoint, kv_events_topic=a.kv_events_topic, role=a.role,
+        kv_link_gbps=a.kv_link_gbps, time_scale=a.time_scale, seed=a.seed, error_rate=a.error_rate,
+        crash_after=a.crash_after, crash_exits_process=True, slow_start=a.slow_start))
 
 
 # --- router ---------------------------------------------------------------------------------------------------
 def _add_router(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("router", help="run the KV-cache- and load-aware OpenAI router")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback; 0.0.0.0 for all)")
-    p.add_argument("--port", type=_port, default=8080, help="HTTP port (0: any free port)")
-    p.add_argument("--config", default="default", help="shipped config name or EndpointPickerConfig YAML file")
+    p.add_argument("--port", type=_port, default=ROUTER_PORT, help="HTTP port (0: any free port)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"shipped config name ({_shipped()}) or EndpointPickerConfig YAML file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--endpoints", type=_csv, default=None, help="URL[,URL…]; URL may carry #role=prefill&kv=tcp://h:p")
     g.add_argument("--endpoints-file", default=None, help="YAML/JSON list of endpoints, watched for changes")
     g.add_argument("--discover-selector", default=None,
                    help="discover engine pods in Kubernetes by label selector (watch), e.g. app=llmd-engine")
     p.add_argument("--discover-namespace", default=None, help="namespace to watch (default: the pod's own)")
-    p.add_argument("--scrape-interval", type=float, default=0.05, help="seconds between /metrics polls")
+    p.add_argument("--scrape-interval", type=float, default=SCRAPE_INTERVAL_S, help="seconds between /metrics polls")
     p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' (engine /render) or tokenizer.json")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", default="h100-llama8b", help="latency profile for the predicted-TTFT scorer")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
     p.add_argument("--max-attempts", type=int, default=3, help="upstream attempts when failing before the first byte")
     p.add_argument("--served-model", action="append", dest="served_models", default=None,
                    help="model name to accept and list (repeatable; default: the endpoints' /v1/models)")
@@ -152,8 +173,8 @@ def _add_router_limits(p: argparse.ArgumentParser) -> None:
 
 def _cmd_router(a: argparse.Namespace) -> int:
     from llmd_kserve.router.app import serve
+    from llmd_kserve.router.state import RouterSettings
 
-    kw = {k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose", "api_keys_file")}
     keys = _csv(os.environ.get("LLMD_ROUTER_API_KEYS", ""))
     if a.api_keys_file:
         try:
@@ -161,14 +182,18 @@ def _cmd_router(a: argparse.Namespace) -> int:
                 keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
         except OSError as exc:
             raise ConfigError(f"cannot read API keys file: {exc.strerror or exc}", a.api_keys_file) from exc
-    kw["api_keys"] = tuple(keys)
-    kw["served_models"] = tuple(a.served_models or ())
-    kw["audit_salt"] = os.environ.get("LLMD_AUDIT_SALT") or None
-    for name in ("max_prompt_tokens", "max_batch_size"):
-        kw[name] = kw[name] or None  # 0: no limit
+    settings = RouterSettings(
+        config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer, seed=a.seed, profile=a.profile,
+        max_attempts=a.max_attempts, api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars,
+        served_models=tuple(a.served_models or ()), audit_salt=os.environ.get("LLMD_AUDIT_SALT") or None,
+        max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
+        max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
+        idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
+        drain_timeout=a.drain_timeout, admin=a.admin)
     if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
         logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
-    return serve(**kw)
+    return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
+                 discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)
 
 
 # --- up -------------------------------------------------------------------------------------------------------
@@ -181,7 +206,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
                    help="router scheduler config name or file (with --prefill: default = pd-predicted-ttft)")
     p.add_argument("--vllm", type=_csv, default=None, help="use these engine URLs instead of simulated engines")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8080, help="router port")
+    p.add_argument("--port", type=_port, default=ROUTER_PORT, help="router port")
     p.add_argument("--time-scale", type=float, default=1.0, help="engine time scale (>1 slower than real time)")
     p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
                    help="run Prometheus (default: when the binary is installed)")
@@ -194,16 +219,19 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
-    from llmd_kserve.stack import run_up
+    from llmd_kserve.stack import StackConfig, run_up
 
-    return run_up(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+    return run_up(StackConfig(
+        engines=a.engines, prefill=a.prefill, decode=a.decode, config=a.config, vllm_urls=tuple(a.vllm or ()),
+        host=a.host, port=a.port, time_scale=a.time_scale, prometheus=a.prometheus,
+        engine_args=tuple(a.engine_args or ()), seed=a.seed, log_dir=a.log_dir), state_file=a.state_file)
 
 
 # --- bench ----------------------------------------------------------------------------------------------------
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark an OpenAI endpoint (or the cluster simulator): TTFT, TPOT, goodput, hits")
     p.add_argument("--target", default=None, help="base URL of the router (or an engine), e.g. http://127.0.0.1:8080")
-    p.add_argument("--workload", choices=["shared-prefix", "chat", "rag", "reasoning", "trace"], default="shared-prefix")
+    p.add_argument("--workload", choices=WORKLOAD_KINDS, default="shared-prefix")
     p.add_argument("--trace", default=None, help="Mooncake-style JSONL (timestamp ms, input_length, output_length, hash_ids)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="workload parameter, e.g. num_groups=16 (repeat)")
     g = p.add_mutually_exclusive_group()
@@ -232,11 +260,27 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from llmd_kserve.bench.runner import run_bench
+    from llmd_kserve.bench.runner import BenchOptions, run_bench
 
     _check_output(a.json, "json")
     _check_output(a.html, "html")
-    return run_bench(**{k: v for k, v in vars(a).items() if k not in ("func", "command", "verbose")})
+    write_html = None
+    if a.html:
+        from llmd_kserve.bench.report import require_plotly
+
+        require_plotly("html")
+        from llmd_kserve.viz.report_page import write_html
+    simulator = None
+    if a.sim:
+        from llmd_kserve.cluster_sim import run_bench as simulator
+    options = BenchOptions(
+        target=a.target, workload=a.workload, trace=a.trace, rate=a.rate, concurrency=a.concurrency,
+        sweep=tuple(a.sweep or ()), arrival=a.arrival, num_requests=a.num_requests, slo_ttft=a.slo_ttft,
+        slo_tpot=a.slo_tpot, json_path=a.json, html_path=a.html, seed=a.seed,
+        engines_metrics=tuple(a.engines_metrics or ()), policy_label=a.policy_label, model=a.model,
+        overrides=tuple(a.set or ()), sim=a.sim, engines=a.engines, config=a.config, prefill=a.prefill,
+        decode=a.decode, progress=not a.no_progress, timeout=a.timeout)
+    return run_bench(options, simulator, write_html)
 
 
 # --- render ---------------------------------------------------------------------------------------------------
@@ -273,10 +317,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
+    from llmd_kserve.bench.report import require_plotly
     from llmd_kserve.demo import POLICIES, run_demo
 
     _check_output(a.json, "json")
     _check_output(a.html, "html")
+    if a.html:
+        require_plotly("html")
     report = run_demo(quick=a.quick, json=a.json, html=a.html or None, live=a.live, sim=a.sim,
                       policies=a.policies or POLICIES, seed=a.seed)
     return 0 if all(c["claim_met"] for c in report["workload"]["claims"]) else 1

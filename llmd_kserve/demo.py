@@ -30,11 +30,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from llmd_kserve.bench.report import build_report, run_entry_from, write_html, write_json
+from llmd_kserve.bench.report import build_report, require_plotly, run_entry_from, write_json
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.cluster_sim.run import sim_entry, simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
+from llmd_kserve.defaults import DEFAULT_PROFILE
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
              live: bool = True, sim: bool = True, policies: Sequence[str] = POLICIES, seed: int = 0,
              console: Console | None = None) -> dict:
     """Run the demo, print the table and ratios, write the reports; returns the bench JSON document."""
+    if html:
+        require_plotly("html")  # before minutes of runs, not after them
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped / CI logs: do not squeeze the table
@@ -190,7 +193,7 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
     claims = [c for scale in ("sim", "live") if (c := ratios(runs, scale)) is not None]
     info = {"demo": "shared-prefix under KV pressure", "quick": quick, "seed": seed,
             "slo": {"ttft": SLO_DEMO.ttft, "tpot": SLO_DEMO.tpot}, "machine": "2-core CPU sandbox",
-            "profile": "h100-llama8b", "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
+            "profile": DEFAULT_PROFILE, "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
             "claims": claims, "elapsed_s": None}
     report = build_report(info, runs)
     console.print(table(runs))
@@ -203,6 +206,8 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
         write_json(report, json)
         console.print(f"JSON: {json}")
     if html:
+        from llmd_kserve.viz.report_page import write_html
+
         write_html(report, html)
         console.print(f"HTML report: {html}")
     console.print(f"demo took {report['workload']['elapsed_s']:.0f} s")

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
+from llmd_kserve.errors import HTTPError, openai_error
+
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
@@ -20,9 +22,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_body(message: str, status: int, param: str | None = None) -> bytes:
-    """``{"error": {"message", "type", "param", "code"}}`` as vLLM and OpenAI send it."""
+    """:func:`~llmd_kserve.errors.openai_error` as JSON bytes, its type named after ``status``."""
     type_ = _TYPES.get(status, "BadRequestError" if status < 500 else "InternalServerError")
-    return _encode({"error": {"message": message, "type": type_, "param": param, "code": status}})
+    return _encode(openai_error(message, type_, param, status))
+
+
+def error_response(exc: HTTPError, request_id: str | None = None) -> web.Response:
+    """``exc`` as its status and OpenAI-shaped JSON body (with ``x-request-id`` when known)."""
+    return web.Response(body=_encode(exc.body()), status=exc.status, content_type="application/json",
+                        headers={"x-request-id": request_id} if request_id else None)
 
 
 def _message(exc: web.HTTPException, request: web.Request) -> str:
@@ -35,9 +43,12 @@ def _message(exc: web.HTTPException, request: web.Request) -> str:
 
 @web.middleware
 async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn aiohttp's own error responses (404, 405, 413 body too large, …) and unhandled exceptions into JSON."""
+    """Answer an HTTPError a handler raised, aiohttp's own error responses (404, 405, 413 body too large, …) and
+    unhandled exceptions as OpenAI-shaped JSON."""
     try:
         return await handler(request)
+    except HTTPError as exc:
+        return error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400 or request.transport is None or request.transport.is_closing():
             raise

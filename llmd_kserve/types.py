@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NewType
+from typing import Any, Literal, NamedTuple, NewType
 
 EndpointId = NewType("EndpointId", str)
 """An endpoint's base URL, e.g. ``http://10.0.0.5:8000`` (no trailing slash)."""
@@ -17,6 +17,29 @@ EngineBlockHash = NewType("EngineBlockHash", int)
 
 Role = Literal["prefill", "decode", "both"]
 ROLES: tuple[Role, ...] = ("prefill", "decode", "both")
+
+
+class Load(NamedTuple):
+    """Router-side load on one endpoint: requests sent and not finished, and their uncached prompt tokens."""
+
+    requests: int = 0
+    tokens: int = 0
+
+
+NO_LOAD = Load()
+
+
+@dataclass(frozen=True, slots=True)
+class PDVerdict:
+    """A prefill/decode decision, with the numbers behind it (``/debug/decisions`` and tests read them)."""
+
+    remote: bool
+    """True: prefill on a separate prefill endpoint, then decode; False: the decode endpoint prefills locally."""
+    reason: str
+    uncached_tokens: int = 0
+    """Prompt tokens the decode endpoint lacks (what a local prefill computes, what a transfer moves)."""
+    local_ttft_s: float | None = None
+    remote_ttft_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,4 +20,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 .venv/bin/ruff check .
+.venv/bin/mypy  # files and strictness: [tool.mypy] in pyproject.toml
 exec .venv/bin/python -m pytest -q "$@"

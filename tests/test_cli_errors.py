@@ -107,3 +107,39 @@ def test_bad_flag_values_are_usage_errors(args, flag):
     res = _cli(*args)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert f"argument {flag}:" in res.stderr.splitlines()[-1]
+
+
+def test_cli_defaults_are_the_named_ones() -> None:
+    """Flags default to ``llmd_kserve.defaults``; the workload choices are the WorkloadSpec union's tags."""
+    from typing import get_args
+
+    from llmd_kserve import defaults
+    from llmd_kserve.bench.workloads import WorkloadSpec
+    from llmd_kserve.cli import build_parser
+    from llmd_kserve.config.loader import shipped_configs
+
+    union = get_args(WorkloadSpec)[0]
+    assert tuple(get_args(cls.model_fields["kind"].annotation)[0] for cls in get_args(union)) == defaults.WORKLOAD_KINDS
+    assert shipped_configs() == defaults.SHIPPED_CONFIGS + defaults.PD_SHIPPED_CONFIGS
+    parser = build_parser()
+    router = parser.parse_args(["router", "--endpoints", "http://a:1"])
+    assert (router.scrape_interval, router.profile, router.config, router.port) == (
+        defaults.SCRAPE_INTERVAL_S, defaults.DEFAULT_PROFILE, defaults.DEFAULT_CONFIG, defaults.ROUTER_PORT)
+    engine = parser.parse_args(["engine"])
+    assert (engine.model, engine.profile, engine.port) == (
+        defaults.DEFAULT_MODEL, defaults.DEFAULT_PROFILE, defaults.ENGINE_PORT)
+
+
+def test_http_error_tree() -> None:
+    """Each HTTP error class fixes its status and OpenAI type; one body shape for all."""
+    from llmd_kserve import errors
+
+    expected = {errors.BadRequest: (400, "BadRequestError"), errors.Unauthorized: (401, "AuthenticationError"),
+                errors.NotFound: (404, "NotFoundError"), errors.UpstreamFailed: (502, "BadGatewayError"),
+                errors.NoEndpoint: (503, "ServiceUnavailableError")}
+    for cls, (status, type_) in expected.items():
+        exc = cls("boom", "p")
+        assert isinstance(exc, errors.HTTPError) and isinstance(exc, errors.LlmdError)
+        assert exc.body() == {"error": {"message": "boom", "type": type_, "param": "p", "code": status}}
+    assert errors.InvalidRequestError is errors.BadRequest
+    assert errors.error_path(("a", 0, "b"), "f.yaml:") == "f.yaml:a[0].b" and errors.error_path((), "f.yaml:") == "f.yaml"

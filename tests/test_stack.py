@@ -95,10 +95,16 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _default_sigint() -> None:
+    """The child gets Ctrl-C's default disposition whatever the test runner inherited (``nohup``/``&`` ignore it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_up_cli_stops_everything_on_signal(sig):
     proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--port", "0",
-                             "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
     try:
         lines = []
         for line in proc.stdout:

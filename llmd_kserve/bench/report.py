@@ -7,19 +7,18 @@ Public API (pure except the ``write_*`` functions)::
     build_report(workload: dict, runs: list[dict]) -> dict       {"workload": {...}, "runs": [...]}
     cdf(values) -> (xs, ys)                                      empirical CDF
     endpoint_load(requests) -> {endpoint: (times, in_flight)}    step series from per-request start/e2e
-    figures(report) -> list[plotly Figure]                       ``viz.report_page.report_figures``
-    render_html(report) -> str; write_html(report, path)         self-contained (plotly.js inlined once, no CDN):
-                                                                 the claim and charts first, settings folded
+    plotly_available() -> bool; require_plotly(flag)              plotly is optional: the ``report`` extra
     write_json(report, path)
     summary_table(report, title=None) -> rich.table.Table; print_table(report, console=None)
 
+The HTML page and its figures are drawn above this package, in ``llmd_kserve.viz.report_page`` (``write_html``).
 Every function reads only the JSON document (``runs[].summary`` keys from ``stats.summarize``, ``runs[].requests``
 records from ``stats.result_to_dict``), so the cluster simulator's runs render the same way as live ones.
 """
 
 from __future__ import annotations
 
-import html
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,11 +28,22 @@ from rich.console import Console
 from rich.table import Table
 
 from llmd_kserve.bench.stats import SLO, result_to_dict
+from llmd_kserve.errors import ConfigError
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
-
     from llmd_kserve.bench.loadgen import RunResult
+
+PLOTLY_HINT = "HTML reports need plotly: pip install 'llmd-kserve[report]'"
+
+
+def plotly_available() -> bool:
+    return importlib.util.find_spec("plotly") is not None
+
+
+def require_plotly(flag: str = "html") -> None:
+    """ConfigError at ``flag`` when plotly is not installed (checked before a run, not after it)."""
+    if not plotly_available():
+        raise ConfigError(PLOTLY_HINT, flag)
 
 
 def run_entry(policy: str, summary: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], **extra: Any) -> dict:
@@ -79,43 +89,19 @@ def endpoint_load(requests: Sequence[Mapping[str, Any]]) -> dict[str, tuple[list
     return out
 
 
-def _run_name(run: Mapping[str, Any]) -> str:
+def run_name(run: Mapping[str, Any]) -> str:
     parts = [str(run.get("policy", "run"))]
     parts += [str(run[k]) for k in ("scale", "arrival") if run.get(k)]
     return " · ".join(parts)
 
 
-def figures(report: Mapping[str, Any]) -> list[go.Figure]:
-    """The report's figures (``llmd_kserve.viz.figures``): latency and goodput by rate or policy, CDFs, hit rate,
-    per-endpoint load."""
-    from llmd_kserve.viz.report_page import report_figures
-
-    return report_figures(report)
-
-
-def render_html(report: Mapping[str, Any]) -> str:
-    """One self-contained HTML page: the claim and the charts first, the summary table, the settings folded."""
-    from llmd_kserve.viz.report_page import render_page
-
-    cols = _COLUMNS
-    rows = "".join("<tr><td>" + html.escape(_run_name(r)) + "</td>" +
-                   "".join(f"<td>{_fmt(r['summary'].get(k), unit)}</td>" for k, _, unit in cols) + "</tr>"
-                   for r in report.get("runs", []))
-    head = "<tr><th>run</th>" + "".join(f"<th>{h}</th>" for _, h, _ in cols) + "</tr>"
-    return render_page(report, table_html=f"<table>{head}{rows}</table>")
-
-
-def write_html(report: Mapping[str, Any], path: str | Path) -> None:
-    Path(path).write_text(render_html(report), encoding="utf-8")
-
-
-_COLUMNS = (("n", "n", ""), ("errors", "err", ""), ("shed_rate", "shed", "%"), ("ttft_p50", "TTFT p50", "ms"),
+COLUMNS = (("n", "n", ""), ("errors", "err", ""), ("shed_rate", "shed", "%"), ("ttft_p50", "TTFT p50", "ms"),
             ("ttft_p90", "TTFT p90", "ms"), ("ttft_p99", "TTFT p99", "ms"), ("tpot_p50", "TPOT p50", "ms"),
             ("itl_p50", "ITL p50", "ms"), ("e2e_p50", "E2E p50", "s"), ("output_tok_s", "out tok/s", ""),
             ("goodput_rps", "goodput/s", ""), ("cache_hit_rate", "hit rate", "%"))
 
 
-def _fmt(v: Any, unit: str) -> str:
+def fmt(v: Any, unit: str) -> str:
     if v is None:
         return "–"
     if unit == "ms":
@@ -130,10 +116,10 @@ def _fmt(v: Any, unit: str) -> str:
 def summary_table(report: Mapping[str, Any], title: str | None = None) -> Table:
     table = Table(title=title or "benchmark summary (latencies in ms unless noted)")
     table.add_column("run")
-    for _, head, _ in _COLUMNS:
+    for _, head, _ in COLUMNS:
         table.add_column(head, justify="right")
     for r in report.get("runs", []):
-        table.add_row(_run_name(r), *(_fmt(r["summary"].get(k), unit) for k, _, unit in _COLUMNS))
+        table.add_row(run_name(r), *(fmt(r["summary"].get(k), unit) for k, _, unit in COLUMNS))
     return table
 
 

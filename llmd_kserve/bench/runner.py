@@ -5,23 +5,26 @@ Public API::
     make_spec(workload, trace=None, overrides={}) -> WorkloadSpec   ``overrides`` set spec fields (``--set k=v``)
     make_arrivals(rate=None, concurrency=None, sweep=None, pattern="poisson", trace=False) -> list[ArrivalSpec]
     workload_info(spec, arrivals, **extra) -> dict                   the report's ``workload`` section
-    run_bench(**cli kwargs) -> int                                   what the CLI calls
+    BenchOptions(...)                                                 everything ``llmd-kserve bench`` accepts
+    run_bench(options, simulator=None, write_html=None) -> int     what the CLI calls
 
-With ``sim=True`` the runs come from ``llmd_kserve.cluster_sim.run_bench(workload=spec, arrivals=arrivals,
-num_requests=n, seed=seed, slo=slo, engines=N, config=name, policy_label=label, roles=...)``, which returns ``runs[]`` items
-in the bench JSON schema; everything else (JSON, HTML, table) is shared.
+With ``sim=True`` the runs come from ``simulator(workload=spec, arrivals=arrivals, num_requests=n, seed=seed,
+slo=slo, engines=N, config=name, policy_label=label, roles=...)`` (the CLI passes ``llmd_kserve.cluster_sim.run_bench``;
+bench sits below cluster_sim and does not import it), which returns ``runs[]`` items in the bench JSON schema;
+everything else (JSON, HTML, table) is shared.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from llmd_kserve.bench.report import build_report, print_table, run_entry_from, write_html, write_json
+from llmd_kserve.bench.report import build_report, print_table, run_entry_from, write_json
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import (
     WORKLOAD_ADAPTER,
@@ -32,17 +35,13 @@ from llmd_kserve.bench.workloads import (
     load_trace,
 )
 from llmd_kserve.bench.workloads import sweep as sweep_arrivals
-from llmd_kserve.errors import ConfigError, LlmdError
+from llmd_kserve.errors import ConfigError, LlmdError, config_error_from
 
 log = logging.getLogger(__name__)
 
-
-def _brief(exc: ValidationError) -> str:
-    """Pydantic's first error as ``field: message (and N more)`` on one line."""
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc}: {err['msg']}{more}" if loc else f"{err['msg']}{more}"
+SimRunner = Callable[..., list[dict[str, Any]]]
+HtmlWriter = Callable[[dict[str, Any], str], None]
+"""``llmd_kserve.cluster_sim.run_bench``'s shape: keyword arguments in, ``runs[]`` items (bench JSON schema) out."""
 
 
 def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, Any] | None = None) -> WorkloadSpec:
@@ -54,11 +53,11 @@ def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, A
         try:
             return TraceSpec.model_validate({"entries": load_trace(trace).entries, **overrides})
         except ValidationError as exc:
-            raise ConfigError(_brief(exc), "set") from exc
+            raise config_error_from(exc, "set:") from exc
     try:
         return WORKLOAD_ADAPTER.validate_python({"kind": workload, **overrides})
     except ValidationError as exc:
-        raise ConfigError(_brief(exc), "set") from exc
+        raise config_error_from(exc, "set:") from exc
 
 
 def make_arrivals(rate: float | None = None, concurrency: int | None = None, sweep: Sequence[float] | None = None,
@@ -93,37 +92,65 @@ def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def run_bench(*, target: str | None = None, workload: str = "shared-prefix", trace: str | None = None,
-              rate: float | None = None, concurrency: int | None = None, sweep: Sequence[float] | None = None,
-              arrival: str = "poisson", num_requests: int | None = None, slo_ttft: float | None = None,
-              slo_tpot: float | None = None, json: str | None = None, html: str | None = None, seed: int = 0,
-              engines_metrics: Sequence[str] | None = None, policy_label: str | None = None, model: str | None = None,
-              set: Sequence[str] | None = None, sim: bool = False, engines: int = 8, config: str = "default",
-              prefill: int = 0, decode: int = 0, no_progress: bool = False, timeout: float = 600.0,
-              **_: Any) -> int:
-    """Run the benchmark the CLI describes; print the table; write ``json`` / ``html`` when given.
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """Everything ``llmd-kserve bench`` accepts (the CLI builds it field by field)."""
 
-    ``prefill``/``decode`` (``--sim`` only): a disaggregated simulated cluster of that many prefill and decode
+    target: str | None = None
+    """Base URL of the router or an engine (live runs)."""
+    workload: str = "shared-prefix"
+    trace: str | None = None
+    """Mooncake JSONL path, for ``workload == "trace"``."""
+    rate: float | None = None
+    concurrency: int | None = None
+    sweep: tuple[float, ...] = ()
+    arrival: str = "poisson"
+    num_requests: int | None = None
+    slo_ttft: float | None = None
+    slo_tpot: float | None = None
+    json_path: str | None = None
+    html_path: str | None = None
+    seed: int = 0
+    engines_metrics: tuple[str, ...] = ()
+    policy_label: str | None = None
+    model: str | None = None
+    overrides: tuple[str, ...] = ()
+    """Workload fields as ``KEY=VALUE`` (``--set``)."""
+    sim: bool = False
+    engines: int = 8
+    config: str = "default"
+    prefill: int = 0
+    decode: int = 0
+    progress: bool = True
+    timeout: float = 600.0
+
+
+def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_html: HtmlWriter | None = None) -> int:
+    """Run the benchmark ``options`` describe; print the table; write ``json_path`` / ``html_path`` when given
+    (the page with ``write_html``, e.g. ``llmd_kserve.viz.report_page.write_html``: drawing lives above bench).
+
+    ``prefill``/``decode`` (``sim`` only): a disaggregated simulated cluster of that many prefill and decode
     engines instead of ``engines`` aggregated ones; config ``default`` then means ``pd-predicted-ttft``."""
+    o = options
+    target, workload, trace, rate, concurrency, sweep = o.target, o.workload, o.trace, o.rate, o.concurrency, o.sweep
+    num_requests, slo_ttft, slo_tpot, seed, sim, engines = o.num_requests, o.slo_ttft, o.slo_tpot, o.seed, o.sim, o.engines
+    config, prefill, decode = o.config, o.prefill, o.decode
     if prefill or decode:
         if not sim:
             raise ConfigError("--prefill/--decode need --sim (a live target is benchmarked as it is)", "prefill")
         if prefill < 1 or decode < 1:
             raise ConfigError("--prefill and --decode each need at least one engine", "prefill")
         config = "pd-predicted-ttft" if config == "default" else config
-    spec = make_spec(workload, trace, _parse_sets(set))
-    arrivals = make_arrivals(rate, concurrency, sweep, arrival, trace=workload == "trace")
+    spec = make_spec(workload, trace, _parse_sets(o.overrides))
+    arrivals = make_arrivals(rate, concurrency, sweep, o.arrival, trace=workload == "trace")
     slo = SLO(ttft=slo_ttft, tpot=slo_tpot)
-    label = policy_label or (config if sim else "live")
+    label = o.policy_label or (config if sim else "live")
     info = workload_info(spec, arrivals, num_requests=num_requests, seed=seed, slo={"ttft": slo_ttft, "tpot": slo_tpot})
     if sim:
-        try:
-            from llmd_kserve.cluster_sim import run_bench as sim_run_bench  # owned by the cluster_sim module
-        except ImportError as exc:
-            raise LlmdError(f"the cluster simulator is not available: {exc}") from exc
-
+        if simulator is None:
+            raise LlmdError("sim=True needs simulator=llmd_kserve.cluster_sim.run_bench")
         roles = ("prefill",) * prefill + ("decode",) * decode if prefill else None
-        runs = sim_run_bench(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
+        runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
                              engines=engines, config=config, policy_label=label, roles=roles)
         info |= {"mode": "sim", "engines": prefill + decode if roles else engines}
         if roles:
@@ -131,15 +158,17 @@ def run_bench(*, target: str | None = None, workload: str = "shared-prefix", tra
     else:
         if not target:
             raise ConfigError("--target URL is required (or --sim)", "target")
-        runs = _run_live(spec, arrivals, num_requests, seed, slo, label, target, model, engines_metrics or (),
-                         not no_progress, timeout)
+        runs = _run_live(spec, arrivals, num_requests, seed, slo, label, target, o.model, o.engines_metrics,
+                         o.progress, o.timeout)
         info |= {"mode": "live", "target": target}
     report = build_report(info, runs)
     print_table(report)
-    if json:
-        write_json(report, json)
-    if html:
-        write_html(report, html)
+    if o.json_path:
+        write_json(report, o.json_path)
+    if o.html_path:
+        if write_html is None:
+            raise ConfigError("an HTML report needs a page writer (llmd_kserve.viz.report_page.write_html)", "html")
+        write_html(report, o.html_path)
     return 0 if all(r["summary"]["n"] > r["summary"]["errors"] for r in runs) else 1
 
 

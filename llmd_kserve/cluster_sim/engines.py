@@ -6,13 +6,18 @@ from collections import deque
 from collections.abc import Sequence
 
 from llmd_kserve.engine_sim.core import EngineCore, StepOutput
-from llmd_kserve.engine_sim.profile import LatencyProfile
+from llmd_kserve.kvcache.events import KVEvent
+from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, Role
 
 
 def pd_roles(prefill: int = 0, decode: int = 0, both: int = 0) -> tuple[Role, ...]:
     """Engine roles of a cluster with ``prefill`` prefill, ``decode`` decode and ``both`` aggregated replicas."""
-    return ("prefill",) * prefill + ("decode",) * decode + ("both",) * both
+    return _times("prefill", prefill) + _times("decode", decode) + _times("both", both)
+
+
+def _times(role: Role, n: int) -> tuple[Role, ...]:
+    return (role,) * n
 
 
 def engine_id(role: Role, i: int) -> EndpointId:
@@ -30,7 +35,7 @@ class SimEngine:
         self.endpoint = Endpoint(eid, role, None)
         self.core = core
         self.out: StepOutput | None = None  # the step in progress (None: idle)
-        self.kv: deque[tuple[float, tuple]] = deque()  # (time visible in the index, events)
+        self.kv: deque[tuple[float, tuple[KVEvent, ...]]] = deque()  # (time visible in the index, events)
         self.state = EndpointState(self.endpoint, EndpointMetrics(block_size=core.block_size,
                                                                   num_gpu_blocks=core.num_blocks, stale=False))
 

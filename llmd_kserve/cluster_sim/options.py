@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmd_kserve.bench.stats import RequestResult
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, LatencyProfile
+from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
+from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.types import Role
 
 
@@ -25,7 +26,7 @@ class SimOptions:
     accelerators: tuple[int, ...] | None = None
     """Accelerator index of each engine: engines with the same index time-share one GPU (processor sharing, see
     ``cluster_sim.accelerator``), like several vLLM servers on one GPU. None: one accelerator per engine."""
-    scrape_interval: float = 0.05
+    scrape_interval: float = SCRAPE_INTERVAL_S
     """Seconds between metrics snapshots (the live scraper's default poll)."""
     kv_event_delay: float = 0.001
     """Seconds from a step's end until its KV events are in the router's index."""
@@ -38,7 +39,7 @@ class SimOptions:
     prefill_timeout_s: float | None = 30.0
     """P/D: a prefill leg not finished this long after the router sent it falls back to a local prefill (None: never),
     like the orchestrator's ``prefill_timeout_s``."""
-    model: str = "llama-8b-shape"
+    model: str = DEFAULT_MODEL
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,7 +53,10 @@ class SimOptions:
 
     @property
     def engine_roles(self) -> tuple[Role, ...]:
-        return self.roles if self.roles is not None else ("both",) * self.engines
+        if self.roles is not None:
+            return self.roles
+        both: Role = "both"
+        return (both,) * self.engines
 
 
 @dataclass(frozen=True, slots=True)

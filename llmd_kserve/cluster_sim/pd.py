@@ -1,6 +1,6 @@
 """The P/D handoff in virtual time: the prefill leg, the KV transfer, and the fallback, as the live orchestrator does.
 
-When the scheduler's result names a ``prefill`` endpoint (``pd-profile-handler``), :class:`ClusterSim` hands the
+When the scheduler's result names a ``prefill`` endpoint (``pd-profile-handler``), ``ClusterSim`` hands the
 request to :class:`PDFlow` instead of sending it to ``target`` at once:
 
 * the prefill leg (step 1 of :mod:`llmd_kserve.disagg.protocol`: ``max_tokens: 1``, KV to be pulled) reaches the
@@ -20,50 +20,67 @@ The P/D deciders' own state (the predicted-TTFT decider's prefill queue) lives i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
+from llmd_kserve.cluster_sim.events import Deliver, Event, LiveRequest, PrefillArrive, PrefillTimeout
+from llmd_kserve.cluster_sim.options import SimOptions
 from llmd_kserve.disagg.protocol import prefill_body
-from llmd_kserve.types import RequestOutcome
-
-if TYPE_CHECKING:
-    from llmd_kserve.cluster_sim.sim import ClusterSim, _Live
+from llmd_kserve.engine_sim.core import EngineCore
+from llmd_kserve.latency import LatencyProfile
+from llmd_kserve.types import EndpointId, RequestOutcome
 
 PREFILL_LEG = "@prefill"
 """Suffix of a prefill leg's request id on the prefill engine."""
-PREFILL, TIMEOUT = 4, 5
-"""Event kinds (after the simulator's own): the prefill leg reaches its engine; the router's prefill timeout."""
+
+
+class PDHost(Protocol):
+    """What the P/D flow needs of the simulator (``ClusterSim``): its clock-ordered queue and its engines."""
+
+    @property
+    def options(self) -> SimOptions: ...
+    @property
+    def profile(self) -> LatencyProfile: ...
+    @property
+    def index_of(self) -> Mapping[EndpointId, int]: ...
+
+    def push(self, t: float, event: Event) -> None: ...
+    def kick(self, i: int, t: float) -> None: ...
+    def core(self, i: int) -> EngineCore: ...
+    def leg_delay(self, n_prompt: int) -> float: ...
+    def on_prefill_complete(self, rec: LiveRequest, outcome: RequestOutcome) -> None: ...
 
 
 class PDFlow:
-    """The prefill legs in flight and the P/D counters of one :class:`ClusterSim` run."""
+    """The prefill legs in flight and the P/D counters of one simulator run."""
 
-    def __init__(self, sim: ClusterSim) -> None:
+    def __init__(self, sim: PDHost) -> None:
         self.sim = sim
-        self.legs: dict[str, _Live] = {}
+        self.legs: dict[str, LiveRequest] = {}
         """Prefill leg id -> its request, while the leg is on the prefill engine."""
         self.transfers: list[float] = []
         """Modelled KV transfer time of each request handed from prefill to decode."""
         self.fallbacks: dict[str, int] = {}
 
-    def start(self, rec: _Live, t: float) -> None:
+    def start(self, rec: LiveRequest, t: float) -> None:
         """The router sends the prefill leg of ``rec``, scheduled at ``t``."""
         sim = self.sim
-        sim.push(t + sim.leg_delay(rec.n_prompt), PREFILL, rec)
+        sim.push(t + sim.leg_delay(rec.n_prompt), PrefillArrive(rec))
         timeout = sim.options.prefill_timeout_s
         if timeout is not None:
-            sim.push(t + sim.options.router_delay + timeout, TIMEOUT, rec)
+            sim.push(t + sim.options.router_delay + timeout, PrefillTimeout(rec))
 
-    def arrive(self, rec: _Live, t: float) -> None:
+    def arrive(self, rec: LiveRequest, t: float) -> None:
         """The prefill leg reaches the prefill engine."""
         if rec.fallback is not None:  # timed out before it got there
             return
         sim = self.sim
-        i = sim.index_of[rec.sched.prefill]  # type: ignore[index]
+        assert rec.sched.prefill is not None  # only P/D requests come here
+        i = sim.index_of[rec.sched.prefill]
         leg = rec.spec.request_id + PREFILL_LEG
         step1 = prefill_body(rec.llm.body)  # what the router sends the prefill engine: max_tokens 1, KV to be pulled
         try:
-            sim.engines[i].core.add_request(leg, rec.llm.token_ids or (), step1["max_tokens"],
-                                            hold_on_finish=True)
+            sim.core(i).add_request(leg, rec.llm.token_ids or (), step1["max_tokens"], hold_on_finish=True)
         except ValueError:
             self._fallback(rec, t, "http_400")
             return
@@ -77,21 +94,20 @@ class PDFlow:
             return
         sim, prof = self.sim, self.sim.profile
         rec.held = (i, leg)
-        dec = sim.engines[sim.index_of[rec.sched.target]].core
         tokens = rec.llm.token_ids or ()
-        local = len(dec.pool.lookup(dec.block_hashes(tokens), (len(tokens) - 1) // dec.block_size))
-        xfer = prof.kv_transfer_time(len(tokens) - local * dec.block_size, sim.options.kv_link_gbps)
+        local = sim.core(sim.index_of[rec.sched.target]).cached_prefix_tokens(tokens)
+        xfer = prof.kv_transfer_time(len(tokens) - local, sim.options.kv_link_gbps)
         self.transfers.append(xfer)
         self._release(rec, ok=True)
-        sim.push(t + sim.leg_delay(rec.n_prompt) + xfer, sim.DELIVER, rec.spec.request_id)
+        sim.push(t + sim.leg_delay(rec.n_prompt) + xfer, Deliver(rec.spec.request_id))
 
-    def timeout(self, rec: _Live, t: float) -> None:
+    def timeout(self, rec: LiveRequest, t: float) -> None:
         """The router's prefill timeout for ``rec`` expired: fall back unless the handoff already happened."""
         if rec.held is not None or rec.fallback is not None:
             return
         leg = rec.spec.request_id + PREFILL_LEG
-        if self.legs.pop(leg, None) is not None:
-            self.sim.engines[self.sim.index_of[rec.sched.prefill]].core.abort(leg)  # type: ignore[index]
+        if self.legs.pop(leg, None) is not None and rec.sched.prefill is not None:
+            self.sim.core(self.sim.index_of[rec.sched.prefill]).abort(leg)
         self._fallback(rec, t, "timeout")
 
     def counters(self) -> dict[str, float]:
@@ -99,14 +115,13 @@ class PDFlow:
         return {"disaggregated": float(len(self.transfers)), "kv_transfer_s": sum(self.transfers),
                 "pd_fallbacks": float(sum(self.fallbacks.values()))}
 
-    def _fallback(self, rec: _Live, t: float, reason: str) -> None:
+    def _fallback(self, rec: LiveRequest, t: float, reason: str) -> None:
         rec.fallback = reason
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
         self._release(rec, ok=False)
         sim = self.sim
-        sim.push(t + sim.leg_delay(rec.n_prompt), sim.DELIVER, rec.spec.request_id)
+        sim.push(t + sim.leg_delay(rec.n_prompt), Deliver(rec.spec.request_id))
 
-    def _release(self, rec: _Live, ok: bool) -> None:
+    def _release(self, rec: LiveRequest, ok: bool) -> None:
         """``Scheduler.on_prefill_complete``, as the orchestrator calls it: the prefill endpoint's charge goes now."""
-        self.sim.scheduler.on_prefill_complete(rec.llm, rec.sched,
-                                               RequestOutcome(ok=ok, prompt_tokens=rec.n_prompt if ok else 0))
+        self.sim.on_prefill_complete(rec, RequestOutcome(ok=ok, prompt_tokens=rec.n_prompt if ok else 0))

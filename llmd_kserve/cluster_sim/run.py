@@ -27,7 +27,7 @@ def simulate(requests: Sequence[RequestSpec], config: str | Path | SchedulerConf
     return ClusterSim(config, options).run(requests, concurrency=concurrency)
 
 
-def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) -> dict:
+def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) -> dict[str, Any]:
     """A ``runs[]`` item (bench JSON schema) from a simulated run."""
     summary = summarize(run.results, run.wall_s, slo, engine_hit_rate=run.engine_hit_rate)
     return run_entry(policy, summary, [result_to_dict(r) for r in run.results], engine_counters=run.engine_counters,
@@ -37,7 +37,7 @@ def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) ->
 def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_requests: int | None = None,
               seed: int = 0, slo: SLO | None = None, engines: int = 8, config: str | Path = "default",
               policy_label: str | None = None, options: SimOptions | None = None,
-              roles: Sequence[Role] | None = None) -> list[dict]:
+              roles: Sequence[Role] | None = None) -> list[dict[str, Any]]:
     """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds);
     ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones."""
     opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed)

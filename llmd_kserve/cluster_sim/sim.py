@@ -29,53 +29,39 @@ import random
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.cluster_sim.accelerator import SharedAccelerators
 from llmd_kserve.cluster_sim.engines import SimEngine, build_engines, engine_counters
+from llmd_kserve.cluster_sim.events import (
+    Arrive,
+    Deliver,
+    Event,
+    LiveRequest,
+    PrefillArrive,
+    PrefillTimeout,
+    Scrape,
+    Step,
+)
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
-from llmd_kserve.cluster_sim.pd import PREFILL, PDFlow
+from llmd_kserve.cluster_sim.pd import PDFlow
 from llmd_kserve.cluster_sim.tokens import PrefixTokenCache
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.schema import SchedulerConfig
-from llmd_kserve.engine_sim.core import StepOutput
-from llmd_kserve.engine_sim.profile import LatencyProfile, load_profile
+from llmd_kserve.engine_sim.core import EngineCore, StepOutput
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.kvcache.index import KVIndex
-from llmd_kserve.scheduling.scheduler import PluginContext, Scheduler, SchedulingResult
+from llmd_kserve.latency import LatencyProfile, load_profile
+from llmd_kserve.scheduling.scheduler import PluginContext
 from llmd_kserve.tokenizer import SimTokenizer
 from llmd_kserve.types import LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
 
-_ARRIVE, _DELIVER, _STEP, _SCRAPE = 0, 1, 2, 3
-
-
-class _Live:
-    """A request between its arrival and its last token."""
-
-    __slots__ = ("spec", "llm", "sched", "engine", "arrival", "first", "last", "itl", "n_out", "cached", "n_prompt",
-                 "held", "fallback")
-
-    def __init__(self, spec: RequestSpec, llm: LLMRequest, sched: SchedulingResult, engine: int, arrival: float,
-                 n_prompt: int) -> None:
-        self.spec, self.llm, self.sched, self.engine, self.arrival = spec, llm, sched, engine, arrival
-        self.first: float | None = None
-        self.last = arrival
-        self.itl: list[float] = []
-        self.n_out = 0
-        self.cached: int | None = None
-        self.n_prompt = n_prompt
-        self.held: tuple[int, str] | None = None
-        """P/D: (prefill engine, leg id) whose held blocks the decode leg pulls."""
-        self.fallback: str | None = None
-        """P/D: why the prefill leg failed (the decode engine then prefills locally)."""
-
-
 class ClusterSim:
     """``ClusterSim(config, options).run(requests) -> SimRun``: one run of one scheduler config on fresh engines."""
-
-    DELIVER = _DELIVER
 
     def __init__(self, config: str | Path | SchedulerConfig, options: SimOptions | None = None) -> None:
         self.options = opt = options or SimOptions()
@@ -84,7 +70,7 @@ class ClusterSim:
         self.index = KVIndex()
         ctx = PluginContext(tokenizer=SimTokenizer(), index=self.index, rng=random.Random(opt.seed),
                             clock=self._clock, profile=self.profile, block_size=self.profile.block_size)
-        self.scheduler = Scheduler.from_config(config, ctx)
+        self.scheduler = build_scheduler(config, ctx)
         self.uses_index = any(p.type == "precise-prefix-producer" for p in self.scheduler.producers)
         roles = opt.engine_roles
         self.engines: list[SimEngine] = build_engines(
@@ -94,17 +80,25 @@ class ClusterSim:
         self.tokens = PrefixTokenCache()
         self.pd = PDFlow(self)
         self.pd_cluster = any(r != "both" for r in roles)
-        self._heap: list[tuple[float, int, int, object]] = []
+        self._heap: list[tuple[float, int, Event]] = []
         self._seq = 0
         self.accel = SharedAccelerators(opt.accelerators) if opt.accelerators is not None else None
 
     def _clock(self) -> float:
         return self.now
 
-    def push(self, t: float, kind: int, arg: object) -> None:
-        """Schedule event ``kind`` with ``arg`` at virtual time ``t`` (ties run in push order)."""
-        heapq.heappush(self._heap, (t, self._seq, kind, arg))
+    def push(self, t: float, event: Event) -> None:
+        """Schedule ``event`` at virtual time ``t`` (ties run in push order)."""
+        heapq.heappush(self._heap, (t, self._seq, event))
         self._seq += 1
+
+    def core(self, i: int) -> EngineCore:
+        """Engine ``i``'s core."""
+        return self.engines[i].core
+
+    def on_prefill_complete(self, rec: LiveRequest, outcome: RequestOutcome) -> None:
+        """The prefill leg of ``rec`` ended (``Scheduler.on_prefill_complete``)."""
+        self.scheduler.on_prefill_complete(rec.llm, rec.sched, outcome)
 
     def leg_delay(self, n_prompt: int) -> float:
         """Seconds from the router sending a request (or a P/D leg) until it is in the engine's queue."""
@@ -124,16 +118,16 @@ class ClusterSim:
             return
         eng.out = out
         if self.accel is None:
-            self.push(out.now + out.duration, _STEP, i)
+            self.push(out.now + out.duration, Step(i))
         else:  # replicas sharing a GPU: this step and its neighbours' end when their share of it allows
             for e, due in self.accel.start(i, t, out.duration):
-                self.push(due, _STEP, e)
+                self.push(due, Step(e))
 
     # --- the loop ---------------------------------------------------------------------------------------------------
     def run(self, requests: Sequence[RequestSpec], concurrency: int | None = None) -> SimRun:
         """Simulate ``requests``: open loop at their ``arrival_s``, or closed loop with ``concurrency`` in flight."""
         engines, pd = self.engines, self.pd
-        live: dict[str, _Live] = {}
+        live: dict[str, LiveRequest] = {}
         results: list[RequestResult] = []
         backlog: deque[RequestSpec] = deque()
         self._heap, self._seq = [], 0
@@ -141,64 +135,65 @@ class ClusterSim:
         if concurrency:
             backlog.extend(requests)
             for _ in range(min(concurrency, len(backlog))):
-                push(0.0, _ARRIVE, backlog.popleft())
+                push(0.0, Arrive(backlog.popleft()))
         else:
             for spec in requests:
-                push(spec.arrival_s or 0.0, _ARRIVE, spec)
+                push(spec.arrival_s or 0.0, Arrive(spec))
         heap = self._heap
-        heapq.heappush(heap, (0.0, -1, _SCRAPE, None))
+        scrape = Scrape()
+        heapq.heappush(heap, (0.0, -1, scrape))  # seq -1: a scrape runs before anything else at the same time
         remaining = len(requests)
         pop = heapq.heappop
         events = 0
         end = 0.0
         while heap and remaining:
-            t, _, kind, arg = pop(heap)
+            t, _, event = pop(heap)
             self.now = t
             events += 1
-            if kind == _STEP:
-                if self.accel is not None:
-                    if not self.accel.is_due(arg, t):  # type: ignore[arg-type]
-                        continue  # superseded: the accelerator's share changed since it was pushed
-                    for e, due in self.accel.finish(arg, t):  # type: ignore[arg-type]
-                        push(due, _STEP, e)
-                eng = engines[arg]  # type: ignore[index]
-                out = eng.out
-                assert out is not None
-                eng.out = None
-                done = self._on_step(arg, eng, out, t, live, results)  # type: ignore[arg-type]
-                if done:  # before the next step, so that closed-loop arrivals keep their place
-                    remaining, end = self._done(done, t, remaining, backlog), t
-                if eng.core.has_work():
-                    self.kick(arg, t)  # type: ignore[arg-type]
-            elif kind == _ARRIVE:
-                rec = self._route(arg, t, live, results)  # type: ignore[arg-type]
-                if rec is None:  # rejected: counted as done
-                    remaining, end = self._done(1, t, remaining, backlog), t
-                elif rec.sched.prefill is not None:
-                    pd.start(rec, t)
-                else:
-                    push(t + self.leg_delay(rec.n_prompt), _DELIVER, rec.spec.request_id)
-            elif kind == _DELIVER:
-                rec = live[arg]  # type: ignore[index]
-                core = engines[rec.engine].core
-                if rec.held is not None:  # P/D: the decode engine pulls the KV; the prefill engine frees its blocks
-                    engines[rec.held[0]].core.release(rec.held[1])
-                try:
-                    core.add_request(arg, rec.llm.token_ids or (), rec.llm.max_tokens,  # type: ignore[arg-type]
-                                     remote_kv=rec.held is not None)
-                except ValueError as exc:
-                    self._fail(rec, t, str(exc), 400, live, results)
-                    remaining, end = self._done(1, t, remaining, backlog), t
-                else:
-                    self.kick(rec.engine, t)
-            elif kind == _SCRAPE:
-                for eng in engines:
-                    eng.scrape(t)
-                heapq.heappush(heap, (t + self.options.scrape_interval, -1, _SCRAPE, None))
-            elif kind == PREFILL:
-                pd.arrive(arg, t)  # type: ignore[arg-type]
-            else:  # pd.TIMEOUT
-                pd.timeout(arg, t)  # type: ignore[arg-type]
+            match event:
+                case Step(i):
+                    if self.accel is not None:
+                        if not self.accel.is_due(i, t):
+                            continue  # superseded: the accelerator's share changed since it was pushed
+                        for e, due in self.accel.finish(i, t):
+                            push(due, Step(e))
+                    eng = engines[i]
+                    out = eng.out
+                    assert out is not None
+                    eng.out = None
+                    done = self._on_step(i, eng, out, t, live, results)
+                    if done:  # before the next step, so that closed-loop arrivals keep their place
+                        remaining, end = self._done(done, t, remaining, backlog), t
+                    if eng.core.has_work():
+                        self.kick(i, t)
+                case Arrive(spec):
+                    rec = self._route(spec, t, live, results)
+                    if rec is None:  # rejected: counted as done
+                        remaining, end = self._done(1, t, remaining, backlog), t
+                    elif rec.sched.prefill is not None:
+                        pd.start(rec, t)
+                    else:
+                        push(t + self.leg_delay(rec.n_prompt), Deliver(rec.spec.request_id))
+                case Deliver(rid):
+                    rec = live[rid]
+                    core = engines[rec.engine].core
+                    if rec.held is not None:  # P/D: the decode engine pulls the KV; the prefill engine frees its blocks
+                        engines[rec.held[0]].core.release(rec.held[1])
+                    try:
+                        core.add_request(rid, rec.llm.token_ids or (), rec.llm.max_tokens, remote_kv=rec.held is not None)
+                    except ValueError as exc:
+                        self._fail(rec, t, str(exc), 400, live, results)
+                        remaining, end = self._done(1, t, remaining, backlog), t
+                    else:
+                        self.kick(rec.engine, t)
+                case Scrape():
+                    for eng in engines:
+                        eng.scrape(t)
+                    heapq.heappush(heap, (t + self.options.scrape_interval, -1, scrape))
+                case PrefillArrive(rec):
+                    pd.arrive(rec, t)
+                case PrefillTimeout(rec):
+                    pd.timeout(rec, t)
         results.sort(key=lambda r: r.start)
         hit_rate, counters = engine_counters(engines)
         if self.pd_cluster or pd.transfers or pd.fallbacks:
@@ -209,10 +204,10 @@ class ClusterSim:
         """``n`` requests ended at ``t``: closed loop, as many from the backlog arrive; returns those remaining."""
         for _ in range(n):
             if backlog:
-                self.push(t, _ARRIVE, backlog.popleft())
+                self.push(t, Arrive(backlog.popleft()))
         return remaining - n
 
-    def _on_step(self, i: int, eng: SimEngine, out: StepOutput, t: float, live: dict[str, _Live],
+    def _on_step(self, i: int, eng: SimEngine, out: StepOutput, t: float, live: dict[str, LiveRequest],
                  results: list[RequestResult]) -> int:
         """Hand a finished step's tokens to their requests; returns how many requests finished."""
         if out.kv_events:
@@ -240,7 +235,7 @@ class ClusterSim:
             del live[rid]
             done += 1
             first = rec.first if rec.first is not None else t
-            extra: dict = {"predicted_cached_tokens": rec.sched.predicted_cached_tokens}
+            extra: dict[str, Any] = {"predicted_cached_tokens": rec.sched.predicted_cached_tokens}
             if self.pd_cluster:
                 extra["prefill"] = rec.sched.prefill if rec.held is not None else None
                 if rec.fallback is not None:
@@ -253,7 +248,7 @@ class ClusterSim:
                 ok=True, prompt_tokens=rec.n_prompt, cached_tokens=rec.cached, completion_tokens=rec.n_out))
         return done
 
-    def _route(self, spec: RequestSpec, t: float, live: dict[str, _Live], results: list[RequestResult]) -> _Live | None:
+    def _route(self, spec: RequestSpec, t: float, live: dict[str, LiveRequest], results: list[RequestResult]) -> LiveRequest | None:
         if self.uses_index:
             for eng in self.engines:
                 kv = eng.kv
@@ -269,10 +264,10 @@ class ClusterSim:
             results.append(RequestResult(request_id=spec.request_id, ok=False, start=t, prompt_tokens=len(ids),
                                          error=str(exc), status=503, shed=True))
             return None
-        rec = live[spec.request_id] = _Live(spec, llm, sched, self.index_of[sched.target], t, len(ids))
+        rec = live[spec.request_id] = LiveRequest(spec, llm, sched, self.index_of[sched.target], t, len(ids))
         return rec
 
-    def _fail(self, rec: _Live, t: float, error: str, status: int, live: dict[str, _Live],
+    def _fail(self, rec: LiveRequest, t: float, error: str, status: int, live: dict[str, LiveRequest],
               results: list[RequestResult]) -> None:
         live.pop(rec.spec.request_id, None)
         results.append(RequestResult(request_id=rec.spec.request_id, ok=False, start=rec.arrival,

@@ -11,6 +11,8 @@ precedes an ASCII letter), where the offline tokenizer starts a new piece in the
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmd_kserve.tokenizer import SimTokenizer
 
 
@@ -21,7 +23,7 @@ class PrefixTokenCache:
 
     def __init__(self) -> None:
         self._tok = SimTokenizer()
-        self._groups: dict[str, list] = {}  # group -> [prefix text, prefix ids, last prompt]
+        self._groups: dict[str, list[Any]] = {}  # group -> [prefix text, prefix ids, last prompt]
         self.hits = self.misses = 0
 
     def encode(self, text: str, group: str | None = None) -> list[int]:
@@ -43,7 +45,8 @@ class PrefixTokenCache:
         entry[0], entry[1], entry[2] = prefix, ids, text
         if prefix:
             self.hits += 1
-            return ids + encode(text[len(prefix):])
+            out: list[int] = ids + encode(text[len(prefix):])
+            return out
         self.misses += 1
         return encode(text)
 

@@ -11,11 +11,12 @@ import pydantic
 import yaml
 
 from llmd_kserve.config.schema import SchedulerConfig
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.config.validate import check
+from llmd_kserve.defaults import PD_SHIPPED_CONFIGS, SHIPPED_CONFIGS
+from llmd_kserve.errors import ConfigError, config_error_from, error_path  # noqa: F401  (error_path: re-export)
 
-SHIPPED = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix")
-PD_SHIPPED = ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never")
-"""P/D configs (``pd-profile-handler``, profiles ``decode`` + ``prefill``), loadable by name like ``SHIPPED``."""
+SHIPPED = SHIPPED_CONFIGS
+PD_SHIPPED = PD_SHIPPED_CONFIGS
 
 
 def shipped_configs() -> tuple[str, ...]:
@@ -27,6 +28,14 @@ def shipped_configs() -> tuple[str, ...]:
 def load_config(name_or_path: str | Path) -> SchedulerConfig:
     """A shipped config by name (``"precise-prefix"``) or a YAML file by path, parsed and fully validated
     (plugin types, parameters, references, weights). Raises ConfigError naming the bad field."""
+    config = read_config(name_or_path)
+    check(config)
+    return config
+
+
+def read_config(name_or_path: str | Path) -> SchedulerConfig:
+    """Like :func:`load_config` but only schema-checked: :func:`llmd_kserve.config.build.build_scheduler` runs the
+    semantic checks once, keeping the validated plugin Params it builds from."""
     text, source = _read(name_or_path)
     try:
         data = yaml.safe_load(text)
@@ -34,43 +43,28 @@ def load_config(name_or_path: str | Path) -> SchedulerConfig:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", where) from None
-    return parse_config(data, source)
+    return _schema(data, source)
 
 
 def parse_config(data: Any, source: str = "") -> SchedulerConfig:
     """Validate an already parsed config (a mapping, e.g. from YAML or a notebook)."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"a scheduler config must be a mapping, got {type(data).__name__}", source)
-    try:
-        config = SchedulerConfig.model_validate({**data, "source": source})
-    except pydantic.ValidationError as e:
-        raise _config_error(e) from None
-    validate_config(config)
+    config = _schema(data, source)
+    check(config)
     return config
 
 
 def validate_config(config: SchedulerConfig) -> None:
     """Semantic checks beyond the schema; see :func:`llmd_kserve.config.validate.check`."""
-    from llmd_kserve.config.validate import check
-
     check(config)
 
 
-def error_path(loc: tuple[Any, ...], prefix: str = "") -> str:
-    """``("plugins", 2, "parameters", "threshold")`` -> ``plugins[2].parameters.threshold``."""
-    out = prefix
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _config_error(e: pydantic.ValidationError, prefix: str = "") -> ConfigError:
-    err = e.errors()[0]
-    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return ConfigError(err["msg"] + more, error_path(tuple(err["loc"]), prefix))
+def _schema(data: Any, source: str) -> SchedulerConfig:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a scheduler config must be a mapping, got {type(data).__name__}", source)
+    try:
+        return SchedulerConfig.model_validate({**data, "source": source})
+    except pydantic.ValidationError as e:
+        raise config_error_from(e) from None
 
 
 def _read(name_or_path: str | Path) -> tuple[str, str]:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pydantic
 
+from llmd_kserve.builtin import plugin_info
 from llmd_kserve.config.schema import SchedulerConfig
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.errors import ConfigError, config_error_from
 from llmd_kserve.plugins.base import PluginParams
-from llmd_kserve.plugins.registry import plugin_info
 
 
-def check(config: SchedulerConfig) -> None:
-    """Raise ConfigError at the first bad field: unknown type (``plugins[i].type``), bad parameter
+def check(config: SchedulerConfig) -> tuple[PluginParams, ...]:
+    """The validated Params of ``config.plugins``, in order. Raise ConfigError at the first bad field: unknown type (``plugins[i].type``), bad parameter
     (``plugins[i].parameters.x``), duplicate name, dangling or misplaced ``pluginRef``, weight on a non-scorer,
     two pickers in a profile, two profile handlers, profile names the handler can't run."""
     names: dict[str, str] = {}  # instance name -> kind
+    params: list[PluginParams] = []
     handler_at = None
     for i, spec in enumerate(config.plugins):
         info = plugin_info(spec.type, f"plugins[{i}].type")
-        validate_params(info.params, spec.parameters, f"plugins[{i}].parameters")
+        params.append(validate_params(info.params, spec.parameters, f"plugins[{i}].parameters"))
         if spec.ref in names:
             raise ConfigError(f"duplicate plugin name {spec.ref!r}", f"plugins[{i}].name")
         names[spec.ref] = info.kind
@@ -51,21 +54,20 @@ def check(config: SchedulerConfig) -> None:
                 picker = ref.plugin_ref
     if handler_at is not None:
         spec = config.plugins[handler_at]
-        handler_cls = plugin_info(spec.type).factory
+        handler_cls: Any = plugin_info(spec.type).factory  # the class: its validate_profiles is a classmethod
         problem = handler_cls.validate_profiles([p.name for p in config.scheduling_profiles])
         if problem:
             raise ConfigError(problem, "schedulingProfiles")
     elif len(config.scheduling_profiles) != 1:
         raise ConfigError("several profiles need a profile handler in plugins[]", "schedulingProfiles")
+    return tuple(params)
 
 
 def validate_params(model: type[PluginParams], parameters: object, path: str) -> PluginParams:
     """The plugin's Params from a ``parameters`` mapping; ConfigError at ``path.<field>`` when invalid."""
-    from llmd_kserve.config.loader import _config_error
-
     if parameters is None:
         parameters = {}
     try:
         return model.model_validate(parameters)
     except pydantic.ValidationError as e:
-        raise _config_error(e, path) from None
+        raise config_error_from(e, path) from None

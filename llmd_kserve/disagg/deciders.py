@@ -18,30 +18,17 @@ model predicts an earlier first token: see :class:`PredictedTTFTDecider`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
-from llmd_kserve.types import EndpointId, EndpointState
+from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState, PDVerdict
 
 if TYPE_CHECKING:
-    from llmd_kserve.engine_sim.profile import LatencyProfile
+    from llmd_kserve.latency import LatencyProfile
 
 PrefixMode = Literal["precise", "approx"]
-
-
-@dataclass(frozen=True, slots=True)
-class PDVerdict:
-    """One decision, with the numbers behind it (``/debug`` and tests read them)."""
-
-    remote: bool
-    reason: str
-    uncached_tokens: int = 0
-    """Prompt tokens the decode endpoint lacks (what a local prefill computes, what a transfer moves)."""
-    local_ttft_s: float | None = None
-    remote_ttft_s: float | None = None
 
 
 class Decider(Protocol):
@@ -215,7 +202,7 @@ class PredictedTTFTDecider:
         return max(self.queue.backlog_s(ep.endpoint.id), self.queue.gpu_time(waiting, 0) if waiting else 0.0)
 
     def _running(self, state: CycleState, ep: EndpointState) -> int:
-        reqs = state.inflight.get(ep.endpoint.id, (0, 0))[0] if state.inflight is not None else 0
+        reqs = state.inflight.get(ep.endpoint.id, NO_LOAD).requests if state.inflight is not None else 0
         return max(ep.metrics.running, reqs)
 
     def estimates(self, state: CycleState, decode: EndpointState, prefill: EndpointState) -> tuple[float, float, int]:
@@ -265,4 +252,5 @@ def build_decider(name: str, params: PluginParams | Mapping[str, Any] | None, ct
     cls = DECIDERS[name]
     if not isinstance(params, PluginParams):
         params = cls.Params.model_validate(dict(params or {}))
-    return cls(params, ctx)
+    decider: Decider = cls(params, ctx)
+    return decider

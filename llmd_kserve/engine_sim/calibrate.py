@@ -17,8 +17,9 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.engine_sim.core import EngineCore
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, LatencyProfile, load_profile
+from llmd_kserve.latency import LatencyProfile, load_profile
 
 DATA_DIR = Path(__file__).parent / "calibration"
 CLIENT_CONNECTIONS = 100  # aiohttp.TCPConnector's default limit, used by the measuring client

@@ -46,8 +46,8 @@ from collections.abc import Callable, Sequence
 
 from llmd_kserve.engine_sim.block_pool import BlockPool
 from llmd_kserve.engine_sim.core_types import FIRST_ID, VOCAB, CoreRequest, EngineStats, StepOutput, extend_hashes
-from llmd_kserve.engine_sim.profile import LatencyProfile
 from llmd_kserve.kvcache.events import KVEvent
+from llmd_kserve.latency import LatencyProfile
 
 __all__ = ["EngineCore", "EngineStats", "StepOutput"]
 
@@ -109,6 +109,12 @@ class EngineCore:
         out: list[int] = []
         extend_hashes(out, token_ids, self.block_size, self.seed, len(token_ids) // self.block_size)
         return out
+
+    def cached_prefix_tokens(self, token_ids: Sequence[int]) -> int:
+        """Prompt tokens of ``token_ids`` this engine holds as a cached prefix, in whole blocks, at most all but
+        the last token (vLLM recomputes the last one): what a P/D transfer need not move."""
+        bs = self.block_size
+        return len(self.pool.lookup(self.block_hashes(token_ids), (len(token_ids) - 1) // bs)) * bs
 
     # --- requests -----------------------------------------------------------------------------------------------
     def add_request(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from llmd_kserve.errors import InvalidRequestError
+from llmd_kserve.errors import InvalidRequestError, NotFound
 from llmd_kserve.tokenizer import Tokenizer, render_chat
 
 SYSTEM_FINGERPRINT = "vllm-0.26.0-llmdsim"
@@ -16,11 +16,8 @@ _json = msgspec.json.Encoder()
 json_bytes = _json.encode
 
 
-class NotFoundError(InvalidRequestError):
-    """vLLM answers an unknown model with 404 ``NotFoundError`` (same body shape as 400s)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message, param, status=404, type_="NotFoundError")
+NotFoundError = NotFound
+"""vLLM answers an unknown model with 404 ``NotFoundError`` (same body shape as 400s)."""
 
 
 @dataclass(frozen=True, slots=True)

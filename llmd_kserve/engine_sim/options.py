@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE
+from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.types import Role
 
@@ -15,7 +15,7 @@ class EngineOptions:
 
     host: str = "127.0.0.1"
     port: int = 0
-    model: str = "llama-8b-shape"
+    model: str = DEFAULT_MODEL
     profile: str = DEFAULT_PROFILE
     num_blocks: int | None = None
     block_size: int | None = None

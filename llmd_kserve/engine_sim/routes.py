@@ -21,8 +21,8 @@ from llmd_kserve.engine_sim.openai_api import (
     render_body,
 )
 from llmd_kserve.engine_sim.serving import generate
-from llmd_kserve.errors import InvalidRequestError
-from llmd_kserve.http_errors import Handler, openai_errors
+from llmd_kserve.errors import HTTPError, InvalidRequestError, NotFound
+from llmd_kserve.http_errors import error_response, openai_errors
 
 if TYPE_CHECKING:
     from llmd_kserve.engine_sim.server import SimEngine
@@ -34,7 +34,7 @@ _decode_json = msgspec.json.Decoder()
 
 def build_app(eng: SimEngine) -> web.Application:
     """The engine's app: vLLM's endpoints, answered from ``eng``."""
-    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[openai_errors, _invalid_requests])
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[openai_errors])
     app[ENGINE] = eng
     r = app.router
     r.add_post("/v1/completions", h_completions)
@@ -54,20 +54,6 @@ def build_app(eng: SimEngine) -> web.Application:
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
-def error_response(exc: InvalidRequestError, rid: str | None = None) -> web.Response:
-    """``exc`` as vLLM answers it: OpenAI-shaped JSON with its status (and ``x-request-id`` when known)."""
-    return web.Response(body=json_bytes(exc.body()), status=exc.status, content_type="application/json",
-                        headers={"x-request-id": rid} if rid else None)
-
-
-@web.middleware
-async def _invalid_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except InvalidRequestError as exc:
-        return error_response(exc)
-
-
 def _ok(body: Any, rid: str | None = None) -> web.Response:
     return web.Response(body=json_bytes(body), content_type="application/json",
                         headers={"x-request-id": rid} if rid else None)
@@ -113,7 +99,7 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
         return error_response(exc)
     rid = ("cmpl-" if kind == "completion" else "chatcmpl-") + base
     if not eng.ready():
-        return error_response(InvalidRequestError("engine is starting", status=503, type_="ServiceUnavailable"), base)
+        return error_response(HTTPError("engine is starting", status=503, type_="ServiceUnavailable"), base)
     eng.n_requests += 1
     if eng.opts.crash_after is not None and eng.n_requests > eng.opts.crash_after:
         eng.crash()
@@ -123,19 +109,19 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         req = await _parse(request, kind)
         if eng.opts.error_rate > 0 and eng.rng.random() < eng.opts.error_rate:
-            raise InvalidRequestError("simulated engine failure", status=500, type_="InternalServerError")
-    except InvalidRequestError as exc:
+            raise HTTPError("simulated engine failure")
+    except HTTPError as exc:
         return error_response(exc, base)
     eng.transports.add(request.transport)  # type: ignore[arg-type]
     try:
         return await generate(eng, request, req, rid, base)
-    except InvalidRequestError as exc:
+    except HTTPError as exc:
         return error_response(exc, base)
     finally:
         eng.transports.discard(request.transport)  # type: ignore[arg-type]
 
 
-# --- other endpoints (an InvalidRequestError they raise is answered by ``_invalid_requests``) ----------------------
+# --- other endpoints (an HTTPError they raise is answered by the ``openai_errors`` middleware) ----------------------
 async def h_pull(request: web.Request) -> web.Response:
     eng = request.app[ENGINE]
     body = await _json(request)
@@ -143,7 +129,7 @@ async def h_pull(request: web.Request) -> web.Response:
         raise InvalidRequestError("request body must be a JSON object")
     cid = body.get("remote_request_id")
     if body.get("remote_engine_id") != eng.engine_id or cid not in eng.core.held:
-        raise InvalidRequestError("unknown or expired remote request", status=404, type_="NotFoundError")
+        raise NotFound("unknown or expired remote request")
     blocks = eng.core.held_blocks(cid) or []
     eng.release(cid)
     return _ok({"num_blocks": len(blocks), "block_size": eng.core.block_size})

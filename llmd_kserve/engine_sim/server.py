@@ -7,7 +7,7 @@ In-process use (tests, ``up``, benchmarks)::
         eng.kv_events_endpoint  # tcp://127.0.0.1:<port> (None without a publisher)
         eng.endpoint            # llmd_kserve.types.Endpoint for routers
 
-``serve(**cli_kwargs)`` runs one engine until SIGINT/SIGTERM (``llmd-kserve engine``). Options are the fields of
+``serve(EngineOptions(...))`` runs one engine until SIGINT/SIGTERM (``llmd-kserve engine``). Options are the fields of
 :class:`EngineOptions` (``engine_sim.options``); the endpoints are in ``engine_sim.routes``.
 """
 
@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import fields
 from typing import Any
 
 from aiohttp import web
@@ -33,10 +32,10 @@ from llmd_kserve.engine_sim.driver import RealtimeDriver, Stream
 from llmd_kserve.engine_sim.metrics import EngineMetrics
 from llmd_kserve.engine_sim.openai_api import GenRequest
 from llmd_kserve.engine_sim.options import EngineOptions, check_options
-from llmd_kserve.engine_sim.profile import load_profile
 from llmd_kserve.engine_sim.publisher import KVEventPublisher
 from llmd_kserve.engine_sim.routes import build_app
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.latency import load_profile
 from llmd_kserve.tokenizer import load_tokenizer
 from llmd_kserve.types import Endpoint, EndpointId
 
@@ -149,6 +148,11 @@ class SimEngine:
         assert self.driver is not None
         return self.driver.submit(core_id, prompt, req.max_tokens, output_len=req.output_len, **kw)
 
+    def abort(self, core_id: str, reason: str = "abort") -> None:
+        """Stop a submitted request (client gone: ``abort``; stop string matched: ``stop``) and free its blocks."""
+        assert self.driver is not None
+        self.driver.abort(core_id, reason)
+
     def hold(self, core_id: str) -> None:
         """Keep a finished prefill's blocks for the lease, then free them."""
         delay = self.opts.kv_lease_s * max(self.opts.time_scale, 1e-3)
@@ -163,9 +167,11 @@ class SimEngine:
 
 
 @asynccontextmanager
-async def running_engine(port: int = 0, host: str = "127.0.0.1", **opts: Any) -> AsyncIterator[SimEngine]:
-    """Start one engine in this event loop; stopped (connections closed, socket unbound) on exit."""
-    eng = SimEngine(EngineOptions(host=host, port=port, **opts))
+async def running_engine(port: int = 0, host: str = "127.0.0.1", *, options: EngineOptions | None = None,
+                         **opts: Any) -> AsyncIterator[SimEngine]:
+    """Start one engine in this event loop; stopped (connections closed, socket unbound) on exit. ``options``
+    (an EngineOptions) or ``opts`` (its fields; an unknown name is a TypeError) say what to run."""
+    eng = SimEngine(options if options is not None else EngineOptions(host=host, port=port, **opts))
     try:
         await eng.start()
         yield eng
@@ -173,17 +179,14 @@ async def running_engine(port: int = 0, host: str = "127.0.0.1", **opts: Any) ->
         await eng.stop()
 
 
-def serve(**kwargs: Any) -> int:
-    """Run one engine until SIGINT/SIGTERM (the ``llmd-kserve engine`` command); kwargs: EngineOptions fields."""
-    known = {f.name for f in fields(EngineOptions)}
-    opts = {k: v for k, v in kwargs.items() if k in known and v is not None}
-    opts.setdefault("crash_exits_process", True)
+def serve(options: EngineOptions) -> int:
+    """Run one engine until SIGINT/SIGTERM (the ``llmd-kserve engine`` command)."""
 
     raise_fd_limit()
 
     async def main() -> None:
         stop = stop_on_signals()
-        async with running_engine(**opts) as eng:
+        async with running_engine(options=options) as eng:
             where = "" if eng.url.endswith(f"//{eng.opts.host}:{eng.port}") else f" (listening on {eng.opts.host})"
             print(f"engine ready: {eng.url}{where} model={eng.opts.model} kv_events={eng.kv_events_endpoint}",
                   flush=True)

@@ -64,9 +64,9 @@ async def generate(eng: SimEngine, request: web.Request, req: GenRequest, rid: s
     if decode_side:
         remote_kv = await eng.pull.pull(kvtp)  # type: ignore[arg-type]
         if remote_kv:
-            prompt, core = req.prompts[0], eng.core
-            local = len(core.pool.lookup(core.block_hashes(prompt), (len(prompt) - 1) // core.block_size))
-            t = eng.profile.kv_transfer_time(len(prompt) - local * core.block_size, eng.opts.kv_link_gbps)
+            prompt = req.prompts[0]
+            t = eng.profile.kv_transfer_time(len(prompt) - eng.core.cached_prefix_tokens(prompt),
+                                             eng.opts.kv_link_gbps)
             eng.metrics.xfer.observe(t)
             if scale > 0:
                 await asyncio.sleep(t * scale)
@@ -79,7 +79,7 @@ async def generate(eng: SimEngine, request: web.Request, req: GenRequest, rid: s
             subs.append((cid, eng.submit(cid, p, req, hold_on_finish=prefill_side, remote_kv=remote_kv)))
     except ValueError as exc:
         for cid, _s in subs:
-            eng.driver.abort(cid)  # type: ignore[union-attr]
+            eng.abort(cid)
         raise InvalidRequestError(str(exc)) from exc
     texts = [_Text(eng.tok, req.stop) for _ in subs]
     try:
@@ -89,7 +89,7 @@ async def generate(eng: SimEngine, request: web.Request, req: GenRequest, rid: s
     finally:
         for cid, s in subs:
             if s.finish_reason is None:
-                eng.driver.abort(cid)  # type: ignore[union-attr]
+                eng.abort(cid)
     out_kvtp = None
     if prefill_side:
         cid, s = subs[0]
@@ -127,7 +127,7 @@ async def _collect(eng: SimEngine, cid: str, s: Stream, t: _Text) -> list[str]:
             return out
         out.extend(t.feed(toks))
         if t.stop_hit is not None:
-            eng.driver.abort(cid, reason="stop")  # type: ignore[union-attr]
+            eng.abort(cid, reason="stop")
             return out
 
 
@@ -148,7 +148,7 @@ async def _stream(eng: SimEngine, request: web.Request, req: GenRequest, rid: st
                 return
             pieces = t.feed(toks)
             if t.stop_hit is not None:
-                eng.driver.abort(cid, reason="stop")  # type: ignore[union-attr]
+                eng.abort(cid, reason="stop")
                 chunks = [w.token(index, p) for p in pieces[:-1]]
                 chunks.append(w.token(index, pieces[-1], "stop", t.stop_hit))
                 await resp.write(b"".join(chunks))

@@ -10,7 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmd_kserve import __version__
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.defaults import DEFAULT_PROFILE, ROUTER_PORT, SCRAPE_INTERVAL_S
+from llmd_kserve.errors import ConfigError, config_error_from
 
 Mode = Literal["sim", "aggregated", "pd"]
 MODES: tuple[Mode, ...] = ("sim", "aggregated", "pd")
@@ -65,8 +66,8 @@ class RouterSpec(_Model):
     """A shipped scheduler config name, a YAML file path, or an inline EndpointPickerConfig mapping.
     None: ``pd-predicted-ttft`` when prefill and decode are split, else ``default``."""
     replicas: int = Field(1, ge=1)
-    port: int = Field(8080, ge=1, le=65535)
-    scrape_interval: float = Field(0.05, gt=0)
+    port: int = Field(ROUTER_PORT, ge=1, le=65535)
+    scrape_interval: float = Field(SCRAPE_INTERVAL_S, gt=0)
     tokenizer: str | None = None
     """Router tokenizer; None: ``sim`` for simulated engines, ``render`` (the engine's /render) for vLLM."""
     cpu: str = "2"
@@ -115,7 +116,7 @@ class DeploymentSpec(_Model):
     engine_port: int = Field(8000, ge=1, le=65535)
     block_size: int = Field(16, ge=1)
     """KV block size passed to every engine; the router hashes prefixes with the same size."""
-    sim_profile: str = "h100-llama8b"
+    sim_profile: str = DEFAULT_PROFILE
     """Latency profile of simulated engines (sim mode)."""
 
     @field_validator("name", "namespace")
@@ -193,6 +194,4 @@ def parse_spec(data: Any, source: str = "spec") -> DeploymentSpec:
     try:
         return DeploymentSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(err["msg"], f"{source}:{where}" if where else source) from exc
+        raise config_error_from(exc, f"{source}:") from exc

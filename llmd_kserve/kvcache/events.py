@@ -156,7 +156,7 @@ def _ints(v: Any, what: str) -> list[int]:
     return list(v)
 
 
-def _field(e: dict | list, name: str, pos: int, default: Any = None) -> Any:
+def _field(e: dict[str, Any] | list[Any], name: str, pos: int, default: Any = None) -> Any:
     if isinstance(e, dict):
         return e.get(name, default)
     return e[pos] if pos < len(e) else default

@@ -102,10 +102,11 @@ class KVIndex:
         if parent_hash is None:
             parent = ROOT_PARENT
         else:
-            parent = emap.get(parent_hash)
-            if parent is None:
+            found = emap.get(parent_hash)
+            if found is None:
                 self._unknown_parents += 1
                 return 0
+            parent = found
         hashes = ev.block_hashes
         keys = block_keys(ev.token_ids, ev.block_size, self.seed, parent)
         if len(keys) != len(hashes):

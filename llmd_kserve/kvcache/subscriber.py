@@ -52,7 +52,7 @@ class _Sub:
         self.messages = self.blocks = self.gaps = self.missed = self.restarts = self.decode_errors = 0
         self.last_seq: int | None = None
         self.socket: zmq.asyncio.Socket | None = None
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> SubscriptionStats:
         return SubscriptionStats(self.address, self.messages, self.blocks, self.gaps, self.missed, self.restarts,

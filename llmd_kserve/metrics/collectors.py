@@ -16,7 +16,7 @@ _KV = (("messages", "KV-event messages received"), ("blocks", "KV blocks applied
 class RouterStatsCollector:
     """Reads the stats when scraped: ``kv_stats()`` (subscriber), ``scrape_stats()`` (scraper), ``ejected()``."""
 
-    def __init__(self, kv_stats: Callable[[], Mapping[str, Any]], scrape_stats: Callable[[], Mapping[str, Any]],
+    def __init__(self, kv_stats: Callable[[], Mapping[Any, Any]], scrape_stats: Callable[[], Mapping[Any, Any]],
                  ejected: Callable[[], Collection[str]], namespace: str = "llmd_router") -> None:
         self._kv, self._scrape, self._ejected, self._ns = kv_stats, scrape_stats, ejected, namespace
 

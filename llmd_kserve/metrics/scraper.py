@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from llmd_kserve.defaults import SCRAPE_INTERVAL_S
 from llmd_kserve.metrics.parse import parse_vllm_metrics
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics
 
@@ -44,7 +45,7 @@ class MetricsScraper:
 
     def __init__(
         self,
-        interval: float = 0.05,
+        interval: float = SCRAPE_INTERVAL_S,
         stale_after: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         *,
@@ -66,7 +67,7 @@ class MetricsScraper:
         self._endpoints: dict[EndpointId, Endpoint] = {}
         self._metrics: dict[EndpointId, EndpointMetrics] = {}
         self._stats: dict[EndpointId, ScrapeStats] = {}
-        self._tasks: dict[EndpointId, asyncio.Task] = {}
+        self._tasks: dict[EndpointId, asyncio.Task[None]] = {}
         self._failing: dict[EndpointId, str] = {}
         self._running = False
 
@@ -168,7 +169,8 @@ class MetricsScraper:
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 if resp.status != 200:
-                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason)
+                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                        message=resp.reason or "")
                 text = await resp.text()
             metrics = parse_vllm_metrics(text, self.clock())
         except (aiohttp.ClientError, TimeoutError, ValueError, ArithmeticError, UnicodeDecodeError) as exc:

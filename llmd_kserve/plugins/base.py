@@ -19,20 +19,24 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from llmd_kserve.types import BlockKey, EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import BlockKey, Endpoint, EndpointId, EndpointState, LLMRequest, Load, PDVerdict, RequestOutcome
 
 if TYPE_CHECKING:  # heavy or not-yet-written modules: only for annotations
-    from llmd_kserve.engine_sim.profile import LatencyProfile
     from llmd_kserve.kvcache.index import KVIndex
+    from llmd_kserve.latency import LatencyProfile
     from llmd_kserve.tokenizer import Tokenizer
 
 PluginKind = Literal["producer", "filter", "scorer", "picker", "profile-handler"]
 Scores = dict[EndpointId, float]
+
+
+def _every_endpoint(endpoint: Endpoint) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,9 @@ class PluginContext:
     block_size: int = 16
     hash_seed: int = 0
     """Seed of the router's block keys (``kvcache.hashing``); must match the KV index's keys."""
+    has_kv_events: Callable[[Endpoint], bool] = _every_endpoint
+    """Whether an endpoint's KV events reach ``index``. The default (every endpoint) suits in-process engines that
+    feed the index directly; the router passes ``endpoint.kv_events is not None`` (no ZMQ stream, no events)."""
 
 
 class CycleState:
@@ -64,9 +71,9 @@ class CycleState:
         self.block_keys: Sequence[BlockKey] = ()
         self.prefix_hits: dict[str, Mapping[EndpointId, int]] = {}
         """Leading blocks each endpoint holds, by source (``"precise"``, ``"approx"``); absent endpoint: 0."""
-        self.inflight: Mapping[EndpointId, tuple[int, int]] | None = None
+        self.inflight: Mapping[EndpointId, Load] | None = None
         """Router-side load per endpoint: (requests, uncached prompt tokens) sent and not finished."""
-        self.unscraped: Mapping[EndpointId, tuple[int, int]] | None = None
+        self.unscraped: Mapping[EndpointId, Load] | None = None
         """The part of ``inflight`` charged after the endpoint's last metrics scrape (``metrics.scraped_at``): load
         its metrics cannot show yet. Load scorers add it to the scraped numbers so that requests arriving between
         two scrapes don't all go to the same "least loaded" endpoint."""
@@ -120,6 +127,8 @@ class HandlerDecision:
     """Profile whose target serves the request (decode in P/D)."""
     target: EndpointId
     prefill: EndpointId | None = None
+    pd: PDVerdict | None = None
+    """The P/D decider's verdict (P/D handler only): why the prefill runs remotely or not, predicted TTFTs."""
 
 
 class PluginParams(BaseModel):
@@ -128,6 +137,7 @@ class PluginParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
+@runtime_checkable
 class Plugin(Protocol):
     """Every plugin has its configured instance name and its registry type."""
 
@@ -135,6 +145,7 @@ class Plugin(Protocol):
     type: ClassVar[str]
 
 
+@runtime_checkable
 class Producer(Plugin, Protocol):
     """Computes per-request data once, before any profile runs (``requires``: producer types to run first)."""
 
@@ -143,6 +154,7 @@ class Producer(Plugin, Protocol):
     def produce(self, state: CycleState) -> None: ...
 
 
+@runtime_checkable
 class Filter(Plugin, Protocol):
     """Keeps a subset of the candidates (order preserved). ``requires``: producer types it reads."""
 
@@ -151,6 +163,7 @@ class Filter(Plugin, Protocol):
     def filter(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Sequence[EndpointState]: ...
 
 
+@runtime_checkable
 class Scorer(Plugin, Protocol):
     """Scores candidates in [0, 1], higher is better; never sees its weight; keys are a subset of ``endpoints``."""
 
@@ -159,12 +172,14 @@ class Scorer(Plugin, Protocol):
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores: ...
 
 
+@runtime_checkable
 class Picker(Plugin, Protocol):
     """Chooses one endpoint from (endpoint, total score) pairs; randomness only from the injected RNG."""
 
     def pick(self, state: CycleState, scored: Sequence[tuple[EndpointState, float]]) -> EndpointState: ...
 
 
+@runtime_checkable
 class ProfileHandler(Plugin, Protocol):
     """Decides which profiles run (possibly in several rounds) and how their results combine."""
 
@@ -194,3 +209,8 @@ class Stateful(Protocol):
         ``on_complete``, which follows for every scheduled request."""
         ...
     def remove_endpoint(self, endpoint_id: EndpointId) -> None: ...
+
+
+KIND_PROTOCOLS: Mapping[PluginKind, Any] = {
+    "producer": Producer, "filter": Filter, "scorer": Scorer, "picker": Picker, "profile-handler": ProfileHandler}
+"""The Protocol each plugin kind implements (the contract test checks every registered plugin against it)."""

@@ -39,7 +39,8 @@ def _call(method: str, url: str, body: bytes | None, api_key: str | None, timeou
     req = urllib.request.Request(f"{url.rstrip('/')}/admin/config", data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL given by the caller
-            return json.loads(resp.read())
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
     except urllib.error.HTTPError as exc:
         try:
             err = json.loads(exc.read()).get("error", {})

@@ -25,11 +25,12 @@ import msgspec
 from aiohttp import web
 
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
-from llmd_kserve.errors import ConfigError, InvalidRequestError
-from llmd_kserve.http_errors import Handler, openai_errors
+from llmd_kserve.defaults import ROUTER_PORT
+from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
+from llmd_kserve.http_errors import Handler, error_response, openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
-from llmd_kserve.router.proxy import STATUS_KEY, error_response
+from llmd_kserve.router.proxy import STATUS_KEY
 from llmd_kserve.router.reload import AdminAPI
 from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, LLMRequest
@@ -103,7 +104,7 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
 
         assert state.proxy is not None
         resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
-    except InvalidRequestError as exc:
+    except HTTPError as exc:
         resp = error_response(exc, rid)
         if exc.status == 408:
             resp.force_close()  # the rest of the body may still be on its way
@@ -134,8 +135,12 @@ async def health(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     states = state.endpoint_states()
     fresh = sum(1 for s in states if not s.metrics.stale)
-    return _json({"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states), "healthy": fresh},
-                 200 if fresh else 503)
+    body: dict[str, Any] = {"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states),
+                            "healthy": fresh}
+    blind = state.kv_blind_endpoints()
+    if blind:  # precise prefix routing without KV events for these: they are routed on the router-side estimate
+        body["details"] = {"no_kv_events": blind, "prefix_fallback": "approx"}
+    return _json(body, 200 if fresh else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -148,7 +153,7 @@ async def debug_decisions(request: web.Request) -> web.Response:
     try:
         limit = int(request.query["limit"]) if "limit" in request.query else None
     except ValueError:
-        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"), "")
+        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"))
     return _json({"decisions": state.decisions.recent(limit, request.query.get("request_id"))})
 
 
@@ -236,10 +241,9 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
         await runner.cleanup()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, config: str = "default",
-          endpoints: Sequence[str] | None = None, endpoints_file: str | None = None, scrape_interval: float = 0.05,
-          tokenizer: str | None = None, seed: int = 0, discover_selector: str | None = None,
-          discover_namespace: str | None = None, **settings: Any) -> int:
+def serve(settings: RouterSettings, *, host: str = "127.0.0.1", port: int = ROUTER_PORT,
+          endpoints: Sequence[str] | None = None, endpoints_file: str | None = None,
+          discover_selector: str | None = None, discover_namespace: str | None = None) -> int:
     """Run the router until SIGINT/SIGTERM (blocking; ``llmd-kserve router``).
 
     Endpoints come from a list, a watched file, or Kubernetes pod discovery (``discover_selector``), which
@@ -249,7 +253,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, config: str = "default",
         raise ConfigError("give --endpoints URL[,URL...], --endpoints-file FILE or --discover-selector", "endpoints")
     if not 0 <= port <= 65535:
         raise ConfigError(f"must be 0..65535, got {port}", "port")
-    s = RouterSettings(config=config, scrape_interval=scrape_interval, tokenizer=tokenizer, seed=seed, **settings)
+    s = settings
     if endpoints_file:
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now, not silently as an empty pool
     state = RouterState.create(s, endpoints or (), endpoints_file)
@@ -263,9 +267,16 @@ def serve(host: str = "127.0.0.1", port: int = 8080, config: str = "default",
             if discover_selector:
                 from llmd_kserve.kube.discovery import watch_endpoints
 
+                def apply(eps: list[Endpoint]) -> None:
+                    state.set_endpoints(eps)
+
+                def stop_on_failure(t: asyncio.Task[None]) -> None:
+                    if not t.cancelled() and t.exception() is not None:
+                        stop.set()
+
                 discovery = asyncio.create_task(watch_endpoints(
-                    state.set_endpoints, selector=discover_selector, namespace=discover_namespace))
-                discovery.add_done_callback(lambda t: t.cancelled() or t.exception() is None or stop.set())
+                    apply, selector=discover_selector, namespace=discover_namespace))
+                discovery.add_done_callback(stop_on_failure)
             gc.freeze()  # startup objects out of the collector's way: shorter GC pauses on the request path
             print(f"llmd-kserve router listening on {router.url} (config {s.config}, "
                   f"{len(state.pool.snapshot)} endpoints)", flush=True)
@@ -274,8 +285,9 @@ def serve(host: str = "127.0.0.1", port: int = 8080, config: str = "default",
                 log.warning("stopping: draining in-flight requests for up to %g s (signal again to exit now)",
                             s.drain_timeout)
             if discovery is not None:
-                if discovery.done() and not discovery.cancelled() and discovery.exception():
-                    raise discovery.exception()  # e.g. ClusterError: RBAC denied watching pods
+                failure = discovery.exception() if discovery.done() and not discovery.cancelled() else None
+                if failure is not None:
+                    raise failure  # e.g. ClusterError: RBAC denied watching pods
                 discovery.cancel()
 
     run(main())

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
+
+from llmd_kserve.scheduling.scheduler import SchedulingResult
 
 
 class Decision:
@@ -14,7 +17,8 @@ class Decision:
     __slots__ = ("request_id", "attempt", "at", "result", "scheduling_ms", "status", "outcome", "ttfb_ms",
                  "cached_tokens", "prompt_tokens")
 
-    def __init__(self, request_id: str, attempt: int, at: float, result: Any, scheduling_ms: float) -> None:
+    def __init__(self, request_id: str, attempt: int, at: float, result: SchedulingResult,
+                 scheduling_ms: float) -> None:
         self.request_id = request_id
         self.attempt = attempt
         self.at = at
@@ -37,8 +41,9 @@ class Decision:
             "status": self.status, "outcome": self.outcome,
             "scores": {name: dict(per_ep) for name, per_ep in r.scores.items()},
             "totals": dict(r.totals),
-            "config_hash": getattr(r, "config_hash", None),
-            "weights": dict(getattr(r, "weights", None) or {}),
+            "config_hash": r.config_hash or None,
+            "weights": dict(r.weights or {}),
+            "pd": asdict(r.pd) if r.pd is not None else None,
         }
 
 
@@ -49,7 +54,7 @@ class DecisionLog:
         self._ring: deque[Decision] = deque(maxlen=max(1, size))
         self._clock = clock
 
-    def add(self, request_id: str, attempt: int, result: Any, scheduling_ms: float) -> Decision:
+    def add(self, request_id: str, attempt: int, result: SchedulingResult, scheduling_ms: float) -> Decision:
         d = Decision(request_id, attempt, self._clock(), result, scheduling_ms)
         self._ring.append(d)
         return d

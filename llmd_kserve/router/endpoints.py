@@ -34,7 +34,7 @@ def _endpoint(url: str, role: str = "both", kv_events: str | None = None, labels
     except ValueError:
         raise ConfigError(f"endpoint URL has a bad port: {url!r}", path) from None
     base = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
-    return Endpoint(id=EndpointId(base), role=role, kv_events=kv_events or None, labels=dict(labels or {}))  # type: ignore[arg-type]
+    return Endpoint(id=EndpointId(base), role=role, kv_events=kv_events or None, labels=dict(labels or {}))
 
 
 def parse_endpoint_url(url: str, path: str = "") -> Endpoint:

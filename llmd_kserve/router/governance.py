@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from llmd_kserve.errors import InvalidRequestError
+from llmd_kserve.errors import InvalidRequestError, NotFound, Unauthorized
 
 audit_log = logging.getLogger("llmd_kserve.audit")
 """Dedicated logger for the audit trail; route it with logging config (only cli.py configures logging)."""
@@ -24,7 +24,7 @@ _json_encode = msgspec.json.Encoder().encode
 
 
 class AuthHook(Protocol):
-    """Checks a request's headers; returns the caller's principal or raises ``InvalidRequestError`` (401/403)."""
+    """Checks a request's headers; returns the caller's principal or raises ``Unauthorized`` (401)."""
 
     def check(self, headers: Mapping[str, str]) -> str | None: ...
 
@@ -39,8 +39,7 @@ class BearerTokenAuth:
         value = headers.get("Authorization", "")
         scheme, _, token = value.partition(" ")
         if scheme.lower() != "bearer" or token.strip() not in self._tokens:
-            raise InvalidRequestError("Invalid or missing API key (Authorization: Bearer <key>).",
-                                      status=401, type_="AuthenticationError")
+            raise Unauthorized("Invalid or missing API key (Authorization: Bearer <key>).")
         return hashlib.sha256(token.strip().encode()).hexdigest()[:12]
 
 
@@ -141,7 +140,7 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
     if model is not None and not isinstance(model, str):
         raise InvalidRequestError("'model' must be a string.", "model")
     if model is not None and known_models and model not in known_models:
-        raise InvalidRequestError(f"The model `{model}` does not exist.", "model", status=404, type_="NotFoundError")
+        raise NotFound(f"The model `{model}` does not exist.", "model")
     token_ids: tuple[int, ...] | None = None
     n_ids, n_prompts = 0, 1
     if kind == "chat":

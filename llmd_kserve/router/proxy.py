@@ -22,12 +22,14 @@ from aiohttp import web
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
-from llmd_kserve.errors import InvalidRequestError, NoEndpointError
+from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, NoEndpointError, UpstreamFailed
+from llmd_kserve.http_errors import error_response
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
 from llmd_kserve.router.outliers import OutlierEjector
 from llmd_kserve.router.usage import Usage, is_usage_only_event, parse_usage, usage_from_sse_tail
+from llmd_kserve.scheduling.scheduler import SchedulingResult
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,10 @@ class SchedulerLike(Protocol):
     """The part of ``scheduling.scheduler.Scheduler`` the proxy uses."""
 
     def schedule(self, request: LLMRequest, endpoints: Sequence[EndpointState],
-                 exclude: Collection[EndpointId] = ()) -> Any: ...
-    def on_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None: ...
-    def on_prefill_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None: ...
+                 exclude: Collection[EndpointId] = ()) -> SchedulingResult: ...
+    def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None: ...
+    def on_prefill_complete(self, request: LLMRequest, result: SchedulingResult,
+                            outcome: RequestOutcome) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +60,8 @@ class UpstreamTimeouts:
     """Between two chunks of a response body."""
 
 
-def error_response(exc: InvalidRequestError, request_id: str) -> web.Response:
-    return web.Response(body=_encode(exc.body()), status=exc.status, content_type="application/json",
-                        headers={"x-request-id": request_id})
-
-
-def _sse_error(message: str, status: int) -> bytes:
-    type_ = "GatewayTimeoutError" if status == 504 else "BadGatewayError"
-    return b"data: " + _encode({"error": {"message": message, "type": type_, "param": None, "code": status}}) + b"\n\n"
+def _sse_error(exc: HTTPError) -> bytes:
+    return b"data: " + _encode(exc.body()) + b"\n\n"
 
 
 class _Failed(Exception):
@@ -141,8 +138,7 @@ class Proxy:
             except NoEndpointError as exc:
                 if last is not None:
                     break
-                raise InvalidRequestError(f"No endpoint available: {exc}", status=503,
-                                          type_="ServiceUnavailableError") from None
+                raise NoEndpoint(f"No endpoint available: {exc}") from None
             sched_s = self._clock() - t0
             self.metrics.scheduling_seconds.observe(sched_s)
             self.metrics.decisions.labels(result.target, result.profile).inc()
@@ -179,9 +175,9 @@ class Proxy:
         if last.body is not None:  # relay the last upstream error as it was
             return web.Response(body=last.body, status=last.status, headers={
                 "Content-Type": last.content_type or "application/json", "x-request-id": rid})
-        what = "timed out before the first byte" if last.reason == "timeout" else f"failed (last: {last.reason})"
-        raise InvalidRequestError(f"All upstream attempts {what}.", status=504 if last.reason == "timeout" else 502,
-                                  type_="GatewayTimeoutError" if last.reason == "timeout" else "BadGatewayError")
+        if last.reason == "timeout":
+            raise GatewayTimeout("All upstream attempts timed out before the first byte.")
+        raise UpstreamFailed(f"All upstream attempts failed (last: {last.reason}).")
 
     async def _disaggregated(self, llm_req: LLMRequest, result: Any, path: str, body: Mapping[str, Any],
                              headers: Mapping[str, str]) -> bytes:
@@ -235,7 +231,7 @@ class Proxy:
         return upstream, first
 
     async def _read_all(self, upstream: aiohttp.ClientResponse) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         async with asyncio.timeout(None) as cm:
             loop = asyncio.get_running_loop()
             while True:
@@ -263,10 +259,9 @@ class Proxy:
                     timed_out = isinstance(exc, TimeoutError)
                     decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
                     self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
-                    return error_response(InvalidRequestError(
-                        f"upstream {'timed out' if timed_out else 'connection lost'} while sending its answer",
-                        status=504 if timed_out else 502,
-                        type_="GatewayTimeoutError" if timed_out else "BadGatewayError"), llm_req.request_id)
+                    what = "timed out" if timed_out else "connection lost"
+                    failure = (GatewayTimeout if timed_out else UpstreamFailed)(f"upstream {what} while sending its answer")
+                    return error_response(failure, llm_req.request_id)
                 self.metrics.ttfb_seconds.observe(self._clock() - t0)
                 ok = status < 400
                 usage = parse_usage(raw) if ok else None
@@ -302,10 +297,10 @@ class Proxy:
                 timed_out = isinstance(exc, TimeoutError)
                 decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
                 self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
-                msg = (f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed" if timed_out
-                       else "upstream connection lost mid-stream")
-                resp[STATUS_KEY] = 504 if timed_out else 502
-                await resp.write(_sse_error(msg, 504 if timed_out else 502))
+                err = (GatewayTimeout(f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed")
+                       if timed_out else UpstreamFailed("upstream connection lost mid-stream"))
+                resp[STATUS_KEY] = err.status
+                await resp.write(_sse_error(err))
                 await resp.write_eof()
                 return resp
             ok = status < 400

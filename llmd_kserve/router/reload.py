@@ -28,6 +28,7 @@ import msgspec
 import yaml
 from aiohttp import web
 
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import load_config, parse_config
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.errors import ConfigError, InvalidRequestError
@@ -141,7 +142,7 @@ class ConfigReloader:
         self._clock = clock
         config = scheduler.current.config
         self.active = ActiveConfig(config, config_hash(config), f"startup:{source}", clock(), 0)
-        self.last_error: dict[str, str] | None = None
+        self.last_error: dict[str, Any] | None = None
         self.in_flight_at_swap = 0
         """Requests that were in flight at the last swap (they finish on the scheduler that scheduled them)."""
         """The last refused config: ``{"source", "message", "param", "time"}``."""
@@ -160,7 +161,7 @@ class ConfigReloader:
             h = config_hash(config)
             if h == self.active.hash:
                 return self.active
-            new = Scheduler(config, self.scheduler.ctx, carry_over=self.scheduler.current)
+            new = build_scheduler(config, self.scheduler.ctx, carry_over=self.scheduler.current)
         except ConfigError as exc:
             self._refused(source, exc)
             raise

@@ -10,11 +10,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
 
+from llmd_kserve.defaults import BLOCK_SIZE, DEFAULT_CONFIG, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
@@ -27,24 +28,34 @@ from llmd_kserve.router.reload import ConfigReloader, ReloadableScheduler, reloa
 from llmd_kserve.router.render import RenderTokenizer
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
 
+if TYPE_CHECKING:
+    from llmd_kserve.kvcache.index import KVIndex
+    from llmd_kserve.kvcache.subscriber import KVEventSubscriber
+    from llmd_kserve.metrics.scraper import MetricsScraper
+
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _streams_kv_events(endpoint: Endpoint) -> bool:
+    """The router hears an endpoint's KV events only through the ZMQ stream it was given (``#kv=``)."""
+    return endpoint.kv_events is not None
 
 
 @dataclass(frozen=True, slots=True)
 class RouterSettings:
     """Everything ``llmd-kserve router`` can be told (besides its endpoints)."""
 
-    config: str | Path = "default"
+    config: str | Path = DEFAULT_CONFIG
     """Shipped scheduler config name or an EndpointPickerConfig YAML file."""
-    scrape_interval: float = 0.05
+    scrape_interval: float = SCRAPE_INTERVAL_S
     tokenizer: str | None = None
     """``None``/``"sim"``: local SimTokenizer; ``"render"``: the engines' ``/render`` endpoints; else tokenizer.json."""
     seed: int = 0
-    profile: str = "h100-llama8b"
+    profile: str = DEFAULT_PROFILE
     """Latency profile the predicted-TTFT scorer uses."""
-    block_size: int = 16
+    block_size: int = BLOCK_SIZE
     kv_index_max_keys: int = 4_000_000
     max_attempts: int = 3
     """Upstream attempts per request (1 + retries on other endpoints when an upstream fails before the first byte)."""
@@ -110,10 +121,10 @@ class RouterState:
 
     settings: RouterSettings
     pool: EndpointPool
-    scheduler: Any
-    scraper: Any
-    index: Any = None
-    subscriber: Any = None
+    scheduler: ReloadableScheduler
+    scraper: MetricsScraper | None
+    index: KVIndex | None = None
+    subscriber: KVEventSubscriber | None = None
     endpoints_file: Path | None = None
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     decisions: DecisionLog = field(default_factory=DecisionLog)
@@ -128,27 +139,28 @@ class RouterState:
     outliers: OutlierEjector = field(default_factory=OutlierEjector)
     reloader: ConfigReloader | None = None
     _watcher: EndpointsFileWatcher | None = None
+    _warned_blind: frozenset[str] = frozenset()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
     def create(cls, settings: RouterSettings | None = None, endpoints: Sequence[str | Endpoint] = (),
                endpoints_file: str | Path | None = None) -> RouterState:
         """Build the real parts (scheduler from config, KV index, subscriber, scraper); nothing runs until ``start``."""
+        from llmd_kserve.config.build import build_scheduler
         from llmd_kserve.config.loader import shipped_configs
-        from llmd_kserve.engine_sim.profile import load_profile
         from llmd_kserve.kvcache.index import KVIndex
         from llmd_kserve.kvcache.subscriber import KVEventSubscriber
+        from llmd_kserve.latency import load_profile
         from llmd_kserve.metrics.scraper import MetricsScraper
         from llmd_kserve.plugins.base import PluginContext
-        from llmd_kserve.scheduling.scheduler import Scheduler
         from llmd_kserve.tokenizer import load_tokenizer
 
         s = settings or RouterSettings()
         index = KVIndex(max_keys=s.kv_index_max_keys)
         ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
                             rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
-                            block_size=s.block_size)
-        scheduler = ReloadableScheduler(Scheduler.from_config(s.config, ctx))
+                            block_size=s.block_size, has_kv_events=_streams_kv_events)
+        scheduler = ReloadableScheduler(build_scheduler(s.config, ctx))
         metrics = RouterMetrics()
         watch = None if str(s.config) in shipped_configs() or not Path(s.config).is_file() else s.config
         reloader = ConfigReloader(scheduler, str(s.config), watch, s.config_poll_interval,
@@ -163,8 +175,10 @@ class RouterState:
                    outliers=OutlierEjector(EjectionPolicy(base_ejection_s=s.eject_s)),
                    governance=governance_of(s),
                    models=tuple(s.served_models))
+        subscriber, scraper = state.subscriber, state.scraper
+        assert subscriber is not None and scraper is not None
         state.metrics.registry.register(RouterStatsCollector(
-            state.subscriber.stats, state.scraper.stats, lambda: state.outliers.ejected_now()))
+            subscriber.stats, scraper.stats, lambda: state.outliers.ejected_now()))
         return state
 
     # --- what handlers use ----------------------------------------------------------------------------------------
@@ -177,6 +191,28 @@ class RouterState:
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         return self.pool.set_endpoints(eps)
+
+    def kv_blind_endpoints(self) -> list[str]:
+        """Endpoints without a KV-event stream while the scheduler routes on the KV-event index (precise prefix);
+        the precise producer estimates their prefixes router-side instead (``fallbackToApprox``)."""
+        producers = getattr(self.scheduler, "producers", ())
+        if not any(getattr(p, "type", None) == "precise-prefix-producer" for p in producers):
+            return []
+        return [e.id for e in self.pool.snapshot if not _streams_kv_events(e)]
+
+    def _warn_kv_blind(self) -> None:
+        blind = frozenset(self.kv_blind_endpoints())
+        if blind and blind != self._warned_blind:
+            log.warning("precise prefix routing, but %d of %d endpoints have no KV-event stream (add "
+                        "#kv=tcp://host:port, vLLM --kv-events-config): %s; their cached prefixes are estimated "
+                        "router-side (approximate prefix index) instead", len(blind), len(self.pool.snapshot),
+                        ", ".join(sorted(blind)))
+        self._warned_blind = blind
+
+    def _live_session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise RuntimeError("the router is not started")
+        return self.session
 
     def _pick_render_endpoint(self) -> str | None:
         states = self.endpoint_states()
@@ -192,9 +228,10 @@ class RouterState:
 
     def _on_pool_change(self, old: tuple[Endpoint, ...], new: tuple[Endpoint, ...]) -> None:
         if self.scraper is not None:
-            self._spawn(self.scraper.set_endpoints(new))
+            self.scraper.set_endpoints(new)
         if self.subscriber is not None:
-            self._spawn(self.subscriber.set_endpoints(new))
+            self.subscriber.set_endpoints(new)
+        self._warn_kv_blind()
         new_ids = {e.id for e in new}
         for e in old:
             if e.id not in new_ids:
@@ -212,7 +249,7 @@ class RouterState:
         timeout = aiohttp.ClientTimeout(total=2.0)
 
         async def one(base: str) -> list[dict[str, Any]]:
-            async with self.session.get(f"{base}/v1/models", timeout=timeout) as r:  # type: ignore[union-attr]
+            async with self._live_session().get(f"{base}/v1/models", timeout=timeout) as r:
                 return list(_decode(await r.read()).get("data", [])) if r.status == 200 else []
 
         results = await asyncio.gather(*(one(e.id) for e in self.pool.snapshot), return_exceptions=True)
@@ -240,14 +277,14 @@ class RouterState:
             connector=connector, skip_auto_headers=("Accept-Encoding", "User-Agent"),
             timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_connect=s.connect_timeout),
             auto_decompress=False)
-        profile = getattr(getattr(self.scheduler, "ctx", None), "profile", None)  # the latency model, if any
-        self.proxy = Proxy(self.scheduler, self.endpoint_states, self.metrics, self.decisions, lambda: self.session,
+        profile = self.scheduler.ctx.profile  # the latency model, if any
+        self.proxy = Proxy(self.scheduler, self.endpoint_states, self.metrics, self.decisions, self._live_session,
                            max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
                            inject_stream_usage=s.inject_stream_usage, outliers=self.outliers,
                            timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
                            kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
         if s.tokenizer == "render":
-            self.render = RenderTokenizer(lambda: self.session, self._pick_render_endpoint)
+            self.render = RenderTokenizer(self._live_session, self._pick_render_endpoint)
         if self.endpoints_file is not None:
             self._watcher = EndpointsFileWatcher(self.endpoints_file, self.pool, s.endpoints_poll_interval)
             self._watcher.load_now()

@@ -26,4 +26,4 @@ class ActiveRequestScorer:
         self.name = name
 
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
-        return inflight_scores(state, endpoints, 0)
+        return inflight_scores(state, endpoints, "requests")

@@ -9,7 +9,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
-from llmd_kserve.types import BlockKey, EndpointId
+from llmd_kserve.types import BlockKey, EndpointId, EndpointState
 
 
 class ApproxPrefixProducer:
@@ -41,13 +41,17 @@ class ApproxPrefixProducer:
         self._capacity: dict[EndpointId, int] = {}
 
     def produce(self, state: CycleState) -> None:
-        for c in state.candidates:
-            blocks = c.metrics.num_gpu_blocks
-            self._capacity[c.endpoint.id] = blocks if blocks else self._default_capacity
+        self.update_capacity(state.candidates)
         keys = state.block_keys
         if self._max and len(keys) > self._max:
             keys = keys[: self._max]
         state.prefix_hits["approx"] = self.match(keys, [c.endpoint.id for c in state.candidates])
+
+    def update_capacity(self, candidates: Sequence[EndpointState]) -> None:
+        """Each endpoint's LRU holds as many blocks as its KV cache (``num_gpu_blocks``), else the default."""
+        for c in candidates:
+            blocks = c.metrics.num_gpu_blocks
+            self._capacity[c.endpoint.id] = blocks if blocks else self._default_capacity
 
     def match(self, keys: Sequence[BlockKey], endpoints: Sequence[EndpointId]) -> dict[EndpointId, int]:
         """Leading blocks of ``keys`` each of ``endpoints`` is believed to hold (endpoints with 0 omitted)."""

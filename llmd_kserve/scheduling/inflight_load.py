@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, Scores
-from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState, LLMRequest, Load, RequestOutcome
 
 
-def inflight_scores(state: CycleState, endpoints: Sequence[EndpointState], field: int) -> Scores:
-    """``(max - load) / max`` over the candidates for one field of ``state.inflight`` (0: requests, 1: uncached
+def inflight_scores(state: CycleState, endpoints: Sequence[EndpointState], field: Literal["requests", "tokens"]) -> Scores:
+    """``(max - load) / max`` over the candidates for one field of ``state.inflight`` (requests or uncached
     tokens); 1.0 for all when nothing is in flight."""
     load = state.inflight or {}
-    values = [load.get(e.endpoint.id, (0, 0))[field] for e in endpoints]
+    values: list[int] = [getattr(load.get(e.endpoint.id, NO_LOAD), field) for e in endpoints]
     hi = max(values, default=0)
     if hi <= 0:
         return {e.endpoint.id: 1.0 for e in endpoints}
@@ -26,7 +26,7 @@ def inflight_scores(state: CycleState, endpoints: Sequence[EndpointState], field
 
 class InflightLoadProducer:
     """The router's own, instantly updated view of load (metrics lag by a scrape interval):
-    ``state.inflight[endpoint] = (requests, uncached prompt tokens)``, and the part of it charged after the
+    ``state.inflight[endpoint] = Load(requests, uncached prompt tokens)``, and the part of it charged after the
     endpoint's last metrics scrape, ``state.unscraped`` (load the scraped ``waiting``/``kv_usage`` cannot show yet;
     the queue and KV-utilization scorers add it, so that a burst between two scrapes is spread, not herded).
 
@@ -54,7 +54,7 @@ class InflightLoadProducer:
         self._block_size = ctx.block_size
         self._timeout = params.request_timeout_s
         self._lag = params.scrape_lag_s
-        self._load: dict[EndpointId, tuple[int, int]] = {}
+        self._load: dict[EndpointId, Load] = {}
         # (request id, endpoint) -> (charged tokens, time charged); insertion order = time order
         self._charges: OrderedDict[tuple[str, EndpointId], tuple[int, float]] = OrderedDict()
 
@@ -63,26 +63,26 @@ class InflightLoadProducer:
         state.inflight = self._load
         state.unscraped = self._unscraped(state) if self._charges else {}
 
-    def _unscraped(self, state: CycleState) -> dict[EndpointId, tuple[int, int]]:
+    def _unscraped(self, state: CycleState) -> dict[EndpointId, Load]:
         """Charges newer than each candidate's scrape: walks the charges newest first, so O(charges since the
         oldest candidate's scrape)."""
         scraped = {e.endpoint.id: e.metrics.scraped_at - self._lag for e in state.candidates}
         if not scraped:
             return {}
         oldest = min(scraped.values())
-        out: dict[EndpointId, tuple[int, int]] = {}
+        out: dict[EndpointId, Load] = {}
         for (_, ep), (tokens, at) in reversed(self._charges.items()):
             if at <= oldest:
                 break
             since = scraped.get(ep)
             if since is not None and at > since:
-                reqs, toks = out.get(ep, (0, 0))
-                out[ep] = (reqs + 1, toks + tokens)
+                reqs, toks = out.get(ep, NO_LOAD)
+                out[ep] = Load(reqs + 1, toks + tokens)
         return out
 
-    def load(self, endpoint_id: EndpointId) -> tuple[int, int]:
-        """(requests, uncached tokens) currently charged to one endpoint."""
-        return self._load.get(endpoint_id, (0, 0))
+    def load(self, endpoint_id: EndpointId) -> Load:
+        """Requests and uncached tokens currently charged to one endpoint."""
+        return self._load.get(endpoint_id, NO_LOAD)
 
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
         rid = state.request.request_id
@@ -112,18 +112,18 @@ class InflightLoadProducer:
         if key in self._charges:  # scheduled twice without completing: replace the old charge
             self._release(request_id, endpoint_id)
         self._charges[key] = (tokens, self._clock())
-        reqs, toks = self._load.get(endpoint_id, (0, 0))
-        self._load[endpoint_id] = (reqs + 1, toks + tokens)
+        reqs, toks = self._load.get(endpoint_id, NO_LOAD)
+        self._load[endpoint_id] = Load(reqs + 1, toks + tokens)
 
     def _release(self, request_id: str, endpoint_id: EndpointId) -> None:
         charge = self._charges.pop((request_id, endpoint_id), None)
         if charge is None:
             return
-        reqs, toks = self._load.get(endpoint_id, (1, charge[0]))
+        reqs, toks = self._load.get(endpoint_id, Load(1, charge[0]))
         if reqs <= 1:
             self._load.pop(endpoint_id, None)
         else:
-            self._load[endpoint_id] = (reqs - 1, max(0, toks - charge[0]))
+            self._load[endpoint_id] = Load(reqs - 1, max(0, toks - charge[0]))
 
     def _expire(self) -> None:
         if not self._charges:

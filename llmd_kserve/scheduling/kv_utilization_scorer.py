@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams, Scores
-from llmd_kserve.types import EndpointState
+from llmd_kserve.types import NO_LOAD, EndpointState
 
 
 class KVCacheUtilizationScorer:
@@ -35,7 +35,7 @@ class KVCacheUtilizationScorer:
         out: Scores = {}
         for e in endpoints:
             usage = e.metrics.kv_usage
-            tokens = extra.get(e.endpoint.id, (0, 0))[1] if extra else 0
+            tokens = extra.get(e.endpoint.id, NO_LOAD).tokens if extra else 0
             if tokens and e.metrics.num_gpu_blocks:
                 bs = e.metrics.block_size or self._block_size
                 usage += -(-tokens // bs) / e.metrics.num_gpu_blocks

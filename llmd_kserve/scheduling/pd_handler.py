@@ -7,14 +7,15 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from llmd_kserve.disagg.deciders import DECIDERS, Decider, PDVerdict, build_decider
+from llmd_kserve.disagg.deciders import DECIDERS, Decider, build_decider
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, ProfileResult
-from llmd_kserve.types import EndpointId, EndpointState
+from llmd_kserve.types import EndpointId, EndpointState, PDVerdict
 
 PREFILL_PROFILE = "prefill"
 VERDICT_KEY = "pd-verdict"
-"""``state.data[VERDICT_KEY]``: the :class:`~llmd_kserve.disagg.deciders.PDVerdict` of the cycle."""
+"""``state.data[VERDICT_KEY]``: a precheck's :class:`~llmd_kserve.types.PDVerdict`, kept until ``process_results``
+puts the cycle's verdict into the HandlerDecision (``pd``)."""
 
 
 class PDProfileHandler:
@@ -96,13 +97,13 @@ class PDProfileHandler:
             )
         prefill = results.get(PREFILL_PROFILE)
         if prefill is None or prefill.target is None or prefill.target == result.target:
-            if VERDICT_KEY not in state.data:
+            verdict: PDVerdict | None = state.data.get(VERDICT_KEY)
+            if verdict is None:
                 why = "no prefill profile" if prefill is None else (
                     "no prefill endpoint" if prefill.target is None else "prefill endpoint is the decode endpoint")
-                state.data[VERDICT_KEY] = PDVerdict(False, why)
-            return HandlerDecision(primary=decode_name, target=result.target)
+                verdict = PDVerdict(False, why)
+            return HandlerDecision(primary=decode_name, target=result.target, pd=verdict)
         verdict = self.decider.decide(state, self._endpoint(state, result.target),
                                       self._endpoint(state, prefill.target))
-        state.data[VERDICT_KEY] = verdict
         return HandlerDecision(primary=decode_name, target=result.target,
-                               prefill=prefill.target if verdict.remote else None)
+                               prefill=prefill.target if verdict.remote else None, pd=verdict)

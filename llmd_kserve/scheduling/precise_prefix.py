@@ -7,12 +7,20 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
+from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.scheduling.approx_prefix import ApproxPrefixProducer
+from llmd_kserve.types import EndpointId, EndpointState
 
 
 class PrecisePrefixProducer:
     """Looks the prompt's block keys up in the router's KV index (fed by the engines' KV events) and records,
     per candidate, how many leading blocks it holds, under ``state.prefix_hits["precise"]``.
+
+    An endpoint whose KV events do not reach the index (``ctx.has_kv_events`` false: the router was given no
+    ``#kv=`` stream for it, as with vLLM started without ``--kv-events-config``) would always match 0 blocks and
+    make every prefix-aware plugin cache-blind for it. With ``fallbackToApprox`` (the default) such endpoints get
+    the router-side estimate of ``approx-prefix-producer`` instead (an LRU of what the router sent them), so
+    precise routing degrades per endpoint to approximate routing rather than to load balancing.
 
     Without an index (``ctx.index is None``) every endpoint matches 0 blocks. The index's key seed must equal
     ``ctx.hash_seed`` (checked) and ``ctx.block_size`` the engines' block size.
@@ -24,6 +32,10 @@ class PrecisePrefixProducer:
     class Params(PluginParams):
         max_prefix_blocks_to_match: int = Field(0, ge=0)
         """Look at most this many leading blocks (0: all of them)."""
+        fallback_to_approx: bool = True
+        """Estimate router-side the prefix of endpoints without a KV-event stream (else they match 0 blocks)."""
+        lru_capacity_per_server: int = Field(31250, ge=1)
+        """The fallback's blocks per endpoint when its metrics don't report ``num_gpu_blocks``."""
 
     requires: tuple[str, ...] = ("tokenize-producer",)
 
@@ -34,6 +46,12 @@ class PrecisePrefixProducer:
         if index_seed != ctx.hash_seed:
             raise ConfigError(f"KV index keys use seed {index_seed} but the context hashes with {ctx.hash_seed}", "")
         self._max = params.max_prefix_blocks_to_match
+        self._has_kv_events = ctx.has_kv_events
+        self._fallback: ApproxPrefixProducer | None = None
+        if params.fallback_to_approx:
+            self._fallback = ApproxPrefixProducer(f"{name}/fallback", ApproxPrefixProducer.Params(
+                lru_capacity_per_server=params.lru_capacity_per_server,
+                max_prefix_blocks_to_match=params.max_prefix_blocks_to_match), ctx)
 
     def produce(self, state: CycleState) -> None:
         keys = state.block_keys
@@ -42,5 +60,25 @@ class PrecisePrefixProducer:
             return
         if self._max and len(keys) > self._max:
             keys = keys[: self._max]
-        hits = self._index.match(keys, [c.endpoint.id for c in state.candidates])
-        state.prefix_hits["precise"] = {ep: n for ep, n in hits.items() if n > 0}
+        streamed: list[EndpointState] = []
+        blind: list[EndpointState] = []
+        for c in state.candidates:
+            (streamed if self._fallback is None or self._has_kv_events(c.endpoint) else blind).append(c)
+        hits = self._index.match(keys, [c.endpoint.id for c in streamed]) if streamed else {}
+        out = {ep: n for ep, n in hits.items() if n > 0}
+        if blind and self._fallback is not None:
+            self._fallback.update_capacity(blind)
+            out.update(self._fallback.match(keys, [c.endpoint.id for c in blind]))
+        state.prefix_hits["precise"] = out
+
+    def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
+        if self._fallback is None or not state.block_keys:
+            return
+        blind = {c.endpoint.id for c in state.candidates if not self._has_kv_events(c.endpoint)}
+        for target in (decision.target, decision.prefill):
+            if target is not None and target in blind:
+                self._fallback.record(target, state.block_keys)
+
+    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
+        if self._fallback is not None:
+            self._fallback.remove_endpoint(endpoint_id)

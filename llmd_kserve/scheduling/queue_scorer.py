@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams, Scores
-from llmd_kserve.types import EndpointState
+from llmd_kserve.types import NO_LOAD, EndpointState
 
 
 class QueueScorer:
@@ -35,7 +35,7 @@ class QueueScorer:
         if not endpoints:
             return {}
         extra = (state.unscraped or {}) if self._unscraped else {}
-        queues = [e.metrics.waiting + extra.get(e.endpoint.id, (0, 0))[0] for e in endpoints]
+        queues = [e.metrics.waiting + extra.get(e.endpoint.id, NO_LOAD).requests for e in endpoints]
         lo, hi = min(queues), max(queues)
         if hi == lo:
             return {e.endpoint.id: 1.0 for e in endpoints}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llmd_kserve.plugins.base import CycleState, Filter, Picker, ProfileResult, Scorer
-from llmd_kserve.types import EndpointId
+from llmd_kserve.types import EndpointId, EndpointState
 
 
 class ProfileRunner:
@@ -23,7 +23,7 @@ class ProfileRunner:
         self.picker = picker
 
     def run(self, state: CycleState) -> ProfileResult:
-        endpoints = state.candidates
+        endpoints: Sequence[EndpointState] = state.candidates
         for f in self.filters:
             endpoints = f.filter(state, endpoints)
             if not endpoints:

@@ -1,23 +1,18 @@
-"""The Scheduler: builds plugins from a config, runs producers once, profiles via the handler, feeds lifecycle hooks."""
+"""The Scheduler: wires built plugins into profiles, runs producers once, profiles via the handler, feeds hooks."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from llmd_kserve.config.loader import load_config, validate_config
-from llmd_kserve.config.schema import SchedulerConfig
-from llmd_kserve.config.validate import validate_params
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, ProfileResult
-from llmd_kserve.plugins.registry import DEFAULT_PICKER, DEFAULT_PROFILE_HANDLER, REGISTRY
 from llmd_kserve.scheduling.runner import ProfileRunner
-from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, PDVerdict, RequestOutcome
 
-__all__ = ["PluginContext", "Scheduler", "SchedulingResult"]
+__all__ = ["PluginContext", "ProfileSpec", "Scheduler", "SchedulingResult"]
 
 logger = logging.getLogger(__name__)
 _MAX_ROUNDS = 8
@@ -43,71 +38,70 @@ class SchedulingResult:
     """``SchedulerConfig.digest()`` of the config that made this decision."""
     weights: Mapping[str, float] | None = None
     """``"<profile>/<scorer name>"`` -> weight (the keys of ``scores``) in that config."""
+    pd: PDVerdict | None = None
+    """P/D configs: the decider's verdict (remote prefill or not, why, predicted local and remote TTFT)."""
+
+
+class ProfileSpec(NamedTuple):
+    """One scheduling profile: its name and its filters, scorers (with weights) and picker, by instance name."""
+
+    name: str
+    plugins: tuple[tuple[str, float | None], ...]
 
 
 class Scheduler:
     """Picks an endpoint per request. Synchronous, no I/O; not thread-safe (one event loop calls it).
 
-    Built-ins added when missing: ``single-profile-handler``, ``max-score-picker`` per profile, ``tokenize-producer``
-    and every producer a configured filter or scorer requires (default parameters), ordered dependencies first.
+    Built by :func:`llmd_kserve.config.build.build_scheduler` from a validated config. ``builtin(type)`` makes a
+    registered plugin with default parameters; with it the scheduler adds what the config leaves out: the profile
+    handler ``default_handler``, the picker ``default_picker`` per profile, ``tokenize-producer`` and every producer
+    a configured filter or scorer requires, ordered dependencies first.
     """
 
-    def __init__(self, config: SchedulerConfig, ctx: PluginContext, carry_over: Scheduler | None = None) -> None:
-        """``carry_over``: a scheduler this one replaces (config hot reload, same ``ctx``); each of its plugins with
-        the same type, name and parameters is reused as it is, state included (in-flight load, approximate prefix
-        LRU, session map, round-robin cursor). Changed plugins start fresh."""
-        validate_config(config)
+    def __init__(self, plugins: Mapping[str, Any], profiles: Sequence[ProfileSpec], ctx: PluginContext,
+                 builtin: Callable[[str], Any], default_handler: str, default_picker: str,
+                 config: Any = None) -> None:
         self.config = config
+        """The (validated) config this scheduler was built from, for display."""
         self.ctx = ctx
-        self._built: dict[tuple[str, str], tuple[Any, Any]] = {}
-        """(type, name) -> (params, plugin) of every plugin this scheduler made or reused."""
-        self._previous = carry_over._built if carry_over is not None else {}
-        self.plugins: dict[str, Any] = {}
-        for i, spec in enumerate(config.plugins):
-            info = REGISTRY[spec.type]
-            params = validate_params(info.params, spec.parameters, f"plugins[{i}].parameters")
-            self.plugins[spec.ref] = self._make(spec.type, spec.ref, params)
-        kinds = {name: REGISTRY[p.type].kind for name, p in self.plugins.items()}
+        self._builtin = builtin
+        self.plugins: dict[str, Any] = dict(plugins)
+        self.built: dict[tuple[str, str], tuple[Any, Any]] = {}
+        """(type, instance key) -> (params, plugin) of every plugin made for this scheduler; set by the builder, which
+        reuses the unchanged ones on a config hot reload."""
+        kinds = {name: p.kind for name, p in self.plugins.items()}
         handlers = [n for n, k in kinds.items() if k == "profile-handler"]
-        self.handler = self.plugins[handlers[0]] if handlers else self._default(DEFAULT_PROFILE_HANDLER)
+        self.handler = self.plugins[handlers[0]] if handlers else builtin(default_handler)
         self.runners: dict[str, ProfileRunner] = {}
-        for profile in config.scheduling_profiles:
+        for profile in profiles:
             filters, scorers, picker = [], [], None
-            for ref in profile.plugins:
-                plugin, kind = self.plugins[ref.plugin_ref], kinds[ref.plugin_ref]
+            for ref, weight in profile.plugins:
+                plugin, kind = self.plugins[ref], kinds[ref]
                 if kind == "filter":
                     filters.append(plugin)
                 elif kind == "scorer":
-                    scorers.append((plugin, 1.0 if ref.weight is None else ref.weight))
+                    scorers.append((plugin, 1.0 if weight is None else weight))
                 else:
                     picker = plugin
-            self.runners[profile.name] = ProfileRunner(profile.name, filters, scorers, picker or self._default(DEFAULT_PICKER, slot=profile.name))
+            self.runners[profile.name] = ProfileRunner(profile.name, filters, scorers,
+                                                       picker or builtin(default_picker))
         self.profile_names: tuple[str, ...] = tuple(self.runners)
-        self.config_hash = config.digest()
+        self.config_hash: str = config.digest() if config is not None else ""
         self.weights: Mapping[str, float] = {f"{name}/{scorer.name}": weight for name, runner in self.runners.items()
                                              for scorer, weight in runner.scorers}
         self.producers = self._order_producers([p for n, p in self.plugins.items() if kinds[n] == "producer"])
         every = [*self.plugins.values(), *self.producers, self.handler, *(r.picker for r in self.runners.values())]
         unique = list({id(p): p for p in every}.values())
-        self._on_scheduled: list[Callable] = [p.on_scheduled for p in unique if hasattr(p, "on_scheduled")]
-        self._on_complete: list[Callable] = [p.on_complete for p in unique if hasattr(p, "on_complete")]
-        self._on_prefill: list[Callable] = [
+        self._on_scheduled: list[Callable[[CycleState, HandlerDecision], None]] = [p.on_scheduled for p in unique if hasattr(p, "on_scheduled")]
+        self._on_complete: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [p.on_complete for p in unique if hasattr(p, "on_complete")]
+        self._on_prefill: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [
             p.on_prefill_complete for p in unique if hasattr(p, "on_prefill_complete")]
-        self._on_remove: list[Callable] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
-        self._previous = {}
-
-    @classmethod
-    def from_config(cls, config: str | Path | SchedulerConfig, ctx: PluginContext,
-                    carry_over: Scheduler | None = None) -> Scheduler:
-        """From a shipped config name, a YAML path, or a SchedulerConfig."""
-        if not isinstance(config, SchedulerConfig):
-            config = load_config(config)
-        return cls(config, ctx, carry_over)
+        self._on_remove: list[Callable[[EndpointId], None]] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
 
     def reused_plugins(self, other: Scheduler) -> list[str]:
         """Names of the plugin instances this scheduler shares with ``other`` (carried over by a reload)."""
-        theirs = {id(p) for _, p in other._built.values()}
-        return sorted({p.name for _, p in self._built.values() if id(p) in theirs})
+        theirs = {id(p) for _, p in other.built.values()}
+        return sorted({p.name for _, p in self.built.values() if id(p) in theirs})
 
     def schedule(
         self, request: LLMRequest, endpoints: Sequence[EndpointState], exclude: Collection[EndpointId] = ()
@@ -144,6 +138,7 @@ class Scheduler:
             totals=results[decision.primary].totals,
             config_hash=self.config_hash,
             weights=self.weights,
+            pd=decision.pd,
         )
 
     def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None:
@@ -168,16 +163,6 @@ class Scheduler:
         for hook in self._on_remove:
             hook(endpoint_id)
 
-    def _make(self, type_: str, name: str, params: Any, slot: str = "") -> Any:
-        key = (type_, f"{name}@{slot}" if slot else name)
-        old = self._previous.get(key)
-        plugin = old[1] if old is not None and old[0] == params else REGISTRY[type_].factory(name, params, self.ctx)
-        self._built[key] = (params, plugin)
-        return plugin
-
-    def _default(self, type_: str, name: str | None = None, slot: str = "") -> Any:
-        return self._make(type_, name or type_, REGISTRY[type_].params(), slot)
-
     def _order_producers(self, configured: list[Any]) -> list[Any]:
         by_type: dict[str, Any] = {}
         for p in configured:
@@ -195,16 +180,17 @@ class Scheduler:
 
         def need(type_: str) -> Any:
             if type_ not in by_type:
-                if REGISTRY[type_].kind != "producer":
+                made = self._builtin(type_)
+                if made.kind != "producer":
                     raise TypeError(f"a plugin requires {type_!r}, which is not a producer")
-                by_type[type_] = self._default(type_)
+                by_type[type_] = made
             return by_type[type_]
 
         add(need("tokenize-producer"))
         for p in configured:
             add(p)
         for p in self.plugins.values():
-            if REGISTRY[p.type].kind in ("filter", "scorer"):
+            if p.kind in ("filter", "scorer"):
                 for dep in p.requires:
                     add(need(dep))
         return order

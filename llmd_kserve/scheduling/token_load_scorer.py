@@ -27,4 +27,4 @@ class TokenLoadScorer:
         self.name = name
 
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
-        return inflight_scores(state, endpoints, 1)
+        return inflight_scores(state, endpoints, "tokens")

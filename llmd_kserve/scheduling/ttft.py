@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.types import EndpointState
+from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState
 
 if TYPE_CHECKING:
-    from llmd_kserve.engine_sim.profile import LatencyProfile
+    from llmd_kserve.latency import LatencyProfile
 
 
 def estimate_ttft(
@@ -27,17 +27,17 @@ def estimate_ttft(
     already decoding) and ``waiting`` requests from the metrics times ``tokens_per_waiting_request`` (sees other
     routers' load). Decode work interleaved with the prefill is ignored.
     """
-    memo: dict = state.data.setdefault("ttft", {})
+    memo: dict[tuple[str | None, EndpointId, int], float] = state.data.setdefault("ttft", {})
     eid = endpoint.endpoint.id
     key = (mode, eid, tokens_per_waiting_request)
-    t = memo.get(key)
-    if t is not None:
-        return t
+    hit = memo.get(key)
+    if hit is not None:
+        return hit
     cached = state.cached_tokens(eid, block_size, mode)
     uncached = state.prompt_tokens - cached
     backlog = endpoint.metrics.waiting * tokens_per_waiting_request
     if state.inflight is not None:
-        backlog = max(backlog, state.inflight.get(eid, (0, 0))[1])
+        backlog = max(backlog, state.inflight.get(eid, NO_LOAD).tokens)
     t = profile.prefill_time(max(uncached, 1), cached)
     if backlog > 0:
         t += profile.prefill_time(backlog, 0)

@@ -10,7 +10,7 @@ Public API::
         .router_url, .engine_urls (router endpoint specs with ``#role=…&kv=…``), .engine_base_urls,
         .prometheus_url (None without Prometheus), .pids, .log_dir, .describe() -> rich Table
     prometheus_available() -> bool
-    run_up(**cli kwargs) -> int             what the CLI calls: start, print URLs, wait for Ctrl-C / SIGTERM
+    run_up(StackConfig) -> int              what the CLI calls: start, print URLs, wait for Ctrl-C / SIGTERM
 
 Every child runs in its own process group (``start_new_session``) and, started from the main thread, dies with
 its parent (``PR_SET_PDEATHSIG``); ``stop()`` (also called at exit) sends SIGTERM to each group, then SIGKILL after

@@ -6,18 +6,13 @@ import json
 import os
 import signal
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from llmd_kserve.aio import raise_fd_limit
 from llmd_kserve.stack.local import LocalStack, StackConfig
 
 
-def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str = "default",
-           vllm: Sequence[str] | None = None, host: str = "127.0.0.1", port: int = 8080, time_scale: float = 1.0,
-           prometheus: bool | None = None, engine_args: Sequence[str] | None = None, seed: int = 0,
-           log_dir: str | None = None, state_file: str | None = None, **_: Any) -> int:
+def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
     """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies.
 
     ``state_file``: once healthy, write ``{router_url, engine_urls, prometheus_url, pids, log_dir}`` there as JSON
@@ -25,9 +20,6 @@ def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str =
     from rich.console import Console
 
     console = Console()
-    cfg = StackConfig(engines=engines, prefill=prefill, decode=decode, config=config, vllm_urls=tuple(vllm or ()),
-                      host=host, port=port, time_scale=time_scale, prometheus=prometheus,
-                      engine_args=tuple(engine_args or ()), seed=seed, log_dir=log_dir)
 
     def _sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -13,10 +13,11 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llmd_kserve.bench.report import build_report, run_entry_from, write_html, write_json
+from llmd_kserve.bench.report import build_report, run_entry_from, write_json
 from llmd_kserve.bench.runner import make_arrivals, make_spec, workload_info
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.viz.report_page import write_html
 
 HEADLINE = ("ttft_p50", "ttft_p90", "tpot_p50", "goodput_rps", "slo_attainment", "cache_hit_rate")
 """The metric names every benchmark step returns (the Metrics artifact's keys)."""

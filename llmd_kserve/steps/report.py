@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmd_kserve.bench.report import build_report, write_html, write_json
+from llmd_kserve.bench.report import build_report, write_json
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.viz.report_page import write_html
 
 
 def _load(path: str) -> dict[str, Any]:

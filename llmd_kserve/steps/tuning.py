@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmd_kserve.bench.report import build_report, write_html, write_json
+from llmd_kserve.bench.report import build_report, write_json
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.tune import Scenario, baseline, candidate_from_params, confirm, export, search
+from llmd_kserve.viz.report_page import write_html
 
 
 def scenario_from(data: Mapping[str, Any] | Scenario | None) -> Scenario:

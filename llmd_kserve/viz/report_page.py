@@ -3,8 +3,7 @@
     headline(report) -> list[str]        one sentence per claim (the demo's ratios) or per policy
     report_figures(report) -> list[Figure]   the figures of ``viz.figures`` a report needs, in reading order
     render_page(report, title=None) -> str   one self-contained page; plotly.js embedded once, no CDN
-
-``bench.report.render_html`` / ``write_html`` (used by ``llmd-kserve bench --html`` and ``demo``) call this.
+    render_html(report) -> str; write_html(report, path)   that page with the summary table (``bench --html``, demo)
 """
 
 from __future__ import annotations
@@ -12,10 +11,12 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 
+from llmd_kserve.bench.report import COLUMNS, endpoint_load, fmt, run_name
 from llmd_kserve.viz import figures
 from llmd_kserve.viz.data import RunPoint, by_policy, run_points
 from llmd_kserve.viz.sources.bench import latencies_by_run
@@ -56,8 +57,6 @@ def report_figures(report: Mapping[str, Any]) -> list[go.Figure]:
     figs.append(figures.hit_rate_by_run(points))
     for metric, name in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "End-to-end latency")):
         figs.append(figures.latency_cdf(latencies_by_run(report, metric), name))
-    from llmd_kserve.bench.report import endpoint_load  # the step series from per-request start/e2e
-
     for run, point in zip(report.get("runs", []), points, strict=True):
         load = endpoint_load(run.get("requests", []))
         if load:
@@ -84,3 +83,16 @@ def render_page(report: Mapping[str, Any], title: str | None = None, table_html:
             f"<h2>Summary</h2>{table_html}"
             f"<details><summary>Settings of this run (workload, arrivals, SLO, scales)</summary><pre>{settings}</pre>"
             "</details></body></html>")
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """:func:`render_page` with the summary table of every run."""
+    rows = "".join("<tr><td>" + html.escape(run_name(r)) + "</td>" +
+                   "".join(f"<td>{fmt(r['summary'].get(k), unit)}</td>" for k, _, unit in COLUMNS) + "</tr>"
+                   for r in report.get("runs", []))
+    head = "<tr><th>run</th>" + "".join(f"<th>{h}</th>" for _, h, _ in COLUMNS) + "</tr>"
+    return render_page(report, table_html=f"<table>{head}{rows}</table>")
+
+
+def write_html(report: Mapping[str, Any], path: str | Path) -> None:
+    Path(path).write_text(render_html(report), encoding="utf-8")

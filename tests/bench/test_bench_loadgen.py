@@ -8,8 +8,9 @@ import random
 import pytest
 
 from llmd_kserve.bench.loadgen import LoadConfig, run_load, run_sweep
-from llmd_kserve.bench.runner import run_bench
+from llmd_kserve.bench.runner import BenchOptions, run_bench
 from llmd_kserve.bench.workloads import ArrivalSpec, ChatSpec, SharedPrefixSpec, build_requests, make_workload
+from llmd_kserve.viz.report_page import write_html
 
 running_engine = pytest.importorskip("llmd_kserve.engine_sim.server").running_engine
 
@@ -63,11 +64,10 @@ async def test_run_bench_writes_json_and_html(tmp_path):
     async with running_engine(port=0) as eng:
         import asyncio
 
-        code = await asyncio.to_thread(
-            run_bench, target=eng.url, workload="reasoning", set=["input_len_max=64", "output_len_min=4",
-                                                                  "output_len_max=8"],
-            num_requests=5, concurrency=2, slo_ttft=10.0, json=str(tmp_path / "b.json"), html=str(tmp_path / "b.html"),
-            policy_label="direct", no_progress=True)
+        code = await asyncio.to_thread(run_bench, BenchOptions(
+            target=eng.url, workload="reasoning", overrides=("input_len_max=64", "output_len_min=4", "output_len_max=8"),
+            num_requests=5, concurrency=2, slo_ttft=10.0, json_path=str(tmp_path / "b.json"),
+            html_path=str(tmp_path / "b.html"), policy_label="direct", progress=False), None, write_html)
     assert code == 0
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["workload"]["kind"] == "reasoning" and report["workload"]["mode"] == "live"

@@ -12,10 +12,10 @@ from llmd_kserve.bench.report import (
     endpoint_load,
     print_table,
     run_entry,
-    write_html,
     write_json,
 )
 from llmd_kserve.bench.stats import RequestResult, result_to_dict, summarize
+from llmd_kserve.viz.report_page import write_html
 
 
 def _report():
@@ -53,3 +53,18 @@ def test_json_html_and_table(tmp_path):
     print_table(report, console)
     text = console.export_text()
     assert "rr · live" in text and "TTFT p50" in text
+
+
+def test_plotly_is_optional(monkeypatch, tmp_path, capsys):
+    """Without plotly the JSON and the table still work; asking for HTML is a one-line error before any run."""
+    from llmd_kserve.bench import report as rep
+    from llmd_kserve.cli import main
+
+    monkeypatch.setattr(rep, "plotly_available", lambda: False)
+    code = main(["bench", "--sim", "--engines", "2", "--num-requests", "4", "--rate", "5", "--no-progress",
+                 "--json", str(tmp_path / "b.json"), "--html", str(tmp_path / "b.html")])
+    assert code == 2 and "llmd-kserve[report]" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()  # nothing ran
+    assert main(["bench", "--sim", "--engines", "2", "--num-requests", "4", "--rate", "5", "--no-progress",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "b.json").exists()

@@ -14,7 +14,7 @@ import fidelity  # noqa: E402
 from fidelity_run import Router, Target, run_target  # noqa: E402
 
 from llmd_kserve.bench.workloads import SharedPrefixSpec  # noqa: E402
-from llmd_kserve.engine_sim.profile import load_profile  # noqa: E402
+from llmd_kserve.latency import load_profile  # noqa: E402
 
 SMALL = SharedPrefixSpec(num_groups=3, prompts_per_group=1, system_prompt_len=96, question_len=20, output_len=3)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from sched_fixtures import make_ctx
 
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import PD_SHIPPED, SHIPPED, load_config, parse_config, shipped_configs
 from llmd_kserve.config.schema import API_VERSION, SchedulerConfig
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.scheduling.scheduler import Scheduler
+from tests.scheduling.sched_fixtures import make_ctx
 
 GOOD = {
     "apiVersion": API_VERSION,
@@ -41,7 +41,7 @@ def broken(edit) -> dict:
 def test_shipped_configs_load_and_build(name, index):
     cfg = load_config(name)
     assert isinstance(cfg, SchedulerConfig) and cfg.kind == "EndpointPickerConfig" and cfg.source == name
-    sched = Scheduler.from_config(name, make_ctx(index))
+    sched = build_scheduler(name, make_ctx(index))
     assert sched.profile_names == (("decode", "prefill") if name in PD_SHIPPED else ("default",))
 
 
@@ -135,7 +135,7 @@ def test_file_errors(tmp_path):
 def test_defaults_are_added(index):
     cfg = parse_config({"plugins": [{"type": "predicted-ttft-scorer"}],
                         "schedulingProfiles": [{"name": "p", "plugins": [{"pluginRef": "predicted-ttft-scorer"}]}]})
-    sched = Scheduler(cfg, make_ctx(index))
+    sched = build_scheduler(cfg, make_ctx(index))
     assert [p.type for p in sched.producers] == ["tokenize-producer", "precise-prefix-producer", "inflight-load-producer"]
     assert sched.handler.type == "single-profile-handler"
     assert sched.runners["p"].picker.type == "max-score-picker"

@@ -177,6 +177,7 @@ async def test_fallback_when_the_prefill_engine_is_down():
         await _assert_fell_back(pd, body, path, "connect")
 
 
+@pytest.mark.slow  # waits out the router's prefill timeout (~7 s)
 async def test_fallback_when_the_prefill_hop_times_out():
     path, body = client_body("completion")
     async with pd_cluster("pd-always", prefill_opts={"time_scale": 200.0}) as pd:  # prefill takes seconds

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from sched_fixtures import eid, endpoint, make_ctx, prompt, request, store
 
+from llmd_kserve.builtin import REGISTRY
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import load_config, parse_config
 from llmd_kserve.disagg.deciders import DECIDERS, PredictedTTFTDecider
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.plugins.registry import REGISTRY
 from llmd_kserve.scheduling.scheduler import Scheduler
-from llmd_kserve.types import RequestOutcome
+from llmd_kserve.types import Load, RequestOutcome
+from tests.scheduling.sched_fixtures import eid, endpoint, make_ctx, prompt, request, store
 
 PREFILL = (0, 1)
 DECODE = (2, 3)
@@ -24,7 +25,7 @@ def pool(**decode_metrics):
 
 
 def sched(config: str, index=None) -> Scheduler:
-    return Scheduler.from_config(config, make_ctx(index if index is not None else KVIndex(max_keys=100_000)))
+    return build_scheduler(config, make_ctx(index if index is not None else KVIndex(max_keys=100_000)))
 
 
 def test_registered_and_shipped():
@@ -132,7 +133,7 @@ def test_predicted_ttft_in_flight_decodes_are_not_a_queue():
     """Requests already decoding on the decode endpoint (nothing waiting) don't delay a local prefill."""
     dec, _ = _decider()
     d, p = endpoint(2, role="decode", running=20), endpoint(0, role="prefill")
-    st = _state(prompt(1, 200), [p, d], inflight={d.id: (20, 30_000)})
+    st = _state(prompt(1, 200), [p, d], inflight={d.id: Load(20, 30_000)})
     assert not dec.decide(st, d, p).remote
 
 
@@ -210,3 +211,21 @@ def test_predicted_ttft_itl_guard_spills_when_the_prefill_pool_is_congested():
     dec.queue.add(p.id, 100_000)  # seconds of queued prefills on the prefill pool
     v = dec.decide(st, d, p)
     assert not v.remote and "budget" in v.reason
+
+
+def test_the_verdict_reaches_the_scheduling_result_and_the_decision_log():
+    from llmd_kserve.router.decisions import DecisionLog
+
+    remote = sched("pd-always").schedule(request("r1", prompt(1, 2000)), pool())
+    local = sched("pd-never").schedule(request("r2", prompt(2, 2000)), pool())
+    predicted = sched("pd-predicted-ttft").schedule(request("r3", prompt(3, 6000)), pool())
+    assert remote.pd is not None and remote.pd.remote and remote.prefill is not None
+    assert local.pd is not None and not local.pd.remote and local.pd.reason and local.prefill is None
+    assert predicted.pd is not None and predicted.pd.local_ttft_s is not None and predicted.pd.remote_ttft_s is not None
+    assert sched("default").schedule(request("r4", prompt(4, 100)), pool()).pd is None  # not a P/D config
+    log = DecisionLog()
+    log.add("r3", 0, predicted, 0.1)
+    (d,) = log.recent()
+    assert d["pd"] == {"remote": predicted.pd.remote, "reason": predicted.pd.reason,
+                       "uncached_tokens": predicted.pd.uncached_tokens, "local_ttft_s": predicted.pd.local_ttft_s,
+                       "remote_ttft_s": predicted.pd.remote_ttft_s}

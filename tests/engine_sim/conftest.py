@@ -1,23 +1,10 @@
-"""Fixtures for the simulated engine's tests: golden vLLM 0.26 wire samples and in-process engines."""
+"""Fixtures for the simulated engine's tests: the latency profile."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from llmd_kserve.engine_sim.profile import load_profile
-
-GOLDEN = Path(__file__).parent / "golden"
-
-
-def golden_json(name: str):
-    return json.loads((GOLDEN / name).read_text())
-
-
-def golden_text(name: str) -> str:
-    return (GOLDEN / name).read_text()
+from llmd_kserve.latency import load_profile
 
 
 @pytest.fixture(scope="session")

@@ -152,3 +152,15 @@ def test_abort_and_misuse(profile):
     core.step(0.0)
     assert core.abort("a") and not core.has_work() and core.kv_usage == 0.0
     assert not core.abort("zzz")
+
+
+def test_cached_prefix_tokens_counts_whole_blocks_but_not_the_last_token(profile):
+    core = EngineCore(profile, num_blocks=1000)
+    p = prompt(1000)
+    assert core.cached_prefix_tokens(p) == 0
+    core.add_request("a", p, 1)
+    run(core)
+    bs = core.block_size
+    assert core.cached_prefix_tokens(p) == (999 // bs) * bs  # vLLM recomputes the last token
+    assert core.cached_prefix_tokens(p[:320] + prompt(100, 9)) == 320
+    assert core.cached_prefix_tokens(prompt(1000, 5)) == 0

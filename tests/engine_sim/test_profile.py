@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, LatencyProfile, builtin_profiles, load_profile
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.latency import DEFAULT_PROFILE, LatencyProfile, builtin_profiles, load_profile
 
 
 def test_builtin_profile_geometry(profile):

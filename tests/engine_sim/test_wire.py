@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.metrics.parse import parse_vllm_metrics
-from tests.engine_sim.conftest import golden_json, golden_text
+from tests.wire import golden_json, golden_text
 
 _dec = msgspec.msgpack.Decoder()
 

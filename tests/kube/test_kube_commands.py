@@ -28,9 +28,7 @@ def test_sim_engine_command_parses(role):
 
 
 def test_router_command_parses():
-    flags = parser_flags("router")
-    if "--discover-selector" not in flags:
-        pytest.skip("the router CLI has no --discover-selector/--discover-namespace yet (router helper's part)")
+    assert {"--discover-selector", "--discover-namespace"} <= set(parser_flags("router"))
     for mode in ("sim", "pd"):
         ns = build_parser().parse_args(router_args(DeploymentSpec(mode=mode)))
         assert ns.command == "router" and ns.config == "/etc/llmd/config.yaml"

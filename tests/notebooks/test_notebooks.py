@@ -17,9 +17,9 @@ PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
-def test_the_five_notebooks_exist_and_are_stripped():
+def test_the_notebooks_exist_and_are_stripped():
     assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_compare_policies", "03_tune_router",
-                                           "04_pd_disaggregation", "05_deploy_to_kserve"]
+                                           "04_pd_disaggregation", "05_deploy_to_kserve", "06_pipelines"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for i, cell in enumerate(nb.cells):

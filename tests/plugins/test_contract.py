@@ -6,15 +6,15 @@ import math
 import random
 
 import pytest
-from sched_fixtures import endpoint, make_ctx, prompt, request, store
 
+from llmd_kserve.builtin import BUILTIN_DECIDERS, BUILTINS, REGISTRY
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import parse_config
 from llmd_kserve.disagg.deciders import build_decider
 from llmd_kserve.kvcache.index import KVIndex
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, ProfileResult
-from llmd_kserve.plugins.registry import BUILTIN_DECIDERS, BUILTINS, REGISTRY
-from llmd_kserve.scheduling.scheduler import Scheduler
+from llmd_kserve.plugins.base import KIND_PROTOCOLS, CycleState, HandlerDecision, ProfileResult
 from llmd_kserve.types import RequestOutcome
+from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, request, store
 
 ALL = sorted(REGISTRY)
 SEEDS = range(6)
@@ -40,7 +40,7 @@ def scenario(seed: int):
         if rng.random() < 0.5:
             store(index, e.id, shared[: rng.randrange(0, len(shared) + 1)])
     ctx = make_ctx(index, seed=seed, clock=lambda: 5.0)
-    warm = Scheduler(parse_config(EVERY_PRODUCER), ctx)
+    warm = build_scheduler(parse_config(EVERY_PRODUCER), ctx)
     for i in range(rng.randrange(0, 6)):  # history for the stateful producers
         r = request(f"w{i}", shared + prompt(100 + i, 40), session_id="s")
         res = warm.schedule(r, eps)
@@ -111,6 +111,7 @@ def test_registration(type_):
     assert info.params.model_config.get("frozen") and info.params.model_config.get("extra") == "forbid"
     plugin = build(type_, make_ctx())
     assert plugin.type == type_ and plugin.name == type_
+    assert plugin.kind == info.kind and isinstance(plugin, KIND_PROTOCOLS[info.kind])
     for dep in getattr(plugin, "requires", ()):
         assert REGISTRY[dep].kind == "producer"
 
@@ -137,7 +138,7 @@ def decisions(type_: str, seed: int) -> list:
     index = KVIndex(max_keys=10_000)
     system = prompt(seed, 256)
     store(index, eps[1].id, system)
-    sched = Scheduler(parse_config(config_using(type_)), make_ctx(index, seed=seed))
+    sched = build_scheduler(parse_config(config_using(type_)), make_ctx(index, seed=seed))
     out = []
     for i in range(30):
         r = request(str(i), system + prompt(rng.randrange(4), 64), session_id=str(i % 3))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import load_config, parse_config
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, load_profile
+from llmd_kserve.defaults import DEFAULT_PROFILE
+from llmd_kserve.latency import load_profile
 from llmd_kserve.plugins.base import PluginContext
 from llmd_kserve.router.reload import ConfigReloader, ReloadableScheduler, config_document
-from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.tokenizer import SimTokenizer
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest, RequestOutcome
 
@@ -24,7 +25,7 @@ def _req(rid: str) -> LLMRequest:
     return LLMRequest(request_id=rid, model="m", body={}, token_ids=tuple(range(3, 67)))
 
 
-def _inflight(s: Scheduler):
+def _inflight(s):
     return next(p for p in s.producers if p.type == "inflight-load-producer")
 
 
@@ -35,7 +36,7 @@ def _with(doc_changes) -> dict:
 
 
 def test_weight_change_keeps_plugin_instances_and_in_flight_load() -> None:
-    sched = ReloadableScheduler(Scheduler.from_config("load-only", _ctx()))
+    sched = ReloadableScheduler(build_scheduler("load-only", _ctx()))
     reloader = ConfigReloader(sched, "load-only")
     old = sched.current
     r1 = sched.schedule(_req("a"), EPS)
@@ -50,7 +51,7 @@ def test_weight_change_keeps_plugin_instances_and_in_flight_load() -> None:
 
 
 def test_changed_plugin_starts_fresh_and_old_requests_release_on_their_own_scheduler() -> None:
-    sched = ReloadableScheduler(Scheduler.from_config("load-only", _ctx()))
+    sched = ReloadableScheduler(build_scheduler("load-only", _ctx()))
     reloader = ConfigReloader(sched, "load-only")
     old = sched.current
     r1 = sched.schedule(_req("a"), EPS)
@@ -68,7 +69,7 @@ def test_changed_plugin_starts_fresh_and_old_requests_release_on_their_own_sched
 
 
 def test_unchanged_config_is_a_no_op_and_bad_ones_leave_the_active_one() -> None:
-    sched = ReloadableScheduler(Scheduler.from_config("load-only", _ctx()))
+    sched = ReloadableScheduler(build_scheduler("load-only", _ctx()))
     reloader = ConfigReloader(sched, "load-only")
     current = sched.current
     assert reloader.apply(config_document(load_config("load-only"))).generation == 0 and sched.current is current
@@ -85,7 +86,7 @@ def test_unchanged_config_is_a_no_op_and_bad_ones_leave_the_active_one() -> None
 def test_pd_callbacks_of_a_request_go_to_the_scheduler_that_scheduled_it() -> None:
     pd_eps = [EndpointState(Endpoint(EndpointId("http://10.0.1.1:8000"), role="prefill"), EndpointMetrics(stale=False)),
               EndpointState(Endpoint(EndpointId("http://10.0.1.2:8000"), role="decode"), EndpointMetrics(stale=False))]
-    sched = ReloadableScheduler(Scheduler.from_config("pd-always", _ctx()))
+    sched = ReloadableScheduler(build_scheduler("pd-always", _ctx()))
     reloader = ConfigReloader(sched, "pd-always")
     old = sched.current
     r1 = sched.schedule(_req("a"), pd_eps)

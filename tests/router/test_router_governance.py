@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from llmd_kserve.errors import InvalidRequestError
+from llmd_kserve.errors import InvalidRequestError, NotFound, Unauthorized
 from llmd_kserve.router.governance import BearerTokenAuth, Governance, Limits, validate_request
 
 
@@ -41,7 +41,7 @@ def test_malformed_requests_raise_400_with_param(body, kind, param):
 
 
 def test_unknown_model_is_404_when_models_known():
-    with pytest.raises(InvalidRequestError) as exc:
+    with pytest.raises(NotFound) as exc:
         validate_request(_raw({"model": "other", "prompt": "x"}), "completion", ("served",))
     assert exc.value.status == 404 and exc.value.type == "NotFoundError"
     assert validate_request(_raw({"model": "other", "prompt": "x"}), "completion", ()).model == "other"
@@ -60,9 +60,9 @@ def test_bearer_auth():
     auth = BearerTokenAuth(["s3cret"])
     assert auth.check({"Authorization": "Bearer s3cret"})
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic s3cret"}):
-        with pytest.raises(InvalidRequestError) as exc:
+        with pytest.raises(Unauthorized) as exc:
             auth.check(headers)
-        assert exc.value.status == 401
+        assert exc.value.status == 401 and exc.value.body()["error"]["type"] == "AuthenticationError"
 
 
 def test_policy_limit_on_prompt_chars():

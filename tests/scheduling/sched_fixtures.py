@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from llmd_kserve.engine_sim.profile import DEFAULT_PROFILE, load_profile
 from llmd_kserve.kvcache.events import BlockStored
 from llmd_kserve.kvcache.hashing import block_keys
 from llmd_kserve.kvcache.index import KVIndex
+from llmd_kserve.latency import DEFAULT_PROFILE, load_profile
 from llmd_kserve.plugins.base import PluginContext
 from llmd_kserve.tokenizer import SimTokenizer
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from sched_fixtures import BLOCK, eid, endpoint, make_ctx, prompt, request, store
 
+from llmd_kserve.builtin import REGISTRY
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import parse_config
 from llmd_kserve.errors import NoEndpointError
-from llmd_kserve.plugins.registry import REGISTRY
-from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
+from tests.scheduling.sched_fixtures import BLOCK, eid, endpoint, make_ctx, prompt, request, store
 
 
 def one_profile(*plugins: tuple[str, dict | None, float | None]) -> dict:
@@ -29,7 +29,7 @@ def test_precise_prefix_picks_the_holder(index):
     eps = [endpoint(i) for i in range(4)]
     tokens = prompt(1, 1000)
     store(index, eps[2].id, tokens[:800])
-    sched = Scheduler.from_config("precise-prefix", make_ctx(index))
+    sched = build_scheduler("precise-prefix", make_ctx(index))
     res = sched.schedule(request("r1", tokens), eps)
     assert res.target == eps[2].id
     assert res.prompt_tokens == 1000
@@ -43,13 +43,13 @@ def test_precise_prefix_leaves_a_loaded_holder(index):
     eps = [endpoint(0, waiting=20, kv_usage=0.95), endpoint(1), endpoint(2)]
     tokens = prompt(2, 400)
     store(index, eps[0].id, tokens[:64])  # a short shared prefix on an overloaded endpoint
-    res = Scheduler.from_config("precise-prefix", make_ctx(index)).schedule(request("r", tokens), eps)
+    res = build_scheduler("precise-prefix", make_ctx(index)).schedule(request("r", tokens), eps)
     assert res.target != eps[0].id
 
 
 def test_approx_prefix_learns_where_it_sent_a_prefix():
     eps = [endpoint(i) for i in range(8)]
-    sched = Scheduler.from_config("approx-prefix", make_ctx(seed=3))
+    sched = build_scheduler("approx-prefix", make_ctx(seed=3))
     system = prompt(3, 512)
     first = sched.schedule(request("a", system + prompt(4, 50)), eps)
     for i in range(10):
@@ -62,7 +62,7 @@ def test_approx_prefix_learns_where_it_sent_a_prefix():
 
 def test_approx_prefix_lru_capacity_from_metrics():
     eps = [endpoint(0, num_gpu_blocks=40), endpoint(1, num_gpu_blocks=40)]
-    sched = Scheduler.from_config("approx-prefix", make_ctx())
+    sched = build_scheduler("approx-prefix", make_ctx())
     a, b = prompt(5, 32 * BLOCK), prompt(6, 32 * BLOCK)
     first = sched.schedule(request("a", a), eps).target
     sched.schedule(request("b", b), [e for e in eps if e.id == first])  # pushes most of `a` out of the 40-block LRU
@@ -72,7 +72,7 @@ def test_approx_prefix_lru_capacity_from_metrics():
 
 def test_round_robin_cycles():
     eps = [endpoint(i) for i in range(3)]
-    sched = Scheduler.from_config("round-robin", make_ctx())
+    sched = build_scheduler("round-robin", make_ctx())
     targets = [sched.schedule(request(str(i), prompt(i, 20)), eps).target for i in range(9)]
     assert targets == [e.id for e in eps] * 3
 
@@ -81,7 +81,7 @@ def test_random_is_seeded():
     eps = [endpoint(i) for i in range(5)]
 
     def run(seed):
-        sched = Scheduler.from_config("random", make_ctx(seed=seed))
+        sched = build_scheduler("random", make_ctx(seed=seed))
         return [sched.schedule(request(str(i), prompt(i, 20)), eps).target for i in range(50)]
 
     assert run(7) == run(7)
@@ -91,7 +91,7 @@ def test_random_is_seeded():
 
 def test_exclude_and_no_endpoint():
     eps = [endpoint(0), endpoint(1)]
-    sched = Scheduler.from_config("load-only", make_ctx())
+    sched = build_scheduler("load-only", make_ctx())
     assert sched.schedule(request("r", prompt(1, 40)), eps, exclude={eps[0].id}).target == eps[1].id
     with pytest.raises(NoEndpointError):
         sched.schedule(request("r", prompt(1, 40)), eps, exclude={eps[0].id, eps[1].id})
@@ -101,13 +101,13 @@ def test_exclude_and_no_endpoint():
 
 def test_decode_filter_keeps_decode_and_both():
     eps = [endpoint(0, role="prefill"), endpoint(1, role="decode"), endpoint(2, role="both")]
-    sched = Scheduler.from_config("round-robin", make_ctx())
+    sched = build_scheduler("round-robin", make_ctx())
     assert {sched.schedule(request(str(i), prompt(i, 20)), eps).target for i in range(6)} == {eps[1].id, eps[2].id}
 
 
 def test_inflight_load_spreads_a_burst_and_on_complete_releases_it():
     eps = [endpoint(i) for i in range(4)]
-    sched = Scheduler.from_config("load-only", make_ctx())
+    sched = build_scheduler("load-only", make_ctx())
     reqs = [request(str(i), prompt(i, 100)) for i in range(8)]
     results = [sched.schedule(r, eps) for r in reqs]
     assert Counter(r.target for r in results) == Counter({e.id: 2 for e in eps})  # metrics unchanged, router knows
@@ -121,7 +121,7 @@ def test_inflight_load_spreads_a_burst_and_on_complete_releases_it():
 def test_inflight_entries_expire_on_the_clock():
     now = [0.0]
     cfg = one_profile(("inflight-load-producer", {"requestTimeoutS": 10}, None), ("active-request-scorer", None, 1))
-    sched = Scheduler(parse_config(cfg), make_ctx(clock=lambda: now[0]))
+    sched = build_scheduler(parse_config(cfg), make_ctx(clock=lambda: now[0]))
     eps = [endpoint(0), endpoint(1)]
     sched.schedule(request("a", prompt(1, 50)), eps)
     now[0] = 11.0
@@ -133,7 +133,7 @@ def test_inflight_entries_expire_on_the_clock():
 
 def test_health_filter_drops_stale_but_never_all():
     cfg = one_profile(("health-filter", None, None), ("round-robin-picker", None, None))
-    sched = Scheduler(parse_config(cfg), make_ctx())
+    sched = build_scheduler(parse_config(cfg), make_ctx())
     fresh, stale = endpoint(0), endpoint(1, stale=True)
     assert {sched.schedule(request(str(i), []), [fresh, stale]).target for i in range(4)} == {fresh.id}
     all_stale = [endpoint(1, stale=True), endpoint(2, stale=True)]
@@ -142,7 +142,7 @@ def test_health_filter_drops_stale_but_never_all():
 
 def test_health_filter_max_staleness_uses_the_clock():
     cfg = one_profile(("health-filter", {"maxStalenessS": 1.0}, None))
-    sched = Scheduler(parse_config(cfg), make_ctx(clock=lambda: 10.0))
+    sched = build_scheduler(parse_config(cfg), make_ctx(clock=lambda: 10.0))
     old, new = endpoint(0, scraped_at=8.0), endpoint(1, scraped_at=9.5)
     assert sched.schedule(request("r", []), [old, new]).target == new.id
 
@@ -152,7 +152,7 @@ def affinity_scheduler(index, **params):
         ("prefix-affinity-filter", params, None),
         ("predicted-ttft-scorer", None, 1),
     )
-    return Scheduler(parse_config(cfg), make_ctx(index))
+    return build_scheduler(parse_config(cfg), make_ctx(index))
 
 
 def test_prefix_affinity_filter_sticks_while_not_saturated(index):
@@ -190,7 +190,7 @@ def test_predicted_ttft_prefers_cached_then_idle(index):
     tokens = prompt(12, 4096)
     store(index, eps[1].id, tokens)
     cfg = one_profile(("predicted-ttft-scorer", None, 1))
-    sched = Scheduler(parse_config(cfg), make_ctx(index))
+    sched = build_scheduler(parse_config(cfg), make_ctx(index))
     res = sched.schedule(request("r", tokens), eps)
     scores = res.scores["default/predicted-ttft-scorer"]
     assert res.target == eps[1].id and scores[eps[1].id] == 1.0
@@ -203,7 +203,7 @@ def test_predicted_ttft_prefers_cached_then_idle(index):
 def test_session_affinity_follows_the_session():
     eps = [endpoint(i) for i in range(4)]
     cfg = one_profile(("session-affinity-scorer", None, 5), ("token-load-scorer", None, 1))
-    sched = Scheduler(parse_config(cfg), make_ctx())
+    sched = build_scheduler(parse_config(cfg), make_ctx())
     first = sched.schedule(request("a", prompt(1, 500), session_id="s1"), eps).target
     for i in range(5):
         assert sched.schedule(request(f"b{i}", prompt(2 + i, 50), headers={"X-Session-Id": "s1"}), eps).target == first
@@ -216,7 +216,7 @@ def test_session_affinity_follows_the_session():
 def test_tokenize_text_and_chat_bodies():
     from llmd_kserve.types import LLMRequest
 
-    sched = Scheduler.from_config("round-robin", make_ctx())
+    sched = build_scheduler("round-robin", make_ctx())
     eps = [endpoint(0)]
     text = "hello world " * 40
     comp = LLMRequest("a", "m", {"prompt": text})
@@ -230,7 +230,7 @@ def test_tokenize_text_and_chat_bodies():
 def test_weighted_random_follows_the_totals():
     eps = [endpoint(0, kv_usage=0.0), endpoint(1, kv_usage=0.75)]
     cfg = one_profile(("kv-cache-utilization-scorer", None, 1), ("weighted-random-picker", None, None))
-    sched = Scheduler(parse_config(cfg), make_ctx(seed=1))
+    sched = build_scheduler(parse_config(cfg), make_ctx(seed=1))
     counts = Counter(sched.schedule(request(str(i), []), eps).target for i in range(2000))
     assert counts[eid(0)] / counts[eid(1)] == pytest.approx(4.0, rel=0.25)
 
@@ -240,7 +240,7 @@ def test_every_shipped_config_schedules(index):
 
     eps = [endpoint(i, waiting=i, kv_usage=i / 10, num_gpu_blocks=1000) for i in range(4)]
     for name in shipped_configs():
-        sched = Scheduler.from_config(name, make_ctx(index))
+        sched = build_scheduler(name, make_ctx(index))
         res = sched.schedule(request("r", prompt(1, 300)), eps)
         assert res.target in {e.id for e in eps}
         assert res.profile in sched.profile_names
@@ -253,4 +253,4 @@ def test_index_seed_must_match_the_context():
     from llmd_kserve.kvcache.index import KVIndex
 
     with pytest.raises(ConfigError, match="seed"):
-        Scheduler.from_config("precise-prefix", make_ctx(KVIndex(max_keys=10, seed=7)))
+        build_scheduler("precise-prefix", make_ctx(KVIndex(max_keys=10, seed=7)))

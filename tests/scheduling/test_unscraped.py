@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sched_fixtures import endpoint, make_ctx, prompt, request
-
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import parse_config
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.scheduling.scheduler import Scheduler
 from llmd_kserve.types import RequestOutcome
+from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, request
 
 
 def config(scorer: str, params: dict | None = None) -> dict:
@@ -18,7 +17,7 @@ def config(scorer: str, params: dict | None = None) -> dict:
 
 
 def burst(cfg: dict, eps, n: int = 8) -> Counter:
-    sched = Scheduler(parse_config(cfg), make_ctx(clock=lambda: 1.0))
+    sched = build_scheduler(parse_config(cfg), make_ctx(clock=lambda: 1.0))
     return Counter(sched.schedule(request(str(i), prompt(i, 400)), eps).target for i in range(n))
 
 
@@ -40,7 +39,7 @@ def test_kv_utilization_scorer_projects_unscraped_prompt_tokens():
 
 
 def test_only_charges_after_the_scrape_and_still_in_flight_are_unscraped():
-    sched = Scheduler(parse_config(config("queue-scorer")), make_ctx(clock=lambda: 1.0))
+    sched = build_scheduler(parse_config(config("queue-scorer")), make_ctx(clock=lambda: 1.0))
     eps = [endpoint(0, scraped_at=0.5), endpoint(1, scraped_at=0.5), endpoint(2, scraped_at=0.5)]
     a, b = request("a", prompt(1, 50)), request("b", prompt(2, 50))
     ra, rb = sched.schedule(a, eps), sched.schedule(b, eps)

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from llmd_kserve.bench.workloads.specs import TraceEntry, TraceSpec
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.errors import ConfigError, config_error_from
 
 
 def load_trace(path: str | Path, *, block_tokens: int = 512, speedup: float = 1.0) -> TraceSpec:
@@ -24,9 +24,7 @@ def load_trace(path: str | Path, *, block_tokens: int = 512, speedup: float = 1.
             try:
                 entries.append(TraceEntry.model_validate(json.loads(line)))
             except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(x) for x in err["loc"])
-                raise ConfigError(f"bad trace line: {field}: {err['msg']}", f"{p}:{no}") from exc
+                raise config_error_from(exc, f"{p}:{no}:", "bad trace line") from exc
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"bad trace line: {exc}", f"{p}:{no}") from exc
     return TraceSpec(entries=tuple(entries), block_tokens=block_tokens, speedup=speedup)

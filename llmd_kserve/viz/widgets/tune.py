@@ -18,10 +18,10 @@ import ipywidgets as W
 
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import SharedPrefixSpec, WorkloadSpec, sweep
+from llmd_kserve.builtin import REGISTRY
 from llmd_kserve.config.loader import load_config, parse_config
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.errors import LlmdError
-from llmd_kserve.plugins.registry import REGISTRY
 from llmd_kserve.viz import figures
 from llmd_kserve.viz.admin import config_document, export_config, push_config
 from llmd_kserve.viz.data import RunPoint, run_points

@@ -1,4 +1,6 @@
-"""Regenerate the vendored CRD schemas: ``python tests/kube/crds/extract.py [../shared/kserve-crds]``.
+"""Regenerate the vendored CRD schemas: ``python tests/kube/crds/extract.py [../shared/kserve-crds]``; with
+``--check`` only compare them with the upstream files (exit 1 on a difference). Not a test: a clone has no upstream
+files, and the tests validate against the vendored schemas.
 
 Each ``<plural>.<group>_<version>.json.gz`` is one ``spec.versions[].schema.openAPIV3Schema`` copied unchanged from
 the upstream CRD YAML files in ``kserve-crds/`` (see that folder's README for their commits).
@@ -40,6 +42,12 @@ def file_for(key: str) -> Path:
     return HERE / (key.replace("/", "_") + ".json.gz")
 
 
+def check(source: Path = DEFAULT_SOURCE) -> list[str]:
+    """Keys whose vendored schema differs from the one in the upstream CRD files."""
+    return [key for key, schema in extract(source).items()
+            if json.loads(gzip.decompress(file_for(key).read_bytes())) != schema]
+
+
 def main(source: Path = DEFAULT_SOURCE) -> None:
     for key, schema in extract(source).items():
         data = json.dumps(schema, sort_keys=True, separators=(",", ":")).encode()
@@ -48,4 +56,10 @@ def main(source: Path = DEFAULT_SOURCE) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SOURCE)
+    args = [a for a in sys.argv[1:] if a != "--check"]
+    src = Path(args[0]) if args else DEFAULT_SOURCE
+    if "--check" in sys.argv[1:]:
+        differ = check(src)
+        print("vendored schemas differ from upstream: " + ", ".join(differ) if differ else "vendored schemas match")
+        sys.exit(1 if differ else 0)
+    main(src)

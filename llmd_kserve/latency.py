@@ -36,7 +36,7 @@ File format (YAML or JSON, every field of :class:`LatencyProfile`; unknown keys 
     request_overhead_s: 0.0073
     request_overhead_per_token_s: 1.65e-6
 
-Load with ``load_profile("h100-llama8b")`` (a built-in name: a file in ``engine_sim/profiles/``) or
+Load with ``load_profile("h100-llama8b")`` (a built-in name: a file in ``llmd_kserve/profiles/``) or
 ``load_profile("path/to/profile.yaml")``.
 """
 
@@ -49,9 +49,9 @@ from pathlib import Path
 import pydantic
 import yaml
 
-from llmd_kserve.errors import ConfigError
+from llmd_kserve.defaults import DEFAULT_PROFILE
+from llmd_kserve.errors import ConfigError, config_error_from
 
-DEFAULT_PROFILE = "h100-llama8b"
 _BUILTIN_DIR = Path(__file__).parent / "profiles"
 
 
@@ -126,10 +126,6 @@ class LatencyProfile(pydantic.BaseModel, frozen=True, extra="forbid"):
             total += self.step_time(chunk, done, 0, 0)
         return total
 
-    def decode_step_time(self, batch: int, mean_ctx: int) -> float:
-        """Seconds for a pure-decode step of ``batch`` sequences of ``mean_ctx`` context (the model's ITL)."""
-        return self.step_time(0, 0, batch, batch * mean_ctx)
-
     def kv_transfer_time(self, tokens: int, gbps: float | None = None) -> float:
         """Seconds to pull the KV of ``tokens`` tokens over the P/D link (``gbps`` GB/s, default the profile's)."""
         rate = (gbps if gbps is not None else self.kv_link_gbps) * 1e9
@@ -154,9 +150,7 @@ def _load_file(path: str) -> LatencyProfile:
     try:
         return LatencyProfile.model_validate(data)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(err["msg"], path=f"{p}:{loc}") from exc
+        raise config_error_from(exc, f"{p}:") from exc
 
 
 def load_profile(name_or_path: str = DEFAULT_PROFILE) -> LatencyProfile:

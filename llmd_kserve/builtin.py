@@ -1,7 +1,8 @@
-"""The registry: every built-in plugin, by type name, in one explicit list."""
+"""The registry: every built-in plugin, by type name, in one explicit list (above the framework and the catalog)."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -42,7 +43,7 @@ class PluginInfo:
     type: str
     kind: PluginKind
     factory: PluginFactory
-    params: type[PluginParams]
+    params: builtins.type[PluginParams]
     doc: str
 
 
