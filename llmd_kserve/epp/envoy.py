@@ -159,6 +159,14 @@ class EnvoyConfig:
         }
 
 
+def envoy_argv(config_path: str | Path, *, concurrency: int = 1, log_level: str = "warning",
+               admin_address_path: str | Path | None = None) -> list[str]:
+    """The command line that runs envoy on a bootstrap file (hot restart off: several envoys may share a host)."""
+    argv = [envoy_binary(), "-c", str(config_path), "--disable-hot-restart", "--concurrency", str(concurrency),
+            "-l", log_level]
+    return argv + (["--admin-address-path", str(admin_address_path)] if admin_address_path else [])
+
+
 class EnvoyProcess:
     """A running envoy with a rendered bootstrap; ``url`` is its listener, ``admin_url`` its admin (127.0.0.1)."""
 
@@ -176,8 +184,8 @@ class EnvoyProcess:
     def start(self, timeout: float = 30.0) -> EnvoyProcess:
         cfg_path, admin_path = self.dir / "envoy.json", self.dir / "admin.address"
         cfg_path.write_text(json.dumps(self.config.bootstrap(), indent=1))
-        argv = [envoy_binary(), "-c", str(cfg_path), "--admin-address-path", str(admin_path),
-                "--disable-hot-restart", "--concurrency", str(self.concurrency), "-l", self.log_level]
+        argv = envoy_argv(cfg_path, concurrency=self.concurrency, log_level=self.log_level,
+                          admin_address_path=admin_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

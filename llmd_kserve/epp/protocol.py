@@ -82,7 +82,7 @@ def in_subset(endpoint_id: str, subset: Sequence[str]) -> bool:
     """Whether an endpoint matches a subset item: ``ip:port`` exactly, or a bare ``ip`` (every port of that IP)."""
     hp = host_port(endpoint_id)
     host = hp.rsplit(":", 1)[0]
-    return any(item == hp or item == host for item in subset)
+    return any(item in (hp, host) for item in subset)
 
 
 def served_endpoint(metadata: Mapping[str, Mapping[str, Any]]) -> str | None:

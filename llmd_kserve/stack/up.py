@@ -13,14 +13,16 @@ from llmd_kserve.stack.local import LocalStack, StackConfig
 def run_up(*, engines: int = 2, prefill: int = 0, decode: int = 0, config: str = "default",
            vllm: Sequence[str] | None = None, host: str = "127.0.0.1", port: int = 8080, time_scale: float = 1.0,
            prometheus: bool | None = None, engine_args: Sequence[str] | None = None, seed: int = 0,
-           log_dir: str | None = None, **_: Any) -> int:
+           log_dir: str | None = None, gateway: str = "none", response_mode: str = "full", fail_open: bool = False,
+           **_: Any) -> int:
     """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies."""
     from rich.console import Console
 
     console = Console()
     cfg = StackConfig(engines=engines, prefill=prefill, decode=decode, config=config, vllm_urls=tuple(vllm or ()),
                       host=host, port=port, time_scale=time_scale, prometheus=prometheus,
-                      engine_args=tuple(engine_args or ()), seed=seed, log_dir=log_dir)
+                      engine_args=tuple(engine_args or ()), seed=seed, log_dir=log_dir,
+                      gateway=gateway, response_mode=response_mode, fail_open=fail_open)
 
     def _sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
