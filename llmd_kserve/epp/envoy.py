@@ -38,6 +38,7 @@ _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.Exter
 _HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _LONG = "3600s"
 _BREAKERS = {"thresholds": [{"max_connections": 100_000, "max_pending_requests": 100_000,
                              "max_requests": 100_000, "max_retries": 1_000}]}
@@ -101,6 +102,8 @@ class EnvoyConfig:
     extra_filters: tuple[Mapping[str, Any], ...] = ()
     """HTTP filters placed before ext_proc (e.g. ``set_metadata`` writing an ``envoy.lb.subset_hint``)."""
     strip_headers: tuple[str, ...] = field(default=(DESTINATION_HEADER, PREFILL_HEADER))
+    access_log: str | None = None
+    """A file for one JSON line per request: the pick as header and as metadata, the upstream dialled, status."""
 
     def bootstrap(self) -> dict[str, Any]:
         body_mode = "FULL_DUPLEX_STREAMED" if self.response_mode == "full" else "NONE"
@@ -128,7 +131,7 @@ class EnvoyConfig:
             unpicked["direct_response"] = {"status": 503, "body": {"inline_string": (
                 '{"error":{"message":"No endpoint was picked for this request.","type":"ServiceUnavailableError",'
                 '"param":null,"code":503}}')}}
-        hcm = {
+        hcm: dict[str, Any] = {
             "@type": _HCM, "stat_prefix": "gateway", "codec_type": "AUTO",
             "stream_idle_timeout": _LONG, "request_timeout": "0s",
             "route_config": {"name": "pool", "virtual_hosts": [{"name": "pool", "domains": ["*"],
@@ -140,6 +143,13 @@ class EnvoyConfig:
                 {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
             ],
         }
+        if self.access_log:
+            hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+                "@type": _FILE_LOG, "path": self.access_log, "log_format": {"json_format": {
+                    "request_id": "%REQ(X-REQUEST-ID)%", "path": "%REQ(:PATH)%", "status": "%RESPONSE_CODE%",
+                    "header": f"%REQ({DESTINATION_HEADER})%",
+                    "metadata": f"%DYNAMIC_METADATA({DESTINATION_NAMESPACE}:{DESTINATION_HEADER})%",
+                    "upstream": "%UPSTREAM_HOST%", "flags": "%RESPONSE_FLAGS%"}}}}]
         clusters = [
             {"name": "pool", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
              "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},

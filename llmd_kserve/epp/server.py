@@ -111,6 +111,7 @@ class EppServer:
         self._runner: web.AppRunner | None = None
         self._ready_task: asyncio.Task[None] | None = None
         self.grpc_port = self.metrics_port = 0
+        self._stopped = False
 
     async def _set_ready(self) -> None:
         ready = bool(self.state.pool.snapshot) and not self.draining
@@ -186,6 +187,10 @@ class EppServer:
             return False
 
     async def stop(self, grace: float = 1.0) -> None:
+        """Stop serving (idempotent): gRPC with ``grace`` seconds for open streams, metrics, then the runtime."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._ready_task is not None:
             self._ready_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
