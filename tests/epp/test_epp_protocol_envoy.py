@@ -143,11 +143,11 @@ async def test_data_parallel_target_ports(tmp_path):
         pod = parse_endpoints([a.url])
         eps = expand_target_ports(pod, [a.port, b.port])
         assert [e.id for e in eps] == [a.url, b.url]
-        async with gateway(tmp_path, eps, extra_filters=(subset_from_header(),)) as gw:
-            async with httpx.AsyncClient(base_url=gw.url, timeout=20) as c:
-                for _ in range(4):  # a bare IP in the subset allows every port of that pod
-                    r = await c.post("/v1/completions", json=BODY, headers={"x-test-subset": "127.0.0.1"})
-                    assert r.status_code == 200
+        async with gateway(tmp_path, eps, extra_filters=(subset_from_header(),)) as gw, \
+                httpx.AsyncClient(base_url=gw.url, timeout=20) as c:
+            for _ in range(4):  # a bare IP in the subset allows every port of that pod
+                r = await c.post("/v1/completions", json=BODY, headers={"x-test-subset": "127.0.0.1"})
+                assert r.status_code == 200
         assert len(a.seen) == len(b.seen) == 2
 
 
