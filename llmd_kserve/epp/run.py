@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmd_kserve.aio import stop_on_signals
+from llmd_kserve.aio import run, stop_on_signals
 from llmd_kserve.epp.server import EppServer, EppSettings
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.router.endpoints import load_endpoints_file
@@ -82,5 +82,5 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
         if discovery is not None and discovery.done() and not discovery.cancelled() and discovery.exception():
             raise discovery.exception()  # type: ignore[misc]
 
-    asyncio.run(main())
+    run(main())
     return 0
