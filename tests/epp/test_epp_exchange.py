@@ -19,9 +19,10 @@ from llmd_kserve.router.state import RouterSettings, RouterState
 from llmd_kserve.types import EndpointMetrics, EndpointState
 
 A, B = "http://10.0.0.1:8000", "http://10.0.0.2:8000"
+FRESH = EndpointMetrics(stale=False)
 
 
-def picker(config: str = "round-robin", endpoints=(A, B), metrics=EndpointMetrics(stale=False)) -> EndpointPicker:
+def picker(config: str = "round-robin", endpoints=(A, B), metrics=FRESH) -> EndpointPicker:
     state = RouterState.create(RouterSettings(config=config), endpoints)
     return EndpointPicker(state.scheduler, lambda: [EndpointState(e, metrics) for e in state.pool.snapshot],
                           decisions=state.decisions)
