@@ -190,6 +190,24 @@ def _cmd_epp(a: argparse.Namespace) -> int:
                  epp=epp, router=router)
 
 
+def _add_pd_sidecar(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pd-sidecar", help="next to a decode engine: run the P/D handshake the EPP asks for")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=_port, default=8000, help="port the pool lists for this decode endpoint")
+    p.add_argument("--decode", required=True, help="the local decode engine's URL, e.g. http://127.0.0.1:8200")
+    p.add_argument("--prefill-endpoints", type=_csv, required=True,
+                   help="the pool's prefill endpoints (URL or host:port); any other x-prefiller-host-port is refused")
+    p.add_argument("--prefill-timeout", type=_positive_float, default=30.0, help="seconds for the prefill hop")
+    p.set_defaults(func=_cmd_pd_sidecar)
+
+
+def _cmd_pd_sidecar(a: argparse.Namespace) -> int:
+    from llmd_kserve.epp.sidecar import serve
+
+    return serve(decode=a.decode, prefill_endpoints=a.prefill_endpoints, host=a.host, port=a.port,
+                 prefill_timeout_s=a.prefill_timeout)
+
+
 # --- up -------------------------------------------------------------------------------------------------------
 def _add_up(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start simulated engines (or use vLLM URLs), the router and Prometheus locally")
@@ -307,7 +325,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router, _add_epp, _add_bench, _add_up, _add_render, _add_demo]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_epp, _add_pd_sidecar, _add_bench, _add_up, _add_render, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
