@@ -157,9 +157,19 @@ class LocalStack:
 
         cfg = self.settings
         assert self.log_dir is not None
+        pool = list(self.engine_urls)
+        prefill = [u.split("#")[0] for u in pool if "role=prefill" in u]
+        for i, url in enumerate(pool):  # P/D: each decode engine is reached through its pd-sidecar
+            base, _, frag = url.partition("#")
+            if "role=decode" in frag:
+                port = free_port(cfg.host)
+                self._spawn(f"pd-sidecar-{i}", _cli("pd-sidecar", "--host", cfg.host, "--port", str(port), "--decode",
+                                                    base, "--prefill-endpoints", ",".join(prefill)),
+                            f"http://{cfg.host}:{port}")
+                pool[i] = f"http://{cfg.host}:{port}#{frag}"
         grpc_port, metrics_port, admin_port = free_port(cfg.host), free_port(cfg.host), free_port("127.0.0.1")
         argv = _cli("epp", "--host", cfg.host, "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-                    "--config", config, "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed),
+                    "--config", config, "--endpoints", ",".join(pool), "--seed", str(cfg.seed),
                     "--response-mode", cfg.response_mode, *cfg.router_args)
         self._router = self._spawn("epp", argv, f"http://{cfg.host}:{metrics_port}")
         port = cfg.port or free_port(cfg.host)
