@@ -30,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llmd_kserve.epp.protocol import DESTINATION_HEADER, DESTINATION_NAMESPACE, PREFILL_HEADER, SUBSET_NAMESPACE
+from llmd_kserve.epp.protocol import (
+    DESTINATION_HEADER,
+    DESTINATION_NAMESPACE,
+    EXT_PROC_SERVICE,
+    PREFILL_HEADER,
+    SUBSET_NAMESPACE,
+)
 from llmd_kserve.errors import ConfigError, LlmdError
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -154,7 +160,13 @@ class EnvoyConfig:
             {"name": "pool", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
              "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},
              "circuit_breakers": _BREAKERS},
-            _static_cluster("epp", [_split(self.epp)], http2=True),
+            {**_static_cluster("epp", [_split(self.epp)], http2=True),
+             # gRPC health checks on the ext_proc service, and no panic routing: while the EPP is down or draining,
+             # a new ext_proc stream fails at once (before any body went out), so failure_mode_allow can apply
+             "health_checks": [{"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+                                "unhealthy_threshold": 1, "healthy_threshold": 1,
+                                "grpc_health_check": {"service_name": EXT_PROC_SERVICE}}],
+             "common_lb_config": {"healthy_panic_threshold": {"value": 0}}},
         ]
         if self.fallback:
             clusters.append(_static_cluster("pool_fallback", [_split(a) for a in self.fallback]))
@@ -173,7 +185,7 @@ def envoy_argv(config_path: str | Path, *, concurrency: int = 1, log_level: str 
                admin_address_path: str | Path | None = None) -> list[str]:
     """The command line that runs envoy on a bootstrap file (hot restart off: several envoys may share a host)."""
     argv = [envoy_binary(), "-c", str(config_path), "--disable-hot-restart", "--concurrency", str(concurrency),
-            "-l", log_level]
+            "-l", log_level, "--file-flush-interval-msec", "200"]
     return argv + (["--admin-address-path", str(admin_address_path)] if admin_address_path else [])
 
 
@@ -192,6 +204,8 @@ class EnvoyProcess:
         self.url = self.admin_url = ""
 
     def start(self, timeout: float = 30.0) -> EnvoyProcess:
+        """Start envoy and wait until it is LIVE (blocking: with the EPP in this thread's event loop, call it from
+        another thread, or Envoy's first health check of the EPP goes unanswered)."""
         cfg_path, admin_path = self.dir / "envoy.json", self.dir / "admin.address"
         cfg_path.write_text(json.dumps(self.config.bootstrap(), indent=1))
         argv = envoy_argv(cfg_path, concurrency=self.concurrency, log_level=self.log_level,
@@ -205,13 +219,21 @@ class EnvoyProcess:
                 raise EnvoyNotAvailable(f"envoy exited with {self.popen.returncode}: {self.tail()}")
             if admin_path.exists() and admin_path.read_text().strip():
                 self.admin_url = "http://" + admin_path.read_text().strip()
-                port = self._listener_port()
+                port = self._listener_port() if self._live() else None
                 if port:
                     self.url = f"http://{self.config.host}:{port}"
                     return self
             time.sleep(0.05)
         self.stop()
         raise EnvoyNotAvailable(f"envoy did not become ready in {timeout:.0f}s: {self.tail()}")
+
+    def _live(self) -> bool:
+        """Admin ``/ready`` says LIVE: initialisation (cluster warming, first health checks) is over."""
+        try:
+            with urllib.request.urlopen(self.admin_url + "/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def _listener_port(self) -> int | None:
         try:
