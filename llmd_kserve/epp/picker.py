@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import msgspec
 
 from llmd_kserve.epp.metrics import EppMetrics
-from llmd_kserve.epp.protocol import in_subset
+from llmd_kserve.epp.protocol import host_port, in_subset
 from llmd_kserve.errors import ConfigError, InvalidRequestError, NoEndpointError
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import Kind, validate_request
@@ -173,9 +173,12 @@ class EndpointPicker:
         if d is not None:
             d.outcome = outcome or ("ok" if ok else "failed")
             d.cached_tokens, d.prompt_tokens = cached, (prompt or None)
-        if served is not None and not pick.target.endswith("//" + served):
+        endpoint = pick.target
+        if served is not None and host_port(pick.target) != served:  # the data plane fell back to another endpoint
             log.info("request %s was served by %s, not the picked %s", pick.request.request_id, served, pick.target)
-        self.metrics.observe_cached(pick.target, pick.result.predicted_cached_tokens, cached, prompt)
+            self.metrics.served_elsewhere.inc()
+            endpoint = next((s.id for s in self.endpoint_states() if host_port(s.id) == served), endpoint)
+        self.metrics.observe_cached(endpoint, pick.result.predicted_cached_tokens, cached, prompt)
         assert self.scheduler is not None
         self.scheduler.on_complete(pick.request, pick.result, RequestOutcome(
             ok=ok, prompt_tokens=prompt or pick.result.prompt_tokens, cached_tokens=cached,

@@ -89,6 +89,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         cfg = self.settings
         roles = cfg.roles()
+        if cfg.gateway not in ("none", "envoy"):
+            raise ConfigError(f"must be none or envoy, got {cfg.gateway!r}", "gateway")
         if cfg.prometheus and not prometheus_available():
             raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
         self._tmp = None if cfg.log_dir else tempfile.TemporaryDirectory(prefix="llmd-stack-")
@@ -106,10 +108,8 @@ class LocalStack:
             config = "pd-predicted-ttft" if cfg.prefill and cfg.config == "default" else cfg.config
             if cfg.gateway == "envoy":
                 self._start_gateway(config)
-            elif cfg.gateway == "none":
-                self._start_router(config)
             else:
-                raise ConfigError(f"must be none or envoy, got {cfg.gateway!r}", "gateway")
+                self._start_router(config)
             if cfg.prometheus or (cfg.prometheus is None and prometheus_available()):
                 self._start_prometheus()
             wait_healthy(self._procs, cfg.startup_timeout)

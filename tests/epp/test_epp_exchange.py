@@ -43,10 +43,15 @@ def body(data: bytes, eos: bool) -> pb.ProcessingRequest:
     return pb.ProcessingRequest(request_body=pb.HttpBody(body=data, end_of_stream=eos))
 
 
-def resp_headers(status=200, ctype="text/event-stream") -> pb.ProcessingRequest:
+def resp_headers(status=200, ctype="text/event-stream", served=None) -> pb.ProcessingRequest:
     hs = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=str(status).encode()),
                                      base_pb2.HeaderValue(key="content-type", raw_value=ctype.encode())])
-    return pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=hs))
+    req = pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=hs))
+    if served is not None:
+        s = struct_pb2.Struct()
+        s.update({protocol.SERVED_KEY: served})
+        req.metadata_context.filter_metadata[protocol.DESTINATION_NAMESPACE].CopyFrom(s)
+    return req
 
 
 def resp_body(data: bytes, eos: bool) -> pb.ProcessingRequest:
@@ -181,3 +186,15 @@ def test_usage_parsing_and_target_port_expansion():
     eps = expand_target_ports(parse_endpoints(["http://10.0.0.1:8000#kv=tcp://10.0.0.1:5557"]), [8000, 8001])
     assert [(e.id, e.kv_events) for e in eps] == [("http://10.0.0.1:8000", "tcp://10.0.0.1:5557"),
                                                    ("http://10.0.0.1:8001", "tcp://10.0.0.1:5558")]
+
+
+def test_served_endpoint_metadata_attributes_the_response():
+    p = picker()
+    ex = Exchange(p)
+    request(ex, b'{"prompt": "hi"}')  # picks A
+    ex.handle(resp_headers(ctype="application/json", served="10.0.0.2:8000"))
+    ex.handle(resp_body(b'{"usage":{"prompt_tokens":7,"completion_tokens":1}}', True))
+    assert ex.served == "10.0.0.2:8000"
+    assert p.metrics.served_elsewhere._value.get() == 1
+    text = p.metrics.render()[0].decode()
+    assert 'llmd_epp_prompt_tokens_total{endpoint="http://10.0.0.2:8000"} 7.0' in text
