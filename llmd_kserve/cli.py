@@ -169,6 +169,7 @@ def _add_epp(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_epp(a: argparse.Namespace) -> int:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C core logs to stderr; our errors say it in one line
     from llmd_kserve.epp.picker import Saturation
     from llmd_kserve.epp.run import serve
     from llmd_kserve.epp.server import EppSettings

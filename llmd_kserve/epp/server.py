@@ -112,6 +112,7 @@ class EppServer:
         self._ready_task: asyncio.Task[None] | None = None
         self.grpc_port = self.metrics_port = 0
         self._stopped = False
+        self._state_started = False
 
     async def _set_ready(self) -> None:
         ready = bool(self.state.pool.snapshot) and not self.draining
@@ -125,20 +126,24 @@ class EppServer:
             await asyncio.sleep(0.5)
 
     async def start(self, host: str = "127.0.0.1", grpc_port: int = 9002, metrics_port: int | None = 9090) -> None:
-        await self.state.start()
+        """Bind both ports, then start the runtime (scraper, KV subscriber) and serve; cleans up if any step fails."""
+        try:
+            await self._start(host, grpc_port, metrics_port)
+        except BaseException:
+            await self.stop(0)
+            raise
+
+    async def _start(self, host: str, grpc_port: int, metrics_port: int | None) -> None:
+        # no SO_REUSEPORT: a second EPP on a busy port must fail, not silently share it
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20),
-                                          ("grpc.max_send_message_length", 8 << 20)])
+                                          ("grpc.max_send_message_length", 8 << 20), ("grpc.so_reuseport", 0)])
         pb_grpc.add_ExternalProcessorServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         try:
             self.grpc_port = server.add_insecure_port(f"{host}:{grpc_port}")
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {host}:{grpc_port}: {exc}", "grpc_port") from exc
-        await server.start()
+        except RuntimeError:
+            raise ConfigError(f"cannot listen on {host}:{grpc_port} (in use?)", "grpc_port") from None
         self._server = server
-        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-        await self._set_ready()
-        self._ready_task = asyncio.create_task(self._readiness_loop())
         if metrics_port is not None:
             self._runner = web.AppRunner(self._metrics_app(), access_log=None)
             await self._runner.setup()
@@ -149,6 +154,12 @@ class EppServer:
                 raise ConfigError(f"cannot listen on {host}:{metrics_port}: {exc.strerror or exc}",
                                   "metrics_port") from exc
             self.metrics_port = self._runner.addresses[0][1]
+        await self.state.start()
+        self._state_started = True
+        await server.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_ready()
+        self._ready_task = asyncio.create_task(self._readiness_loop())
 
     def _metrics_app(self) -> web.Application:
         app = web.Application()
@@ -199,7 +210,8 @@ class EppServer:
             await self._server.stop(grace)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.state.stop()
+        if self._state_started:
+            await self.state.stop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,8 @@ class LocalStack:
                     "--config", config, "--endpoints", ",".join(pool), "--seed", str(cfg.seed),
                     "--response-mode", cfg.response_mode, *cfg.router_args)
         self._router = self._spawn("epp", argv, f"http://{cfg.host}:{metrics_port}")
+        # Envoy health-checks the EPP from its start: bring the EPP (and the sidecars) up first
+        wait_healthy(self._procs, cfg.startup_timeout)
         port = cfg.port or free_port(cfg.host)
         fallback = tuple(host_port(u) for u in self.engine_base_urls) if cfg.fail_open else ()
         envoy_cfg = EnvoyConfig(epp=f"{cfg.host}:{grpc_port}", host=cfg.host, port=port, admin_port=admin_port,
