@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -40,6 +41,14 @@ def expand_target_ports(endpoints: Sequence[Endpoint], ports: Sequence[int],
     return out
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9090, config: str = "default",
           endpoints: Sequence[str] | None = None, endpoints_file: str | None = None,
           discover_selector: str | None = None, discover_namespace: str | None = None,
@@ -52,6 +61,9 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now
     s = router or RouterSettings(config=config, **settings)
     state = RouterState.create(s, endpoints or (), endpoints_file)
+    for ep in state.pool.snapshot:
+        if not _is_ip(urlsplit(ep.id).hostname or ""):
+            log.warning("endpoint %s is not an ip:port: Envoy's ORIGINAL_DST cluster cannot dial a host name", ep.id)
     server = EppServer(state, epp)
 
     async def main() -> None:

@@ -37,6 +37,18 @@ class Gateway:
             time.sleep(0.1)
 
 
+def require_envoy() -> None:
+    """Skip (with the reason) when no envoy binary can run here."""
+    import subprocess
+
+    from llmd_kserve.epp.envoy import envoy_binary
+
+    try:
+        subprocess.run([envoy_binary(), "--version"], check=True, capture_output=True, timeout=30)
+    except (EnvoyNotAvailable, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"envoy cannot start here: {exc}")
+
+
 def start_envoy(config: EnvoyConfig) -> EnvoyProcess:
     try:
         return EnvoyProcess(config).start()

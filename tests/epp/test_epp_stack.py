@@ -7,11 +7,13 @@ import pytest
 
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.stack.local import LocalStack
+from tests.epp.gateway import require_envoy
 
 pytestmark = pytest.mark.slow
 
 
 def test_local_stack_behind_envoy():
+    require_envoy()
     with LocalStack(engines=2, gateway="envoy", response_mode="headers", fail_open=True, prometheus=False,
                     time_scale=0.05) as stack:
         names = [p.name for p in stack._procs]
