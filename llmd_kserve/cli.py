@@ -196,6 +196,74 @@ def _cmd_router(a: argparse.Namespace) -> int:
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)
 
 
+# --- epp (Gateway API Endpoint Picker) ----------------------------------------------------------------------
+def _add_epp(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("epp", help="serve the scheduler as a Gateway API Endpoint Picker (Envoy ext_proc gRPC)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback; the manifests pass 0.0.0.0)")
+    p.add_argument("--grpc-port", type=_port, default=9002, help="ext_proc + gRPC health port (0: any free port)")
+    p.add_argument("--metrics-port", type=_port, default=9090, help="Prometheus /metrics, /health, /debug/decisions")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"shipped config name ({_shipped()}) or EndpointPickerConfig YAML file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--endpoints", type=_csv, default=None, help="URL[,URL…] of the pool (ip:port as Envoy dials them)")
+    g.add_argument("--endpoints-file", default=None, help="YAML/JSON list of endpoints, watched for changes")
+    g.add_argument("--discover-selector", default=None, help="InferencePool selector: follow ready pods by label")
+    p.add_argument("--discover-namespace", default=None, help="namespace to watch (default: the pod's own)")
+    p.add_argument("--target-ports", type=_csv, default=["8000"], help="pool targetPorts (data-parallel ranks)")
+    p.add_argument("--kv-events-port", type=_port, default=5557, help="KV-event port of rank 0 on each pod")
+    p.add_argument("--response-mode", choices=["full", "headers"], default="full",
+                   help="full: response bodies stream through the EPP (usage, cache accounting); headers: headers "
+                        "and trailers only (cheaper; load released at end of stream). Must match Envoy's config")
+    p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
+    p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
+    p.add_argument("--scrape-interval", type=_positive_float, default=SCRAPE_INTERVAL_S, help="seconds between /metrics polls")
+    p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' or tokenizer.json")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_epp)
+
+
+def _cmd_epp(a: argparse.Namespace) -> int:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C core logs to stderr; our errors say it in one line
+    from llmd_kserve.epp.picker import Saturation
+    from llmd_kserve.epp.run import serve
+    from llmd_kserve.epp.server import EppSettings
+    from llmd_kserve.router.state import RouterSettings
+
+    try:
+        ports = tuple(int(p) for p in a.target_ports)
+    except ValueError:
+        raise ConfigError(f"must be ports like 8000,8001, got {','.join(a.target_ports)}", "target-ports") from None
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise ConfigError("must be 1..65535", "target-ports")
+    epp = EppSettings(response_mode=a.response_mode, saturation=Saturation(a.saturation_queue, a.saturation_kv),
+                      drain_timeout=a.drain_timeout)
+    router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
+                            profile=a.profile, seed=a.seed)
+    return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, endpoints=a.endpoints,
+                 endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
+                 discover_namespace=a.discover_namespace, target_ports=ports, kv_events_port=a.kv_events_port,
+                 epp=epp, router=router)
+
+
+def _add_pd_sidecar(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pd-sidecar", help="next to a decode engine: run the P/D handshake the EPP asks for")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback; the manifests pass 0.0.0.0)")
+    p.add_argument("--port", type=_port, default=8000, help="port the pool lists for this decode endpoint")
+    p.add_argument("--decode", required=True, help="the local decode engine's URL, e.g. http://127.0.0.1:8200")
+    p.add_argument("--prefill-endpoints", type=_csv, required=True,
+                   help="the pool's prefill endpoints (URL or host:port); any other x-prefiller-host-port is refused")
+    p.add_argument("--prefill-timeout", type=_positive_float, default=30.0, help="seconds for the prefill hop")
+    p.set_defaults(func=_cmd_pd_sidecar)
+
+
+def _cmd_pd_sidecar(a: argparse.Namespace) -> int:
+    from llmd_kserve.epp.sidecar import serve
+
+    return serve(decode=a.decode, prefill_endpoints=a.prefill_endpoints, host=a.host, port=a.port,
+                 prefill_timeout_s=a.prefill_timeout)
+
+
 # --- up -------------------------------------------------------------------------------------------------------
 def _add_up(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start simulated engines (or use vLLM URLs), the router and Prometheus locally")
@@ -215,6 +283,12 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-dir", default=None, help="keep process logs here (default: a temp dir, removed on exit)")
     p.add_argument("--state-file", default=None, help="write URLs and pids as JSON here once healthy (removed on exit)")
+    p.add_argument("--gateway", choices=["none", "envoy"], default="none",
+                   help="envoy: a real Envoy in front, our scheduler as its Endpoint Picker (ext_proc)")
+    p.add_argument("--response-mode", choices=["full", "headers"], default="full",
+                   help="with --gateway envoy: stream response bodies through the EPP, or headers/trailers only")
+    p.add_argument("--fail-open", action="store_true",
+                   help="with --gateway envoy: failure_mode_allow; round-robin over the engines when the EPP is down")
     p.set_defaults(func=_cmd_up)
 
 
@@ -224,7 +298,8 @@ def _cmd_up(a: argparse.Namespace) -> int:
     return run_up(StackConfig(
         engines=a.engines, prefill=a.prefill, decode=a.decode, config=a.config, vllm_urls=tuple(a.vllm or ()),
         host=a.host, port=a.port, time_scale=a.time_scale, prometheus=a.prometheus,
-        engine_args=tuple(a.engine_args or ()), seed=a.seed, log_dir=a.log_dir), state_file=a.state_file)
+        engine_args=tuple(a.engine_args or ()), seed=a.seed, log_dir=a.log_dir, gateway=a.gateway,
+        response_mode=a.response_mode, fail_open=a.fail_open), state_file=a.state_file)
 
 
 # --- bench ----------------------------------------------------------------------------------------------------
@@ -394,7 +469,8 @@ def _cmd_dashboard(a: argparse.Namespace) -> int:
 
 
 # --- entry point ----------------------------------------------------------------------------------------------
-_SUBCOMMANDS = [_add_engine, _add_router, _add_bench, _add_up, _add_render, _add_demo, _add_pipeline, _add_dashboard]
+_SUBCOMMANDS = [_add_engine, _add_router, _add_epp, _add_pd_sidecar, _add_bench, _add_up, _add_render, _add_demo,
+               _add_pipeline, _add_dashboard]
 
 
 def build_parser() -> argparse.ArgumentParser:

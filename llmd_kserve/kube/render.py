@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from llmd_kserve.kube.gateway import render_gateway
 from llmd_kserve.kube.graph import inference_graph
 from llmd_kserve.kube.llmisvc import inference_pool, llm_inference_service
 from llmd_kserve.kube.pools import pool_isvc
@@ -78,7 +79,8 @@ def write_mode(out: str | Path, spec: DeploymentSpec) -> list[Path]:
 
 
 def write_tree(out: str | Path, spec: DeploymentSpec | None = None, modes: Iterable[Mode] = MODES) -> list[Path]:
-    """``base/`` (objects identical in every mode), ``overlays/<mode>/`` (the rest), ``llminferenceservice/``.
+    """``base/`` (objects identical in every mode), ``overlays/<mode>/`` (the rest), ``llminferenceservice/``,
+    and ``overlays/gateway/`` (the Gateway API form: InferencePool + our EPP + HTTPRoute; standalone).
 
     ``kubectl apply -k <out>/overlays/<mode>`` then applies exactly ``render(spec.with_mode(mode))``.
     """
@@ -94,5 +96,6 @@ def write_tree(out: str | Path, spec: DeploymentSpec | None = None, modes: Itera
         written += _write_dir(out / "overlays" / m, own, bases=["../../base"])
     llm_spec = spec.with_mode("pd") if spec.simulated else spec
     written += _write_dir(out / "llminferenceservice", render_llmisvc(llm_spec))
+    written += _write_dir(out / "overlays" / "gateway", render_gateway(spec))  # self-contained: no base
     log.info("wrote %d files under %s", len(written), out)
     return written

@@ -39,6 +39,10 @@ class StackConfig:
     startup_timeout: float = 60.0
     seed: int = 0
     log_dir: str | None = None
+    gateway: str = "none"
+    """``envoy``: a real Envoy in front and the scheduler as its Endpoint Picker (``llmd_kserve.epp``)."""
+    response_mode: str = "full"
+    fail_open: bool = False
 
     def roles(self) -> list[str]:
         if self.vllm_urls:
@@ -85,6 +89,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         cfg = self.settings
         roles = cfg.roles()
+        if cfg.gateway not in ("none", "envoy"):
+            raise ConfigError(f"must be none or envoy, got {cfg.gateway!r}", "gateway")
         if cfg.prometheus and not prometheus_available():
             raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
         self._tmp = None if cfg.log_dir else tempfile.TemporaryDirectory(prefix="llmd-stack-")
@@ -99,7 +105,11 @@ class LocalStack:
         try:
             self._start_engines(roles)
             # P/D pools under the default config get the P/D scheduler config
-            self._start_router("pd-predicted-ttft" if cfg.prefill and cfg.config == "default" else cfg.config)
+            config = "pd-predicted-ttft" if cfg.prefill and cfg.config == "default" else cfg.config
+            if cfg.gateway == "envoy":
+                self._start_gateway(config)
+            else:
+                self._start_router(config)
             if cfg.prometheus or (cfg.prometheus is None and prometheus_available()):
                 self._start_prometheus()
             wait_healthy(self._procs, cfg.startup_timeout)
@@ -139,6 +149,42 @@ class LocalStack:
                     *cfg.router_args)
         self._router = self._spawn("router", argv, self.router_url)
 
+    def _start_gateway(self, config: str) -> None:
+        """The Gateway API path: the EPP process, then Envoy (ext_proc → EPP, ORIGINAL_DST on its pick)."""
+        import json
+
+        from llmd_kserve.epp.envoy import EnvoyConfig, envoy_argv
+        from llmd_kserve.epp.protocol import host_port
+
+        cfg = self.settings
+        assert self.log_dir is not None
+        pool = list(self.engine_urls)
+        prefill = [u.split("#")[0] for u in pool if "role=prefill" in u]
+        for i, url in enumerate(pool):  # P/D: each decode engine is reached through its pd-sidecar
+            base, _, frag = url.partition("#")
+            if "role=decode" in frag:
+                port = free_port(cfg.host)
+                self._spawn(f"pd-sidecar-{i}", _cli("pd-sidecar", "--host", cfg.host, "--port", str(port), "--decode",
+                                                    base, "--prefill-endpoints", ",".join(prefill)),
+                            f"http://{cfg.host}:{port}")
+                pool[i] = f"http://{cfg.host}:{port}#{frag}"
+        grpc_port, metrics_port, admin_port = free_port(cfg.host), free_port(cfg.host), free_port("127.0.0.1")
+        argv = _cli("epp", "--host", cfg.host, "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+                    "--config", config, "--endpoints", ",".join(pool), "--seed", str(cfg.seed),
+                    "--response-mode", cfg.response_mode, *cfg.router_args)
+        self._router = self._spawn("epp", argv, f"http://{cfg.host}:{metrics_port}")
+        # Envoy health-checks the EPP from its start: bring the EPP (and the sidecars) up first
+        wait_healthy(self._procs, cfg.startup_timeout)
+        port = cfg.port or free_port(cfg.host)
+        fallback = tuple(host_port(u) for u in self.engine_base_urls) if cfg.fail_open else ()
+        envoy_cfg = EnvoyConfig(epp=f"{cfg.host}:{grpc_port}", host=cfg.host, port=port, admin_port=admin_port,
+                                response_mode=cfg.response_mode, failure_mode_allow=cfg.fail_open,  # type: ignore[arg-type]
+                                fallback=fallback)
+        path = self.log_dir / "envoy.json"
+        path.write_text(json.dumps(envoy_cfg.bootstrap(), indent=1))
+        self._spawn("envoy", envoy_argv(path), f"http://127.0.0.1:{admin_port}", "/ready")
+        self.router_url = f"http://{cfg.host}:{port}"
+
     def restart_router(self, config: str) -> None:
         """Replace the router process with one running another scheduler config (engines keep running)."""
         if self._router is not None:
@@ -155,7 +201,8 @@ class LocalStack:
         cfg = self.settings
         port = free_port(cfg.host)
         self.prometheus_url = f"http://{cfg.host}:{port}"
-        argv = prometheus_argv(self.log_dir, cfg.host, port, self.router_url, self.engine_base_urls)
+        scrape = self._router.url if self._router is not None and cfg.gateway == "envoy" else self.router_url
+        argv = prometheus_argv(self.log_dir, cfg.host, port, scrape, self.engine_base_urls)
         self._spawn("prometheus", argv, self.prometheus_url, "/-/ready")
 
     def check(self) -> list[str]:

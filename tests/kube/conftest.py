@@ -17,7 +17,7 @@ pytest.importorskip("kubernetes")
 CRD_DIR = Path(__file__).parent / "crds"
 """Vendored ``openAPIV3Schema``s, copied unchanged from ``../shared/kserve-crds`` by ``crds/extract.py``."""
 CORE_MODELS = {"ConfigMap": "V1ConfigMap", "ServiceAccount": "V1ServiceAccount", "Role": "V1Role",
-               "RoleBinding": "V1RoleBinding"}
+               "RoleBinding": "V1RoleBinding", "Deployment": "V1Deployment", "Service": "V1Service"}
 
 
 def _strict(node: Any) -> Any:

@@ -41,7 +41,8 @@ def test_every_committed_manifest_validates(k8s_validate):
         obj = yaml.safe_load(path.read_text())
         assert k8s_validate(obj) == [], path
         seen += 1
-    assert seen == 20  # 4 base + 5 sim + 4 aggregated + 5 pd (each its router config) + 2 LLMInferenceService
+    assert seen == 31  # 4 base + 5 sim + 4 aggregated + 5 pd (each its router config) + 2 LLMInferenceService
+    #                    + 11 gateway (EPP config, RBAC x3, Deployment, Service, runtime, pool ISVC, InferencePool, Gateway, HTTPRoute)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with built-in kustomize) not installed")

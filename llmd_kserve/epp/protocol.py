@@ -1,0 +1,149 @@
+"""The Endpoint Picker Protocol on the wire: header and metadata names, ext_proc response builders, subset parsing.
+
+Gateway API Inference Extension, ``docs/proposals/004-endpoint-picker-protocol``:
+
+* the data plane MAY restrict the pick to a subset: filter metadata ``envoy.lb.subset_hint`` →
+  ``x-gateway-destination-endpoint-subset``, a list of ``ip[:port]`` or one comma-separated string; an empty or
+  wholly ineligible subset is answered 503;
+* the EPP names the pick twice, with the same value: request header ``x-gateway-destination-endpoint`` and dynamic
+  metadata ``envoy.lb`` → ``x-gateway-destination-endpoint`` (``ip:port``), clearing the route cache;
+* no ready endpoint → ImmediateResponse 503; a request to drop (shed) → 429;
+* on the response, ``envoy.lb`` → ``x-gateway-destination-endpoint-served`` names the endpoint that served it.
+
+In ``FULL_DUPLEX_STREAMED`` body mode the processor owns the body: it sends it back as ``streamed_response``
+chunks, each at most :data:`BODY_CHUNK_LIMIT` bytes (Envoy takes 64 KiB per message; GIE keeps a margin).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import json_format, struct_pb2
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+DESTINATION_NAMESPACE = "envoy.lb"
+SUBSET_NAMESPACE = "envoy.lb.subset_hint"
+SUBSET_KEY = "x-gateway-destination-endpoint-subset"
+SERVED_KEY = "x-gateway-destination-endpoint-served"
+PREFILL_HEADER = "x-prefiller-host-port"
+"""llm-d's header: the prefill endpoint the decode side's sidecar runs step 1 against (set only by the EPP)."""
+REASON_HEADER = "x-llmd-reject-reason"
+ENDPOINT_HEADER = "x-llmd-endpoint"
+BODY_CHUNK_LIMIT = 62_000
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+
+def host_port(endpoint_id: str) -> str:
+    """``http://10.0.0.5:8000`` → ``10.0.0.5:8000`` (the form Envoy's ORIGINAL_DST cluster reads)."""
+    parts = urlsplit(endpoint_id)
+    return parts.netloc or endpoint_id
+
+
+def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
+    """Envoy's header list as a dict of lower-case names (``raw_value`` preferred, as Envoy fills it)."""
+    out: dict[str, str] = {}
+    for h in headers.headers.headers:
+        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        out[h.key.lower()] = f"{out[h.key.lower()]},{value}" if h.key.lower() in out else value
+    return out
+
+
+def filter_metadata(req: pb.ProcessingRequest) -> dict[str, dict[str, Any]]:
+    """``metadata_context.filter_metadata`` as plain dicts (namespace → key → value)."""
+    if not req.HasField("metadata_context"):
+        return {}
+    return {ns: json_format.MessageToDict(s) for ns, s in req.metadata_context.filter_metadata.items()}
+
+
+def subset_hint(metadata: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...] | None:
+    """The subset the data plane allows (``ip`` or ``ip:port`` items), or None when no hint was given.
+
+    Accepts a list (control planes, test harnesses) or one comma-separated string (header-to-metadata rules);
+    list items may themselves hold commas. An empty tuple means "a hint was given, and it is empty" (→ 503).
+    """
+    ns = metadata.get(SUBSET_NAMESPACE)
+    if not isinstance(ns, Mapping) or SUBSET_KEY not in ns:
+        return None
+    value = ns[SUBSET_KEY]
+    items: Iterable[Any] = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            out += [p.strip() for p in item.split(",") if p.strip()]
+    return tuple(out)
+
+
+def in_subset(endpoint_id: str, subset: Sequence[str]) -> bool:
+    """Whether an endpoint matches a subset item: ``ip:port`` exactly, or a bare ``ip`` (every port of that IP)."""
+    hp = host_port(endpoint_id)
+    host = hp.rsplit(":", 1)[0]
+    return any(item in (hp, host) for item in subset)
+
+
+def served_endpoint(metadata: Mapping[str, Mapping[str, Any]]) -> str | None:
+    ns = metadata.get(DESTINATION_NAMESPACE)
+    value = ns.get(SERVED_KEY) if isinstance(ns, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+                                      append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+
+
+def _struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(data)
+    return s
+
+
+def request_headers_response(destination: str, headers: Mapping[str, str] = {},
+                             remove: Sequence[str] = ()) -> pb.ProcessingResponse:
+    """The pick: ``x-gateway-destination-endpoint`` header and ``envoy.lb`` metadata (one value), route cache cleared."""
+    mutation = pb.HeaderMutation(set_headers=[_header(DESTINATION_HEADER, destination),
+                                              *(_header(k, v) for k, v in headers.items())],
+                                 remove_headers=list(remove))
+    return pb.ProcessingResponse(
+        request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation,
+                                                                      clear_route_cache=True)),
+        dynamic_metadata=_struct({DESTINATION_NAMESPACE: {DESTINATION_HEADER: destination}}))
+
+
+def body_chunks(body: bytes, *, response: bool, end_of_stream: bool = True,
+                limit: int = BODY_CHUNK_LIMIT) -> list[pb.ProcessingResponse]:
+    """``body`` handed back in ``streamed_response`` chunks of at most ``limit`` bytes (one, possibly empty,
+    when ``body`` is short); the last one carries ``end_of_stream``."""
+    pieces = [body[i:i + limit] for i in range(0, len(body), limit)] or [b""]
+    out = []
+    for i, piece in enumerate(pieces):
+        mutation = pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(
+            body=piece, end_of_stream=end_of_stream and i == len(pieces) - 1))
+        common = pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation))
+        out.append(pb.ProcessingResponse(response_body=common) if response else pb.ProcessingResponse(request_body=common))
+    return out
+
+
+def response_headers_response(headers: Mapping[str, str] = {}) -> pb.ProcessingResponse:
+    mutation = pb.HeaderMutation(set_headers=[_header(k, v) for k, v in headers.items()])
+    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
+        header_mutation=mutation)))
+
+
+def trailers_response(response: bool) -> pb.ProcessingResponse:
+    if response:
+        return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+    return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+
+
+def immediate_response(status: int, body: bytes, headers: Mapping[str, str] = {},
+                       details: str = "") -> pb.ProcessingResponse:
+    """Answer the client directly (Envoy does not call any upstream): 4xx/5xx with an OpenAI-shaped JSON body."""
+    mutation = pb.HeaderMutation(set_headers=[_header("content-type", "application/json"),
+                                              *(_header(k, v) for k, v in headers.items())])
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=status), headers=mutation, body=body, details=details))

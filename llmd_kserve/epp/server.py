@@ -1,0 +1,240 @@
+"""The EPP process: ext_proc + gRPC health on one port, Prometheus metrics on another, graceful drain.
+
+In-process use (tests, benchmarks, ``up --gateway envoy``)::
+
+    async with running_epp(endpoints=["http://127.0.0.1:8001#kv=tcp://127.0.0.1:5557"], config="default") as epp:
+        epp.grpc_address    # 127.0.0.1:<port>: point Envoy's ext_proc cluster here
+        epp.metrics_url     # http://127.0.0.1:<port>/metrics
+        epp.state           # the RouterState the scheduler, KV index and scraper live in
+
+Health (gRPC Health Checking Protocol): ``liveness`` is SERVING while the process answers; ``readiness`` and
+``envoy.service.ext_proc.v3.ExternalProcessor`` are SERVING while the pool has an endpoint and the EPP is not
+draining. On SIGTERM the EPP drains: readiness goes NOT_SERVING, open streams get ``drain_timeout`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import msgspec
+from aiohttp import web
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from llmd_kserve.epp.exchange import RESPONSE_MODES, Exchange, ResponseMode
+from llmd_kserve.epp.metrics import EppMetrics
+from llmd_kserve.epp.picker import EndpointPicker, Saturation
+from llmd_kserve.epp.protocol import EXT_PROC_SERVICE
+from llmd_kserve.errors import ConfigError
+from llmd_kserve.router.state import RouterSettings, RouterState
+from llmd_kserve.types import Endpoint
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+READINESS, LIVENESS = "readiness", "liveness"
+
+
+@dataclass(frozen=True, slots=True)
+class EppSettings:
+    """What ``llmd-kserve epp`` can be told besides the scheduler's own settings (``RouterSettings``)."""
+
+    response_mode: ResponseMode = "full"
+    saturation: Saturation = Saturation()
+    drain_timeout: float = 30.0
+    max_body_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.response_mode not in RESPONSE_MODES:
+            raise ConfigError(f"must be one of {', '.join(RESPONSE_MODES)}, got {self.response_mode!r}", "response_mode")
+        if self.drain_timeout < 0:
+            raise ConfigError(f"must be >= 0, got {self.drain_timeout}", "drain_timeout")
+
+
+class ExtProcService(pb_grpc.ExternalProcessorServicer):
+    """``envoy.service.ext_proc.v3.ExternalProcessor/Process``: one :class:`Exchange` per stream."""
+
+    def __init__(self, picker: EndpointPicker, settings: EppSettings, metrics: EppMetrics) -> None:
+        self.picker, self.settings, self.metrics = picker, settings, metrics
+        self.active = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802 - gRPC name
+                      context: grpc.aio.ServicerContext) -> None:
+        ex = Exchange(self.picker, response_mode=self.settings.response_mode,
+                      max_body_bytes=self.settings.max_body_bytes)
+        self.active += 1
+        self.idle.clear()
+        self.metrics.streams.inc()
+        self.metrics.active_streams.inc()
+        cancelled = False
+        try:
+            async for req in request_iterator:
+                for resp in ex.handle(req):
+                    await context.write(resp)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception:
+            self.metrics.stream_errors.labels("exception").inc()
+            log.exception("ext_proc stream failed")
+            raise
+        finally:
+            ex.close(cancelled=cancelled)
+            self.active -= 1
+            self.metrics.active_streams.dec()
+            if not self.active:
+                self.idle.set()
+
+
+class EppServer:
+    """The gRPC server (ext_proc + health) and the metrics HTTP app around one ``RouterState``."""
+
+    def __init__(self, state: RouterState, settings: EppSettings | None = None) -> None:
+        self.state = state
+        self.settings = settings or EppSettings()
+        self.metrics = EppMetrics()
+        self.picker = EndpointPicker(state.scheduler, state.endpoint_states, self.metrics, state.decisions,
+                                     saturation=self.settings.saturation, models=lambda: state.models)
+        self.service = ExtProcService(self.picker, self.settings, self.metrics)
+        self.health = health.aio.HealthServicer()
+        self.draining = False
+        self._server: grpc.aio.Server | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready_task: asyncio.Task[None] | None = None
+        self.grpc_port = self.metrics_port = 0
+        self._stopped = False
+        self._state_started = False
+
+    async def _set_ready(self) -> None:
+        ready = bool(self.state.pool.snapshot) and not self.draining
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in (READINESS, EXT_PROC_SERVICE, ""):
+            await self.health.set(name, status)
+
+    async def _readiness_loop(self) -> None:
+        while True:
+            await self._set_ready()
+            await asyncio.sleep(0.5)
+
+    async def start(self, host: str = "127.0.0.1", grpc_port: int = 9002, metrics_port: int | None = 9090) -> None:
+        """Bind both ports, then start the runtime (scraper, KV subscriber) and serve; cleans up if any step fails."""
+        try:
+            await self._start(host, grpc_port, metrics_port)
+        except BaseException:
+            await self.stop(0)
+            raise
+
+    async def _start(self, host: str, grpc_port: int, metrics_port: int | None) -> None:
+        # no SO_REUSEPORT: a second EPP on a busy port must fail, not silently share it
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20),
+                                          ("grpc.max_send_message_length", 8 << 20), ("grpc.so_reuseport", 0)])
+        pb_grpc.add_ExternalProcessorServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            self.grpc_port = server.add_insecure_port(f"{host}:{grpc_port}")
+        except RuntimeError:
+            raise ConfigError(f"cannot listen on {host}:{grpc_port} (in use?)", "grpc_port") from None
+        self._server = server
+        if metrics_port is not None:
+            self._runner = web.AppRunner(self._metrics_app(), access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, host, metrics_port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{metrics_port}: {exc.strerror or exc}",
+                                  "metrics_port") from exc
+            self.metrics_port = self._runner.addresses[0][1]
+        await self.state.start()
+        self._state_started = True
+        await server.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_ready()
+        self._ready_task = asyncio.create_task(self._readiness_loop())
+
+    def _metrics_app(self) -> web.Application:
+        app = web.Application()
+
+        async def metrics(_: web.Request) -> web.Response:
+            body, content_type = self.metrics.render()
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
+        async def healthz(_: web.Request) -> web.Response:
+            ok = bool(self.state.pool.snapshot) and not self.draining
+            return web.Response(body=_encode({"status": "ok" if ok else "not_ready", "draining": self.draining,
+                                              "endpoints": len(self.state.pool.snapshot),
+                                              "active_streams": self.service.active}),
+                                status=200 if ok else 503, content_type="application/json")
+
+        async def decisions(request: web.Request) -> web.Response:
+            limit = request.query.get("limit")
+            items = self.state.decisions.recent(int(limit) if limit and limit.isdigit() else None,
+                                                request.query.get("request_id"))
+            return web.Response(body=_encode({"decisions": items}), content_type="application/json")
+
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/health", healthz)
+        app.router.add_get("/debug/decisions", decisions)
+        return app
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Stop being ready and wait (up to ``timeout``) for open streams to end; True when none is left."""
+        self.draining = True
+        await self._set_ready()
+        try:
+            await asyncio.wait_for(self.service.idle.wait(), self.settings.drain_timeout if timeout is None else timeout)
+            return True
+        except TimeoutError:
+            log.warning("drain: %d stream(s) still open after the timeout", self.service.active)
+            return False
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop serving (idempotent): gRPC with ``grace`` seconds for open streams, metrics, then the runtime."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._ready_task is not None:
+            self._ready_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ready_task
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._state_started:
+            await self.state.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class RunningEpp:
+    grpc_address: str
+    metrics_url: str | None
+    server: EppServer
+
+    @property
+    def state(self) -> RouterState:
+        return self.server.state
+
+
+@contextlib.asynccontextmanager
+async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port: int | None = 0, *,
+                      endpoints: Sequence[str | Endpoint] = (), endpoints_file: str | Path | None = None,
+                      epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
+    """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
+    state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file)
+    server = EppServer(state, epp)
+    try:
+        await server.start(host, grpc_port, metrics_port)
+        yield RunningEpp(f"{host}:{server.grpc_port}",
+                         f"http://{host}:{server.metrics_port}" if metrics_port is not None else None, server)
+    finally:
+        await server.stop(0)

@@ -1,0 +1,71 @@
+"""Helpers for the Envoy tests: an EPP in this loop plus a real Envoy in front of it (skip when envoy cannot run)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmd_kserve.epp.envoy import EnvoyConfig, EnvoyNotAvailable, EnvoyProcess
+from llmd_kserve.epp.server import EppSettings, RunningEpp, running_epp
+
+
+@dataclass
+class Gateway:
+    epp: RunningEpp
+    envoy: EnvoyProcess
+    access_log: Path
+
+    @property
+    def url(self) -> str:
+        return self.envoy.url
+
+    def log_lines(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The first ``n`` access-log lines (Envoy flushes its file log about once a second)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
+            if len(lines) >= n or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            time.sleep(0.1)
+
+
+def require_envoy() -> None:
+    """Skip (with the reason) when no envoy binary can run here."""
+    import subprocess
+
+    from llmd_kserve.epp.envoy import envoy_binary
+
+    try:
+        subprocess.run([envoy_binary(), "--version"], check=True, capture_output=True, timeout=30)
+    except (EnvoyNotAvailable, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"envoy cannot start here: {exc}")
+
+
+def start_envoy(config: EnvoyConfig) -> EnvoyProcess:
+    try:
+        return EnvoyProcess(config).start()
+    except EnvoyNotAvailable as exc:
+        pytest.skip(f"envoy cannot start here: {exc}")
+
+
+@contextlib.asynccontextmanager
+async def gateway(tmp_path: Path, endpoints: Sequence[str], *, config: str = "round-robin",
+                  response_mode: str = "full", epp: EppSettings | None = None,
+                  **envoy_kw: Any) -> AsyncIterator[Gateway]:
+    settings = epp or EppSettings(response_mode=response_mode)  # type: ignore[arg-type]
+    async with running_epp(endpoints=endpoints, config=config, epp=settings, scrape_interval=0.05) as running:
+        log = tmp_path / f"access-{time.monotonic_ns()}.log"
+        envoy = await asyncio.to_thread(start_envoy, EnvoyConfig(
+            epp=running.grpc_address, response_mode=settings.response_mode, access_log=str(log), **envoy_kw))
+        try:
+            yield Gateway(running, envoy, log)
+        finally:
+            await asyncio.to_thread(envoy.stop)

@@ -1,0 +1,74 @@
+"""``llmd-kserve epp`` / ``pd-sidecar`` refuse bad input with one line and exit 2; a real EPP process drains on
+SIGTERM (readiness NOT_SERVING, then exit 0)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_cli_errors import _assert_one_line_error, _cli
+
+
+def test_epp_needs_endpoints():
+    _assert_one_line_error(_cli("epp", "--grpc-port", "0", "--metrics-port", "0"), "epp", "--endpoints")
+
+
+def test_epp_bad_target_ports_and_response_mode():
+    _assert_one_line_error(_cli("epp", "--endpoints", "http://127.0.0.1:1", "--target-ports", "80,x"), "epp",
+                           "target-ports")
+    res = _cli("epp", "--endpoints", "http://127.0.0.1:1", "--response-mode", "bodies")
+    assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+def test_epp_busy_grpc_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = _cli("epp", "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "0",
+                   "--endpoints", "http://127.0.0.1:1")
+    _assert_one_line_error(res, "epp", "cannot listen")
+
+
+def test_pd_sidecar_needs_prefill_endpoints():
+    _assert_one_line_error(_cli("pd-sidecar", "--port", "0", "--decode", "http://127.0.0.1:1",
+                                "--prefill-endpoints", ","), "pd-sidecar", "prefill")
+
+
+@pytest.mark.slow
+def test_epp_process_drains_on_sigterm():
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "epp", "--host", "127.0.0.1", "--grpc-port",
+                             str(port), "--metrics-port", "0", "--endpoints", "http://127.0.0.1:1",
+                             "--drain-timeout", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "LLMD_LOG_LEVEL": "INFO"})
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=1).status
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read().decode()
+                    time.sleep(0.1)
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        assert b"drained: all streams done" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
