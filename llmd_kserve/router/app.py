@@ -26,7 +26,7 @@ from aiohttp import web
 
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.errors import ConfigError, InvalidRequestError
-from llmd_kserve.http_errors import Handler, openai_errors
+from llmd_kserve.http_errors import Handler, json_parser_errors, openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
 from llmd_kserve.router.proxy import STATUS_KEY, error_response
@@ -221,6 +221,7 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=s.header_timeout,
                            shutdown_timeout=s.drain_timeout)
     await runner.setup()
+    json_parser_errors(runner)
     try:
         site = web.TCPSite(runner, host, port, backlog=2048)
         try:
