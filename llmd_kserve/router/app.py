@@ -162,6 +162,9 @@ async def debug_endpoints(request: web.Request) -> web.Response:
                   "index_keys": len(state.index) if state.index is not None else None})
 
 
+_OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
+
+
 @web.middleware
 async def _require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """With API keys configured, every route but ``/health`` needs one (``/metrics`` and ``/debug/*`` name engines
@@ -171,6 +174,8 @@ async def _require_key(request: web.Request, handler: Handler) -> web.StreamResp
         try:
             request[PRINCIPAL_KEY] = state.governance.authorize(request.headers)
         except InvalidRequestError as exc:
+            if request.path in _OPENAI_ROUTES:
+                state.metrics.requests.labels(request.path, str(exc.status)).inc()
             return error_response(exc, "")
     return await handler(request)
 
