@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, seed, settings
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.faults.fuzz_bodies import REQUEST  # noqa: E402
 from tests.faults.procs import engine, request, router, running  # noqa: E402
-from tests.faults.test_fuzz import check_answer  # noqa: E402
+from tests.faults.test_fuzz import assert_alive, check_answer  # noqa: E402
 
 
 def main() -> int:
@@ -48,7 +48,7 @@ def main() -> int:
                     counts[f"{path} {status}"] += 1
                     try:
                         check_answer(path, status, raw, headers)
-                        assert request(r.url + "/health")[0] == 200
+                        assert_alive(r.url)
                     except AssertionError as exc:
                         failures.append(f"{path} {body[:200]!r}: {exc}")
                         raise

@@ -99,6 +99,7 @@ def main() -> int:
     ap.add_argument("--soft-nofile", type=int, default=None, help="start the stack with this soft fd limit")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log-dir", default=None, help="keep the stack's logs here")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the client needs a socket per stream
@@ -108,7 +109,7 @@ def main() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (a.soft_nofile, hard))
 
     up = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", str(a.engines), "--port", "0",
-                           "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           "--no-prometheus", *(["--log-dir", a.log_dir] if a.log_dir else [])], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=limit)
     try:
         base = ""

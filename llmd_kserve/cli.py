@@ -141,7 +141,8 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-keys-file", default=None,
                    help="file of bearer tokens clients must send, one per line (or env LLMD_ROUTER_API_KEYS=k1,k2)")
     p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
-                   help="audit log of routed prompts on logger llmd_kserve.audit (hash: SHA-256 only)")
+                   help="audit log of routed prompts on logger llmd_kserve.audit (hash: salted HMAC-SHA256 only; "
+                        "LLMD_AUDIT_SALT keeps the salt across restarts)")
     p.add_argument("--max-prompt-chars", type=int, default=None, help="reject longer prompts with 413")
     p.add_argument("--admin", action="store_true",
                    help="serve GET/POST /admin/config (config hot reload): API key required when keys are "

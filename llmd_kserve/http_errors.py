@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from llmd_kserve.errors import HTTPError, openai_error
 
@@ -63,3 +66,36 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.Response(body=error_body("Internal server error", 500), status=500,
                             content_type="application/json")
+
+
+class _JsonErrorsHandler(RequestHandler):
+    """aiohttp's protocol handler, but HTTP-parser errors (bad header bytes, CRLF, obs-fold) answer OpenAI JSON and
+    log one DEBUG line, not a text/plain body and an ERROR traceback."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # a response is under way: aiohttp's own handling
+            return super().handle_error(request, status, exc, message)
+        log.debug("HTTP error %d from %s: %s", status, request.remote, message or exc)
+        text = (message or "").strip().splitlines()[0] if (message or "").strip() else (
+            HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Bad request")
+        resp = web.Response(body=error_body(text, status), status=status, content_type="application/json")
+        resp.force_close()
+        return resp
+
+
+class _JsonErrorsServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        handler = super().__call__()
+        if type(handler) is RequestHandler:
+            handler.__class__ = _JsonErrorsHandler
+        return handler
+
+
+def json_parser_errors(runner: web.BaseRunner) -> None:
+    """After ``runner.setup()``: make the HTTP parser's own error answers OpenAI-shaped JSON too."""
+    server = runner.server
+    if type(server) is web.Server:
+        server.__class__ = _JsonErrorsServer

@@ -35,6 +35,7 @@ from llmd_kserve.engine_sim.options import EngineOptions, check_options
 from llmd_kserve.engine_sim.publisher import KVEventPublisher
 from llmd_kserve.engine_sim.routes import build_app
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.http_errors import json_parser_errors
 from llmd_kserve.latency import load_profile
 from llmd_kserve.tokenizer import load_tokenizer
 from llmd_kserve.types import Endpoint, EndpointId
@@ -89,6 +90,7 @@ class SimEngine:
         # handler_cancellation: a client that disconnects cancels its handler, which aborts its request (as vLLM does)
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
+        json_parser_errors(self._runner)
         self._site = web.TCPSite(self._runner, self.opts.host, self.opts.port, reuse_address=True)
         try:
             await self._site.start()

@@ -27,7 +27,7 @@ from aiohttp import web
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.defaults import ROUTER_PORT
 from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
-from llmd_kserve.http_errors import Handler, error_response, openai_errors
+from llmd_kserve.http_errors import Handler, error_response, json_parser_errors, openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
 from llmd_kserve.router.proxy import STATUS_KEY
@@ -168,6 +168,9 @@ async def debug_endpoints(request: web.Request) -> web.Response:
                   "index_keys": len(state.index) if state.index is not None else None})
 
 
+_OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
+
+
 @web.middleware
 async def _require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     """With API keys configured, every route but ``/health`` needs one (``/metrics`` and ``/debug/*`` name engines
@@ -177,6 +180,8 @@ async def _require_key(request: web.Request, handler: Handler) -> web.StreamResp
         try:
             request[PRINCIPAL_KEY] = state.governance.authorize(request.headers)
         except InvalidRequestError as exc:
+            if request.path in _OPENAI_ROUTES:
+                state.metrics.requests.labels(request.path, str(exc.status)).inc()
             return error_response(exc, "")
     return await handler(request)
 
@@ -229,6 +234,7 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=s.header_timeout,
                            shutdown_timeout=s.drain_timeout)
     await runner.setup()
+    json_parser_errors(runner)
     try:
         site = web.TCPSite(runner, host, port, backlog=2048)
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -56,6 +58,23 @@ class StackConfig:
         return ["both"] * self.engines
 
 
+def sweep_stale_log_dirs(root: str | Path | None = None) -> list[Path]:
+    """Remove ``llmd-stack-<pid>-*`` temp dirs whose ``up`` is gone (it was SIGKILLed and could not clean up)."""
+    removed = []
+    for d in Path(root or tempfile.gettempdir()).glob("llmd-stack-*-*"):
+        pid = d.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+        except OSError:  # alive, another user's
+            continue
+    return removed
+
+
 class LocalStack:
     """Engines + router (+ Prometheus) on this machine; use as ``with LocalStack(engines=2) as stack: ...``."""
 
@@ -93,7 +112,9 @@ class LocalStack:
             raise ConfigError(f"must be none or envoy, got {cfg.gateway!r}", "gateway")
         if cfg.prometheus and not prometheus_available():
             raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
-        self._tmp = None if cfg.log_dir else tempfile.TemporaryDirectory(prefix="llmd-stack-")
+        if not cfg.log_dir:
+            sweep_stale_log_dirs()
+        self._tmp = None if cfg.log_dir else tempfile.TemporaryDirectory(prefix=f"llmd-stack-{os.getpid()}-")
         self.log_dir = Path(cfg.log_dir or self._tmp.name)  # type: ignore[union-attr]
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)

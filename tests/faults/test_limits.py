@@ -100,3 +100,19 @@ def test_deep_json_and_bad_request_ids_are_400(tmp_path):
             status, _, headers = request(r.url + "/v1/completions", {"prompt": "hi", "max_tokens": 2},
                                          headers={"x-request-id": "my-id-1"})
             assert status == 200 and headers["x-request-id"] == "my-id-1"
+
+
+def test_http_parser_errors_are_openai_json(tmp_path):
+    eng = engine(tmp_path, "e0")
+    with running(eng):
+        r = router(tmp_path, eng.url)
+        with running(r):
+            for base in (r.url, eng.url):
+                port = int(base.rsplit(":", 1)[1])
+                for bad in (b"X-A: a\x00b\r\n", b"X-A: a\r\n b\r\n", b"X-A: a\rb\r\n"):
+                    data = _raw(port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + bad + b"\r\n")
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    assert head.split(b" ")[1] == b"400" and b"application/json" in head, data[:300]
+                    err = json.loads(body)["error"]
+                    assert err["code"] == 400 and err["type"] == "BadRequestError" and err["message"]
+            assert "Traceback" not in r.output() + eng.output()

@@ -73,3 +73,18 @@ def test_router_drains_with_a_bound_and_second_signal_exits(tmp_path):
                 r.popen.send_signal(signal.SIGTERM)
                 assert r.popen.wait(timeout=30) == 1
             assert "second signal: exiting now" in r.output()
+
+
+def test_stale_stack_log_dirs_of_killed_ups_are_swept(tmp_path):
+    import os
+
+    from llmd_kserve.stack.local import sweep_stale_log_dirs
+
+    dead = tmp_path / "llmd-stack-999999999-abc"  # no such pid (above pid_max)
+    live = tmp_path / f"llmd-stack-{os.getppid()}-def"
+    other = tmp_path / "llmd-stack-xyz"
+    for d in (dead, live, other):
+        d.mkdir()
+        (d / "router.log").write_text("x")
+    assert sweep_stale_log_dirs(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other.exists()
