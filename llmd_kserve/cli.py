@@ -460,13 +460,15 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default: this host only)")
     p.add_argument("--port", type=_port, default=8050, help="page port (0: any free port)")
     p.add_argument("--interval", type=_positive_float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--api-key-env", default="LLMD_API_KEY", metavar="VAR",
+                   help="environment variable holding the router's API key, when it has keys (default LLMD_API_KEY)")
     p.set_defaults(func=_cmd_dashboard)
 
 
 def _cmd_dashboard(a: argparse.Namespace) -> int:
     from llmd_kserve.viz.dashboard import serve
 
-    return serve(a.router, a.prometheus, a.host, a.port, a.interval)
+    return serve(a.router, a.prometheus, a.host, a.port, a.interval, os.environ.get(a.api_key_env) or None)
 
 
 # --- entry point ----------------------------------------------------------------------------------------------

@@ -84,10 +84,10 @@ class Dashboard:
     """Samples a live source in the background and renders the live figures on demand."""
 
     def __init__(self, router: str, prometheus: str | None = None, interval: float = 2.0, history: int = 300,
-                 timeout: float = 2.0, clock: Callable[[], float] = time.time) -> None:
+                 timeout: float = 2.0, clock: Callable[[], float] = time.time, api_key: str | None = None) -> None:
         if not interval > 0:
             raise ConfigError(f"must be > 0, got {interval}", "interval")
-        self.router = RouterSource(router, timeout=timeout, clock=clock)
+        self.router = RouterSource(router, timeout=timeout, clock=clock, api_key=api_key)
         self.source: RouterSource | PrometheusSource = (
             PrometheusSource(prometheus, timeout=timeout, clock=clock) if prometheus else self.router)
         self.interval = interval
@@ -204,9 +204,9 @@ class RunningDashboard:
 
 @contextlib.asynccontextmanager
 async def running_dashboard(router: str, prometheus: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                            interval: float = 2.0) -> AsyncIterator[RunningDashboard]:
-    """Serve the dashboard in this event loop (``port=0``: a free port)."""
-    dash = Dashboard(router, prometheus, interval)
+                            interval: float = 2.0, api_key: str | None = None) -> AsyncIterator[RunningDashboard]:
+    """Serve the dashboard in this event loop (``port=0``: a free port; ``api_key`` for a router with keys)."""
+    dash = Dashboard(router, prometheus, interval, api_key=api_key)
     runner = web.AppRunner(build_app(dash), access_log=None)
     await runner.setup()
     try:
@@ -221,13 +221,13 @@ async def running_dashboard(router: str, prometheus: str | None = None, host: st
 
 
 def serve(router: str, prometheus: str | None = None, host: str = "127.0.0.1", port: int = 8050,
-          interval: float = 2.0) -> int:
+          interval: float = 2.0, api_key: str | None = None) -> int:
     """Run the dashboard until SIGINT/SIGTERM (blocking; ``llmd-kserve dashboard``)."""
     from llmd_kserve.aio import run, stop_on_signals
 
     async def main() -> None:
         stop = stop_on_signals()
-        async with running_dashboard(router, prometheus, host, port, interval) as d:
+        async with running_dashboard(router, prometheus, host, port, interval, api_key) as d:
             print(f"llmd-kserve dashboard on {d.url} ({d.dashboard.source_label})", flush=True)
             await stop.wait()
 

@@ -16,17 +16,19 @@ MODEL = "llama-8b-shape"
 
 
 @contextlib.asynccontextmanager
-async def live_stack(n: int = 2):
+async def live_stack(n: int = 2, **router_settings):
     async with contextlib.AsyncExitStack() as st:
         engines = [await st.enter_async_context(running_engine(port=0, model=MODEL, time_scale=0.05, seed=i))
                    for i in range(n)]
         router = await st.enter_async_context(running_router(endpoints=[e.url for e in engines],
-                                                             config="load-only", scrape_interval=0.02))
+                                                             config="load-only", scrape_interval=0.02,
+                                                             **router_settings))
         yield engines, router
 
 
-async def _traffic(url: str, n: int) -> None:
-    async with aiohttp.ClientSession() as s:
+async def _traffic(url: str, n: int, key: str | None = None) -> None:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with aiohttp.ClientSession(headers=headers) as s:
         for i in range(n):
             body = {"model": MODEL, "prompt": "shared system prompt " * 30 + f"question {i % 3}", "max_tokens": 4}
             async with s.post(f"{url}/v1/completions", json=body) as r:
@@ -73,6 +75,19 @@ async def test_a_dead_router_is_one_line_on_the_page() -> None:
         body = await _figures_when(s, dash.url, lambda b: b["error"])
         assert "router" in body["error"] and "\n" not in body["error"] and body["samples"] == 0
         assert set(body["figures"]) == {"hit_rate", "latency", "endpoints"}  # empty figures still draw
+
+
+async def test_a_router_with_api_keys_needs_the_key() -> None:
+    """Every router route but /health needs a key when keys are on: without one the page says so in one line."""
+    key = "sk-dashboard-test-key"
+    async with live_stack(1, api_keys=(key,)) as (_engines, router), aiohttp.ClientSession() as s:
+        await _traffic(router.url, 3, key)
+        async with running_dashboard(router.url, interval=0.1) as dash:
+            body = await _figures_when(s, dash.url, lambda b: b["error"])
+            assert "401" in body["error"] and "api_key" in body["error"] and "\n" not in body["error"]
+        async with running_dashboard(router.url, interval=0.1, api_key=key) as dash:
+            body = await _figures_when(s, dash.url, lambda b: b["samples"] >= 2)
+            assert body["error"] is None
 
 
 def test_cli_refuses_a_busy_port_in_one_line() -> None:

@@ -35,13 +35,16 @@ class SourceError(LlmdError):
     """A live source could not be read (server down, bad answer); the message is one line for a panel."""
 
 
-def http_get(url: str, timeout: float, what: str) -> bytes:
-    """GET ``url``; any failure becomes a one-line :class:`SourceError` naming ``what``."""
+def http_get(url: str, timeout: float, what: str, api_key: str | None = None) -> bytes:
+    """GET ``url`` (with ``Authorization: Bearer api_key`` when given); any failure becomes a one-line
+    :class:`SourceError` naming ``what``."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
             return resp.read()
     except urllib.error.HTTPError as exc:
-        raise SourceError(f"{what} answered HTTP {exc.code} for {url}") from None
+        hint = ": it has API keys on, give the source an api_key" if exc.code == 401 and not api_key else ""
+        raise SourceError(f"{what} answered HTTP {exc.code} for {url}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SourceError(f"{what} at {url.split('/', 3)[:3][-1]} is not answering ({reason})") from None
@@ -83,15 +86,17 @@ class RouterSource:
     """Live numbers straight from a running router and the engines behind it."""
 
     def __init__(self, url: str, config: str | Path | SchedulerConfig | None = None, timeout: float = 2.0,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, api_key: str | None = None) -> None:
+        """``api_key``: for a router started with API keys (every route but ``/health`` needs one)."""
         self.url = url.rstrip("/")
+        self.api_key = api_key
         self.timeout = timeout
         self.config = load_config(config) if isinstance(config, (str, Path)) else config
         self._clock = clock
         self._window = LiveWindow()
 
     def _json(self, path: str) -> Any:
-        body = http_get(self.url + path, self.timeout, "router")
+        body = http_get(self.url + path, self.timeout, "router", self.api_key)
         try:
             return json.loads(body)
         except ValueError:
@@ -100,7 +105,7 @@ class RouterSource:
     def scrape(self) -> Scrape:
         counters: dict[str, float] = {}
         hists: dict[str, dict[float, float]] = {}
-        parse_totals(http_get(self.url + "/metrics", self.timeout, "router").decode(), counters, hists)
+        parse_totals(http_get(self.url + "/metrics", self.timeout, "router", self.api_key).decode(), counters, hists)
         eps = self._json("/debug/endpoints").get("endpoints", [])
         samples = []
         for ep in eps:
