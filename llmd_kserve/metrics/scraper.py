@@ -90,6 +90,7 @@ class MetricsScraper:
         self.interval = interval
         self.stale_after = stale_after if stale_after is not None else max(4 * interval, 0.5)
         self.timeout = timeout if timeout is not None else self.stale_after
+        self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)  # one object, not one per scrape
         self.clock = clock
         self.path = path
         self._session = session
@@ -287,8 +288,10 @@ class MetricsScraper:
         if self._session is None:
             raise RuntimeError("MetricsScraper not started")
         url = eid.rstrip("/") + self.path
+        if self._timeout_obj.total != self.timeout:
+            self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+            async with self._session.get(url, timeout=self._timeout_obj) as resp:
                 if resp.status != 200:
                     raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
                                                         message=resp.reason or "")

@@ -164,7 +164,7 @@ class Proxy:
                 raise NoEndpoint(f"No endpoint available: {exc}") from None
             sched_s = self._clock() - t0
             self.metrics.scheduling_seconds.observe(sched_s)
-            self.metrics.decisions.labels(result.target, result.profile).inc()
+            self.metrics.decision_count(result.target, result.profile).inc()
             decision = self.decisions.add(rid, attempt, result, sched_s * 1e3)
             if on_scheduled is not None and attempt == 0:
                 on_scheduled(result.target)
