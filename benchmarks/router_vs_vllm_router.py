@@ -10,7 +10,8 @@ router's CPU seconds (process and children, ``/proc``) around each phase:
    (``ignore_eos``); CPU-s per 1,000 requests;
 2. ``small``: small non-streaming completions (``max_tokens=1``) from ``--conns`` connections for ``--seconds``,
    also sent straight to the engines; CPU-ms per request and the added latency p50 (router minus direct);
-3. ``idle`` (``--idle-seconds`` > 0): nothing sent; CPU % of a core of each router and of all engines together.
+3. idle (a separate run, ``--idle-engines 16``): each router in turn in front of that many idle engines, one
+   request, then ``--idle-seconds`` of nothing; CPU % of a core of the router and of all engines together.
 
     PYTHONPATH=. .venv/bin/python benchmarks/router_vs_vllm_router.py [--rounds 3] [--engines 4]
     (needs ``pip install vllm-router``: the ``bench`` extra)
@@ -62,8 +63,8 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def spawn(argv: list[str], stack: ExitStack) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def spawn(argv: list[str], stack: ExitStack, env: dict[str, str] | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
     def _stop() -> None:
         proc.terminate()
@@ -129,20 +130,65 @@ async def small_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, sec
     return {"requests": len(lat), "latency_p50_ms": pct(lat, 50) * 1e3}
 
 
+def _engines(a: argparse.Namespace, n: int, stack: ExitStack) -> tuple[list[str], list[str], list]:
+    engines, specs, procs = [], [], []
+    for _ in range(n):
+        port, kv = free_port(), free_port()
+        procs.append(spawn([PY, "-m", "llmd_kserve.cli", "engine", "--host", "127.0.0.1", "--port", str(port),
+                            "--time-scale", str(a.time_scale), "--kv-events-endpoint", f"tcp://127.0.0.1:{kv}",
+                            "--model", a.model], stack))
+        engines.append(f"http://127.0.0.1:{port}")
+        specs.append(f"http://127.0.0.1:{port}#kv=tcp://127.0.0.1:{kv}")
+    return engines, specs, procs
+
+
+async def idle_main(a: argparse.Namespace) -> dict:
+    """``--idle-engines`` idle engines; each router in turn in front of them: its and the engines' CPU."""
+    out: dict = {"workload": {"idle_engines": a.idle_engines, "seconds": a.idle_seconds, "config": a.config}}
+    with ExitStack() as stack:
+        engines, specs, procs = _engines(a, a.idle_engines, stack)
+        async with aiohttp.ClientSession() as s:
+            for url, proc in zip(engines, procs, strict=True):
+                await wait_ready(s, url, proc)
+            await asyncio.sleep(3.0)
+            e0 = sum(cpu_seconds(p.pid) for p in procs)
+            await asyncio.sleep(a.idle_seconds)
+            out["engines_alone_core_pct"] = (sum(cpu_seconds(p.pid) for p in procs) - e0) / a.idle_seconds * 100
+            variants = {"llmd": ({}, [PY, "-m", "llmd_kserve.cli", "router", "--config", a.config, "--endpoints",
+                                      ",".join(specs)])}
+            if a.baseline_src:
+                variants["llmd-before"] = ({"PYTHONPATH": a.baseline_src}, variants["llmd"][1])
+            variants["vllm-router"] = ({}, [shutil.which("vllm-router") or str(Path(PY).parent / "vllm-router"),
+                                            "--policy", a.vllm_policy, "--log-level", "warning", "--worker-urls",
+                                            *engines])
+            for name, (env, argv) in variants.items():
+                with ExitStack() as one:
+                    port = free_port()
+                    extra = ["--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())] \
+                        if name == "vllm-router" else []
+                    proc = spawn([*argv, "--host", "127.0.0.1", "--port", str(port), *extra], one,
+                                 env={**os.environ, **env})
+                    await wait_ready(s, f"http://127.0.0.1:{port}", proc, timeout=120)
+                    async with s.post(f"http://127.0.0.1:{port}/v1/completions", json={  # one request, then idle
+                            "model": a.model, "prompt": "hello", "max_tokens": 2}) as r:
+                        await r.read()
+                    await asyncio.sleep(3.0)
+                    c0, e0 = cpu_seconds(proc.pid), sum(cpu_seconds(p.pid) for p in procs)
+                    await asyncio.sleep(a.idle_seconds)
+                    router = (cpu_seconds(proc.pid) - c0) / a.idle_seconds * 100
+                    eng = (sum(cpu_seconds(p.pid) for p in procs) - e0) / a.idle_seconds * 100
+                    out[name] = {"router_core_pct": router, "engines_core_pct": eng, "total_core_pct": router + eng}
+                    print(json.dumps({name: out[name]}), flush=True)
+    return out
+
+
 async def main(a: argparse.Namespace) -> dict:
     rng = random.Random(a.seed)
     vr = shutil.which("vllm-router") or str(Path(PY).parent / "vllm-router")
     if not Path(vr).exists():
         raise SystemExit("vllm-router not installed: pip install vllm-router (the 'bench' extra)")
     with ExitStack() as stack:
-        engines, specs, procs = [], [], []
-        for _ in range(a.engines):
-            port, kv = free_port(), free_port()
-            procs.append(spawn([PY, "-m", "llmd_kserve.cli", "engine", "--host", "127.0.0.1", "--port", str(port),
-                                "--time-scale", str(a.time_scale), "--kv-events-endpoint", f"tcp://127.0.0.1:{kv}",
-                                "--model", a.model], stack))
-            engines.append(f"http://127.0.0.1:{port}")
-            specs.append(f"http://127.0.0.1:{port}#kv=tcp://127.0.0.1:{kv}")
+        engines, specs, procs = _engines(a, a.engines, stack)
         ours_port, vr_port, vr_prom = free_port(), free_port(), free_port()
         ours = spawn([PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(ours_port),
                       "--config", a.config, "--endpoints", ",".join(specs), *a.router_args], stack)
@@ -151,6 +197,12 @@ async def main(a: argparse.Namespace) -> dict:
                         "--worker-urls", *engines], stack)
         routers = {"llmd": (f"http://127.0.0.1:{ours_port}", ours), "vllm-router": (f"http://127.0.0.1:{vr_port}",
                                                                                       theirs)}
+        if a.baseline_src:  # the same router from an older source tree (e.g. `git archive <commit> llmd_kserve`)
+            base_port = free_port()
+            base = spawn([PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(base_port),
+                          "--config", a.config, "--endpoints", ",".join(specs)], stack,
+                         env={**os.environ, "PYTHONPATH": a.baseline_src})
+            routers["llmd-before"] = (f"http://127.0.0.1:{base_port}", base)
         groups = [" ".join(f"w{rng.randrange(100000)}" for _ in range(a.prefix_words)) for _ in range(a.groups)]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                          timeout=aiohttp.ClientTimeout(total=300)) as s:
@@ -159,14 +211,16 @@ async def main(a: argparse.Namespace) -> dict:
             for url, proc in routers.values():
                 await wait_ready(s, url, proc, timeout=120)
             for url, _ in routers.values():  # warm-up: connections, prefixes in every engine's cache
-                await stream_phase(s, url, [g + " warm" for g in groups], a.rate, 4, a.model, rng)
+                if a.stream_requests:
+                    await stream_phase(s, url, [g + " warm" for g in groups], a.rate, 4, a.model, rng)
                 await small_phase(s, [url], a.conns, 1.0, a.model)
             rounds = []
             for r in range(a.rounds):
-                order = list(routers) if r % 2 == 0 else list(reversed(routers))
+                names = list(routers)
+                order = names[r % len(names):] + names[:r % len(names)]  # rotate: drift hits every router
                 row: dict = {"stream_cpu_s_per_1000": {}, "small_cpu_ms_per_req": {}, "small_p50_ms": {}}
                 prompts = [f"{rng.choice(groups)} question {rng.randrange(10**9)}?" for _ in range(a.stream_requests)]
-                for name in order:
+                for name in order if a.stream_requests else ():
                     url, proc = routers[name]
                     spy = None
                     if a.py_spy and r == 0 and name == "llmd":
@@ -188,19 +242,11 @@ async def main(a: argparse.Namespace) -> dict:
                     res = await small_phase(s, [url], a.conns, a.seconds, a.model)
                     row["small_cpu_ms_per_req"][name] = (cpu_seconds(proc.pid) - c0) / res["requests"] * 1e3
                     row["small_p50_ms"][name] = res["latency_p50_ms"]
-                if a.idle_seconds > 0:
-                    await asyncio.sleep(2.0)  # let in-flight work drain and the scraper slow down
-                    c0 = {n: cpu_seconds(p.pid) for n, (_, p) in routers.items()}
-                    e0 = sum(cpu_seconds(p.pid) for p in procs)
-                    await asyncio.sleep(a.idle_seconds)
-                    row["idle_core_pct"] = {n: (cpu_seconds(p.pid) - c0[n]) / a.idle_seconds * 100
-                                            for n, (_, p) in routers.items()}
-                    row["idle_core_pct"]["engines"] = (sum(cpu_seconds(p.pid) for p in procs) - e0) / a.idle_seconds * 100
                 rounds.append(row)
                 print(json.dumps({"round": r, **row}), flush=True)
 
     def ratio(key: str) -> list[float]:
-        return [x[key]["llmd"] / x[key]["vllm-router"] for x in rounds]
+        return [x[key]["llmd"] / x[key]["vllm-router"] for x in rounds if x[key]]
 
     return {
         "workload": {"engines": a.engines, "time_scale": a.time_scale, "config": a.config,
@@ -211,8 +257,8 @@ async def main(a: argparse.Namespace) -> dict:
         "stream_cpu_ratio": ratio("stream_cpu_s_per_1000"),
         "small_cpu_ratio": ratio("small_cpu_ms_per_req"),
         "added_p50_ms": {n: [x["small_p50_ms"][n] - x["small_p50_ms"]["direct"] for x in rounds] for n in routers},
-        "median": {"stream_cpu_ratio": statistics.median(ratio("stream_cpu_s_per_1000")),
-                   "small_cpu_ratio": statistics.median(ratio("small_cpu_ms_per_req"))},
+        "median": {k: statistics.median(ratio(key)) if ratio(key) else None for k, key in (
+            ("stream_cpu_ratio", "stream_cpu_s_per_1000"), ("small_cpu_ratio", "small_cpu_ms_per_req"))},
     }
 
 
@@ -230,18 +276,20 @@ def cli() -> None:
     p.add_argument("--out-tokens", type=int, default=64)
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--idle-seconds", type=float, default=0.0)
+    p.add_argument("--idle-seconds", type=float, default=20.0)
+    p.add_argument("--idle-engines", type=int, default=0, help="> 0: only the idle measurement, with this many engines")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline-src", default="", help="also run our router from this source tree (before/after)")
     p.add_argument("--py-spy", default="", help="write a py-spy raw profile of our router's first stream phase here")
     p.add_argument("--router-args", nargs=argparse.REMAINDER, default=[], help="extra `llmd-kserve router` flags")
     a = p.parse_args()
     try:
         import uvloop
 
-        result = uvloop.run(main(a))
+        result = uvloop.run(idle_main(a) if a.idle_engines else main(a))
     except ImportError:
-        result = asyncio.run(main(a))
+        result = asyncio.run(idle_main(a) if a.idle_engines else main(a))
     print(json.dumps(result, indent=2))
 
 

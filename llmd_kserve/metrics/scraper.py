@@ -131,7 +131,8 @@ class MetricsScraper:
         m = self._metrics.get(endpoint_id)
         if m is None:
             return _STALE
-        if self.clock() - m.scraped_at > self.stale_limit(endpoint_id):
+        age = self.clock() - m.scraped_at
+        if age > self.stale_after and age > self.stale_limit(endpoint_id):  # the cheap test first: per request
             return dataclasses.replace(m, stale=True)
         return m
 
