@@ -103,7 +103,7 @@ async def fleet(n: int, service_ms: float, block_size: int) -> None:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
         by_port[port] = i
-        out.append(f"http://127.0.0.1:{port}#kv={pubs[i].connect_endpoint()}")
+        out.append(f"http://127.0.0.1:{port}#kv={pubs[i].connect_endpoint}")
     print(json.dumps(out), flush=True)
     await asyncio.Event().wait()
 

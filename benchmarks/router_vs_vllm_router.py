@@ -112,9 +112,11 @@ async def small_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, sec
                           "max_tokens": 1}).encode() for _ in range(256)]
     headers = {"Content-Type": "application/json"}
     lat: list[float] = []
+    errors = 0
     stop_at = time.perf_counter() + seconds
 
     async def worker(w: int) -> None:
+        nonlocal errors
         i = w
         while time.perf_counter() < stop_at:
             t0 = time.perf_counter()
@@ -125,12 +127,13 @@ async def small_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, sec
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"HTTP {r.status} from {urls[i % len(urls)]}")
-            except aiohttp.ServerDisconnectedError:  # a keep-alive connection the server closed: not counted
+            except aiohttp.ClientError:  # e.g. a keep-alive connection the server closed: counted, not timed
+                errors += 1
                 continue
             lat.append(time.perf_counter() - t0)
 
     await asyncio.gather(*(worker(w) for w in range(conns)))
-    return {"requests": len(lat), "latency_p50_ms": pct(lat, 50) * 1e3}
+    return {"requests": len(lat), "errors": errors, "latency_p50_ms": pct(lat, 50) * 1e3}
 
 
 def _engines(a: argparse.Namespace, n: int, stack: ExitStack) -> tuple[list[str], list[str], list]:
@@ -245,6 +248,7 @@ async def main(a: argparse.Namespace) -> dict:
                     res = await small_phase(s, [url], a.conns, a.seconds, a.model)
                     row["small_cpu_ms_per_req"][name] = (cpu_seconds(proc.pid) - c0) / res["requests"] * 1e3
                     row["small_p50_ms"][name] = res["latency_p50_ms"]
+                    row.setdefault("small_errors", {})[name] = res["errors"]
                 rounds.append(row)
                 print(json.dumps({"round": r, **row}), flush=True)
 
