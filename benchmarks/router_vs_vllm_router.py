@@ -64,7 +64,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def spawn(argv: list[str], stack: ExitStack, env: dict[str, str] | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    """``env`` with a PYTHONPATH also runs there (``python -m`` puts the working directory first on sys.path)."""
+    cwd = env.get("PYTHONPATH") if env else None
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd or None)
 
     def _stop() -> None:
         proc.terminate()
@@ -160,7 +162,7 @@ async def idle_main(a: argparse.Namespace) -> dict:
             e0 = sum(cpu_seconds(p.pid) for p in procs)
             await asyncio.sleep(a.idle_seconds)
             out["engines_alone_core_pct"] = (sum(cpu_seconds(p.pid) for p in procs) - e0) / a.idle_seconds * 100
-            variants = {"llmd": ({}, [PY, "-m", "llmd_kserve.cli", "router", "--config", a.config, "--endpoints",
+            variants = {"llmd": ({"PYTHONPATH": os.getcwd()}, [PY, "-m", "llmd_kserve.cli", "router", "--config", a.config, "--endpoints",
                                       ",".join(specs)])}
             if a.baseline_src:
                 variants["llmd-before"] = ({"PYTHONPATH": a.baseline_src}, variants["llmd"][1])
