@@ -84,7 +84,7 @@ class MetricsScraper:
         self._inflight: dict[EndpointId, int] = {}
         self._last_done: dict[EndpointId, float] = {}
         self._wake: dict[EndpointId, asyncio.Event] = {}
-        self._refreshing: asyncio.Future[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._n_idle = 0  # endpoints polled at the idle cadence right now (the request path's O(1) check)
         self._active_every = (-math.inf, interval)  # (when computed, active_interval): O(endpoints) once a tick
         self.interval = interval
@@ -197,7 +197,7 @@ class MetricsScraper:
                 return None
             for e in old:  # active now (the request is coming), so a failed refresh reads as stale
                 self._last_done[e] = now
-            self._refreshing = asyncio.ensure_future(self._refresh(old))
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh(old))
         return asyncio.shield(self._refreshing)
 
     async def _refresh(self, eids: list[EndpointId]) -> None:
@@ -230,6 +230,9 @@ class MetricsScraper:
     async def stop(self) -> None:
         self._running = False
         tasks = list(self._tasks.values())
+        if self._refreshing is not None:
+            tasks.append(self._refreshing)
+            self._refreshing = None
         self._tasks.clear()
         for t in tasks:
             t.cancel()
