@@ -132,6 +132,9 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
                    help="discover engine pods in Kubernetes by label selector (watch), e.g. app=llmd-engine")
     p.add_argument("--discover-namespace", default=None, help="namespace to watch (default: the pod's own)")
     p.add_argument("--scrape-interval", type=float, default=SCRAPE_INTERVAL_S, help="seconds between /metrics polls")
+    p.add_argument("--scrape-idle-interval", type=float, default=5.0,
+                   help="seconds between /metrics polls of an endpoint without requests (0: none while idle; "
+                        "<= --scrape-interval: fixed-rate polling)")
     p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' (engine /render) or tokenizer.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
@@ -185,7 +188,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read API keys file: {exc.strerror or exc}", a.api_keys_file) from exc
     settings = RouterSettings(
         config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer, seed=a.seed, profile=a.profile,
-        max_attempts=a.max_attempts, api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars,
+        scrape_idle_interval=a.scrape_idle_interval or None, max_attempts=a.max_attempts, api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars,
         served_models=tuple(a.served_models or ()), audit_salt=os.environ.get("LLMD_AUDIT_SALT") or None,
         max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,

@@ -75,6 +75,33 @@ def _piece_ids(piece: str) -> tuple[int, ...]:
     return ids
 
 
+def _encode_pieces(text: str) -> list[int]:
+    get = _PIECE_IDS.get  # one comprehension, no per-piece extend: ~30% faster on long prompts
+    return [i for piece in _PIECE.findall(text) for i in (get(piece) or _piece_ids(piece))]
+
+
+_CHUNK_CHARS = 1024
+_CHUNK_CACHE_MAX = 4096
+_CHUNK_IDS: dict[str, tuple[int, ...]] = {}
+_CUT = re.compile(r"(?<=\S)(?= \S)")
+"""Where a text may be cut without changing its pieces: between a non-space and a single space before a non-space
+(no piece spans it: a piece's only space is a leading one, and a run of spaces is one piece)."""
+
+
+def _chunks(text: str) -> list[str]:
+    """``text`` cut at the first safe place at or after every ``_CHUNK_CHARS`` characters; the cuts depend only on
+    the text before them, so prompts that share a prefix share its chunks."""
+    out, start = [], 0
+    while len(text) - start > _CHUNK_CHARS:
+        m = _CUT.search(text, start + _CHUNK_CHARS)
+        if m is None:
+            break
+        out.append(text[start : m.start()])
+        start = m.start()
+    out.append(text[start:])
+    return out
+
+
 @lru_cache(maxsize=1)
 def _vocab() -> tuple[str, ...]:
     rng = random.Random(20261124)
@@ -92,11 +119,17 @@ class SimTokenizer:
     eos_token_id = EOS_ID
 
     def encode(self, text: str) -> list[int]:
-        ids: list[int] = []
-        cache = _PIECE_IDS
-        for piece in _PIECE.findall(text):
-            ids.extend(cache.get(piece) or _piece_ids(piece))
-        return ids
+        if len(text) <= _CHUNK_CHARS:
+            return _encode_pieces(text)
+        out: list[int] = []
+        for chunk in _chunks(text):  # long prompts share their first chunks (system prompts, documents, history)
+            ids = _CHUNK_IDS.get(chunk)
+            if ids is None:
+                if len(_CHUNK_IDS) >= _CHUNK_CACHE_MAX:
+                    _CHUNK_IDS.clear()
+                ids = _CHUNK_IDS[chunk] = tuple(_encode_pieces(chunk))
+            out += ids
+        return out
 
     def decode(self, ids: Sequence[int]) -> str:
         vocab = _vocab()

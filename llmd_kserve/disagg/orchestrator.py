@@ -59,6 +59,7 @@ class PDOrchestrator:
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self._session = session
         self.metrics = metrics
+        self._local = metrics.requests.labels("local")  # resolved once: counted on every local request
         self.timeout = aiohttp.ClientTimeout(total=prefill_timeout_s)
         self._kv_transfer_time = kv_transfer_time
         self._clock = clock
@@ -73,7 +74,7 @@ class PDOrchestrator:
 
     def local(self) -> None:
         """Count an attempt served without a prefill hop."""
-        self.metrics.requests.labels("local").inc()
+        self._local.inc()
 
     async def prefill_hop(self, llm_req: LLMRequest, result: Any, path: str, body: Mapping[str, Any],
                           headers: Mapping[str, str]) -> PrefillAnswer | None:

@@ -7,6 +7,7 @@ counts in plain lists (a bisect per observation) and are exposed through a custo
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -14,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from llmd_kserve.engine_sim.core import EngineCore
+from llmd_kserve.engine_sim.core_types import EngineStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -28,19 +30,24 @@ _XFER = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 
 
+_STAT_FIELDS = tuple(f.name for f in dataclasses.fields(EngineStats))
+
+
 class Hist:
     """A cumulative histogram with fixed upper bounds (``+Inf`` implied)."""
 
-    __slots__ = ("name", "doc", "bounds", "counts", "sum")
+    __slots__ = ("name", "doc", "bounds", "counts", "sum", "n")
 
     def __init__(self, name: str, doc: str, bounds: Sequence[float]) -> None:
         self.name, self.doc, self.bounds = name, doc, tuple(bounds)
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
+        self.n = 0
 
     def observe(self, v: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, v)] += 1
         self.sum += v
+        self.n += 1
 
     def family(self, labels: dict[str, str]) -> HistogramMetricFamily:
         fam = HistogramMetricFamily(self.name, self.doc, labels=list(labels))
@@ -82,9 +89,21 @@ class EngineMetrics(Collector):
         self.failed_transfers = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self._page, self._page_key = b"", None
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition page; re-rendered only when something it shows changed (an idle engine's page is
+        rendered once, not on every scrape: ~2.7 ms each for 12 histograms)."""
+        key = self._fingerprint()
+        if key != self._page_key:
+            self._page, self._page_key = generate_latest(self.registry), key
+        return self._page
+
+    def _fingerprint(self) -> tuple[object, ...]:
+        core, s = self.core, self.core.stats
+        return (core.num_running, core.num_waiting, core.kv_usage, core.block_size, core.num_blocks,
+                *(getattr(s, f) for f in _STAT_FIELDS), self.failed_transfers, *self.success.values(),
+                *(h.n for h in self.hists), *self.extra_info.items(), *self.labels.items())
 
     def collect(self) -> Iterator[Metric]:
         core, lab = self.core, self.labels

@@ -60,7 +60,7 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
     if endpoints_file:
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now
     s = router or RouterSettings(config=config, **settings)
-    state = RouterState.create(s, endpoints or (), endpoints_file)
+    state = RouterState.create(s, endpoints or (), endpoints_file, adaptive_scrape=False)  # no proxy: fixed-rate
     for ep in state.pool.snapshot:
         if not _is_ip(urlsplit(ep.id).hostname or ""):
             log.warning("endpoint %s is not an ip:port: Envoy's ORIGINAL_DST cluster cannot dial a host name", ep.id)

@@ -230,7 +230,8 @@ async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port:
                       endpoints: Sequence[str | Endpoint] = (), endpoints_file: str | Path | None = None,
                       epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
     """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
-    state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file)
+    state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file,
+                               adaptive_scrape=False)  # no proxy here to report activity
     server = EppServer(state, epp)
     try:
         await server.start(host, grpc_port, metrics_port)

@@ -1,4 +1,4 @@
-"""vLLM ``/metrics`` exposition text -> :class:`EndpointMetrics` (pure; prometheus_client's text parser).
+"""vLLM ``/metrics`` exposition text -> :class:`EndpointMetrics` (pure; plain lines parsed directly, others by prometheus_client).
 
 Counts and counters are summed over label sets (one per ``engine`` / ``model_name``), so a data-parallel server
 reports its total; ``kv_usage`` is their mean. ``vllm:cache_config_info`` carries ``block_size`` and ``num_gpu_blocks`` as labels (``num_gpu_blocks`` is
@@ -10,6 +10,8 @@ and the router scrapes every endpoint 20 times a second.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,6 +28,8 @@ _NAMES: dict[str, tuple[str, ...]] = {
 _INFO = "vllm:cache_config_info"
 _WANTED = frozenset(n for names in _NAMES.values() for n in names) | {_INFO}
 _PREFIXES = tuple(_WANTED)
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^\\{}]*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*")
+_LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*)"[ \t]*(?:,|$)')
 
 
 MAX_COUNT = 1_000_000
@@ -59,6 +63,44 @@ def _metric_name(line: str) -> str:
     return line[:end]
 
 
+def _fast_samples(lines: list[str]) -> list[tuple[str, dict[str, str], float]] | None:
+    """The samples of plain ``name{a="b",...} value [timestamp]`` lines; None if any line is not that simple
+    (escapes, odd spacing, a bad value): then prometheus_client's parser decides (and raises on garbage)."""
+    out = []
+    for ln in lines:
+        m = _SAMPLE.fullmatch(ln)
+        if m is None:
+            return None
+        name, label_text, value = m.groups()
+        labels: dict[str, str] = {}
+        if label_text:
+            pos = 0
+            for lm in _LABEL.finditer(label_text):
+                if lm.start() != pos:
+                    return None
+                labels[lm.group(1)] = lm.group(2)
+                pos = lm.end()
+            if pos != len(label_text):
+                return None
+        if "_" in value:  # float() takes 1_000; the exposition format does not
+            return None
+        try:
+            out.append((name, labels, float(value)))
+        except ValueError:
+            return None
+    return out
+
+
+def _samples(lines: list[str]) -> Iterator[tuple[str, dict[str, str], float]]:
+    fast = _fast_samples(lines)
+    if fast is not None:
+        yield from fast
+        return
+    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
+        for sample in family.samples:
+            yield sample.name, sample.labels, sample.value
+
+
 def parse_vllm_metrics(text: str, now: float) -> EndpointMetrics:
     """Parse one scrape taken at clock time ``now``; raises ValueError on a malformed line of a metric we read.
 
@@ -71,19 +113,17 @@ def parse_vllm_metrics(text: str, now: float) -> EndpointMetrics:
     counts: dict[str, int] = {}
     block_size: int | None = None
     num_gpu_blocks: int | None = None
-    for family in text_string_to_metric_families("\n".join(lines) + "\n"):
-        for sample in family.samples:
-            name = sample.name
-            if name == _INFO:
-                bs = _label_int(sample.labels.get("block_size"))
-                if bs is not None:
-                    block_size = bs
-                nb = _label_int(sample.labels.get("num_gpu_blocks"))
-                if nb is not None:
-                    num_gpu_blocks = (num_gpu_blocks or 0) + nb
-            elif name in _WANTED and not math.isnan(sample.value):
-                sums[name] = sums.get(name, 0.0) + sample.value
-                counts[name] = counts.get(name, 0) + 1
+    for name, labels, value in _samples(lines):
+        if name == _INFO:
+            bs = _label_int(labels.get("block_size"))
+            if bs is not None:
+                block_size = bs
+            nb = _label_int(labels.get("num_gpu_blocks"))
+            if nb is not None:
+                num_gpu_blocks = (num_gpu_blocks or 0) + nb
+        elif name in _WANTED and not math.isnan(value):
+            sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
     values: dict[str, float] = {}
     for field, names in _NAMES.items():
         for name in names:

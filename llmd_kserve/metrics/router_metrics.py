@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5)
 _TOKEN_BUCKETS = (0, 16, 64, 256, 1024, 4096, 16384, 65536)
 _TTFB_BUCKETS = (1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+_MAX_CHILDREN = 4096
+
+
+def children(metric: Any) -> Callable[..., Any]:
+    """``metric.labels(*values)`` memoised: the request path resolves a labelled child with one dict lookup
+    instead of prometheus_client's validation, string conversion and lock (bounded: cleared past 4,096 sets)."""
+    cache: dict[tuple[str, ...], Any] = {}
+
+    def child(*values: str) -> Any:
+        c = cache.get(values)
+        if c is None:
+            if len(cache) >= _MAX_CHILDREN:
+                cache.clear()
+            c = cache[values] = metric.labels(*values)
+        return c
+
+    return child
 
 
 class RouterMetrics:
@@ -39,14 +61,19 @@ class RouterMetrics:
                                           namespace=ns, registry=r)
         self.ttfb_seconds = Histogram("upstream_ttfb_seconds", "Scheduling start to the first upstream body byte (whole body if not streamed)",
                                       buckets=_TTFB_BUCKETS, namespace=ns, registry=r)
+        self.request_count = children(self.requests)
+        self.decision_count = children(self.decisions)
+        self._predicted = children(self.predicted_cached_tokens)
+        self._reported = children(self.reported_cached_tokens)
+        self._prompt = children(self.prompt_tokens)
 
     def observe_cached(self, endpoint: str, predicted: int, reported: int | None, prompt_tokens: int) -> None:
         """Record the scheduler's prediction and, when the engine reported it, the engine's count."""
-        self.predicted_cached_tokens.labels(endpoint).inc(predicted)
+        self._predicted(endpoint).inc(predicted)
         if prompt_tokens:
-            self.prompt_tokens.labels(endpoint).inc(prompt_tokens)
+            self._prompt(endpoint).inc(prompt_tokens)
         if reported is not None:
-            self.reported_cached_tokens.labels(endpoint).inc(reported)
+            self._reported(endpoint).inc(reported)
             self.cached_tokens_abs_error.observe(abs(predicted - reported))
 
     def render(self) -> tuple[bytes, str]:

@@ -2,8 +2,15 @@
 
 One polling task per endpoint (a slow or dead endpoint never delays the others), one shared aiohttp session with
 keep-alive, a per-request timeout, and error counters. Ticks are fixed-rate; ticks missed while a request was in
-flight are skipped, never bunched. A snapshot is stale when its last good scrape is older than ``stale_after``
-(by the injected clock) - computed when read, so no timer is needed.
+flight are skipped, never bunched. A snapshot is stale when its last good scrape is older than the endpoint's
+staleness limit (by the injected clock) - computed when read, so no timer is needed.
+
+Adaptive: an endpoint is *active* while the router has requests on it (:meth:`started` / :meth:`finished`) or
+finished one less than ``linger`` s ago; active endpoints are polled every ``interval`` s (stretched so that all
+active endpoints together stay under ``max_rate`` scrapes/s), idle ones every ``idle_interval`` s (None: not at
+all). The staleness limit is ``stale_after`` or 4 polls of the endpoint's current cadence, whichever is longer.
+Before the first request after an idle spell the router awaits :meth:`refresh_idle`, which scrapes every idle
+endpoint whose snapshot is older than ``stale_after`` - so it routes on fresh load data, not on the idle-time poll.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -25,6 +33,8 @@ from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics
 log = logging.getLogger(__name__)
 
 _STALE = EndpointMetrics()
+FIXED_RATE = -1.0
+"""``idle_interval`` default: idle endpoints are polled like active ones (no adaptation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +50,8 @@ class MetricsScraper:
     """Keeps an :class:`EndpointMetrics` per endpoint, refreshed every ``interval`` seconds.
 
     ``stale_after`` defaults to ``max(4 * interval, 0.5)`` s and ``timeout`` (per request) to ``stale_after``.
-    ``on_update(endpoint_id, metrics)`` is called after each good scrape.
+    ``on_update(endpoint_id, metrics)`` is called after each good scrape. Without ``idle_interval`` every endpoint
+    is polled at the fixed rate (no adaptation).
     """
 
     def __init__(
@@ -53,12 +64,33 @@ class MetricsScraper:
         path: str = "/metrics",
         session: aiohttp.ClientSession | None = None,
         on_update: Callable[[EndpointId, EndpointMetrics], None] | None = None,
+        idle_interval: float | None = FIXED_RATE,
+        linger: float = 1.0,
+        max_rate: float | None = None,
+        refresh_timeout: float = 0.5,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be > 0")
+        if idle_interval == FIXED_RATE:
+            idle_interval = interval
+        if idle_interval is not None and idle_interval < interval:
+            raise ValueError("idle_interval must be >= interval (or None: no polling while idle)")
+        if max_rate is not None and max_rate <= 0:
+            raise ValueError("max_rate must be > 0")
+        self.idle_interval = idle_interval
+        self.linger = linger
+        self.max_rate = max_rate
+        self.refresh_timeout = refresh_timeout
+        self._inflight: dict[EndpointId, int] = {}
+        self._last_done: dict[EndpointId, float] = {}
+        self._wake: dict[EndpointId, asyncio.Event] = {}
+        self._refreshing: asyncio.Task[None] | None = None
+        self._n_idle = 0  # endpoints polled at the idle cadence right now (the request path's O(1) check)
+        self._active_every = (-math.inf, interval)  # (when computed, active_interval): O(endpoints) once a tick
         self.interval = interval
         self.stale_after = stale_after if stale_after is not None else max(4 * interval, 0.5)
         self.timeout = timeout if timeout is not None else self.stale_after
+        self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)  # one object, not one per scrape
         self.clock = clock
         self.path = path
         self._session = session
@@ -81,6 +113,9 @@ class MetricsScraper:
                 del self._endpoints[eid]
                 self._metrics.pop(eid, None)
                 self._stats.pop(eid, None)
+                self._inflight.pop(eid, None)
+                self._last_done.pop(eid, None)
+                self._wake.pop(eid, None)
                 task = self._tasks.pop(eid, None)
                 if task is not None:
                     task.cancel()
@@ -96,9 +131,84 @@ class MetricsScraper:
         m = self._metrics.get(endpoint_id)
         if m is None:
             return _STALE
-        if self.clock() - m.scraped_at > self.stale_after:
+        age = self.clock() - m.scraped_at
+        if age > self.stale_after and age > self.stale_limit(endpoint_id):  # the cheap test first: per request
             return dataclasses.replace(m, stale=True)
         return m
+
+    # --- activity (the router's requests) --------------------------------------------------------------------------
+
+    def started(self, eid: EndpointId) -> None:
+        """A request was sent to ``eid``: poll it fast from now on (at once if it was idle)."""
+        self._inflight[eid] = self._inflight.get(eid, 0) + 1
+        wake = self._wake.get(eid)
+        if wake is not None:
+            wake.set()
+
+    def finished(self, eid: EndpointId) -> None:
+        """A request on ``eid`` ended; the endpoint stays active ``linger`` s after its last one."""
+        n = self._inflight.get(eid, 0) - 1
+        if n > 0:
+            self._inflight[eid] = n
+        else:
+            self._inflight.pop(eid, None)
+        self._last_done[eid] = self.clock()
+
+    @property
+    def adaptive(self) -> bool:
+        """False in fixed-rate mode (every endpoint polled every ``interval`` s)."""
+        return self.idle_interval != self.interval
+
+    def active(self, eid: EndpointId) -> bool:
+        if not self.adaptive:
+            return True
+        return eid in self._inflight or self.clock() - self._last_done.get(eid, -math.inf) < self.linger
+
+    def active_interval(self) -> float:
+        """Seconds between two polls of an active endpoint: ``interval``, or longer to keep under ``max_rate``."""
+        if self.max_rate is None:
+            return self.interval
+        now = self.clock()
+        at, every = self._active_every
+        if now - at >= self.interval:  # recount at most once a tick, so polling stays O(endpoints) per tick
+            n = sum(1 for e in self._endpoints if self.active(e)) or 1
+            every = max(self.interval, n / self.max_rate)
+            self._active_every = (now, every)
+        return every
+
+    def poll_interval(self, eid: EndpointId) -> float | None:
+        """The cadence ``eid`` is polled at now (None: not polled until a request wakes it)."""
+        return self.active_interval() if self.active(eid) else self.idle_interval
+
+    def stale_limit(self, eid: EndpointId) -> float:
+        every = self.poll_interval(eid)
+        return math.inf if every is None else max(self.stale_after, 4 * every)
+
+    def refresh_idle(self) -> Awaitable[None] | None:
+        """Something to await before routing when idle endpoints hold old snapshots (None - the usual case - when
+        there is none): scrapes them all at once, at most ``refresh_timeout`` s; concurrent callers share it."""
+        if self._n_idle == 0 and self._refreshing is None:
+            return None
+        if self._refreshing is None:
+            now = self.clock()
+            old = [e for e in self._endpoints if not self.active(e)
+                   and now - self._metrics.get(e, _STALE).scraped_at > self.stale_after]
+            if not old:
+                return None
+            for e in old:  # active now (the request is coming), so a failed refresh reads as stale
+                self._last_done[e] = now
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh(old))
+        return asyncio.shield(self._refreshing)
+
+    async def _refresh(self, eids: list[EndpointId]) -> None:
+        try:
+            async with asyncio.timeout(self.refresh_timeout):
+                await asyncio.gather(*(self.scrape_one(e) for e in eids), return_exceptions=True)
+        except TimeoutError:
+            log.info("refreshing %d idle endpoints took over %g s; routing on what is known", len(eids),
+                     self.refresh_timeout)
+        finally:
+            self._refreshing = None
 
     def snapshot(self) -> dict[EndpointId, EndpointMetrics]:
         return {eid: self.get(eid) for eid in self._endpoints}
@@ -120,6 +230,9 @@ class MetricsScraper:
     async def stop(self) -> None:
         self._running = False
         tasks = list(self._tasks.values())
+        if self._refreshing is not None:
+            tasks.append(self._refreshing)
+            self._refreshing = None
         self._tasks.clear()
         for t in tasks:
             t.cancel()
@@ -144,18 +257,31 @@ class MetricsScraper:
 
     async def _poll(self, eid: EndpointId) -> None:
         loop = asyncio.get_running_loop()
+        wake = self._wake.setdefault(eid, asyncio.Event())
         next_tick = loop.time()
         while True:
             try:
                 await self.scrape_one(eid)
             except Exception as exc:  # never let one bad answer end this endpoint's polling
                 self._record_error(eid, f"{type(exc).__name__}: {exc}")
-            next_tick += self.interval
+            every = self.poll_interval(eid)
+            next_tick += every if every is not None else 0.0
             delay = next_tick - loop.time()
             if delay < 0:  # fell behind: skip missed ticks
                 next_tick = loop.time()
                 delay = 0.0
-            await asyncio.sleep(delay)
+            if self.active(eid):
+                await asyncio.sleep(delay)
+                continue
+            wake.clear()  # idle: sleep the idle cadence, or until a request is sent to this endpoint
+            self._n_idle += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(None if every is None else delay):
+                        await wake.wait()
+            finally:
+                self._n_idle -= 1
+            next_tick = loop.time()
 
     async def scrape_all(self) -> None:
         """Scrape every endpoint once, concurrently (e.g. before serving the first request)."""
@@ -166,8 +292,10 @@ class MetricsScraper:
         if self._session is None:
             raise RuntimeError("MetricsScraper not started")
         url = eid.rstrip("/") + self.path
+        if self._timeout_obj.total != self.timeout:
+            self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+            async with self._session.get(url, timeout=self._timeout_obj) as resp:
                 if resp.status != 200:
                     raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
                                                         message=resp.reason or "")

@@ -108,7 +108,7 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
         resp = error_response(exc, rid)
         if exc.status == 408:
             resp.force_close()  # the rest of the body may still be on its way
-    state.metrics.requests.labels(path, str(resp.get(STATUS_KEY, resp.status))).inc()
+    state.metrics.request_count(path, str(resp.get(STATUS_KEY, resp.status))).inc()
     return resp
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +47,14 @@ class SchedulerLike(Protocol):
     def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None: ...
     def on_prefill_complete(self, request: LLMRequest, result: SchedulingResult,
                             outcome: RequestOutcome) -> None: ...
+
+
+class Activity(Protocol):
+    """Who is told which endpoints have requests on them (the adaptive metrics scraper)."""
+
+    def started(self, eid: EndpointId) -> None: ...
+    def finished(self, eid: EndpointId) -> None: ...
+    def refresh_idle(self) -> Awaitable[None] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +100,7 @@ class Proxy:
                  *, max_attempts: int = 3, forward_authorization: bool = True, inject_stream_usage: bool = True,
                  timeouts: UpstreamTimeouts = UpstreamTimeouts(), outliers: OutlierEjector | None = None,
                  kv_transfer_time: Callable[[int], float] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, activity: Activity | None = None) -> None:
         self.scheduler = scheduler
         self.endpoint_states = endpoint_states
         self.metrics = metrics
@@ -104,6 +112,7 @@ class Proxy:
         self.timeouts = timeouts
         self.outliers = outliers
         self._clock = clock
+        self.activity = activity
         self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
 
@@ -136,6 +145,11 @@ class Proxy:
             headers["Authorization"] = request.headers["Authorization"]
         exclude: set[EndpointId] = set()
         last: _Failed | None = None
+        activity = self.activity
+        if activity is not None:
+            fresh = activity.refresh_idle()  # the first request after an idle spell: scrape the idle endpoints first
+            if fresh is not None:
+                await fresh
         for attempt in range(self.max_attempts):
             t0 = self._clock()
             states = self.endpoint_states()
@@ -150,12 +164,14 @@ class Proxy:
                 raise NoEndpoint(f"No endpoint available: {exc}") from None
             sched_s = self._clock() - t0
             self.metrics.scheduling_seconds.observe(sched_s)
-            self.metrics.decisions.labels(result.target, result.profile).inc()
+            self.metrics.decision_count(result.target, result.profile).inc()
             decision = self.decisions.add(rid, attempt, result, sched_s * 1e3)
             if on_scheduled is not None and attempt == 0:
                 on_scheduled(result.target)
             if attempt:
                 self.metrics.retries.inc()
+            if activity is not None:
+                activity.started(result.target)
             try:
                 if result.prefill is None:
                     self.pd.local()
@@ -169,6 +185,8 @@ class Proxy:
                 last = fail
                 decision.outcome, decision.status = fail.reason, fail.status
                 self._failed(result.target, fail.reason)
+                if activity is not None:
+                    activity.finished(result.target)
                 self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))
                 exclude.add(result.target)
                 log.info("request %s: %s on %s (attempt %d)", rid, fail.reason, result.target, attempt + 1)
@@ -177,6 +195,8 @@ class Proxy:
                 decision.outcome = "client_disconnected" if isinstance(exc, asyncio.CancelledError) else "error"
                 if isinstance(exc, asyncio.CancelledError):
                     self.metrics.client_disconnects.inc()
+                if activity is not None:
+                    activity.finished(result.target)
                 self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))  # release in-flight load
                 raise
             return await self._relay(request, upstream, first, llm_req, result, decision, strip_usage, t0)
@@ -192,9 +212,13 @@ class Proxy:
                              headers: Mapping[str, str]) -> bytes:
         """Prefill hop, then the decode body (the prefill's ``kv_transfer_params``, or none: local prefill)."""
         answer: PrefillAnswer | None = None
+        if self.activity is not None and result.prefill is not None:
+            self.activity.started(result.prefill)
         try:
             answer = await self.pd.prefill_hop(llm_req, result, path, body, headers)
         finally:  # the prefill leg is over (also when cancelled): release its charge now
+            if self.activity is not None and result.prefill is not None:
+                self.activity.finished(result.prefill)
             outcome = RequestOutcome(ok=answer is not None, prompt_tokens=answer.prompt_tokens if answer else 0,
                                      cached_tokens=answer.cached_tokens if answer else None)
             try:
@@ -338,6 +362,8 @@ class Proxy:
         upstream.close()  # drop the connection so the engine aborts the request
 
     def _complete(self, llm_req: LLMRequest, result: Any, decision: Decision, ok: bool, usage: Usage | None) -> None:
+        if self.activity is not None:
+            self.activity.finished(result.target)
         cached = None
         prompt_tokens = completion_tokens = 0
         if usage is not None:

@@ -50,6 +50,11 @@ class RouterSettings:
     config: str | Path = DEFAULT_CONFIG
     """Shipped scheduler config name or an EndpointPickerConfig YAML file."""
     scrape_interval: float = SCRAPE_INTERVAL_S
+    scrape_idle_interval: float | None = 5.0
+    """Seconds between /metrics polls of an endpoint with no request on it for 1 s (None: none while idle; the
+    first request after an idle spell scrapes first). ``scrape_interval`` or less: fixed-rate polling."""
+    scrape_max_rate: float | None = 400.0
+    """At most this many /metrics polls per second over all active endpoints (their interval stretches)."""
     tokenizer: str | None = None
     """``None``/``"sim"``: local SimTokenizer; ``"render"``: the engines' ``/render`` endpoints; else tokenizer.json."""
     seed: int = 0
@@ -102,8 +107,20 @@ class RouterSettings:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"must be >= 1, got {v}", name)
+        for name in ("scrape_idle_interval", "scrape_max_rate"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"must be > 0 (or unset), got {getattr(self, name)}", name)
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
+
+
+def _scraper(s: RouterSettings, adaptive: bool) -> MetricsScraper:
+    from llmd_kserve.metrics.scraper import MetricsScraper
+
+    if not adaptive or (s.scrape_idle_interval is not None and s.scrape_idle_interval <= s.scrape_interval):
+        return MetricsScraper(interval=s.scrape_interval)
+    return MetricsScraper(interval=s.scrape_interval, idle_interval=s.scrape_idle_interval,
+                          max_rate=s.scrape_max_rate)
 
 
 def governance_of(s: RouterSettings) -> Governance:
@@ -144,14 +161,16 @@ class RouterState:
 
     @classmethod
     def create(cls, settings: RouterSettings | None = None, endpoints: Sequence[str | Endpoint] = (),
-               endpoints_file: str | Path | None = None) -> RouterState:
-        """Build the real parts (scheduler from config, KV index, subscriber, scraper); nothing runs until ``start``."""
+               endpoints_file: str | Path | None = None, *, adaptive_scrape: bool = True) -> RouterState:
+        """Build the real parts (scheduler from config, KV index, subscriber, scraper); nothing runs until ``start``.
+
+        ``adaptive_scrape``: poll endpoints by the proxy's activity (``scrape_idle_interval``); a front end that
+        does not proxy through ``self.proxy`` (the EPP) passes False and keeps fixed-rate polling."""
         from llmd_kserve.config.build import build_scheduler
         from llmd_kserve.config.loader import shipped_configs
         from llmd_kserve.kvcache.index import KVIndex
         from llmd_kserve.kvcache.subscriber import KVEventSubscriber
         from llmd_kserve.latency import load_profile
-        from llmd_kserve.metrics.scraper import MetricsScraper
         from llmd_kserve.plugins.base import PluginContext
         from llmd_kserve.tokenizer import load_tokenizer
 
@@ -169,7 +188,7 @@ class RouterState:
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         state = cls(settings=s, pool=EndpointPool(eps), scheduler=scheduler, metrics=metrics, reloader=reloader,
                    tokenizer=ctx.tokenizer if s.tokenizer != "render" else None,
-                   scraper=MetricsScraper(interval=s.scrape_interval), index=index,
+                   scraper=_scraper(s, adaptive_scrape), index=index,
                    subscriber=KVEventSubscriber(index), endpoints_file=Path(endpoints_file) if endpoints_file else None,
                    decisions=DecisionLog(s.decisions_size),
                    outliers=OutlierEjector(EjectionPolicy(base_ejection_s=s.eject_s)),
@@ -282,7 +301,8 @@ class RouterState:
                            max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
                            inject_stream_usage=s.inject_stream_usage, outliers=self.outliers,
                            timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
-                           kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
+                           kv_transfer_time=profile.kv_transfer_time if profile is not None else None,
+                           activity=self.scraper if self.scraper is not None and self.scraper.adaptive else None)
         if s.tokenizer == "render":
             self.render = RenderTokenizer(self._live_session, self._pick_render_endpoint)
         if self.endpoints_file is not None:

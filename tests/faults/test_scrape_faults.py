@@ -17,7 +17,7 @@ def _endpoint(r, url: str) -> dict:
 def test_inf_gauge_does_not_kill_the_scraper(tmp_path):
     inf = fake(tmp_path, "inf-once")
     with running(inf):
-        r = router(tmp_path, inf.url)
+        r = router(tmp_path, inf.url, "--scrape-idle-interval", "0.05")  # fixed-rate: the test counts polls
         with running(r):
             assert wait_for(lambda: not _endpoint(r, inf.url)["metrics"]["stale"])
             scrapes = json.loads(request(inf.url + "/scrapes")[1])
@@ -39,7 +39,7 @@ def test_negative_waiting_is_clamped_and_does_not_draw_all_requests(tmp_path):
 def test_garbage_metrics_page_is_logged_once(tmp_path):
     garbage = fake(tmp_path, "garbage")
     with running(garbage):
-        r = router(tmp_path, garbage.url)
+        r = router(tmp_path, garbage.url, "--scrape-idle-interval", "0.05")  # fixed-rate: the test counts polls
         with running(r):
             assert wait_for(lambda: json.loads(request(garbage.url + "/scrapes")[1]) >= 20)
             time.sleep(0.2)

@@ -72,3 +72,16 @@ def test_not_vllm_page_gives_defaults():
 def test_malformed_line_raises():
     with pytest.raises(ValueError):
         parse_vllm_metrics('vllm:num_requests_waiting{engine="0" 1.0\n', now=0.0)
+
+
+def test_fast_path_agrees_with_prometheus_parser_and_falls_back_on_unusual_lines():
+    plain = ('vllm:num_requests_waiting{engine="0",model_name="m"} 3.0\n'
+             'vllm:num_requests_waiting{engine="1",model_name="m"} 2 1700000000000\n'
+             'vllm:cache_config_info{block_size="16",num_gpu_blocks="100"} 1.0\n'
+             'vllm:kv_cache_usage_perc{engine="0"} NaN\n')
+    escaped = plain.replace('model_name="m"} 3.0', 'model_name="a \\"quoted\\" name"} 3.0')
+    for text in (plain, escaped):
+        m = parse_vllm_metrics(text, 1.0)
+        assert (m.waiting, m.block_size, m.num_gpu_blocks, m.kv_usage) == (5, 16, 100, 0.0)
+    with pytest.raises(ValueError):
+        parse_vllm_metrics("vllm:num_requests_waiting 1_000\n", 1.0)
