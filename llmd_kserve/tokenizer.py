@@ -1,7 +1,7 @@
 """Offline, deterministic tokenizer shared by the simulated engine and the router (no downloads).
 
 Text is split into word-like pieces (a leading space stays with its word, long words split into chunks of at
-most six characters, about 1.3 tokens per English word) and each piece maps to a stable id by hashing, so any
+most six characters, about 1.3 tokens per English word) and each piece maps to a stable id by hashing (ASCII text on a vectorised numpy path, ``tokenizer_np``), so any
 process computes the same ids for the same text. Decoding maps an id to a pseudo-word from a fixed, seeded
 vocabulary: it is lossy for hashed text, which is fine for a simulator whose outputs are random tokens anyway.
 Real deployments tokenize with the engine's ``/render`` endpoints or a model's ``tokenizer.json`` (``HFTokenizer``).
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.tokenizer_np import encode_ascii, mix64, pack, reduce_id
 
 VOCAB_SIZE = 32000
 BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -61,14 +62,19 @@ _PIECE_IDS: dict[str, tuple[int, ...]] = {}
 _PIECE_CACHE_MAX = 262144
 
 
-def _hash_id(piece: str) -> int:
-    digest = hashlib.blake2b(piece.encode("utf-8"), digest_size=8).digest()
+def piece_id(piece: str) -> int:
+    """The id of one chunk: splitmix64 of its packed UTF-8 bytes when they fit in seven (always for ASCII: the
+    vectorised path in ``tokenizer_np`` computes the same), else a BLAKE2b digest."""
+    raw = piece.encode("utf-8")
+    if len(raw) <= 7:
+        return reduce_id(mix64(pack(raw)), _FIRST_ID, VOCAB_SIZE - _FIRST_ID)
+    digest = hashlib.blake2b(raw, digest_size=8).digest()
     return _FIRST_ID + int.from_bytes(digest, "little") % (VOCAB_SIZE - _FIRST_ID)
 
 
 def _piece_ids(piece: str) -> tuple[int, ...]:
     """Ids of one pre-tokenized piece (chunks of at most six characters), memoised in a bounded dict."""
-    ids = tuple(_hash_id(piece[i : i + 6]) for i in range(0, len(piece), 6))
+    ids = tuple(piece_id(piece[i : i + 6]) for i in range(0, len(piece), 6))
     if len(_PIECE_IDS) >= _PIECE_CACHE_MAX:
         _PIECE_IDS.clear()
     _PIECE_IDS[piece] = ids
@@ -92,6 +98,11 @@ class SimTokenizer:
     eos_token_id = EOS_ID
 
     def encode(self, text: str) -> list[int]:
+        fast = encode_ascii(text, _FIRST_ID, VOCAB_SIZE - _FIRST_ID)
+        return fast if fast is not None else self.encode_regex(text)
+
+    def encode_regex(self, text: str) -> list[int]:
+        """The reference path (any text): regex pieces, six-character chunks, memoised piece ids."""
         ids: list[int] = []
         cache = _PIECE_IDS
         for piece in _PIECE.findall(text):
