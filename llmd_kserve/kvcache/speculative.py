@@ -1,0 +1,65 @@
+"""Speculative prefix entries: blocks an endpoint *will* hold because the router just sent it the prompt.
+
+A precise index only learns of a prefix when the engine's KV events arrive, after the prefill. Requests on a new
+prefix that arrive before then (a burst) would look cold everywhere and be spread over the pool, each prefilling
+the same prefix again — the "burst affinity" problem. Recording the routed prompt's block keys for its endpoint,
+for ``ttl_s`` seconds (until the real events have had time to arrive), lets the next request of the burst follow it.
+Entries live between ``ttl_s`` and ``2 * ttl_s``: two generations rotated by the injected clock, so expiry is O(1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from llmd_kserve.types import BlockKey, EndpointId
+
+
+class SpeculativeBlocks:
+    """Per endpoint, the block keys of prompts routed to it in the last ``ttl_s`` to ``2 * ttl_s`` seconds."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float], max_keys_per_endpoint: int = 1_000_000) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._max = max_keys_per_endpoint
+        self._cur: dict[EndpointId, dict[BlockKey, None]] = {}
+        self._old: dict[EndpointId, dict[BlockKey, None]] = {}
+        self._rotated = clock()
+
+    def _rotate(self) -> None:
+        now = self._clock()
+        if now - self._rotated >= self.ttl_s:
+            # two generations old (or more): everything goes; one: the current becomes the old one
+            self._old = {} if now - self._rotated >= 2 * self.ttl_s else self._cur
+            self._cur = {}
+            self._rotated = now
+
+    def record(self, endpoint: EndpointId, keys: Sequence[BlockKey]) -> None:
+        self._rotate()
+        cur = self._cur.setdefault(endpoint, {})
+        if len(cur) + len(keys) > self._max:
+            cur.clear()
+        cur.update(dict.fromkeys(keys))
+
+    def match(self, keys: Sequence[BlockKey], endpoints: Iterable[EndpointId]) -> dict[EndpointId, int]:
+        """Leading blocks of ``keys`` recorded for each endpoint (endpoints with none are left out)."""
+        self._rotate()
+        out: dict[EndpointId, int] = {}
+        if not keys:
+            return out
+        first = keys[0]
+        for ep in endpoints:
+            cur, old = self._cur.get(ep), self._old.get(ep)
+            if not ((cur is not None and first in cur) or (old is not None and first in old)):
+                continue
+            n = 0
+            for k in keys:
+                if (cur is not None and k in cur) or (old is not None and k in old):
+                    n += 1
+                else:
+                    break
+            out[ep] = n
+        return out
+
+    def remove_endpoint(self, endpoint: EndpointId) -> None:
+        self._cur.pop(endpoint, None)
+        self._old.pop(endpoint, None)
