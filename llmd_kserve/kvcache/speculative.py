@@ -23,15 +23,17 @@ class SpeculativeBlocks:
         self._max = max_keys_per_endpoint
         self._cur: dict[EndpointId, dict[BlockKey, None]] = {}
         self._old: dict[EndpointId, dict[BlockKey, None]] = {}
-        self._rotated = clock()
+        self._epoch = self._epoch_now()
+
+    def _epoch_now(self) -> int:
+        return int(self._clock() // self.ttl_s)
 
     def _rotate(self) -> None:
-        now = self._clock()
-        if now - self._rotated >= self.ttl_s:
-            # two generations old (or more): everything goes; one: the current becomes the old one
-            self._old = {} if now - self._rotated >= 2 * self.ttl_s else self._cur
+        epoch = self._epoch_now()
+        if epoch != self._epoch:  # generations are clock epochs of ttl_s: entries of epoch k expire when k+2 starts
+            self._old = self._cur if epoch == self._epoch + 1 else {}
             self._cur = {}
-            self._rotated = now
+            self._epoch = epoch
 
     def record(self, endpoint: EndpointId, keys: Sequence[BlockKey]) -> None:
         self._rotate()
