@@ -64,7 +64,7 @@ class Scenario:
     slo_ttft_s: float = 1.0
     slo_tpot_s: float = 0.05
     num_requests: int = 400
-    min_duration_s: float = 12.0
+    min_duration_s: float = 8.0
     """Runs last at least this long (virtual seconds): ``max(num_requests, rate * min_duration_s)`` requests."""
 
 
