@@ -7,7 +7,8 @@ requests meet TTFT and TPOT objectives), the engines' prefix-cache hit rate (the
 and the router's CPU seconds per 1,000 requests (process time inside ``Scheduler.schedule``, all rates).
 
 Usage: .venv/bin/python benchmarks/routing_scenarios.py [--scenarios a,b] [--configs a,b] [--seeds 0,1]
-       [--num-requests N (at least rate x the scenario's min_duration_s)] [--json out.json] [--markdown]
+       [--num-requests N (at least rate x the scenario's min_duration_s)]
+       [--extra-rates 250,300] [--json out.json] [--markdown]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import random
 import statistics
 import time
+from dataclasses import replace
 from typing import Any
 
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
@@ -96,14 +98,18 @@ def main() -> None:
     ap.add_argument("--configs", default=CONFIGS)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--num-requests", type=int, default=None, help="default: each scenario's")
+    ap.add_argument("--extra-rates", default="", help="rates (req/s) added to every scenario's sweep, e.g. 250,300")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    extra = tuple(float(r) for r in a.extra_rates.split(",") if r)
     seeds = [int(s) for s in a.seeds.split(",")]
     out: dict[str, Any] = {}
     print("| scenario | config | TTFT p50 ms | TTFT p90 ms | max rate in SLO (req/s) | hit rate | router CPU s/1k |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in a.scenarios.split(","):
         sc = SCENARIOS[name]
+        if extra:
+            sc = replace(sc, rates=tuple(sorted(set(sc.rates) | set(extra))))
         for config in a.configs.split(","):
             t0 = time.perf_counter()
             r = out.setdefault(name, {})[config] = evaluate(sc, config, seeds, a.num_requests or sc.num_requests)
