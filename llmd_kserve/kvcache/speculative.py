@@ -48,18 +48,27 @@ class SpeculativeBlocks:
         out: dict[EndpointId, int] = {}
         if not keys:
             return out
-        first = keys[0]
         for ep in endpoints:
             cur, old = self._cur.get(ep), self._old.get(ep)
-            if not ((cur is not None and first in cur) or (old is not None and first in old)):
+            if cur is None and old is None:
                 continue
-            n = 0
-            for k in keys:
-                if (cur is not None and k in cur) or (old is not None and k in old):
-                    n += 1
+
+            def held(i: int, cur: dict[BlockKey, None] | None = cur, old: dict[BlockKey, None] | None = old) -> bool:
+                k = keys[i]
+                return (cur is not None and k in cur) or (old is not None and k in old)
+
+            if not held(0):
+                continue
+            # keys are chained (a key names its whole prefix) and a prompt is recorded with all its keys, so
+            # "key i is recorded" is monotone in i: binary search for the last one, O(log n) lookups
+            lo, hi = 0, len(keys) - 1
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if held(mid):
+                    lo = mid
                 else:
-                    break
-            out[ep] = n
+                    hi = mid - 1
+            out[ep] = lo + 1
         return out
 
     def remove_endpoint(self, endpoint: EndpointId) -> None:
