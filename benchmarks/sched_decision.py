@@ -59,17 +59,27 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def fresh_text(rng: random.Random, words: list[str], n_tokens: int) -> str:
+    """English-like text of exactly ``n_tokens`` SimTokenizer tokens: words of 2-5 letters, punctuation, numbers."""
+    parts = []
+    for _ in range(n_tokens):
+        r = rng.random()
+        parts.append(" " + rng.choice(words) if r < 0.85 else " " + rng.choice(",.;:!?") if r < 0.95 else f" {rng.randrange(1000)}")
+    return "".join(parts)
+
+
 def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: bool, rng: random.Random) -> dict:
     sched = build_scheduler(config, ctx)
     tok = SimTokenizer()
-    words = [f" w{i}" for i in range(5000)]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 5))) for _ in range(20000)]
     inflight = []
     lat: list[float] = []
     for i in range(n + 200):
         base = rng.choice(prompts)
         keep = rng.randrange(0, PROMPT + 1)
-        if text:  # ~8k tokens of fresh text (no tokenization cache hit)
-            body = {"prompt": "".join(rng.choice(words) for _ in range(PROMPT // 2))}
+        if text:  # 8,192 tokens of fresh text (no tokenization cache hit): one token per item
+            body = {"prompt": fresh_text(rng, words, PROMPT)}
             req = LLMRequest(f"r{i}", "m", body)
         else:
             ids = tuple(base[:keep]) + tuple(tokens(rng, PROMPT - keep))
@@ -84,7 +94,7 @@ def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: bool, rng: 
             r, s = inflight.pop(0)
             sched.on_complete(r, s, RequestOutcome(ok=True))
     if text:
-        assert res.prompt_tokens >= len(tok.encode(body["prompt"])) - 1
+        assert res.prompt_tokens == len(tok.encode(body["prompt"])) == PROMPT, res.prompt_tokens
     return {
         "config": config, "input": "text" if text else "token ids", "n": n,
         "p50_ms": percentile(lat, 0.50) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,

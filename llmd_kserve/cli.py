@@ -97,6 +97,8 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="default: the profile's (16384)")
     p.add_argument("--kv-events-endpoint", default=None, help="ZMQ PUB bind address, e.g. tcp://*:5557")
     p.add_argument("--kv-events-topic", default=None, help="default kv@<host:port>@<model>")
+    p.add_argument("--kv-events-replay-endpoint", default=None,
+                   help="ZMQ ROUTER bind address resending missed KV events (vLLM's replay_endpoint), e.g. tcp://*:5558")
     p.add_argument("--role", choices=["both", "prefill", "decode"], default="both")
     p.add_argument("--kv-link-gbps", type=float, default=None, help="P/D KV transfer bandwidth (GB/s)")
     p.add_argument("--time-scale", type=float, default=1.0, help=">1 slower than real time, <1 faster")
@@ -115,6 +117,7 @@ def _cmd_engine(a: argparse.Namespace) -> int:
         host=a.host, port=a.port, model=a.model, profile=a.profile, num_blocks=a.num_blocks, block_size=a.block_size,
         max_num_seqs=a.max_num_seqs, max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
         kv_events_endpoint=a.kv_events_endpoint, kv_events_topic=a.kv_events_topic, role=a.role,
+        kv_events_replay_endpoint=a.kv_events_replay_endpoint,
         kv_link_gbps=a.kv_link_gbps, time_scale=a.time_scale, seed=a.seed, error_rate=a.error_rate,
         crash_after=a.crash_after, crash_exits_process=True, slow_start=a.slow_start))
 

@@ -12,7 +12,7 @@ load-only, approx-prefix, precise-prefix and the project default) runs
   (`LocalStack`), the same prompt shapes with fewer groups, on freshly reset caches for every policy.
 
 Results: one table (policy x scale: TTFT p50/p90, TPOT p50, goodput under the SLO, hit rate, shed), the
-default-vs-round-robin ratios, an HTML report, and optionally the bench JSON (``runs[].policy``,
+default-vs-round-robin ratios, a simulated rate sweep (``demo_sweep``: each policy's max rate within the SLO), an HTML report, and optionally the bench JSON (``runs[].policy``,
 ``runs[].scale``). ``quick=True`` is a reduced version for tests.
 """
 
@@ -36,6 +36,7 @@ from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_work
 from llmd_kserve.cluster_sim.run import sim_entry, simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
 from llmd_kserve.defaults import DEFAULT_PROFILE
+from llmd_kserve.demo_sweep import ATTAINMENT, FACTORS, sweep
 
 log = logging.getLogger(__name__)
 
@@ -190,17 +191,25 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
         console.print(f"[bold]live over HTTP[/bold]: {live_scale.engines} engine processes + router, "
                       f"{live_scale.num_requests} requests at {live_scale.rate:g} req/s per policy")
         runs += [dict(r, offered_rps=live_scale.rate) for r in run_live(live_scale, policies, seed, console=console)]
+    rate_sweep: list[dict] = []
+    if sim:
+        console.print(f"[bold]rate sweep[/bold] (simulator): {', '.join(f'{f:g}x' for f in FACTORS)} of "
+                      f"{sim_scale.rate:g} req/s, {sweep_requests(sim_scale)} requests per run")
+        rate_sweep = sweep(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, sim_scale.rate, policies,
+                           num_requests=sweep_requests(sim_scale), slo=SLO_DEMO, seed=seed)
     claims = [c for scale in ("sim", "live") if (c := ratios(runs, scale)) is not None]
     info = {"demo": "shared-prefix under KV pressure", "quick": quick, "seed": seed,
             "slo": {"ttft": SLO_DEMO.ttft, "tpot": SLO_DEMO.tpot}, "machine": "2-core CPU sandbox",
             "profile": DEFAULT_PROFILE, "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
-            "claims": claims, "elapsed_s": None}
+            "claims": claims, "rate_sweep": rate_sweep, "elapsed_s": None}
     report = build_report(info, runs)
     console.print(table(runs))
     for c in claims:
         mark = "[green]met[/green]" if c["claim_met"] else "[red]not met[/red]"
         console.print(f"{c['scale']:4s}: default vs round-robin: TTFT p90 {_x(c['ttft_p90_x_lower'])} lower, "
                       f"goodput {_x(c['goodput_x_higher'])} higher, {c['shed']} shed  (claim >= 3x / >= 2x: {mark})")
+    if rate_sweep:
+        console.print(sweep_table(rate_sweep))
     report["workload"]["elapsed_s"] = round(time.perf_counter() - t0, 1)
     if json:
         write_json(report, json)
@@ -212,6 +221,24 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
         console.print(f"HTML report: {html}")
     console.print(f"demo took {report['workload']['elapsed_s']:.0f} s")
     return report
+
+
+def sweep_requests(scale: Scale) -> int:
+    """Requests per sweep run: a third of the demo's, at least 600 (enough for queues to build past saturation)."""
+    return max(600, scale.num_requests // 3)
+
+
+def sweep_table(rows: Sequence[dict]) -> Table:
+    """Policy x offered rate: TTFT p90 ms / SLO attainment, and the max rate within the SLO."""
+    t = Table(title=f"rate sweep (simulator): TTFT p90 ms / share within the SLO; max rate where >= "
+                    f"{ATTAINMENT:.0%} meet it")
+    rates = [p["rate"] for p in rows[0]["points"]] if rows else []
+    for col in ("policy", *(f"{r:g}/s" for r in rates), "max rate in SLO"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for row in rows:
+        t.add_row(row["policy"], *(f"{_ms(p['ttft_p90'])} / {_pct(p['slo_attainment'])}" for p in row["points"]),
+                  f"{row['max_rate_in_slo']:g}/s")
+    return t
 
 
 def _x(v: float | None) -> str:

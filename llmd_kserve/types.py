@@ -50,6 +50,8 @@ class Endpoint:
     role: Role = "both"
     kv_events: str | None = None
     """ZMQ endpoint of its KV-event publisher, e.g. ``tcp://10.0.0.5:5557``; None: no precise index."""
+    kv_replay: str | None = None
+    """ZMQ endpoint of the publisher's replay socket (vLLM ``replay_endpoint``); None: sequence gaps are only counted."""
     labels: Mapping[str, str] = field(default_factory=dict)
 
 

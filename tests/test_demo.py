@@ -48,6 +48,8 @@ def test_quick_demo(tmp_path) -> None:
     assert by["default", "live"]["cache_hit_rate"] > by["round-robin", "live"]["cache_hit_rate"] + 0.15
     assert by["default", "live"]["ttft_p90"] < by["round-robin", "live"]["ttft_p90"]
     assert {c["scale"] for c in report["workload"]["claims"]} == {"sim", "live"}
+    sweep = {r["policy"]: r["max_rate_in_slo"] for r in report["workload"]["rate_sweep"]}
+    assert set(sweep) == {"round-robin", "default"} and sweep["default"] >= sweep["round-robin"]
     assert "plotly" in page.read_text() and "default vs round-robin" in console.export_text()
     html = page.read_text()  # the claim first, then the charts, the settings folded at the end
     assert html.index("default vs round-robin") < html.index("Goodput by policy") < html.index("<details>")

@@ -50,12 +50,13 @@ class SimEngine:
             scraped_at=t, stale=False))
 
 
-def build_engines(profile: LatencyProfile, roles: Sequence[Role], *, num_blocks: int | None,
-                  max_num_seqs: int | None, max_num_batched_tokens: int | None, seed: int,
+def build_engines(profile: LatencyProfile | Sequence[LatencyProfile], roles: Sequence[Role], *,
+                  num_blocks: int | None, max_num_seqs: int | None, max_num_batched_tokens: int | None, seed: int,
                   enable_kv_events: bool) -> list[SimEngine]:
-    """Fresh engines, one per role; engine ``i`` gets core seed ``seed + i``."""
+    """Fresh engines, one per role (and per profile when given a sequence); engine ``i`` gets core seed ``seed + i``."""
+    profiles = [profile] * len(roles) if isinstance(profile, LatencyProfile) else list(profile)
     return [SimEngine(engine_id(role, i), role,
-                      EngineCore(profile, num_blocks=num_blocks, max_num_seqs=max_num_seqs,
+                      EngineCore(profiles[i], num_blocks=num_blocks, max_num_seqs=max_num_seqs,
                                  max_num_batched_tokens=max_num_batched_tokens, seed=seed + i,
                                  enable_kv_events=enable_kv_events))
             for i, role in enumerate(roles)]

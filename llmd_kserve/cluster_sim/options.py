@@ -19,6 +19,9 @@ class SimOptions:
     """One role per engine (``cluster_sim.pd_roles(prefill, decode)``); when set, ``engines`` is its length.
     None: ``engines`` aggregated (``both``) replicas."""
     profile: str | LatencyProfile = DEFAULT_PROFILE
+    engine_profiles: tuple[str | LatencyProfile, ...] | None = None
+    """One latency profile per engine (mixed GPUs: unequal speed and, with ``num_blocks`` None, unequal KV
+    capacity); None: every engine runs ``profile``. The router's own view (predicted TTFT) still uses ``profile``."""
     num_blocks: int | None = None
     """KV blocks per engine (None: the profile's ``num_gpu_blocks``)."""
     max_num_seqs: int | None = None
@@ -46,6 +49,10 @@ class SimOptions:
         if self.roles is not None:
             object.__setattr__(self, "roles", tuple(self.roles))
             object.__setattr__(self, "engines", len(self.roles))
+        if self.engine_profiles is not None:
+            object.__setattr__(self, "engine_profiles", tuple(self.engine_profiles))
+            if len(self.engine_profiles) != self.engines:
+                raise ValueError(f"engine_profiles names {len(self.engine_profiles)} engines, the cluster has {self.engines}")
         if self.accelerators is not None:
             object.__setattr__(self, "accelerators", tuple(self.accelerators))
             if len(self.accelerators) != self.engines:

@@ -73,8 +73,9 @@ class ClusterSim:
         self.scheduler = build_scheduler(config, ctx)
         self.uses_index = any(p.type == "precise-prefix-producer" for p in self.scheduler.producers)
         roles = opt.engine_roles
+        per_engine = [p if isinstance(p, LatencyProfile) else load_profile(p) for p in opt.engine_profiles or ()]
         self.engines: list[SimEngine] = build_engines(
-            self.profile, roles, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
+            per_engine or self.profile, roles, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
             max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index)
         self.index_of = {e.id: i for i, e in enumerate(self.engines)}
         self.tokens = PrefixTokenCache()

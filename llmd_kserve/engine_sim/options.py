@@ -24,6 +24,8 @@ class EngineOptions:
     max_model_len: int | None = None
     kv_events_endpoint: str | None = None
     kv_events_topic: str | None = None
+    kv_events_replay_endpoint: str | None = None
+    """vLLM's ``replay_endpoint``: a ROUTER socket resending buffered KV-event messages from a sequence number."""
     role: Role = "both"
     kv_link_gbps: float | None = None
     kv_lease_s: float = 480.0

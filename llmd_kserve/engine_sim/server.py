@@ -84,7 +84,8 @@ class SimEngine:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(id=EndpointId(self.url), role=self.opts.role, kv_events=self.kv_events_endpoint)
+        return Endpoint(id=EndpointId(self.url), role=self.opts.role, kv_events=self.kv_events_endpoint,
+                        kv_replay=self.publisher.replay_connect_endpoint if self.publisher else None)
 
     async def start(self) -> None:
         # handler_cancellation: a client that disconnects cancels its handler, which aborts its request (as vLLM does)
@@ -102,7 +103,8 @@ class SimEngine:
         self.port = self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if self.opts.kv_events_endpoint:
             topic = self.opts.kv_events_topic or f"kv@{self.url.removeprefix('http://')}@{self.opts.model}"
-            self.publisher = KVEventPublisher(self.opts.kv_events_endpoint, topic)
+            self.publisher = KVEventPublisher(self.opts.kv_events_endpoint, topic,
+                                              replay_endpoint=self.opts.kv_events_replay_endpoint)
             self.core.event_sink = self.publisher.publish
             self.core.pool.enable_events = True
         self.driver = RealtimeDriver(self.core, self.metrics, time_scale=self.opts.time_scale)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from llmd_kserve.types import BlockKey
 
@@ -17,9 +18,10 @@ def block_key(parent: int, tokens: Sequence[int], seed: int = 0) -> BlockKey:
 
 def block_keys(token_ids: Sequence[int], block_size: int, seed: int = 0, parent: int = ROOT_PARENT) -> list[BlockKey]:
     """Keys of every *full* block of ``token_ids``; a trailing partial block has no key (as in vLLM)."""
-    keys: list[BlockKey] = []
-    n_full = len(token_ids) // block_size
-    for i in range(n_full):
-        parent = hash((seed, parent, *token_ids[i * block_size : (i + 1) * block_size])) & _MASK
-        keys.append(BlockKey(parent))
-    return keys
+    keys: list[int] = []
+    append = keys.append
+    it = iter(token_ids)
+    for block in zip(*[it] * block_size, strict=False):  # full blocks only: zip stops at the shortest, dropping a partial tail
+        parent = hash((seed, parent) + block) & _MASK  # the same tuple, hence key, as block_key(parent, block, seed)
+        append(parent)
+    return cast(list[BlockKey], keys)  # BlockKey is a NewType of int: no call per block

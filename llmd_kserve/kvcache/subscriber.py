@@ -5,6 +5,12 @@ count messages, sequence gaps (``seq`` jumped forward: messages were lost, e.g. 
 the messages missed, publisher restarts (``seq`` went backwards: the engine restarted, so its cache is empty and
 the endpoint's index entries are dropped) and garbage (wrong frame count, bad ``seq``, undecodable payload: logged,
 counted, skipped). Endpoints can be added and removed while running.
+
+When an endpoint has a replay address (vLLM's ``replay_endpoint``, a ROUTER socket), a gap is repaired before the
+message after it is applied: a DEALER asks ``[b"", first missed seq]``, the publisher answers ``[b"", seq, payload]``
+per buffered message and ``[b"", seq=-1, b""]`` at the end; the missed messages are applied in order (so a block
+stored then removed in the gap does not linger), those at or past the live message are ignored. Messages no longer
+buffered, or a publisher that does not answer within ``replay_timeout_s``, stay counted as missed.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from llmd_kserve.types import Endpoint, EndpointId
 log = logging.getLogger(__name__)
 
 _LOG_FIRST_ERRORS = 5
+_END_SEQ = (-1).to_bytes(8, "big", signed=True)
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """ZMQ ``MAXMSGSIZE`` of each SUB socket: a larger message drops the connection (ZMQ reconnects), never buffered."""
 
@@ -41,22 +48,29 @@ class SubscriptionStats:
     restarts: int = 0
     decode_errors: int = 0
     last_seq: int | None = None
+    replayed: int = 0
+    """Missed messages recovered from the publisher's replay socket (``missed - replayed`` stayed lost)."""
+    replay_failures: int = 0
+    """Replay requests that got no complete answer in time."""
 
 
 class _Sub:
-    __slots__ = ("address", "blocks", "decode_errors", "gaps", "last_seq", "messages", "missed", "restarts",
-                 "socket", "task")
+    __slots__ = ("address", "blocks", "decode_errors", "gaps", "last_seq", "messages", "missed", "replay",
+                 "replay_failures", "replay_socket", "replayed", "restarts", "socket", "task")
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, replay: str | None = None) -> None:
         self.address = address
+        self.replay = replay
         self.messages = self.blocks = self.gaps = self.missed = self.restarts = self.decode_errors = 0
+        self.replayed = self.replay_failures = 0
         self.last_seq: int | None = None
         self.socket: zmq.asyncio.Socket | None = None
+        self.replay_socket: zmq.asyncio.Socket | None = None
         self.task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> SubscriptionStats:
         return SubscriptionStats(self.address, self.messages, self.blocks, self.gaps, self.missed, self.restarts,
-                                 self.decode_errors, self.last_seq)
+                                 self.decode_errors, self.last_seq, self.replayed, self.replay_failures)
 
 
 class KVEventSubscriber:
@@ -66,8 +80,9 @@ class KVEventSubscriber:
     """
 
     def __init__(self, index: KVIndex, *, context: zmq.asyncio.Context | None = None, rcvhwm: int = 100_000,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, replay_timeout_s: float = 1.0) -> None:
         self.index = index
+        self._replay_timeout_ms = max(1, int(replay_timeout_s * 1000))
         self._max_message_bytes = max_message_bytes
         self._ctx = context
         self._own_ctx = context is None
@@ -84,9 +99,10 @@ class KVEventSubscriber:
         sub = self._subs.get(endpoint.id)
         if sub is not None:
             if sub.address == endpoint.kv_events:
+                sub.replay = endpoint.kv_replay
                 return True
             self.remove(endpoint.id)
-        sub = self._subs[endpoint.id] = _Sub(endpoint.kv_events)
+        sub = self._subs[endpoint.id] = _Sub(endpoint.kv_events, endpoint.kv_replay)
         if self._running:
             self._launch(endpoint.id, sub)
         return True
@@ -158,6 +174,9 @@ class KVEventSubscriber:
         if sub.socket is not None:
             sub.socket.close(linger=0)
             sub.socket = None
+        if sub.replay_socket is not None:
+            sub.replay_socket.close(linger=0)
+            sub.replay_socket = None
 
     # --- ingestion -------------------------------------------------------------------------------------------------
 
@@ -166,10 +185,54 @@ class KVEventSubscriber:
         while True:
             frames = await sock.recv_multipart(copy=True)
             try:
+                last = sub.last_seq
+                if sub.replay and last is not None and len(frames) in (2, 3) and len(frames[-2]) == 8:
+                    seq = int.from_bytes(frames[-2], "big")
+                    if seq > last + 1:
+                        await self._recover(eid, sub, last + 1, seq)
                 self._handle(eid, sub, frames)
             except Exception:  # never let one bad message kill the subscription
                 sub.decode_errors += 1
                 log.exception("failed to apply KV events from %s", eid)
+
+    async def _recover(self, eid: EndpointId, sub: _Sub, start: int, stop: int) -> None:
+        """Ask the publisher's replay socket for messages ``start .. stop-1`` and apply them in order."""
+        assert self._ctx is not None and sub.replay is not None
+        if sub.replay_socket is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
+            sock.connect(sub.replay)
+            sub.replay_socket = sock
+        sock = sub.replay_socket
+        got = 0
+        await sock.send_multipart([b"", start.to_bytes(8, "big")])
+        while True:
+            if not await sock.poll(self._replay_timeout_ms):
+                sub.replay_failures += 1
+                log.warning("KV-event replay from %s: no complete answer in %d ms (%d of %d recovered)", eid,
+                            self._replay_timeout_ms, got, stop - start)
+                sock.close(linger=0)  # a late answer must not be read as the next request's
+                sub.replay_socket = None
+                break
+            frames = await sock.recv_multipart(copy=True)
+            if len(frames) != 3 or len(frames[1]) != 8:
+                self._garbage(eid, sub, f"replay message of {len(frames)} frames")
+                continue
+            if frames[1] == _END_SEQ:
+                break
+            seq = int.from_bytes(frames[1], "big")
+            if not start <= seq < stop:
+                continue  # before the gap, or already (or about to be) received live
+            try:
+                batch = decode_payload(frames[2])
+            except KVEventDecodeError as exc:
+                self._garbage(eid, sub, f"replayed {exc}")
+                continue
+            sub.blocks += self.index.apply(eid, batch)
+            got += 1
+        sub.replayed += got
+        log.info("KV-event replay from %s: recovered %d of %d missed messages", eid, got, stop - start)
 
     def handle_message(self, endpoint_id: EndpointId, frames: list[bytes]) -> None:
         """Process one multipart message of a subscribed endpoint synchronously (what the receive loop does)."""

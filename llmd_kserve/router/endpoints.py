@@ -23,7 +23,7 @@ PoolListener = Callable[[tuple[Endpoint, ...], tuple[Endpoint, ...]], None]
 
 
 def _endpoint(url: str, role: str = "both", kv_events: str | None = None, labels: Mapping[str, str] | None = None,
-              path: str = "") -> Endpoint:
+              path: str = "", kv_replay: str | None = None) -> Endpoint:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"endpoint URL must be http(s)://host:port, got {url!r}", path)
@@ -34,17 +34,19 @@ def _endpoint(url: str, role: str = "both", kv_events: str | None = None, labels
     except ValueError:
         raise ConfigError(f"endpoint URL has a bad port: {url!r}", path) from None
     base = f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
-    return Endpoint(id=EndpointId(base), role=role, kv_events=kv_events or None, labels=dict(labels or {}))
+    return Endpoint(id=EndpointId(base), role=role, kv_events=kv_events or None, labels=dict(labels or {}),
+                    kv_replay=kv_replay or None)
 
 
 def parse_endpoint_url(url: str, path: str = "") -> Endpoint:
-    """``http://host:port#role=prefill&kv=tcp://host:5557`` -> Endpoint (the fragment is optional)."""
+    """``http://host:port#role=prefill&kv=tcp://host:5557&replay=tcp://host:5558`` -> Endpoint (fragment optional)."""
     base, _, fragment = url.strip().partition("#")
     opts = dict(parse_qsl(fragment, keep_blank_values=True)) if fragment else {}
-    unknown = set(opts) - {"role", "kv", "kv_events"}
+    unknown = set(opts) - {"role", "kv", "kv_events", "replay", "kv_replay"}
     if unknown:
         raise ConfigError(f"unknown endpoint option(s) {sorted(unknown)} in {url!r}", path)
-    return _endpoint(base, opts.get("role", "both"), opts.get("kv") or opts.get("kv_events"), path=path)
+    return _endpoint(base, opts.get("role", "both"), opts.get("kv") or opts.get("kv_events"), path=path,
+                     kv_replay=opts.get("replay") or opts.get("kv_replay"))
 
 
 def parse_endpoints(items: Iterable[str | Mapping[str, Any]], path: str = "endpoints") -> tuple[Endpoint, ...]:
@@ -58,12 +60,13 @@ def parse_endpoints(items: Iterable[str | Mapping[str, Any]], path: str = "endpo
         elif isinstance(item, Mapping):
             if "url" not in item:
                 raise ConfigError("missing 'url'", p)
-            unknown = set(item) - {"url", "role", "kv_events", "kv", "labels"}
+            unknown = set(item) - {"url", "role", "kv_events", "kv", "labels", "kv_replay", "replay"}
             if unknown:
                 raise ConfigError(f"unknown field(s) {sorted(unknown)}", p)
             base = parse_endpoint_url(str(item["url"]), f"{p}.url")
             ep = _endpoint(base.id, str(item.get("role", base.role)),
-                           item.get("kv_events") or item.get("kv") or base.kv_events, item.get("labels"), p)
+                           item.get("kv_events") or item.get("kv") or base.kv_events, item.get("labels"), p,
+                           kv_replay=item.get("kv_replay") or item.get("replay") or base.kv_replay)
         else:
             raise ConfigError(f"expected a URL or a mapping, got {type(item).__name__}", p)
         if ep.id in seen:

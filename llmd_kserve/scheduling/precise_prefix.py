@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.kvcache.speculative import SpeculativeBlocks
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
 from llmd_kserve.scheduling.approx_prefix import ApproxPrefixProducer
 from llmd_kserve.types import EndpointId, EndpointState
@@ -36,6 +37,9 @@ class PrecisePrefixProducer:
         """Estimate router-side the prefix of endpoints without a KV-event stream (else they match 0 blocks)."""
         lru_capacity_per_server: int = Field(31250, ge=1)
         """The fallback's blocks per endpoint when its metrics don't report ``num_gpu_blocks``."""
+        speculative_ttl_s: float = Field(2.0, ge=0.0)
+        """Count a routed prompt's blocks as held by its endpoint for this long (to twice this), before its KV
+        events arrive, so a burst on a new prefix follows the first request (``kvcache.speculative``; 0: off)."""
 
     requires: tuple[str, ...] = ("tokenize-producer",)
 
@@ -47,6 +51,8 @@ class PrecisePrefixProducer:
             raise ConfigError(f"KV index keys use seed {index_seed} but the context hashes with {ctx.hash_seed}", "")
         self._max = params.max_prefix_blocks_to_match
         self._has_kv_events = ctx.has_kv_events
+        self._speculative = (SpeculativeBlocks(params.speculative_ttl_s, ctx.clock)
+                             if params.speculative_ttl_s > 0 else None)
         self._fallback: ApproxPrefixProducer | None = None
         if params.fallback_to_approx:
             self._fallback = ApproxPrefixProducer(f"{name}/fallback", ApproxPrefixProducer.Params(
@@ -66,13 +72,23 @@ class PrecisePrefixProducer:
             (streamed if self._fallback is None or self._has_kv_events(c.endpoint) else blind).append(c)
         hits = self._index.match(keys, [c.endpoint.id for c in streamed]) if streamed else {}
         out = {ep: n for ep, n in hits.items() if n > 0}
+        if self._speculative is not None and streamed:
+            for ep, n in self._speculative.match(keys, [c.endpoint.id for c in streamed]).items():
+                if n > out.get(ep, 0):
+                    out[ep] = n
         if blind and self._fallback is not None:
             self._fallback.update_capacity(blind)
             out.update(self._fallback.match(keys, [c.endpoint.id for c in blind]))
         state.prefix_hits["precise"] = out
 
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
-        if self._fallback is None or not state.block_keys:
+        if not state.block_keys:
+            return
+        if self._speculative is not None:
+            for target in (decision.target, decision.prefill):
+                if target is not None:
+                    self._speculative.record(target, state.block_keys)
+        if self._fallback is None:
             return
         blind = {c.endpoint.id for c in state.candidates if not self._has_kv_events(c.endpoint)}
         for target in (decision.target, decision.prefill):
@@ -80,5 +96,7 @@ class PrecisePrefixProducer:
                 self._fallback.record(target, state.block_keys)
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
+        if self._speculative is not None:
+            self._speculative.remove_endpoint(endpoint_id)
         if self._fallback is not None:
             self._fallback.remove_endpoint(endpoint_id)

@@ -151,14 +151,16 @@ class LocalStack:
             self.engine_urls = list(cfg.vllm_urls)
             return
         for i, role in enumerate(roles):
-            port, kv_port = free_port(cfg.host), free_port(cfg.host)
+            port, kv_port, replay_port = free_port(cfg.host), free_port(cfg.host), free_port(cfg.host)
             url = f"http://{cfg.host}:{port}"
             kv = f"tcp://{cfg.host}:{kv_port}"
+            replay = f"tcp://{cfg.host}:{replay_port}"
             argv = _cli("engine", "--host", cfg.host, "--port", str(port), "--kv-events-endpoint", kv,
+                        "--kv-events-replay-endpoint", replay,
                         "--role", role, "--time-scale", str(cfg.time_scale), "--seed", str(cfg.seed + i),
                         *cfg.engine_args)
             self._spawn(f"engine-{i}-{role}", argv, url)
-            frag = f"role={role}&kv={kv}" if role != "both" else f"kv={kv}"
+            frag = (f"role={role}&" if role != "both" else "") + f"kv={kv}&replay={replay}"
             self.engine_urls.append(f"{url}#{frag}")
 
     def _start_router(self, config: str) -> None:

@@ -40,6 +40,14 @@ def _shared_prefix(spec: SharedPrefixSpec, rng: random.Random, n: int | None) ->
     per_group = spec.prompts_per_group if n is None else math.ceil(n / spec.num_groups)
     systems = [synth_text(rng, spec.system_prompt_len) for _ in range(spec.num_groups)]
     out = []
+    if spec.zipf_s > 0:  # Zipf-skewed popularity: group of each request drawn by weight 1 / rank**s
+        weights = [1.0 / (g + 1) ** spec.zipf_s for g in range(spec.num_groups)]
+        total = spec.num_groups * per_group if n is None else n
+        for i, g in enumerate(rng.choices(range(spec.num_groups), weights, k=total)):
+            question = synth_text(rng, spec.question_len, continuation=bool(systems[g]))
+            out.append(_completion(f"sp-g{g}-q{i}", systems[g] + question, spec.system_prompt_len + spec.question_len,
+                                   spec.output_len, f"g{g}"))
+        return out
     for g, system in enumerate(systems):
         for q in range(per_group):
             question = synth_text(rng, spec.question_len, continuation=bool(system))

@@ -41,6 +41,9 @@ class SharedPrefixSpec(_Spec):
     system_prompt_len: int = Field(2048, ge=0)
     question_len: int = Field(128, ge=1)
     output_len: int = Field(64, ge=1)
+    zipf_s: float = Field(0.0, ge=0)
+    """Group popularity: 0 gives every group ``prompts_per_group`` requests; s > 0 draws each request's group with
+    weight ``1 / rank**s`` (Zipf), so the hottest groups need more than one replica."""
 
 
 class ChatSpec(_Spec):
