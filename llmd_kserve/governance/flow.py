@@ -1,0 +1,172 @@
+"""Flow control in front of the scheduler (llm-d's model): priority bands, per-tenant fairness, TTL, band capacity.
+
+Requests are dispatched at once while fewer than ``capacity()`` are in flight and nobody of the same or a higher
+band is waiting; otherwise they queue in their band. When a request finishes, the highest band with a waiting
+request dispatches next, and inside a band the tenant with the fewest requests in flight goes first (ties: the
+one that waited longest), so a tenant flooding the gateway cannot starve another. A full band refuses with 429
+(drop reason ``band_full``); a request that waits longer than ``ttl_s`` is dropped with 503 (``ttl_expired``).
+``FlowQueue`` is the synchronous core (injected clock, no I/O); ``FlowController`` awaits it on asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmd_kserve.governance.limits import RateLimited
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPolicy:
+    per_band_capacity: int = 1024
+    """Most requests waiting in one priority band."""
+    ttl_s: float = 30.0
+    """Most seconds a request may wait for dispatch."""
+
+
+@dataclass(eq=False, slots=True)
+class Waiting:
+    tenant: str
+    priority: int
+    enqueued_at: float
+    max_concurrency: int | None = None
+    dispatched: bool = False
+
+
+@dataclass(slots=True)
+class FlowQueue:
+    """The synchronous core: ``offer`` → dispatched now or queued (or ``RateLimited``); ``release`` → who goes next."""
+
+    capacity: Callable[[], int]
+    policy: FlowPolicy = FlowPolicy()
+    clock: Callable[[], float] = time.monotonic
+    in_flight: int = 0
+    tenant_in_flight: dict[str, int] = field(default_factory=dict)
+    bands: dict[int, dict[str, deque[Waiting]]] = field(default_factory=dict)
+    queued: dict[int, int] = field(default_factory=dict)
+
+    def _waiting_at_or_above(self, priority: int) -> bool:
+        return any(n for p, n in self.queued.items() if p >= priority)
+
+    def _under_cap(self, w: Waiting) -> bool:
+        return w.max_concurrency is None or self.tenant_in_flight.get(w.tenant, 0) < w.max_concurrency
+
+    def _start(self, w: Waiting) -> None:
+        w.dispatched = True
+        self.in_flight += 1
+        self.tenant_in_flight[w.tenant] = self.tenant_in_flight.get(w.tenant, 0) + 1
+
+    def offer(self, tenant: str, priority: int = 0, max_concurrency: int | None = None) -> Waiting:
+        """A request arrives: the returned ``Waiting`` is ``dispatched`` or queued; a full band raises 429."""
+        w = Waiting(tenant, priority, self.clock(), max_concurrency)
+        if self.in_flight < self.capacity() and not self._waiting_at_or_above(priority) and self._under_cap(w):
+            self._start(w)
+            return w
+        if self.queued.get(priority, 0) >= self.policy.per_band_capacity:
+            raise RateLimited(f"Gateway queue for priority {priority} is full; retry later.", "band_full", 1.0)
+        self.bands.setdefault(priority, {}).setdefault(tenant, deque()).append(w)
+        self.queued[priority] = self.queued.get(priority, 0) + 1
+        return w
+
+    def _pop(self, w: Waiting) -> None:
+        q = self.bands[w.priority][w.tenant]
+        q.remove(w)
+        if not q:
+            del self.bands[w.priority][w.tenant]
+        self.queued[w.priority] -= 1
+
+    def withdraw(self, w: Waiting) -> None:
+        """A queued request gives up (timed out, client gone)."""
+        if not w.dispatched:
+            self._pop(w)
+
+    def release(self, w: Waiting) -> list[Waiting]:
+        """A dispatched request finished: free its slot and dispatch whoever may go now (returned)."""
+        if w.dispatched:
+            w.dispatched = False
+            self.in_flight -= 1
+            n = self.tenant_in_flight.get(w.tenant, 1) - 1
+            if n:
+                self.tenant_in_flight[w.tenant] = n
+            else:
+                self.tenant_in_flight.pop(w.tenant, None)
+        return self.dispatch()
+
+    def dispatch(self) -> list[Waiting]:
+        out: list[Waiting] = []
+        while self.in_flight < self.capacity():
+            nxt = self._next()
+            if nxt is None:
+                break
+            self._pop(nxt)
+            self._start(nxt)
+            out.append(nxt)
+        return out
+
+    def _next(self) -> Waiting | None:
+        for p in sorted((p for p, n in self.queued.items() if n), reverse=True):
+            heads = [q[0] for q in self.bands[p].values() if q and self._under_cap(q[0])]
+            if heads:
+                return min(heads, key=lambda h: (self.tenant_in_flight.get(h.tenant, 0), h.enqueued_at))
+        return None
+
+    def expired(self) -> list[Waiting]:
+        """Queued requests older than the TTL, removed."""
+        limit = self.clock() - self.policy.ttl_s
+        old = [w for band in self.bands.values() for q in band.values() for w in q if w.enqueued_at <= limit]
+        for w in old:
+            self._pop(w)
+        return old
+
+    def depth(self) -> dict[int, int]:
+        return {p: n for p, n in self.queued.items() if n}
+
+
+class FlowController:
+    """``FlowQueue`` on asyncio: ``await acquire`` waits for dispatch (429/503 on a drop); ``release`` when done."""
+
+    def __init__(self, queue: FlowQueue) -> None:
+        self.queue = queue
+        self._futures: dict[int, asyncio.Future[None]] = {}
+
+    async def acquire(self, tenant: str, priority: int = 0, max_concurrency: int | None = None) -> Waiting:
+        w = self.queue.offer(tenant, priority, max_concurrency)
+        if w.dispatched:
+            return w
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._futures[id(w)] = fut
+        try:
+            async with asyncio.timeout(self.queue.policy.ttl_s):
+                await fut
+        except TimeoutError:
+            self.queue.withdraw(w)
+            raise RateLimited(f"Request waited {self.queue.policy.ttl_s:g} s in the gateway queue without a free "
+                              "slot; retry later.", "ttl_expired", 1.0, status=503,
+                              code_type="ServiceUnavailableError") from None
+        except asyncio.CancelledError:
+            if w.dispatched:
+                self.release(w)
+            else:
+                self.queue.withdraw(w)
+            raise
+        finally:
+            self._futures.pop(id(w), None)
+        return w
+
+    def release(self, w: Waiting) -> None:
+        for nxt in self.queue.release(w):
+            fut = self._futures.get(id(nxt))
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            elif fut is None:  # its waiter is gone: give the slot on
+                self.release(nxt)
+
+    def kick(self) -> None:
+        """Dispatch after the capacity grew (endpoints added)."""
+        for nxt in self.queue.dispatch():
+            fut = self._futures.get(id(nxt))
+            if fut is not None and not fut.done():
+                fut.set_result(None)
