@@ -209,8 +209,11 @@ def verify(files: Sequence[str | Path], max_errors: int = 20) -> VerifyReport:
                     rep.first_seq = seq
                     if seq == 1 and prev != GENESIS:
                         rep.errors.append(f"{where}: seq 1 does not start from the genesis hash")
+                    elif seq != 1 and rec.get("event") != "rotated":
+                        rep.errors.append(f"{where}: starts at seq {seq}, neither the chain's start nor a rotated "
+                                          "file's first record (records dropped at the start)")
                     elif seq != 1:
-                        rep.notes.append(f"chain starts at seq {seq} (earlier files not given)")
+                        rep.notes.append(f"chain starts at seq {seq} (a rotated file; earlier files not given)")
                 else:
                     if seq != prev_seq + 1:
                         rep.errors.append(f"{where}: seq {seq} follows seq {prev_seq} (records dropped or reordered)")

@@ -3,7 +3,7 @@
 Requests are dispatched at once while fewer than ``capacity()`` are in flight and nobody of the same or a higher
 band is waiting; otherwise they queue in their band. When a request finishes, the highest band with a waiting
 request dispatches next, and inside a band the tenant with the fewest requests in flight goes first (ties: the
-one that waited longest), so a tenant flooding the gateway cannot starve another. A full band refuses with 429
+one served least recently), so a tenant flooding the gateway cannot starve another. A full band refuses with 429
 (drop reason ``band_full``); a request that waits longer than ``ttl_s`` is dropped with 503 (``ttl_expired``).
 ``FlowQueue`` is the synchronous core (injected clock, no I/O); ``FlowController`` awaits it on asyncio.
 """
@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmd_kserve.governance.limits import RateLimited
+
+
+MAX_TENANTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,9 @@ class FlowQueue:
     tenant_in_flight: dict[str, int] = field(default_factory=dict)
     bands: dict[int, dict[str, deque[Waiting]]] = field(default_factory=dict)
     queued: dict[int, int] = field(default_factory=dict)
+    last_served: dict[str, int] = field(default_factory=dict)
+    """Tenant -> dispatch count when it was last dispatched (ties go to the one served least recently)."""
+    dispatches: int = 0
 
     def _waiting_at_or_above(self, priority: int) -> bool:
         return any(n for p, n in self.queued.items() if p >= priority)
@@ -56,6 +62,11 @@ class FlowQueue:
 
     def _start(self, w: Waiting) -> None:
         w.dispatched = True
+        self.dispatches += 1
+        self.last_served[w.tenant] = self.dispatches
+        if len(self.last_served) > 4 * MAX_TENANTS:  # forget idle tenants: bounded memory
+            for t in [t for t in self.last_served if t not in self.tenant_in_flight][: len(self.last_served) // 2]:
+                del self.last_served[t]
         self.in_flight += 1
         self.tenant_in_flight[w.tenant] = self.tenant_in_flight.get(w.tenant, 0) + 1
 
@@ -110,7 +121,8 @@ class FlowQueue:
         for p in sorted((p for p, n in self.queued.items() if n), reverse=True):
             heads = [q[0] for q in self.bands[p].values() if q and self._under_cap(q[0])]
             if heads:
-                return min(heads, key=lambda h: (self.tenant_in_flight.get(h.tenant, 0), h.enqueued_at))
+                return min(heads, key=lambda h: (self.tenant_in_flight.get(h.tenant, 0),
+                                                 self.last_served.get(h.tenant, 0), h.enqueued_at))
         return None
 
     def expired(self) -> list[Waiting]:
