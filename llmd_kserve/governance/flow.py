@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from llmd_kserve.governance.limits import RateLimited
 
-
 MAX_TENANTS = 4096
 
 
