@@ -32,7 +32,7 @@ async def _client(url: str, key: str, i: int, done: dict[str, str], stop_at: flo
                         "Authorization": f"Bearer {key}", "x-request-id": rid}) as r:
                     raw = await r.read()
                     done[rid] = "ok" if r.status == 200 and raw.rstrip().endswith(b"[DONE]") else f"http_{r.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 done[rid] = type(exc).__name__
                 return
 
