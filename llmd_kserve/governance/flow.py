@@ -1,9 +1,11 @@
 """Flow control in front of the scheduler (llm-d's model): priority bands, per-tenant fairness, TTL, band capacity.
 
 Requests are dispatched at once while fewer than ``capacity()`` are in flight and nobody of the same or a higher
-band is waiting; otherwise they queue in their band. When a request finishes, the highest band with a waiting
+band waits who may go; otherwise they queue in their band. When a request finishes, the highest band with a waiting
 request dispatches next, and inside a band the tenant with the fewest requests in flight goes first (ties: the
-one served least recently), so a tenant flooding the gateway cannot starve another. A full band refuses with 429
+one served least recently), so a tenant flooding the gateway cannot starve another; and while several tenants
+are active (a request in the last ``active_window_s``), none holds more than its fair share of the slots, so
+another tenant's next request finds a free one (a tenant alone may use them all). A full band refuses with 429
 (drop reason ``band_full``); a request that waits longer than ``ttl_s`` is dropped with 503 (``ttl_expired``).
 ``FlowQueue`` is the synchronous core (injected clock, no I/O); ``FlowController`` awaits it on asyncio.
 """
@@ -27,6 +29,10 @@ class FlowPolicy:
     """Most requests waiting in one priority band."""
     ttl_s: float = 30.0
     """Most seconds a request may wait for dispatch."""
+    fair_share: bool = True
+    """While several tenants are active, each may hold at most ceil(capacity / active tenants) slots."""
+    active_window_s: float = 5.0
+    """A tenant counts as active for this long after its last request."""
 
 
 @dataclass(eq=False, slots=True)
@@ -52,12 +58,30 @@ class FlowQueue:
     last_served: dict[str, int] = field(default_factory=dict)
     """Tenant -> dispatch count when it was last dispatched (ties go to the one served least recently)."""
     dispatches: int = 0
+    last_seen: dict[str, float] = field(default_factory=dict)
+    """Tenant -> when its last request arrived (for the fair share)."""
 
-    def _waiting_at_or_above(self, priority: int) -> bool:
-        return any(n for p, n in self.queued.items() if p >= priority)
+    def _eligible_waiting(self, priority: int) -> bool:
+        """Whether a request of this or a higher band waits that may go now (it goes before a newcomer)."""
+        nxt = self._next()
+        return nxt is not None and nxt.priority >= priority
+
+    def _active(self) -> int:
+        limit = self.clock() - self.policy.active_window_s
+        if len(self.last_seen) > MAX_TENANTS:
+            for t in [t for t, at in self.last_seen.items() if at < limit and t not in self.tenant_in_flight]:
+                del self.last_seen[t]
+        return sum(1 for t, at in self.last_seen.items() if at >= limit or t in self.tenant_in_flight)
 
     def _under_cap(self, w: Waiting) -> bool:
-        return w.max_concurrency is None or self.tenant_in_flight.get(w.tenant, 0) < w.max_concurrency
+        held = self.tenant_in_flight.get(w.tenant, 0)
+        if w.max_concurrency is not None and held >= w.max_concurrency:
+            return False
+        if self.policy.fair_share and held:
+            n = self._active()
+            if n > 1 and held >= -(-self.capacity() // n):
+                return False
+        return True
 
     def _start(self, w: Waiting) -> None:
         w.dispatched = True
@@ -72,7 +96,8 @@ class FlowQueue:
     def offer(self, tenant: str, priority: int = 0, max_concurrency: int | None = None) -> Waiting:
         """A request arrives: the returned ``Waiting`` is ``dispatched`` or queued; a full band raises 429."""
         w = Waiting(tenant, priority, self.clock(), max_concurrency)
-        if self.in_flight < self.capacity() and not self._waiting_at_or_above(priority) and self._under_cap(w):
+        self.last_seen[tenant] = w.enqueued_at
+        if self.in_flight < self.capacity() and self._under_cap(w) and not self._eligible_waiting(priority):
             self._start(w)
             return w
         if self.queued.get(priority, 0) >= self.policy.per_band_capacity:

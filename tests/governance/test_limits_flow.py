@@ -52,7 +52,7 @@ def test_unlimited_key_is_never_tracked():
 
 def test_flow_queue_priority_then_fewest_in_flight_tenant():
     clock = Clock()
-    q = FlowQueue(lambda: 2, FlowPolicy(per_band_capacity=100), clock)
+    q = FlowQueue(lambda: 2, FlowPolicy(per_band_capacity=100, fair_share=False), clock)
     running = [q.offer("A"), q.offer("A")]
     assert all(w.dispatched for w in running)
     waiting = []
@@ -100,3 +100,22 @@ async def test_controller_ttl_is_503_and_cancel_frees_the_slot():
     assert got.dispatched and ctl.queue.in_flight == 1
     ctl.release(got)
     assert ctl.queue.in_flight == 0 and ctl.queue.depth() == {}
+
+
+def test_fair_share_keeps_slots_for_another_active_tenant():
+    clock = Clock()
+    q = FlowQueue(lambda: 4, FlowPolicy(active_window_s=5), clock)
+    alone = [q.offer("A") for _ in range(4)]
+    assert all(w.dispatched for w in alone)  # alone, A may use every slot
+    b1 = q.offer("B")
+    assert not b1.dispatched
+    assert q.release(alone[0]) == [b1]
+    queued_a = q.offer("A")
+    q.release(alone[1])
+    assert not queued_a.dispatched  # A holds 2 = its share of 4 while B is active: the free slot waits for B
+    b2 = q.offer("B")
+    assert b2.dispatched  # B finds it at once, although A was queued first
+    clock.t = 10  # B idle past the window: A may take everything again
+    for w in (b1, b2):
+        q.release(w)
+    assert queued_a.dispatched
