@@ -178,6 +178,8 @@ class FlowController:
             async with asyncio.timeout(self.queue.policy.ttl_s):
                 await fut
         except TimeoutError:
+            if w.dispatched:  # dispatched just as the TTL fired: it goes (dropping it would leak its slot)
+                return w
             self.queue.withdraw(w)
             raise RateLimited(f"Request waited {self.queue.policy.ttl_s:g} s in the gateway queue without a free "
                               "slot; retry later.", "ttl_expired", 1.0, status=503,

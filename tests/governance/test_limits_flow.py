@@ -119,3 +119,15 @@ def test_fair_share_keeps_slots_for_another_active_tenant():
     for w in (b1, b2):
         q.release(w)
     assert queued_a.dispatched
+
+
+async def test_dispatch_racing_the_ttl_keeps_the_slot_accounted():
+    ctl = FlowController(FlowQueue(lambda: 1, FlowPolicy(ttl_s=0.05, fair_share=False)))
+    held = await ctl.acquire("A")
+    waiter = asyncio.ensure_future(ctl.acquire("A"))
+    await asyncio.sleep(0)
+    ctl.queue.release(held)  # the core dispatches the waiter, but its wake-up has not run when the TTL fires
+    got = await waiter  # dispatched: it goes, not a 503 that would leak its slot
+    assert got.dispatched and ctl.queue.in_flight == 1
+    ctl.release(got)
+    assert ctl.queue.in_flight == 0 and ctl.queue.depth() == {}
