@@ -116,12 +116,12 @@ def _keys(tmp: Path) -> dict[str, str]:
     return {t: add_key(tmp / "keys.yaml", tenant=t)[0] for t in ("load", "a", "b")}
 
 
-def _router_args(tmp: Path, per_endpoint: int, fsync: str, ttl: float = 30.0) -> list[str]:
+def _router_args(tmp: Path, per_endpoint: int, fsync: str, ttl: float = 30.0, band: int = 4096) -> list[str]:
     (tmp / "g.yaml").write_text("guardrails:\n  - type: blocklist\n    keywords: [forbidden-topic]\n"
                                 "  - type: pii-redaction\n")
     return ["--keys-file", str(tmp / "keys.yaml"), "--guardrails-file", str(tmp / "g.yaml"), "--audit-file",
             str(tmp / "audit.jsonl"), "--audit-fsync", fsync, "--flow-per-endpoint", str(per_endpoint),
-            "--flow-band-capacity", "4096", "--flow-ttl", str(ttl)]
+            "--flow-band-capacity", str(band), "--flow-ttl", str(ttl)]
 
 
 def run_streams(a: argparse.Namespace, tmp: Path) -> dict:
@@ -170,7 +170,7 @@ async def _poisson(s: aiohttp.ClientSession, url: str, key: str, rate: float, se
 def run_fairness(a: argparse.Namespace, tmp: Path) -> dict:
     keys = _keys(tmp)
     slots = a.engines * a.per_endpoint
-    with stack(tmp, a.engines, _router_args(tmp, a.per_endpoint, a.fsync, a.flow_ttl), a.time_scale) as r:
+    with stack(tmp, a.engines, _router_args(tmp, a.per_endpoint, a.fsync, a.flow_ttl, a.band_capacity), a.time_scale) as r:
         async def phase(flood: bool, rate_b: float, rate_a: float) -> tuple[list, list]:
             b: list[tuple[str, float]] = []
             fa: list[tuple[str, float]] = []
@@ -225,6 +225,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="fairness: seconds per phase")
     ap.add_argument("--b-of-share", type=float, default=0.5, help="fairness: B's rate as a fraction of its share")
     ap.add_argument("--window", type=float, default=5.0)
+    ap.add_argument("--band-capacity", type=int, default=64, help="fairness: queued requests per band")
     ap.add_argument("--flow-ttl", type=float, default=5.0, help="fairness: queue TTL (A's excess is dropped after it)")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=0)

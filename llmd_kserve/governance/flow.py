@@ -6,7 +6,7 @@ request dispatches next, and inside a band the tenant with the fewest requests i
 one served least recently), so a tenant flooding the gateway cannot starve another; and while several tenants
 are active (a request in the last ``active_window_s``), none holds more than its fair share of the slots, so
 another tenant's next request finds a free one (a tenant alone may use them all). A full band refuses with 429
-(drop reason ``band_full``); a request that waits longer than ``ttl_s`` is dropped with 503 (``ttl_expired``).
+(drop reason ``band_full``; ``tenant_queue_full`` when a tenant holds its share of the band already); a request that waits longer than ``ttl_s`` is dropped with 503 (``ttl_expired``).
 ``FlowQueue`` is the synchronous core (injected clock, no I/O); ``FlowController`` awaits it on asyncio.
 """
 
@@ -100,8 +100,13 @@ class FlowQueue:
         if self.in_flight < self.capacity() and self._under_cap(w) and not self._eligible_waiting(priority):
             self._start(w)
             return w
-        if self.queued.get(priority, 0) >= self.policy.per_band_capacity:
+        cap = self.policy.per_band_capacity
+        if self.queued.get(priority, 0) >= cap:
             raise RateLimited(f"Gateway queue for priority {priority} is full; retry later.", "band_full", 1.0)
+        mine = self.bands.get(priority, {}).get(tenant)
+        if self.policy.fair_share and mine and len(mine) >= -(-cap // max(1, self._active())):
+            raise RateLimited(f"Your share of the gateway queue for priority {priority} is full; retry later.",
+                              "tenant_queue_full", 1.0)
         self.bands.setdefault(priority, {}).setdefault(tenant, deque()).append(w)
         self.queued[priority] = self.queued.get(priority, 0) + 1
         return w

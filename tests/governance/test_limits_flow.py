@@ -131,3 +131,15 @@ async def test_dispatch_racing_the_ttl_keeps_the_slot_accounted():
     assert got.dispatched and ctl.queue.in_flight == 1
     ctl.release(got)
     assert ctl.queue.in_flight == 0 and ctl.queue.depth() == {}
+
+
+def test_a_flooding_tenant_fills_only_its_share_of_the_band():
+    clock = Clock()
+    q = FlowQueue(lambda: 1, FlowPolicy(per_band_capacity=4), clock)
+    q.offer("B")  # B is active (and holds the one slot)
+    q.offer("A")
+    q.offer("A")
+    with pytest.raises(RateLimited) as exc:
+        q.offer("A")
+    assert exc.value.headers["x-llmd-drop-reason"] == "tenant_queue_full"
+    assert not q.offer("B").dispatched  # B still finds room in the band
