@@ -120,8 +120,9 @@ def _router_args(tmp: Path, per_endpoint: int, fsync: str, ttl: float = 30.0, ba
     (tmp / "g.yaml").write_text("guardrails:\n  - type: blocklist\n    keywords: [forbidden-topic]\n"
                                 "  - type: pii-redaction\n")
     return ["--keys-file", str(tmp / "keys.yaml"), "--guardrails-file", str(tmp / "g.yaml"), "--audit-file",
-            str(tmp / "audit.jsonl"), "--audit-fsync", fsync, "--flow-per-endpoint", str(per_endpoint),
-            "--flow-band-capacity", str(band), "--flow-ttl", str(ttl)]
+            str(tmp / "audit.jsonl"), "--audit-fsync", fsync,
+            *(["--flow-per-endpoint", str(per_endpoint), "--flow-band-capacity", str(band), "--flow-ttl", str(ttl)]
+              if per_endpoint else [])]
 
 
 def run_streams(a: argparse.Namespace, tmp: Path) -> dict:
@@ -169,7 +170,7 @@ async def _poisson(s: aiohttp.ClientSession, url: str, key: str, rate: float, se
 
 def run_fairness(a: argparse.Namespace, tmp: Path) -> dict:
     keys = _keys(tmp)
-    slots = a.engines * a.per_endpoint
+    slots = a.engines * (a.per_endpoint or a.share_slots)
     with stack(tmp, a.engines, _router_args(tmp, a.per_endpoint, a.fsync, a.flow_ttl, a.band_capacity), a.time_scale) as r:
         async def phase(flood: bool, rate_b: float, rate_a: float) -> tuple[list, list]:
             b: list[tuple[str, float]] = []
@@ -195,9 +196,17 @@ def run_fairness(a: argparse.Namespace, tmp: Path) -> dict:
         service_s = asyncio.run(calibrate())
         share = slots / service_s / 2  # requests/s each of two tenants may send when the pool is saturated
         rate_b, rate_a = a.b_of_share * share, 10 * share
-        solo, _ = asyncio.run(phase(False, rate_b, rate_a))
-        time.sleep(a.window + 1)  # A and B idle: fresh fair-share window
-        mixed, flood = asyncio.run(phase(True, rate_b, rate_a))
+        solo: list[tuple[str, float]] = []
+        mixed: list[tuple[str, float]] = []
+        flood: list[tuple[str, float]] = []
+        for _ in range(a.rounds):  # alternate the phases: a shared machine's drifting load hits both alike
+            b, _ = asyncio.run(phase(False, rate_b, rate_a))
+            solo += b
+            time.sleep(a.window + 1)  # A and B idle: fresh fair-share window
+            b, fa = asyncio.run(phase(True, rate_b, rate_a))
+            mixed += b
+            flood += fa
+            time.sleep(a.window + 1)
     b_solo = [t for w, t in solo if w == "ok"]
     b_mixed = [t for w, t in mixed if w == "ok"]
     outcomes_a: dict[str, int] = {}
@@ -206,7 +215,7 @@ def run_fairness(a: argparse.Namespace, tmp: Path) -> dict:
     p90s, p90m = q(b_solo, 0.9), q(b_mixed, 0.9)
     return {"engines": a.engines, "flow_slots": slots, "service_s": round(service_s, 3),
             "share_rps": round(share, 2), "rate_b_rps": round(rate_b, 2), "rate_a_rps": round(rate_a, 2),
-            "seconds_per_phase": a.seconds, "b_solo": {"n": len(solo), "ok": len(b_solo), "ttft_p50_s": q(b_solo, 0.5),
+            "seconds_per_phase": a.seconds, "rounds": a.rounds, "b_solo": {"n": len(solo), "ok": len(b_solo), "ttft_p50_s": q(b_solo, 0.5),
                                                        "ttft_p90_s": p90s},
             "b_with_a_flooding": {"n": len(mixed), "ok": len(b_mixed), "ttft_p50_s": q(b_mixed, 0.5),
                                   "ttft_p90_s": p90m},
@@ -218,13 +227,16 @@ def main() -> int:
     ap.add_argument("mode", choices=["streams", "fairness"])
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--engines", type=int, default=4)
-    ap.add_argument("--per-endpoint", type=int, default=None, help="flow-control slots per engine")
+    ap.add_argument("--per-endpoint", type=int, default=None, help="flow-control slots per engine (0: no flow control)")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--time-scale", type=float, default=1.0)
     ap.add_argument("--fsync", choices=["every", "interval"], default="every")
     ap.add_argument("--seconds", type=float, default=20.0, help="fairness: seconds per phase")
     ap.add_argument("--b-of-share", type=float, default=0.5, help="fairness: B's rate as a fraction of its share")
     ap.add_argument("--window", type=float, default=5.0)
+    ap.add_argument("--share-slots", type=int, default=4, help="fairness without flow control: slots per engine "
+                    "the share is computed from")
+    ap.add_argument("--rounds", type=int, default=3, help="fairness: solo/flood phase pairs, alternated")
     ap.add_argument("--band-capacity", type=int, default=64, help="fairness: queued requests per band")
     ap.add_argument("--flow-ttl", type=float, default=5.0, help="fairness: queue TTL (A's excess is dropped after it)")
     ap.add_argument("--timeout", type=float, default=300.0)
