@@ -129,6 +129,7 @@ class Gateway:
             if self.flow is not None:
                 t = self.clock()
                 adm.slot = await self.flow.acquire(key.tenant, key.priority, key.max_concurrency)
+                self._gauges()
                 if self.metrics is not None:
                     self.metrics.queue_wait.labels(str(key.priority)).observe(self.clock() - t)
         except HTTPError as exc:
@@ -163,6 +164,15 @@ class Gateway:
         if adm.slot is not None and self.flow is not None:
             self.flow.release(adm.slot)
             adm.slot = None
+            self._gauges()
+
+    def _gauges(self) -> None:
+        if self.metrics is None or self.flow is None:
+            return
+        q = self.flow.queue
+        self.metrics.in_flight.set(q.in_flight)
+        for band, n in q.queued.items():
+            self.metrics.queue_depth.labels(str(band)).set(n)
 
     async def finish(self, adm: Admission, status: int, endpoint: str | None) -> None:
         """After the answer: free the slot, meter tokens, audit ``done`` (on-response guardrails flag it)."""

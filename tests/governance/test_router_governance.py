@@ -59,6 +59,7 @@ async def test_keys_limits_guardrails_audit_through_the_router(tmp_path, caplog)
         # the injected stream usage was metered: 10 prompt + 5 completion per answer
         assert 'llmd_gateway_tokens_total{kind="completion",tenant="gold"} 10.0' in metrics
         assert 'llmd_gateway_requests_total{outcome="rpm",tenant="gold"} 1.0' in metrics
+        assert "llmd_gateway_in_flight 0.0" in metrics and "llmd_gateway_audit_head_seq" in metrics
         assert router.state.gateway.limiter.used(gold_rec.id) == 0  # no tpm/budget on this key: nothing tracked
     rep = verify([audit])
     assert rep.ok, rep.errors
