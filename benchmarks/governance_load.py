@@ -2,7 +2,8 @@
 
 ``streams``: N concurrent streaming clients at once (one connection each), zero errors expected; reports TTFT,
 the router's RSS/CPU, and that the audit chain verifies. ``fairness``: tenant B alone at half its share of the
-pool, then again while tenant A floods at 10x its share (open-loop Poisson arrivals, seeded); reports B's p90 TTFT
+pool, then again while tenant A floods at 10x its share (open-loop Poisson arrivals, seeded; A's
+client runs in a process of its own); reports B's p90 TTFT
 in both phases and their ratio (target <= 1.2). Engines are ``llmd-kserve engine`` processes (simulated vLLM).
 
     PYTHONPATH=. .venv/bin/python benchmarks/governance_load.py streams --streams 1000
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -168,6 +170,18 @@ async def _poisson(s: aiohttp.ClientSession, url: str, key: str, rate: float, se
     await asyncio.gather(*tasks)
 
 
+def _flood(url: str, key: str, rate: float, seconds: float, seed: int, max_tokens: int) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+
+    async def go() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                         timeout=aiohttp.ClientTimeout(total=120)) as s:
+            await _poisson(s, url, key, rate, seconds, random.Random(seed), "a", max_tokens, out)
+
+    asyncio.run(go())
+    return out
+
+
 def run_fairness(a: argparse.Namespace, tmp: Path) -> dict:
     keys = _keys(tmp)
     slots = a.engines * (a.per_endpoint or a.share_slots)
@@ -177,11 +191,15 @@ def run_fairness(a: argparse.Namespace, tmp: Path) -> dict:
             fa: list[tuple[str, float]] = []
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                              timeout=aiohttp.ClientTimeout(total=120)) as s:
-                jobs = [_poisson(s, r.url, keys["b"], rate_b, a.seconds, random.Random(a.seed), "b", a.max_tokens, b)]
-                if flood:
-                    jobs.append(_poisson(s, r.url, keys["a"], rate_a, a.seconds, random.Random(a.seed + 1), "a",
-                                         a.max_tokens, fa))
-                await asyncio.gather(*jobs)
+                flooder = None
+                if flood:  # A in a process of its own: its load must not slow the loop that times B
+                    flooder = multiprocessing.get_context("spawn").Pool(1)
+                    fut = flooder.apply_async(_flood, (r.url, keys["a"], rate_a, a.seconds, a.seed + 1, a.max_tokens))
+                await _poisson(s, r.url, keys["b"], rate_b, a.seconds, random.Random(a.seed), "b", a.max_tokens, b)
+                if flooder is not None:
+                    fa = fut.get(300)
+                    flooder.close()
+                    flooder.join()
             return b, fa
 
         async def calibrate() -> float:  # one request's service time, unloaded
