@@ -154,6 +154,7 @@ def _add_router(sub: argparse._SubParsersAction) -> None:
                    help="serve GET/POST /admin/config (config hot reload): API key required when keys are "
                         "configured, else loopback clients only")
     _add_router_limits(p)
+    _add_router_governance(p)
     p.set_defaults(func=_cmd_router)
 
 
@@ -178,6 +179,30 @@ def _add_router_limits(p: argparse.ArgumentParser) -> None:
                    help="on SIGTERM/SIGINT, seconds in-flight requests may finish (a second signal exits at once)")
 
 
+def _add_router_governance(p: argparse.ArgumentParser) -> None:
+    """Virtual keys, guardrails, flow control and the audit trail (issue 14): RouterSettings fields of the same name."""
+    g = p.add_argument_group("governance")
+    g.add_argument("--keys-file", default=None, help="YAML virtual keys (llmd-kserve keys add), reloaded on change")
+    g.add_argument("--guardrails-file", default=None, help="YAML guardrail hooks (blocklist, pii-redaction)")
+    g.add_argument("--audit-file", default=None,
+                   help="hash-chained JSONL audit trail (--audit full: redacted text instead of salted hashes)")
+    g.add_argument("--audit-fsync", choices=["every", "interval"], default="every",
+                   help="fsync every record before the request goes on (group commit), or every --audit-fsync-interval s")
+    g.add_argument("--audit-fsync-interval", type=_positive_float, default=1.0)
+    g.add_argument("--audit-max-bytes", type=_positive_int, default=None, help="rotate the audit file at this size")
+    g.add_argument("--audit-max-age", type=_positive_float, default=None, dest="audit_max_age_s",
+                   help="rotate the audit file after this many seconds")
+    g.add_argument("--flow-per-endpoint", type=_positive_int, default=None,
+                   help="flow control: requests in flight per endpoint before the rest queue (priority, tenant)")
+    g.add_argument("--flow-band-capacity", type=_positive_int, default=1024, help="queued requests per priority band")
+    g.add_argument("--flow-ttl", type=_positive_float, default=30.0, dest="flow_ttl_s",
+                   help="seconds a request may wait in the queue (then 503, x-llmd-drop-reason: ttl_expired)")
+
+
+_GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
+                     "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s")
+
+
 def _cmd_router(a: argparse.Namespace) -> int:
     from llmd_kserve.router.app import serve
     from llmd_kserve.router.state import RouterSettings
@@ -196,7 +221,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
-        drain_timeout=a.drain_timeout, admin=a.admin)
+        drain_timeout=a.drain_timeout, admin=a.admin, **{n: getattr(a, n) for n in _GOVERNANCE_FLAGS})
     if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
         logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
@@ -478,8 +503,72 @@ def _cmd_dashboard(a: argparse.Namespace) -> int:
 
 
 # --- entry point ----------------------------------------------------------------------------------------------
+# --- keys, audit (governance) -----------------------------------------------------------------------------
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="virtual API keys: add (prints the key once), list, revoke")
+    ks = p.add_subparsers(dest="keys_command", required=True)
+    add = ks.add_parser("add", help="create a key; its plaintext is printed once and only its salted hash is kept")
+    add.add_argument("--tenant", default="default")
+    add.add_argument("--team", default=None)
+    add.add_argument("--name", default=None)
+    add.add_argument("--model", action="append", dest="models", default=None, help="allowed model (repeatable; default all)")
+    add.add_argument("--priority", type=int, choices=range(10), default=0, metavar="0..9",
+                     help="flow-control band (higher first)")
+    add.add_argument("--rpm", type=_positive_int, default=None, help="requests per minute")
+    add.add_argument("--tpm", type=_positive_int, default=None, help="tokens per minute (prompt + completion)")
+    add.add_argument("--token-budget", type=_positive_int, default=None, help="total tokens")
+    add.add_argument("--max-concurrency", type=_positive_int, default=None, help="requests in flight at once")
+    ks.add_parser("list", help="the keys (never their secrets) as JSON lines")
+    rv = ks.add_parser("revoke", help="revoke a key by id (routers reload the file within a second)")
+    rv.add_argument("key_id")
+    for q in (add, *ks.choices.values()):
+        if not any(x.dest == "file" for x in q._actions):
+            q.add_argument("--file", required=True, help="the keys YAML file (router --keys-file)")
+    p.set_defaults(func=_cmd_keys)
+
+
+def _cmd_keys(a: argparse.Namespace) -> int:
+    from llmd_kserve.governance.keys import add_key, load_keys, revoke_key
+
+    if a.keys_command == "add":
+        _check_output(a.file, "--file")
+        plaintext, rec = add_key(a.file, tenant=a.tenant, team=a.team, name=a.name, models=tuple(a.models or ()),
+                                 priority=a.priority, rpm=a.rpm, tpm=a.tpm, token_budget=a.token_budget,
+                                 max_concurrency=a.max_concurrency)
+        print(json.dumps({"id": rec.id, "tenant": rec.tenant}), file=sys.stderr)
+        print(plaintext)  # the only time it exists outside the client
+    elif a.keys_command == "list":
+        for rec in load_keys(a.file).values():
+            print(json.dumps(rec.public()))
+    else:
+        rec = revoke_key(a.file, a.key_id)
+        print(json.dumps({"id": rec.id, "revoked": True}))
+    return 0
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="audit trail tools: verify the hash chain of JSONL audit files")
+    aus = p.add_subparsers(dest="audit_command", required=True)
+    v = aus.add_parser("verify", help="check FILE… (oldest first; a rotated set: file.1 file.2 … file) for edited, "
+                                      "dropped or reordered records; exit 1 when broken")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("--expect-head", default=None, help="the last record's hash as anchored elsewhere (metrics, logs)")
+    p.set_defaults(func=_cmd_audit)
+
+
+def _cmd_audit(a: argparse.Namespace) -> int:
+    from llmd_kserve.governance.audit import verify
+
+    rep = verify(a.files)
+    if a.expect_head and rep.head != a.expect_head:
+        rep.errors.append(f"head {rep.head} is not the expected {a.expect_head} (records dropped at the end)")
+    print(json.dumps({"ok": rep.ok, "records": rep.records, "first_seq": rep.first_seq, "last_seq": rep.last_seq,
+                      "head": rep.head, "errors": rep.errors, "notes": rep.notes}, indent=1))
+    return 0 if rep.ok else 1
+
+
 _SUBCOMMANDS = [_add_engine, _add_router, _add_epp, _add_pd_sidecar, _add_bench, _add_up, _add_render, _add_demo,
-               _add_pipeline, _add_dashboard]
+                _add_pipeline, _add_dashboard, _add_keys, _add_audit]
 
 
 def build_parser() -> argparse.ArgumentParser:

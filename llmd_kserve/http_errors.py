@@ -32,8 +32,11 @@ def error_body(message: str, status: int, param: str | None = None) -> bytes:
 
 def error_response(exc: HTTPError, request_id: str | None = None) -> web.Response:
     """``exc`` as its status and OpenAI-shaped JSON body (with ``x-request-id`` when known)."""
+    headers = dict(getattr(exc, "headers", None) or {})  # Retry-After, x-llmd-drop-reason (governance)
+    if request_id:
+        headers["x-request-id"] = request_id
     return web.Response(body=_encode(exc.body()), status=exc.status, content_type="application/json",
-                        headers={"x-request-id": request_id} if request_id else None)
+                        headers=headers or None)
 
 
 def _message(exc: web.HTTPException, request: web.Request) -> str:

@@ -3,7 +3,9 @@
 Each message is ``[topic, seq (8-byte big-endian), payload]`` (vLLM's ``ZmqEventPublisher``). Per endpoint we
 count messages, sequence gaps (``seq`` jumped forward: messages were lost, e.g. past the high-water mark) and
 the messages missed, publisher restarts (``seq`` went backwards: the engine restarted, so its cache is empty and
-the endpoint's index entries are dropped) and garbage (wrong frame count, bad ``seq``, undecodable payload: logged,
+the endpoint's index entries are dropped), disconnects (the TCP connection to the publisher dropped: events may
+have been missed meanwhile and the publisher may come back as a new process whose ``seq`` is *higher* than the
+last one seen, so the endpoint's index is dropped and the next message starts a fresh sequence) and garbage (wrong frame count, bad ``seq``, undecodable payload: logged,
 counted, skipped). Endpoints can be added and removed while running.
 
 When an endpoint has a replay address (vLLM's ``replay_endpoint``, a ROUTER socket), a gap is repaired before the
@@ -52,25 +54,31 @@ class SubscriptionStats:
     """Missed messages recovered from the publisher's replay socket (``missed - replayed`` stayed lost)."""
     replay_failures: int = 0
     """Replay requests that got no complete answer in time."""
+    disconnects: int = 0
 
 
 class _Sub:
-    __slots__ = ("address", "blocks", "decode_errors", "gaps", "last_seq", "messages", "missed", "replay",
-                 "replay_failures", "replay_socket", "replayed", "restarts", "socket", "task")
+    __slots__ = ("address", "blocks", "decode_errors", "disconnects", "gaps", "last_seq", "messages", "missed",
+                 "monitor", "monitor_socket", "replay", "replay_failures", "replay_socket", "replayed", "restarts",
+                 "socket", "task")
 
     def __init__(self, address: str, replay: str | None = None) -> None:
         self.address = address
         self.replay = replay
         self.messages = self.blocks = self.gaps = self.missed = self.restarts = self.decode_errors = 0
         self.replayed = self.replay_failures = 0
+        self.disconnects = 0
         self.last_seq: int | None = None
         self.socket: zmq.asyncio.Socket | None = None
         self.replay_socket: zmq.asyncio.Socket | None = None
         self.task: asyncio.Task[None] | None = None
+        self.monitor: asyncio.Task[None] | None = None
+        self.monitor_socket: zmq.asyncio.Socket | None = None
 
     def snapshot(self) -> SubscriptionStats:
         return SubscriptionStats(self.address, self.messages, self.blocks, self.gaps, self.missed, self.restarts,
-                                 self.decode_errors, self.last_seq, self.replayed, self.replay_failures)
+                                 self.decode_errors, self.last_seq, self.replayed, self.replay_failures,
+                                 self.disconnects)
 
 
 class KVEventSubscriber:
@@ -136,7 +144,7 @@ class KVEventSubscriber:
 
     async def stop(self) -> None:
         self._running = False
-        tasks = [s.task for s in self._subs.values() if s.task is not None]
+        tasks = [t for s in self._subs.values() for t in (s.task, s.monitor) if t is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -164,10 +172,22 @@ class KVEventSubscriber:
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(sub.address)
         sub.socket = sock
-        sub.task = asyncio.get_running_loop().create_task(self._run(eid, sub, sock), name=f"kv-events {eid}")
+        loop = asyncio.get_running_loop()
+        sub.task = loop.create_task(self._run(eid, sub, sock), name=f"kv-events {eid}")
+        sub.monitor_socket = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        sub.monitor = loop.create_task(self._watch(eid, sub.monitor_socket), name=f"kv-events monitor {eid}")
 
     @staticmethod
     def _close(sub: _Sub) -> None:
+        if sub.monitor is not None:
+            sub.monitor.cancel()
+            sub.monitor = None
+        if sub.monitor_socket is not None:  # closed now: the context's term() waits for every socket
+            if sub.socket is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    sub.socket.disable_monitor()
+            sub.monitor_socket.close(linger=0)
+            sub.monitor_socket = None
         if sub.task is not None:
             sub.task.cancel()
             sub.task = None
@@ -233,6 +253,21 @@ class KVEventSubscriber:
             got += 1
         sub.replayed += got
         log.info("KV-event replay from %s: recovered %d of %d missed messages", eid, got, stop - start)
+    async def _watch(self, eid: EndpointId, monitor: zmq.asyncio.Socket) -> None:
+        """Connection lost: drop the endpoint's index and forget ``last_seq`` (ZMQ reconnects by itself)."""
+        while True:
+            await monitor.recv_multipart()
+            self.connection_lost(eid)
+
+    def connection_lost(self, endpoint_id: EndpointId) -> None:
+        sub = self._subs.get(endpoint_id)
+        if sub is None:
+            return
+        sub.disconnects += 1
+        sub.last_seq = None
+        self.index.clear_endpoint(endpoint_id)
+        log.warning("KV events from %s: connection lost; its index is dropped until the publisher is back",
+                    endpoint_id)
 
     def handle_message(self, endpoint_id: EndpointId, frames: list[bytes]) -> None:
         """Process one multipart message of a subscribed endpoint synchronously (what the receive loop does)."""

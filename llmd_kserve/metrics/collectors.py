@@ -10,7 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 _KV = (("messages", "KV-event messages received"), ("blocks", "KV blocks applied to the index"),
        ("gaps", "Sequence gaps (messages lost)"), ("missed", "Messages missed in sequence gaps"),
        ("restarts", "Publisher restarts (sequence went backwards; the endpoint's index was dropped)"),
-       ("decode_errors", "Malformed KV-event messages skipped"))
+       ("decode_errors", "Malformed KV-event messages skipped"),
+       ("disconnects", "Connections to the publisher lost (the endpoint's index was dropped)"))
 
 
 class RouterStatsCollector:

@@ -27,6 +27,8 @@ from aiohttp import web
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.defaults import ROUTER_PORT
 from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
+from llmd_kserve.governance.gateway import Admission
+from llmd_kserve.governance.keys import VirtualKey
 from llmd_kserve.http_errors import Handler, error_response, json_parser_errors, openai_errors
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
@@ -40,6 +42,7 @@ _encode = msgspec.json.Encoder().encode
 STATE_KEY = web.AppKey("router_state", RouterState)
 MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES
 PRINCIPAL_KEY: Any = web.RequestKey("llmd_principal", str) if hasattr(web, "RequestKey") else "llmd_principal"
+KEY_KEY: Any = web.RequestKey("llmd_key", VirtualKey) if hasattr(web, "RequestKey") else "llmd_key"
 OFFLOAD_BYTES = 256 * 1024
 """Bodies larger than this are decoded, checked and tokenized in a worker thread, off the event loop."""
 
@@ -103,13 +106,29 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
             gov.audit(rid, parsed, endpoint, principal, request.remote)
 
         assert state.proxy is not None
-        resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
+        gw = state.gateway
+        if not gw.active:
+            resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
+        else:  # keys, limits, guardrails, flow control, audit trail (llmd_kserve.governance)
+            adm = await gw.admit(request.get(KEY_KEY), rid, body, kind, parsed.model, request.remote)
+            try:
+                resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
+            except BaseException as exc:
+                _finish_later(state, adm, exc.status if isinstance(exc, HTTPError) else 499)
+                raise
+            await gw.finish(adm, resp.get(STATUS_KEY, resp.status), resp.headers.get("x-llmd-endpoint"))
     except HTTPError as exc:
         resp = error_response(exc, rid)
         if exc.status == 408:
             resp.force_close()  # the rest of the body may still be on its way
     state.metrics.request_count(path, str(resp.get(STATUS_KEY, resp.status))).inc()
     return resp
+
+
+def _finish_later(state: RouterState, adm: Admission, status: int) -> None:
+    """Free the flow-control slot now and write the ``done`` record in the background (the handler is unwinding)."""
+    state.gateway.release(adm)
+    state._spawn(state.gateway.finish(adm, status, None))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -178,8 +197,10 @@ async def _require_key(request: web.Request, handler: Handler) -> web.StreamResp
     state = request.app[STATE_KEY]
     if request.path != "/health" and state.governance.auth is not None:
         try:
-            request[PRINCIPAL_KEY] = state.governance.authorize(request.headers)
-        except InvalidRequestError as exc:
+            key = state.gateway.authenticate(request.headers) if state.gateway.keys else None
+            request[KEY_KEY] = key
+            request[PRINCIPAL_KEY] = key.id if key is not None else state.governance.authorize(request.headers)
+        except HTTPError as exc:
             if request.path in _OPENAI_ROUTES:
                 state.metrics.requests.labels(request.path, str(exc.status)).inc()
             return error_response(exc, "")

@@ -55,6 +55,11 @@ class Activity(Protocol):
     def started(self, eid: EndpointId) -> None: ...
     def finished(self, eid: EndpointId) -> None: ...
     def refresh_idle(self) -> Awaitable[None] | None: ...
+class Observer(Protocol):
+    """Governance's view of an answer (``governance.gateway.Gateway``): its bytes as relayed, the metered usage."""
+
+    def tap(self, request_id: str) -> Callable[[bytes], None] | None: ...
+    def observe(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,7 @@ class Proxy:
         self.outliers = outliers
         self._clock = clock
         self.activity = activity
+        self.observer: Observer | None = None
         self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
 
@@ -281,6 +287,7 @@ class Proxy:
                        "x-request-id": llm_req.request_id, "x-llmd-endpoint": result.target}
         ok, usage, status = False, None, upstream.status
         decision.status = status
+        tap = self.observer.tap(llm_req.request_id) if self.observer is not None else None
         resp: web.StreamResponse | None = None
         close = False
         try:
@@ -296,6 +303,8 @@ class Proxy:
                     failure = (GatewayTimeout if timed_out else UpstreamFailed)(f"upstream {what} while sending its answer")
                     return error_response(failure, llm_req.request_id)
                 self.metrics.ttfb_seconds.observe(self._clock() - t0)
+                if tap is not None:
+                    tap(raw)
                 ok = status < 400
                 usage = parse_usage(raw) if ok else None
                 decision.outcome = "ok" if ok else f"http_{status}"
@@ -321,6 +330,8 @@ class Proxy:
                                 self.metrics.ttfb_seconds.observe(self._clock() - t0)
                             prev, last = last, chunk
                             await resp.write(chunk)
+                            if tap is not None:
+                                tap(chunk)
                         _idle_deadline(cm, loop.time(), self.timeouts.idle)
                         chunk = await upstream.content.readany()
             except ConnectionResetError:  # our client went away (aiohttp's reset error is also a ClientError)
@@ -371,6 +382,8 @@ class Proxy:
             if usage.prompt_tokens_details is not None:
                 cached = usage.prompt_tokens_details.cached_tokens
         decision.cached_tokens, decision.prompt_tokens = cached, (prompt_tokens or None)
+        if self.observer is not None:
+            self.observer.observe(llm_req.request_id, prompt_tokens, completion_tokens)
         self.metrics.observe_cached(result.target, result.predicted_cached_tokens, cached, prompt_tokens)
         self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=ok, prompt_tokens=prompt_tokens or
                                                                    result.prompt_tokens, cached_tokens=cached,

@@ -7,8 +7,8 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,8 @@ import msgspec
 
 from llmd_kserve.defaults import BLOCK_SIZE, DEFAULT_CONFIG, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.governance.build import build_gateway
+from llmd_kserve.governance.gateway import Gateway
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import DecisionLog
@@ -95,6 +97,20 @@ class RouterSettings:
     """Serve ``GET/POST /admin/config`` (config hot reload; a valid API key, or loopback clients when no keys)."""
     config_poll_interval: float = 1.0
     """Seconds between checks of a ``config`` file for changes (reloaded without a restart)."""
+    # --- governance (issue 14; llmd_kserve.governance) ---
+    keys_file: str | None = None
+    """YAML file of virtual keys (``llmd-kserve keys``), reloaded on change; with ``api_keys``, both are accepted."""
+    guardrails_file: str | None = None
+    audit_file: str | None = None
+    """Hash-chained JSONL audit trail (``audit`` hash|full says what of prompts/answers it holds; off means hash)."""
+    audit_fsync: str = "every"
+    audit_fsync_interval: float = 1.0
+    audit_max_bytes: int | None = None
+    audit_max_age_s: float | None = None
+    flow_per_endpoint: int | None = None
+    """Flow control: requests in flight per endpoint before the rest queue by priority and tenant (None: off)."""
+    flow_band_capacity: int = 1024
+    flow_ttl_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout",
@@ -123,10 +139,38 @@ def _scraper(s: RouterSettings, adaptive: bool) -> MetricsScraper:
                           max_rate=s.scrape_max_rate)
 
 
-def governance_of(s: RouterSettings) -> Governance:
-    """The settings' auth, limits and audit trail."""
+class _KeyStoreAuth:
+    """``AuthHook`` over the gateway's key store (virtual keys and plain tokens); the principal is the key id."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def check(self, headers: Mapping[str, str]) -> str | None:
+        key = self.gateway.authenticate(headers)
+        return key.id if key is not None else None
+
+
+def gateway_of(s: RouterSettings, registry: Any = None, pool_size: Callable[[], int] = lambda: 1) -> Gateway:
+    """The settings' virtual keys, guardrails, flow control and audit trail."""
+    per = s.flow_per_endpoint
+    return build_gateway(
+        keys_file=s.keys_file, legacy_keys=s.api_keys, guardrails_file=s.guardrails_file, audit_file=s.audit_file,
+        audit_content="full" if s.audit == "full" else "hash", audit_fsync=s.audit_fsync,
+        audit_fsync_interval=s.audit_fsync_interval, audit_max_bytes=s.audit_max_bytes,
+        audit_max_age_s=s.audit_max_age_s, flow_band_capacity=s.flow_band_capacity, flow_ttl_s=s.flow_ttl_s,
+        flow_capacity=(lambda: per * max(1, pool_size())) if per else None,
+        salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry)
+
+
+def governance_of(s: RouterSettings, gateway: Gateway | None = None) -> Governance:
+    """The settings' auth, limits and (logger) audit trail."""
     limits = Limits(s.max_prompt_chars, s.max_prompt_tokens, s.max_batch_size)
-    auth = BearerTokenAuth(s.api_keys) if s.api_keys else None
+    if gateway is not None and gateway.keys is not None and gateway.keys.enabled:
+        auth: Any = _KeyStoreAuth(gateway)
+    else:
+        auth = BearerTokenAuth(s.api_keys) if s.api_keys else None
+    if s.audit_file:  # the JSONL trail replaces the logger lines
+        s = replace(s, audit="off")
     if s.audit_salt:
         return Governance(auth, limits, s.audit, s.audit_salt.encode())
     return Governance(auth, limits, s.audit)
@@ -146,6 +190,7 @@ class RouterState:
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     decisions: DecisionLog = field(default_factory=DecisionLog)
     governance: Governance = field(default_factory=Governance)
+    gateway: Gateway = field(default_factory=Gateway)
     models: tuple[str, ...] = ()
     model_cards: tuple[dict[str, Any], ...] = ()
     session: aiohttp.ClientSession | None = None
@@ -192,8 +237,9 @@ class RouterState:
                    subscriber=KVEventSubscriber(index), endpoints_file=Path(endpoints_file) if endpoints_file else None,
                    decisions=DecisionLog(s.decisions_size),
                    outliers=OutlierEjector(EjectionPolicy(base_ejection_s=s.eject_s)),
-                   governance=governance_of(s),
                    models=tuple(s.served_models))
+        state.gateway = gateway_of(s, metrics.registry, lambda: len(state.pool.snapshot))
+        state.governance = governance_of(s, state.gateway)
         subscriber, scraper = state.subscriber, state.scraper
         assert subscriber is not None and scraper is not None
         state.metrics.registry.register(RouterStatsCollector(
@@ -251,6 +297,8 @@ class RouterState:
         if self.subscriber is not None:
             self.subscriber.set_endpoints(new)
         self._warn_kv_blind()
+        if self.gateway.flow is not None:
+            self.gateway.flow.kick()  # capacity follows the pool size
         new_ids = {e.id for e in new}
         for e in old:
             if e.id not in new_ids:
@@ -303,6 +351,8 @@ class RouterState:
                            timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
                            kv_transfer_time=profile.kv_transfer_time if profile is not None else None,
                            activity=self.scraper if self.scraper is not None and self.scraper.adaptive else None)
+        if self.gateway.active:
+            self.proxy.observer = self.gateway
         if s.tokenizer == "render":
             self.render = RenderTokenizer(self._live_session, self._pick_render_endpoint)
         if self.endpoints_file is not None:
@@ -342,3 +392,5 @@ class RouterState:
                 log.exception("stopping %s failed", type(part).__name__)
         if self.session is not None:
             await self.session.close()
+        if self.gateway.trail is not None:
+            await self.gateway.trail.close()

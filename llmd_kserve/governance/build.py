@@ -1,0 +1,44 @@
+"""Assemble a ``Gateway`` from file paths and numbers (what ``RouterSettings`` carries)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+from llmd_kserve.errors import ConfigError
+from llmd_kserve.governance.audit import AuditLog
+from llmd_kserve.governance.flow import FlowController, FlowPolicy, FlowQueue
+from llmd_kserve.governance.gateway import Gateway
+from llmd_kserve.governance.guardrails import load_guardrails
+from llmd_kserve.governance.keys import KeyStore
+from llmd_kserve.governance.metrics import GatewayMetrics
+from llmd_kserve.governance.trail import AuditTrail
+
+
+def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collection[str] = (),
+                  guardrails_file: str | Path | None = None, audit_file: str | Path | None = None,
+                  audit_content: str = "hash", audit_fsync: str = "every", audit_fsync_interval: float = 1.0,
+                  audit_max_bytes: int | None = None, audit_max_age_s: float | None = None,
+                  flow_capacity: Callable[[], int] | None = None, flow_band_capacity: int = 1024,
+                  flow_ttl_s: float = 30.0, salt: bytes | None = None, registry: Any = None) -> Gateway:
+    keys = KeyStore(Path(keys_file) if keys_file else None, tuple(legacy_keys))
+    if audit_fsync not in ("every", "interval"):
+        raise ConfigError(f"must be every or interval, got {audit_fsync!r}", "audit_fsync")
+    if audit_content not in ("hash", "full"):
+        raise ConfigError(f"must be hash or full, got {audit_content!r}", "audit")
+    trail = None
+    if audit_file:
+        try:
+            trail = AuditTrail(AuditLog(Path(audit_file), audit_max_bytes, audit_max_age_s), audit_fsync,  # type: ignore[arg-type]
+                               audit_fsync_interval)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the audit log: {exc.strerror or exc}", str(audit_file)) from None
+    flow = None
+    if flow_capacity is not None:
+        flow = FlowController(FlowQueue(flow_capacity, FlowPolicy(flow_band_capacity, flow_ttl_s)))
+    metrics = GatewayMetrics(registry, keys.tenants) if registry is not None else None
+    if metrics is not None:
+        keys.on_reload = lambda ok: metrics.key_reloads.labels("applied" if ok else "refused").inc()
+    return Gateway(keys, flow=flow, guardrails=load_guardrails(guardrails_file) if guardrails_file else None,
+                   trail=trail, audit_content=audit_content, salt=salt, metrics=metrics)  # type: ignore[arg-type]
