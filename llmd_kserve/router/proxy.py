@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -27,6 +26,7 @@ from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
 from llmd_kserve.router.outliers import OutlierEjector
+from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, idle_deadline, sse_error
 from llmd_kserve.router.usage import Usage, is_usage_only_event, parse_usage, usage_from_sse_tail
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
@@ -46,34 +46,9 @@ class SchedulerLike(Protocol):
     def on_prefill_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamTimeouts:
-    """Seconds; ``connect`` is applied by the router's session, the others by the proxy."""
-
-    connect: float = 5.0
-    first_byte: float = 120.0
-    """Until the response headers (a non-streamed answer: the whole generation) and a stream's first event."""
-    idle: float = 60.0
-    """Between two chunks of a response body (fires idle..1.25 x idle after the last chunk)."""
-
-
 def error_response(exc: InvalidRequestError, request_id: str) -> web.Response:
     return web.Response(body=_encode(exc.body()), status=exc.status, content_type="application/json",
                         headers={"x-request-id": request_id})
-
-
-def _sse_error(message: str, status: int) -> bytes:
-    type_ = "GatewayTimeoutError" if status == 504 else "BadGatewayError"
-    return b"data: " + _encode({"error": {"message": message, "type": type_, "param": None, "code": status}}) + b"\n\n"
-
-
-def _idle_deadline(cm: asyncio.Timeout, now: float, idle: float) -> None:
-    """Keep ``cm`` at least ``idle`` s ahead of ``now``: moved 1.25 x idle ahead only when it got closer, so a
-    stream of many small chunks does not pay a timer per chunk (the timeout fires idle..1.25 x idle after the
-    last chunk)."""
-    when = cm.when()
-    if when is None or when - now < idle:
-        cm.reschedule(now + 1.25 * idle)
 
 
 class _Failed(Exception):
@@ -93,7 +68,7 @@ class Proxy:
     def __init__(self, scheduler: SchedulerLike, endpoint_states: Callable[[], Sequence[EndpointState]],
                  metrics: RouterMetrics, decisions: DecisionLog, session: Callable[[], aiohttp.ClientSession],
                  *, max_attempts: int = 3, forward_authorization: bool = True, inject_stream_usage: bool = True,
-                 timeouts: UpstreamTimeouts = UpstreamTimeouts(), outliers: OutlierEjector | None = None,
+                 timeouts: UpstreamTimeouts = DEFAULT_TIMEOUTS, outliers: OutlierEjector | None = None,
                  kv_transfer_time: Callable[[int], float] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.scheduler = scheduler
@@ -248,7 +223,7 @@ class Proxy:
         async with asyncio.timeout(None) as cm:
             loop = asyncio.get_running_loop()
             while True:
-                _idle_deadline(cm, loop.time(), self.timeouts.idle)
+                idle_deadline(cm, loop.time(), self.timeouts.idle)
                 chunk = await upstream.content.readany()
                 if not chunk:
                     return b"".join(parts)
@@ -302,7 +277,7 @@ class Proxy:
                                 self.metrics.ttfb_seconds.observe(self._clock() - t0)
                             prev, last = last, chunk
                             await resp.write(chunk)
-                        _idle_deadline(cm, loop.time(), self.timeouts.idle)
+                        idle_deadline(cm, loop.time(), self.timeouts.idle)
                         chunk = await upstream.content.readany()
             except ConnectionResetError:  # our client went away (aiohttp's reset error is also a ClientError)
                 raise
@@ -314,7 +289,7 @@ class Proxy:
                 msg = (f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed" if timed_out
                        else "upstream connection lost mid-stream")
                 resp[STATUS_KEY] = 504 if timed_out else 502
-                await resp.write(_sse_error(msg, 504 if timed_out else 502))
+                await resp.write(sse_error(msg, 504 if timed_out else 502))
                 await resp.write_eof()
                 return resp
             ok = status < 400
