@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -22,12 +21,13 @@ from aiohttp import web
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
-from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, NoEndpointError, UpstreamFailed
+from llmd_kserve.errors import GatewayTimeout, NoEndpoint, NoEndpointError, UpstreamFailed
 from llmd_kserve.http_errors import error_response
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
 from llmd_kserve.router.outliers import OutlierEjector
+from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, idle_deadline, sse_error
 from llmd_kserve.router.usage import Usage, is_usage_only_event, parse_usage, usage_from_sse_tail
 from llmd_kserve.scheduling.scheduler import SchedulingResult
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
@@ -55,6 +55,8 @@ class Activity(Protocol):
     def started(self, eid: EndpointId) -> None: ...
     def finished(self, eid: EndpointId) -> None: ...
     def refresh_idle(self) -> Awaitable[None] | None: ...
+
+
 class Observer(Protocol):
     """Governance's view of an answer (``governance.gateway.Gateway``): its bytes as relayed, the metered usage."""
 
@@ -62,28 +64,6 @@ class Observer(Protocol):
     def observe(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamTimeouts:
-    """Seconds; ``connect`` is applied by the router's session, the others by the proxy."""
-
-    connect: float = 5.0
-    first_byte: float = 120.0
-    """Until the response headers (a non-streamed answer: the whole generation) and a stream's first event."""
-    idle: float = 60.0
-    """Between two chunks of a response body (fires idle..1.25 x idle after the last chunk)."""
-
-
-def _sse_error(exc: HTTPError) -> bytes:
-    return b"data: " + _encode(exc.body()) + b"\n\n"
-
-
-def _idle_deadline(cm: asyncio.Timeout, now: float, idle: float) -> None:
-    """Keep ``cm`` at least ``idle`` s ahead of ``now``: moved 1.25 x idle ahead only when it got closer, so a
-    stream of many small chunks does not pay a timer per chunk (the timeout fires idle..1.25 x idle after the
-    last chunk)."""
-    when = cm.when()
-    if when is None or when - now < idle:
-        cm.reschedule(now + 1.25 * idle)
 
 
 class _Failed(Exception):
@@ -103,7 +83,7 @@ class Proxy:
     def __init__(self, scheduler: SchedulerLike, endpoint_states: Callable[[], Sequence[EndpointState]],
                  metrics: RouterMetrics, decisions: DecisionLog, session: Callable[[], aiohttp.ClientSession],
                  *, max_attempts: int = 3, forward_authorization: bool = True, inject_stream_usage: bool = True,
-                 timeouts: UpstreamTimeouts = UpstreamTimeouts(), outliers: OutlierEjector | None = None,
+                 timeouts: UpstreamTimeouts = DEFAULT_TIMEOUTS, outliers: OutlierEjector | None = None,
                  kv_transfer_time: Callable[[int], float] | None = None,
                  clock: Callable[[], float] = time.perf_counter, activity: Activity | None = None) -> None:
         self.scheduler = scheduler
@@ -274,7 +254,7 @@ class Proxy:
         async with asyncio.timeout(None) as cm:
             loop = asyncio.get_running_loop()
             while True:
-                _idle_deadline(cm, loop.time(), self.timeouts.idle)
+                idle_deadline(cm, loop.time(), self.timeouts.idle)
                 chunk = await upstream.content.readany()
                 if not chunk:
                     return b"".join(parts)
@@ -332,7 +312,7 @@ class Proxy:
                             await resp.write(chunk)
                             if tap is not None:
                                 tap(chunk)
-                        _idle_deadline(cm, loop.time(), self.timeouts.idle)
+                        idle_deadline(cm, loop.time(), self.timeouts.idle)
                         chunk = await upstream.content.readany()
             except ConnectionResetError:  # our client went away (aiohttp's reset error is also a ClientError)
                 raise
@@ -344,7 +324,7 @@ class Proxy:
                 err = (GatewayTimeout(f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed")
                        if timed_out else UpstreamFailed("upstream connection lost mid-stream"))
                 resp[STATUS_KEY] = err.status
-                await resp.write(_sse_error(err))
+                await resp.write(sse_error(err))
                 await resp.write_eof()
                 return resp
             ok = status < 400

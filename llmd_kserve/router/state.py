@@ -25,9 +25,10 @@ from llmd_kserve.router.decisions import DecisionLog
 from llmd_kserve.router.endpoints import EndpointPool, EndpointsFileWatcher, parse_endpoints
 from llmd_kserve.router.governance import AuditMode, BearerTokenAuth, Governance, Limits
 from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
-from llmd_kserve.router.proxy import Proxy, UpstreamTimeouts
+from llmd_kserve.router.proxy import Proxy
 from llmd_kserve.router.reload import ConfigReloader, ReloadableScheduler, reload_counter
 from llmd_kserve.router.render import RenderTokenizer
+from llmd_kserve.router.timeouts import UpstreamTimeouts
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
 
 if TYPE_CHECKING:
