@@ -15,7 +15,7 @@ import msgspec
 from llmd_kserve.errors import InvalidRequestError, NotFound, Unauthorized
 
 audit_log = logging.getLogger("llmd_kserve.audit")
-"""Dedicated logger for the audit trail; route it with logging config (only cli.py configures logging)."""
+"""Dedicated logger for the audit trail; route it with logging config (only llmd_kserve.cli configures logging)."""
 
 Kind = Literal["completion", "chat"]
 AuditMode = Literal["off", "hash", "full"]
