@@ -14,6 +14,8 @@ import pytest
 
 from tests.test_cli_errors import _assert_one_line_error, _cli
 
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
+
 
 def test_epp_needs_endpoints():
     _assert_one_line_error(_cli("epp", "--grpc-port", "0", "--metrics-port", "0"), "epp", "--endpoints")

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from llmd_kserve.cli import build_parser
 from tests.faults.procs import engine, request, router, running, wait_for
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
 def test_emptied_endpoints_file_keeps_the_pool(tmp_path):

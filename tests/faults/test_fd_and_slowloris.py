@@ -7,7 +7,11 @@ import resource
 import socket
 import time
 
+import pytest
+
 from tests.faults.procs import engine, request, router, running, wait_for
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
 def _limits(soft: int, hard: int):

@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from tests.faults.fuzz_bodies import REQUEST
 from tests.faults.procs import engine, request, router, running
 
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):

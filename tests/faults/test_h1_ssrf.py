@@ -11,6 +11,8 @@ import pytest
 
 from tests.faults.procs import Listener, engine, metric, request, router, running
 
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
+
 
 def _kv(port: int) -> str:
     return json.dumps({"do_remote_prefill": True, "remote_host": "127.0.0.1", "remote_port": port,

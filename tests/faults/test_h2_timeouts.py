@@ -8,7 +8,11 @@ import os
 import signal
 import urllib.request
 
+import pytest
+
 from tests.faults.procs import engine, fake, metric, request, router, running, wait_for
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
 def test_generation_hang_is_timed_out_retried_and_ejected(tmp_path):

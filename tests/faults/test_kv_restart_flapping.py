@@ -13,6 +13,8 @@ import pytest
 
 from tests.faults.procs import Proc, cli, engine, request, router, running, wait_for
 
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
+
 
 def _free_port() -> int:
     with socket.socket() as s:

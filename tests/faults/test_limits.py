@@ -8,7 +8,11 @@ import socket
 import threading
 import time
 
+import pytest
+
 from tests.faults.procs import engine, request, router, running
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
 def test_body_limit_default_and_big_prompt_off_the_loop(tmp_path):

@@ -26,6 +26,8 @@ from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.types import Endpoint, EndpointId
 from tests.faults.procs import engine, metric, request, router, running, wait_for
 
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
+
 MODEL = "llama-8b-shape"
 
 

@@ -11,10 +11,13 @@ import signal
 import time
 
 import aiohttp
+import pytest
 
 from llmd_kserve.governance.audit import verify
 from llmd_kserve.governance.keys import add_key
 from tests.faults.procs import engine, request, router, running
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 CLIENTS = 40
 

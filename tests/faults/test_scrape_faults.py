@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.faults.procs import engine, fake, request, router, running, wait_for
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
 def _endpoint(r, url: str) -> dict:

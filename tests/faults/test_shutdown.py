@@ -9,8 +9,12 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from tests.faults.procs import ROOT, engine, router, running, wait_for
 from tests.test_stack import _alive, _children
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
 def _ignore_sigint() -> None:

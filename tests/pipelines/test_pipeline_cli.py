@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from llmd_kserve.cli import main
 from llmd_kserve.pipeline_runner import parse_params
 from llmd_kserve.stack import free_port
+
+pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
 def test_list_shows_every_pipeline_with_defaults(capsys):
