@@ -48,9 +48,14 @@ def read_config(name_or_path: str | Path) -> SchedulerConfig:
 
 def parse_config(data: Any, source: str = "") -> SchedulerConfig:
     """Validate an already parsed config (a mapping, e.g. from YAML or a notebook)."""
-    config = _schema(data, source)
+    config = read_mapping(data, source)
     check(config)
     return config
+
+
+def read_mapping(data: Any, source: str = "") -> SchedulerConfig:
+    """Like :func:`parse_config` but only schema-checked, as :func:`read_config` is for files."""
+    return _schema(data, source)
 
 
 def validate_config(config: SchedulerConfig) -> None:

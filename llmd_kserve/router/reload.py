@@ -29,7 +29,7 @@ import yaml
 from aiohttp import web
 
 from llmd_kserve.config.build import build_scheduler
-from llmd_kserve.config.loader import load_config, parse_config
+from llmd_kserve.config.loader import load_config, read_mapping
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.errors import ConfigError, InvalidRequestError
 from llmd_kserve.scheduling.scheduler import Scheduler, SchedulingResult
@@ -157,7 +157,7 @@ class ConfigReloader:
         swap it in. Raises ConfigError (path of the bad field) and keeps the active config on any problem."""
         try:
             if not isinstance(config, SchedulerConfig):
-                config = parse_config(config, source)
+                config = read_mapping(config, source)  # build_scheduler runs the semantic checks, once
             h = config_hash(config)
             if h == self.active.hash:
                 return self.active
