@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
+from prometheus_client.exposition import gzip_accepted
 
 from llmd_kserve.engine_sim import pd
 from llmd_kserve.engine_sim.metrics import CONTENT_TYPE
@@ -192,7 +193,11 @@ async def h_version(request: web.Request) -> web.Response:
 
 
 async def h_metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[ENGINE].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    """vLLM's page; ``?name[]=a&name[]=b`` (blank values ignored) and gzip as prometheus_client's ASGI app."""
+    names = [n for n in request.query.getall("name[]", ()) if n]
+    gz = gzip_accepted(request.headers.get("Accept-Encoding", ""))
+    headers = {"Content-Type": CONTENT_TYPE, **({"Content-Encoding": "gzip"} if gz else {})}
+    return web.Response(body=request.app[ENGINE].metrics.render(names, gz), headers=headers)
 
 
 async def h_reset(request: web.Request) -> web.Response:

@@ -28,6 +28,9 @@ _NAMES: dict[str, tuple[str, ...]] = {
 _INFO = "vllm:cache_config_info"
 _WANTED = frozenset(n for names in _NAMES.values() for n in names) | {_INFO}
 _PREFIXES = tuple(_WANTED)
+SCRAPE_NAMES: tuple[str, ...] = tuple(sorted(_WANTED))
+"""The sample names read here: what a scraper asks for with ``?name[]=`` (prometheus_client filters by exact
+sample name, so counters by their ``_total`` sample)."""
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^\\{}]*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*")
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"([^"\\]*)"[ \t]*(?:,|$)')
 
@@ -108,12 +111,20 @@ def parse_vllm_metrics(text: str, now: float) -> EndpointMetrics:
     are clamped: counts to [0, MAX_COUNT] (+Inf is the most loaded, not an error), ``kv_usage`` to [0, 1],
     counters to finite non-negative numbers.
     """
+    return parse_vllm_page(text, now)[0]
+
+
+def parse_vllm_page(text: str, now: float) -> tuple[EndpointMetrics, frozenset[str]]:
+    """:func:`parse_vllm_metrics`, and which of :data:`SCRAPE_NAMES` the page has samples of (so a scraper can tell
+    a filtered page that lost something from one that has all an unfiltered page had)."""
     lines = [ln for ln in text.splitlines() if ln.startswith(_PREFIXES) and _metric_name(ln) in _WANTED]
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     block_size: int | None = None
     num_gpu_blocks: int | None = None
+    seen: set[str] = set()
     for name, labels, value in _samples(lines):
+        seen.add(name)
         if name == _INFO:
             bs = _label_int(labels.get("block_size"))
             if bs is not None:
@@ -140,4 +151,4 @@ def parse_vllm_metrics(text: str, now: float) -> EndpointMetrics:
         prefix_hits=_counter(values.get("prefix_hits", 0.0)),
         scraped_at=now,
         stale=False,
-    )
+    ), frozenset(seen)

@@ -11,6 +11,11 @@ active endpoints together stay under ``max_rate`` scrapes/s), idle ones every ``
 all). The staleness limit is ``stale_after`` or 4 polls of the endpoint's current cadence, whichever is longer.
 Before the first request after an idle spell the router awaits :meth:`refresh_idle`, which scrapes every idle
 endpoint whose snapshot is older than ``stale_after`` - so it routes on fresh load data, not on the idle-time poll.
+
+Small pages: after one full page an endpoint is asked for only the samples the parser reads (``?name[]=...``, as
+prometheus_client's exposition app honours; servers that ignore it send the full page, parsed as before) and with
+``Accept-Encoding: identity`` (no gzip to undo). A filtered page that lacks a sample the full page had (a server
+whose filter misses some collectors) is dropped: the full page is fetched at once, and for ``refilter_after`` s.
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import aiohttp
+from yarl import URL
 
 from llmd_kserve.defaults import SCRAPE_INTERVAL_S
-from llmd_kserve.metrics.parse import parse_vllm_metrics
+from llmd_kserve.metrics.parse import SCRAPE_NAMES, parse_vllm_page
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics
 
 log = logging.getLogger(__name__)
 
 _STALE = EndpointMetrics()
+_QUERY = urlencode([("name[]", n) for n in SCRAPE_NAMES])
+_HEADERS = {"Accept-Encoding": "identity"}
 FIXED_RATE = -1.0
 """``idle_interval`` default: idle endpoints are polled like active ones (no adaptation)."""
 
@@ -68,6 +77,8 @@ class MetricsScraper:
         linger: float = 1.0,
         max_rate: float | None = None,
         refresh_timeout: float = 0.5,
+        name_filter: bool = True,
+        refilter_after: float = 300.0,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be > 0")
@@ -81,6 +92,11 @@ class MetricsScraper:
         self.linger = linger
         self.max_rate = max_rate
         self.refresh_timeout = refresh_timeout
+        self.name_filter = name_filter
+        self.refilter_after = refilter_after
+        self._urls: dict[EndpointId, tuple[URL, URL]] = {}  # (full page, filtered page), parsed once
+        self._full_names: dict[EndpointId, frozenset[str]] = {}  # wanted samples the last full page had
+        self._unfiltered_until: dict[EndpointId, float] = {}  # a filtered page lost samples: full pages till then
         self._inflight: dict[EndpointId, int] = {}
         self._last_done: dict[EndpointId, float] = {}
         self._wake: dict[EndpointId, asyncio.Event] = {}
@@ -116,6 +132,9 @@ class MetricsScraper:
                 self._inflight.pop(eid, None)
                 self._last_done.pop(eid, None)
                 self._wake.pop(eid, None)
+                self._urls.pop(eid, None)
+                self._full_names.pop(eid, None)
+                self._unfiltered_until.pop(eid, None)
                 task = self._tasks.pop(eid, None)
                 if task is not None:
                     task.cancel()
@@ -291,16 +310,22 @@ class MetricsScraper:
         """Scrape one endpoint now; True on success. Needs :meth:`start` (or an injected session)."""
         if self._session is None:
             raise RuntimeError("MetricsScraper not started")
-        url = eid.rstrip("/") + self.path
         if self._timeout_obj.total != self.timeout:
             self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)
+        known = self._full_names.get(eid)
+        filtered = (self.name_filter and known is not None
+                    and self.clock() >= self._unfiltered_until.get(eid, -math.inf))
         try:
-            async with self._session.get(url, timeout=self._timeout_obj) as resp:
-                if resp.status != 200:
-                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                                        message=resp.reason or "")
-                text = await resp.text()
-            metrics = parse_vllm_metrics(text, self.clock())
+            metrics, seen = parse_vllm_page(await self._fetch(eid, filtered), self.clock())
+            if filtered and known is not None and not seen >= known:
+                if eid not in self._unfiltered_until:
+                    log.info("%s: its filtered /metrics page lacks %s; scraping the full page", eid,
+                             ", ".join(sorted(known - seen)))
+                self._unfiltered_until[eid] = self.clock() + self.refilter_after
+                filtered = False
+                metrics, seen = parse_vllm_page(await self._fetch(eid, False), self.clock())
+            if not filtered:
+                self._full_names[eid] = seen
         except (aiohttp.ClientError, TimeoutError, ValueError, ArithmeticError, UnicodeDecodeError) as exc:
             self._record_error(eid, f"{type(exc).__name__}: {exc}")
             return False
@@ -314,6 +339,18 @@ class MetricsScraper:
         if self._on_update is not None:
             self._on_update(eid, metrics)
         return True
+
+    async def _fetch(self, eid: EndpointId, filtered: bool) -> str:
+        """One page of ``eid``: the full one, or only :data:`SCRAPE_NAMES` (``?name[]=...``)."""
+        urls = self._urls.get(eid)
+        if urls is None:
+            full = eid.rstrip("/") + self.path
+            urls = self._urls[eid] = (URL(full), URL(f"{full}{'&' if '?' in full else '?'}{_QUERY}"))
+        assert self._session is not None
+        async with self._session.get(urls[filtered], timeout=self._timeout_obj, headers=_HEADERS) as resp:
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason or "")
+            return (await resp.read()).decode("utf-8")
 
     def _record_error(self, eid: EndpointId, why: str) -> None:
         st = self._stats.get(eid)
