@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import uuid
+import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -70,6 +70,9 @@ def _tokenize_and_limit(raw: bytes, kind: Kind, state: RouterState) -> tuple[Par
     return parsed, ids[0]
 
 
+_ids = random.Random()  # request ids: 128 random bits, seeded from the OS; uuid4's urandom call per request is not needed
+
+
 async def _read_body(request: web.Request, timeout: float) -> bytes:
     try:
         async with asyncio.timeout(timeout):
@@ -81,7 +84,7 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
 
 async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    rid = uuid.uuid4().hex
+    rid = f"{_ids.getrandbits(128):032x}"
     try:
         rid = request_id(request.headers) or rid
         principal = request.get(PRINCIPAL_KEY)

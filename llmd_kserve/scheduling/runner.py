@@ -1,4 +1,9 @@
-"""The profile runner: filters in order, then total = Σ weight·clamp(score, 0, 1) over scorers, then the picker."""
+"""The profile runner: filters in order, then total = Σ weight·clamp(score, 0, 1) over scorers, then the picker.
+
+With one candidate left after the filters there is nothing to rank: scorers and picker are skipped (scorers are
+pure, so no state changes; the decision is the one they would have made): the result has no scores, and the lone
+candidate's total is 0.0 (not scored).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ class ProfileRunner:
     outside [0, 1] (or NaN) is clamped before weighting, and keys that aren't candidates are ignored."""
 
     __slots__ = ("name", "filters", "scorers", "picker")
+    score_lone_candidate = False
+    """True: score a lone candidate anyway (its scores then show in ``/debug/decisions``; the decision is the same)."""
 
     def __init__(
         self, name: str, filters: Sequence[Filter], scorers: Sequence[tuple[Scorer, float]], picker: Picker
@@ -28,6 +35,9 @@ class ProfileRunner:
             endpoints = f.filter(state, endpoints)
             if not endpoints:
                 return ProfileResult(self.name, None, empty_filter=f.name)
+        if len(endpoints) == 1 and not self.score_lone_candidate:
+            only = endpoints[0].endpoint.id
+            return ProfileResult(self.name, only, {}, {only: 0.0}, (only,))
         totals: dict[EndpointId, float] = {e.endpoint.id: 0.0 for e in endpoints}
         scores: dict[str, dict[EndpointId, float]] = {}
         for scorer, weight in self.scorers:
@@ -38,5 +48,5 @@ class ProfileRunner:
                     if eid in totals:
                         totals[eid] += weight * min(1.0, max(0.0, s))
         scored = [(e, totals[e.endpoint.id]) for e in endpoints]
-        target = self.picker.pick(state, scored) if len(scored) > 1 else scored[0][0]
+        target = self.picker.pick(state, scored)
         return ProfileResult(self.name, target.endpoint.id, scores, totals, tuple(totals))
