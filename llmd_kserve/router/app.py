@@ -74,6 +74,8 @@ _ids = random.Random()  # request ids: 128 random bits, seeded from the OS; uuid
 
 
 async def _read_body(request: web.Request, timeout: float) -> bytes:
+    if request.content.is_eof():  # the whole body came with the headers: no waiting, so no timer
+        return await request.read()
     try:
         async with asyncio.timeout(timeout):
             return await request.read()

@@ -250,6 +250,9 @@ class Proxy:
         return upstream, first
 
     async def _read_all(self, upstream: aiohttp.ClientResponse) -> bytes:
+        content = upstream.content
+        if content.is_eof():  # a small answer often came with its headers: no waiting, so no timer
+            return content.read_nowait()
         parts: list[bytes] = []
         async with asyncio.timeout(None) as cm:
             loop = asyncio.get_running_loop()

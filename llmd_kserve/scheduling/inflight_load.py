@@ -4,7 +4,7 @@ have not finished yet."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -22,6 +22,31 @@ def inflight_scores(state: CycleState, endpoints: Sequence[EndpointState], field
     if hi <= 0:
         return {e.endpoint.id: 1.0 for e in endpoints}
     return {e.endpoint.id: (hi - v) / hi for e, v in zip(endpoints, values, strict=True)}
+
+
+class _Lazy(Mapping[EndpointId, Load]):
+    """A mapping computed on first use: ``state.unscraped`` costs nothing when no scorer reads it (one candidate).
+    The scorers read it inside ``schedule``, before any charge changes; read later, it shows the charges then."""
+
+    __slots__ = ("_make", "_d")
+
+    def __init__(self, make: Callable[[], dict[EndpointId, Load]]) -> None:
+        self._make: Callable[[], dict[EndpointId, Load]] | None = make
+        self._d: dict[EndpointId, Load] = {}
+
+    def _get(self) -> dict[EndpointId, Load]:
+        if self._make is not None:
+            self._d, self._make = self._make(), None
+        return self._d
+
+    def __getitem__(self, key: EndpointId) -> Load:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[EndpointId]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 class InflightLoadProducer:
@@ -61,7 +86,7 @@ class InflightLoadProducer:
     def produce(self, state: CycleState) -> None:
         self._expire()
         state.inflight = self._load
-        state.unscraped = self._unscraped(state) if self._charges else {}
+        state.unscraped = _Lazy(lambda: self._unscraped(state)) if self._charges else {}
 
     def _unscraped(self, state: CycleState) -> dict[EndpointId, Load]:
         """Charges newer than each candidate's scrape: walks the charges newest first, so O(charges since the
