@@ -343,6 +343,7 @@ class RouterState:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
         self.session = aiohttp.ClientSession(
             connector=connector, skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy: an engine's cookies are its client's, never shared
             timeout=aiohttp.ClientTimeout(total=None, connect=s.connect_timeout, sock_connect=s.connect_timeout),
             auto_decompress=False)
         profile = self.scheduler.ctx.profile  # the latency model, if any
