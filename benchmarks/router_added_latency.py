@@ -115,7 +115,7 @@ async def main(a: argparse.Namespace) -> dict:
                     dt = time.monotonic() - t0
                     res["router_core_pct"] = (cpu_seconds(proc.pid) - c0) / dt * 100 if proc else None
                     res["machine_core_pct"] = (machine_busy_s() - m0) / dt * 100
-                    res["req_per_s"] = res["requests"] / dt
+                    res["req_per_s"] = res["requests"] / a.seconds
                     row[name] = res
                 row["loadavg_1m"] = float(Path("/proc/loadavg").read_text().split()[0])
                 for n in routers:

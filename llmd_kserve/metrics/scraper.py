@@ -34,6 +34,7 @@ import aiohttp
 from yarl import URL
 
 from llmd_kserve.defaults import SCRAPE_INTERVAL_S
+from llmd_kserve.metrics.page_get import PageGetter
 from llmd_kserve.metrics.parse import SCRAPE_NAMES, parse_vllm_page
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics
 
@@ -95,6 +96,7 @@ class MetricsScraper:
         self.name_filter = name_filter
         self.refilter_after = refilter_after
         self._urls: dict[EndpointId, tuple[URL, URL]] = {}  # (full page, filtered page), parsed once
+        self._getters: dict[EndpointId, PageGetter] = {}  # http:// endpoints, unless a session was injected
         self._full_names: dict[EndpointId, frozenset[str]] = {}  # wanted samples the last full page had
         self._unfiltered_until: dict[EndpointId, float] = {}  # a filtered page lost samples: full pages till then
         self._inflight: dict[EndpointId, int] = {}
@@ -133,6 +135,9 @@ class MetricsScraper:
                 self._last_done.pop(eid, None)
                 self._wake.pop(eid, None)
                 self._urls.pop(eid, None)
+                getter = self._getters.pop(eid, None)
+                if getter is not None:
+                    getter.close()
                 self._full_names.pop(eid, None)
                 self._unfiltered_until.pop(eid, None)
                 task = self._tasks.pop(eid, None)
@@ -258,6 +263,9 @@ class MetricsScraper:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        for getter in self._getters.values():
+            getter.close()
+        self._getters.clear()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -307,9 +315,8 @@ class MetricsScraper:
         await asyncio.gather(*(self.scrape_one(eid) for eid in list(self._endpoints)))
 
     async def scrape_one(self, eid: EndpointId) -> bool:
-        """Scrape one endpoint now; True on success. Needs :meth:`start` (or an injected session)."""
-        if self._session is None:
-            raise RuntimeError("MetricsScraper not started")
+        """Scrape one endpoint now; True on success. Needs :meth:`start` (or an injected session) for endpoints
+        that are not plain ``http://``."""
         if self._timeout_obj.total != self.timeout:
             self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)
         known = self._full_names.get(eid)
@@ -326,7 +333,7 @@ class MetricsScraper:
                 metrics, seen = parse_vllm_page(await self._fetch(eid, False), self.clock())
             if not filtered:
                 self._full_names[eid] = seen
-        except (aiohttp.ClientError, TimeoutError, ValueError, ArithmeticError, UnicodeDecodeError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, ArithmeticError, EOFError) as exc:
             self._record_error(eid, f"{type(exc).__name__}: {exc}")
             return False
         if eid not in self._endpoints:  # removed while in flight
@@ -346,7 +353,17 @@ class MetricsScraper:
         if urls is None:
             full = eid.rstrip("/") + self.path
             urls = self._urls[eid] = (URL(full), URL(f"{full}{'&' if '?' in full else '?'}{_QUERY}"))
-        assert self._session is not None
+            if self._own_session and urls[0].scheme == "http" and urls[0].host:
+                self._getters[eid] = PageGetter(urls[0])
+        getter = self._getters.get(eid)
+        if getter is not None:  # the lean path: a plain GET on a kept-alive connection
+            async with asyncio.timeout(self.timeout):
+                status, body = await getter.get(urls[filtered])
+            if status != 200:
+                raise ValueError(f"HTTP {status} from {urls[filtered]}")
+            return body.decode("utf-8")
+        if self._session is None:
+            raise RuntimeError("MetricsScraper not started")
         async with self._session.get(urls[filtered], timeout=self._timeout_obj, headers=_HEADERS) as resp:
             if resp.status != 200:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason or "")

@@ -1,5 +1,6 @@
 """The scraper asks for only the samples it reads (``?name[]=``, no gzip) once it has seen a full page, and falls
-back to the full page when a filtered one lacks something (real aiohttp servers on 127.0.0.1, fake clock)."""
+back to the full page when a filtered one lacks something (real aiohttp servers on 127.0.0.1, fake clock); over its
+own lean GET (``lean``) and over an injected aiohttp session."""
 
 from __future__ import annotations
 
@@ -56,18 +57,23 @@ async def servers(metrics_text):
     await runner.cleanup()
 
 
-async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text):
+LEAN = pytest.mark.parametrize("lean", [True, False], ids=["lean", "session"])
+
+
+@LEAN
+async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text, lean):
     base, seen = servers
     clock = FakeClock()
     want = parse_vllm_metrics(metrics_text, clock.t)
     async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, clock=clock, session=s)
+        scraper = MetricsScraper(interval=10.0, clock=clock, session=None if lean else s)
         eids = [EndpointId(f"{base}/{k}") for k in ("filters", "ignores")]
         scraper.set_endpoints([Endpoint(e) for e in eids])
         for _ in range(3):
             for e in eids:
                 assert await scraper.scrape_one(e)
                 assert scraper.get(e) == want
+        await scraper.stop()
     for kind in ("filters", "ignores"):
         mine = [x for x in seen if x[0] == kind]
         assert [bool(names) for _, _, names, _ in mine] == [False, True, True]  # one full page, then filtered
@@ -75,12 +81,13 @@ async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text):
         assert all(enc == "identity" for *_, enc in mine)
 
 
-async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers, metrics_text):
+@LEAN
+async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers, metrics_text, lean):
     base, seen = servers
     clock = FakeClock()
     eid = EndpointId(f"{base}/broken")
     async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, clock=clock, session=s, refilter_after=60.0)
+        scraper = MetricsScraper(interval=10.0, clock=clock, session=None if lean else s, refilter_after=60.0)
         scraper.set_endpoints([Endpoint(eid)])
         for _ in range(3):
             assert await scraper.scrape_one(eid)
@@ -92,14 +99,17 @@ async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers
         assert [bool(x[2]) for x in seen[4:]] == [True, False]  # tried again, still broken: full page
         assert scraper.get(eid) == parse_vllm_metrics(metrics_text, clock.t)
         assert scraper.stats()[eid].errors == 0
+        await scraper.stop()
 
 
-async def test_name_filter_off_always_asks_the_full_page(servers):
+@LEAN
+async def test_name_filter_off_always_asks_the_full_page(servers, lean):
     base, seen = servers
     async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, session=s, name_filter=False)
+        scraper = MetricsScraper(interval=10.0, session=None if lean else s, name_filter=False)
         eid = EndpointId(f"{base}/filters")
         scraper.set_endpoints([Endpoint(eid)])
         for _ in range(2):
             assert await scraper.scrape_one(eid)
+        await scraper.stop()
     assert [x[2] for x in seen] == [(), ()]
