@@ -5,9 +5,11 @@ Processes: ``--engines`` simulated engines, our router (``llmd-kserve router``),
 generator. ``--conns`` workers, each a closed loop with exponential think time, so that all of them together send
 ``--rate`` req/s (at most ``--conns`` in flight, usually a few): the machine stays far from saturated and what a
 router adds is its own work per request, not CPU queueing. Each request is a small non-streaming completion
-(``max_tokens=1``, distinct 5-word prompts). Each round measures direct (to the engines, round-robin), then every
-router, for ``--seconds`` each, the order rotated every round; per target: latency p50/p90, and the CPU % of a core
-of the router process (and of the whole machine, from ``/proc/stat``) during its phase, and the load average.
+(``max_tokens=1``, distinct 5-word prompts) sent to a target drawn at random per request - direct (the engines,
+round-robin) or one of the routers - so that all targets share the same moments of background load (other jobs on a
+shared machine) instead of each having its own phase. Per round of ``--seconds``: latency p50/p90 per target, the
+added p50/p90 (router minus direct), the CPU % of a core of each router and of the whole machine (``/proc/stat``)
+and the load average.
 
     PYTHONPATH=. .venv/bin/python benchmarks/router_added_latency.py [--rounds 6] [--rate 200] [--conns 64]
 """
@@ -40,38 +42,40 @@ def machine_busy_s() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-async def paced_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, rate: float, seconds: float,
-                      model: str, seed: int) -> dict:
+async def mixed_phase(s: aiohttp.ClientSession, targets: dict[str, list[str]], conns: int, rate: float,
+                      seconds: float, model: str, seed: int) -> dict[str, dict]:
     rng = random.Random(seed)
     bodies = [json.dumps({"model": model, "prompt": " ".join(f"w{rng.randrange(10**5)}" for _ in range(5)),
                           "max_tokens": 1}).encode() for _ in range(256)]
     headers = {"Content-Type": "application/json"}
-    lat: list[float] = []
-    errors = 0
+    names = list(targets)
+    lat: dict[str, list[float]] = {n: [] for n in names}
+    errors = dict.fromkeys(names, 0)
     think = conns / rate  # mean think time per worker: conns workers together send ~rate req/s
     stop_at = time.perf_counter() + seconds
 
     async def worker(w: int) -> None:
-        nonlocal errors
         wr = random.Random(seed * 1000 + w)
         await asyncio.sleep(wr.uniform(0, think))  # spread the start
         i = w
         while time.perf_counter() < stop_at:
             i += 1
-            url = urls[i % len(urls)]
+            name = wr.choice(names)
+            url = targets[name][i % len(targets[name])]
             t0 = time.perf_counter()
             try:
                 async with s.post(f"{url}/v1/completions", data=bodies[i % len(bodies)], headers=headers) as r:
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"HTTP {r.status} from {url}")
-                lat.append(time.perf_counter() - t0)
+                lat[name].append(time.perf_counter() - t0)
             except aiohttp.ClientError:
-                errors += 1
+                errors[name] += 1
             await asyncio.sleep(wr.expovariate(1.0 / think))
 
     await asyncio.gather(*(worker(w) for w in range(conns)))
-    return {"requests": len(lat), "errors": errors, "p50_ms": pct(lat, 50) * 1e3, "p90_ms": pct(lat, 90) * 1e3}
+    return {n: {"requests": len(lat[n]), "errors": errors[n], "p50_ms": pct(lat[n], 50) * 1e3,
+                "p90_ms": pct(lat[n], 90) * 1e3} for n in names}
 
 
 async def main(a: argparse.Namespace) -> dict:
@@ -100,25 +104,19 @@ async def main(a: argparse.Namespace) -> dict:
                 await wait_ready(s, url, proc)
             for url, proc in routers.values():
                 await wait_ready(s, url, proc, timeout=120)  # type: ignore[arg-type]
-            targets = {"direct": (engines, None), **{n: ([u], p) for n, (u, p) in routers.items()}}
-            for urls, _ in targets.values():  # warm-up: connections, code paths
-                await paced_phase(s, urls, a.conns, a.rate, 1.0, a.model, 0)
+            targets = {"direct": engines, **{n: [u] for n, (u, _) in routers.items()}}
+            await mixed_phase(s, targets, a.conns, a.rate, 2.0, a.model, 0)  # warm-up: connections, code paths
             rounds = []
             for r in range(a.rounds):
-                names = list(targets)
-                order = names[r % len(names):] + names[:r % len(names)]
-                row: dict = {"order": order}
-                for name in order:
-                    urls, proc = targets[name]
-                    c0, m0, t0 = cpu_seconds(proc.pid) if proc else 0.0, machine_busy_s(), time.monotonic()
-                    res = await paced_phase(s, urls, a.conns, a.rate, a.seconds, a.model, a.seed + r)
-                    dt = time.monotonic() - t0
-                    res["router_core_pct"] = (cpu_seconds(proc.pid) - c0) / dt * 100 if proc else None
-                    res["machine_core_pct"] = (machine_busy_s() - m0) / dt * 100
-                    res["req_per_s"] = res["requests"] / a.seconds
-                    row[name] = res
+                c0 = {n: cpu_seconds(p.pid) for n, (_, p) in routers.items()}  # type: ignore[attr-defined]
+                m0, t0 = machine_busy_s(), time.monotonic()
+                row: dict = await mixed_phase(s, targets, a.conns, a.rate, a.seconds, a.model, a.seed + r + 1)
+                dt = time.monotonic() - t0
+                row["machine_core_pct"] = (machine_busy_s() - m0) / dt * 100
                 row["loadavg_1m"] = float(Path("/proc/loadavg").read_text().split()[0])
-                for n in routers:
+                row["req_per_s"] = sum(row[n]["requests"] for n in targets) / a.seconds
+                for n, (_, p) in routers.items():
+                    row[n]["router_core_pct"] = (cpu_seconds(p.pid) - c0[n]) / dt * 100  # type: ignore[attr-defined]
                     row[n]["added_p50_ms"] = row[n]["p50_ms"] - row["direct"]["p50_ms"]
                     row[n]["added_p90_ms"] = row[n]["p90_ms"] - row["direct"]["p90_ms"]
                 rounds.append(row)
@@ -141,7 +139,7 @@ def cli() -> None:
     p.add_argument("--model", default="llama-8b-shape")
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--rate", type=float, default=200.0, help="total requests/s of all connections together")
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline-src", default="", help="also run our router from this source tree (before/after)")
