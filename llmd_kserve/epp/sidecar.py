@@ -106,7 +106,9 @@ class PDSidecar:
         if request.path != "/metrics":
             return await self._relay(request, request.method, await request.read() or None, headers)
         assert self.session is not None
-        async with self.session.get(self.decode_url + "/metrics") as r:
+        query = f"?{request.query_string}" if request.query_string else ""  # e.g. a scraper's ?name[]= filter
+        # identity: the engine's page is concatenated with the sidecar's own (this session does not decompress)
+        async with self.session.get(f"{self.decode_url}/metrics{query}", headers={"Accept-Encoding": "identity"}) as r:
             text = await r.read()
             status = r.status
         return web.Response(body=text + generate_latest(self.registry), status=status,
