@@ -15,7 +15,8 @@ endpoint whose snapshot is older than ``stale_after`` - so it routes on fresh lo
 Small pages: after one full page an endpoint is asked for only the samples the parser reads (``?name[]=...``, as
 prometheus_client's exposition app honours; servers that ignore it send the full page, parsed as before) and with
 ``Accept-Encoding: identity`` (no gzip to undo). A filtered page that lacks a sample the full page had (a server
-whose filter misses some collectors) is dropped: the full page is fetched at once, and for ``refilter_after`` s.
+whose filter misses some collectors), or an error status for it, is dropped: the full page is fetched at once, and
+for ``refilter_after`` s.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ _QUERY = urlencode([("name[]", n) for n in SCRAPE_NAMES])
 _HEADERS = {"Accept-Encoding": "identity"}
 FIXED_RATE = -1.0
 """``idle_interval`` default: idle endpoints are polled like active ones (no adaptation)."""
+
+
+class _StatusError(ValueError):
+    """A metrics page answered with a status other than 200."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,11 +332,17 @@ class MetricsScraper:
         filtered = (self.name_filter and known is not None
                     and self.clock() >= self._unfiltered_until.get(eid, -math.inf))
         try:
-            metrics, seen = parse_vllm_page(await self._fetch(eid, filtered), self.clock())
-            if filtered and known is not None and not seen >= known:
+            try:
+                metrics, seen = parse_vllm_page(await self._fetch(eid, filtered), self.clock())
+                lost = sorted(known - seen) if filtered and known is not None else []
+                why = f"lacks {', '.join(lost)}"
+            except _StatusError as exc:  # a server that refuses the query
+                if not filtered:
+                    raise
+                lost, why = ["?"], f"answered HTTP {exc.status}"
+            if lost:
                 if eid not in self._unfiltered_until:
-                    log.info("%s: its filtered /metrics page lacks %s; scraping the full page", eid,
-                             ", ".join(sorted(known - seen)))
+                    log.info("%s: its filtered /metrics page %s; scraping the full page", eid, why)
                 self._unfiltered_until[eid] = self.clock() + self.refilter_after
                 filtered = False
                 metrics, seen = parse_vllm_page(await self._fetch(eid, False), self.clock())
@@ -360,13 +375,13 @@ class MetricsScraper:
             async with asyncio.timeout(self.timeout):
                 status, body = await getter.get(urls[filtered])
             if status != 200:
-                raise ValueError(f"HTTP {status} from {urls[filtered]}")
+                raise _StatusError(status, f"HTTP {status} from {urls[filtered]}")
             return body.decode("utf-8")
         if self._session is None:
             raise RuntimeError("MetricsScraper not started")
         async with self._session.get(urls[filtered], timeout=self._timeout_obj, headers=_HEADERS) as resp:
             if resp.status != 200:
-                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason or "")
+                raise _StatusError(resp.status, f"HTTP {resp.status} {resp.reason or ''} from {resp.url}")
             return (await resp.read()).decode("utf-8")
 
     def _record_error(self, eid: EndpointId, why: str) -> None:

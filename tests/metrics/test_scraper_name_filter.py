@@ -28,8 +28,8 @@ def _sample_name(line: str) -> str:
 @pytest.fixture
 async def servers(metrics_text):
     """Three vLLM-page servers: ``filters`` (by exact sample name, as prometheus_client does), ``ignores`` (the
-    full page whatever the query, as vLLM's instrumentator route does) and ``broken`` (an empty filtered page: a
-    filter that misses the collector)."""
+    full page whatever the query, as vLLM's instrumentator route does), ``broken`` (an empty filtered page: a
+    filter that misses the collector) and ``refuses`` (400 for a query)."""
     seen: list[tuple[str, str, tuple[str, ...], str]] = []
 
     def handler(kind: str):
@@ -42,11 +42,13 @@ async def servers(metrics_text):
                                if not ln.startswith("#") and _sample_name(ln) in names)
             elif names and kind == "broken":
                 text = ""
+            elif names and kind == "refuses":
+                return web.Response(status=400, text="unknown parameter")
             return web.Response(text=text, content_type="text/plain")
         return metrics
 
     app = web.Application()
-    for kind in ("filters", "ignores", "broken"):
+    for kind in ("filters", "ignores", "broken", "refuses"):
         app.router.add_get(f"/{kind}/metrics", handler(kind))
     runner = web.AppRunner(app)
     await runner.setup()
@@ -82,10 +84,11 @@ async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text, 
 
 
 @LEAN
-async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers, metrics_text, lean):
+@pytest.mark.parametrize("kind", ["broken", "refuses"])
+async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers, metrics_text, lean, kind):
     base, seen = servers
     clock = FakeClock()
-    eid = EndpointId(f"{base}/broken")
+    eid = EndpointId(f"{base}/{kind}")
     async with aiohttp.ClientSession() as s:
         scraper = MetricsScraper(interval=10.0, clock=clock, session=None if lean else s, refilter_after=60.0)
         scraper.set_endpoints([Endpoint(eid)])
