@@ -1,7 +1,7 @@
 """Async scraper: polls every endpoint's ``/metrics`` concurrently and keeps its latest snapshot, marked stale when old.
 
-One polling task per endpoint (a slow or dead endpoint never delays the others), one shared aiohttp session with
-keep-alive, a per-request timeout, and error counters. Ticks are fixed-rate; ticks missed while a request was in
+One polling task per endpoint (a slow or dead endpoint never delays the others), kept-alive connections (see
+below), a per-request timeout, and error counters. Ticks are fixed-rate; ticks missed while a request was in
 flight are skipped, never bunched. A snapshot is stale when its last good scrape is older than the endpoint's
 staleness limit (by the injected clock) - computed when read, so no timer is needed.
 
@@ -12,11 +12,8 @@ all). The staleness limit is ``stale_after`` or 4 polls of the endpoint's curren
 Before the first request after an idle spell the router awaits :meth:`refresh_idle`, which scrapes every idle
 endpoint whose snapshot is older than ``stale_after`` - so it routes on fresh load data, not on the idle-time poll.
 
-Small pages: after one full page an endpoint is asked for only the samples the parser reads (``?name[]=...``, as
-prometheus_client's exposition app honours; servers that ignore it send the full page, parsed as before) and with
-``Accept-Encoding: identity`` (no gzip to undo). A filtered page that lacks a sample the full page had (a server
-whose filter misses some collectors), or an error status for it, is dropped: the full page is fetched at once, and
-for ``refilter_after`` s.
+Pages are fetched and parsed by :class:`~llmd_kserve.metrics.pages.MetricsPages` (filtered ``?name[]=`` pages after
+one full page, a lean kept-alive GET for plain ``http://``).
 """
 
 from __future__ import annotations
@@ -29,31 +26,18 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 import aiohttp
-from yarl import URL
 
 from llmd_kserve.defaults import SCRAPE_INTERVAL_S
-from llmd_kserve.metrics.page_get import PageGetter
-from llmd_kserve.metrics.parse import SCRAPE_NAMES, parse_vllm_page
+from llmd_kserve.metrics.pages import MetricsPages
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics
 
 log = logging.getLogger(__name__)
 
 _STALE = EndpointMetrics()
-_QUERY = urlencode([("name[]", n) for n in SCRAPE_NAMES])
-_HEADERS = {"Accept-Encoding": "identity"}
 FIXED_RATE = -1.0
 """``idle_interval`` default: idle endpoints are polled like active ones (no adaptation)."""
-
-
-class _StatusError(ValueError):
-    """A metrics page answered with a status other than 200."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +86,6 @@ class MetricsScraper:
         self.linger = linger
         self.max_rate = max_rate
         self.refresh_timeout = refresh_timeout
-        self.name_filter = name_filter
-        self.refilter_after = refilter_after
-        self._urls: dict[EndpointId, tuple[URL, URL]] = {}  # (full page, filtered page), parsed once
-        self._getters: dict[EndpointId, PageGetter] = {}  # http:// endpoints, unless a session was injected
-        self._full_names: dict[EndpointId, frozenset[str]] = {}  # wanted samples the last full page had
-        self._unfiltered_until: dict[EndpointId, float] = {}  # a filtered page lost samples: full pages till then
         self._inflight: dict[EndpointId, int] = {}
         self._last_done: dict[EndpointId, float] = {}
         self._wake: dict[EndpointId, asyncio.Event] = {}
@@ -117,11 +95,12 @@ class MetricsScraper:
         self.interval = interval
         self.stale_after = stale_after if stale_after is not None else max(4 * interval, 0.5)
         self.timeout = timeout if timeout is not None else self.stale_after
-        self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)  # one object, not one per scrape
         self.clock = clock
         self.path = path
         self._session = session
         self._own_session = session is None
+        self.pages = MetricsPages(path, lambda: self.clock(), lean=session is None, name_filter=name_filter,
+                                  refilter_after=refilter_after)
         self._on_update = on_update
         self._endpoints: dict[EndpointId, Endpoint] = {}
         self._metrics: dict[EndpointId, EndpointMetrics] = {}
@@ -143,12 +122,7 @@ class MetricsScraper:
                 self._inflight.pop(eid, None)
                 self._last_done.pop(eid, None)
                 self._wake.pop(eid, None)
-                self._urls.pop(eid, None)
-                getter = self._getters.pop(eid, None)
-                if getter is not None:
-                    getter.close()
-                self._full_names.pop(eid, None)
-                self._unfiltered_until.pop(eid, None)
+                self.pages.forget(eid)
                 task = self._tasks.pop(eid, None)
                 if task is not None:
                     task.cancel()
@@ -272,9 +246,7 @@ class MetricsScraper:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        for getter in self._getters.values():
-            getter.close()
-        self._getters.clear()
+        self.pages.close()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -326,28 +298,8 @@ class MetricsScraper:
     async def scrape_one(self, eid: EndpointId) -> bool:
         """Scrape one endpoint now; True on success. Needs :meth:`start` (or an injected session) for endpoints
         that are not plain ``http://``."""
-        if self._timeout_obj.total != self.timeout:
-            self._timeout_obj = aiohttp.ClientTimeout(total=self.timeout)
-        known = self._full_names.get(eid)
-        filtered = (self.name_filter and known is not None
-                    and self.clock() >= self._unfiltered_until.get(eid, -math.inf))
         try:
-            try:
-                metrics, seen = parse_vllm_page(await self._fetch(eid, filtered), self.clock())
-                lost = sorted(known - seen) if filtered and known is not None else []
-                why = f"lacks {', '.join(lost)}"
-            except _StatusError as exc:  # a server that refuses the query
-                if not filtered:
-                    raise
-                lost, why = ["?"], f"answered HTTP {exc.status}"
-            if lost:
-                if eid not in self._unfiltered_until:
-                    log.info("%s: its filtered /metrics page %s; scraping the full page", eid, why)
-                self._unfiltered_until[eid] = self.clock() + self.refilter_after
-                filtered = False
-                metrics, seen = parse_vllm_page(await self._fetch(eid, False), self.clock())
-            if not filtered:
-                self._full_names[eid] = seen
+            metrics = await self.pages.get(eid, self.timeout, self._session)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, ArithmeticError, EOFError) as exc:
             self._record_error(eid, f"{type(exc).__name__}: {exc}")
             return False
@@ -361,28 +313,6 @@ class MetricsScraper:
         if self._on_update is not None:
             self._on_update(eid, metrics)
         return True
-
-    async def _fetch(self, eid: EndpointId, filtered: bool) -> str:
-        """One page of ``eid``: the full one, or only :data:`SCRAPE_NAMES` (``?name[]=...``)."""
-        urls = self._urls.get(eid)
-        if urls is None:
-            full = eid.rstrip("/") + self.path
-            urls = self._urls[eid] = (URL(full), URL(f"{full}{'&' if '?' in full else '?'}{_QUERY}"))
-            if self._own_session and urls[0].scheme == "http" and urls[0].host:
-                self._getters[eid] = PageGetter(urls[0])
-        getter = self._getters.get(eid)
-        if getter is not None:  # the lean path: a plain GET on a kept-alive connection
-            async with asyncio.timeout(self.timeout):
-                status, body = await getter.get(urls[filtered])
-            if status != 200:
-                raise _StatusError(status, f"HTTP {status} from {urls[filtered]}")
-            return body.decode("utf-8")
-        if self._session is None:
-            raise RuntimeError("MetricsScraper not started")
-        async with self._session.get(urls[filtered], timeout=self._timeout_obj, headers=_HEADERS) as resp:
-            if resp.status != 200:
-                raise _StatusError(resp.status, f"HTTP {resp.status} {resp.reason or ''} from {resp.url}")
-            return (await resp.read()).decode("utf-8")
 
     def _record_error(self, eid: EndpointId, why: str) -> None:
         st = self._stats.get(eid)
