@@ -1,16 +1,14 @@
-"""One endpoint's metrics page, fetched and parsed: full or filtered (``?name[]=``), over a lean GET or a session.
+"""One endpoint's metrics page, fetched and parsed: full or filtered (``?name[]=``).
 
 After one full page an endpoint is asked for only the samples the parser reads (``?name[]=...``, as
 prometheus_client's exposition app honours; servers that ignore it send the full page, parsed as before) and with
 ``Accept-Encoding: identity`` (no gzip to undo). A filtered page that lacks a sample the full page had (a server
 whose filter misses some collectors), or an error status for it, is dropped: the full page is fetched at once, and
-for ``refilter_after`` s. Plain ``http://`` pages go over a :class:`PageGetter` (one kept-alive connection per
-endpoint) unless the caller passes an aiohttp session to use.
+for ``refilter_after`` s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -19,7 +17,6 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from llmd_kserve.metrics.page_get import PageGetter
 from llmd_kserve.metrics.parse import SCRAPE_NAMES, parse_vllm_page
 from llmd_kserve.types import EndpointId, EndpointMetrics
 
@@ -38,14 +35,13 @@ class StatusError(ValueError):
 
 class MetricsPages:
     """Fetches and parses endpoints' pages; remembers per endpoint what its full page had and whether its filter
-    works. ``lean``: plain ``http://`` pages over :class:`PageGetter` rather than the session given to ``get``."""
+    works."""
 
-    def __init__(self, path: str, clock: Callable[[], float], *, lean: bool = True, name_filter: bool = True,
+    def __init__(self, path: str, clock: Callable[[], float], *, name_filter: bool = True,
                  refilter_after: float = 300.0) -> None:
-        self.path, self.clock, self.lean = path, clock, lean
+        self.path, self.clock = path, clock
         self.name_filter, self.refilter_after = name_filter, refilter_after
         self._urls: dict[EndpointId, tuple[URL, URL]] = {}  # (full page, filtered page), parsed once
-        self._getters: dict[EndpointId, PageGetter] = {}
         self._full_names: dict[EndpointId, frozenset[str]] = {}  # wanted samples the last full page had
         self._unfiltered_until: dict[EndpointId, float] = {}  # the filter failed: full pages until then
         self._timeout = aiohttp.ClientTimeout(total=None)  # one object, not one per scrape
@@ -78,14 +74,6 @@ class MetricsPages:
         self._urls.pop(eid, None)
         self._full_names.pop(eid, None)
         self._unfiltered_until.pop(eid, None)
-        getter = self._getters.pop(eid, None)
-        if getter is not None:
-            getter.close()
-
-    def close(self) -> None:
-        for getter in self._getters.values():
-            getter.close()
-        self._getters.clear()
 
     async def _fetch(self, eid: EndpointId, filtered: bool, timeout: float,
                      session: aiohttp.ClientSession | None) -> str:
@@ -94,15 +82,6 @@ class MetricsPages:
         if urls is None:
             full = eid.rstrip("/") + self.path
             urls = self._urls[eid] = (URL(full), URL(f"{full}{'&' if '?' in full else '?'}{_QUERY}"))
-            if self.lean and urls[0].scheme == "http" and urls[0].host:
-                self._getters[eid] = PageGetter(urls[0])
-        getter = self._getters.get(eid)
-        if getter is not None:  # the lean path: a plain GET on a kept-alive connection
-            async with asyncio.timeout(timeout):
-                status, body = await getter.get(urls[filtered])
-            if status != 200:
-                raise StatusError(status, f"HTTP {status} from {urls[filtered]}")
-            return body.decode("utf-8")
         if session is None:
             raise RuntimeError("MetricsScraper not started")
         if self._timeout.total != timeout:

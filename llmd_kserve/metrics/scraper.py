@@ -13,7 +13,7 @@ Before the first request after an idle spell the router awaits :meth:`refresh_id
 endpoint whose snapshot is older than ``stale_after`` - so it routes on fresh load data, not on the idle-time poll.
 
 Pages are fetched and parsed by :class:`~llmd_kserve.metrics.pages.MetricsPages` (filtered ``?name[]=`` pages after
-one full page, a lean kept-alive GET for plain ``http://``).
+one full page, no gzip).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class MetricsScraper:
         self.path = path
         self._session = session
         self._own_session = session is None
-        self.pages = MetricsPages(path, lambda: self.clock(), lean=session is None, name_filter=name_filter,
+        self.pages = MetricsPages(path, lambda: self.clock(), name_filter=name_filter,
                                   refilter_after=refilter_after)
         self._on_update = on_update
         self._endpoints: dict[EndpointId, Endpoint] = {}
@@ -246,7 +246,6 @@ class MetricsScraper:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        self.pages.close()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None

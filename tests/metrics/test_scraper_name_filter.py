@@ -1,6 +1,6 @@
 """The scraper asks for only the samples it reads (``?name[]=``, no gzip) once it has seen a full page, and falls
-back to the full page when a filtered one lacks something (real aiohttp servers on 127.0.0.1, fake clock); over its
-own lean GET (``lean``) and over an injected aiohttp session."""
+back to the full page when a filtered one lacks something (real aiohttp servers on 127.0.0.1, fake clock), over an injected
+aiohttp session."""
 
 from __future__ import annotations
 
@@ -59,16 +59,12 @@ async def servers(metrics_text):
     await runner.cleanup()
 
 
-LEAN = pytest.mark.parametrize("lean", [True, False], ids=["lean", "session"])
-
-
-@LEAN
-async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text, lean):
+async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text):
     base, seen = servers
     clock = FakeClock()
     want = parse_vllm_metrics(metrics_text, clock.t)
     async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, clock=clock, session=None if lean else s)
+        scraper = MetricsScraper(interval=10.0, clock=clock, session=s)
         eids = [EndpointId(f"{base}/{k}") for k in ("filters", "ignores")]
         scraper.set_endpoints([Endpoint(e) for e in eids])
         for _ in range(3):
@@ -83,14 +79,13 @@ async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text, 
         assert all(enc == "identity" for *_, enc in mine)
 
 
-@LEAN
 @pytest.mark.parametrize("kind", ["broken", "refuses"])
-async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers, metrics_text, lean, kind):
+async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers, metrics_text, kind):
     base, seen = servers
     clock = FakeClock()
     eid = EndpointId(f"{base}/{kind}")
     async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, clock=clock, session=None if lean else s, refilter_after=60.0)
+        scraper = MetricsScraper(interval=10.0, clock=clock, session=s, refilter_after=60.0)
         scraper.set_endpoints([Endpoint(eid)])
         for _ in range(3):
             assert await scraper.scrape_one(eid)
@@ -105,11 +100,10 @@ async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers
         await scraper.stop()
 
 
-@LEAN
-async def test_name_filter_off_always_asks_the_full_page(servers, lean):
+async def test_name_filter_off_always_asks_the_full_page(servers):
     base, seen = servers
     async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, session=None if lean else s, name_filter=False)
+        scraper = MetricsScraper(interval=10.0, session=s, name_filter=False)
         eid = EndpointId(f"{base}/filters")
         scraper.set_endpoints([Endpoint(eid)])
         for _ in range(2):
