@@ -1,14 +1,39 @@
-"""Time-to-first-token estimate of a request on one endpoint, from the engine latency profile (memoised per cycle)."""
+"""Time-to-first-token estimate of a request on one endpoint, from its latency profile (memoised per cycle)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import TYPE_CHECKING
 
+from llmd_kserve.errors import ConfigError
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState
+from llmd_kserve.types import NO_LOAD, PROFILE_LABEL, Endpoint, EndpointId, EndpointState
 
 if TYPE_CHECKING:
     from llmd_kserve.latency import LatencyProfile
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_profile(name: str) -> LatencyProfile | None:
+    from llmd_kserve.latency import load_profile  # noqa: PLC0415 - yaml/pydantic loading only when a label names one
+
+    try:
+        return load_profile(name)
+    except ConfigError as exc:
+        log.warning("endpoint label %s=%r: %s; timing it with the router's profile", PROFILE_LABEL, name, exc)
+        return None
+
+
+def endpoint_profile(endpoint: Endpoint, default: LatencyProfile) -> LatencyProfile:
+    """The latency profile that times ``endpoint``: the one its ``PROFILE_LABEL`` label names (mixed GPUs), else
+    ``default`` (the router's profile); an unknown name is warned about once and falls back to ``default``."""
+    name = endpoint.labels.get(PROFILE_LABEL) if endpoint.labels else None
+    if not name:
+        return default
+    return _named_profile(name) or default
 
 
 def estimate_ttft(
@@ -22,7 +47,8 @@ def estimate_ttft(
     """Seconds until the first token if the request went to ``endpoint`` now.
 
     Model: the endpoint first works off its backlog of queued prompt tokens, then prefills this request's uncached
-    tokens on top of its cached prefix (``profile.prefill_time``, chunked by the batch budget). The backlog is the
+    tokens on top of its cached prefix (``prefill_time`` of the endpoint's own profile, see
+    :func:`endpoint_profile`, else ``profile``; chunked by the batch budget). The backlog is the
     larger of the router's own in-flight uncached tokens (exact for a single router, but it also counts requests
     already decoding) and ``waiting`` requests from the metrics times ``tokens_per_waiting_request`` (sees other
     routers' load). Decode work interleaved with the prefill is ignored.
@@ -33,6 +59,7 @@ def estimate_ttft(
     hit = memo.get(key)
     if hit is not None:
         return hit
+    profile = endpoint_profile(endpoint.endpoint, profile)
     cached = state.cached_tokens(eid, block_size, mode)
     uncached = state.prompt_tokens - cached
     backlog = endpoint.metrics.waiting * tokens_per_waiting_request
