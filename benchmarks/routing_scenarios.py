@@ -43,7 +43,7 @@ def sim_options(sc: Scenario, seed: int) -> SimOptions:
     if sc.max_model_len:
         profile = load_profile(profile).model_copy(update={"max_model_len": sc.max_model_len,
                                                            "name": f"h100-llama8b-{sc.max_model_len}"})
-    return SimOptions(engines=sc.engines, profile=profile, engine_profiles=sc.engine_profiles,
+    return SimOptions(engines=sc.engines, roles=sc.roles, profile=profile, engine_profiles=sc.engine_profiles,
                       num_blocks=sc.num_blocks, kv_event_delay=sc.kv_event_delay, seed=seed)
 
 
@@ -130,13 +130,13 @@ def main() -> None:
         if extra:
             sc = replace(sc, rates=tuple(sorted(set(sc.rates) | set(extra))))
         n = a.num_requests or sc.num_requests
-        rr = sweep(sc, "round-robin", seeds, n) if a.matched_fraction > 0 else None
+        rr = sweep(sc, sc.baseline, seeds, n) if a.matched_fraction > 0 else None
         matched = (matched_rate([max_rate({r: x["attain"] for r, x in rr[s].items()}) for s in seeds],
                                 a.matched_fraction, min(sc.rates)) if rr else sc.matched_rate)
-        for config in a.configs.split(","):
+        for config in sc.configs or a.configs.split(","):
             t0 = time.perf_counter()
             r = out.setdefault(name, {})[config] = evaluate(sc, config, seeds, n, matched, a.matched_requests,
-                                                            rr if config == "round-robin" else None)
+                                                            rr if config == sc.baseline else None)
             print(f"| {name} @ {matched:g}/s | {config} | {fmt(r['ttft_p50'], 1e3)} | {fmt(r['ttft_p90'], 1e3)} | "
                   f"{fmt(r['max_rate'])} | {fmt(r['hit'], 1, 3)} | {fmt(r['cpu_per_1k'], 1, 2)} |"
                   f"  <!-- {time.perf_counter() - t0:.0f}s -->", flush=True)
