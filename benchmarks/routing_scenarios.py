@@ -10,7 +10,8 @@ The matched rate (the rule, also the demo's: ``llmd_kserve.demo_sweep.matched_ra
 (0.8) of round-robin's max rate within the SLO (the lowest over the seeds), so every scenario compares the
 policies at the same distance below the cache-blind policy's saturation; 0 uses the scenario's fixed
 ``matched_rate``. The matched run is long (``--matched-requests``, 1,500, and at least ``min_duration_s``), so its
-p90 is the steady state's and not the share of each group's cold first request.
+p90 is the steady state's and not the share of each group's cold first request; except in session scenarios
+(``Scenario.sessions``: chat, agentic), where more requests would mean more concurrent sessions.
 
 Usage: .venv/bin/python benchmarks/routing_scenarios.py [--scenarios a,b] [--configs a,b] [--seeds 0,1]
        [--num-requests N (at least rate x the scenario's min_duration_s)] [--matched-fraction 0.8]
@@ -93,7 +94,7 @@ def evaluate(sc: Scenario, config: str, seeds: list[int], n: int, matched: float
     runs = runs or sweep(sc, config, seeds, n)
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:
-        m = one_run(sc, config, seed, matched, matched_n)
+        m = one_run(sc, config, seed, matched, n if sc.sessions else matched_n)
         every = [*runs[seed].values(), m]
         per_seed.append({"ttft_p50": m["ttft_p50"], "ttft_p90": m["ttft_p90"], "hit": m["hit"] or 0.0,
                          "matched_attain": m["attain"], "matched_n": m["n"],

@@ -76,6 +76,9 @@ class Scenario:
     """The scheduler configs this scenario is judged over (None: the benchmark's aggregated set)."""
     baseline: str = "round-robin"
     """The config whose max rate within the SLO sets the matched rate."""
+    sessions: bool = False
+    """Session workload (chat, agentic): more requests means more concurrent sessions, i.e. another workload, so
+    every run (the matched one too) keeps ``max(num_requests, rate * min_duration_s)`` requests."""
 
 
 def _poisson(spec: object) -> Builder:
@@ -130,13 +133,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("chat", "64 sessions x 6 turns, 1,000-token system prompt, +350 tokens of context per turn",
              _poisson(ChatSpec(num_sessions=64, turns_per_session=6, system_prompt_len=1000, user_len=200,
                                output_len=150)),
-             rates=(10, 20, 30, 40, 50, 60, 80), matched_rate=20, num_blocks=3000),
+             rates=(10, 20, 30, 40, 50, 60, 80), matched_rate=20, num_blocks=3000, sessions=True),
     Scenario("burst", "bursts of 8 requests on a fresh 4,000-token prefix within 20 ms (faster than KV events)",
              _bursts(4000, 8, 0.02, 128, 64), rates=(20, 40, 60, 80, 100, 120, 140), matched_rate=40),
     Scenario("agentic", "16 agent sessions x 4 short turns on 32k-token prefixes (128k-context profile)",
              _poisson(ChatSpec(num_sessions=16, turns_per_session=4, system_prompt_len=32000, user_len=100,
                                output_len=50)),
-             rates=(1, 2, 3, 4, 6, 8), matched_rate=2, max_model_len=131072, slo_ttft_s=3.0),
+             rates=(1, 2, 3, 4, 6, 8), matched_rate=2, max_model_len=131072, slo_ttft_s=3.0, sessions=True),
     Scenario("rag-reasoning", "RAG (4-7 of 32 docs x 1,024 tokens, 64 out) mixed 3:1 with reasoning (1-2k out)",
              _mixed(RagSpec(num_requests=1, num_documents=32, document_len=1024, system_prompt_len=256),
                     ReasoningSpec(num_requests=1, output_len_min=1000, output_len_max=2000), 0.75),
