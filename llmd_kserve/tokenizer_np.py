@@ -110,10 +110,16 @@ def _ids_and_starts(text: str, first_id: int, n_ids: int):  # noqa: ANN202 - (id
     lengths = np.empty(len(starts), dtype=np.uint64)
     np.subtract(starts[1:], starts[:-1], out=lengths[:-1], casting="unsafe")
     lengths[-1] = n - starts[-1]
-    padded = np.frombuffer(raw + bytes(8), dtype=np.uint8)
-    window = np.ndarray(shape=(n,), dtype="<u8", buffer=padded, strides=(1,))  # 8 bytes from each offset
-    words = window.take(starts) & _LOW_BYTES.take(lengths.view(np.int64))
-    z = words | (lengths << _U(56))
+    # each token's bytes packed little-endian into one word, one byte position at a time (a token is at most
+    # seven bytes); gathering 8 bytes at once through a stride-1 uint64 view of the text is unaligned and made
+    # numpy copy the whole view first (~0.3 ms for 8k tokens)
+    padded = np.zeros(n + 8, dtype=np.uint8)
+    padded[:n] = codes
+    z = padded.take(starts).astype(np.uint64)
+    for k in range(1, int(lengths.max())):
+        z |= padded.take(starts + k).astype(np.uint64) << _U(8 * k)
+    z &= _LOW_BYTES.take(lengths.view(np.int64))
+    z |= lengths << _U(56)
     with np.errstate(over="ignore"):  # splitmix64, in place (no temporaries but the shifts)
         z += _U(MIX_C0)
         z ^= z >> _U(30)
