@@ -21,8 +21,8 @@ class SpeculativeBlocks:
         self.ttl_s = ttl_s
         self._clock = clock
         self._max = max_keys_per_endpoint
-        self._cur: dict[EndpointId, dict[BlockKey, None]] = {}
-        self._old: dict[EndpointId, dict[BlockKey, None]] = {}
+        self._cur: dict[EndpointId, set[BlockKey]] = {}
+        self._old: dict[EndpointId, set[BlockKey]] = {}
         self._epoch = self._epoch_now()
 
     def _epoch_now(self) -> int:
@@ -37,10 +37,12 @@ class SpeculativeBlocks:
 
     def record(self, endpoint: EndpointId, keys: Sequence[BlockKey]) -> None:
         self._rotate()
-        cur = self._cur.setdefault(endpoint, {})
-        if len(cur) + len(keys) > self._max:
+        cur = self._cur.get(endpoint)
+        if cur is None:
+            cur = self._cur[endpoint] = set()
+        elif len(cur) + len(keys) > self._max:
             cur.clear()
-        cur.update(dict.fromkeys(keys))
+        cur.update(keys)
 
     def match(self, keys: Sequence[BlockKey], endpoints: Iterable[EndpointId]) -> dict[EndpointId, int]:
         """Leading blocks of ``keys`` recorded for each endpoint (endpoints with none are left out)."""
@@ -53,7 +55,7 @@ class SpeculativeBlocks:
             if cur is None and old is None:
                 continue
 
-            def held(i: int, cur: dict[BlockKey, None] | None = cur, old: dict[BlockKey, None] | None = old) -> bool:
+            def held(i: int, cur: set[BlockKey] | None = cur, old: set[BlockKey] | None = old) -> bool:
                 k = keys[i]
                 return (cur is not None and k in cur) or (old is not None and k in old)
 
