@@ -1,0 +1,259 @@
+"""Live rate sweep per policy, ours next to vLLM's router (PyPI ``vllm-router``): the goodput frontier per scenario.
+
+For each scenario: 4 simulated engine processes (the scenario's profiles and KV blocks) at ``--time-scale T`` (T x
+slower than the fitted profile, so saturation comes at request rates this machine drives easily); for each policy
+and seed, a rate sweep in ascending order that stops after the first rate missing the SLO (the matched rate always
+runs). Every point starts a fresh router process and resets every engine's prefix cache, then sends the scenario's
+requests for that (seed, rate) as text prompts (the same for every policy) from one load generator. The SLO is the
+scenario's, scaled by T (TTFT 1 s -> T s, TPOT 50 ms -> T x 50 ms): a point is within it when >= 90% of requests meet
+both. Per point: TTFT p50/p90, SLO attainment, the engines' own prefix-cache hit rate, the router's CPU
+(``/proc/<pid>/stat`` user+system over the run) and the engines' and load generator's CPU.
+
+Raw points go to ``--out`` (JSON, rewritten after every point); ``--report a.json,b.json`` prints the tables from
+saved points (later files win for the same scenario/policy/seed/rate). The peer is optional (extra ``bench``).
+
+Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale 8]
+       [--policies default,approx-prefix,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
+       [--rates zipf=2,4,8] [--matched zipf=4] [--duration 4] [--min-requests 120] [--out out/peer_sweep/x.json]
+       .venv/bin/python benchmarks/peer_sweep.py --report out/peer_sweep/a.json,out/peer_sweep/b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmd_kserve.bench.frontier import max_rate_within_slo, spread, sweep
+from llmd_kserve.bench.loadgen import LoadConfig, run_load
+from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
+from llmd_kserve.bench.stats import SLO, summarize
+from llmd_kserve.bench.workloads import ArrivalSpec
+from llmd_kserve.stack.procs import Proc, free_port, spawn, terminate, wait_healthy
+
+OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
+PEER = ("vllm:cache_aware", "vllm:power_of_two")
+# live rates (req/s) at time-scale 8; found by a coarse sweep, refined around each scenario's knees
+RATES = {"shared-prefix": (4, 6, 8, 10, 12, 15, 18, 21, 24), "zipf": (4, 6, 8, 10, 12, 15, 18, 21, 24),
+         "unequal": (2, 3, 4, 6, 8, 10, 12, 15)}
+MATCHED = {"shared-prefix": 4, "zipf": 4, "unequal": 2}
+HOST = "127.0.0.1"
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmd_kserve.cli", *args]
+
+
+def start_engines(sc: Scenario, time_scale: float, log_dir: Path) -> tuple[list[Proc], list[str]]:
+    """The scenario's engines; returns the processes and their URLs with ``#kv=…&replay=…`` for our router."""
+    procs, urls = [], []
+    for i in range(sc.engines):
+        port, kv, replay = free_port(HOST), free_port(HOST), free_port(HOST)
+        args = ["--host", HOST, "--port", str(port), "--kv-events-endpoint", f"tcp://{HOST}:{kv}",
+                "--kv-events-replay-endpoint", f"tcp://{HOST}:{replay}", "--time-scale", str(time_scale),
+                "--seed", str(i)]
+        if sc.engine_profiles:
+            args += ["--profile", sc.engine_profiles[i]]
+        if sc.num_blocks:
+            args += ["--num-blocks", str(sc.num_blocks)]
+        if sc.max_model_len:
+            args += ["--max-model-len", str(sc.max_model_len)]
+        procs.append(spawn(f"engine-{i}", _cli("engine", *args), log_dir, f"http://{HOST}:{port}"))
+        urls.append(f"http://{HOST}:{port}#kv=tcp://{HOST}:{kv}&replay=tcp://{HOST}:{replay}")
+    wait_healthy(procs, 60)
+    return procs, urls
+
+
+def start_router(policy: str, urls: list[str], log_dir: Path, peer_bin: str | None) -> Proc:
+    port = free_port(HOST)
+    if policy.startswith("vllm:"):
+        assert peer_bin is not None
+        argv = [peer_bin, "--host", HOST, "--port", str(port), "--worker-urls", *(u.split("#")[0] for u in urls),
+                "--policy", policy[5:], "--prometheus-host", HOST, "--prometheus-port", str(free_port(HOST)),
+                "--log-level", "warning"]
+    else:
+        argv = _cli("router", "--host", HOST, "--port", str(port), "--config", policy, "--endpoints", ",".join(urls),
+                    "--seed", "0")
+    proc = spawn(f"router-{policy.replace(':', '-')}", argv, log_dir, f"http://{HOST}:{port}")
+    wait_healthy([proc], 60)
+    return proc
+
+
+def reset(bases: list[str]) -> None:
+    """Empty every engine's prefix cache (retried: an engine refuses while blocks are still in use)."""
+    for url in bases:
+        for attempt in range(50):
+            try:
+                with urllib.request.urlopen(urllib.request.Request(f"{url}/reset_prefix_cache", method="POST"),
+                                            timeout=10):
+                    break
+            except urllib.error.HTTPError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
+
+
+def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Namespace, engines: list[Proc],
+              urls: list[str], log_dir: Path, peer_bin: str | None) -> dict[str, Any]:
+    n = max(a.min_requests, round(rate * a.time_scale * a.duration))
+    reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), n)
+    bases = [u.split("#")[0] for u in urls]
+    router = start_router(policy, urls, log_dir, peer_bin)
+    try:
+        reset(bases)
+        r0, e0, l0 = cpu_s(router.popen.pid), [cpu_s(p.popen.pid) for p in engines], time.process_time()
+        res = asyncio.run(run_load(reqs, ArrivalSpec(pattern="poisson", rate=rate),
+                                   LoadConfig(target=router.url, engine_urls=bases, progress=False)))
+        router_cpu = cpu_s(router.popen.pid) - r0
+        engine_cpu = [cpu_s(p.popen.pid) - c for p, c in zip(engines, e0, strict=True)]
+        loadgen_cpu = time.process_time() - l0
+    finally:
+        terminate([router])
+    slo = SLO(sc.slo_ttft_s * a.time_scale, sc.slo_tpot_s * a.time_scale)
+    s = summarize(res.results, res.wall_s, slo, engine_hit_rate=res.engine_hit_rate)
+    return {"scenario": sc.name, "policy": policy, "seed": seed, "rate": rate, "n": n, "wall_s": res.wall_s,
+            "ttft_p50": s["ttft_p50"], "ttft_p90": s["ttft_p90"], "tpot_p90": s["tpot_p90"],
+            "attain": s["slo_attainment"], "hit": res.engine_hit_rate, "errors": s["errors"],
+            "router_cpu_s": router_cpu, "engine_cpu_s": engine_cpu, "loadgen_cpu_s": loadgen_cpu,
+            "time_scale": a.time_scale, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
+            "loadavg": os.getloadavg()[0]}
+
+
+def _kv(spec: str, defaults: dict[str, Any], cast: Any) -> dict[str, Any]:
+    out = dict(defaults)
+    for part in (p for p in spec.split(";") if p):
+        name, _, vals = part.partition("=")
+        out[name] = cast(vals)
+    return out
+
+
+@dataclass
+class _Ctx:
+    """One (scenario, policy, seed) sweep's fixed inputs; ``point(rate)`` runs (or reuses) one saved point."""
+
+    sc: Scenario
+    policy: str
+    seed: int
+    a: argparse.Namespace
+    engines: list[Proc]
+    urls: list[str]
+    log_dir: Path
+    peer_bin: str | None
+    points: list[dict[str, Any]]
+    out_path: Path
+    t_start: float
+
+    def point(self, rate: float) -> dict[str, Any]:
+        key = (self.sc.name, self.policy, self.seed, rate)
+        prev = next((p for p in self.points if (p["scenario"], p["policy"], p["seed"], p["rate"]) == key), None)
+        if prev is not None:
+            return prev
+        p = run_point(self.sc, self.policy, self.seed, rate, self.a, self.engines, self.urls, self.log_dir,
+                      self.peer_bin)
+        self.points.append(p)
+        self.out_path.write_text(json.dumps(self.points, indent=1))
+        print(f"[{time.monotonic() - self.t_start:6.0f}s] {self.sc.name} {self.policy} seed {self.seed} @ "
+              f"{rate:g}/s n={p['n']}: attain {p['attain'] or 0:.2f} TTFT p50/p90 {(p['ttft_p50'] or 0) * 1e3:.0f}/"
+              f"{(p['ttft_p90'] or 0) * 1e3:.0f} ms hit {p['hit'] or 0:.3f} errors {p['errors']} router CPU "
+              f"{p['router_cpu_s'] / p['wall_s']:.2f} core, engines {sum(p['engine_cpu_s']) / p['wall_s']:.2f}, "
+              f"loadgen {p['loadgen_cpu_s'] / p['wall_s']:.2f}, load {p['loadavg']:.1f}", flush=True)
+        return p
+
+
+def sweep_all(a: argparse.Namespace) -> None:
+    rates = _kv(a.rates, RATES, lambda v: tuple(float(x) for x in v.split(",")))
+    matched = _kv(a.matched, MATCHED, float)
+    beside = Path(sys.executable).parent / "vllm-router"  # the venv's console script, also when not on PATH
+    peer_bin = shutil.which("vllm-router") or (str(beside) if beside.exists() else None)
+    policies = [p for p in a.policies.split(",") if p and (peer_bin or not p.startswith("vllm:"))]
+    if len(policies) < len([p for p in a.policies.split(",") if p]):
+        print("(vllm-router not installed: pip install 'llmd-kserve[bench]'; peer policies skipped)")
+    out_path = Path(a.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    points: list[dict[str, Any]] = json.loads(out_path.read_text()) if out_path.exists() and a.resume else []
+    t_start = time.monotonic()
+    for name in a.scenarios.split(","):
+        sc = SCENARIOS[name]
+        with tempfile.TemporaryDirectory(prefix="peer-sweep-") as tmp:
+            engines, urls = start_engines(sc, a.time_scale, Path(tmp))
+            try:
+                for policy in policies:
+                    for seed in (int(s) for s in a.seeds.split(",")):
+                        ctx = _Ctx(sc, policy, seed, a, engines, urls, Path(tmp), peer_bin, points, out_path, t_start)
+                        sweep(rates[name], ctx.point, always=(matched[name],))
+            finally:
+                terminate(engines)
+    report([out_path], matched)
+
+
+def report(paths: list[Path], matched: dict[str, float]) -> None:
+    """The markdown tables from saved points: per scenario x policy, mean (min-max) over seeds."""
+    by_key: dict[tuple[str, str, int, float], dict[str, Any]] = {}
+    for path in paths:
+        for p in json.loads(path.read_text()):
+            by_key[(p["scenario"], p["policy"], p["seed"], p["rate"])] = p
+    scenarios = list(dict.fromkeys(k[0] for k in by_key))
+    print("| scenario | router | policy | TTFT p50 ms | TTFT p90 ms | max rate in SLO (req/s) | hit rate | "
+          "router CPU s/1k | router CPU at top rate (cores) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for name in scenarios:
+        m = matched.get(name, MATCHED.get(name))
+        policies = list(dict.fromkeys(k[1] for k in by_key if k[0] == name))
+        policies.sort(key=lambda p: (p.startswith("vllm:"), (OURS + PEER).index(p) if p in OURS + PEER else 99))
+        for policy in policies:
+            seeds = sorted({k[2] for k in by_key if k[:2] == (name, policy)})
+            per_seed = [{r: p for (s, pol, sd, r), p in by_key.items() if (s, pol, sd) == (name, policy, seed)}
+                        for seed in seeds]
+            at_m = [ps.get(m) for ps in per_seed]
+            mr = spread(max_rate_within_slo({r: p["attain"] for r, p in ps.items()}) for ps in per_seed)
+            p50 = spread(p["ttft_p50"] for p in at_m if p)
+            p90 = spread(p["ttft_p90"] for p in at_m if p)
+            hit = spread(p["hit"] for p in at_m if p)
+            pts = [p for ps in per_seed for p in ps.values()]
+            cpu1k = spread(1000 * p["router_cpu_s"] / p["n"] for p in pts)
+            top = max(p["rate"] for p in pts)
+            util = spread(p["router_cpu_s"] / p["wall_s"] for p in pts if p["rate"] == top)
+            router, pol = ("vllm-router", policy[5:]) if policy.startswith("vllm:") else ("llmd-kserve", policy)
+            cells = [c.fmt(s, d) if c else "-" for c, s, d in ((p50, 1e3, 0), (p90, 1e3, 0), (mr, 1, 0),
+                                                                 (hit, 1, 3), (cpu1k, 1, 2), (util, 1, 2))]
+            print(f"| {name} @ {m:g}/s | {router} | {pol} | " + " | ".join(cells[:5]) + f" | {cells[5]} @ {top:g}/s |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenarios", default="shared-prefix,zipf,unequal")
+    ap.add_argument("--policies", default=",".join(OURS + PEER), help="our config names; vllm:<policy> for the peer")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--time-scale", type=float, default=8.0, help="engines this much slower than the profile")
+    ap.add_argument("--rates", default="", help="per scenario, e.g. 'zipf=2,4,8;unequal=1,2' (req/s, live)")
+    ap.add_argument("--matched", default="", help="matched-load rate per scenario, e.g. 'zipf=4'")
+    ap.add_argument("--duration", type=float, default=4.0, help="virtual seconds of arrivals per point (x T live)")
+    ap.add_argument("--min-requests", type=int, default=120)
+    ap.add_argument("--out", default="out/peer_sweep/sweep.json")
+    ap.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
+    ap.add_argument("--report", default="", help="comma-separated saved JSON files: print the tables and exit")
+    a = ap.parse_args()
+    if a.report:
+        report([Path(p) for p in a.report.split(",")], _kv(a.matched, MATCHED, float))
+        return
+    sweep_all(a)
+
+
+if __name__ == "__main__":
+    main()
