@@ -12,9 +12,12 @@ both. Per point: TTFT p50/p90, SLO attainment, the engines' own prefix-cache hit
 Raw points go to ``--out`` (JSON, rewritten after every point); ``--report a.json,b.json`` prints the tables from
 saved points (later files win for the same scenario/policy/seed/rate). The peer is optional (extra ``bench``).
 
-Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale 8]
+The first seed sweeps each policy's whole grid; every further seed starts one grid step below the first seed's max
+rate (the rates below it passed there), so repeats cost only the points around the knee.
+
+Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale unequal=2]
        [--policies default,approx-prefix,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
-       [--rates zipf=2,4,8] [--matched zipf=4] [--duration 4] [--min-requests 120] [--out out/peer_sweep/x.json]
+       [--rates zipf=2,4,8] [--matched zipf=4] [--duration 3] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
        .venv/bin/python benchmarks/peer_sweep.py --report out/peer_sweep/a.json,out/peer_sweep/b.json
 """
 
@@ -44,10 +47,12 @@ from llmd_kserve.stack.procs import Proc, free_port, spawn, terminate, wait_heal
 
 OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
 PEER = ("vllm:cache_aware", "vllm:power_of_two")
-# live rates (req/s) at time-scale 8; found by a coarse sweep, refined around each scenario's knees
-RATES = {"shared-prefix": (4, 6, 8, 10, 12, 15, 18, 21, 24), "zipf": (4, 6, 8, 10, 12, 15, 18, 21, 24),
-         "unequal": (2, 3, 4, 6, 8, 10, 12, 15)}
-MATCHED = {"shared-prefix": 4, "zipf": 4, "unequal": 2}
+# live rates (req/s) at each scenario's time scale, finer where a coarse probe found the knees (RESULTS.md)
+RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70), "zipf": (15, 20, 30, 40, 50, 55, 60, 66),
+         "unequal": (8, 12, 16, 20, 24, 28, 32, 40)}
+MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8}  # the simulator table's matched loads / time scale
+SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0}
+MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "unequal": 240}  # unequal: 48 cold groups on slow engines
 HOST = "127.0.0.1"
 
 
@@ -111,7 +116,8 @@ def reset(bases: list[str]) -> None:
 
 def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Namespace, engines: list[Proc],
               urls: list[str], log_dir: Path, peer_bin: str | None) -> dict[str, Any]:
-    n = max(a.min_requests, round(rate * a.time_scale * a.duration))
+    ts = a.scale[sc.name]
+    n = max(a.min_req[sc.name], round(rate * ts * a.duration))
     reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), n)
     bases = [u.split("#")[0] for u in urls]
     router = start_router(policy, urls, log_dir, peer_bin)
@@ -125,13 +131,13 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
         loadgen_cpu = time.process_time() - l0
     finally:
         terminate([router])
-    slo = SLO(sc.slo_ttft_s * a.time_scale, sc.slo_tpot_s * a.time_scale)
+    slo = SLO(sc.slo_ttft_s * ts, sc.slo_tpot_s * ts)
     s = summarize(res.results, res.wall_s, slo, engine_hit_rate=res.engine_hit_rate)
     return {"scenario": sc.name, "policy": policy, "seed": seed, "rate": rate, "n": n, "wall_s": res.wall_s,
             "ttft_p50": s["ttft_p50"], "ttft_p90": s["ttft_p90"], "tpot_p90": s["tpot_p90"],
             "attain": s["slo_attainment"], "hit": res.engine_hit_rate, "errors": s["errors"],
             "router_cpu_s": router_cpu, "engine_cpu_s": engine_cpu, "loadgen_cpu_s": loadgen_cpu,
-            "time_scale": a.time_scale, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
+            "time_scale": ts, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
             "loadavg": os.getloadavg()[0]}
 
 
@@ -191,12 +197,17 @@ def sweep_all(a: argparse.Namespace) -> None:
     for name in a.scenarios.split(","):
         sc = SCENARIOS[name]
         with tempfile.TemporaryDirectory(prefix="peer-sweep-") as tmp:
-            engines, urls = start_engines(sc, a.time_scale, Path(tmp))
+            engines, urls = start_engines(sc, a.scale[name], Path(tmp))
             try:
                 for policy in policies:
+                    grid, knee0 = sorted(rates[name]), None
                     for seed in (int(s) for s in a.seeds.split(",")):
                         ctx = _Ctx(sc, policy, seed, a, engines, urls, Path(tmp), peer_bin, points, out_path, t_start)
-                        sweep(rates[name], ctx.point, always=(matched[name],))
+                        # the first seed sweeps the grid; repeats start one grid step below its max rate
+                        start = grid[max(0, grid.index(knee0) - 1)] if knee0 in grid else grid[0]
+                        got = sweep([r for r in grid if r >= start], ctx.point, always=(matched[name],))
+                        if knee0 is None:
+                            knee0 = max_rate_within_slo({r: p["attain"] for r, p in got.items()})
             finally:
                 terminate(engines)
     report([out_path], matched)
@@ -240,11 +251,12 @@ def main() -> None:
     ap.add_argument("--scenarios", default="shared-prefix,zipf,unequal")
     ap.add_argument("--policies", default=",".join(OURS + PEER), help="our config names; vllm:<policy> for the peer")
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--time-scale", type=float, default=8.0, help="engines this much slower than the profile")
+    ap.add_argument("--time-scale", default="", help="engines this much slower than the profile, per scenario, "
+                    f"e.g. 'zipf=4;unequal=2' (defaults: {SCALE})")
     ap.add_argument("--rates", default="", help="per scenario, e.g. 'zipf=2,4,8;unequal=1,2' (req/s, live)")
     ap.add_argument("--matched", default="", help="matched-load rate per scenario, e.g. 'zipf=4'")
-    ap.add_argument("--duration", type=float, default=4.0, help="virtual seconds of arrivals per point (x T live)")
-    ap.add_argument("--min-requests", type=int, default=120)
+    ap.add_argument("--duration", type=float, default=3.0, help="virtual seconds of arrivals per point (x T live)")
+    ap.add_argument("--min-requests", default="", help=f"per scenario, e.g. 'zipf=160' (defaults: {MIN_REQUESTS})")
     ap.add_argument("--out", default="out/peer_sweep/sweep.json")
     ap.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
     ap.add_argument("--report", default="", help="comma-separated saved JSON files: print the tables and exit")
@@ -252,6 +264,7 @@ def main() -> None:
     if a.report:
         report([Path(p) for p in a.report.split(",")], _kv(a.matched, MATCHED, float))
         return
+    a.scale, a.min_req = _kv(a.time_scale, SCALE, float), _kv(a.min_requests, MIN_REQUESTS, int)
     sweep_all(a)
 
 
