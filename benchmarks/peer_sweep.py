@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmd_kserve.bench.frontier import max_rate_within_slo, spread, sweep
+from llmd_kserve.bench.frontier import max_rate_within_slo, ratio_range, spread, sweep
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
-from llmd_kserve.bench.stats import SLO, summarize
+from llmd_kserve.bench.stats import SLO, percentile, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec
 from llmd_kserve.stack.procs import Proc, free_port, spawn, terminate, wait_healthy
 
@@ -133,8 +133,21 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
         terminate([router])
     slo = SLO(sc.slo_ttft_s * ts, sc.slo_tpot_s * ts)
     s = summarize(res.results, res.wall_s, slo, engine_hit_rate=res.engine_hit_rate)
+    # the cold-start share (each group's first request) is 20-30% of a short run and sets the plain p90 for every
+    # prefix-aware policy; "warm" percentiles leave out each group's first request (by arrival order)
+    group = {r.request_id: r.group for r in reqs}
+    seen: set[str | None] = set()
+    per_req = []
+    for r in sorted(res.results, key=lambda x: x.start):
+        g = group.get(r.request_id)
+        per_req.append([round(r.start, 4), None if r.ttft is None else round(r.ttft, 4),
+                        None if r.tpot is None else round(r.tpot, 5), g not in seen, bool(slo.met(r))])
+        seen.add(g)
+    warm = [x[1] for x in per_req if not x[3] and x[1] is not None]
     return {"scenario": sc.name, "policy": policy, "seed": seed, "rate": rate, "n": n, "wall_s": res.wall_s,
             "ttft_p50": s["ttft_p50"], "ttft_p90": s["ttft_p90"], "tpot_p90": s["tpot_p90"],
+            "ttft_p50_warm": percentile(warm, 50), "ttft_p90_warm": percentile(warm, 90),
+            "cold_share": sum(x[3] for x in per_req) / max(1, len(per_req)), "requests": per_req,
             "attain": s["slo_attainment"], "hit": res.engine_hit_rate, "errors": s["errors"],
             "router_cpu_s": router_cpu, "engine_cpu_s": engine_cpu, "loadgen_cpu_s": loadgen_cpu,
             "time_scale": ts, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
@@ -176,7 +189,7 @@ class _Ctx:
         self.out_path.write_text(json.dumps(self.points, indent=1))
         print(f"[{time.monotonic() - self.t_start:6.0f}s] {self.sc.name} {self.policy} seed {self.seed} @ "
               f"{rate:g}/s n={p['n']}: attain {p['attain'] or 0:.2f} TTFT p50/p90 {(p['ttft_p50'] or 0) * 1e3:.0f}/"
-              f"{(p['ttft_p90'] or 0) * 1e3:.0f} ms hit {p['hit'] or 0:.3f} errors {p['errors']} router CPU "
+              f"{(p['ttft_p90'] or 0) * 1e3:.0f} ms (warm {(p['ttft_p90_warm'] or 0) * 1e3:.0f}) hit {p['hit'] or 0:.3f} errors {p['errors']} router CPU "
               f"{p['router_cpu_s'] / p['wall_s']:.2f} core, engines {sum(p['engine_cpu_s']) / p['wall_s']:.2f}, "
               f"loadgen {p['loadgen_cpu_s'] / p['wall_s']:.2f}, load {p['loadavg']:.1f}", flush=True)
         return p
@@ -213,37 +226,68 @@ def sweep_all(a: argparse.Namespace) -> None:
     report([out_path], matched)
 
 
-def report(paths: list[Path], matched: dict[str, float]) -> None:
-    """The markdown tables from saved points: per scenario x policy, mean (min-max) over seeds."""
-    by_key: dict[tuple[str, str, int, float], dict[str, Any]] = {}
-    for path in paths:
-        for p in json.loads(path.read_text()):
-            by_key[(p["scenario"], p["policy"], p["seed"], p["rate"])] = p
-    scenarios = list(dict.fromkeys(k[0] for k in by_key))
-    print("| scenario | router | policy | TTFT p50 ms | TTFT p90 ms | max rate in SLO (req/s) | hit rate | "
-          "router CPU s/1k | router CPU at top rate (cores) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for name in scenarios:
+def summarize_points(points: list[dict[str, Any]], matched: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per scenario and policy, over seeds (``Spread``s): TTFT p50/p90 (plain and warm) and hit rate at the matched
+    rate, max rate within the SLO, router CPU per 1,000 requests (all points) and in cores at the top rate run."""
+    by_key = {(p["scenario"], p["policy"], p["seed"], p["rate"]): p for p in points}
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(k[0] for k in by_key):
         m = matched.get(name, MATCHED.get(name))
-        policies = list(dict.fromkeys(k[1] for k in by_key if k[0] == name))
-        policies.sort(key=lambda p: (p.startswith("vllm:"), (OURS + PEER).index(p) if p in OURS + PEER else 99))
+        policies = sorted(dict.fromkeys(k[1] for k in by_key if k[0] == name),
+                          key=lambda p: (OURS + PEER).index(p) if p in OURS + PEER else 99)
         for policy in policies:
             seeds = sorted({k[2] for k in by_key if k[:2] == (name, policy)})
             per_seed = [{r: p for (s, pol, sd, r), p in by_key.items() if (s, pol, sd) == (name, policy, seed)}
                         for seed in seeds]
-            at_m = [ps.get(m) for ps in per_seed]
-            mr = spread(max_rate_within_slo({r: p["attain"] for r, p in ps.items()}) for ps in per_seed)
-            p50 = spread(p["ttft_p50"] for p in at_m if p)
-            p90 = spread(p["ttft_p90"] for p in at_m if p)
-            hit = spread(p["hit"] for p in at_m if p)
+            at_m = [p for ps in per_seed if (p := ps.get(m))]
             pts = [p for ps in per_seed for p in ps.values()]
-            cpu1k = spread(1000 * p["router_cpu_s"] / p["n"] for p in pts)
             top = max(p["rate"] for p in pts)
-            util = spread(p["router_cpu_s"] / p["wall_s"] for p in pts if p["rate"] == top)
+            out.setdefault(name, {})[policy] = {
+                "matched": m, "top": top, "seeds": seeds,
+                "max_rate": spread(max_rate_within_slo({r: p["attain"] for r, p in ps.items()}) for ps in per_seed),
+                **{k: spread(p[k] for p in at_m) for k in ("ttft_p50", "ttft_p90", "ttft_p90_warm", "hit")},
+                "cpu_per_1k": spread(1000 * p["router_cpu_s"] / p["n"] for p in pts),
+                "cores_top": spread(p["router_cpu_s"] / p["wall_s"] for p in pts if p["rate"] == top),
+                "attain": [{r: ps[r]["attain"] for r in sorted(ps)} for ps in per_seed],
+            }
+    return out
+
+
+def report(paths: list[Path], matched: dict[str, float]) -> None:
+    """The markdown tables from saved points (later files win for the same scenario/policy/seed/rate)."""
+    points = [p for path in paths for p in json.loads(path.read_text())]
+    summary = summarize_points(points, matched)
+    print("| scenario | router | policy | TTFT p50 ms | TTFT p90 ms | TTFT p90 warm ms | max rate in SLO (req/s) | "
+          "hit rate | router CPU s/1k | router CPU at top rate (cores) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, pols in summary.items():
+        for policy, r in pols.items():
             router, pol = ("vllm-router", policy[5:]) if policy.startswith("vllm:") else ("llmd-kserve", policy)
-            cells = [c.fmt(s, d) if c else "-" for c, s, d in ((p50, 1e3, 0), (p90, 1e3, 0), (mr, 1, 0),
-                                                                 (hit, 1, 3), (cpu1k, 1, 2), (util, 1, 2))]
-            print(f"| {name} @ {m:g}/s | {router} | {pol} | " + " | ".join(cells[:5]) + f" | {cells[5]} @ {top:g}/s |")
+            cells = [c.fmt(sc, d) if c else "-" for c, sc, d in (
+                (r["ttft_p50"], 1e3, 0), (r["ttft_p90"], 1e3, 0), (r["ttft_p90_warm"], 1e3, 0), (r["max_rate"], 1, 0),
+                (r["hit"], 1, 3), (r["cpu_per_1k"], 1, 2), (r["cores_top"], 1, 2))]
+            print(f"| {name} @ {r['matched']:g}/s | {router} | {pol} | " + " | ".join(cells[:6])
+                  + f" | {cells[6]} @ {r['top']:g}/s |")
+    print("\nSLO attainment per swept rate (one row per seed):\n")
+    for name, pols in summary.items():
+        for policy, r in pols.items():
+            for seed, att in zip(r["seeds"], r["attain"], strict=True):
+                print(f"- {name} {policy} seed {seed}: " + ", ".join(f"{k:g}: {v or 0:.2f}" for k, v in att.items()))
+    print("\nRatios, mean (worst-best over seeds):\n")
+    for name, pols in summary.items():
+        d = pols.get("default")
+        for other in ("round-robin", "approx-prefix", "vllm:cache_aware"):
+            o = pols.get(other)
+            if not d or not o:
+                continue
+            parts = []
+            for key, inv in (("max_rate", False), ("ttft_p90", True), ("ttft_p90_warm", True)):
+                a, b = (o[key], d[key]) if inv else (d[key], o[key])
+                if a and b and b.min > 0:
+                    mean, lo, hi = ratio_range(a, b)
+                    label = f"{key} {'lower' if inv else 'higher'}"
+                    parts.append(f"{label} {mean:.2f}x ({lo:.2f}-{hi:.2f})")
+            print(f"- {name}: default vs {other}: " + "; ".join(parts))
 
 
 def main() -> None:
