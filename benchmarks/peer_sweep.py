@@ -43,7 +43,11 @@ from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.stats import SLO, percentile, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec
+from llmd_kserve.defaults import DEFAULT_PROFILE
+from llmd_kserve.latency import load_profile
 from llmd_kserve.stack.procs import Proc, free_port, spawn, terminate, wait_healthy
+
+PROFILE_LABEL = "llmd-kserve.io/latency-profile"  # llmd_kserve.types.PROFILE_LABEL once mixed-GPU profiles land
 
 OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
 PEER = ("vllm:cache_aware", "vllm:power_of_two")
@@ -85,7 +89,33 @@ def start_engines(sc: Scenario, time_scale: float, log_dir: Path) -> tuple[list[
     return procs, urls
 
 
-def start_router(policy: str, urls: list[str], log_dir: Path, peer_bin: str | None) -> Proc:
+TIME_TERMS = ("step_overhead_s", "weights_floor_s", "per_token_s", "attn_s", "decode_seq_s", "decode_ctx_s",
+              "request_overhead_s", "request_overhead_per_token_s")
+
+
+def scaled_profile(name: str, time_scale: float, out_dir: Path) -> str:
+    """A copy of profile ``name`` with every time term x ``time_scale`` (what the engines at that time scale run),
+    written to ``out_dir``; our router times endpoints with it, as it would with a profile fitted to them."""
+    prof = load_profile(name)
+    scaled = prof.model_copy(update={k: getattr(prof, k) * time_scale for k in TIME_TERMS}
+                             | {"name": f"{prof.name}-x{time_scale:g}"})
+    path = out_dir / f"{scaled.name}.json"
+    path.write_text(scaled.model_dump_json())
+    return str(path)
+
+
+def endpoints_file(sc: Scenario, urls: list[str], time_scale: float, log_dir: Path) -> Path:
+    """Our router's endpoints, each labelled with its engine's profile scaled by the time scale."""
+    names = sc.engine_profiles or (DEFAULT_PROFILE,) * len(urls)
+    items = [{"url": u, "labels": {PROFILE_LABEL: scaled_profile(n, time_scale, log_dir)}}
+             for u, n in zip(urls, names, strict=True)]
+    path = log_dir / "endpoints.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+def start_router(policy: str, urls: list[str], log_dir: Path, peer_bin: str | None,
+                 router_args: tuple[str, ...] = ()) -> Proc:
     port = free_port(HOST)
     if policy.startswith("vllm:"):
         assert peer_bin is not None
@@ -93,8 +123,9 @@ def start_router(policy: str, urls: list[str], log_dir: Path, peer_bin: str | No
                 "--policy", policy[5:], "--prometheus-host", HOST, "--prometheus-port", str(free_port(HOST)),
                 "--log-level", "warning"]
     else:
-        argv = _cli("router", "--host", HOST, "--port", str(port), "--config", policy, "--endpoints", ",".join(urls),
-                    "--seed", "0")
+        argv = _cli("router", "--host", HOST, "--port", str(port), "--config", policy, "--seed", "0", *router_args)
+        if "--endpoints-file" not in router_args:
+            argv += ["--endpoints", ",".join(urls)]
     proc = spawn(f"router-{policy.replace(':', '-')}", argv, log_dir, f"http://{HOST}:{port}")
     wait_healthy([proc], 60)
     return proc
@@ -120,7 +151,11 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
     n = max(a.min_req[sc.name], round(rate * ts * a.duration))
     reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), n)
     bases = [u.split("#")[0] for u in urls]
-    router = start_router(policy, urls, log_dir, peer_bin)
+    router_args: tuple[str, ...] = ()
+    if a.router_profile == "scaled":
+        router_args = ("--profile", scaled_profile(DEFAULT_PROFILE, ts, log_dir),
+                       "--endpoints-file", str(endpoints_file(sc, urls, ts, log_dir)))
+    router = start_router(policy, urls, log_dir, peer_bin, router_args)
     try:
         reset(bases)
         r0, e0, l0 = cpu_s(router.popen.pid), [cpu_s(p.popen.pid) for p in engines], time.process_time()
@@ -150,7 +185,7 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
             "cold_share": sum(x[3] for x in per_req) / max(1, len(per_req)), "requests": per_req,
             "attain": s["slo_attainment"], "hit": res.engine_hit_rate, "errors": s["errors"],
             "router_cpu_s": router_cpu, "engine_cpu_s": engine_cpu, "loadgen_cpu_s": loadgen_cpu,
-            "time_scale": ts, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
+            "time_scale": ts, "router_profile": a.router_profile, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
             "loadavg": os.getloadavg()[0]}
 
 
@@ -303,6 +338,9 @@ def main() -> None:
     ap.add_argument("--min-requests", default="", help=f"per scenario, e.g. 'zipf=160' (defaults: {MIN_REQUESTS})")
     ap.add_argument("--out", default="out/peer_sweep/sweep.json")
     ap.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
+    ap.add_argument("--router-profile", choices=("scaled", "plain"), default="scaled",
+                    help="scaled: our router times each endpoint with its engine's profile x the time scale (endpoint "
+                    f"label {PROFILE_LABEL}); plain: the router's built-in profile, unscaled")
     ap.add_argument("--report", default="", help="comma-separated saved JSON files: print the tables and exit")
     a = ap.parse_args()
     if a.report:
