@@ -263,7 +263,8 @@ def sweep_all(a: argparse.Namespace) -> None:
 
 def summarize_points(points: list[dict[str, Any]], matched: dict[str, float]) -> dict[str, dict[str, Any]]:
     """Per scenario and policy, over seeds (``Spread``s): TTFT p50/p90 (plain and warm) and hit rate at the matched
-    rate, max rate within the SLO, router CPU per 1,000 requests (all points) and in cores at the top rate run."""
+    rate, max rate within the SLO, router CPU per 1,000 requests (all of a seed's points) and in cores at the top
+    rate run."""
     by_key = {(p["scenario"], p["policy"], p["seed"], p["rate"]): p for p in points}
     out: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(k[0] for k in by_key):
@@ -281,7 +282,8 @@ def summarize_points(points: list[dict[str, Any]], matched: dict[str, float]) ->
                 "matched": m, "top": top, "seeds": seeds,
                 "max_rate": spread(max_rate_within_slo({r: p["attain"] for r, p in ps.items()}) for ps in per_seed),
                 **{k: spread(p[k] for p in at_m) for k in ("ttft_p50", "ttft_p90", "ttft_p90_warm", "hit")},
-                "cpu_per_1k": spread(1000 * p["router_cpu_s"] / p["n"] for p in pts),
+                "cpu_per_1k": spread(1000 * sum(p["router_cpu_s"] for p in ps.values())
+                                     / sum(p["n"] for p in ps.values()) for ps in per_seed),
                 "cores_top": spread(p["router_cpu_s"] / p["wall_s"] for p in pts if p["rate"] == top),
                 "attain": [{r: ps[r]["attain"] for r in sorted(ps)} for ps in per_seed],
             }
