@@ -52,8 +52,8 @@ PROFILE_LABEL = "llmd-kserve.io/latency-profile"  # llmd_kserve.types.PROFILE_LA
 OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
 PEER = ("vllm:cache_aware", "vllm:power_of_two")
 # live rates (req/s) at each scenario's time scale, finer where a coarse probe found the knees (RESULTS.md)
-RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70), "zipf": (15, 20, 30, 40, 50, 55, 60, 66),
-         "unequal": (8, 12, 16, 20, 24, 28, 32, 40)}
+RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20, 30, 40, 50, 55, 60, 66, 72, 80),
+         "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64)}
 MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8}  # the simulator table's matched loads / time scale
 SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0}
 MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "unequal": 240}  # unequal: 48 cold groups on slow engines
