@@ -13,7 +13,8 @@ Raw points go to ``--out`` (JSON, rewritten after every point); ``--report a.jso
 saved points (later files win for the same scenario/policy/seed/rate). The peer is optional (extra ``bench``).
 
 The first seed sweeps each policy's whole grid; every further seed starts one grid step below the first seed's max
-rate (the rates below it passed there), so repeats cost only the points around the knee.
+rate (the rates below it passed there), so repeats cost only the points around the knee; a repeat that misses at
+its first rate walks down the grid until a rate passes.
 
 Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale unequal=2]
        [--policies default,approx-prefix,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmd_kserve.bench.frontier import max_rate_within_slo, ratio_range, spread, sweep
+from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo, ratio_range, spread, sweep
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.stats import SLO, percentile, summarize
@@ -254,6 +255,12 @@ def sweep_all(a: argparse.Namespace) -> None:
                         # the first seed sweeps the grid; repeats start one grid step below its max rate
                         start = grid[max(0, grid.index(knee0) - 1)] if knee0 in grid else grid[0]
                         got = sweep([r for r in grid if r >= start], ctx.point, always=(matched[name],))
+                        # a repeat that misses at its first rate: walk down the grid until a rate passes
+                        lowest = start
+                        for r in sorted((r for r in grid if matched[name] < r < start), reverse=True):
+                            if (got[lowest]["attain"] or 0.0) >= ATTAIN:
+                                break
+                            got[r], lowest = ctx.point(r), r
                         if knee0 is None:
                             knee0 = max_rate_within_slo({r: p["attain"] for r, p in got.items()})
             finally:
