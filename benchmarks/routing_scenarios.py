@@ -2,13 +2,20 @@
 
 For each (scenario, config, seed, rate) one virtual-time run of the same requests (same seed, same arrivals for
 every config) on the scenario's cluster; reported per (scenario, config), as mean and spread (min..max) over seeds:
-TTFT p50/p90 at the scenario's matched rate, the max rate within the SLO (highest swept rate up to which >= 90% of
+TTFT p50/p90 at the matched rate, the max rate within the SLO (highest swept rate up to which >= 90% of
 requests meet TTFT and TPOT objectives), the engines' prefix-cache hit rate (their own counters, at the matched rate)
 and the router's CPU seconds per 1,000 requests (process time inside ``Scheduler.schedule``, all rates).
 
+The matched rate (the rule, also the demo's: ``llmd_kserve.demo_sweep.matched_rate``): ``--matched-fraction``
+(0.8) of round-robin's max rate within the SLO (the lowest over the seeds), so every scenario compares the
+policies at the same distance below the cache-blind policy's saturation; 0 uses the scenario's fixed
+``matched_rate``. The matched run is long (``--matched-requests``, 1,500, and at least ``min_duration_s``), so its
+p90 is the steady state's and not the share of each group's cold first request; except in session scenarios
+(``Scenario.sessions``: chat, agentic), where more requests would mean more concurrent sessions.
+
 Usage: .venv/bin/python benchmarks/routing_scenarios.py [--scenarios a,b] [--configs a,b] [--seeds 0,1]
-       [--num-requests N (at least rate x the scenario's min_duration_s)]
-       [--extra-rates 250,300] [--json out.json] [--markdown]
+       [--num-requests N (at least rate x the scenario's min_duration_s)] [--matched-fraction 0.8]
+       [--matched-requests 1500] [--extra-rates 250,300] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.stats import SLO, summarize
 from llmd_kserve.cluster_sim import SimOptions
 from llmd_kserve.cluster_sim.sim import ClusterSim
+from llmd_kserve.demo_sweep import matched_rate
 from llmd_kserve.latency import load_profile
 
 CONFIGS = "round-robin,load-only,approx-prefix,precise-prefix,default"
@@ -36,7 +44,7 @@ def sim_options(sc: Scenario, seed: int) -> SimOptions:
     if sc.max_model_len:
         profile = load_profile(profile).model_copy(update={"max_model_len": sc.max_model_len,
                                                            "name": f"h100-llama8b-{sc.max_model_len}"})
-    return SimOptions(engines=sc.engines, profile=profile, engine_profiles=sc.engine_profiles,
+    return SimOptions(engines=sc.engines, roles=sc.roles, profile=profile, engine_profiles=sc.engine_profiles,
                       num_blocks=sc.num_blocks, kv_event_delay=sc.kv_event_delay, seed=seed)
 
 
@@ -75,17 +83,26 @@ def spread(xs: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(xs), "min": min(xs), "max": max(xs)}
 
 
-def evaluate(sc: Scenario, config: str, seeds: list[int], n: int) -> dict[str, Any]:
+def sweep(sc: Scenario, config: str, seeds: list[int], n: int) -> dict[int, dict[float, dict[str, Any]]]:
+    """seed -> rate -> one run, over the scenario's sweep."""
+    return {seed: {r: one_run(sc, config, seed, r, n) for r in sorted(sc.rates)} for seed in seeds}
+
+
+def evaluate(sc: Scenario, config: str, seeds: list[int], n: int, matched: float, matched_n: int,
+             runs: dict[int, dict[float, dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """One (scenario, config): the sweep (``runs`` if already done) plus a long run at the ``matched`` rate."""
+    runs = runs or sweep(sc, config, seeds, n)
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:
-        runs = {r: one_run(sc, config, seed, r, n) for r in sorted(set(sc.rates) | {sc.matched_rate})}
-        m = runs[sc.matched_rate]
+        m = one_run(sc, config, seed, matched, n if sc.sessions else matched_n)
+        every = [*runs[seed].values(), m]
         per_seed.append({"ttft_p50": m["ttft_p50"], "ttft_p90": m["ttft_p90"], "hit": m["hit"] or 0.0,
-                         "max_rate": max_rate({r: x["attain"] for r, x in runs.items() if r in sc.rates}),
-                         "cpu_per_1k": 1000 * sum(x["cpu_s"] for x in runs.values()) / sum(x["n"] for x in runs.values()),
-                         "attain": {r: x["attain"] for r, x in runs.items()}})
-    return {k: spread([p[k] for p in per_seed]) for k in ("ttft_p50", "ttft_p90", "hit", "max_rate", "cpu_per_1k")} | {
-        "per_seed": per_seed}
+                         "matched_attain": m["attain"], "matched_n": m["n"],
+                         "max_rate": max_rate({r: x["attain"] for r, x in runs[seed].items()}),
+                         "cpu_per_1k": 1000 * sum(x["cpu_s"] for x in every) / sum(x["n"] for x in every),
+                         "attain": {r: x["attain"] for r, x in runs[seed].items()}})
+    keys = ("ttft_p50", "ttft_p90", "hit", "max_rate", "cpu_per_1k")
+    return {k: spread([p[k] for p in per_seed]) for k in keys} | {"matched_rate": matched, "per_seed": per_seed}
 
 
 def fmt(d: dict[str, float], scale: float = 1.0, digits: int = 0) -> str:
@@ -99,6 +116,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--num-requests", type=int, default=None, help="default: each scenario's")
     ap.add_argument("--extra-rates", default="", help="rates (req/s) added to every scenario's sweep, e.g. 250,300")
+    ap.add_argument("--matched-fraction", type=float, default=0.8,
+                    help="matched rate = this x round-robin's max rate within the SLO (0: the scenario's own)")
+    ap.add_argument("--matched-requests", type=int, default=1500, help="requests of the matched-rate run")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     extra = tuple(float(r) for r in a.extra_rates.split(",") if r)
@@ -110,10 +130,15 @@ def main() -> None:
         sc = SCENARIOS[name]
         if extra:
             sc = replace(sc, rates=tuple(sorted(set(sc.rates) | set(extra))))
-        for config in a.configs.split(","):
+        n = a.num_requests or sc.num_requests
+        rr = sweep(sc, sc.baseline, seeds, n) if a.matched_fraction > 0 else None
+        matched = (matched_rate([max_rate({r: x["attain"] for r, x in rr[s].items()}) for s in seeds],
+                                a.matched_fraction, min(sc.rates)) if rr else sc.matched_rate)
+        for config in sc.configs or a.configs.split(","):
             t0 = time.perf_counter()
-            r = out.setdefault(name, {})[config] = evaluate(sc, config, seeds, a.num_requests or sc.num_requests)
-            print(f"| {name} @ {sc.matched_rate:g}/s | {config} | {fmt(r['ttft_p50'], 1e3)} | {fmt(r['ttft_p90'], 1e3)} | "
+            r = out.setdefault(name, {})[config] = evaluate(sc, config, seeds, n, matched, a.matched_requests,
+                                                            rr if config == sc.baseline else None)
+            print(f"| {name} @ {matched:g}/s | {config} | {fmt(r['ttft_p50'], 1e3)} | {fmt(r['ttft_p90'], 1e3)} | "
                   f"{fmt(r['max_rate'])} | {fmt(r['hit'], 1, 3)} | {fmt(r['cpu_per_1k'], 1, 2)} |"
                   f"  <!-- {time.perf_counter() - t0:.0f}s -->", flush=True)
     if a.json:

@@ -13,6 +13,7 @@ from llmd_kserve.errors import ConfigError
 from llmd_kserve.plugins.base import PluginContext, PluginKind, PluginParams
 from llmd_kserve.scheduling.active_request_scorer import ActiveRequestScorer
 from llmd_kserve.scheduling.approx_prefix import ApproxPrefixProducer
+from llmd_kserve.scheduling.decode_budget_filter import DecodeBudgetFilter
 from llmd_kserve.scheduling.health_filter import HealthFilter
 from llmd_kserve.scheduling.inflight_load import InflightLoadProducer
 from llmd_kserve.scheduling.kv_utilization_scorer import KVCacheUtilizationScorer
@@ -64,6 +65,7 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         DecodeFilter,
         PrefillFilter,
         HealthFilter,
+        DecodeBudgetFilter,
         PrefixAffinityFilter,
         # scorers
         PrefixCacheScorer,

@@ -36,7 +36,7 @@ from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_work
 from llmd_kserve.cluster_sim.run import sim_entry, simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
 from llmd_kserve.defaults import DEFAULT_PROFILE
-from llmd_kserve.demo_sweep import ATTAINMENT, FACTORS, sweep
+from llmd_kserve.demo_sweep import ATTAINMENT, FACTORS, MATCHED_REQUESTS, matched_load, sweep
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +197,14 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
                       f"{sim_scale.rate:g} req/s, {sweep_requests(sim_scale)} requests per run")
         rate_sweep = sweep(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, sim_scale.rate, policies,
                            num_requests=sweep_requests(sim_scale), slo=SLO_DEMO, seed=seed)
+    matched = (matched_load(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, rate_sweep, policies,
+                            num_requests=sweep_requests(sim_scale) if quick else MATCHED_REQUESTS, slo=SLO_DEMO,
+                            seed=seed) if rate_sweep else None)
     claims = [c for scale in ("sim", "live") if (c := ratios(runs, scale)) is not None]
     info = {"demo": "shared-prefix under KV pressure", "quick": quick, "seed": seed,
             "slo": {"ttft": SLO_DEMO.ttft, "tpot": SLO_DEMO.tpot}, "machine": "2-core CPU sandbox",
             "profile": DEFAULT_PROFILE, "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
-            "claims": claims, "rate_sweep": rate_sweep, "elapsed_s": None}
+            "claims": claims, "rate_sweep": rate_sweep, "matched_load": matched, "elapsed_s": None}
     report = build_report(info, runs)
     console.print(table(runs))
     for c in claims:
@@ -210,6 +213,13 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
                       f"goodput {_x(c['goodput_x_higher'])} higher, {c['shed']} shed  (claim >= 3x / >= 2x: {mark})")
     if rate_sweep:
         console.print(sweep_table(rate_sweep))
+    if matched:
+        pts = matched["points"]
+        rr, dflt = pts.get("round-robin", {}).get("ttft_p90"), pts.get("default", {}).get("ttft_p90")
+        console.print(f"matched load (0.8 x round-robin's max rate in SLO = {matched['rate']:g} req/s, "
+                      f"{matched['requests']} requests): TTFT p90 "
+                      + ", ".join(f"{p} {_ms(v['ttft_p90'])} ms" for p, v in pts.items())
+                      + (f"; default {_x(rr / dflt)} lower than round-robin" if rr and dflt else ""))
     report["workload"]["elapsed_s"] = round(time.perf_counter() - t0, 1)
     if json:
         write_json(report, json)

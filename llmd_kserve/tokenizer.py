@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.tokenizer_np import encode_ascii, mix64, pack, reduce_id
+from llmd_kserve.tokenizer_np import encode_ascii, encode_ascii_split, mix64, pack, reduce_id
 
 VOCAB_SIZE = 32000
 BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -95,7 +95,9 @@ def _encode_text(text: str) -> list[int]:
 
 _CHUNK_CHARS = 1024
 _CHUNK_CACHE_MAX = 4096
-_CHUNK_IDS: dict[str, tuple[int, ...]] = {}
+_Slice = tuple[list[int], int, int]
+"""A chunk's ids as ``ids[start:end]`` of the list of the text that first brought it (shared, never mutated)."""
+_CHUNK_IDS: dict[str, _Slice] = {}
 _CUT = re.compile(r"(?<=\S)(?= \S)")
 """Where a text may be cut without changing its pieces: between a non-space and a single space before a non-space
 (no piece spans it: a piece's only space is a leading one, and a run of spaces is one piece)."""
@@ -113,6 +115,30 @@ def _chunks(text: str) -> list[str]:
         start = m.start()
     out.append(text[start:])
     return out
+
+
+def _cache_chunk(chunk: str, ids: _Slice) -> _Slice:
+    if len(_CHUNK_IDS) >= _CHUNK_CACHE_MAX:
+        _CHUNK_IDS.clear()
+    _CHUNK_IDS[chunk] = ids
+    return ids
+
+
+def _encode_run(chunks: list[str], parts: list[_Slice | None], i: int, j: int) -> list[int] | None:
+    """Encode ``chunks[i:j]`` (cut at token boundaries) in one vectorised pass, fill and cache their slices in
+    ``parts``; returns the run's ids, or None (not ASCII: nothing filled)."""
+    cuts, at = [], 0
+    for c in chunks[i : j - 1]:
+        at += len(c)
+        cuts.append(at)
+    split = encode_ascii_split("".join(chunks[i:j]) if j - i > 1 else chunks[i], _FIRST_ID, VOCAB_SIZE - _FIRST_ID,
+                               cuts)
+    if split is None:
+        return None
+    flat, bounds = split
+    for k in range(i, j):
+        parts[k] = _cache_chunk(chunks[k], (flat, bounds[k - i], bounds[k - i + 1]))
+    return flat
 
 
 @lru_cache(maxsize=1)
@@ -134,14 +160,28 @@ class SimTokenizer:
     def encode(self, text: str) -> list[int]:
         if len(text) <= _CHUNK_CHARS:
             return _encode_text(text)
+        chunks = _chunks(text)  # long prompts share their first chunks (system prompts, documents, history)
+        parts: list[_Slice | None] = [_CHUNK_IDS.get(c) for c in chunks]
+        if not any(parts):  # a fresh text: one pass, its chunks cached as slices of the result (no copies)
+            flat = _encode_run(chunks, parts, 0, len(chunks))
+            if flat is not None:
+                return flat
+        i = 0
+        while i < len(chunks):  # each run of uncached chunks is encoded in one pass
+            if parts[i] is not None:
+                i += 1
+                continue
+            j = i + 1
+            while j < len(chunks) and parts[j] is None:
+                j += 1
+            if _encode_run(chunks, parts, i, j) is None:  # not ASCII: chunk by chunk on the regex path
+                for k in range(i, j):
+                    ids = _encode_text(chunks[k])
+                    parts[k] = _cache_chunk(chunks[k], (ids, 0, len(ids)))
+            i = j
         out: list[int] = []
-        for chunk in _chunks(text):  # long prompts share their first chunks (system prompts, documents, history)
-            ids = _CHUNK_IDS.get(chunk)
-            if ids is None:
-                if len(_CHUNK_IDS) >= _CHUNK_CACHE_MAX:
-                    _CHUNK_IDS.clear()
-                ids = _CHUNK_IDS[chunk] = tuple(_encode_text(chunk))
-            out += ids
+        for seq, a, b in parts:  # type: ignore[misc]
+            out += seq[a:b]
         return out
 
     def encode_regex(self, text: str) -> list[int]:

@@ -53,9 +53,28 @@ def encode_ascii(text: str, first_id: int, n_ids: int) -> list[int] | None:
     """Token ids of ASCII ``text`` (None when numpy is missing or the text is not ASCII: use the regex path)."""
     if np is None or not text.isascii():
         return None
-    n = len(text)
-    if n == 0:
+    if not text:
         return []
+    ids, _ = _ids_and_starts(text, first_id, n_ids)
+    return ids.tolist()  # type: ignore[no-any-return]
+
+
+def encode_ascii_split(text: str, first_id: int, n_ids: int, cuts: list[int]) -> tuple[list[int], list[int]] | None:
+    """Token ids of ASCII ``text`` in one vectorised pass, and where the character offsets ``cuts`` (ascending,
+    each at a token boundary) fall in them: ``(ids, bounds)`` with ``ids[bounds[k]:bounds[k + 1]]`` the ids of the
+    ``k``-th piece (``bounds`` starts with 0 and ends with ``len(ids)``). None like :func:`encode_ascii`."""
+    if np is None or not text.isascii():
+        return None
+    if not text:
+        return [], [0] * (len(cuts) + 2)
+    ids, starts = _ids_and_starts(text, first_id, n_ids)
+    at: list[int] = np.searchsorted(starts, np.asarray(cuts, dtype=np.int64)).tolist()
+    return ids.tolist(), [0, *at, len(ids)]
+
+
+def _ids_and_starts(text: str, first_id: int, n_ids: int):  # noqa: ANN202 - (ids int64 array, starts int64 array)
+    """The vectorised encoder: ids and each token's first character offset, for non-empty ASCII ``text``."""
+    n = len(text)
     raw = text.encode("ascii")
     codes = np.frombuffer(raw, dtype=np.uint8)
     cls = _CLASS.take(codes)
@@ -91,14 +110,25 @@ def encode_ascii(text: str, first_id: int, n_ids: int) -> list[int] | None:
     lengths = np.empty(len(starts), dtype=np.uint64)
     np.subtract(starts[1:], starts[:-1], out=lengths[:-1], casting="unsafe")
     lengths[-1] = n - starts[-1]
-    padded = np.frombuffer(raw + bytes(8), dtype=np.uint8)
-    window = np.ndarray(shape=(n,), dtype="<u8", buffer=padded, strides=(1,))  # 8 bytes from each offset
-    words = window.take(starts) & _LOW_BYTES.take(lengths.view(np.int64))
-    z = words | (lengths << _U(56))
-    with np.errstate(over="ignore"):
-        z = z + _U(MIX_C0)
-        z = (z ^ (z >> _U(30))) * _U(MIX_C1)
-        z = (z ^ (z >> _U(27))) * _U(MIX_C2)
-    z = z ^ (z >> _U(31))
-    ids: list[int] = (((z >> _U(32)) * _U(n_ids) >> _U(32)) + _U(first_id)).astype(np.int64).tolist()
-    return ids
+    # each token's bytes packed little-endian into one word, one byte position at a time (a token is at most
+    # seven bytes); gathering 8 bytes at once through a stride-1 uint64 view of the text is unaligned and made
+    # numpy copy the whole view first (~0.3 ms for 8k tokens)
+    padded = np.zeros(n + 8, dtype=np.uint8)
+    padded[:n] = codes
+    z = padded.take(starts).astype(np.uint64)
+    for k in range(1, int(lengths.max())):
+        z |= padded.take(starts + k).astype(np.uint64) << _U(8 * k)
+    z &= _LOW_BYTES.take(lengths.view(np.int64))
+    z |= lengths << _U(56)
+    with np.errstate(over="ignore"):  # splitmix64, in place (no temporaries but the shifts)
+        z += _U(MIX_C0)
+        z ^= z >> _U(30)
+        z *= _U(MIX_C1)
+        z ^= z >> _U(27)
+        z *= _U(MIX_C2)
+        z ^= z >> _U(31)
+        z >>= _U(32)
+        z *= _U(n_ids)
+        z >>= _U(32)
+        z += _U(first_id)
+    return z.view(np.int64), starts

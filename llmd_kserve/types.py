@@ -18,6 +18,10 @@ EngineBlockHash = NewType("EngineBlockHash", int)
 Role = Literal["prefill", "decode", "both"]
 ROLES: tuple[Role, ...] = ("prefill", "decode", "both")
 
+PROFILE_LABEL = "llmd-kserve.io/latency-profile"
+"""Endpoint (pod) label naming the replica's latency profile (a built-in name or a file), for pools of mixed GPUs:
+the latency-model plugins time that endpoint with it instead of the router's ``--profile``."""
+
 
 class Load(NamedTuple):
     """Router-side load on one endpoint: requests sent and not finished, and their uncached prompt tokens."""

@@ -17,6 +17,9 @@ Why each exists (what a router must get right there):
                       tokens takes ~0.1 s) and scrapes report them: the "burst affinity" problem.
 - ``agentic``         32k-token agent prefixes with short turns (a 128k-context variant of the H100 profile).
 - ``rag-reasoning``   RAG (long in, short out) mixed with reasoning (short in, long out) on one pool.
+- ``rag-reasoning-pd`` the same requests on a P/D cluster (2 prefill + 2 decode engines), judged over the P/D
+                      configs (``pd-never`` is its cache-blind-to-the-topology baseline): long RAG prefills on the
+                      decode engines stall the reasoning decodes there, prefilling them remotely moves KV instead.
 
 In the simulator every prompt reaches the scheduler as token ids (the engine's tokenization is modelled by the
 profile's front-end overhead); live, ``text_prompts`` chooses text or token-id prompts.
@@ -39,6 +42,7 @@ from llmd_kserve.bench.workloads import (
     make_workload,
     synth_text,
 )
+from llmd_kserve.types import Role
 
 Builder = Callable[[float, random.Random, int], list[RequestSpec]]
 
@@ -66,6 +70,15 @@ class Scenario:
     num_requests: int = 400
     min_duration_s: float = 8.0
     """Runs last at least this long (virtual seconds): ``max(num_requests, rate * min_duration_s)`` requests."""
+    roles: tuple[Role, ...] | None = None
+    """Engine roles (P/D); None: ``engines`` aggregated replicas."""
+    configs: tuple[str, ...] | None = None
+    """The scheduler configs this scenario is judged over (None: the benchmark's aggregated set)."""
+    baseline: str = "round-robin"
+    """The config whose max rate within the SLO sets the matched rate."""
+    sessions: bool = False
+    """Session workload (chat, agentic): more requests means more concurrent sessions, i.e. another workload, so
+    every run (the matched one too) keeps ``max(num_requests, rate * min_duration_s)`` requests."""
 
 
 def _poisson(spec: object) -> Builder:
@@ -112,23 +125,29 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("zipf", "64 groups x 3,000 tokens, Zipf s=1.1 popularity: the top group is ~20% of the traffic",
              _poisson(SharedPrefixSpec(num_groups=64, system_prompt_len=3000, question_len=128, output_len=64,
                                        zipf_s=1.1)),
-             rates=(40, 60, 80, 100, 120, 160, 200), matched_rate=60, num_blocks=4000),
+             rates=(40, 60, 80, 100, 120, 160, 200, 210, 220, 230, 240, 250, 260), matched_rate=60, num_blocks=4000),
     Scenario("unequal", "2 x H100 (fitted) + 2 x A100-40GB (derived, 3.5x fewer blocks, ~3x slower prefill)",
              _poisson(SharedPrefixSpec(num_groups=48, system_prompt_len=3000, question_len=128, output_len=64)),
-             rates=(10, 20, 30, 40, 60, 80, 100), matched_rate=15,
+             rates=(10, 20, 30, 40, 60, 80, 100, 110, 120, 140, 160, 180, 200, 220), matched_rate=15,
              engine_profiles=("h100-llama8b", "h100-llama8b", "a100-40g-llama8b-derived", "a100-40g-llama8b-derived")),
     Scenario("chat", "64 sessions x 6 turns, 1,000-token system prompt, +350 tokens of context per turn",
              _poisson(ChatSpec(num_sessions=64, turns_per_session=6, system_prompt_len=1000, user_len=200,
                                output_len=150)),
-             rates=(10, 20, 30, 40, 50, 60, 80), matched_rate=20, num_blocks=3000),
+             rates=(10, 20, 30, 40, 50, 60, 80), matched_rate=20, num_blocks=3000, sessions=True),
     Scenario("burst", "bursts of 8 requests on a fresh 4,000-token prefix within 20 ms (faster than KV events)",
              _bursts(4000, 8, 0.02, 128, 64), rates=(20, 40, 60, 80, 100, 120, 140), matched_rate=40),
     Scenario("agentic", "16 agent sessions x 4 short turns on 32k-token prefixes (128k-context profile)",
              _poisson(ChatSpec(num_sessions=16, turns_per_session=4, system_prompt_len=32000, user_len=100,
                                output_len=50)),
-             rates=(1, 2, 3, 4, 6, 8), matched_rate=2, max_model_len=131072, slo_ttft_s=3.0),
+             rates=(1, 2, 3, 4, 6, 8), matched_rate=2, max_model_len=131072, slo_ttft_s=3.0, sessions=True),
     Scenario("rag-reasoning", "RAG (4-7 of 32 docs x 1,024 tokens, 64 out) mixed 3:1 with reasoning (1-2k out)",
              _mixed(RagSpec(num_requests=1, num_documents=32, document_len=1024, system_prompt_len=256),
                     ReasoningSpec(num_requests=1, output_len_min=1000, output_len_max=2000), 0.75),
              rates=(4, 8, 16, 24, 32, 48), matched_rate=8, num_blocks=8000),
+    Scenario("rag-reasoning-pd", "rag-reasoning on 2 prefill + 2 decode engines, over the P/D configs",
+             _mixed(RagSpec(num_requests=1, num_documents=32, document_len=1024, system_prompt_len=256),
+                    ReasoningSpec(num_requests=1, output_len_min=1000, output_len_max=2000), 0.75),
+             rates=(4, 8, 12, 16, 24, 32), matched_rate=8, num_blocks=8000,
+             roles=("prefill", "prefill", "decode", "decode"),
+             configs=("pd-never", "pd-always", "pd-uncached", "pd-predicted-ttft"), baseline="pd-never"),
 )}

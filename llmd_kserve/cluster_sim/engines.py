@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from llmd_kserve.engine_sim.core import EngineCore, StepOutput
 from llmd_kserve.kvcache.events import KVEvent
@@ -30,9 +30,9 @@ class SimEngine:
 
     __slots__ = ("id", "endpoint", "core", "out", "kv", "state")
 
-    def __init__(self, eid: EndpointId, role: Role, core: EngineCore) -> None:
+    def __init__(self, eid: EndpointId, role: Role, core: EngineCore, labels: Mapping[str, str] | None = None) -> None:
         self.id = eid
-        self.endpoint = Endpoint(eid, role, None)
+        self.endpoint = Endpoint(eid, role, None, labels=dict(labels or {}))
         self.core = core
         self.out: StepOutput | None = None  # the step in progress (None: idle)
         self.kv: deque[tuple[float, tuple[KVEvent, ...]]] = deque()  # (time visible in the index, events)
@@ -52,13 +52,14 @@ class SimEngine:
 
 def build_engines(profile: LatencyProfile | Sequence[LatencyProfile], roles: Sequence[Role], *,
                   num_blocks: int | None, max_num_seqs: int | None, max_num_batched_tokens: int | None, seed: int,
-                  enable_kv_events: bool) -> list[SimEngine]:
-    """Fresh engines, one per role (and per profile when given a sequence); engine ``i`` gets core seed ``seed + i``."""
+                  enable_kv_events: bool, labels: Sequence[Mapping[str, str]] | None = None) -> list[SimEngine]:
+    """Fresh engines, one per role (and per profile when given a sequence); engine ``i`` gets core seed ``seed + i``
+    and the endpoint labels ``labels[i]`` (when given)."""
     profiles = [profile] * len(roles) if isinstance(profile, LatencyProfile) else list(profile)
     return [SimEngine(engine_id(role, i), role,
                       EngineCore(profiles[i], num_blocks=num_blocks, max_num_seqs=max_num_seqs,
                                  max_num_batched_tokens=max_num_batched_tokens, seed=seed + i,
-                                 enable_kv_events=enable_kv_events))
+                                 enable_kv_events=enable_kv_events), labels[i] if labels else None)
             for i, role in enumerate(roles)]
 
 

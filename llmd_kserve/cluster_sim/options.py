@@ -21,7 +21,11 @@ class SimOptions:
     profile: str | LatencyProfile = DEFAULT_PROFILE
     engine_profiles: tuple[str | LatencyProfile, ...] | None = None
     """One latency profile per engine (mixed GPUs: unequal speed and, with ``num_blocks`` None, unequal KV
-    capacity); None: every engine runs ``profile``. The router's own view (predicted TTFT) still uses ``profile``."""
+    capacity); None: every engine runs ``profile``. With ``label_profiles``, an engine whose profile is given by name
+    carries that name in its ``PROFILE_LABEL`` label, so the router's latency model times it with its own profile;
+    otherwise the router times every engine with ``profile``."""
+    label_profiles: bool = True
+    """Tell the router each engine's profile (the endpoint label) when ``engine_profiles`` names them."""
     num_blocks: int | None = None
     """KV blocks per engine (None: the profile's ``num_gpu_blocks``)."""
     max_num_seqs: int | None = None

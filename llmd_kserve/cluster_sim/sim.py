@@ -56,7 +56,7 @@ from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.latency import LatencyProfile, load_profile
 from llmd_kserve.scheduling.scheduler import PluginContext
 from llmd_kserve.tokenizer import SimTokenizer
-from llmd_kserve.types import LLMRequest, RequestOutcome
+from llmd_kserve.types import PROFILE_LABEL, LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,12 @@ class ClusterSim:
         self.uses_index = any(p.type == "precise-prefix-producer" for p in self.scheduler.producers)
         roles = opt.engine_roles
         per_engine = [p if isinstance(p, LatencyProfile) else load_profile(p) for p in opt.engine_profiles or ()]
+        labels = ([{PROFILE_LABEL: p} if isinstance(p, str) else {} for p in opt.engine_profiles]
+                  if opt.engine_profiles and opt.label_profiles else None)
         self.engines: list[SimEngine] = build_engines(
             per_engine or self.profile, roles, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
-            max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index)
+            max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index,
+            labels=labels)
         self.index_of = {e.id: i for i, e in enumerate(self.engines)}
         self.tokens = PrefixTokenCache()
         self.pd = PDFlow(self)

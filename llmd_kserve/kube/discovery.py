@@ -19,7 +19,7 @@ from typing import Any
 
 from llmd_kserve.errors import ClusterError
 from llmd_kserve.kube.spec import ROLE_LABEL
-from llmd_kserve.types import ROLES, Endpoint, EndpointId
+from llmd_kserve.types import PROFILE_LABEL, ROLES, Endpoint, EndpointId
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def pod_endpoint(pod: Any, *, port: int = 8000, kv_events_port: int | None = 555
         role = "both"
     return Endpoint(id=EndpointId(f"http://{host}:{port}"), role=role,
                     kv_events=f"tcp://{host}:{kv_events_port}" if kv_events_port else None,
-                    labels={"pod": str(_get(pod, "metadata", "name") or ""), ROLE_LABEL: role})
+                    labels={"pod": str(_get(pod, "metadata", "name") or ""), ROLE_LABEL: role,
+                            **({PROFILE_LABEL: pod_labels[PROFILE_LABEL]} if pod_labels.get(PROFILE_LABEL) else {})})
 
 
 class PodDiscovery:

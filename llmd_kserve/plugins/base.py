@@ -62,7 +62,8 @@ class CycleState:
     Producers fill the typed fields; anything else goes in ``data`` under the producer's type name.
     """
 
-    __slots__ = ("request", "candidates", "token_ids", "block_keys", "prefix_hits", "inflight", "unscraped", "data")
+    __slots__ = ("request", "candidates", "token_ids", "block_keys", "prefix_hits", "inflight", "unscraped",
+                 "prefill_backlog", "data")
 
     def __init__(self, request: LLMRequest, candidates: Sequence[EndpointState]) -> None:
         self.request = request
@@ -77,6 +78,9 @@ class CycleState:
         """The part of ``inflight`` charged after the endpoint's last metrics scrape (``metrics.scraped_at``): load
         its metrics cannot show yet. Load scorers add it to the scraped numbers so that requests arriving between
         two scrapes don't all go to the same "least loaded" endpoint."""
+        self.prefill_backlog: Mapping[EndpointId, float] | None = None
+        """Seconds of prefill work the router sent each endpoint that its engine has not worked off yet (a fluid
+        queue: each request adds its predicted prefill time, the queue drains in real time); absent endpoint: 0."""
         self.data: dict[str, Any] = {}
 
     @property

@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, Scores
+from llmd_kserve.scheduling.ttft import endpoint_profile
 from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState, LLMRequest, Load, RequestOutcome
 
 
@@ -29,6 +30,11 @@ class InflightLoadProducer:
     ``state.inflight[endpoint] = Load(requests, uncached prompt tokens)``, and the part of it charged after the
     endpoint's last metrics scrape, ``state.unscraped`` (load the scraped ``waiting``/``kv_usage`` cannot show yet;
     the queue and KV-utilization scorers add it, so that a burst between two scrapes is spread, not herded).
+
+    It also keeps a fluid queue of prefill work per endpoint, ``state.prefill_backlog`` (seconds): each scheduled
+    request adds its uncached prefill time on the endpoint's own latency profile (``ttft.endpoint_profile``; the
+    P/D prefill endpoint in P/D), and the queue drains one second per second. Unlike the in-flight tokens it forgets
+    a request once its prefill is predicted done, so an endpoint busy with long decodes does not look backlogged.
 
     A scheduled request is charged to its target (and, in P/D, its prefill endpoint carries the uncached tokens)
     until ``on_complete`` (the prefill endpoint's charge already at ``on_prefill_complete``); entries older than
@@ -52,16 +58,41 @@ class InflightLoadProducer:
         self.name = name
         self._clock = ctx.clock
         self._block_size = ctx.block_size
+        self._profile = ctx.profile
         self._timeout = params.request_timeout_s
         self._lag = params.scrape_lag_s
         self._load: dict[EndpointId, Load] = {}
         # (request id, endpoint) -> (charged tokens, time charged); insertion order = time order
         self._charges: OrderedDict[tuple[str, EndpointId], tuple[int, float]] = OrderedDict()
+        self._queue: dict[EndpointId, tuple[float, float]] = {}  # endpoint -> (prefill seconds queued, as of time)
 
     def produce(self, state: CycleState) -> None:
         self._expire()
         state.inflight = self._load
         state.unscraped = self._unscraped(state) if self._charges else {}
+        state.prefill_backlog = self.prefill_backlog() if self._queue else {}
+
+    def prefill_backlog(self) -> dict[EndpointId, float]:
+        """Seconds of prefill work each endpoint has not worked off yet (endpoints with none are absent)."""
+        now = self._clock()
+        out: dict[EndpointId, float] = {}
+        for ep, (queued, at) in list(self._queue.items()):
+            left = queued - (now - at)
+            if left > 0:
+                out[ep] = left
+            else:
+                del self._queue[ep]
+        return out
+
+    def _enqueue(self, state: CycleState, endpoint_id: EndpointId, uncached: int) -> None:
+        """Add the request's predicted prefill time on ``endpoint_id`` to that endpoint's fluid queue."""
+        ep = next((c for c in state.candidates if c.endpoint.id == endpoint_id), None)
+        profile = endpoint_profile(ep.endpoint, self._profile) if ep is not None else self._profile
+        n = state.prompt_tokens
+        work = profile.prefill_time(max(uncached, 1), n - uncached) - profile.request_overhead(n)
+        now = self._clock()
+        queued, at = self._queue.get(endpoint_id, (0.0, now))
+        self._queue[endpoint_id] = (max(0.0, queued - (now - at)) + max(work, 0.0), now)
 
     def _unscraped(self, state: CycleState) -> dict[EndpointId, Load]:
         """Charges newer than each candidate's scrape: walks the charges newest first, so O(charges since the
@@ -86,11 +117,13 @@ class InflightLoadProducer:
 
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
         rid = state.request.request_id
-        if decision.prefill is None:
-            self._charge(rid, decision.target, state.prompt_tokens - state.cached_tokens(decision.target, self._block_size))
-        else:
+        prefill = decision.target if decision.prefill is None else decision.prefill
+        uncached = state.prompt_tokens - state.cached_tokens(prefill, self._block_size)
+        if decision.prefill is not None:
             self._charge(rid, decision.target, 0)
-            self._charge(rid, decision.prefill, state.prompt_tokens - state.cached_tokens(decision.prefill, self._block_size))
+        self._charge(rid, prefill, uncached)
+        if state.prompt_tokens:
+            self._enqueue(state, prefill, uncached)
 
     def on_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
         self._release(request.request_id, decision.target)
@@ -104,6 +137,7 @@ class InflightLoadProducer:
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
         self._load.pop(endpoint_id, None)
+        self._queue.pop(endpoint_id, None)
         for key in [k for k in self._charges if k[1] == endpoint_id]:
             del self._charges[key]
 

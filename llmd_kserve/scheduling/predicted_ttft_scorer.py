@@ -25,6 +25,9 @@ class PredictedTTFTScorer:
         mode: Literal["precise", "approx"] = "precise"
         """Which prefix match tells the cached tokens."""
         tokens_per_waiting_request: int = Field(512, ge=0)
+        backlog: Literal["inflight", "queue"] = "inflight"
+        """The router's view of each endpoint's prefill backlog (``ttft.estimate_ttft``): every in-flight request's
+        uncached tokens, or the prefill seconds not yet worked off (requests past their prefill leave it)."""
         """Prompt tokens assumed per waiting request reported by the metrics."""
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
@@ -37,7 +40,8 @@ class PredictedTTFTScorer:
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
         if not endpoints:
             return {}
-        args = (self._profile, self._block_size, self.params.mode, self.params.tokens_per_waiting_request)
+        args = (self._profile, self._block_size, self.params.mode, self.params.tokens_per_waiting_request,
+                self.params.backlog)
         ttft = [estimate_ttft(state, e, *args) for e in endpoints]
         best = min(ttft)
         return {e.endpoint.id: (best / t if t > 0 else 1.0) for e, t in zip(endpoints, ttft, strict=True)}

@@ -34,6 +34,9 @@ class PrefixAffinityFilter:
         mode: Literal["precise", "approx"] = "precise"
         """Which prefix match decides stickiness."""
         tokens_per_waiting_request: int = Field(512, ge=0)
+        backlog: Literal["inflight", "queue"] = "inflight"
+        """The router's view of each endpoint's prefill backlog (``ttft.estimate_ttft``): every in-flight request's
+        uncached tokens, or the prefill seconds not yet worked off (requests past their prefill leave it)."""
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name
@@ -53,7 +56,7 @@ class PrefixAffinityFilter:
         if not sticky or len(sticky) == len(endpoints):
             return endpoints
         sticky_ids = {e.endpoint.id for e in sticky}
-        args = (self._profile, self._block_size, p.mode, p.tokens_per_waiting_request)
+        args = (self._profile, self._block_size, p.mode, p.tokens_per_waiting_request, p.backlog)
         best_other = min(estimate_ttft(state, e, *args) for e in endpoints if e.endpoint.id not in sticky_ids)
         limit = best_other + max(p.ttft_margin * best_other, p.min_margin_s)
         kept = [e for e in sticky if estimate_ttft(state, e, *args) <= limit]

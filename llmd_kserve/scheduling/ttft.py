@@ -1,14 +1,39 @@
-"""Time-to-first-token estimate of a request on one endpoint, from the engine latency profile (memoised per cycle)."""
+"""Time-to-first-token estimate of a request on one endpoint, from its latency profile (memoised per cycle)."""
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import TYPE_CHECKING
 
+from llmd_kserve.errors import ConfigError
 from llmd_kserve.plugins.base import CycleState
-from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState
+from llmd_kserve.types import NO_LOAD, PROFILE_LABEL, Endpoint, EndpointId, EndpointState
 
 if TYPE_CHECKING:
     from llmd_kserve.latency import LatencyProfile
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_profile(name: str) -> LatencyProfile | None:
+    from llmd_kserve.latency import load_profile  # noqa: PLC0415 - yaml/pydantic loading only when a label names one
+
+    try:
+        return load_profile(name)
+    except ConfigError as exc:
+        log.warning("endpoint label %s=%r: %s; timing it with the router's profile", PROFILE_LABEL, name, exc)
+        return None
+
+
+def endpoint_profile(endpoint: Endpoint, default: LatencyProfile) -> LatencyProfile:
+    """The latency profile that times ``endpoint``: the one its ``PROFILE_LABEL`` label names (mixed GPUs), else
+    ``default`` (the router's profile); an unknown name is warned about once and falls back to ``default``."""
+    name = endpoint.labels.get(PROFILE_LABEL) if endpoint.labels else None
+    if not name:
+        return default
+    return _named_profile(name) or default
 
 
 def estimate_ttft(
@@ -18,28 +43,39 @@ def estimate_ttft(
     block_size: int,
     mode: str | None = None,
     tokens_per_waiting_request: int = 512,
+    backlog: str = "inflight",
 ) -> float:
     """Seconds until the first token if the request went to ``endpoint`` now.
 
     Model: the endpoint first works off its backlog of queued prompt tokens, then prefills this request's uncached
-    tokens on top of its cached prefix (``profile.prefill_time``, chunked by the batch budget). The backlog is the
-    larger of the router's own in-flight uncached tokens (exact for a single router, but it also counts requests
-    already decoding) and ``waiting`` requests from the metrics times ``tokens_per_waiting_request`` (sees other
-    routers' load). Decode work interleaved with the prefill is ignored.
+    tokens on top of its cached prefix (``prefill_time`` of the endpoint's own profile, see
+    :func:`endpoint_profile`, else ``profile``; chunked by the batch budget). The backlog is the larger of the
+    router's own view and ``waiting`` requests from the metrics times ``tokens_per_waiting_request`` (sees other
+    routers' load). The router's own view, by ``backlog``: ``"inflight"``, its in-flight uncached tokens (it also
+    counts requests long past their prefill and decoding); ``"queue"``, the prefill seconds not yet worked off
+    (``state.prefill_backlog``: each request leaves it when its prefill is predicted done). Decode work
+    interleaved with the prefill is ignored.
     """
-    memo: dict[tuple[str | None, EndpointId, int], float] = state.data.setdefault("ttft", {})
+    memo: dict[tuple[str | None, EndpointId, int, str], float] = state.data.setdefault("ttft", {})
     eid = endpoint.endpoint.id
-    key = (mode, eid, tokens_per_waiting_request)
+    key = (mode, eid, tokens_per_waiting_request, backlog)
     hit = memo.get(key)
     if hit is not None:
         return hit
+    profile = endpoint_profile(endpoint.endpoint, profile)
     cached = state.cached_tokens(eid, block_size, mode)
     uncached = state.prompt_tokens - cached
-    backlog = endpoint.metrics.waiting * tokens_per_waiting_request
-    if state.inflight is not None:
-        backlog = max(backlog, state.inflight.get(eid, NO_LOAD).tokens)
+    waiting = endpoint.metrics.waiting * tokens_per_waiting_request
     t = profile.prefill_time(max(uncached, 1), cached)
-    if backlog > 0:
-        t += profile.prefill_time(backlog, 0)
+    if backlog == "queue":
+        queued = state.prefill_backlog.get(eid, 0.0) if state.prefill_backlog else 0.0
+        if waiting > 0:
+            queued = max(queued, profile.prefill_time(waiting, 0) - profile.request_overhead(waiting))
+        t += queued
+    else:
+        if state.inflight is not None:
+            waiting = max(waiting, state.inflight.get(eid, NO_LOAD).tokens)
+        if waiting > 0:
+            t += profile.prefill_time(waiting, 0)
     memo[key] = t
     return t

@@ -51,18 +51,24 @@ class Candidate:
         return ("prefill",) * self.prefill + ("decode",) * self.decode if self.prefill else None
 
 
+_QUEUE = {"backlog": "queue", "tokensPerWaitingRequest": 0}
+"""The shipped default's TTFT model: the fluid prefill queue, no scraped waiting floor."""
+
+
 def aggregated_config(p: dict[str, Any]) -> dict[str, Any]:
     """The ``default`` shape with the candidate's weights and affinity parameters."""
     return {**API, "plugins": [
         {"type": "single-profile-handler"}, {"type": "decode-filter"}, {"type": "health-filter"},
+        {"type": "decode-budget-filter", "parameters": {"maxStepS": 0.04}},
         {"type": "prefix-affinity-filter", "parameters": {
             "threshold": round(p["affinity_threshold"], 4), "ttftMargin": round(p["affinity_margin"], 4),
-            "minMarginS": round(p["affinity_min_margin_s"], 4), "mode": "precise"}},
+            "minMarginS": round(p["affinity_min_margin_s"], 4), "mode": "precise", **_QUEUE}},
         {"type": "precise-prefix-cache-scorer"},
-        {"type": "predicted-ttft-scorer", "parameters": {"mode": "precise"}},
+        {"type": "predicted-ttft-scorer", "parameters": {"mode": "precise", **_QUEUE}},
         {"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}, {"type": "max-score-picker"}],
         "schedulingProfiles": [{"name": "default", "plugins": [
-            {"pluginRef": "decode-filter"}, {"pluginRef": "health-filter"}, {"pluginRef": "prefix-affinity-filter"},
+            {"pluginRef": "decode-filter"}, {"pluginRef": "health-filter"}, {"pluginRef": "decode-budget-filter"},
+            {"pluginRef": "prefix-affinity-filter"},
             {"pluginRef": "precise-prefix-cache-scorer", "weight": round(p["w_prefix"], 4)},
             {"pluginRef": "predicted-ttft-scorer", "weight": round(p["w_ttft"], 4)},
             {"pluginRef": "queue-scorer", "weight": round(p["w_queue"], 4)},

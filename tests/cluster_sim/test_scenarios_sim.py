@@ -67,3 +67,16 @@ def test_speculative_entries_keep_a_burst_on_the_first_requests_endpoint(tmp_pat
                       for b in range(8))
     assert spread_spec < spread_blind  # bursts stay together instead of prefilling the prefix on every engine
     assert (spec.engine_hit_rate or 0) > (blind.engine_hit_rate or 0) + 0.1
+
+
+def test_labelled_profiles_give_the_faster_engines_the_larger_share() -> None:
+    sc = SCENARIOS["unequal"]  # 2 x H100 + 2 x derived A100 (3x slower prefill, 3.5x fewer blocks)
+    reqs = sc.build(60.0, random.Random(3), 400)
+    shares = {}
+    for label in (False, True):
+        opts = SimOptions(engines=4, engine_profiles=sc.engine_profiles, label_profiles=label, seed=3)
+        run = simulate(reqs, "default", opts)
+        fast = sum(1 for r in run.results if r.endpoint in ("http://sim-engine-0:8000", "http://sim-engine-1:8000"))
+        shares[label] = fast / len(run.results)
+    assert shares[True] > 0.5  # the two H100s take more than half of the requests...
+    assert shares[True] > shares[False] + 0.03  # ...and more when the router knows which engines are faster

@@ -12,6 +12,7 @@ import pytest
 from llmd_kserve.errors import ClusterError
 from llmd_kserve.kube.discovery import PodDiscovery, pod_endpoint, watch_endpoints
 from llmd_kserve.kube.fake import FakeKubeApi
+from llmd_kserve.types import PROFILE_LABEL
 
 RECORDING = Path(__file__).parent / "data" / "pod_watch.jsonl"
 SELECTOR = "llmd.kserve.io/pool=llmd"
@@ -108,6 +109,9 @@ def test_pod_endpoint_rules_on_raw_pods():
     assert pod_endpoint(pod, port=9000, kv_events_port=None).kv_events is None
     pod["metadata"]["labels"]["llm-d.ai/role"] = "sidecar"
     assert pod_endpoint(pod).role == "both"
+    assert PROFILE_LABEL not in pod_endpoint(pod).labels
+    pod["metadata"]["labels"][PROFILE_LABEL] = "a100-40g-llama8b-derived"  # mixed GPUs: the scheduler times it so
+    assert pod_endpoint(pod).labels[PROFILE_LABEL] == "a100-40g-llama8b-derived"
     pod["status"]["podIP"] = "fd00::17"
     assert pod_endpoint(pod).id == "http://[fd00::17]:8000"
     pod["status"]["phase"] = "Succeeded"

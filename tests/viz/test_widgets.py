@@ -149,7 +149,8 @@ def test_apply_pushes_to_a_router_and_shows_refusals_in_one_line():
         tune.set_weight("default/queue-scorer", 4)
         answer = tune.apply()
         assert answer == {"status": "applied", "profiles": ["default"]}
-        assert router.applied[-1]["schedulingProfiles"][0]["plugins"][5]["weight"] == 4
+        refs = router.applied[-1]["schedulingProfiles"][0]["plugins"]
+        assert next(r for r in refs if r["pluginRef"] == "queue-scorer")["weight"] == 4
         assert tune.status.kind == "ok"
         tune.api_key = "wrong"
         assert tune.apply() is None and "HTTP 401" in tune.status.text
