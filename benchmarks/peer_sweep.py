@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import llmd_kserve
 from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo, ratio_range, spread, sweep
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
@@ -105,6 +108,20 @@ def scaled_profile(name: str, time_scale: float, out_dir: Path) -> str:
     return str(path)
 
 
+def scaled_config(policy: str, time_scale: float, out_dir: Path) -> str:
+    """A shipped config with every plugin parameter in seconds (``...S``: a decode-step budget, a TTFT margin) x
+    ``time_scale``, like the SLO: the same config on engines that run ``time_scale`` x slower."""
+    doc = yaml.safe_load((Path(llmd_kserve.__file__).parent / "config" / "shipped" / f"{policy}.yaml").read_text())
+    for plugin in doc.get("plugins", []):
+        params = plugin.get("parameters") or {}
+        for k, v in params.items():
+            if k.endswith("S") and isinstance(v, int | float):
+                params[k] = v * time_scale
+    path = out_dir / f"{policy}-x{time_scale:g}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
 def endpoints_file(sc: Scenario, urls: list[str], time_scale: float, log_dir: Path) -> Path:
     """Our router's endpoints, each labelled with its engine's profile scaled by the time scale."""
     names = sc.engine_profiles or (DEFAULT_PROFILE,) * len(urls)
@@ -156,6 +173,8 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
     if a.router_profile == "scaled":
         router_args = ("--profile", scaled_profile(DEFAULT_PROFILE, ts, log_dir),
                        "--endpoints-file", str(endpoints_file(sc, urls, ts, log_dir)))
+        if not policy.startswith("vllm:"):
+            router_args += ("--config", scaled_config(policy, ts, log_dir))  # the last --config wins
     router = start_router(policy, urls, log_dir, peer_bin, router_args)
     try:
         reset(bases)
@@ -349,7 +368,8 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
     ap.add_argument("--router-profile", choices=("scaled", "plain"), default="scaled",
                     help="scaled: our router times each endpoint with its engine's profile x the time scale (endpoint "
-                    f"label {PROFILE_LABEL}); plain: the router's built-in profile, unscaled")
+                    f"label {PROFILE_LABEL}) and its config's seconds parameters are x the time scale too; plain: "
+                    "the router's built-in profile and the shipped config, unscaled")
     ap.add_argument("--report", default="", help="comma-separated saved JSON files: print the tables and exit")
     a = ap.parse_args()
     if a.report:
