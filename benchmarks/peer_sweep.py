@@ -339,9 +339,9 @@ def report(paths: list[Path], matched: dict[str, float]) -> None:
     print("\nRatios, mean (worst-best over seeds):\n")
     for name, pols in summary.items():
         d = pols.get("default")
-        for other in ("round-robin", "approx-prefix", "vllm:cache_aware"):
-            o = pols.get(other)
-            if not d or not o:
+        for other in (p for p in pols if p in ("round-robin", "approx-prefix") or p.startswith("vllm:cache_aware")):
+            o = pols[other]
+            if not d:
                 continue
             parts = []
             for key, inv in (("max_rate", False), ("ttft_p90", True), ("ttft_p90_warm", True)):
