@@ -26,6 +26,25 @@ def _engine_totals(urls: list[str]) -> tuple[float, float]:
     return hits, queries
 
 
+def _router_prompt_tokens(router: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(router + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "llmd_router_prompt_tokens_total")
+
+
+def _wait_seen(prom: PrometheusSource, engine_queries: float, router_prompt: float) -> None:
+    """Until Prometheus has scraped the engines' and the router's counters as they are now (they are scraped
+    independently, each once a second)."""
+    for _ in range(60):
+        if ((prom.query("sum(vllm:prefix_cache_queries_total)") or 0.0) >= engine_queries
+                and (prom.query("sum(llmd_router_prompt_tokens_total)") or 0.0) >= router_prompt):
+            return
+        time.sleep(0.25)
+
+
 def _load(router: str, n: int = 16) -> None:
     from openai import OpenAI
 
@@ -70,17 +89,11 @@ def test_prometheus_hit_rate_equals_engine_counters(stack):
     prom = PrometheusSource(stack.prometheus_url)
     prom.wait_ready(targets=3, timeout=30)
     h0, q0 = _engine_totals(stack.engine_base_urls)
-    for _ in range(40):  # Prometheus must have seen the counters as they are now before the window opens
-        if (prom.query("sum(vllm:prefix_cache_queries_total)") or 0.0) >= q0:
-            break
-        time.sleep(0.25)
+    _wait_seen(prom, q0, _router_prompt_tokens(stack.router_url))  # the window must open on current counters
     prom.sample()
     _load(stack.router_url, 12)
     h1, q1 = _engine_totals(stack.engine_base_urls)
-    for _ in range(40):  # until Prometheus has scraped the engines after the load
-        if (prom.query("sum(vllm:prefix_cache_queries_total)") or 0.0) >= q1:
-            break
-        time.sleep(0.25)
+    _wait_seen(prom, q1, _router_prompt_tokens(stack.router_url))  # ... and close after both saw the load
     s = prom.sample()
     truth = (h1 - h0) / (q1 - q0)
     assert s.hit_rate_engines is not None and abs(s.hit_rate_engines - truth) <= 0.02  # within 2 points
