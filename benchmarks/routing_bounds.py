@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from routing_scenarios import max_rate, one_run, sim_options  # noqa: E402
+from routing_scenarios import one_run, sim_options  # noqa: E402
 
+from llmd_kserve.bench.frontier import max_rate_within_slo  # noqa: E402
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario, _poisson  # noqa: E402
 from llmd_kserve.bench.stats import SLO, summarize  # noqa: E402
 from llmd_kserve.bench.workloads import SharedPrefixSpec  # noqa: E402
@@ -111,14 +112,14 @@ def main() -> None:
         res: dict[str, Any] = out.setdefault(name, {})
         configs = ("round-robin", "load-only") + (("default",) if sc.engine_profiles else ())
         for config in configs:
-            per = [max_rate({r: one_run(one, config, s, r, sc.num_requests)["attain"] for r in rates}) for s in seeds]
+            per = [max_rate_within_slo({r: one_run(one, config, s, r, sc.num_requests)["attain"] for r in rates}) for s in seeds]
             res[f"compute bound ({config})"] = per
             print(name, f"compute bound ({config})", per, flush=True)
         per, att = [], {}
         for s in seeds:
             runs = {r: clairvoyant_run(sc, s, r, sc.num_requests) for r in rates}
             att[s] = {r: (round(x["attain"], 3), round(x["hit"] or 0, 3)) for r, x in runs.items()}
-            per.append(max_rate({r: x["attain"] for r, x in runs.items()}))
+            per.append(max_rate_within_slo({r: x["attain"] for r, x in runs.items()}))
         res["clairvoyant partition"] = per
         res["clairvoyant attainment, hit"] = att
         print(name, "clairvoyant partition", per, att, flush=True)

@@ -28,6 +28,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from llmd_kserve.bench.frontier import max_rate_within_slo
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.stats import SLO, summarize
 from llmd_kserve.cluster_sim import SimOptions
@@ -36,7 +37,6 @@ from llmd_kserve.demo_sweep import matched_rate
 from llmd_kserve.latency import load_profile
 
 CONFIGS = "round-robin,load-only,approx-prefix,precise-prefix,default"
-ATTAIN = 0.9
 
 
 def sim_options(sc: Scenario, seed: int) -> SimOptions:
@@ -69,16 +69,6 @@ def one_run(sc: Scenario, config: str, seed: int, rate: float, n: int) -> dict[s
             "hit": run.engine_hit_rate, "cpu_s": cpu[0], "n": len(reqs)}
 
 
-def max_rate(points: dict[float, float]) -> float:
-    """The highest swept rate up to which every rate meets the attainment (0 if the lowest does not)."""
-    best = 0.0
-    for r in sorted(points):
-        if points[r] < ATTAIN:
-            break
-        best = r
-    return best
-
-
 def spread(xs: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(xs), "min": min(xs), "max": max(xs)}
 
@@ -98,7 +88,7 @@ def evaluate(sc: Scenario, config: str, seeds: list[int], n: int, matched: float
         every = [*runs[seed].values(), m]
         per_seed.append({"ttft_p50": m["ttft_p50"], "ttft_p90": m["ttft_p90"], "hit": m["hit"] or 0.0,
                          "matched_attain": m["attain"], "matched_n": m["n"],
-                         "max_rate": max_rate({r: x["attain"] for r, x in runs[seed].items()}),
+                         "max_rate": max_rate_within_slo({r: x["attain"] for r, x in runs[seed].items()}),
                          "cpu_per_1k": 1000 * sum(x["cpu_s"] for x in every) / sum(x["n"] for x in every),
                          "attain": {r: x["attain"] for r, x in runs[seed].items()}})
     keys = ("ttft_p50", "ttft_p90", "hit", "max_rate", "cpu_per_1k")
@@ -132,7 +122,7 @@ def main() -> None:
             sc = replace(sc, rates=tuple(sorted(set(sc.rates) | set(extra))))
         n = a.num_requests or sc.num_requests
         rr = sweep(sc, sc.baseline, seeds, n) if a.matched_fraction > 0 else None
-        matched = (matched_rate([max_rate({r: x["attain"] for r, x in rr[s].items()}) for s in seeds],
+        matched = (matched_rate([max_rate_within_slo({r: x["attain"] for r, x in rr[s].items()}) for s in seeds],
                                 a.matched_fraction, min(sc.rates)) if rr else sc.matched_rate)
         for config in sc.configs or a.configs.split(","):
             t0 = time.perf_counter()

@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo
 from llmd_kserve.bench.stats import SLO, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.cluster_sim.run import simulate
@@ -19,18 +20,8 @@ from llmd_kserve.cluster_sim.sim import SimOptions
 
 FACTORS = (0.6, 1.0, 1.4, 1.8)
 """Offered rates of the sweep, as multiples of the demo's own rate."""
-ATTAINMENT = 0.9
-
-
-def max_rate_within_slo(attainment: dict[float, float], need: float = ATTAINMENT) -> float:
-    """The highest rate up to which every swept rate meets ``need`` (0.0 when the lowest does not)."""
-    best = 0.0
-    for rate in sorted(attainment):
-        if attainment[rate] < need:
-            break
-        best = rate
-    return best
-
+ATTAINMENT = ATTAIN
+"""Share of requests a rate must keep within the SLO (the benchmarks' ``bench.frontier.ATTAIN``)."""
 
 MATCHED_FRACTION = 0.8
 """The matched load: this fraction of the cache-blind baseline's max rate within the SLO."""
