@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from router_overhead import free_port, pct, wait_ready  # noqa: E402
 from router_vs_vllm_router import PY, _engines, cpu_seconds, spawn  # noqa: E402
 
+from llmd_kserve.aio import run as aio_run  # noqa: E402
+
 
 def machine_busy_s() -> float:
     """Non-idle CPU seconds of the whole machine so far (all cores)."""
@@ -144,12 +146,7 @@ def cli() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline-src", default="", help="also run our router from this source tree (before/after)")
     a = p.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(main(a))
-    except ImportError:
-        result = asyncio.run(main(a))
+    result = aio_run(main(a))
     print(json.dumps(result, indent=2))
 
 

@@ -28,6 +28,8 @@ from contextlib import ExitStack
 
 import aiohttp
 
+from llmd_kserve.aio import run as aio_run
+
 PY = sys.executable
 
 
@@ -200,12 +202,7 @@ def cli() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(main(a))
-    except ImportError:
-        result = asyncio.run(main(a))
+    result = aio_run(main(a))
     print(json.dumps(result, indent=2))
 
 

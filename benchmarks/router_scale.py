@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from router_overhead import free_port, pct, wait_ready  # noqa: E402
 from router_vs_vllm_router import cpu_seconds, spawn  # noqa: E402
 
+from llmd_kserve.aio import run as aio_run  # noqa: E402
+
 PY = sys.executable
 
 
@@ -248,16 +250,10 @@ def cli() -> None:
     p.add_argument("--config", default="precise-prefix")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    try:
-        import uvloop
-
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
     if a.fleet:
-        run(fleet(a.fleet, a.service_ms, 16))
+        aio_run(fleet(a.fleet, a.service_ms, 16))
         return
-    print(json.dumps(run(main(a)), indent=2))
+    print(json.dumps(aio_run(main(a)), indent=2))
 
 
 if __name__ == "__main__":

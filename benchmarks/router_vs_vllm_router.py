@@ -37,6 +37,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from router_overhead import free_port, pct, wait_ready  # noqa: E402
 
+from llmd_kserve.aio import run as aio_run  # noqa: E402
+
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -293,12 +295,7 @@ def cli() -> None:
     p.add_argument("--py-spy", default="", help="write a py-spy raw profile of our router's first stream phase here")
     p.add_argument("--router-args", nargs=argparse.REMAINDER, default=[], help="extra `llmd-kserve router` flags")
     a = p.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(idle_main(a) if a.idle_engines else main(a))
-    except ImportError:
-        result = asyncio.run(idle_main(a) if a.idle_engines else main(a))
+    result = aio_run(idle_main(a) if a.idle_engines else main(a))
     print(json.dumps(result, indent=2))
 
 

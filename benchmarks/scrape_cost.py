@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from router_overhead import free_port, wait_ready  # noqa: E402
 from router_vs_vllm_router import PY, spawn  # noqa: E402
 
+from llmd_kserve.aio import run as aio_run  # noqa: E402
 from llmd_kserve.metrics.parse import parse_vllm_metrics  # noqa: E402
 from llmd_kserve.metrics.scraper import MetricsScraper  # noqa: E402
 from llmd_kserve.types import Endpoint, EndpointId  # noqa: E402
@@ -64,6 +65,4 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scrapes", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
-    import uvloop
-
-    print(json.dumps(uvloop.run(main(p.parse_args())), indent=2))
+    print(json.dumps(aio_run(main(p.parse_args())), indent=2))
