@@ -21,12 +21,14 @@ from aiohttp import web
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
-from llmd_kserve.errors import GatewayTimeout, NoEndpoint, NoEndpointError, UpstreamFailed
+from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, NoEndpointError, UpstreamFailed
 from llmd_kserve.http_errors import error_response
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
 from llmd_kserve.router.outliers import OutlierEjector
+from llmd_kserve.router.sse_relay import SseRelay
+from llmd_kserve.router.stream_client import Exchange, StreamClient, UpstreamBroken, plain_http
 from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, idle_deadline, sse_error
 from llmd_kserve.router.usage import Usage, is_usage_only_event, parse_usage, usage_from_sse_tail
 from llmd_kserve.scheduling.scheduler import SchedulingResult
@@ -85,7 +87,8 @@ class Proxy:
                  *, max_attempts: int = 3, forward_authorization: bool = True, inject_stream_usage: bool = True,
                  timeouts: UpstreamTimeouts = DEFAULT_TIMEOUTS, outliers: OutlierEjector | None = None,
                  kv_transfer_time: Callable[[int], float] | None = None,
-                 clock: Callable[[], float] = time.perf_counter, activity: Activity | None = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter, activity: Activity | None = None,
+                 stream_client: StreamClient | None = None) -> None:
         self.scheduler = scheduler
         self.endpoint_states = endpoint_states
         self.metrics = metrics
@@ -98,6 +101,8 @@ class Proxy:
         self.outliers = outliers
         self._clock = clock
         self.activity = activity
+        self.stream_client = stream_client
+        """Streamed answers from plain-http endpoints to HTTP/1.1 clients go through it (no task per chunk)."""
         self.observer: Observer | None = None
         self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
@@ -158,6 +163,8 @@ class Proxy:
                 self.metrics.retries.inc()
             if activity is not None:
                 activity.started(result.target)
+            lean = (req.stream and self.stream_client is not None and request.version >= (1, 1)
+                    and plain_http(result.target) is not None)
             try:
                 if result.prefill is None:
                     self.pd.local()
@@ -166,7 +173,10 @@ class Proxy:
                     send_body = local_body
                 else:
                     send_body = await self._disaggregated(llm_req, result, path, body, headers)
-                upstream, first = await self._send(result.target + path, send_body, headers, t0, decision)
+                if lean:
+                    exchange = await self._send_lean(result.target, path, send_body, headers, t0, decision)
+                else:
+                    upstream, first = await self._send(result.target + path, send_body, headers, t0, decision)
             except _Failed as fail:
                 last = fail
                 decision.outcome, decision.status = fail.reason, fail.status
@@ -185,6 +195,8 @@ class Proxy:
                     activity.finished(result.target)
                 self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))  # release in-flight load
                 raise
+            if lean:
+                return await self._relay_lean(request, exchange, llm_req, result, decision, strip_usage, t0)
             return await self._relay(request, upstream, first, llm_req, result, decision, strip_usage, t0)
         assert last is not None
         if last.body is not None:  # relay the last upstream error as it was
@@ -249,6 +261,42 @@ class Proxy:
             raise _Failed(f"http_{upstream.status}", upstream.status, raw, upstream.headers.get("Content-Type", ""))
         return upstream, first
 
+    async def _send_lean(self, target: EndpointId, path: str, body: bytes, headers: dict[str, str], t0: float,
+                         decision: Decision) -> Exchange:
+        """``_send`` through the lean stream client: the head (and a stream's first chunk) within ``first_byte``."""
+        assert self.stream_client is not None
+        exchange: Exchange | None = None
+        try:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                exchange = await self.stream_client.request(target, path, body, headers)
+                decision.ttfb_ms = (self._clock() - t0) * 1e3
+                head = exchange.head.result()
+                if head.status < 500 and head.get("content-type").startswith("text/event-stream"):
+                    await exchange.first
+        except TimeoutError as exc:
+            if exchange is not None:
+                exchange.close()  # the engine sees the disconnect and aborts the request
+            raise _Failed("timeout", 504) from exc
+        except UpstreamBroken as exc:
+            raise _Failed("disconnected") from exc
+        except OSError as exc:  # connection refused, unreachable, connect timeout
+            raise _Failed("connect") from exc
+        except BaseException:  # cancelled: our client went away while we waited
+            if exchange is not None:
+                exchange.close()
+            raise
+        if head.status >= 500:
+            raw: bytes | None = None
+            try:
+                async with asyncio.timeout(self.timeouts.idle):
+                    raw = await exchange.read_all()
+            except (TimeoutError, UpstreamBroken):
+                pass
+            finally:
+                exchange.release()
+            raise _Failed(f"http_{head.status}", head.status, raw, head.get("content-type"))
+        return exchange
+
     async def _read_all(self, upstream: aiohttp.ClientResponse) -> bytes:
         content = upstream.content
         if content.is_eof():  # a small answer often came with its headers: no waiting, so no timer
@@ -279,19 +327,10 @@ class Proxy:
                     raw = await self._read_all(upstream)
                 except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                     close = True
-                    timed_out = isinstance(exc, TimeoutError)
-                    decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
-                    self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
-                    what = "timed out" if timed_out else "connection lost"
-                    failure = (GatewayTimeout if timed_out else UpstreamFailed)(f"upstream {what} while sending its answer")
+                    failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
                     return error_response(failure, llm_req.request_id)
-                self.metrics.ttfb_seconds.observe(self._clock() - t0)
-                if tap is not None:
-                    tap(raw)
-                ok = status < 400
-                usage = parse_usage(raw) if ok else None
-                decision.outcome = "ok" if ok else f"http_{status}"
-                return web.Response(body=raw, status=status, headers=out_headers)
+                answer, ok, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
+                return answer
             out_headers["Cache-Control"] = "no-cache"
             resp = web.StreamResponse(status=status, headers=out_headers)
             await resp.prepare(request)
@@ -321,11 +360,7 @@ class Proxy:
                 raise
             except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                 close = True
-                timed_out = isinstance(exc, TimeoutError)
-                decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
-                self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
-                err = (GatewayTimeout(f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed")
-                       if timed_out else UpstreamFailed("upstream connection lost mid-stream"))
+                err = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=True)
                 resp[STATUS_KEY] = err.status
                 await resp.write(sse_error(err))
                 await resp.write_eof()
@@ -350,7 +385,90 @@ class Proxy:
                 self.outliers.success(result.target)
             self._complete(llm_req, result, decision, ok, usage)
 
-    def _disconnected(self, decision: Decision, upstream: aiohttp.ClientResponse) -> None:
+    def _body_failed(self, timed_out: bool, result: Any, decision: Decision, *, streaming: bool) -> HTTPError:
+        """The error a client gets when the upstream went silent or broke in the middle of an answer's body."""
+        decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
+        self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
+        if streaming:
+            return (GatewayTimeout(f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed")
+                    if timed_out else UpstreamFailed("upstream connection lost mid-stream"))
+        what = "timed out" if timed_out else "connection lost"
+        return (GatewayTimeout if timed_out else UpstreamFailed)(f"upstream {what} while sending its answer")
+
+    def _whole_answer(self, raw: bytes, status: int, headers: dict[str, str], decision: Decision,
+                      tap: Callable[[bytes], None] | None, t0: float) -> tuple[web.Response, bool, Usage | None]:
+        """A body read whole (not an event stream): the response, whether it succeeded, its usage."""
+        self.metrics.ttfb_seconds.observe(self._clock() - t0)
+        if tap is not None:
+            tap(raw)
+        ok = status < 400
+        decision.outcome = "ok" if ok else f"http_{status}"
+        return web.Response(body=raw, status=status, headers=headers), ok, parse_usage(raw) if ok else None
+
+    async def _relay_lean(self, request: web.Request, exchange: Exchange, llm_req: LLMRequest, result: Any,
+                          decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
+        """``_relay`` for an answer from the lean stream client: its chunks are written in ``SseRelay``'s callback."""
+        head = exchange.head.result()
+        status = decision.status = head.status
+        content_type = head.get("content-type", "application/json")
+        out_headers = {"Content-Type": content_type, "x-request-id": llm_req.request_id,
+                       "x-llmd-endpoint": result.target}
+        tap = self.observer.tap(llm_req.request_id) if self.observer is not None else None
+        ok, usage, close = False, None, False
+        resp: web.StreamResponse | None = None
+        try:
+            if not content_type.startswith("text/event-stream"):
+                try:
+                    raw = await exchange.read_all(self.timeouts.idle)
+                except (TimeoutError, UpstreamBroken) as exc:
+                    close = True
+                    failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
+                    return error_response(failure, llm_req.request_id)
+                answer, ok, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
+                return answer
+            out_headers["Cache-Control"] = "no-cache"
+            resp = web.StreamResponse(status=status, headers=out_headers)
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            if request.transport is None:
+                raise ConnectionResetError
+            relay = SseRelay(request.transport, exchange, strip_usage=strip_usage, tap=tap,
+                             on_first=lambda: self.metrics.ttfb_seconds.observe(self._clock() - t0))
+            exchange.attach(relay)
+            try:
+                await relay.wait(self.timeouts.idle)
+            except (TimeoutError, UpstreamBroken) as exc:
+                close = True
+                if relay.client_gone:
+                    raise ConnectionResetError from exc
+                err = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=True)
+                resp[STATUS_KEY] = err.status
+                await resp.write(sse_error(err))
+                await resp.write_eof()
+                return resp
+            ok = status < 400
+            usage = relay.usage()
+            decision.outcome = "ok" if ok else f"http_{status}"
+            await resp.write_eof()
+            return resp
+        except asyncio.CancelledError:
+            close = True
+            self._disconnected(decision, exchange)
+            raise
+        except ConnectionResetError:  # writing to a client that went away
+            close = True
+            self._disconnected(decision, exchange)
+            return resp if resp is not None else web.Response(status=499)
+        finally:
+            if close:
+                exchange.close()  # the engine sees the disconnect and aborts the request
+            else:
+                exchange.release()
+            if ok and self.outliers is not None:
+                self.outliers.success(result.target)
+            self._complete(llm_req, result, decision, ok, usage)
+
+    def _disconnected(self, decision: Decision, upstream: aiohttp.ClientResponse | Exchange) -> None:
         decision.outcome = "client_disconnected"
         self.metrics.client_disconnects.inc()
         upstream.close()  # drop the connection so the engine aborts the request

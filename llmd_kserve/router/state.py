@@ -28,6 +28,7 @@ from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.router.proxy import Proxy
 from llmd_kserve.router.reload import ConfigReloader, ReloadableScheduler, reload_counter
 from llmd_kserve.router.render import RenderTokenizer
+from llmd_kserve.router.stream_client import StreamClient
 from llmd_kserve.router.timeouts import UpstreamTimeouts
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
 
@@ -352,7 +353,8 @@ class RouterState:
                            inject_stream_usage=s.inject_stream_usage, outliers=self.outliers,
                            timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
                            kv_transfer_time=profile.kv_transfer_time if profile is not None else None,
-                           activity=self.scraper if self.scraper is not None and self.scraper.adaptive else None)
+                           activity=self.scraper if self.scraper is not None and self.scraper.adaptive else None,
+                           stream_client=StreamClient(connect_timeout=s.connect_timeout))
         if self.gateway.active:
             self.proxy.observer = self.gateway
         if s.tokenizer == "render":
@@ -392,6 +394,8 @@ class RouterState:
                     await res
             except Exception:
                 log.exception("stopping %s failed", type(part).__name__)
+        if self.proxy is not None and self.proxy.stream_client is not None:
+            self.proxy.stream_client.close()
         if self.session is not None:
             await self.session.close()
         if self.gateway.trail is not None:

@@ -1,0 +1,72 @@
+"""One streamed answer from the lean upstream client to the client's socket, a chunk at a time, in the callback.
+
+Each upstream chunk is written to the client as one HTTP chunk (the response was prepared with chunked encoding);
+the usage event the router asked for is taken out, the last two chunks are kept for the usage accounting, and a
+client that reads too slowly pauses the upstream read until its socket buffer drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from llmd_kserve.router.stream_client import Exchange
+from llmd_kserve.router.usage import Usage, is_usage_only_event, usage_from_sse_tail
+
+HIGH_WATER = 256 * 1024
+"""Bytes queued to a slow client before the upstream read pauses (resumed below a quarter of it)."""
+
+
+class SseRelay:
+    """The ``Exchange`` sink for one stream; ``wait`` returns when the upstream answer ended."""
+
+    def __init__(self, out: asyncio.Transport, exchange: Exchange, *, strip_usage: bool,
+                 tap: Callable[[bytes], None] | None, on_first: Callable[[], None]) -> None:
+        self.out, self.exchange = out, exchange
+        self.strip_usage, self.tap, self.on_first = strip_usage, tap, on_first
+        self.prev = self.last = self.usage_event = b""
+        self.client_gone = False
+        self._drain: asyncio.Task[None] | None = None
+
+    def __call__(self, payload: bytes) -> None:
+        if self.strip_usage and b'"usage"' in payload:
+            events = payload.split(b"\n\n")
+            kept = [e for e in events if not is_usage_only_event(e)]
+            if len(kept) != len(events):
+                self.usage_event = next(e for e in events if is_usage_only_event(e))
+                payload = b"\n\n".join(kept)
+        if not payload:
+            return
+        out = self.out
+        if out.is_closing():
+            self.client_gone = True
+            self.exchange.close()  # the engine sees the disconnect and aborts the request
+            return
+        if not self.last:
+            self.on_first()
+        self.prev, self.last = self.last, payload
+        out.write(b"%x\r\n%b\r\n" % (len(payload), payload))
+        if self.tap is not None:
+            self.tap(payload)
+        if self._drain is None and out.get_write_buffer_size() > HIGH_WATER:
+            self.exchange.pause_reading()
+            self._drain = asyncio.ensure_future(self._resume_when_drained())
+
+    async def _resume_when_drained(self) -> None:
+        while self.out.get_write_buffer_size() > HIGH_WATER // 4 and not self.out.is_closing():
+            await asyncio.sleep(0.005)
+        self.exchange.last_data = asyncio.get_running_loop().time()  # paused time is not upstream silence
+        self._drain = None
+        self.exchange.resume_reading()
+
+    async def wait(self, idle: float) -> None:
+        """Until the answer's end (``Exchange.wait``); a client gone shows as ``client_gone`` and ``UpstreamBroken``."""
+        try:
+            await self.exchange.wait(idle, paused=lambda: self._drain is not None)
+        finally:
+            if self._drain is not None:
+                self._drain.cancel()
+
+    def usage(self) -> Usage | None:
+        return usage_from_sse_tail(self.usage_event or self.prev + self.last)
+

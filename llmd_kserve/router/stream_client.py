@@ -1,0 +1,393 @@
+"""A lean HTTP/1.1 client for streamed answers: each body chunk reaches a callback as it arrives, no task per chunk.
+
+aiohttp's client wakes a task and runs its stream reader for every SSE event, which for a token stream was most of
+the router's CPU. Here the response head and the chunked (or Content-Length, or until-close) body are parsed in
+``data_received`` and every chunk's payload goes straight to ``Exchange.sink``. Plain ``http://`` only; the router's
+aiohttp session stays the client for everything else (non-streamed answers, TLS endpoints, the P/D prefill hop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import cast
+from urllib.parse import urlsplit
+
+MAX_HEAD = 64 * 1024
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+
+class UpstreamBroken(ConnectionError):
+    """The connection closed or sent something that is not HTTP/1.1 before the answer was complete."""
+
+    def __init__(self, reason: str, *, before_answer: bool = False) -> None:
+        super().__init__(reason)
+        self.before_answer = before_answer
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    status: int
+    headers: Mapping[str, str]
+    """Lower-case names; a repeated header keeps its last value."""
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+
+@lru_cache(maxsize=1024)
+def plain_http(target: str) -> tuple[str, int, str] | None:
+    """(host, port, path prefix) of an ``http://`` endpoint, or None (TLS, or not a URL this client speaks)."""
+    u = urlsplit(target)
+    if u.scheme != "http" or not u.hostname or u.query or u.fragment or u.username:
+        return None
+    try:
+        return u.hostname, u.port or 80, u.path.rstrip("/")
+    except ValueError:  # a port out of range
+        return None
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # an exception nobody awaits (the head failed, so the body is never read) is not logged
+
+
+class Exchange:
+    """One request and its answer on a connection: ``head`` (a future), then body chunks to ``sink``, then ``done``."""
+
+    def __init__(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self.head: asyncio.Future[Head] = loop.create_future()
+        self.first: asyncio.Future[None] = loop.create_future()
+        """Set when the first body byte arrived, or the body ended empty."""
+        self.done: asyncio.Future[None] = loop.create_future()
+        for fut in (self.head, self.first, self.done):
+            fut.add_done_callback(_retrieve)
+        self.sink: Callable[[bytes], None] | None = None
+        self.pending: list[bytes] = []
+        self.last_data = loop.time()
+        self.got_bytes = False
+
+    def attach(self, sink: Callable[[bytes], None]) -> None:
+        """Send every body chunk to ``sink`` from now on (the ones that came before first)."""
+        pending, self.pending = self.pending, []
+        self.sink = sink
+        for piece in pending:
+            sink(piece)
+
+    def emit(self, piece: bytes) -> None:
+        if not self.first.done():
+            self.first.set_result(None)
+        if self.sink is None:
+            self.pending.append(piece)
+        else:
+            self.sink(piece)
+
+    async def wait(self, idle: float, paused: Callable[[], bool] = lambda: False) -> None:
+        """Until the answer's end; ``TimeoutError`` after ``idle`` s without a byte from upstream (not while
+        ``paused()``: the reading was paused for a slow client), ``UpstreamBroken`` when the connection broke."""
+        loop = asyncio.get_running_loop()
+        done = self.done
+        while not done.done():
+            left = self.last_data + idle - loop.time()
+            if left <= 0 and not paused():
+                raise TimeoutError
+            await asyncio.wait((done,), timeout=max(left, 0.05))
+        done.result()
+
+    async def read_all(self, idle: float) -> bytes:
+        """The whole body (an answer that is not streamed to the client); ``wait``'s errors."""
+        await self.wait(idle)
+        pending, self.pending = self.pending, []
+        return b"".join(pending)
+
+    def release(self) -> None:
+        """Back to the pool when the answer was read to its end on a keep-alive connection; closed otherwise."""
+        self.conn.finish_use(self)
+
+    def close(self) -> None:
+        """Drop the connection now: the engine sees the disconnect and aborts the request."""
+        self.conn.abort()
+
+    def pause_reading(self) -> None:
+        if not self.conn.closed:
+            self.conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.conn.closed:
+            self.conn.transport.resume_reading()
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive TCP connection to an engine; parses one answer at a time."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, pool: StreamClient, key: tuple[str, int]) -> None:
+        self.pool, self.key = pool, key
+        self.loop = asyncio.get_running_loop()
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self.head_buf: bytes | None = None
+        self.mode, self.keep_alive, self.remaining = "close", False, 0
+        self.state, self.carry, self.parts = _SIZE, b"", list[bytes]()
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.exchange
+        if ex is None:
+            return
+        if self.mode == "close" and ex.head.done():  # a body delimited by the end of the connection
+            self._finish(keep=False)
+        else:
+            self._fail(UpstreamBroken("upstream connection lost", before_answer=not ex.got_bytes))
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:  # bytes nobody asked for: the connection is not HTTP we can trust any more
+            self.abort()
+            return
+        ex.last_data = self.loop.time()
+        ex.got_bytes = True
+        if self.head_buf is not None:
+            buf = self.head_buf + data
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._fail(UpstreamBroken("upstream response head too large"))
+                else:
+                    self.head_buf = buf
+                return
+            self.head_buf = None
+            try:
+                head = self._parse_head(buf[:end])
+            except (ValueError, UnicodeDecodeError):
+                self._fail(UpstreamBroken("upstream sent a response that is not HTTP/1.1"))
+                return
+            ex.head.set_result(head)
+            data = buf[end + 4:]
+            if self.mode == "length" and self.remaining == 0:
+                self._finish(keep=not data)
+                return
+            if not data:
+                return
+        if self.mode == "chunked":
+            self._chunked(data)
+        elif self.mode == "length":
+            piece = data[: self.remaining]
+            self.remaining -= len(piece)
+            ex.emit(piece)
+            if self.remaining == 0 and self.exchange is ex:
+                self._finish(keep=len(piece) == len(data))
+        else:
+            ex.emit(data)
+
+    # --- one exchange -------------------------------------------------------------------------------------------
+    def start(self, request: bytes) -> Exchange:
+        ex = self.exchange = Exchange(self, self.loop)
+        self.head_buf = b""
+        self.mode, self.keep_alive, self.remaining = "close", False, 0
+        self.state, self.carry, self.parts = _SIZE, b"", list[bytes]()
+        self.transport.write(request)
+        return ex
+
+    def _parse_head(self, raw: bytes) -> Head:
+        lines = raw.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        if not version.startswith("HTTP/1."):
+            raise ValueError(lines[0])
+        status = int(rest[:3])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise ValueError(line)
+            headers[name.lower()] = value.strip()
+        conn = headers.get("connection", "").lower()
+        self.keep_alive = version == "HTTP/1.1" and "close" not in conn
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self.mode = "chunked"
+        elif "content-length" in headers:
+            self.mode, self.remaining = "length", int(headers["content-length"])
+            if self.remaining < 0:
+                raise ValueError("negative Content-Length")
+        elif status in (204, 304) or 100 <= status < 200:
+            self.mode, self.remaining = "length", 0
+        else:
+            self.mode, self.keep_alive = "close", False
+        return Head(status, headers)
+
+    def _chunked(self, data: bytes) -> None:
+        ex = self.exchange
+        assert ex is not None
+        if self.carry:
+            data, self.carry = self.carry + data, b""
+        pos, n = 0, len(data)
+        while pos < n:
+            if self.state == _DATA:
+                end = pos + self.remaining
+                if end > n:
+                    self.parts.append(data[pos:])
+                    self.remaining -= n - pos
+                    return
+                piece = data[pos:end]
+                if self.parts:
+                    self.parts.append(piece)
+                    piece, self.parts = b"".join(self.parts), []
+                self.state, pos = _DATA_END, end
+                ex.emit(piece)
+                if self.exchange is not ex:  # the sink gave up on this answer
+                    return
+            elif self.state == _DATA_END:
+                if n - pos < 2:
+                    self.carry = data[pos:]
+                    return
+                if data[pos:pos + 2] != b"\r\n":
+                    self._fail(UpstreamBroken("upstream sent a malformed chunk"))
+                    return
+                self.state, pos = _SIZE, pos + 2
+            else:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    if n - pos > 4096:
+                        self._fail(UpstreamBroken("upstream sent a malformed chunk"))
+                    else:
+                        self.carry = data[pos:]
+                    return
+                line, pos = data[pos:eol], eol + 2
+                if self.state == _TRAILER:
+                    if not line:
+                        self._finish(keep=pos == n)
+                        return
+                    continue
+                size = line.split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(size):
+                    self._fail(UpstreamBroken("upstream sent a malformed chunk"))
+                    return
+                self.remaining = int(size, 16)
+                self.state = _DATA if self.remaining else _TRAILER
+
+    def _finish(self, *, keep: bool) -> None:
+        ex, self.exchange = self.exchange, None
+        assert ex is not None
+        self.keep_alive = self.keep_alive and keep
+        if not ex.first.done():
+            ex.first.set_result(None)
+        if not ex.done.done():
+            ex.done.set_result(None)
+
+    def _fail(self, exc: UpstreamBroken) -> None:
+        ex, self.exchange = self.exchange, None
+        self.keep_alive = False
+        if not self.closed:
+            self.transport.abort()
+            self.closed = True
+        if ex is not None:
+            for fut in (ex.head, ex.first, ex.done):
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def finish_use(self, ex: Exchange) -> None:
+        if (self.exchange is ex or not self.keep_alive or self.closed or not ex.done.done() or ex.done.cancelled()
+                or ex.done.exception() is not None):
+            self.abort()
+        else:
+            self.pool.put_back(self)
+
+    def abort(self) -> None:
+        if self.exchange is not None:
+            self._fail(UpstreamBroken("closed by the router"))
+        elif not self.closed:
+            self.transport.abort()
+            self.closed = True
+
+
+class StreamClient:
+    """Keep-alive connections per engine (at most ``max_idle`` idle ones each, dropped after ``idle_expiry`` s:
+    under uvicorn's 5 s keep-alive, so a pooled connection is rarely one the engine is closing)."""
+
+    def __init__(self, *, connect_timeout: float = 5.0, max_idle: int = 64, idle_expiry: float = 4.0) -> None:
+        self.connect_timeout, self.max_idle, self.idle_expiry = connect_timeout, max_idle, idle_expiry
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
+
+    async def request(self, target: str, path: str, body: bytes, headers: Mapping[str, str]) -> Exchange:
+        """POST ``body`` to ``target + path``; returns once the response head arrived. A pooled connection that
+        closes before answering is retried once on a new one. Raises ``OSError`` (connect), ``UpstreamBroken``."""
+        where = plain_http(target)
+        if where is None:
+            raise ValueError(f"not a plain http:// endpoint: {target}")
+        host, port, prefix = where
+        request = _request_bytes(f"{prefix}{path}", host, port, body, headers)
+        conn = self._pooled((host, port))
+        while True:
+            if conn is None:
+                conn = await self._connect((host, port))
+            ex = conn.start(request)
+            try:
+                await ex.head
+                return ex
+            except UpstreamBroken as exc:
+                if not (conn.reused and exc.before_answer):
+                    raise
+                conn = None  # the engine had closed that idle connection: once more on a fresh one
+            except BaseException:
+                conn.abort()
+                raise
+
+    def _pooled(self, key: tuple[str, int]) -> Connection | None:
+        idle = self._idle.get(key)
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self.idle_expiry:
+                conn.reused = True
+                return conn
+            conn.abort()
+        return None
+
+    async def _connect(self, key: tuple[str, int]) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(lambda: Connection(self, key), *key)
+        except TimeoutError:
+            raise OSError(f"connecting to {key[0]}:{key[1]} timed out") from None
+        return conn
+
+    def put_back(self, conn: Connection) -> None:
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= self.max_idle:
+            conn.abort()
+            return
+        conn.idle_since = conn.loop.time()
+        idle.append(conn)
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()
+
+
+def _request_bytes(path: str, host: str, port: int, body: bytes, headers: Mapping[str, str]) -> bytes:
+    host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host_header}", f"Content-Length: {len(body)}"]
+    for name, value in headers.items():
+        if any(c in value for c in "\r\n\0") or any(c in name for c in "\r\n\0: "):
+            raise ValueError(f"header {name!r} has a line break or NUL in it")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
