@@ -9,6 +9,7 @@ for ``refilter_after`` s.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
+from llmd_kserve.lean_http import StreamClient, plain_http
 from llmd_kserve.metrics.parse import SCRAPE_NAMES, parse_vllm_page
 from llmd_kserve.types import EndpointId, EndpointMetrics
 
@@ -45,6 +47,8 @@ class MetricsPages:
         self._full_names: dict[EndpointId, frozenset[str]] = {}  # wanted samples the last full page had
         self._unfiltered_until: dict[EndpointId, float] = {}  # the filter failed: full pages until then
         self._timeout = aiohttp.ClientTimeout(total=None)  # one object, not one per scrape
+        self.http = StreamClient(max_idle=2)
+        """Plain ``http://`` endpoints are scraped with this lean client (keep-alive; no aiohttp request machinery)."""
 
     async def get(self, eid: EndpointId, timeout: float, session: aiohttp.ClientSession | None) -> EndpointMetrics:
         """The endpoint's metrics now; raises (aiohttp.ClientError, OSError, TimeoutError, ValueError,
@@ -82,6 +86,9 @@ class MetricsPages:
         if urls is None:
             full = eid.rstrip("/") + self.path
             urls = self._urls[eid] = (URL(full), URL(f"{full}{'&' if '?' in full else '?'}{_QUERY}"))
+        if plain_http(eid) is not None:
+            path = f"{self.path}{'&' if '?' in self.path else '?'}{_QUERY}" if filtered else self.path
+            return await self._fetch_plain(eid, path, timeout)
         if session is None:
             raise RuntimeError("MetricsScraper not started")
         if self._timeout.total != timeout:
@@ -90,3 +97,15 @@ class MetricsPages:
             if resp.status != 200:
                 raise StatusError(resp.status, f"HTTP {resp.status} {resp.reason or ''} from {resp.url}")
             return (await resp.read()).decode("utf-8")
+
+    async def _fetch_plain(self, eid: EndpointId, path: str, timeout: float) -> str:
+        async with asyncio.timeout(timeout):
+            exchange = await self.http.request(eid, path, b"", _HEADERS, method="GET")
+            try:
+                body = await exchange.read_all(timeout)
+            finally:
+                exchange.release()
+        status = exchange.head.result().status
+        if status != 200:
+            raise StatusError(status, f"HTTP {status} from {eid.rstrip('/')}{path}")
+        return body.decode("utf-8")

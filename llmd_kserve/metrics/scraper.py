@@ -249,6 +249,7 @@ class MetricsScraper:
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+        self.pages.http.close()
 
     async def __aenter__(self) -> MetricsScraper:
         await self.start()

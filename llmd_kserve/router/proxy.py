@@ -23,12 +23,12 @@ from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
 from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, NoEndpointError, UpstreamFailed
 from llmd_kserve.http_errors import error_response
+from llmd_kserve.lean_http import Exchange, StreamClient, UpstreamBroken, plain_http
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
 from llmd_kserve.router.outliers import OutlierEjector
 from llmd_kserve.router.sse_relay import SseRelay
-from llmd_kserve.router.stream_client import Exchange, StreamClient, UpstreamBroken, plain_http
 from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, idle_deadline, sse_error
 from llmd_kserve.router.usage import Usage, is_usage_only_event, parse_usage, usage_from_sse_tail
 from llmd_kserve.scheduling.scheduler import SchedulingResult

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from llmd_kserve.router.stream_client import Exchange
+from llmd_kserve.lean_http import Exchange
 from llmd_kserve.router.usage import Usage, is_usage_only_event, usage_from_sse_tail
 
 HIGH_WATER = 256 * 1024

@@ -19,6 +19,7 @@ from llmd_kserve.defaults import BLOCK_SIZE, DEFAULT_CONFIG, DEFAULT_PROFILE, SC
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.build import build_gateway
 from llmd_kserve.governance.gateway import Gateway
+from llmd_kserve.lean_http import StreamClient
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import DecisionLog
@@ -28,7 +29,6 @@ from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.router.proxy import Proxy
 from llmd_kserve.router.reload import ConfigReloader, ReloadableScheduler, reload_counter
 from llmd_kserve.router.render import RenderTokenizer
-from llmd_kserve.router.stream_client import StreamClient
 from llmd_kserve.router.timeouts import UpstreamTimeouts
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
 

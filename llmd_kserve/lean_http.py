@@ -1,11 +1,11 @@
-"""A lean HTTP/1.1 client for streamed answers: each body chunk reaches a callback as it arrives, no task per chunk.
+"""A lean HTTP/1.1 client: each body chunk reaches a callback as it arrives, no task per chunk.
 
 aiohttp's client wakes a task and runs its stream reader for every SSE event, which for a token stream was most of
 the router's CPU. Here the response head and the chunked (or Content-Length, or until-close) body are parsed in
-``data_received`` and every chunk's payload goes straight to ``Exchange.sink``. Plain ``http://`` only; the router's
-aiohttp session stays the client for everything else (non-streamed answers, TLS endpoints, the P/D prefill hop).
+``data_received`` and every chunk's payload goes straight to ``Exchange.sink``. Plain ``http://`` only; the router
+uses it for streamed answers and metrics scrapes, its aiohttp session for everything else (non-streamed answers,
+TLS endpoints, the P/D prefill hop, model lists).
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -324,14 +324,15 @@ class StreamClient:
         self.connect_timeout, self.max_idle, self.idle_expiry = connect_timeout, max_idle, idle_expiry
         self._idle: dict[tuple[str, int], list[Connection]] = {}
 
-    async def request(self, target: str, path: str, body: bytes, headers: Mapping[str, str]) -> Exchange:
-        """POST ``body`` to ``target + path``; returns once the response head arrived. A pooled connection that
-        closes before answering is retried once on a new one. Raises ``OSError`` (connect), ``UpstreamBroken``."""
+    async def request(self, target: str, path: str, body: bytes, headers: Mapping[str, str], *,
+                      method: str = "POST") -> Exchange:
+        """``method`` ``target + path`` with ``body``; returns once the response head arrived. A pooled connection
+        that closes before answering is retried once on a new one. Raises ``OSError`` (connect), ``UpstreamBroken``."""
         where = plain_http(target)
         if where is None:
             raise ValueError(f"not a plain http:// endpoint: {target}")
         host, port, prefix = where
-        request = _request_bytes(f"{prefix}{path}", host, port, body, headers)
+        request = _request_bytes(method, f"{prefix}{path}", host, port, body, headers)
         conn = self._pooled((host, port))
         while True:
             if conn is None:
@@ -383,9 +384,11 @@ class StreamClient:
         self._idle.clear()
 
 
-def _request_bytes(path: str, host: str, port: int, body: bytes, headers: Mapping[str, str]) -> bytes:
+def _request_bytes(method: str, path: str, host: str, port: int, body: bytes, headers: Mapping[str, str]) -> bytes:
     host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host_header}", f"Content-Length: {len(body)}"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host_header}"]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
     for name, value in headers.items():
         if any(c in value for c in "\r\n\0") or any(c in name for c in "\r\n\0: "):
             raise ValueError(f"header {name!r} has a line break or NUL in it")
