@@ -102,7 +102,8 @@ class Proxy:
         self._clock = clock
         self.activity = activity
         self.stream_client = stream_client
-        """Streamed answers from plain-http endpoints to HTTP/1.1 clients go through it (no task per chunk)."""
+        """Requests to plain-http endpoints go through it (streamed answers without a task per chunk); the aiohttp
+        session serves TLS endpoints and the P/D prefill hop."""
         self.observer: Observer | None = None
         self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
@@ -163,8 +164,7 @@ class Proxy:
                 self.metrics.retries.inc()
             if activity is not None:
                 activity.started(result.target)
-            lean = (req.stream and self.stream_client is not None and request.version >= (1, 1)
-                    and plain_http(result.target) is not None)
+            lean = self.stream_client is not None and plain_http(result.target) is not None
             try:
                 if result.prefill is None:
                     self.pd.local()
@@ -288,8 +288,7 @@ class Proxy:
         if head.status >= 500:
             raw: bytes | None = None
             try:
-                async with asyncio.timeout(self.timeouts.idle):
-                    raw = await exchange.read_all()
+                raw = await exchange.read_all(self.timeouts.idle)
             except (TimeoutError, UpstreamBroken):
                 pass
             finally:
@@ -428,11 +427,13 @@ class Proxy:
                 return answer
             out_headers["Cache-Control"] = "no-cache"
             resp = web.StreamResponse(status=status, headers=out_headers)
-            resp.enable_chunked_encoding()
+            chunked = request.version >= (1, 1)  # an HTTP/1.0 client gets the bytes as they are, then a close
+            if chunked:
+                resp.enable_chunked_encoding()
             await resp.prepare(request)
             if request.transport is None:
                 raise ConnectionResetError
-            relay = SseRelay(request.transport, exchange, strip_usage=strip_usage, tap=tap,
+            relay = SseRelay(request.transport, exchange, strip_usage=strip_usage, tap=tap, chunked=chunked,
                              on_first=lambda: self.metrics.ttfb_seconds.observe(self._clock() - t0))
             exchange.attach(relay)
             try:

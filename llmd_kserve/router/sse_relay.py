@@ -1,6 +1,7 @@
 """One streamed answer from the lean upstream client to the client's socket, a chunk at a time, in the callback.
 
-Each upstream chunk is written to the client as one HTTP chunk (the response was prepared with chunked encoding);
+Each upstream chunk is written to the client as one HTTP chunk (the response was prepared with chunked encoding;
+an HTTP/1.0 client gets the bytes unframed and a closed connection at the end);
 the usage event the router asked for is taken out, the last two chunks are kept for the usage accounting, and a
 client that reads too slowly pauses the upstream read until its socket buffer drains.
 """
@@ -21,8 +22,8 @@ class SseRelay:
     """The ``Exchange`` sink for one stream; ``wait`` returns when the upstream answer ended."""
 
     def __init__(self, out: asyncio.Transport, exchange: Exchange, *, strip_usage: bool,
-                 tap: Callable[[bytes], None] | None, on_first: Callable[[], None]) -> None:
-        self.out, self.exchange = out, exchange
+                 tap: Callable[[bytes], None] | None, on_first: Callable[[], None], chunked: bool = True) -> None:
+        self.out, self.exchange, self.chunked = out, exchange, chunked
         self.strip_usage, self.tap, self.on_first = strip_usage, tap, on_first
         self.prev = self.last = self.usage_event = b""
         self.client_gone = False
@@ -45,7 +46,7 @@ class SseRelay:
         if not self.last:
             self.on_first()
         self.prev, self.last = self.last, payload
-        out.write(b"%x\r\n%b\r\n" % (len(payload), payload))
+        out.write(b"%x\r\n%b\r\n" % (len(payload), payload) if self.chunked else payload)
         if self.tap is not None:
             self.tap(payload)
         if self._drain is None and out.get_write_buffer_size() > HIGH_WATER:
