@@ -1,0 +1,240 @@
+"""The lean HTTP/1.1 client: response framing fed in every split, errors, keep-alive reuse over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from llmd_kserve.lean_http import Connection, StreamClient, UpstreamBroken, _request_bytes, plain_http
+
+
+class FakeTransport:
+    """Stands in for a socket transport: records writes, pauses and aborts."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.aborted = False
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+def connection() -> tuple[Connection, FakeTransport, StreamClient]:
+    client = StreamClient()
+    conn = Connection(client, ("127.0.0.1", 1))
+    t = FakeTransport()
+    conn.connection_made(t)  # type: ignore[arg-type]
+    return conn, t, client
+
+
+def feed(conn: Connection, raw: bytes, cuts: list[int]) -> None:
+    last = 0
+    for cut in [*cuts, len(raw)]:
+        if cut > last:
+            conn.data_received(raw[last:cut])
+            last = cut
+
+
+PIECES = [b"data: one\n\n", b"data: two plus more bytes\n\n"]
+CHUNKED = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"%x\r\n%b\r\n%X;ext=1\r\n%b\r\n0\r\nX-Trailer: t\r\n\r\n" % (len(PIECES[0]), PIECES[0],
+                                                                     len(PIECES[1]), PIECES[1]))
+
+
+async def test_chunked_body_in_every_two_way_split_gives_the_same_chunks():
+    for cut in range(1, len(CHUNKED)):
+        conn, t, client = connection()
+        ex = conn.start(b"GET / HTTP/1.1\r\n\r\n")
+        got: list[bytes] = []
+        ex.attach(got.append)
+        feed(conn, CHUNKED, [cut])
+        assert ex.done.done() and ex.done.exception() is None, cut
+        assert b"".join(got) == b"".join(PIECES), cut
+        assert ex.head.result().status == 200 and ex.head.result().get("content-type") == "text/event-stream"
+        ex.release()
+        assert client._idle[("127.0.0.1", 1)] == [conn] and not t.aborted  # kept alive for the next request
+
+
+async def test_one_segment_with_many_chunks_emits_each_chunk_whole():
+    conn, _, _ = connection()
+    ex = conn.start(b"x")
+    got: list[bytes] = []
+    ex.attach(got.append)
+    conn.data_received(CHUNKED)
+    assert got == PIECES
+
+
+async def test_chunks_before_attach_are_kept_and_first_is_set():
+    conn, _, _ = connection()
+    ex = conn.start(b"x")
+    conn.data_received(CHUNKED[:-25])
+    assert ex.first.done() and not ex.done.done()
+    got: list[bytes] = []
+    ex.attach(got.append)
+    conn.data_received(CHUNKED[-25:])
+    assert b"".join(got) == b"".join(PIECES) and ex.done.done()
+
+
+@pytest.mark.parametrize("size", [b"zz", b"0x1a", b"+1a", b"-1", b"1_0", b""])
+async def test_malformed_chunk_size_breaks_the_exchange_and_drops_the_connection(size):
+    conn, t, _ = connection()
+    ex = conn.start(b"x")
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabc\r\n")
+    with pytest.raises(UpstreamBroken):
+        await ex.done
+    assert t.aborted and conn.closed
+
+
+async def test_content_length_body_in_pieces_and_extra_bytes_end_keep_alive():
+    conn, t, client = connection()
+    ex = conn.start(b"x")
+    raw = b'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"error":1}'
+    for cut in range(1, len(raw)):
+        conn, t, client = connection()
+        ex = conn.start(b"x")
+        feed(conn, raw, [cut])
+        assert await ex.read_all(1.0) == b'{"error":1}' and ex.head.result().status == 400
+    conn, t, client = connection()
+    ex = conn.start(b"x")
+    conn.data_received(raw + b"junk")
+    assert await ex.read_all(1.0) == b'{"error":1}'
+    ex.release()
+    assert t.aborted and not client._idle.get(("127.0.0.1", 1))  # a server that says more than it announced
+
+
+async def test_body_until_close_and_connection_lost_mid_body():
+    conn, t, _ = connection()
+    ex = conn.start(b"x")
+    conn.data_received(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+    conn.data_received(b"world")
+    conn.connection_lost(None)
+    assert await ex.read_all(1.0) == b"hello world"
+    conn, t, _ = connection()
+    ex = conn.start(b"x")
+    conn.data_received(CHUNKED[:100])
+    conn.connection_lost(None)
+    with pytest.raises(UpstreamBroken) as info:
+        await ex.done
+    assert not info.value.before_answer
+
+
+async def test_not_http_and_oversized_heads_are_errors():
+    conn, _, _ = connection()
+    ex = conn.start(b"x")
+    conn.data_received(b"SSH-2.0-OpenSSH\r\n\r\n")
+    with pytest.raises(UpstreamBroken):
+        await ex.head
+    conn, _, _ = connection()
+    ex = conn.start(b"x")
+    for _ in range(70):
+        if ex.head.done():
+            break
+        conn.data_received(b"X-Long: " + b"a" * 1000 + b"\r\n")
+    with pytest.raises(UpstreamBroken, match="too large"):
+        await ex.head
+
+
+def test_request_bytes_and_targets():
+    assert _request_bytes("GET", "/metrics?name[]=a", "::1", 80, b"", {"Accept-Encoding": "identity"}) == (
+        b"GET /metrics?name[]=a HTTP/1.1\r\nHost: [::1]:80\r\nAccept-Encoding: identity\r\n\r\n")
+    assert _request_bytes("POST", "/v1/x", "h", 8, b"{}", {}).endswith(b"Content-Length: 2\r\n\r\n{}")
+    with pytest.raises(ValueError, match="line break"):
+        _request_bytes("POST", "/", "h", 1, b"", {"x-session-id": "a\r\nX-Admin: 1"})
+    assert plain_http("http://10.0.0.1:8000") == ("10.0.0.1", 8000, "")
+    assert plain_http("http://engine/prefix/") == ("engine", 80, "/prefix")
+    assert plain_http("https://engine:443") is None and plain_http("http://h:1?x=1") is None
+    assert plain_http("http://h:99999") is None
+
+
+async def _server(handler) -> tuple[web.AppRunner, str, list[int]]:
+    peers: list[int] = []
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername")[1])
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", route)
+    runner = web.AppRunner(app, keepalive_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}", peers
+
+
+async def test_real_server_keep_alive_reuse_stale_retry_and_streaming():
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path == "/stream":
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for i in range(3):
+                await resp.write(b"data: %d\n\n" % i)
+            await resp.write_eof()
+            return resp
+        return web.json_response({"method": request.method, "len": len(body)})
+
+    runner, url, peers = await _server(handler)
+    client = StreamClient(idle_expiry=10.0)
+    try:
+        ex = await client.request(url, "/a", b"12345", {"Content-Type": "application/json"})
+        assert await ex.read_all(5.0) == b'{"method": "POST", "len": 5}'
+        ex.release()
+        ex = await client.request(url, "/b", b"", {}, method="GET")
+        assert b'"GET"' in await ex.read_all(5.0)
+        ex.release()
+        assert peers[0] == peers[1]  # the same keep-alive connection
+        ex = await client.request(url, "/stream", b"{}", {})
+        got: list[bytes] = []
+        ex.attach(got.append)
+        await ex.wait(5.0)
+        ex.release()
+        assert got == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
+        await asyncio.sleep(0.6)  # the server closes idle keep-alive connections after 0.2 s
+        ex = await client.request(url, "/c", b"{}", {})  # a pooled dead connection: retried on a fresh one
+        assert b'"POST"' in await ex.read_all(5.0)
+        ex.release()
+    finally:
+        client.close()
+        await runner.cleanup()
+
+
+async def test_connect_refused_is_an_oserror_and_idle_timeout_a_timeout():
+    client = StreamClient()
+    with pytest.raises(OSError):
+        await client.request("http://127.0.0.1:1", "/", b"", {})
+
+    async def silent(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: 0\n\n")
+        await asyncio.sleep(0.5)
+        return resp
+
+    runner, url, _ = await _server(silent)
+    try:
+        ex = await client.request(url, "/", b"", {})
+        await ex.first
+        with pytest.raises(TimeoutError):
+            await ex.wait(0.1)
+        ex.close()
+        assert ex.conn.closed
+    finally:
+        client.close()
+        await runner.cleanup()
