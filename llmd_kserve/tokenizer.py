@@ -87,8 +87,15 @@ def _encode_pieces(text: str) -> list[int]:
     return [i for piece in _PIECE.findall(text) for i in (get(piece) or _piece_ids(piece))]
 
 
+_REGEX_MAX_CHARS = 2048
+"""Shorter texts (and runs of uncached chunks) take the memoised regex path: the numpy pass has a fixed cost of
+~0.1 ms, the regex path costs ~30 us per 1,000 characters of pieces seen before (measured side by side)."""
+
+
 def _encode_text(text: str) -> list[int]:
-    """ASCII text on the vectorised numpy path, anything else through the regex pieces (the same ids)."""
+    """Long ASCII text on the vectorised numpy path, anything else through the regex pieces (the same ids)."""
+    if len(text) < _REGEX_MAX_CHARS:
+        return _encode_pieces(text)
     fast = encode_ascii(text, _FIRST_ID, VOCAB_SIZE - _FIRST_ID)
     return fast if fast is not None else _encode_pieces(text)
 
@@ -126,7 +133,14 @@ def _cache_chunk(chunk: str, ids: _Slice) -> _Slice:
 
 def _encode_run(chunks: list[str], parts: list[_Slice | None], i: int, j: int) -> list[int] | None:
     """Encode ``chunks[i:j]`` (cut at token boundaries) in one vectorised pass, fill and cache their slices in
-    ``parts``; returns the run's ids, or None (not ASCII: nothing filled)."""
+    ``parts``; returns the run's ids, or None (not ASCII: nothing filled). A short run takes the regex path."""
+    if sum(len(c) for c in chunks[i:j]) < _REGEX_MAX_CHARS:
+        flat: list[int] = []
+        for k in range(i, j):
+            ids = _encode_pieces(chunks[k])
+            parts[k] = _cache_chunk(chunks[k], (ids, 0, len(ids)))
+            flat += ids
+        return flat
     cuts, at = [], 0
     for c in chunks[i : j - 1]:
         at += len(c)
