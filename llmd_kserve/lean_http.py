@@ -2,19 +2,20 @@
 
 aiohttp's client wakes a task and runs its stream reader for every SSE event, which for a token stream was most of
 the router's CPU. Here the response head and the chunked (or Content-Length, or until-close) body are parsed in
-``data_received`` and every chunk's payload goes straight to ``Exchange.sink``. Plain ``http://`` only; the router
-uses it for streamed answers and metrics scrapes, its aiohttp session for everything else (non-streamed answers,
-TLS endpoints, the P/D prefill hop, model lists).
+``data_received`` and every chunk's payload goes straight to ``Exchange.sink``. The router sends every request to
+an engine and every metrics scrape through it; its aiohttp session serves the P/D prefill hop and model lists.
 """
+
 from __future__ import annotations
 
 import asyncio
 import re
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
@@ -40,16 +41,25 @@ class Head:
         return self.headers.get(name, default)
 
 
+class Address(NamedTuple):
+    tls: bool
+    host: str
+    port: int
+    prefix: str
+    """The endpoint URL's path (no trailing slash), put before every request path."""
+
+
 @lru_cache(maxsize=1024)
-def plain_http(target: str) -> tuple[str, int, str] | None:
-    """(host, port, path prefix) of an ``http://`` endpoint, or None (TLS, or not a URL this client speaks)."""
+def address(target: str) -> Address | None:
+    """Where an ``http://`` or ``https://`` endpoint URL points, or None (not a URL this client speaks)."""
     u = urlsplit(target)
-    if u.scheme != "http" or not u.hostname or u.query or u.fragment or u.username:
+    if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment or u.username:
         return None
     try:
-        return u.hostname, u.port or 80, u.path.rstrip("/")
+        port = u.port or (443 if u.scheme == "https" else 80)
     except ValueError:  # a port out of range
         return None
+    return Address(u.scheme == "https", u.hostname, port, u.path.rstrip("/"))
 
 
 def _retrieve(fut: asyncio.Future) -> None:
@@ -128,7 +138,7 @@ class Connection(asyncio.Protocol):
 
     transport: asyncio.Transport
 
-    def __init__(self, pool: StreamClient, key: tuple[str, int]) -> None:
+    def __init__(self, pool: StreamClient, key: Address) -> None:
         self.pool, self.key = pool, key
         self.loop = asyncio.get_running_loop()
         self.exchange: Exchange | None = None
@@ -320,23 +330,25 @@ class StreamClient:
     """Keep-alive connections per engine (at most ``max_idle`` idle ones each, dropped after ``idle_expiry`` s:
     under uvicorn's 5 s keep-alive, so a pooled connection is rarely one the engine is closing)."""
 
-    def __init__(self, *, connect_timeout: float = 5.0, max_idle: int = 64, idle_expiry: float = 4.0) -> None:
+    def __init__(self, *, connect_timeout: float = 5.0, max_idle: int = 64, idle_expiry: float = 4.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.connect_timeout, self.max_idle, self.idle_expiry = connect_timeout, max_idle, idle_expiry
-        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._ssl = ssl_context
+        """For ``https://`` endpoints; None: the system's default (made on first use)."""
+        self._idle: dict[Address, list[Connection]] = {}
 
     async def request(self, target: str, path: str, body: bytes, headers: Mapping[str, str], *,
                       method: str = "POST") -> Exchange:
         """``method`` ``target + path`` with ``body``; returns once the response head arrived. A pooled connection
         that closes before answering is retried once on a new one. Raises ``OSError`` (connect), ``UpstreamBroken``."""
-        where = plain_http(target)
+        where = address(target)
         if where is None:
-            raise ValueError(f"not a plain http:// endpoint: {target}")
-        host, port, prefix = where
-        request = _request_bytes(method, f"{prefix}{path}", host, port, body, headers)
-        conn = self._pooled((host, port))
+            raise ValueError(f"not an http(s)://host:port endpoint: {target}")
+        request = _request_bytes(method, f"{where.prefix}{path}", where.host, where.port, body, headers)
+        conn = self._pooled(where)
         while True:
             if conn is None:
-                conn = await self._connect((host, port))
+                conn = await self._connect(where)
             ex = conn.start(request)
             try:
                 await ex.head
@@ -349,7 +361,7 @@ class StreamClient:
                 conn.abort()
                 raise
 
-    def _pooled(self, key: tuple[str, int]) -> Connection | None:
+    def _pooled(self, key: Address) -> Connection | None:
         idle = self._idle.get(key)
         now = asyncio.get_running_loop().time()
         while idle:
@@ -360,13 +372,19 @@ class StreamClient:
             conn.abort()
         return None
 
-    async def _connect(self, key: tuple[str, int]) -> Connection:
+    async def _connect(self, key: Address) -> Connection:
         loop = asyncio.get_running_loop()
+        tls = None
+        if key.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()  # the system's CAs, hostname checked
+            tls = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(lambda: Connection(self, key), *key)
+                _, conn = await loop.create_connection(lambda: Connection(self, key), key.host, key.port, ssl=tls,
+                                                       server_hostname=key.host if tls else None)
         except TimeoutError:
-            raise OSError(f"connecting to {key[0]}:{key[1]} timed out") from None
+            raise OSError(f"connecting to {key.host}:{key.port} timed out") from None
         return conn
 
     def put_back(self, conn: Connection) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 
 import pytest
 from aiohttp import web
 
-from llmd_kserve.lean_http import Connection, StreamClient, UpstreamBroken, _request_bytes, plain_http
+from llmd_kserve.lean_http import Address, Connection, StreamClient, UpstreamBroken, _request_bytes, address
+
+ADDR = Address(False, "127.0.0.1", 1, "")
 
 
 class FakeTransport:
@@ -36,7 +41,7 @@ class FakeTransport:
 
 def connection() -> tuple[Connection, FakeTransport, StreamClient]:
     client = StreamClient()
-    conn = Connection(client, ("127.0.0.1", 1))
+    conn = Connection(client, ADDR)
     t = FakeTransport()
     conn.connection_made(t)  # type: ignore[arg-type]
     return conn, t, client
@@ -67,7 +72,7 @@ async def test_chunked_body_in_every_two_way_split_gives_the_same_chunks():
         assert b"".join(got) == b"".join(PIECES), cut
         assert ex.head.result().status == 200 and ex.head.result().get("content-type") == "text/event-stream"
         ex.release()
-        assert client._idle[("127.0.0.1", 1)] == [conn] and not t.aborted  # kept alive for the next request
+        assert client._idle[ADDR] == [conn] and not t.aborted  # kept alive for the next request
 
 
 async def test_one_segment_with_many_chunks_emits_each_chunk_whole():
@@ -114,7 +119,7 @@ async def test_content_length_body_in_pieces_and_extra_bytes_end_keep_alive():
     conn.data_received(raw + b"junk")
     assert await ex.read_all(1.0) == b'{"error":1}'
     ex.release()
-    assert t.aborted and not client._idle.get(("127.0.0.1", 1))  # a server that says more than it announced
+    assert t.aborted and not client._idle.get(ADDR)  # a server that says more than it announced
 
 
 async def test_body_until_close_and_connection_lost_mid_body():
@@ -155,10 +160,10 @@ def test_request_bytes_and_targets():
     assert _request_bytes("POST", "/v1/x", "h", 8, b"{}", {}).endswith(b"Content-Length: 2\r\n\r\n{}")
     with pytest.raises(ValueError, match="line break"):
         _request_bytes("POST", "/", "h", 1, b"", {"x-session-id": "a\r\nX-Admin: 1"})
-    assert plain_http("http://10.0.0.1:8000") == ("10.0.0.1", 8000, "")
-    assert plain_http("http://engine/prefix/") == ("engine", 80, "/prefix")
-    assert plain_http("https://engine:443") is None and plain_http("http://h:1?x=1") is None
-    assert plain_http("http://h:99999") is None
+    assert address("http://10.0.0.1:8000") == (False, "10.0.0.1", 8000, "")
+    assert address("http://engine/prefix/") == (False, "engine", 80, "/prefix")
+    assert address("https://engine") == (True, "engine", 443, "")
+    assert address("ftp://h:1") is None and address("http://h:1?x=1") is None and address("http://h:99999") is None
 
 
 async def _server(handler) -> tuple[web.AppRunner, str, list[int]]:
@@ -237,4 +242,34 @@ async def test_connect_refused_is_an_oserror_and_idle_timeout_a_timeout():
         assert ex.conn.closed
     finally:
         client.close()
+        await runner.cleanup()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command for a test certificate")
+async def test_https_endpoint_with_its_certificate_checked(tmp_path):
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"tls": request.secure})
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        trusting = StreamClient(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        ex = await trusting.request(url, "/v1/completions", b"{}", {})
+        assert await ex.read_all(5.0) == b'{"tls": true}'
+        ex.release()
+        trusting.close()
+        with pytest.raises(ssl.SSLCertVerificationError):  # the system's CAs do not know a self-signed server
+            await StreamClient().request(url, "/v1/completions", b"{}", {})
+    finally:
         await runner.cleanup()

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from llmd_kserve.lean_http import StreamClient, plain_http
+from llmd_kserve.lean_http import StreamClient, address
 from llmd_kserve.metrics.parse import SCRAPE_NAMES, parse_vllm_page
 from llmd_kserve.types import EndpointId, EndpointMetrics
 
@@ -48,7 +48,7 @@ class MetricsPages:
         self._unfiltered_until: dict[EndpointId, float] = {}  # the filter failed: full pages until then
         self._timeout = aiohttp.ClientTimeout(total=None)  # one object, not one per scrape
         self.http = StreamClient(max_idle=2)
-        """Plain ``http://`` endpoints are scraped with this lean client (keep-alive; no aiohttp request machinery)."""
+        """Endpoints are scraped with this lean client (keep-alive; no aiohttp request machinery)."""
 
     async def get(self, eid: EndpointId, timeout: float, session: aiohttp.ClientSession | None) -> EndpointMetrics:
         """The endpoint's metrics now; raises (aiohttp.ClientError, OSError, TimeoutError, ValueError,
@@ -86,7 +86,7 @@ class MetricsPages:
         if urls is None:
             full = eid.rstrip("/") + self.path
             urls = self._urls[eid] = (URL(full), URL(f"{full}{'&' if '?' in full else '?'}{_QUERY}"))
-        if plain_http(eid) is not None:
+        if address(eid) is not None:
             path = f"{self.path}{'&' if '?' in self.path else '?'}{_QUERY}" if filtered else self.path
             return await self._fetch_plain(eid, path, timeout)
         if session is None:

@@ -23,14 +23,14 @@ from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
 from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, NoEndpointError, UpstreamFailed
 from llmd_kserve.http_errors import error_response
-from llmd_kserve.lean_http import Exchange, StreamClient, UpstreamBroken, plain_http
+from llmd_kserve.lean_http import Exchange, StreamClient, UpstreamBroken
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import ParsedRequest
 from llmd_kserve.router.outliers import OutlierEjector
 from llmd_kserve.router.sse_relay import SseRelay
-from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, idle_deadline, sse_error
-from llmd_kserve.router.usage import Usage, is_usage_only_event, parse_usage, usage_from_sse_tail
+from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, sse_error
+from llmd_kserve.router.usage import Usage, parse_usage
 from llmd_kserve.scheduling.scheduler import SchedulingResult
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
@@ -80,15 +80,14 @@ _OUTLIER_REASONS = frozenset({"connect", "disconnected", "timeout"})
 
 
 class Proxy:
-    """Sends requests to the endpoint the scheduler picks; the one place that owns the upstream HTTP session."""
+    """Sends requests to the endpoint the scheduler picks; the one place that owns the upstream HTTP clients."""
 
     def __init__(self, scheduler: SchedulerLike, endpoint_states: Callable[[], Sequence[EndpointState]],
                  metrics: RouterMetrics, decisions: DecisionLog, session: Callable[[], aiohttp.ClientSession],
                  *, max_attempts: int = 3, forward_authorization: bool = True, inject_stream_usage: bool = True,
                  timeouts: UpstreamTimeouts = DEFAULT_TIMEOUTS, outliers: OutlierEjector | None = None,
                  kv_transfer_time: Callable[[int], float] | None = None,
-                 clock: Callable[[], float] = time.perf_counter, activity: Activity | None = None,
-                 stream_client: StreamClient | None = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter, activity: Activity | None = None) -> None:
         self.scheduler = scheduler
         self.endpoint_states = endpoint_states
         self.metrics = metrics
@@ -101,9 +100,9 @@ class Proxy:
         self.outliers = outliers
         self._clock = clock
         self.activity = activity
-        self.stream_client = stream_client
-        """Requests to plain-http endpoints go through it (streamed answers without a task per chunk); the aiohttp
-        session serves TLS endpoints and the P/D prefill hop."""
+        self.http = StreamClient(connect_timeout=timeouts.connect)
+        """Every request to an engine goes through it (streamed answers without a task per chunk); the aiohttp
+        ``session`` serves the P/D prefill hop."""
         self.observer: Observer | None = None
         self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
@@ -164,7 +163,6 @@ class Proxy:
                 self.metrics.retries.inc()
             if activity is not None:
                 activity.started(result.target)
-            lean = self.stream_client is not None and plain_http(result.target) is not None
             try:
                 if result.prefill is None:
                     self.pd.local()
@@ -173,10 +171,7 @@ class Proxy:
                     send_body = local_body
                 else:
                     send_body = await self._disaggregated(llm_req, result, path, body, headers)
-                if lean:
-                    exchange = await self._send_lean(result.target, path, send_body, headers, t0, decision)
-                else:
-                    upstream, first = await self._send(result.target + path, send_body, headers, t0, decision)
+                exchange = await self._send(result.target, path, send_body, headers, t0, decision)
             except _Failed as fail:
                 last = fail
                 decision.outcome, decision.status = fail.reason, fail.status
@@ -195,9 +190,7 @@ class Proxy:
                     activity.finished(result.target)
                 self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))  # release in-flight load
                 raise
-            if lean:
-                return await self._relay_lean(request, exchange, llm_req, result, decision, strip_usage, t0)
-            return await self._relay(request, upstream, first, llm_req, result, decision, strip_usage, t0)
+            return await self._relay(request, exchange, llm_req, result, decision, strip_usage, t0)
         assert last is not None
         if last.body is not None:  # relay the last upstream error as it was
             return web.Response(body=last.body, status=last.status, headers={
@@ -225,50 +218,13 @@ class Proxy:
                 log.exception("releasing the prefill leg of %s failed", llm_req.request_id)
         return _encode(decode_body(body, answer.params) if answer is not None else body)
 
-    async def _send(self, url: str, body: bytes, headers: dict[str, str], t0: float,
-                    decision: Decision) -> tuple[aiohttp.ClientResponse, bytes]:
-        """Response headers (and a stream's first chunk) within ``first_byte`` s; raises ``_Failed``."""
-        upstream: aiohttp.ClientResponse | None = None
-        try:
-            async with asyncio.timeout(self.timeouts.first_byte):
-                upstream = await self._session().post(url, data=body, headers=headers)
-                decision.ttfb_ms = (self._clock() - t0) * 1e3
-                first = b""
-                if upstream.status < 500 and upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-                    first = await upstream.content.readany()
-        except aiohttp.ServerTimeoutError as exc:  # the session's connect timeout
-            raise _Failed("connect") from exc
-        except TimeoutError as exc:
-            if upstream is not None:
-                upstream.close()  # the engine sees the disconnect and aborts the request
-            raise _Failed("timeout", 504) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            if upstream is not None:
-                upstream.close()
-            raise _Failed("connect" if isinstance(exc, aiohttp.ClientConnectorError) else "disconnected") from exc
-        except asyncio.CancelledError:  # our client went away while we waited
-            if upstream is not None:
-                upstream.close()
-            raise
-        if upstream.status >= 500:
-            try:
-                async with asyncio.timeout(self.timeouts.idle):
-                    raw: bytes | None = await upstream.read()
-            except (TimeoutError, aiohttp.ClientError):
-                raw = None
-            finally:
-                upstream.release()
-            raise _Failed(f"http_{upstream.status}", upstream.status, raw, upstream.headers.get("Content-Type", ""))
-        return upstream, first
-
-    async def _send_lean(self, target: EndpointId, path: str, body: bytes, headers: dict[str, str], t0: float,
-                         decision: Decision) -> Exchange:
-        """``_send`` through the lean stream client: the head (and a stream's first chunk) within ``first_byte``."""
-        assert self.stream_client is not None
+    async def _send(self, target: EndpointId, path: str, body: bytes, headers: dict[str, str], t0: float,
+                    decision: Decision) -> Exchange:
+        """Response head (and a stream's first chunk) within ``first_byte`` s; raises ``_Failed``."""
         exchange: Exchange | None = None
         try:
             async with asyncio.timeout(self.timeouts.first_byte):
-                exchange = await self.stream_client.request(target, path, body, headers)
+                exchange = await self.http.request(target, path, body, headers)
                 decision.ttfb_ms = (self._clock() - t0) * 1e3
                 head = exchange.head.result()
                 if head.status < 500 and head.get("content-type").startswith("text/event-stream"):
@@ -279,7 +235,7 @@ class Proxy:
             raise _Failed("timeout", 504) from exc
         except UpstreamBroken as exc:
             raise _Failed("disconnected") from exc
-        except OSError as exc:  # connection refused, unreachable, connect timeout
+        except (OSError, ValueError) as exc:  # refused, unreachable, connect timeout; a URL it cannot speak to
             raise _Failed("connect") from exc
         except BaseException:  # cancelled: our client went away while we waited
             if exchange is not None:
@@ -295,94 +251,6 @@ class Proxy:
                 exchange.release()
             raise _Failed(f"http_{head.status}", head.status, raw, head.get("content-type"))
         return exchange
-
-    async def _read_all(self, upstream: aiohttp.ClientResponse) -> bytes:
-        content = upstream.content
-        if content.is_eof():  # a small answer often came with its headers: no waiting, so no timer
-            return content.read_nowait()
-        parts: list[bytes] = []
-        async with asyncio.timeout(None) as cm:
-            loop = asyncio.get_running_loop()
-            while True:
-                idle_deadline(cm, loop.time(), self.timeouts.idle)
-                chunk = await upstream.content.readany()
-                if not chunk:
-                    return b"".join(parts)
-                parts.append(chunk)
-
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse, first: bytes,
-                     llm_req: LLMRequest, result: Any, decision: Decision, strip_usage: bool,
-                     t0: float) -> web.StreamResponse:
-        out_headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json"),
-                       "x-request-id": llm_req.request_id, "x-llmd-endpoint": result.target}
-        ok, usage, status = False, None, upstream.status
-        decision.status = status
-        tap = self.observer.tap(llm_req.request_id) if self.observer is not None else None
-        resp: web.StreamResponse | None = None
-        close = False
-        try:
-            if not upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-                try:
-                    raw = await self._read_all(upstream)
-                except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                    close = True
-                    failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
-                    return error_response(failure, llm_req.request_id)
-                answer, ok, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
-                return answer
-            out_headers["Cache-Control"] = "no-cache"
-            resp = web.StreamResponse(status=status, headers=out_headers)
-            await resp.prepare(request)
-            prev = last = b""
-            usage_event = b""
-            loop = asyncio.get_running_loop()
-            try:
-                async with asyncio.timeout(None) as cm:
-                    chunk = first
-                    while chunk:
-                        if strip_usage and b'"usage"' in chunk:
-                            events = chunk.split(b"\n\n")
-                            kept = [e for e in events if not is_usage_only_event(e)]
-                            if len(kept) != len(events):
-                                usage_event = next(e for e in events if is_usage_only_event(e))
-                                chunk = b"\n\n".join(kept)
-                        if chunk:
-                            if not last:
-                                self.metrics.ttfb_seconds.observe(self._clock() - t0)
-                            prev, last = last, chunk
-                            await resp.write(chunk)
-                            if tap is not None:
-                                tap(chunk)
-                        idle_deadline(cm, loop.time(), self.timeouts.idle)
-                        chunk = await upstream.content.readany()
-            except ConnectionResetError:  # our client went away (aiohttp's reset error is also a ClientError)
-                raise
-            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                close = True
-                err = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=True)
-                resp[STATUS_KEY] = err.status
-                await resp.write(sse_error(err))
-                await resp.write_eof()
-                return resp
-            ok = status < 400
-            usage = usage_from_sse_tail(usage_event or prev + last)
-            decision.outcome = "ok" if ok else f"http_{status}"
-            await resp.write_eof()
-            return resp
-        except asyncio.CancelledError:
-            self._disconnected(decision, upstream)
-            raise
-        except ConnectionResetError:  # writing to a client that went away
-            self._disconnected(decision, upstream)
-            return resp if resp is not None else web.Response(status=499)
-        finally:
-            if close:
-                upstream.close()  # the engine sees the disconnect and aborts the request
-            else:
-                upstream.release()
-            if ok and self.outliers is not None:
-                self.outliers.success(result.target)
-            self._complete(llm_req, result, decision, ok, usage)
 
     def _body_failed(self, timed_out: bool, result: Any, decision: Decision, *, streaming: bool) -> HTTPError:
         """The error a client gets when the upstream went silent or broke in the middle of an answer's body."""
@@ -404,9 +272,9 @@ class Proxy:
         decision.outcome = "ok" if ok else f"http_{status}"
         return web.Response(body=raw, status=status, headers=headers), ok, parse_usage(raw) if ok else None
 
-    async def _relay_lean(self, request: web.Request, exchange: Exchange, llm_req: LLMRequest, result: Any,
-                          decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
-        """``_relay`` for an answer from the lean stream client: its chunks are written in ``SseRelay``'s callback."""
+    async def _relay(self, request: web.Request, exchange: Exchange, llm_req: LLMRequest, result: Any,
+                     decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
+        """The answer to the client: read whole, or an event stream whose chunks ``SseRelay`` writes as they come."""
         head = exchange.head.result()
         status = decision.status = head.status
         content_type = head.get("content-type", "application/json")
@@ -469,7 +337,7 @@ class Proxy:
                 self.outliers.success(result.target)
             self._complete(llm_req, result, decision, ok, usage)
 
-    def _disconnected(self, decision: Decision, upstream: aiohttp.ClientResponse | Exchange) -> None:
+    def _disconnected(self, decision: Decision, upstream: Exchange) -> None:
         decision.outcome = "client_disconnected"
         self.metrics.client_disconnects.inc()
         upstream.close()  # drop the connection so the engine aborts the request

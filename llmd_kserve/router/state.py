@@ -19,7 +19,6 @@ from llmd_kserve.defaults import BLOCK_SIZE, DEFAULT_CONFIG, DEFAULT_PROFILE, SC
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.build import build_gateway
 from llmd_kserve.governance.gateway import Gateway
-from llmd_kserve.lean_http import StreamClient
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import DecisionLog
@@ -353,8 +352,7 @@ class RouterState:
                            inject_stream_usage=s.inject_stream_usage, outliers=self.outliers,
                            timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
                            kv_transfer_time=profile.kv_transfer_time if profile is not None else None,
-                           activity=self.scraper if self.scraper is not None and self.scraper.adaptive else None,
-                           stream_client=StreamClient(connect_timeout=s.connect_timeout))
+                           activity=self.scraper if self.scraper is not None and self.scraper.adaptive else None)
         if self.gateway.active:
             self.proxy.observer = self.gateway
         if s.tokenizer == "render":
@@ -394,8 +392,8 @@ class RouterState:
                     await res
             except Exception:
                 log.exception("stopping %s failed", type(part).__name__)
-        if self.proxy is not None and self.proxy.stream_client is not None:
-            self.proxy.stream_client.close()
+        if self.proxy is not None:
+            self.proxy.http.close()
         if self.session is not None:
             await self.session.close()
         if self.gateway.trail is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import msgspec
@@ -20,7 +19,7 @@ class UpstreamTimeouts:
     first_byte: float = 120.0
     """Until the response headers (a non-streamed answer: the whole generation) and a stream's first event."""
     idle: float = 60.0
-    """Between two chunks of a response body (fires idle..1.25 x idle after the last chunk)."""
+    """Between two chunks of a response body."""
 
 
 DEFAULT_TIMEOUTS = UpstreamTimeouts()
@@ -29,12 +28,3 @@ DEFAULT_TIMEOUTS = UpstreamTimeouts()
 def sse_error(exc: HTTPError) -> bytes:
     """The SSE event a stream ends with when its upstream broke or went silent (an OpenAI error body)."""
     return b"data: " + _encode(exc.body()) + b"\n\n"
-
-
-def idle_deadline(cm: asyncio.Timeout, now: float, idle: float) -> None:
-    """Keep ``cm`` at least ``idle`` s ahead of ``now``: moved 1.25 x idle ahead only when it got closer, so a
-    stream of many small chunks does not pay a timer per chunk (the timeout fires idle..1.25 x idle after the
-    last chunk)."""
-    when = cm.when()
-    if when is None or when - now < idle:
-        cm.reschedule(now + 1.25 * idle)

@@ -7,7 +7,7 @@ import json
 
 from fake_upstream import running_fake
 
-from llmd_kserve.lean_http import Connection, StreamClient
+from llmd_kserve.lean_http import Address, Connection, StreamClient
 from llmd_kserve.router.app import running_router
 from llmd_kserve.router.sse_relay import HIGH_WATER, SseRelay
 
@@ -45,7 +45,7 @@ class FakeTransport:
 
 
 def exchange():
-    conn = Connection(StreamClient(), ("127.0.0.1", 1))
+    conn = Connection(StreamClient(), Address(False, "127.0.0.1", 1, ""))
     up = FakeTransport()
     conn.connection_made(up)  # type: ignore[arg-type]
     ex = conn.start(b"x")
