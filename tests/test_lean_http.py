@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import ssl
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from llmd_kserve.lean_http import Address, Connection, StreamClient, UpstreamBroken, _request_bytes, address
+from tests.wire import golden_text
 
 ADDR = Address(False, "127.0.0.1", 1, "")
 
@@ -273,3 +275,23 @@ async def test_https_endpoint_with_its_certificate_checked(tmp_path):
             await StreamClient().request(url, "/v1/completions", b"{}", {})
     finally:
         await runner.cleanup()
+
+
+async def test_vllm_stream_as_uvicorn_frames_it_in_random_splits():
+    """vLLM 0.26's golden SSE answer, one chunk per event with uvicorn's lower-case headers, fed in random pieces."""
+    events = [e + b"\n\n" for e in golden_text("completions_stream.sse").encode().split(b"\n\n") if e.strip()]
+    raw = (b"HTTP/1.1 200 OK\r\ndate: Mon, 30 Nov 2026 12:00:00 GMT\r\nserver: uvicorn\r\n"
+           b"content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+           + b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n")
+    rng = random.Random(7)
+    for _ in range(50):
+        conn, _, client = connection()
+        ex = conn.start(b"x")
+        got: list[bytes] = []
+        ex.attach(got.append)
+        feed(conn, raw, sorted(rng.sample(range(1, len(raw)), 12)))
+        assert got == events and ex.done.done() and ex.head.result().get("content-type").startswith(
+            "text/event-stream")
+        ex.release()
+        assert client._idle[ADDR] == [conn]
+    assert events[-1] == b"data: [DONE]\n\n" and b'"usage"' in events[-2]
