@@ -58,9 +58,9 @@ class SubscriptionStats:
 
 
 class _Sub:
-    __slots__ = ("address", "blocks", "decode_errors", "disconnects", "gaps", "last_seq", "messages", "missed",
-                 "monitor", "monitor_socket", "replay", "replay_failures", "replay_socket", "replayed", "restarts",
-                 "socket", "task")
+    __slots__ = ("address", "blocks", "decode_errors", "disconnects", "gaps", "last_seq", "loop", "messages",
+                 "missed", "monitor", "monitor_socket", "reader", "replay", "replay_failures", "replay_socket",
+                 "replayed", "restarts", "socket", "task")
 
     def __init__(self, address: str, replay: str | None = None) -> None:
         self.address = address
@@ -72,6 +72,10 @@ class _Sub:
         self.socket: zmq.asyncio.Socket | None = None
         self.replay_socket: zmq.asyncio.Socket | None = None
         self.task: asyncio.Task[None] | None = None
+        """A replay in progress (the socket's reader is off meanwhile)."""
+        self.reader: zmq.Socket | None = None
+        """The SUB socket's synchronous shadow, read in the loop's reader callback."""
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.monitor: asyncio.Task[None] | None = None
         self.monitor_socket: zmq.asyncio.Socket | None = None
 
@@ -172,8 +176,10 @@ class KVEventSubscriber:
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(sub.address)
         sub.socket = sock
-        loop = asyncio.get_running_loop()
-        sub.task = loop.create_task(self._run(eid, sub, sock), name=f"kv-events {eid}")
+        loop = sub.loop = asyncio.get_running_loop()
+        sub.reader = zmq.Socket.shadow(sock.underlying)
+        log.info("subscribed to KV events of %s at %s", eid, sub.address)
+        self._resume(eid, sub)
         sub.monitor_socket = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sub.monitor = loop.create_task(self._watch(eid, sub.monitor_socket), name=f"kv-events monitor {eid}")
 
@@ -191,6 +197,9 @@ class KVEventSubscriber:
         if sub.task is not None:
             sub.task.cancel()
             sub.task = None
+        if sub.reader is not None and sub.loop is not None and not sub.loop.is_closed():
+            sub.loop.remove_reader(sub.reader.FD)
+        sub.reader = None
         if sub.socket is not None:
             sub.socket.close(linger=0)
             sub.socket = None
@@ -200,20 +209,58 @@ class KVEventSubscriber:
 
     # --- ingestion -------------------------------------------------------------------------------------------------
 
-    async def _run(self, eid: EndpointId, sub: _Sub, sock: zmq.asyncio.Socket) -> None:
-        log.info("subscribed to KV events of %s at %s", eid, sub.address)
-        while True:
-            frames = await sock.recv_multipart(copy=True)
+    _BATCH = 256
+    """Messages read in one reader callback before the loop gets a turn (the rest: in the next callback)."""
+
+    def _resume(self, eid: EndpointId, sub: _Sub) -> None:
+        """Read the socket from the loop's reader callback; messages queued already are read at once."""
+        assert sub.reader is not None and sub.loop is not None
+        sub.loop.add_reader(sub.reader.FD, self._readable, eid, sub)
+        sub.loop.call_soon(self._readable, eid, sub)  # ZMQ's FD is edge-triggered: it may not signal them
+
+    def _readable(self, eid: EndpointId, sub: _Sub) -> None:
+        """Apply every queued message (no task or future per message); a gap with a replay address pauses
+        reading until the missed messages are recovered."""
+        reader = sub.reader
+        if reader is None or sub.task is not None:
+            return
+        for _ in range(self._BATCH):
+            try:
+                if not reader.EVENTS & zmq.POLLIN:
+                    return
+                frames = reader.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:  # closed under us
+                return
             try:
                 last = sub.last_seq
                 if sub.replay and last is not None and len(frames) in (2, 3) and len(frames[-2]) == 8:
                     seq = int.from_bytes(frames[-2], "big")
                     if seq > last + 1:
-                        await self._recover(eid, sub, last + 1, seq)
+                        assert sub.loop is not None
+                        sub.loop.remove_reader(reader.FD)
+                        sub.task = sub.loop.create_task(self._recover_then(eid, sub, last + 1, seq, frames),
+                                                        name=f"kv-events replay {eid}")
+                        return
                 self._handle(eid, sub, frames)
             except Exception:  # never let one bad message kill the subscription
                 sub.decode_errors += 1
                 log.exception("failed to apply KV events from %s", eid)
+        assert sub.loop is not None
+        sub.loop.call_soon(self._readable, eid, sub)  # more queued: after the loop's other work
+
+    async def _recover_then(self, eid: EndpointId, sub: _Sub, start: int, stop: int, frames: list[bytes]) -> None:
+        try:
+            await self._recover(eid, sub, start, stop)
+            self._handle(eid, sub, frames)
+        except Exception:
+            sub.decode_errors += 1
+            log.exception("failed to apply KV events from %s", eid)
+        finally:
+            sub.task = None
+        if sub.reader is not None:
+            self._resume(eid, sub)
 
     async def _recover(self, eid: EndpointId, sub: _Sub, start: int, stop: int) -> None:
         """Ask the publisher's replay socket for messages ``start .. stop-1`` and apply them in order."""
