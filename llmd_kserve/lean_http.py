@@ -173,7 +173,7 @@ class Connection(asyncio.Protocol):
             return
         ex.last_data = self.loop.time()
         ex.got_bytes = True
-        if self.head_buf is not None:
+        while self.head_buf is not None:
             buf = self.head_buf + data
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -182,14 +182,17 @@ class Connection(asyncio.Protocol):
                 else:
                     self.head_buf = buf
                 return
-            self.head_buf = None
             try:
                 head = self._parse_head(buf[:end])
             except (ValueError, UnicodeDecodeError):
                 self._fail(UpstreamBroken("upstream sent a response that is not HTTP/1.1"))
                 return
-            ex.head.set_result(head)
             data = buf[end + 4:]
+            if 100 <= head.status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+                self.head_buf = b""
+                continue
+            self.head_buf = None
+            ex.head.set_result(head)
             if self.mode == "length" and self.remaining == 0:
                 self._finish(keep=not data)
                 return
@@ -235,7 +238,7 @@ class Connection(asyncio.Protocol):
             self.mode, self.remaining = "length", int(headers["content-length"])
             if self.remaining < 0:
                 raise ValueError("negative Content-Length")
-        elif status in (204, 304) or 100 <= status < 200:
+        elif status in (204, 304):
             self.mode, self.remaining = "length", 0
         else:
             self.mode, self.keep_alive = "close", False

@@ -295,3 +295,12 @@ async def test_vllm_stream_as_uvicorn_frames_it_in_random_splits():
         ex.release()
         assert client._idle[ADDR] == [conn]
     assert events[-1] == b"data: [DONE]\n\n" and b'"usage"' in events[-2]
+
+
+async def test_interim_answers_are_skipped():
+    conn, _, _ = connection()
+    ex = conn.start(b"x")
+    raw = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+           b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    feed(conn, raw, [10, 30, 60])
+    assert ex.head.result().status == 200 and await ex.read_all(1.0) == b"ok"
