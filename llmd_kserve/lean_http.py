@@ -1,15 +1,14 @@
 """A lean HTTP/1.1 client: each body chunk reaches a callback as it arrives, no task per chunk.
 
 aiohttp's client wakes a task and runs its stream reader for every SSE event, which for a token stream was most of
-the router's CPU. Here the response head and the chunked (or Content-Length, or until-close) body are parsed in
-``data_received`` and every chunk's payload goes straight to ``Exchange.sink``. The router sends every request to
+the router's CPU. Here llhttp (``httptools``, uvicorn's parser) parses the response in ``data_received`` and every
+body chunk goes straight to ``Exchange.sink`` (a chunk split over reads is put together first). The router sends every request to
 an engine and every metrics scrape through it; its aiohttp session serves the P/D prefill hop and model lists.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -18,9 +17,9 @@ from functools import lru_cache
 from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
+import httptools
+
 MAX_HEAD = 64 * 1024
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
 
 class UpstreamBroken(ConnectionError):
@@ -60,6 +59,12 @@ def address(target: str) -> Address | None:
     except ValueError:  # a port out of range
         return None
     return Address(u.scheme == "https", u.hostname, port, u.path.rstrip("/"))
+
+
+def _until_close(head: Head) -> bool:
+    """The body ends when the connection does (no length, not chunked)."""
+    return ("content-length" not in head.headers and "chunked" not in head.get("transfer-encoding").lower()
+            and head.status not in (204, 304))
 
 
 def _retrieve(fut: asyncio.Future) -> None:
@@ -134,7 +139,7 @@ class Exchange:
 
 
 class Connection(asyncio.Protocol):
-    """One keep-alive TCP connection to an engine; parses one answer at a time."""
+    """One keep-alive TCP connection to an engine; one answer at a time, parsed by llhttp (``httptools``)."""
 
     transport: asyncio.Transport
 
@@ -145,9 +150,13 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
-        self.head_buf: bytes | None = None
-        self.mode, self.keep_alive, self.remaining = "close", False, 0
-        self.state, self.carry, self.parts = _SIZE, b"", list[bytes]()
+        self.keep_alive = False
+        self.parser = httptools.HttpResponseParser(self)
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0  # bytes of the response head so far (bounded by MAX_HEAD)
+        self._interim = False  # a 1xx answer is being parsed: the real one follows
+        self._chunked = False
+        self._parts: list[bytes] = []  # the current chunk's pieces, when it came in several reads
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -161,8 +170,9 @@ class Connection(asyncio.Protocol):
         ex = self.exchange
         if ex is None:
             return
-        if self.mode == "close" and ex.head.done():  # a body delimited by the end of the connection
-            self._finish(keep=False)
+        head = ex.head
+        if head.done() and not head.exception() and _until_close(head.result()):  # the end is the body's end
+            self._finish()
         else:
             self._fail(UpstreamBroken("upstream connection lost", before_answer=not ex.got_bytes))
 
@@ -173,131 +183,64 @@ class Connection(asyncio.Protocol):
             return
         ex.last_data = self.loop.time()
         ex.got_bytes = True
-        while self.head_buf is not None:
-            buf = self.head_buf + data
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._fail(UpstreamBroken("upstream response head too large"))
-                else:
-                    self.head_buf = buf
-                return
-            try:
-                head = self._parse_head(buf[:end])
-            except (ValueError, UnicodeDecodeError):
-                self._fail(UpstreamBroken("upstream sent a response that is not HTTP/1.1"))
-                return
-            data = buf[end + 4:]
-            if 100 <= head.status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-                self.head_buf = b""
-                continue
-            self.head_buf = None
-            ex.head.set_result(head)
-            if self.mode == "length" and self.remaining == 0:
-                self._finish(keep=not data)
-                return
-            if not data:
-                return
-        if self.mode == "chunked":
-            self._chunked(data)
-        elif self.mode == "length":
-            piece = data[: self.remaining]
-            self.remaining -= len(piece)
-            ex.emit(piece)
-            if self.remaining == 0 and self.exchange is ex:
-                self._finish(keep=len(piece) == len(data))
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail(UpstreamBroken("upstream sent a response that is not valid HTTP/1.1"))
+            return
+        if self.exchange is ex and not ex.head.done():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._fail(UpstreamBroken("upstream response head too large"))
+
+    # --- llhttp callbacks ---------------------------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        headers, self._headers = self._headers, {}
+        self._interim = 100 <= status < 200  # 100 Continue, 103 Early Hints: skipped
+        ex = self.exchange
+        if self._interim or ex is None:
+            return
+        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        ex.head.set_result(Head(status, headers))
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        if self._chunked:
+            self._parts.append(body)  # emitted whole at the chunk's end
         else:
-            ex.emit(data)
+            ex.emit(body)
+
+    def on_chunk_complete(self) -> None:
+        parts, ex = self._parts, self.exchange
+        if parts and ex is not None:
+            self._parts = []
+            ex.emit(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self.exchange is not None:
+            self.keep_alive = self.parser.should_keep_alive()
+            self._finish()
 
     # --- one exchange -------------------------------------------------------------------------------------------
     def start(self, request: bytes) -> Exchange:
         ex = self.exchange = Exchange(self, self.loop)
-        self.head_buf = b""
-        self.mode, self.keep_alive, self.remaining = "close", False, 0
-        self.state, self.carry, self.parts = _SIZE, b"", list[bytes]()
+        self._head_bytes, self._interim, self._parts = 0, False, []
+        self.keep_alive = False
         self.transport.write(request)
         return ex
 
-    def _parse_head(self, raw: bytes) -> Head:
-        lines = raw.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise ValueError(lines[0])
-        status = int(rest[:3])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise ValueError(line)
-            headers[name.lower()] = value.strip()
-        conn = headers.get("connection", "").lower()
-        self.keep_alive = version == "HTTP/1.1" and "close" not in conn
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self.mode = "chunked"
-        elif "content-length" in headers:
-            self.mode, self.remaining = "length", int(headers["content-length"])
-            if self.remaining < 0:
-                raise ValueError("negative Content-Length")
-        elif status in (204, 304):
-            self.mode, self.remaining = "length", 0
-        else:
-            self.mode, self.keep_alive = "close", False
-        return Head(status, headers)
-
-    def _chunked(self, data: bytes) -> None:
-        ex = self.exchange
-        assert ex is not None
-        if self.carry:
-            data, self.carry = self.carry + data, b""
-        pos, n = 0, len(data)
-        while pos < n:
-            if self.state == _DATA:
-                end = pos + self.remaining
-                if end > n:
-                    self.parts.append(data[pos:])
-                    self.remaining -= n - pos
-                    return
-                piece = data[pos:end]
-                if self.parts:
-                    self.parts.append(piece)
-                    piece, self.parts = b"".join(self.parts), []
-                self.state, pos = _DATA_END, end
-                ex.emit(piece)
-                if self.exchange is not ex:  # the sink gave up on this answer
-                    return
-            elif self.state == _DATA_END:
-                if n - pos < 2:
-                    self.carry = data[pos:]
-                    return
-                if data[pos:pos + 2] != b"\r\n":
-                    self._fail(UpstreamBroken("upstream sent a malformed chunk"))
-                    return
-                self.state, pos = _SIZE, pos + 2
-            else:
-                eol = data.find(b"\r\n", pos)
-                if eol < 0:
-                    if n - pos > 4096:
-                        self._fail(UpstreamBroken("upstream sent a malformed chunk"))
-                    else:
-                        self.carry = data[pos:]
-                    return
-                line, pos = data[pos:eol], eol + 2
-                if self.state == _TRAILER:
-                    if not line:
-                        self._finish(keep=pos == n)
-                        return
-                    continue
-                size = line.split(b";", 1)[0].strip()
-                if not _HEX.fullmatch(size):
-                    self._fail(UpstreamBroken("upstream sent a malformed chunk"))
-                    return
-                self.remaining = int(size, 16)
-                self.state = _DATA if self.remaining else _TRAILER
-
-    def _finish(self, *, keep: bool) -> None:
+    def _finish(self) -> None:
         ex, self.exchange = self.exchange, None
         assert ex is not None
-        self.keep_alive = self.keep_alive and keep
         if not ex.first.done():
             ex.first.set_result(None)
         if not ex.done.done():
