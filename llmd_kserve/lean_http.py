@@ -2,8 +2,9 @@
 
 aiohttp's client wakes a task and runs its stream reader for every SSE event, which for a token stream was most of
 the router's CPU. Here llhttp (``httptools``, uvicorn's parser) parses the response in ``data_received`` and every
-body chunk goes straight to ``Exchange.sink`` (a chunk split over reads is put together first). The router sends every request to
-an engine and every metrics scrape through it; its aiohttp session serves the P/D prefill hop and model lists.
+body chunk goes straight to ``Exchange.sink`` (a chunk split over reads is put together first). The router sends
+every request to an engine and every metrics scrape through it; its aiohttp session serves the P/D prefill hop and
+model lists.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class Connection(asyncio.Protocol):
         if ex is None:
             return
         head = ex.head
-        if head.done() and not head.exception() and _until_close(head.result()):  # the end is the body's end
+        if head.done() and not head.cancelled() and head.exception() is None and _until_close(head.result()):  # the end is the body's end
             self._finish()
         else:
             self._fail(UpstreamBroken("upstream connection lost", before_answer=not ex.got_bytes))
