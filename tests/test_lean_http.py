@@ -12,33 +12,10 @@ import pytest
 from aiohttp import web
 
 from llmd_kserve.lean_http import Address, Connection, StreamClient, UpstreamBroken, _request_bytes, address
+from tests.fake_transport import FakeTransport
 from tests.wire import golden_text
 
 ADDR = Address(False, "127.0.0.1", 1, "")
-
-
-class FakeTransport:
-    """Stands in for a socket transport: records writes, pauses and aborts."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.aborted = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def get_extra_info(self, name: str) -> None:
-        return None
 
 
 def connection() -> tuple[Connection, FakeTransport, StreamClient]:

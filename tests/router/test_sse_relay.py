@@ -10,38 +10,7 @@ from fake_upstream import running_fake
 from llmd_kserve.lean_http import Address, Connection, StreamClient
 from llmd_kserve.router.app import running_router
 from llmd_kserve.router.sse_relay import HIGH_WATER, SseRelay
-
-
-class FakeTransport:
-    """Stands in for a socket transport on either side: records writes, a settable write buffer, pauses."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.buffered = 0
-        self.closing = False
-        self.paused = False
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def get_extra_info(self, name: str) -> None:
-        return None
+from tests.fake_transport import FakeTransport
 
 
 def exchange():
