@@ -169,7 +169,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         ex = self.exchange
-        if ex is None:
+        if ex is None:  # an idle one the engine closed (keep-alive timeout, restart): out of the pool
+            self.pool.forget(self)
             return
         head = ex.head
         if head.done() and not head.cancelled() and head.exception() is None and _until_close(head.result()):  # the end is the body's end
@@ -341,6 +342,13 @@ class StreamClient:
             return
         conn.idle_since = conn.loop.time()
         idle.append(conn)
+
+    def forget(self, conn: Connection) -> None:
+        idle = self._idle.get(conn.key)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self._idle[conn.key]
 
     def close(self) -> None:
         for idle in self._idle.values():

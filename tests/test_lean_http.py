@@ -192,7 +192,15 @@ async def test_real_server_keep_alive_reuse_stale_retry_and_streaming():
         ex.release()
         assert got == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
         await asyncio.sleep(0.6)  # the server closes idle keep-alive connections after 0.2 s
-        ex = await client.request(url, "/c", b"{}", {})  # a pooled dead connection: retried on a fresh one
+        assert not client._idle  # a connection the engine closed leaves the pool (no leak when engines go away)
+        stale = Connection(client, address(url))  # pooled, and closed by the engine as the request goes out
+        stale.connection_made(FakeTransport())  # type: ignore[arg-type]
+        client.put_back(stale)
+        task = asyncio.ensure_future(client.request(url, "/c", b"{}", {}))
+        await asyncio.sleep(0)
+        assert stale.transport.written and stale.exchange is not None  # type: ignore[attr-defined]
+        stale.connection_lost(None)  # no byte of an answer came: once more on a fresh connection
+        ex = await task
         assert b'"POST"' in await ex.read_all(5.0)
         ex.release()
     finally:
