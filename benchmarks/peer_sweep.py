@@ -44,6 +44,7 @@ import yaml
 import llmd_kserve
 from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo, ratio_range, spread, sweep
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
+from llmd_kserve.bench.pacing import point_requests, send_lateness, session_order_violations
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.stats import SLO, percentile, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec
@@ -57,10 +58,17 @@ OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default"
 PEER = ("vllm:cache_aware", "vllm:power_of_two")
 # live rates (req/s) at each scenario's time scale, finer where a coarse probe found the knees (RESULTS.md)
 RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20, 30, 40, 50, 55, 60, 66, 72, 80),
-         "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64)}
-MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8}  # the simulator table's matched loads / time scale
-SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0}
-MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "unequal": 240}  # unequal: 48 cold groups on slow engines
+         "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64),
+         "chat": (10, 15, 20, 25, 30, 35, 40, 50), "burst": (8, 12, 16, 24, 32, 40, 48, 56, 64),
+         "agentic": (2, 3, 4, 6, 8, 10, 12, 16), "rag-reasoning": (8, 10, 12, 14, 16, 20)}
+MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8,  # the simulator table's matched loads / time scale
+           "chat": 20, "burst": 8, "agentic": 2, "rag-reasoning": 8}
+SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0, "chat": 2.0, "burst": 4.0, "agentic": 1.0,
+         "rag-reasoning": 2.0}
+# unequal: 48 cold groups on slow engines; session scenarios (chat, agentic) keep this count at every rate (more
+# requests would be more sessions): chat 40 sessions x 6 turns, agentic 16 sessions x 4 turns
+MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "unequal": 240, "chat": 240, "burst": 160, "agentic": 64,
+                "rag-reasoning": 160}
 HOST = "127.0.0.1"
 
 
@@ -166,8 +174,10 @@ def reset(bases: list[str]) -> None:
 def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Namespace, engines: list[Proc],
               urls: list[str], log_dir: Path, peer_bin: str | None) -> dict[str, Any]:
     ts = a.scale[sc.name]
-    n = max(a.min_req[sc.name], round(rate * ts * a.duration))
+    n = point_requests(rate, ts, a.duration, a.min_req[sc.name], sc.sessions)
     reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), n)
+    if bad := session_order_violations(reqs):  # the load generator sends by arrival time, like the simulator
+        raise SystemExit(f"{sc.name}: sessions {bad[:3]} would be sent out of turn order")
     bases = [u.split("#")[0] for u in urls]
     router_args: tuple[str, ...] = ()
     if a.router_profile == "scaled":
@@ -206,7 +216,7 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
             "attain": s["slo_attainment"], "hit": res.engine_hit_rate, "errors": s["errors"],
             "router_cpu_s": router_cpu, "engine_cpu_s": engine_cpu, "loadgen_cpu_s": loadgen_cpu,
             "time_scale": ts, "router_profile": a.router_profile, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
-            "loadavg": os.getloadavg()[0]}
+            "loadavg": os.getloadavg()[0], **send_lateness(reqs, res.results)}
 
 
 def _kv(spec: str, defaults: dict[str, Any], cast: Any) -> dict[str, Any]:
@@ -246,7 +256,8 @@ class _Ctx:
               f"{rate:g}/s n={p['n']}: attain {p['attain'] or 0:.2f} TTFT p50/p90 {(p['ttft_p50'] or 0) * 1e3:.0f}/"
               f"{(p['ttft_p90'] or 0) * 1e3:.0f} ms (warm {(p['ttft_p90_warm'] or 0) * 1e3:.0f}) hit {p['hit'] or 0:.3f} errors {p['errors']} router CPU "
               f"{p['router_cpu_s'] / p['wall_s']:.2f} core, engines {sum(p['engine_cpu_s']) / p['wall_s']:.2f}, "
-              f"loadgen {p['loadgen_cpu_s'] / p['wall_s']:.2f}, load {p['loadavg']:.1f}", flush=True)
+              f"loadgen {p['loadgen_cpu_s'] / p['wall_s']:.2f} (late p99 {(p['late_p99'] or 0) * 1e3:.0f} ms), "
+              f"load {p['loadavg']:.1f}, {p['wall_s']:.0f} s", flush=True)
         return p
 
 
