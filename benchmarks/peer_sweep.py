@@ -7,7 +7,13 @@ runs). Every point starts a fresh router process and resets every engine's prefi
 requests for that (seed, rate) as text prompts (the same for every policy) from one load generator. The SLO is the
 scenario's, scaled by T (TTFT 1 s -> T s, TPOT 50 ms -> T x 50 ms): a point is within it when >= 90% of requests meet
 both. Per point: TTFT p50/p90, SLO attainment, the engines' own prefix-cache hit rate, the router's CPU
-(``/proc/<pid>/stat`` user+system over the run) and the engines' and load generator's CPU.
+(``/proc/<pid>/stat`` user+system over the run), the engines' and load generator's CPU and how late the load
+generator sent requests after their scheduled arrival (p50/p99/max: a generator that cannot keep up shows here).
+
+Scenarios: shared-prefix, zipf, unequal, chat, burst, agentic, rag-reasoning (``llmd_kserve.bench.scenarios``, the
+simulator's engines: profiles, KV blocks, agentic's 128k context). Session scenarios (chat, agentic) keep their
+request count at every rate (``bench.pacing.point_requests``: more requests would be more sessions) and send each
+session's turns in arrival order, open loop, as the simulator does (checked per point).
 
 Raw points go to ``--out`` (JSON, rewritten after every point); ``--report a.json,b.json`` prints the tables from
 saved points (later files win for the same scenario/policy/seed/rate). The peer is optional (extra ``bench``).
@@ -17,6 +23,7 @@ rate (the rates below it passed there), so repeats cost only the points around t
 its first rate walks down the grid until a rate passes.
 
 Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale unequal=2]
+       (or --scenarios chat,burst,agentic,rag-reasoning)
        [--policies default,approx-prefix,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
        [--rates zipf=2,4,8] [--matched zipf=4] [--duration 3] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
        .venv/bin/python benchmarks/peer_sweep.py --report out/peer_sweep/a.json,out/peer_sweep/b.json
@@ -323,6 +330,7 @@ def summarize_points(points: list[dict[str, Any]], matched: dict[str, float]) ->
                                      / sum(p["n"] for p in ps.values()) for ps in per_seed),
                 "cores_top": spread(p["router_cpu_s"] / p["wall_s"] for p in pts if p["rate"] == top),
                 "attain": [{r: ps[r]["attain"] for r in sorted(ps)} for ps in per_seed],
+                "late_p99": [max((p.get("late_p99") or 0.0 for p in ps.values()), default=0.0) for ps in per_seed],
             }
     return out
 
@@ -345,8 +353,9 @@ def report(paths: list[Path], matched: dict[str, float]) -> None:
     print("\nSLO attainment per swept rate (one row per seed):\n")
     for name, pols in summary.items():
         for policy, r in pols.items():
-            for seed, att in zip(r["seeds"], r["attain"], strict=True):
-                print(f"- {name} {policy} seed {seed}: " + ", ".join(f"{k:g}: {v or 0:.2f}" for k, v in att.items()))
+            for seed, att, late in zip(r["seeds"], r["attain"], r["late_p99"], strict=True):
+                print(f"- {name} {policy} seed {seed}: " + ", ".join(f"{k:g}: {v or 0:.2f}" for k, v in att.items())
+                      + (f" (load generator sent p99 <= {late * 1e3:.0f} ms late)" if late else ""))
     print("\nRatios, mean (worst-best over seeds):\n")
     for name, pols in summary.items():
         d = pols.get("default")
