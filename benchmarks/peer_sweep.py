@@ -66,8 +66,8 @@ PEER = ("vllm:cache_aware", "vllm:power_of_two")
 # live rates (req/s) at each scenario's time scale, finer where a coarse probe found the knees (RESULTS.md)
 RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20, 30, 40, 50, 55, 60, 66, 72, 80),
          "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64),
-         "chat": (10, 15, 20, 25, 30, 35, 40, 50), "burst": (8, 12, 16, 24, 32, 40, 48, 56, 64),
-         "agentic": (2, 3, 4, 6, 8, 10, 12, 16), "rag-reasoning": (8, 10, 12, 14, 16, 20)}
+         "chat": (20, 30, 35, 40, 50, 60, 70, 80, 100, 120), "burst": (8, 12, 16, 24, 32, 40, 48, 56, 64),
+         "agentic": (2, 3, 4, 5, 6, 8, 10, 12, 16), "rag-reasoning": (8, 10, 12, 14, 16, 18, 20)}
 MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8,  # the simulator table's matched loads / time scale
            "chat": 20, "burst": 8, "agentic": 2, "rag-reasoning": 8}
 SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0, "chat": 2.0, "burst": 4.0, "agentic": 1.0,
