@@ -7,7 +7,13 @@ runs). Every point starts a fresh router process and resets every engine's prefi
 requests for that (seed, rate) as text prompts (the same for every policy) from one load generator. The SLO is the
 scenario's, scaled by T (TTFT 1 s -> T s, TPOT 50 ms -> T x 50 ms): a point is within it when >= 90% of requests meet
 both. Per point: TTFT p50/p90, SLO attainment, the engines' own prefix-cache hit rate, the router's CPU
-(``/proc/<pid>/stat`` user+system over the run) and the engines' and load generator's CPU.
+(``/proc/<pid>/stat`` user+system over the run), the engines' and load generator's CPU and how late the load
+generator sent requests after their scheduled arrival (p50/p99/max: a generator that cannot keep up shows here).
+
+Scenarios: shared-prefix, zipf, unequal, chat, burst, agentic, rag-reasoning (``llmd_kserve.bench.scenarios``, the
+simulator's engines: profiles, KV blocks, agentic's 128k context). Session scenarios (chat, agentic) keep their
+request count at every rate (``bench.pacing.point_requests``: more requests would be more sessions) and send each
+session's turns in arrival order, open loop, as the simulator does (checked per point).
 
 Raw points go to ``--out`` (JSON, rewritten after every point); ``--report a.json,b.json`` prints the tables from
 saved points (later files win for the same scenario/policy/seed/rate). The peer is optional (extra ``bench``).
@@ -17,6 +23,7 @@ rate (the rates below it passed there), so repeats cost only the points around t
 its first rate walks down the grid until a rate passes.
 
 Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale unequal=2]
+       (or --scenarios chat,burst,agentic,rag-reasoning)
        [--policies default,approx-prefix,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
        [--rates zipf=2,4,8] [--matched zipf=4] [--duration 3] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
        .venv/bin/python benchmarks/peer_sweep.py --report out/peer_sweep/a.json,out/peer_sweep/b.json
@@ -44,6 +51,7 @@ import yaml
 import llmd_kserve
 from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo, ratio_range, spread, sweep
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
+from llmd_kserve.bench.pacing import point_requests, send_lateness, session_order_violations
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.stats import SLO, percentile, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec
@@ -57,10 +65,17 @@ OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default"
 PEER = ("vllm:cache_aware", "vllm:power_of_two")
 # live rates (req/s) at each scenario's time scale, finer where a coarse probe found the knees (RESULTS.md)
 RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20, 30, 40, 50, 55, 60, 66, 72, 80),
-         "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64)}
-MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8}  # the simulator table's matched loads / time scale
-SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0}
-MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "unequal": 240}  # unequal: 48 cold groups on slow engines
+         "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64),
+         "chat": (20, 30, 35, 40, 50, 60, 70, 80, 100, 120), "burst": (8, 12, 16, 24, 32, 40, 48, 56, 64),
+         "agentic": (2, 3, 4, 5, 6, 8, 10, 12, 16), "rag-reasoning": (8, 10, 12, 14, 16, 18, 20)}
+MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8,  # the simulator table's matched loads / time scale
+           "chat": 20, "burst": 8, "agentic": 2, "rag-reasoning": 8}
+SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0, "chat": 2.0, "burst": 4.0, "agentic": 1.0,
+         "rag-reasoning": 2.0}
+# unequal: 48 cold groups on slow engines; session scenarios (chat, agentic) keep this count at every rate (more
+# requests would be more sessions): chat 40 sessions x 6 turns, agentic 16 sessions x 4 turns
+MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "unequal": 240, "chat": 240, "burst": 160, "agentic": 64,
+                "rag-reasoning": 160}
 HOST = "127.0.0.1"
 
 
@@ -166,8 +181,10 @@ def reset(bases: list[str]) -> None:
 def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Namespace, engines: list[Proc],
               urls: list[str], log_dir: Path, peer_bin: str | None) -> dict[str, Any]:
     ts = a.scale[sc.name]
-    n = max(a.min_req[sc.name], round(rate * ts * a.duration))
+    n = point_requests(rate, ts, a.duration, a.min_req[sc.name], sc.sessions)
     reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), n)
+    if bad := session_order_violations(reqs):  # the load generator sends by arrival time, like the simulator
+        raise SystemExit(f"{sc.name}: sessions {bad[:3]} would be sent out of turn order")
     bases = [u.split("#")[0] for u in urls]
     router_args: tuple[str, ...] = ()
     if a.router_profile == "scaled":
@@ -206,7 +223,7 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
             "attain": s["slo_attainment"], "hit": res.engine_hit_rate, "errors": s["errors"],
             "router_cpu_s": router_cpu, "engine_cpu_s": engine_cpu, "loadgen_cpu_s": loadgen_cpu,
             "time_scale": ts, "router_profile": a.router_profile, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
-            "loadavg": os.getloadavg()[0]}
+            "loadavg": os.getloadavg()[0], **send_lateness(reqs, res.results)}
 
 
 def _kv(spec: str, defaults: dict[str, Any], cast: Any) -> dict[str, Any]:
@@ -246,7 +263,8 @@ class _Ctx:
               f"{rate:g}/s n={p['n']}: attain {p['attain'] or 0:.2f} TTFT p50/p90 {(p['ttft_p50'] or 0) * 1e3:.0f}/"
               f"{(p['ttft_p90'] or 0) * 1e3:.0f} ms (warm {(p['ttft_p90_warm'] or 0) * 1e3:.0f}) hit {p['hit'] or 0:.3f} errors {p['errors']} router CPU "
               f"{p['router_cpu_s'] / p['wall_s']:.2f} core, engines {sum(p['engine_cpu_s']) / p['wall_s']:.2f}, "
-              f"loadgen {p['loadgen_cpu_s'] / p['wall_s']:.2f}, load {p['loadavg']:.1f}", flush=True)
+              f"loadgen {p['loadgen_cpu_s'] / p['wall_s']:.2f} (late p99 {(p['late_p99'] or 0) * 1e3:.0f} ms), "
+              f"load {p['loadavg']:.1f}, {p['wall_s']:.0f} s", flush=True)
         return p
 
 
@@ -312,6 +330,7 @@ def summarize_points(points: list[dict[str, Any]], matched: dict[str, float]) ->
                                      / sum(p["n"] for p in ps.values()) for ps in per_seed),
                 "cores_top": spread(p["router_cpu_s"] / p["wall_s"] for p in pts if p["rate"] == top),
                 "attain": [{r: ps[r]["attain"] for r in sorted(ps)} for ps in per_seed],
+                "late_p99": [max((p.get("late_p99") or 0.0 for p in ps.values()), default=0.0) for ps in per_seed],
             }
     return out
 
@@ -334,8 +353,9 @@ def report(paths: list[Path], matched: dict[str, float]) -> None:
     print("\nSLO attainment per swept rate (one row per seed):\n")
     for name, pols in summary.items():
         for policy, r in pols.items():
-            for seed, att in zip(r["seeds"], r["attain"], strict=True):
-                print(f"- {name} {policy} seed {seed}: " + ", ".join(f"{k:g}: {v or 0:.2f}" for k, v in att.items()))
+            for seed, att, late in zip(r["seeds"], r["attain"], r["late_p99"], strict=True):
+                print(f"- {name} {policy} seed {seed}: " + ", ".join(f"{k:g}: {v or 0:.2f}" for k, v in att.items())
+                      + (f" (load generator sent p99 <= {late * 1e3:.0f} ms late)" if late else ""))
     print("\nRatios, mean (worst-best over seeds):\n")
     for name, pols in summary.items():
         d = pols.get("default")
