@@ -1,6 +1,6 @@
 """Router-side CPU per metrics scrape of one simulated engine, four ways in one run: the old way (aiohttp GET of the
 full page, parsed) with gzip (aiohttp's default; a server that honours it) and without (vLLM's ``/metrics`` today),
-and the scraper's (aiohttp, identity) of the full page (a server that ignores ``name[]``, as vLLM today) and of
+and the scraper's (its lean keep-alive client, identity) of the full page (a server that ignores ``name[]``, as vLLM today) and of
 the ``?name[]=`` page.
 
     PYTHONPATH=. .venv/bin/python benchmarks/scrape_cost.py [--scrapes 2000] [--rounds 3]
@@ -36,8 +36,8 @@ async def main(a: argparse.Namespace) -> dict:
         async with aiohttp.ClientSession() as s:
             await wait_ready(s, url, proc)
             eid = EndpointId(url)
-            scrapers = {"scraper_full_us": MetricsScraper(interval=10.0, name_filter=False, session=s),
-                        "scraper_filtered_us": MetricsScraper(interval=10.0, session=s)}
+            scrapers = {"scraper_full_us": MetricsScraper(interval=10.0, name_filter=False),
+                        "scraper_filtered_us": MetricsScraper(interval=10.0)}
             for sc in scrapers.values():
                 sc.set_endpoints([Endpoint(eid)])
             rounds = []

@@ -15,10 +15,7 @@ import math
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-import aiohttp
-from yarl import URL
-
-from llmd_kserve.lean_http import StreamClient, address
+from llmd_kserve.lean_http import StreamClient
 from llmd_kserve.metrics.parse import SCRAPE_NAMES, parse_vllm_page
 from llmd_kserve.types import EndpointId, EndpointMetrics
 
@@ -43,21 +40,20 @@ class MetricsPages:
                  refilter_after: float = 300.0) -> None:
         self.path, self.clock = path, clock
         self.name_filter, self.refilter_after = name_filter, refilter_after
-        self._urls: dict[EndpointId, tuple[URL, URL]] = {}  # (full page, filtered page), parsed once
         self._full_names: dict[EndpointId, frozenset[str]] = {}  # wanted samples the last full page had
         self._unfiltered_until: dict[EndpointId, float] = {}  # the filter failed: full pages until then
-        self._timeout = aiohttp.ClientTimeout(total=None)  # one object, not one per scrape
+        self._paths = (path, f"{path}{'&' if '?' in path else '?'}{_QUERY}")  # (full page, filtered page)
         self.http = StreamClient(max_idle=2)
-        """Endpoints are scraped with this lean client (keep-alive; no aiohttp request machinery)."""
+        """Pages are fetched with the lean keep-alive client (``lean_http``); ``close`` drops its connections."""
 
-    async def get(self, eid: EndpointId, timeout: float, session: aiohttp.ClientSession | None) -> EndpointMetrics:
-        """The endpoint's metrics now; raises (aiohttp.ClientError, OSError, TimeoutError, ValueError,
-        ArithmeticError, EOFError) when the page cannot be had or parsed."""
+    async def get(self, eid: EndpointId, timeout: float) -> EndpointMetrics:
+        """The endpoint's metrics now; raises (OSError, TimeoutError, ValueError, ArithmeticError) when the page
+        cannot be had or parsed."""
         known = self._full_names.get(eid)
         filtered = (self.name_filter and known is not None
                     and self.clock() >= self._unfiltered_until.get(eid, -math.inf))
         try:
-            metrics, seen = parse_vllm_page(await self._fetch(eid, filtered, timeout, session), self.clock())
+            metrics, seen = parse_vllm_page(await self._fetch(eid, filtered, timeout), self.clock())
             lost = sorted(known - seen) if filtered and known is not None else []
             why = f"lacks {', '.join(lost)}"
         except StatusError as exc:  # a server that refuses the query
@@ -69,36 +65,21 @@ class MetricsPages:
                 log.info("%s: its filtered /metrics page %s; scraping the full page", eid, why)
             self._unfiltered_until[eid] = self.clock() + self.refilter_after
             filtered = False
-            metrics, seen = parse_vllm_page(await self._fetch(eid, False, timeout, session), self.clock())
+            metrics, seen = parse_vllm_page(await self._fetch(eid, False, timeout), self.clock())
         if not filtered:
             self._full_names[eid] = seen
         return metrics
 
     def forget(self, eid: EndpointId) -> None:
-        self._urls.pop(eid, None)
         self._full_names.pop(eid, None)
         self._unfiltered_until.pop(eid, None)
 
-    async def _fetch(self, eid: EndpointId, filtered: bool, timeout: float,
-                     session: aiohttp.ClientSession | None) -> str:
-        """One page of ``eid``: the full one, or only :data:`SCRAPE_NAMES` (``?name[]=...``)."""
-        urls = self._urls.get(eid)
-        if urls is None:
-            full = eid.rstrip("/") + self.path
-            urls = self._urls[eid] = (URL(full), URL(f"{full}{'&' if '?' in full else '?'}{_QUERY}"))
-        if address(eid) is not None:
-            path = f"{self.path}{'&' if '?' in self.path else '?'}{_QUERY}" if filtered else self.path
-            return await self._fetch_plain(eid, path, timeout)
-        if session is None:
-            raise RuntimeError("MetricsScraper not started")
-        if self._timeout.total != timeout:
-            self._timeout = aiohttp.ClientTimeout(total=timeout)
-        async with session.get(urls[filtered], timeout=self._timeout, headers=_HEADERS) as resp:
-            if resp.status != 200:
-                raise StatusError(resp.status, f"HTTP {resp.status} {resp.reason or ''} from {resp.url}")
-            return (await resp.read()).decode("utf-8")
+    def close(self) -> None:
+        self.http.close()
 
-    async def _fetch_plain(self, eid: EndpointId, path: str, timeout: float) -> str:
+    async def _fetch(self, eid: EndpointId, filtered: bool, timeout: float) -> str:
+        """One page of ``eid``: the full one, or only :data:`SCRAPE_NAMES` (``?name[]=...``)."""
+        path = self._paths[filtered]
         async with asyncio.timeout(timeout):
             exchange = await self.http.request(eid, path, b"", _HEADERS, method="GET")
             try:

@@ -27,8 +27,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
-
 from llmd_kserve.defaults import SCRAPE_INTERVAL_S
 from llmd_kserve.metrics.pages import MetricsPages
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics
@@ -65,7 +63,6 @@ class MetricsScraper:
         *,
         timeout: float | None = None,
         path: str = "/metrics",
-        session: aiohttp.ClientSession | None = None,
         on_update: Callable[[EndpointId, EndpointMetrics], None] | None = None,
         idle_interval: float | None = FIXED_RATE,
         linger: float = 1.0,
@@ -97,8 +94,6 @@ class MetricsScraper:
         self.timeout = timeout if timeout is not None else self.stale_after
         self.clock = clock
         self.path = path
-        self._session = session
-        self._own_session = session is None
         self.pages = MetricsPages(path, lambda: self.clock(), name_filter=name_filter,
                                   refilter_after=refilter_after)
         self._on_update = on_update
@@ -228,8 +223,6 @@ class MetricsScraper:
     async def start(self) -> None:
         if self._running:
             return
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._running = True
         for eid in self._endpoints:
             self._launch(eid)
@@ -246,10 +239,7 @@ class MetricsScraper:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-        self.pages.http.close()
+        self.pages.close()
 
     async def __aenter__(self) -> MetricsScraper:
         await self.start()
@@ -296,11 +286,10 @@ class MetricsScraper:
         await asyncio.gather(*(self.scrape_one(eid) for eid in list(self._endpoints)))
 
     async def scrape_one(self, eid: EndpointId) -> bool:
-        """Scrape one endpoint now; True on success. Needs :meth:`start` (or an injected session) for endpoints
-        that are not plain ``http://``."""
+        """Scrape one endpoint now; True on success (works before :meth:`start` too)."""
         try:
-            metrics = await self.pages.get(eid, self.timeout, self._session)
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, ArithmeticError, EOFError) as exc:
+            metrics = await self.pages.get(eid, self.timeout)
+        except (OSError, TimeoutError, ValueError, ArithmeticError) as exc:
             self._record_error(eid, f"{type(exc).__name__}: {exc}")
             return False
         if eid not in self._endpoints:  # removed while in flight

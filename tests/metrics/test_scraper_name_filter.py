@@ -4,7 +4,6 @@ aiohttp session."""
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -63,15 +62,14 @@ async def test_filtered_after_one_full_page_same_metrics(servers, metrics_text):
     base, seen = servers
     clock = FakeClock()
     want = parse_vllm_metrics(metrics_text, clock.t)
-    async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, clock=clock, session=s)
-        eids = [EndpointId(f"{base}/{k}") for k in ("filters", "ignores")]
-        scraper.set_endpoints([Endpoint(e) for e in eids])
-        for _ in range(3):
-            for e in eids:
-                assert await scraper.scrape_one(e)
-                assert scraper.get(e) == want
-        await scraper.stop()
+    scraper = MetricsScraper(interval=10.0, clock=clock)
+    eids = [EndpointId(f"{base}/{k}") for k in ("filters", "ignores")]
+    scraper.set_endpoints([Endpoint(e) for e in eids])
+    for _ in range(3):
+        for e in eids:
+            assert await scraper.scrape_one(e)
+            assert scraper.get(e) == want
+    await scraper.stop()
     for kind in ("filters", "ignores"):
         mine = [x for x in seen if x[0] == kind]
         assert [bool(names) for _, _, names, _ in mine] == [False, True, True]  # one full page, then filtered
@@ -84,29 +82,27 @@ async def test_filtered_page_missing_samples_falls_back_to_the_full_page(servers
     base, seen = servers
     clock = FakeClock()
     eid = EndpointId(f"{base}/{kind}")
-    async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, clock=clock, session=s, refilter_after=60.0)
-        scraper.set_endpoints([Endpoint(eid)])
-        for _ in range(3):
-            assert await scraper.scrape_one(eid)
-            assert scraper.get(eid) == parse_vllm_metrics(metrics_text, clock.t)
-        # full, filtered (empty: dropped), full at once; then full pages only, until refilter_after has passed
-        assert [bool(x[2]) for x in seen] == [False, True, False, False]
-        clock.t += 61.0
+    scraper = MetricsScraper(interval=10.0, clock=clock, refilter_after=60.0)
+    scraper.set_endpoints([Endpoint(eid)])
+    for _ in range(3):
         assert await scraper.scrape_one(eid)
-        assert [bool(x[2]) for x in seen[4:]] == [True, False]  # tried again, still broken: full page
         assert scraper.get(eid) == parse_vllm_metrics(metrics_text, clock.t)
-        assert scraper.stats()[eid].errors == 0
-        await scraper.stop()
+    # full, filtered (empty: dropped), full at once; then full pages only, until refilter_after has passed
+    assert [bool(x[2]) for x in seen] == [False, True, False, False]
+    clock.t += 61.0
+    assert await scraper.scrape_one(eid)
+    assert [bool(x[2]) for x in seen[4:]] == [True, False]  # tried again, still broken: full page
+    assert scraper.get(eid) == parse_vllm_metrics(metrics_text, clock.t)
+    assert scraper.stats()[eid].errors == 0
+    await scraper.stop()
 
 
 async def test_name_filter_off_always_asks_the_full_page(servers):
     base, seen = servers
-    async with aiohttp.ClientSession() as s:
-        scraper = MetricsScraper(interval=10.0, session=s, name_filter=False)
-        eid = EndpointId(f"{base}/filters")
-        scraper.set_endpoints([Endpoint(eid)])
-        for _ in range(2):
-            assert await scraper.scrape_one(eid)
-        await scraper.stop()
+    scraper = MetricsScraper(interval=10.0, name_filter=False)
+    eid = EndpointId(f"{base}/filters")
+    scraper.set_endpoints([Endpoint(eid)])
+    for _ in range(2):
+        assert await scraper.scrape_one(eid)
+    await scraper.stop()
     assert [x[2] for x in seen] == [(), ()]
