@@ -211,6 +211,10 @@ class MetricsScraper:
                      self.refresh_timeout)
         finally:
             self._refreshing = None
+            for e in eids:  # active for `linger` s now: poll at the active cadence, or they read stale after
+                wake = self._wake.get(e)  # stale_after while their loops still sleep the idle cadence
+                if wake is not None:
+                    wake.set()
 
     def snapshot(self) -> dict[EndpointId, EndpointMetrics]:
         return {eid: self.get(eid) for eid in self._endpoints}

@@ -57,6 +57,11 @@ async def test_idle_not_polled_and_first_request_after_idle_minute_sees_fresh_lo
         assert (m.waiting, m.stale, m.scraped_at) == (7, False, clock.t)
         assert scraper.get(dead).stale  # its refresh failed: flagged, so the health filter drops it
         assert scraper.refresh_idle() is None  # fresh now: the next requests do not wait
+        # refreshed endpoints are active for `linger` s: polled at the active cadence, so they do not read stale
+        # half a second later while the request went elsewhere (the health filter would drop them)
+        clock.t += 0.7
+        await wait_for(lambda: scraper.get(eid).scraped_at == clock.t)
+        assert not scraper.get(eid).stale
 
         # a request on the endpoint: polled every tick while it runs, idle again `linger` s after it ended
         scraper.started(eid)
