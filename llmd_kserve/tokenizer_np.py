@@ -10,6 +10,8 @@ bytes) is packed into one 64-bit word with its length, mixed with splitmix64 and
 
 from __future__ import annotations
 
+import threading
+
 try:
     import numpy as np
 except ImportError:  # numpy is a core dependency; without it the regex path is used
@@ -45,6 +47,7 @@ if np is not None:
     _CLASS[ord("0") : ord("9") + 1] = _D
     for _c in " \t\n\v\f\r\x1c\x1d\x1e\x1f":  # what Python's str regex \s matches below 128
         _CLASS[ord(_c)] = _W
+    _CLASS_BYTES = bytes(_CLASS.tolist()) + bytes(128)  # for bytes.translate (the text is ASCII)
     _U = np.uint64
     _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)], dtype=np.uint64)
 
@@ -72,63 +75,115 @@ def encode_ascii_split(text: str, first_id: int, n_ids: int, cuts: list[int]) ->
     return ids.tolist(), [0, *at, len(ids)]
 
 
+class _Workspace(threading.local):
+    """Per-thread scratch arrays, reused across calls: a fresh 8k-token prompt otherwise allocates ~1 MB of numpy
+    temporaries per call, which glibc returns to the kernel when they are freed (heap trimming), so every call
+    page-faulted the same memory back in (~100 faults, as long again as the computation)."""
+
+    def __init__(self) -> None:
+        self.cap = 0
+
+    def arrays(self, n: int) -> _Workspace:
+        if n > self.cap:
+            cap = max(n, 2 * self.cap, 4096)
+            self.pad = np.zeros(cap + 8, dtype=np.uint8)
+            self.b1, self.b2, self.b3 = (np.empty(cap + 1, dtype=bool) for _ in range(3))
+            self.i1 = np.empty(cap, dtype=np.int64)
+            self.u1, self.u2, self.u3 = (np.empty(cap, dtype=np.uint64) for _ in range(3))
+            self.c1 = np.empty(cap, dtype=np.uint8)
+            self.cap = cap
+        return self
+
+
+_WS = _Workspace()
+_WS_MAX = 1 << 20
+"""Texts longer than this (characters) use fresh arrays rather than grow a thread's workspace to their size."""
+
+
 def _ids_and_starts(text: str, first_id: int, n_ids: int):  # noqa: ANN202 - (ids int64 array, starts int64 array)
-    """The vectorised encoder: ids and each token's first character offset, for non-empty ASCII ``text``."""
+    """The vectorised encoder: ids and each token's first character offset, for non-empty ASCII ``text``. The
+    arrays returned may be views of this thread's workspace: read them before the next call on this thread."""
     n = len(text)
     raw = text.encode("ascii")
     codes = np.frombuffer(raw, dtype=np.uint8)
-    cls = _CLASS.take(codes)
+    cls = np.frombuffer(raw.translate(_CLASS_BYTES), dtype=np.int8)
+    ws = _WS.arrays(n) if n <= _WS_MAX else _Workspace().arrays(n)
+    is_w, att, start = ws.b1[:n], ws.b2[: n + 1], ws.b3[:n]
     # a single space before a letter/digit/punctuation run joins that run (` ?[A-Za-z]+` etc.); a space inside a
     # longer whitespace run stays whitespace (`\s+` is greedy), i.e. a space attaches only after a non-space
-    is_w = cls == _W
-    att = np.zeros(n + 1, dtype=bool)
-    att[: n - 1] = codes[:-1] == 32
-    att[: n - 1] &= ~is_w[1:]
-    att[1 : n - 1] &= ~is_w[:-2]
-    start = np.empty(n, dtype=bool)
+    np.equal(cls, _W, out=is_w)
+    att[n - 1 :] = False
+    np.equal(codes[:-1], 32, out=att[: n - 1])
+    np.greater(att[: n - 1], is_w[1:], out=att[: n - 1])  # bool a > b is a & ~b
+    np.greater(att[1 : n - 1], is_w[: n - 2], out=att[1 : n - 1])
     start[0] = True
     np.not_equal(cls[1:], cls[:-1], out=start[1:])
-    start[1:] &= ~att[: n - 1]
-    start |= att[:n]
+    np.greater(start[1:], att[: n - 1], out=start[1:])
+    np.logical_or(start, att[:n], out=start)
     # runs -> chunks: six characters (letters, punctuation, whitespace), three digits after an optional space
-    run_at = np.flatnonzero(start)
-    off = att.take(run_at)
-    digit = cls.take(run_at + off) == _D
-    run_len = np.empty(len(run_at), dtype=np.int64)
+    run_at = np.flatnonzero(start)  # (np.compress into the workspace is twice as slow)
+    n_runs = len(run_at)
+    run_len = ws.i1[:n_runs]
     np.subtract(run_at[1:], run_at[:-1], out=run_len[:-1])
     run_len[-1] = n - run_at[-1]
-    long_run = np.flatnonzero(np.where(digit, run_len - off > 3, run_len > 6))
-    if len(long_run) == 0:  # every run is one token (the common case)
+    long_letters = np.greater(run_len, 6, out=ws.b1[:n_runs])  # is_w is not needed any more
+    if long_letters.any() or np.greater(run_len, 3, out=ws.b1[:n_runs]).any() and _digit_run_over_3(
+            cls, att, run_at, run_len):
+        starts = _split_long_runs(n, cls, att, run_at, run_len.copy())
+    else:  # every run is one token (the common case for short words)
         starts = run_at
-    else:
-        step = np.where(digit, 3, 6)
-        n_tok = np.ones(len(run_at), dtype=np.int64)
-        n_tok[long_run] = (run_len[long_run] - digit[long_run] * off[long_run] + step[long_run] - 1) // step[long_run]
-        first_tok = np.cumsum(n_tok) - n_tok
-        j = np.arange(int(n_tok.sum())) - np.repeat(first_tok, n_tok)
-        starts = np.repeat(run_at, n_tok) + j * np.repeat(step, n_tok) + (j > 0) * np.repeat(off & digit, n_tok)
-    lengths = np.empty(len(starts), dtype=np.uint64)
+    n_tok = len(starts)
+    lengths = ws.u1[:n_tok]
     np.subtract(starts[1:], starts[:-1], out=lengths[:-1], casting="unsafe")
     lengths[-1] = n - starts[-1]
     # each token's bytes packed little-endian into one word, one byte position at a time (a token is at most
     # seven bytes); gathering 8 bytes at once through a stride-1 uint64 view of the text is unaligned and made
     # numpy copy the whole view first (~0.3 ms for 8k tokens)
-    padded = np.zeros(n + 8, dtype=np.uint8)
+    padded, byte, z, t = ws.pad[: n + 8], ws.c1[:n_tok], ws.u2[:n_tok], ws.u3[:n_tok]
     padded[:n] = codes
-    z = padded.take(starts).astype(np.uint64)
+    padded[n:] = 0
+    np.take(padded, starts, out=byte)
+    np.copyto(z, byte)
     for k in range(1, int(lengths.max())):
-        z |= padded.take(starts + k).astype(np.uint64) << _U(8 * k)
-    z &= _LOW_BYTES.take(lengths.view(np.int64))
-    z |= lengths << _U(56)
-    with np.errstate(over="ignore"):  # splitmix64, in place (no temporaries but the shifts)
+        np.take(padded[k:], starts, out=byte)
+        np.copyto(t, byte)
+        t <<= _U(8 * k)
+        z |= t
+    np.take(_LOW_BYTES, lengths.view(np.int64), out=t)
+    z &= t
+    np.left_shift(lengths, _U(56), out=t)
+    z |= t
+    with np.errstate(over="ignore"):  # splitmix64, in place
         z += _U(MIX_C0)
-        z ^= z >> _U(30)
+        np.right_shift(z, _U(30), out=t)
+        z ^= t
         z *= _U(MIX_C1)
-        z ^= z >> _U(27)
+        np.right_shift(z, _U(27), out=t)
+        z ^= t
         z *= _U(MIX_C2)
-        z ^= z >> _U(31)
+        np.right_shift(z, _U(31), out=t)
+        z ^= t
         z >>= _U(32)
         z *= _U(n_ids)
         z >>= _U(32)
         z += _U(first_id)
     return z.view(np.int64), starts
+
+
+def _digit_run_over_3(cls, att, run_at, run_len) -> bool:  # noqa: ANN001 - numpy arrays
+    """Whether a digit run (after its optional space) is longer than three characters."""
+    off = att.take(run_at)
+    return bool(((cls.take(run_at + off) == _D) & (run_len - off > 3)).any())
+
+
+def _split_long_runs(n: int, cls, att, run_at, run_len):  # noqa: ANN001, ANN202 - numpy arrays
+    """Token starts when some runs are longer than one token: six characters, three digits after a space."""
+    off = att.take(run_at)
+    digit = cls.take(run_at + off) == _D
+    long_run = np.flatnonzero(np.where(digit, run_len - off > 3, run_len > 6))
+    step = np.where(digit, 3, 6)
+    n_tok = np.ones(len(run_at), dtype=np.int64)
+    n_tok[long_run] = (run_len[long_run] - digit[long_run] * off[long_run] + step[long_run] - 1) // step[long_run]
+    first_tok = np.cumsum(n_tok) - n_tok
+    j = np.arange(int(n_tok.sum())) - np.repeat(first_tok, n_tok)
+    return np.repeat(run_at, n_tok) + j * np.repeat(step, n_tok) + (j > 0) * np.repeat(off & digit, n_tok)
