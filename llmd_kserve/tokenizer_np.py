@@ -48,6 +48,8 @@ if np is not None:
     for _c in " \t\n\v\f\r\x1c\x1d\x1e\x1f":  # what Python's str regex \s matches below 128
         _CLASS[ord(_c)] = _W
     _CLASS_BYTES = bytes(_CLASS.tolist()) + bytes(128)  # for bytes.translate (the text is ASCII)
+    _FOUR_DIGITS = bytes([_D] * 4)
+    _MAX = np.maximum.reduce  # the ufunc itself: ndarray.max goes through a Python-level wrapper
     _U = np.uint64
     _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)], dtype=np.uint64)
 
@@ -106,7 +108,8 @@ def _ids_and_starts(text: str, first_id: int, n_ids: int):  # noqa: ANN202 - (id
     n = len(text)
     raw = text.encode("ascii")
     codes = np.frombuffer(raw, dtype=np.uint8)
-    cls = np.frombuffer(raw.translate(_CLASS_BYTES), dtype=np.int8)
+    cls_bytes = raw.translate(_CLASS_BYTES)
+    cls = np.frombuffer(cls_bytes, dtype=np.int8)
     ws = _WS.arrays(n) if n <= _WS_MAX else _Workspace().arrays(n)
     is_w, att, start = ws.b1[:n], ws.b2[: n + 1], ws.b3[:n]
     # a single space before a letter/digit/punctuation run joins that run (` ?[A-Za-z]+` etc.); a space inside a
@@ -121,14 +124,13 @@ def _ids_and_starts(text: str, first_id: int, n_ids: int):  # noqa: ANN202 - (id
     np.greater(start[1:], att[: n - 1], out=start[1:])
     np.logical_or(start, att[:n], out=start)
     # runs -> chunks: six characters (letters, punctuation, whitespace), three digits after an optional space
-    run_at = np.flatnonzero(start)  # (np.compress into the workspace is twice as slow)
+    run_at = start.nonzero()[0]  # (np.compress into the workspace is twice as slow)
     n_runs = len(run_at)
     run_len = ws.i1[:n_runs]
     np.subtract(run_at[1:], run_at[:-1], out=run_len[:-1])
     run_len[-1] = n - run_at[-1]
-    long_letters = np.greater(run_len, 6, out=ws.b1[:n_runs])  # is_w is not needed any more
-    if long_letters.any() or np.greater(run_len, 3, out=ws.b1[:n_runs]).any() and _digit_run_over_3(
-            cls, att, run_at, run_len):
+    # a run is longer than one token if it has over six characters, or (digits) four digits in a row
+    if _MAX(run_len) > 6 or _FOUR_DIGITS in cls_bytes:
         starts = _split_long_runs(n, cls, att, run_at, run_len.copy())
     else:  # every run is one token (the common case for short words)
         starts = run_at
@@ -142,14 +144,14 @@ def _ids_and_starts(text: str, first_id: int, n_ids: int):  # noqa: ANN202 - (id
     padded, byte, z, t = ws.pad[: n + 8], ws.c1[:n_tok], ws.u2[:n_tok], ws.u3[:n_tok]
     padded[:n] = codes
     padded[n:] = 0
-    np.take(padded, starts, out=byte)
+    padded.take(starts, out=byte)
     np.copyto(z, byte)
-    for k in range(1, int(lengths.max())):
-        np.take(padded[k:], starts, out=byte)
+    for k in range(1, int(_MAX(lengths))):
+        padded[k:].take(starts, out=byte)
         np.copyto(t, byte)
         t <<= _U(8 * k)
         z |= t
-    np.take(_LOW_BYTES, lengths.view(np.int64), out=t)
+    _LOW_BYTES.take(lengths.view(np.int64), out=t)
     z &= t
     np.left_shift(lengths, _U(56), out=t)
     z |= t
@@ -168,12 +170,6 @@ def _ids_and_starts(text: str, first_id: int, n_ids: int):  # noqa: ANN202 - (id
         z >>= _U(32)
         z += _U(first_id)
     return z.view(np.int64), starts
-
-
-def _digit_run_over_3(cls, att, run_at, run_len) -> bool:  # noqa: ANN001 - numpy arrays
-    """Whether a digit run (after its optional space) is longer than three characters."""
-    off = att.take(run_at)
-    return bool(((cls.take(run_at + off) == _D) & (run_len - off > 3)).any())
 
 
 def _split_long_runs(n: int, cls, att, run_at, run_len):  # noqa: ANN001, ANN202 - numpy arrays
