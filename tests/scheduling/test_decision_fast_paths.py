@@ -113,3 +113,56 @@ def test_decisions_are_the_same_without_the_fast_path(config, monkeypatch):
     fast = run()
     monkeypatch.setattr(InflightLoadProducer, "_unscraped", _walk_always)
     assert run() == fast
+
+
+def test_decode_budget_filter_keeps_what_its_step_says(monkeypatch):
+    """The filter's hoisted, memoised loop keeps exactly the endpoints whose ``step`` is within the budget."""
+    from llmd_kserve.scheduling.decode_budget_filter import DecodeBudgetFilter
+
+    rng = random.Random(5)
+    clock = [0.0]
+    ctx = make_ctx(clock=lambda: clock[0])
+    producer = InflightLoadProducer("l", InflightLoadProducer.Params(), ctx)
+    checked = 0
+    for budget in (0.005, 0.0065, 0.01, 0.02, 0.04):
+        filt = DecodeBudgetFilter("d", DecodeBudgetFilter.Params(max_step_s=budget), ctx)
+        for i in range(40):
+            clock[0] += 0.01
+            eps = [endpoint(n, waiting=rng.randrange(3), running=rng.choice([0, 1, 8, 30, 60, 200, 400]),
+                            scraped_at=clock[0] - rng.random()) for n in range(8)]
+            state = CycleState(request(f"r{budget}-{i}", prompt(i, rng.choice([10, 500, 3000]))), eps)
+            producer.produce(state)
+            want = [e for e in eps if filt.step(state, e) <= budget] or eps
+            got = filt.filter(state, eps)
+            assert list(got) == want
+            checked += 0 < len(want) < len(eps)
+            producer.on_scheduled(state, type("D", (), {"target": rng.choice(eps).id, "prefill": None})())
+    assert checked  # some decisions kept a strict subset
+
+
+def test_prefill_time_shared_across_endpoints_equals_per_endpoint():
+    """``estimate_ttft`` computes a prefill time once per (profile, uncached, cached) per decision: the same
+    numbers as computing it for every endpoint."""
+    from llmd_kserve.latency import load_profile
+    from llmd_kserve.scheduling.ttft import estimate_ttft
+
+    index = KVIndex(max_keys=10_000)
+    base = prompt(1, 320)
+    store(index, str(endpoint(0).id), base)
+    ctx = make_ctx(index)
+    sched = build_scheduler("default", ctx)
+    eps = [endpoint(n, waiting=n % 3, running=n) for n in range(6)]
+    state = CycleState(request("r", base + prompt(2, 100)), eps)
+    for producer in sched.producers:
+        producer.produce(state)
+    profile = load_profile()
+    for mode in ("precise", "approx"):
+        for backlog in ("queue", "inflight"):
+            for tpw in (0, 512):
+                memoised = [estimate_ttft(state, e, profile, 16, mode, tpw, backlog) for e in eps]
+                state.data.clear()
+                fresh = []
+                for e in eps:
+                    fresh.append(estimate_ttft(state, e, profile, 16, mode, tpw, backlog))
+                    state.data.clear()
+                assert memoised == fresh
