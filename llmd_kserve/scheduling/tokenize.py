@@ -48,8 +48,10 @@ class TokenizeProducer:
     rendered the prompt with the engine's ``/render``), else from the local tokenizer (chat bodies through the
     tokenizer's chat template); then the router's chained block keys of every full block.
 
-    Recent prompt texts (an LRU of ``cacheSize`` entries) keep their token count and block keys, not their ids (an
-    8k-token prompt's ids as Python ints are ~330 kB, its keys ~20 kB): a repeated text costs one dict lookup.
+    Recent prompt texts seen more than once (an LRU of ``cacheSize`` entries) keep their token count and block keys,
+    not their ids (an 8k-token prompt's ids as Python ints are ~330 kB, its keys ~20 kB): a repeated text costs one
+    dict lookup. A text is admitted on its second sight (the hashes of the last ``cacheSize`` texts seen once are
+    remembered), so prompts sent once do not fill the cache: they would keep their whole text alive.
     """
 
     type: ClassVar[str] = "tokenize-producer"
@@ -68,6 +70,7 @@ class TokenizeProducer:
         self._seed = ctx.hash_seed
         self._cache_size = params.cache_size
         self._cache: OrderedDict[str, tuple[int, tuple[BlockKey, ...]]] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()  # hash(text) of texts seen once (a collision only admits)
 
     def produce(self, state: CycleState) -> None:
         source = self._source(state.request)
@@ -86,9 +89,20 @@ class TokenizeProducer:
         keys = tuple(block_keys(ids, self._block_size, self._seed))
         state.token_ids, state.block_keys = ids, keys
         if self._cache_size:
-            cache[source] = (len(ids), keys)
-            if len(cache) > self._cache_size:
-                cache.popitem(last=False)
+            self._admit(source, (len(ids), keys))
+
+    def _admit(self, text: str, entry: tuple[int, tuple[BlockKey, ...]]) -> None:
+        seen, h = self._seen, hash(text)  # str caches its hash: the lookup above computed it
+        if h not in seen:
+            seen[h] = None
+            if len(seen) > self._cache_size:
+                seen.popitem(last=False)
+            return
+        del seen[h]
+        cache = self._cache
+        cache[text] = entry
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
 
     def token_ids(self, request: LLMRequest) -> Sequence[int]:
         source = self._source(request)
