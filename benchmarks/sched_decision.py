@@ -7,7 +7,9 @@ is 8,192 tokens: a stored prompt's first 0-8,192 tokens plus fresh tokens, so th
 Endpoint metrics are random; 64 requests stay in flight (``on_complete`` follows 64 decisions later).
 
 Timed: ``Scheduler.schedule`` end to end (producers incl. block hashing, filters, scorers, picker, hooks), with the
-token ids given (the router already has them), and with a text prompt tokenized in the decision (cache miss).
+token ids given (the router already has them), and with ``--text`` also with a text prompt tokenized in the decision:
+``text``, 8,192 tokens of fresh text (no tokenization cache hit); ``text-pfx2k``, one of 64 fixed 2,048-token texts
+(system prompts) followed by 6,144 tokens of fresh text (the tokenizer's chunk cache holds the shared part).
 
 Usage: .venv/bin/python benchmarks/sched_decision.py [--blocks 1000000] [--requests 2000] [--configs a,b]
 """
@@ -68,18 +70,22 @@ def fresh_text(rng: random.Random, words: list[str], n_tokens: int) -> str:
     return "".join(parts)
 
 
-def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: bool, rng: random.Random) -> dict:
+def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: str | None, rng: random.Random) -> dict:
     sched = build_scheduler(config, ctx)
     tok = SimTokenizer()
     letters = "abcdefghijklmnopqrstuvwxyz"
     words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 5))) for _ in range(20000)]
+    systems = [fresh_text(rng, words, SYSTEM) for _ in range(64)] if text == "text-pfx2k" else []
     inflight = []
     lat: list[float] = []
     for i in range(n + 200):
         base = rng.choice(prompts)
         keep = rng.randrange(0, PROMPT + 1)
-        if text:  # 8,192 tokens of fresh text (no tokenization cache hit): one token per item
+        if text == "text":  # 8,192 tokens of fresh text (no tokenization cache hit): one token per item
             body = {"prompt": fresh_text(rng, words, PROMPT)}
+            req = LLMRequest(f"r{i}", "m", body)
+        elif text:  # a shared 2,048-token text, then 6,144 tokens of fresh text
+            body = {"prompt": rng.choice(systems) + fresh_text(rng, words, PROMPT - SYSTEM)}
             req = LLMRequest(f"r{i}", "m", body)
         else:
             ids = tuple(base[:keep]) + tuple(tokens(rng, PROMPT - keep))
@@ -96,7 +102,7 @@ def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: bool, rng: 
     if text:
         assert res.prompt_tokens == len(tok.encode(body["prompt"])) == PROMPT, res.prompt_tokens
     return {
-        "config": config, "input": "text" if text else "token ids", "n": n,
+        "config": config, "input": text or "token ids", "n": n,
         "p50_ms": percentile(lat, 0.50) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
         "mean_ms": statistics.fmean(lat) * 1e3, "max_ms": max(lat) * 1e3,
     }
@@ -127,11 +133,11 @@ def main() -> None:
     gc.collect()
     ctx = PluginContext(tokenizer=SimTokenizer(), index=index, rng=random.Random(args.seed),
                         clock=time.monotonic, profile=load_profile(), block_size=BS)
-    print(f"{'config':<16}{'input':<11}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")
+    print(f"{'config':<16}{'input':<12}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")
     for config in args.configs.split(","):
-        for text in (False, True) if args.text else (False,):
+        for text in (None, "text", "text-pfx2k") if args.text else (None,):
             r = run(config, ctx, eps, prompts, args.requests if not text else args.requests // 4, text, rng)
-            print(f"{r['config']:<16}{r['input']:<11}{r['n']:>6}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+            print(f"{r['config']:<16}{r['input']:<12}{r['n']:>6}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
                   f"{r['mean_ms']:>9.3f}{r['max_ms']:>9.3f}")
 
 

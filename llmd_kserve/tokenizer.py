@@ -131,10 +131,12 @@ def _cache_chunk(chunk: str, ids: _Slice) -> _Slice:
     return ids
 
 
-def _encode_run(chunks: list[str], parts: list[_Slice | None], i: int, j: int) -> list[int] | None:
-    """Encode ``chunks[i:j]`` (cut at token boundaries) in one vectorised pass, fill and cache their slices in
-    ``parts``; returns the run's ids, or None (not ASCII: nothing filled). A short run takes the regex path."""
-    if sum(len(c) for c in chunks[i:j]) < _REGEX_MAX_CHARS:
+def _encode_run(chunks: list[str], parts: list[_Slice | None], i: int, j: int, whole: str | None = None
+                ) -> list[int] | None:
+    """Encode ``chunks[i:j]`` (cut at token boundaries; ``whole``: their concatenation, if at hand) in one vectorised
+    pass, fill and cache their slices in ``parts``; returns the run's ids, or None (not ASCII: nothing filled). A
+    short run takes the regex path."""
+    if (len(whole) if whole is not None else sum(len(c) for c in chunks[i:j])) < _REGEX_MAX_CHARS:
         flat: list[int] = []
         for k in range(i, j):
             ids = _encode_pieces(chunks[k])
@@ -145,13 +147,16 @@ def _encode_run(chunks: list[str], parts: list[_Slice | None], i: int, j: int) -
     for c in chunks[i : j - 1]:
         at += len(c)
         cuts.append(at)
-    split = encode_ascii_split("".join(chunks[i:j]) if j - i > 1 else chunks[i], _FIRST_ID, VOCAB_SIZE - _FIRST_ID,
-                               cuts)
+    if whole is None:
+        whole = "".join(chunks[i:j]) if j - i > 1 else chunks[i]
+    split = encode_ascii_split(whole, _FIRST_ID, VOCAB_SIZE - _FIRST_ID, cuts)
     if split is None:
         return None
     flat, bounds = split
+    if len(_CHUNK_IDS) + (j - i) > _CHUNK_CACHE_MAX:
+        _CHUNK_IDS.clear()
     for k in range(i, j):
-        parts[k] = _cache_chunk(chunks[k], (flat, bounds[k - i], bounds[k - i + 1]))
+        parts[k] = _CHUNK_IDS[chunks[k]] = (flat, bounds[k - i], bounds[k - i + 1])
     return flat
 
 
@@ -177,7 +182,7 @@ class SimTokenizer:
         chunks = _chunks(text)  # long prompts share their first chunks (system prompts, documents, history)
         parts: list[_Slice | None] = [_CHUNK_IDS.get(c) for c in chunks]
         if not any(parts):  # a fresh text: one pass, its chunks cached as slices of the result (no copies)
-            flat = _encode_run(chunks, parts, 0, len(chunks))
+            flat = _encode_run(chunks, parts, 0, len(chunks), text)
             if flat is not None:
                 return flat
         i = 0

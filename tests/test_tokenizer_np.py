@@ -50,3 +50,29 @@ def test_distinct_pieces_get_distinct_ids_mostly() -> None:
     words = [f" w{i}" for i in range(2000)]
     ids = {piece_id(w) for w in words}
     assert len(ids) > 1900  # 32k-id vocabulary: a few birthday collisions, not a degenerate hash
+
+
+def test_workspace_reuse_across_sizes_and_threads_gives_the_same_ids() -> None:
+    """The vectorised pass reuses per-thread scratch arrays: long then short texts (stale bytes past the end),
+    and several threads at once, each get exactly the regex path's ids."""
+    import threading
+
+    rng = random.Random(16)
+    texts = ["".join(rng.choice(ALPHABET + "abcdefgh" * 4) for _ in range(rng.choice([5, 300, 5000, 40]))) + "x"
+             for _ in range(60)]
+    want = [_ref(t) for t in texts]
+    assert [encode_ascii(t, 3, 32000 - 3) for t in texts] == want
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        for i in range(len(texts)):
+            j = (i * 7 + k) % len(texts)
+            if encode_ascii(texts[j], 3, 32000 - 3) != want[j]:
+                errors.append(texts[j])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors

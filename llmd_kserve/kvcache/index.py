@@ -215,6 +215,11 @@ class KVIndex:
         for i, k in enumerate(keys):
             m = get(k, 0) & alive
             if m != alive:
+                if i == 0:  # those dropped at the first key hold 0 blocks: already so in result
+                    alive = m
+                    if not alive:
+                        return result
+                    continue
                 dropped = alive & ~m
                 while dropped:
                     low = dropped & -dropped

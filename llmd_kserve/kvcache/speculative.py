@@ -10,6 +10,7 @@ Entries live between ``ttl_s`` and ``2 * ttl_s``: two generations rotated by the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from llmd_kserve.types import BlockKey, EndpointId
 
@@ -42,6 +43,10 @@ class SpeculativeBlocks:
             cur = self._cur[endpoint] = set()
         elif len(cur) + len(keys) > self._max:
             cur.clear()
+        elif keys and keys[0] in cur:  # a prompt is recorded with all its keys, so what this one shares with
+            held = _leading(keys, cur.__contains__)  # recorded prompts is a prefix of its keys: add the rest
+            cur.update(keys[held:] if held < len(keys) else ())
+            return
         cur.update(keys)
 
     def match(self, keys: Sequence[BlockKey], endpoints: Iterable[EndpointId]) -> dict[EndpointId, int]:
@@ -50,29 +55,33 @@ class SpeculativeBlocks:
         out: dict[EndpointId, int] = {}
         if not keys:
             return out
+        first = keys[0]
         for ep in endpoints:
             cur, old = self._cur.get(ep), self._old.get(ep)
-            if cur is None and old is None:
-                continue
+            if not ((cur is not None and first in cur) or (old is not None and first in old)):
+                continue  # (most endpoints, for a prompt routed elsewhere lately: no closure made)
 
             def held(i: int, cur: set[BlockKey] | None = cur, old: set[BlockKey] | None = old) -> bool:
                 k = keys[i]
                 return (cur is not None and k in cur) or (old is not None and k in old)
 
-            if not held(0):
-                continue
-            # keys are chained (a key names its whole prefix) and a prompt is recorded with all its keys, so
-            # "key i is recorded" is monotone in i: binary search for the last one, O(log n) lookups
-            lo, hi = 0, len(keys) - 1
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if held(mid):
-                    lo = mid
-                else:
-                    hi = mid - 1
-            out[ep] = lo + 1
+            out[ep] = _leading(keys, held, by_index=True)
         return out
 
     def remove_endpoint(self, endpoint: EndpointId) -> None:
         self._cur.pop(endpoint, None)
         self._old.pop(endpoint, None)
+
+
+def _leading(keys: Sequence[BlockKey], held: Callable[[Any], bool], by_index: bool = False) -> int:
+    """How many leading ``keys`` are ``held`` (``held(key)``, or ``held(i)`` with ``by_index``), given that the
+    first one is. Keys are chained (a key names its whole prefix) and a prompt is recorded with all its keys, so
+    "key i is recorded" is monotone in i: a binary search for the last one, O(log n) lookups."""
+    lo, hi = 0, len(keys) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if held(mid if by_index else keys[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo + 1

@@ -46,7 +46,21 @@ class DecodeBudgetFilter:
     def filter(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Sequence[EndpointState]:
         if len(endpoints) < 2:
             return endpoints
-        steps = [self.step(state, e) for e in endpoints]
-        budget = self.params.max_step_s
-        kept = [e for e, s in zip(endpoints, steps, strict=True) if s <= budget]
+        # what ``step`` computes per endpoint, with the lookups hoisted and the step time computed once per
+        # (profile, batch size): endpoints in the same state share it
+        unscraped, inflight = state.unscraped or {}, state.inflight or {}
+        tokens, default, budget = max(state.prompt_tokens, 1), self._profile, self.params.max_step_s
+        memo: dict[tuple[int, int], float] = {}
+        kept = []
+        for e in endpoints:
+            eid, m = e.endpoint.id, e.metrics
+            n = max(m.running + m.waiting + unscraped.get(eid, NO_LOAD).requests,
+                    inflight.get(eid, NO_LOAD).requests) + 1
+            profile = endpoint_profile(e.endpoint, default)
+            key = (id(profile), n)  # the profiles outlive this call
+            step = memo.get(key)
+            if step is None:
+                step = memo[key] = profile.step_time(0, 0, n, n * tokens)
+            if step <= budget:
+                kept.append(e)
         return kept or endpoints

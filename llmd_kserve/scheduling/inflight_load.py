@@ -43,6 +43,10 @@ class _Lazy(Mapping[EndpointId, Load]):
     def __getitem__(self, key: EndpointId) -> Load:
         return self._get()[key]
 
+    def get(self, key: EndpointId, default: Load | None = None) -> Load | None:  # type: ignore[override]
+        """The dict's own ``get`` (``Mapping.get`` goes through ``__getitem__`` and a try/except per call)."""
+        return self._get().get(key, default)
+
     def __iter__(self) -> Iterator[EndpointId]:
         return iter(self._get())
 
@@ -120,13 +124,27 @@ class InflightLoadProducer:
         self._queue[endpoint_id] = (max(0.0, queued - (now - at)) + max(work, 0.0), now)
 
     def _unscraped(self, state: CycleState) -> dict[EndpointId, Load]:
-        """Charges newer than each candidate's scrape: walks the charges newest first, so O(charges since the
-        oldest candidate's scrape)."""
-        scraped = {e.endpoint.id: e.metrics.scraped_at - self._lag for e in state.candidates}
-        if not scraped:
+        """Charges newer than each candidate's scrape. A candidate scraped before the oldest charge has all of its
+        charges unscraped: its whole load (``_load`` sums its charges), no walk; the others walk the charges newest
+        first, so O(charges since the oldest such candidate's scrape)."""
+        if not self._charges:
             return {}
-        oldest = min(scraped.values())
+        first_at = next(iter(self._charges.values()))[1]  # charges are in time order (a re-charge moves to the end)
+        lag, load = self._lag, self._load
         out: dict[EndpointId, Load] = {}
+        scraped: dict[EndpointId, float] = {}
+        for e in state.candidates:
+            eid = e.endpoint.id
+            since = e.metrics.scraped_at - lag
+            if since < first_at:
+                whole = load.get(eid)
+                if whole is not None:
+                    out[eid] = whole
+            else:
+                scraped[eid] = since
+        if not scraped:
+            return out
+        oldest = min(scraped.values())
         for (_, ep), (tokens, at) in reversed(self._charges.items()):
             if at <= oldest:
                 break

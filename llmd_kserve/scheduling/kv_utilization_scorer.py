@@ -32,10 +32,11 @@ class KVCacheUtilizationScorer:
 
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
         extra = (state.unscraped or {}) if self._unscraped else {}
+        get = extra.get if extra else None  # (one emptiness check, not one per endpoint)
         out: Scores = {}
         for e in endpoints:
             usage = e.metrics.kv_usage
-            tokens = extra.get(e.endpoint.id, NO_LOAD).tokens if extra else 0
+            tokens = get(e.endpoint.id, NO_LOAD).tokens if get is not None else 0
             if tokens and e.metrics.num_gpu_blocks:
                 bs = e.metrics.block_size or self._block_size
                 usage += -(-tokens // bs) / e.metrics.num_gpu_blocks

@@ -66,7 +66,11 @@ def estimate_ttft(
     cached = state.cached_tokens(eid, block_size, mode)
     uncached = state.prompt_tokens - cached
     waiting = endpoint.metrics.waiting * tokens_per_waiting_request
-    t = profile.prefill_time(max(uncached, 1), cached)
+    prefill: dict[tuple[int, int, int], float] = state.data.setdefault("prefill_time", {})  # per profile: the
+    pkey = (id(profile), uncached, cached)  # endpoints that hold the same prefix share it (a fresh prompt: all)
+    t = prefill.get(pkey)
+    if t is None:
+        t = prefill[pkey] = profile.prefill_time(max(uncached, 1), cached)
     if backlog == "queue":
         queued = state.prefill_backlog.get(eid, 0.0) if state.prefill_backlog else 0.0
         if waiting > 0:

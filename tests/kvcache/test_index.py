@@ -191,3 +191,14 @@ def test_apply_rejects_non_events():
         KVIndex().apply(A, ["nope"])  # type: ignore[list-item]
     with pytest.raises(ValueError):
         KVIndex(max_keys=0)
+
+
+def test_endpoints_dropped_at_the_first_key_hold_zero_and_the_rest_continue():
+    idx = KVIndex()
+    t, u = toks(4), toks(2) + toks(2, start=999)
+    idx.apply(A, [stored([1, 2, 3, 4], None, t)])
+    idx.apply(B, [stored([5, 6, 7, 8], None, u)])
+    idx.apply(C, [stored([9], None, toks(1, start=5000))])
+    assert idx.match(block_keys(t, BS), [A, B, C]) == {A: 4, B: 2, C: 0}
+    assert idx.match(block_keys(u, BS)) == {A: 2, B: 4, C: 0}
+    assert idx.match(block_keys(toks(3, start=7000), BS), [A, B, C]) == {A: 0, B: 0, C: 0}

@@ -50,3 +50,25 @@ def test_bounded_per_endpoint() -> None:
     spec.record(A, first)
     spec.record(A, second)  # would exceed 4: the endpoint's generation is cleared first
     assert spec.match(first, [A]) == {} and spec.match(second, [A]) == {A: 4}
+
+
+def test_recording_a_shared_prefix_adds_only_the_new_keys_and_matches_the_same() -> None:
+    """``record`` skips what a prompt shares with prompts already recorded there: the recorded set is the same as
+    adding every key (checked against a plain set on random prompts sharing prefixes)."""
+    import random
+
+    rng = random.Random(4)
+    spec = SpeculativeBlocks(10.0, FakeClock())
+    plain: set[int] = set()
+    bases = [[rng.randrange(1000) for _ in range(16 * 12)] for _ in range(3)]
+    for _ in range(200):
+        base = rng.choice(bases)
+        tokens = base[: 16 * rng.randrange(0, 13)] + [rng.randrange(1000) for _ in range(16 * rng.randrange(0, 4))]
+        keys = block_keys(tokens, 16)
+        want = 0
+        while want < len(keys) and keys[want] in plain:
+            want += 1
+        assert spec.match(keys, [A]).get(A, 0) == want
+        spec.record(A, keys)
+        plain.update(keys)
+        assert spec._cur[A] == plain
