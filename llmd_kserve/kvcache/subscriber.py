@@ -73,7 +73,7 @@ class _Sub:
         self.replay_socket: zmq.asyncio.Socket | None = None
         self.task: asyncio.Task[None] | None = None
         """A replay in progress (the socket's reader is off meanwhile)."""
-        self.reader: zmq.Socket | None = None
+        self.reader: zmq.Socket[bytes] | None = None
         """The SUB socket's synchronous shadow, read in the loop's reader callback."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.monitor: asyncio.Task[None] | None = None
@@ -226,7 +226,7 @@ class KVEventSubscriber:
             return
         for _ in range(self._BATCH):
             try:
-                if not reader.EVENTS & zmq.POLLIN:
+                if not int(reader.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     return
                 frames = reader.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

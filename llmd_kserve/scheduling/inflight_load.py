@@ -148,8 +148,8 @@ class InflightLoadProducer:
         for (_, ep), (tokens, at) in reversed(self._charges.items()):
             if at <= oldest:
                 break
-            since = scraped.get(ep)
-            if since is not None and at > since:
+            seen = scraped.get(ep)
+            if seen is not None and at > seen:
                 reqs, toks = out.get(ep, NO_LOAD)
                 out[ep] = Load(reqs + 1, toks + tokens)
         return out
