@@ -233,30 +233,34 @@ class KVEventSubscriber:
                 return
             except zmq.ZMQError:  # closed under us
                 return
-            try:
-                last = sub.last_seq
-                if sub.replay and last is not None and len(frames) in (2, 3) and len(frames[-2]) == 8:
-                    seq = int.from_bytes(frames[-2], "big")
-                    if seq > last + 1:
-                        assert sub.loop is not None
-                        sub.loop.remove_reader(reader.FD)
-                        sub.task = sub.loop.create_task(self._recover_then(eid, sub, last + 1, seq, frames),
-                                                        name=f"kv-events replay {eid}")
-                        return
-                self._handle(eid, sub, frames)
-            except Exception:  # never let one bad message kill the subscription
-                sub.decode_errors += 1
-                log.exception("failed to apply KV events from %s", eid)
+            last = sub.last_seq
+            if sub.replay and last is not None and len(frames) in (2, 3) and len(frames[-2]) == 8:
+                seq = int.from_bytes(frames[-2], "big")
+                if seq > last + 1:
+                    assert sub.loop is not None
+                    sub.loop.remove_reader(reader.FD)
+                    sub.task = sub.loop.create_task(self._recover_then(eid, sub, last + 1, seq, frames),
+                                                    name=f"kv-events replay {eid}")
+                    return
+            self._apply(eid, sub, frames)
         assert sub.loop is not None
         sub.loop.call_soon(self._readable, eid, sub)  # more queued: after the loop's other work
+
+    def _apply(self, eid: EndpointId, sub: _Sub, frames: list[bytes]) -> None:
+        try:
+            self._handle(eid, sub, frames)
+        except Exception:  # never let one bad message kill the subscription
+            sub.decode_errors += 1
+            log.exception("failed to apply KV events from %s", eid)
 
     async def _recover_then(self, eid: EndpointId, sub: _Sub, start: int, stop: int, frames: list[bytes]) -> None:
         try:
             await self._recover(eid, sub, start, stop)
-            self._handle(eid, sub, frames)
         except Exception:
             sub.decode_errors += 1
             log.exception("failed to apply KV events from %s", eid)
+        else:
+            self._apply(eid, sub, frames)
         finally:
             sub.task = None
         if sub.reader is not None:

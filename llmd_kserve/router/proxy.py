@@ -92,7 +92,6 @@ class Proxy:
         self.endpoint_states = endpoint_states
         self.metrics = metrics
         self.decisions = decisions
-        self._session = session
         self.max_attempts = max(1, max_attempts)
         self.forward_authorization = forward_authorization
         self.inject_stream_usage = inject_stream_usage

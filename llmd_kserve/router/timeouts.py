@@ -13,7 +13,8 @@ _encode = msgspec.json.Encoder().encode
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTimeouts:
-    """Seconds; ``connect`` is applied by the router's session, the others by the proxy."""
+    """Seconds; ``connect`` is applied by the proxy's lean client (and the aiohttp session of the P/D prefill hop),
+    the others by the proxy."""
 
     connect: float = 5.0
     first_byte: float = 120.0
