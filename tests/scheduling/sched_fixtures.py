@@ -57,3 +57,38 @@ def keys_of(tokens: Sequence[int]) -> list[int]:
 @pytest.fixture
 def index() -> KVIndex:
     return KVIndex(max_keys=100_000)
+
+
+def replay_decisions(config: str, roles: Sequence[str], *, requests: int, prefixes: int, prefix_len: int,
+                     stale_s: Sequence[float], complete_p: float, seed: int) -> list:
+    """Drive ``config`` with one seeded workload and return every decision (``ScheduleResult``): each request is
+    one of ``prefixes`` shared prefixes plus a unique tail, on endpoints with ``roles`` whose loads and scrape ages
+    (up to ``stale_s[i]`` seconds) are drawn per request; served prompts go into the KV index, and after each
+    decision in-flight requests complete with probability ``complete_p``. The same arguments give the same
+    sequence, so two runs with a code path switched differ only by what that path decides."""
+    from llmd_kserve.config.build import build_scheduler
+    from llmd_kserve.types import RequestOutcome
+
+    rng = random.Random(seed)
+    index = KVIndex(max_keys=100_000)
+    clock = [0.0]
+    sched = build_scheduler(config, make_ctx(index, seed=1, clock=lambda: clock[0]))
+    shared = [prompt(s, prefix_len) for s in range(prefixes)]
+    inflight, out = [], []
+    for i in range(requests):
+        clock[0] += 0.01
+        eps = [endpoint(n, role, waiting=rng.randrange(4), running=rng.randrange(8), kv_usage=rng.random(),
+                        scraped_at=clock[0] - rng.random() * stale_s[n]) for n, role in enumerate(roles)]
+        tokens = rng.choice(shared) + prompt(100 + i, rng.randrange(5, 80))
+        req = request(f"r{i}", tokens)
+        res = sched.schedule(req, eps)
+        out.append(res)
+        store(index, res.target, tokens)  # the engine caches what it served (KV events)
+        inflight.append((req, res))
+        while inflight and rng.random() < complete_p:
+            done_req, done_res = inflight.pop(rng.randrange(len(inflight)))
+            done = RequestOutcome(ok=True, prompt_tokens=done_res.prompt_tokens)
+            if done_res.prefill is not None:
+                sched.on_prefill_complete(done_req, done_res, done)
+            sched.on_complete(done_req, done_res, done)
+    return out

@@ -13,7 +13,7 @@ from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.plugins.base import CycleState
 from llmd_kserve.scheduling.inflight_load import InflightLoadProducer, _Lazy
 from llmd_kserve.types import NO_LOAD, EndpointId, Load, RequestOutcome
-from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, request, store
+from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, replay_decisions, request, store
 
 
 def reference_unscraped(producer: InflightLoadProducer, state: CycleState) -> dict[EndpointId, Load]:
@@ -89,26 +89,9 @@ def test_lazy_get_is_the_mapping_get():
 @pytest.mark.parametrize("config", ["default", "load-only", "precise-prefix"])
 def test_decisions_are_the_same_without_the_fast_path(config, monkeypatch):
     def run() -> list[tuple]:
-        rng = random.Random(11)
-        index = KVIndex(max_keys=100_000)
-        clock = [0.0]
-        sched = build_scheduler(config, make_ctx(index, seed=1, clock=lambda: clock[0]))
-        prefixes = [prompt(s, 300) for s in range(4)]
-        inflight, out = [], []
-        for i in range(120):
-            clock[0] += 0.01
-            eps = [endpoint(n, waiting=rng.randrange(4), running=rng.randrange(8), kv_usage=rng.random(),
-                            scraped_at=clock[0] - rng.random() * (0.05 if n % 2 else 3.0)) for n in range(5)]
-            tokens = rng.choice(prefixes) + prompt(100 + i, rng.randrange(5, 80))
-            req = request(f"r{i}", tokens)
-            res = sched.schedule(req, eps)
-            out.append((res.target, res.prompt_tokens, res.predicted_cached_tokens, res.totals))
-            store(index, res.target, tokens)
-            inflight.append((req, res))
-            while inflight and rng.random() < 0.4:
-                done_req, done_res = inflight.pop(rng.randrange(len(inflight)))
-                sched.on_complete(done_req, done_res, RequestOutcome(ok=True))
-        return out
+        decisions = replay_decisions(config, ["both"] * 5, requests=120, prefixes=4, prefix_len=300,
+                                     stale_s=[3.0, 0.05, 3.0, 0.05, 3.0], complete_p=0.4, seed=11)
+        return [(r.target, r.prompt_tokens, r.predicted_cached_tokens, r.totals) for r in decisions]
 
     fast = run()
     monkeypatch.setattr(InflightLoadProducer, "_unscraped", _walk_always)

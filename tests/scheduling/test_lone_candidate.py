@@ -3,51 +3,30 @@ same request sequence through every shipped config, with and without the shortcu
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.scheduling.runner import ProfileRunner
-from llmd_kserve.types import RequestOutcome
-from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, request, store
+from tests.scheduling.sched_fixtures import endpoint, make_ctx, prompt, replay_decisions, request
 
 CONFIGS = ["default", "precise-prefix", "approx-prefix", "load-only", "random", "round-robin", "pd-always",
            "pd-never", "pd-predicted-ttft", "pd-uncached"]
-POOLS = {  # (index, role) per endpoint
-    "one": [(0, "both")],
-    "four": [(0, "both"), (1, "both"), (2, "both"), (3, "both")],
-    "pd": [(0, "prefill"), (1, "decode")],
-    "pd-wide": [(0, "prefill"), (1, "decode"), (2, "decode")],
+POOLS = {  # the endpoints' roles
+    "one": ["both"],
+    "four": ["both"] * 4,
+    "pd": ["prefill", "decode"],
+    "pd-wide": ["prefill", "decode", "decode"],
 }
 
 
 def _run(config: str, pool: str, lone_scored: bool, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     monkeypatch.setattr(ProfileRunner, "score_lone_candidate", lone_scored)
-    rng = random.Random(7)  # the same requests, loads and completions in both runs
-    index = KVIndex(max_keys=100_000)
-    clock = [0.0]
-    sched = build_scheduler(config, make_ctx(index, seed=1, clock=lambda: clock[0]))
-    prefixes = [prompt(s, 200) for s in range(3)]
-    inflight, out = [], []
-    for i in range(60):
-        clock[0] += 0.01
-        eps = [endpoint(n, role, waiting=rng.randrange(4), running=rng.randrange(8), kv_usage=rng.random(),
-                        scraped_at=clock[0] - rng.random() * 0.05) for n, role in POOLS[pool]]
-        tokens = rng.choice(prefixes) + prompt(100 + i, rng.randrange(5, 80))
-        req = request(f"r{i}", tokens)
-        res = sched.schedule(req, eps)
-        out.append((res.target, res.prefill, res.profile, res.prompt_tokens, res.predicted_cached_tokens, res.pd,
-                    sorted(res.totals)))
-        store(index, res.target, tokens)  # the engine caches what it served (KV events)
-        inflight.append((req, res))
-        while inflight and rng.random() < 0.5:
-            done_req, done_res = inflight.pop(rng.randrange(len(inflight)))
-            if done_res.prefill is not None:
-                sched.on_prefill_complete(done_req, done_res, RequestOutcome(ok=True, prompt_tokens=len(tokens)))
-            sched.on_complete(done_req, done_res, RequestOutcome(ok=True, prompt_tokens=done_res.prompt_tokens))
-    return out
+    roles = POOLS[pool]
+    decisions = replay_decisions(config, roles, requests=60, prefixes=3, prefix_len=200,
+                                 stale_s=[0.05] * len(roles), complete_p=0.5, seed=7)
+    return [(r.target, r.prefill, r.profile, r.prompt_tokens, r.predicted_cached_tokens, r.pd, sorted(r.totals))
+            for r in decisions]
 
 
 @pytest.mark.parametrize("pool", list(POOLS))
