@@ -10,10 +10,11 @@ both. Per point: TTFT p50/p90, SLO attainment, the engines' own prefix-cache hit
 (``/proc/<pid>/stat`` user+system over the run), the engines' and load generator's CPU and how late the load
 generator sent requests after their scheduled arrival (p50/p99/max: a generator that cannot keep up shows here).
 
-Scenarios: shared-prefix, zipf, unequal, chat, burst, agentic, rag-reasoning (``llmd_kserve.bench.scenarios``, the
-simulator's engines: profiles, KV blocks, agentic's 128k context). Session scenarios (chat, agentic) keep their
-request count at every rate (``bench.pacing.point_requests``: more requests would be more sessions) and send each
-session's turns in arrival order, open loop, as the simulator does (checked per point).
+Scenarios: shared-prefix, zipf, zipf-hot, unequal, chat, burst, agentic, rag-reasoning
+(``llmd_kserve.bench.scenarios``, the simulator's engines: profiles, KV blocks, agentic's 128k context). Session
+scenarios (chat, agentic) keep their request count at every rate (``bench.pacing.point_requests``: more requests
+would be more sessions) and send each session's turns in arrival order, open loop, as the simulator does (checked
+per point).
 
 Raw points go to ``--out`` (JSON, rewritten after every point); ``--report a.json,b.json`` prints the tables from
 saved points (later files win for the same scenario/policy/seed/rate). The peer is optional (extra ``bench``).
@@ -65,17 +66,19 @@ OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default"
 PEER = ("vllm:cache_aware", "vllm:power_of_two")
 # live rates (req/s) at each scenario's time scale, finer where a coarse probe found the knees (RESULTS.md)
 RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20, 30, 40, 50, 55, 60, 66, 72, 80),
+         "zipf-hot": (20, 30, 40, 45, 50, 55, 60, 66, 72, 80),
          "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64),
          "chat": (20, 30, 35, 40, 50, 60, 70, 80, 100, 120), "burst": (8, 12, 16, 24, 32, 40, 48, 56, 64),
          "agentic": (2, 3, 4, 5, 6, 8, 10, 12, 16), "rag-reasoning": (8, 10, 12, 14, 16, 18, 20)}
-MATCHED = {"shared-prefix": 10, "zipf": 15, "unequal": 8,  # the simulator table's matched loads / time scale
+# the simulator table's matched loads / time scale
+MATCHED = {"shared-prefix": 10, "zipf": 15, "zipf-hot": 32, "unequal": 8,
            "chat": 20, "burst": 8, "agentic": 2, "rag-reasoning": 8}
-SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "unequal": 2.0, "chat": 2.0, "burst": 4.0, "agentic": 1.0,
-         "rag-reasoning": 2.0}
+SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "zipf-hot": 4.0, "unequal": 2.0, "chat": 2.0, "burst": 4.0,
+         "agentic": 1.0, "rag-reasoning": 2.0}
 # unequal: 48 cold groups on slow engines; session scenarios (chat, agentic) keep this count at every rate (more
 # requests would be more sessions): chat 40 sessions x 6 turns, agentic 16 sessions x 4 turns
-MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "unequal": 240, "chat": 240, "burst": 160, "agentic": 64,
-                "rag-reasoning": 160}
+MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "zipf-hot": 160, "unequal": 240, "chat": 240, "burst": 160,
+                "agentic": 64, "rag-reasoning": 160}
 HOST = "127.0.0.1"
 
 

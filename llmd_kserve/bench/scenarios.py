@@ -8,8 +8,12 @@ simulator (``benchmarks/routing_scenarios.py`` turns the shape into ``SimOptions
 Why each exists (what a router must get right there):
 
 - ``shared-prefix``   many groups x long system prompts, more prefix than one replica holds: affinity pays.
-- ``zipf``            Zipf-skewed group popularity: the hottest groups need several replicas; affinity must
-                      spill them without thrashing every replica's cache.
+- ``zipf``            Zipf-skewed group popularity (s = 1.1, the top group 25% of the traffic) on a reduced KV
+                      pool (4,000 blocks per replica: the 64 prefixes fill 75% of it): near saturation KV capacity,
+                      not routing, sets the knee; a router must keep prefixes from thrashing each other.
+- ``zipf-hot``        steeper skew (s = 1.4: the top group is 38% of the traffic, 1.5 replicas' share) on the
+                      replicas' full KV: the hottest group needs more than one replica, so affinity must spill it
+                      without piling it onto its first replica (TPOT) or scattering it (re-prefills).
 - ``unequal``         mixed GPUs (2 x the fitted H100 profile, 2 x an A100-40GB profile *derived* from it by spec
                       ratios): the slow replicas hold 3.5x fewer blocks and prefill 3x slower.
 - ``chat``            multi-turn sessions whose context grows every turn: the session's replica holds it all.
@@ -122,10 +126,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("shared-prefix", "32 equally popular groups x 3,000-token prefixes; each replica holds ~half of them",
              _poisson(SharedPrefixSpec(num_groups=32, system_prompt_len=3000, question_len=128, output_len=64)),
              rates=(20, 40, 60, 80, 100, 120, 140, 160), matched_rate=40, num_blocks=3000),
-    Scenario("zipf", "64 groups x 3,000 tokens, Zipf s=1.1 popularity: the top group is ~20% of the traffic",
+    Scenario("zipf", "64 groups x 3,000 tokens, Zipf s=1.1 popularity (top group 25%), 4,000 KV blocks per replica",
              _poisson(SharedPrefixSpec(num_groups=64, system_prompt_len=3000, question_len=128, output_len=64,
                                        zipf_s=1.1)),
              rates=(40, 60, 80, 100, 120, 160, 200, 210, 220, 230, 240, 250, 260), matched_rate=60, num_blocks=4000),
+    Scenario("zipf-hot", "64 groups x 3,000 tokens, Zipf s=1.4 popularity: the top group is 38%, 1.5 replicas' share",
+             _poisson(SharedPrefixSpec(num_groups=64, system_prompt_len=3000, question_len=128, output_len=64,
+                                       zipf_s=1.4)),
+             rates=(40, 80, 120, 160, 180, 190, 200, 210, 220, 230, 240, 250, 260, 270, 280, 300), matched_rate=120),
     Scenario("unequal", "2 x H100 (fitted) + 2 x A100-40GB (derived, 3.5x fewer blocks, ~3x slower prefill)",
              _poisson(SharedPrefixSpec(num_groups=48, system_prompt_len=3000, question_len=128, output_len=64)),
              rates=(10, 20, 30, 40, 60, 80, 100, 110, 120, 140, 160, 180, 200, 220), matched_rate=15,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmd_kserve.bench.scenarios import SCENARIOS
+from llmd_kserve.bench.stats import SLO
 from llmd_kserve.cluster_sim import SimOptions, simulate
 from llmd_kserve.cluster_sim.sim import ClusterSim
 from llmd_kserve.latency import load_profile
@@ -80,3 +81,17 @@ def test_labelled_profiles_give_the_faster_engines_the_larger_share() -> None:
         shares[label] = fast / len(run.results)
     assert shares[True] > 0.5  # the two H100s take more than half of the requests...
     assert shares[True] > shares[False] + 0.03  # ...and more when the router knows which engines are faster
+
+
+def test_default_spills_the_hot_group_where_approx_prefix_piles_it_onto_one_replica() -> None:
+    sc = SCENARIOS["zipf-hot"]  # the top group is 38% of the traffic: more than one replica's share
+    reqs = sc.build(240.0, random.Random(0), 1200)
+    placed, attained = {}, {}
+    for cfg in ("approx-prefix", "default"):
+        run = simulate(reqs, cfg, SimOptions(engines=4, seed=0))
+        placed[cfg] = {r.endpoint for r in run.results if r.request_id.startswith("sp-g0-")}
+        slo = SLO(sc.slo_ttft_s, sc.slo_tpot_s)
+        attained[cfg] = sum(slo.met(r) for r in run.results) / len(run.results)
+    assert len(placed["approx-prefix"]) == 1  # prefix score outweighs load: every hot request on one replica
+    assert len(placed["default"]) >= 2  # the decode budget spills it to a second replica...
+    assert attained["default"] >= 0.9 > attained["approx-prefix"]  # ...and keeps TPOT within the SLO
