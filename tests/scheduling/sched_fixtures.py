@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
+from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.kvcache.events import BlockStored
 from llmd_kserve.kvcache.hashing import block_keys
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.latency import DEFAULT_PROFILE, load_profile
 from llmd_kserve.plugins.base import PluginContext
 from llmd_kserve.tokenizer import SimTokenizer
-from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest
+from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest, RequestOutcome
 
 BLOCK = 16
 
@@ -66,9 +67,6 @@ def replay_decisions(config: str, roles: Sequence[str], *, requests: int, prefix
     (up to ``stale_s[i]`` seconds) are drawn per request; served prompts go into the KV index, and after each
     decision in-flight requests complete with probability ``complete_p``. The same arguments give the same
     sequence, so two runs with a code path switched differ only by what that path decides."""
-    from llmd_kserve.config.build import build_scheduler
-    from llmd_kserve.types import RequestOutcome
-
     rng = random.Random(seed)
     index = KVIndex(max_keys=100_000)
     clock = [0.0]
