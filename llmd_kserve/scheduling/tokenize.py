@@ -104,10 +104,6 @@ class TokenizeProducer:
         if len(cache) > self._cache_size:
             cache.popitem(last=False)
 
-    def token_ids(self, request: LLMRequest) -> Sequence[int]:
-        source = self._source(request)
-        return tuple(self._tokenizer.encode(source)) if isinstance(source, str) else source
-
     def _source(self, request: LLMRequest) -> str | Sequence[int]:
         """The prompt's token ids when the request carries them, else the text to tokenize."""
         if request.token_ids is not None:
