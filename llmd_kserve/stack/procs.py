@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,10 +23,46 @@ from llmd_kserve.errors import ConfigError, LlmdError
 log = logging.getLogger(__name__)
 
 
+_LOWEST_PORT = 20000
+_handed_out: set[int] = set()  # ports this process gave out: a child may not have bound one yet
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' source ports (Linux; elsewhere IANA's 49152-65535)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing is bound to, for a child process to listen on. Taken below the kernel's ephemeral range
+    when there is room: a port from that range (what binding port 0 gives) can become the source port of any
+    outgoing connection between this check and the child's bind ("Address already in use" at its start-up), one
+    below it only by another explicit bind. Never the same port twice in one process."""
+    lo, _ = _ephemeral_range()
+    if lo - _LOWEST_PORT >= 1000:
+        rng = random.SystemRandom()
+        for _ in range(200):
+            port = rng.randrange(_LOWEST_PORT, lo)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 def check_port_free(host: str, port: int) -> None:
