@@ -4,11 +4,14 @@ For each scenario: 4 simulated engine processes (the scenario's profiles and KV 
 slower than the fitted profile, so saturation comes at request rates this machine drives easily); for each policy
 and seed, a rate sweep in ascending order that stops after the first rate missing the SLO (the matched rate always
 runs). Every point starts a fresh router process and resets every engine's prefix cache, then sends the scenario's
-requests for that (seed, rate) as text prompts (the same for every policy) from one load generator. The SLO is the
-scenario's, scaled by T (TTFT 1 s -> T s, TPOT 50 ms -> T x 50 ms): a point is within it when >= 90% of requests meet
-both. Per point: TTFT p50/p90, SLO attainment, the engines' own prefix-cache hit rate, the router's CPU
-(``/proc/<pid>/stat`` user+system over the run), the engines' and load generator's CPU and how late the load
-generator sent requests after their scheduled arrival (p50/p99/max: a generator that cannot keep up shows here).
+requests for that (seed, rate) as text prompts (the same for every policy) from one load generator: ``--duration``
+virtual seconds of arrivals (default the scenario's ``min_duration_s``, 8 s, the simulator's window; a 3 s window,
+this script's default until 2026-11-30, ends before decode batches reach steady state and reads max rates above
+the compute bound, RESULTS.md). The SLO is the scenario's, scaled by T (TTFT 1 s -> T s, TPOT 50 ms -> T x 50 ms):
+a point is within it when >= 90% of requests meet both. Per point: TTFT p50/p90, SLO attainment, the engines' own
+prefix-cache hit rate, the router's CPU (``/proc/<pid>/stat`` user+system over the run), the engines' and load
+generator's CPU and how late the load generator sent requests after their scheduled arrival (p50/p99/max: a
+generator that cannot keep up shows here).
 
 Scenarios: shared-prefix, zipf, zipf-hot, unequal, chat, burst, agentic, rag-reasoning
 (``llmd_kserve.bench.scenarios``, the simulator's engines: profiles, KV blocks, agentic's 128k context). Session
@@ -26,7 +29,7 @@ its first rate walks down the grid until a rate passes.
 Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale unequal=2]
        (or --scenarios chat,burst,agentic,rag-reasoning)
        [--policies default,approx-prefix,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
-       [--rates zipf=2,4,8] [--matched zipf=4] [--duration 3] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
+       [--rates zipf=2,4,8] [--matched zipf=4] [--duration 8] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
        .venv/bin/python benchmarks/peer_sweep.py --report out/peer_sweep/a.json,out/peer_sweep/b.json
 """
 
@@ -181,10 +184,16 @@ def reset(bases: list[str]) -> None:
                 time.sleep(0.2)
 
 
+def window_s(sc: Scenario, a: argparse.Namespace) -> float:
+    """Virtual seconds of arrivals per point: ``--duration``, else the scenario's (the simulator's) window."""
+    return sc.min_duration_s if a.duration is None else a.duration
+
+
 def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Namespace, engines: list[Proc],
               urls: list[str], log_dir: Path, peer_bin: str | None) -> dict[str, Any]:
     ts = a.scale[sc.name]
-    n = point_requests(rate, ts, a.duration, a.min_req[sc.name], sc.sessions)
+    window = window_s(sc, a)
+    n = point_requests(rate, ts, window, a.min_req[sc.name], sc.sessions)
     reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), n)
     if bad := session_order_violations(reqs):  # the load generator sends by arrival time, like the simulator
         raise SystemExit(f"{sc.name}: sessions {bad[:3]} would be sent out of turn order")
@@ -219,7 +228,8 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
                         None if r.tpot is None else round(r.tpot, 5), g not in seen, bool(slo.met(r))])
         seen.add(g)
     warm = [x[1] for x in per_req if not x[3] and x[1] is not None]
-    return {"scenario": sc.name, "policy": policy, "seed": seed, "rate": rate, "n": n, "wall_s": res.wall_s,
+    return {"scenario": sc.name, "policy": policy, "seed": seed, "rate": rate, "n": n, "window_s": window,
+            "wall_s": res.wall_s,
             "ttft_p50": s["ttft_p50"], "ttft_p90": s["ttft_p90"], "tpot_p90": s["tpot_p90"],
             "ttft_p50_warm": percentile(warm, 50), "ttft_p90_warm": percentile(warm, 90),
             "cold_share": sum(x[3] for x in per_req) / max(1, len(per_req)), "requests": per_req,
@@ -227,6 +237,15 @@ def run_point(sc: Scenario, policy: str, seed: int, rate: float, a: argparse.Nam
             "router_cpu_s": router_cpu, "engine_cpu_s": engine_cpu, "loadgen_cpu_s": loadgen_cpu,
             "time_scale": ts, "router_profile": a.router_profile, "slo": {"ttft": slo.ttft, "tpot": slo.tpot},
             "loadavg": os.getloadavg()[0], **send_lateness(reqs, res.results)}
+
+
+LEGACY_WINDOW_S = 3.0
+"""Points saved before ``window_s`` was recorded sent 3 virtual seconds of arrivals."""
+
+
+def series(p: dict[str, Any]) -> str:
+    """A saved point's table label: its scenario and window (points of different windows are not one sweep)."""
+    return f"{p['scenario']} ({p.get('window_s', LEGACY_WINDOW_S):g} s)"
 
 
 def _kv(spec: str, defaults: dict[str, Any], cast: Any) -> dict[str, Any]:
@@ -254,8 +273,8 @@ class _Ctx:
     t_start: float
 
     def point(self, rate: float) -> dict[str, Any]:
-        key = (self.sc.name, self.policy, self.seed, rate)
-        prev = next((p for p in self.points if (p["scenario"], p["policy"], p["seed"], p["rate"]) == key), None)
+        key = (series({"scenario": self.sc.name, "window_s": window_s(self.sc, self.a)}), self.policy, self.seed, rate)
+        prev = next((p for p in self.points if (series(p), p["policy"], p["seed"], p["rate"]) == key), None)
         if prev is not None:
             return prev
         p = run_point(self.sc, self.policy, self.seed, rate, self.a, self.engines, self.urls, self.log_dir,
@@ -309,13 +328,14 @@ def sweep_all(a: argparse.Namespace) -> None:
 
 
 def summarize_points(points: list[dict[str, Any]], matched: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Per scenario and policy, over seeds (``Spread``s): TTFT p50/p90 (plain and warm) and hit rate at the matched
+    """Per scenario and window (:func:`series`) and policy, over seeds (``Spread``s): TTFT p50/p90 (plain and warm) and hit rate at the matched
     rate, max rate within the SLO, router CPU per 1,000 requests (all of a seed's points) and in cores at the top
     rate run."""
-    by_key = {(p["scenario"], p["policy"], p["seed"], p["rate"]): p for p in points}
+    by_key = {(series(p), p["policy"], p["seed"], p["rate"]): p for p in points}
+    scenario_of = {series(p): p["scenario"] for p in points}
     out: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(k[0] for k in by_key):
-        m = matched.get(name, MATCHED.get(name))
+        m = matched.get(scenario_of[name], MATCHED.get(scenario_of[name]))
         policies = sorted(dict.fromkeys(k[1] for k in by_key if k[0] == name),
                           key=lambda p: (OURS + PEER).index(p) if p in OURS + PEER else 99)
         for policy in policies:
@@ -385,7 +405,9 @@ def main() -> None:
                     f"e.g. 'zipf=4;unequal=2' (defaults: {SCALE})")
     ap.add_argument("--rates", default="", help="per scenario, e.g. 'zipf=2,4,8;unequal=1,2' (req/s, live)")
     ap.add_argument("--matched", default="", help="matched-load rate per scenario, e.g. 'zipf=4'")
-    ap.add_argument("--duration", type=float, default=3.0, help="virtual seconds of arrivals per point (x T live)")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="virtual seconds of arrivals per point (x T live); default: the scenario's min_duration_s, "
+                    "the simulator's window (8 s): long enough for decode batches to reach steady state")
     ap.add_argument("--min-requests", default="", help=f"per scenario, e.g. 'zipf=160' (defaults: {MIN_REQUESTS})")
     ap.add_argument("--out", default="out/peer_sweep/sweep.json")
     ap.add_argument("--resume", action="store_true", help="keep the points already in --out and skip them")
