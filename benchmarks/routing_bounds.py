@@ -13,7 +13,7 @@ Two references per scenario, in the cluster simulator with the scenario's engine
   hand-made reference, not a bound: it ignores KV capacity when packing.
 
 Usage: .venv/bin/python benchmarks/routing_bounds.py [--scenarios zipf,unequal] [--seeds 0,1]
-       [--rates 200,220,...] [--json out.json]
+       [--rates 200,220,...] [--window 8] [--json out.json]
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ def main() -> None:
     ap.add_argument("--scenarios", default="zipf,unequal")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--rates", default="", help="the sweep (default: the scenario's)")
+    ap.add_argument("--window", type=float, default=None,
+                    help="virtual seconds of arrivals per run (default: the scenario's min_duration_s, 8)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -107,7 +109,7 @@ def main() -> None:
     for name in a.scenarios.split(","):
         sc = SCENARIOS[name]
         rates = tuple(float(r) for r in a.rates.split(",")) if a.rates else sc.rates
-        sc = replace(sc, rates=rates)
+        sc = replace(sc, rates=rates, min_duration_s=a.window or sc.min_duration_s)
         one = one_group(sc)
         res: dict[str, Any] = out.setdefault(name, {})
         configs = ("round-robin", "load-only") + (("default",) if sc.engine_profiles else ())

@@ -15,7 +15,7 @@ p90 is the steady state's and not the share of each group's cold first request; 
 
 Usage: .venv/bin/python benchmarks/routing_scenarios.py [--scenarios a,b] [--configs a,b] [--seeds 0,1]
        [--num-requests N (at least rate x the scenario's min_duration_s)] [--matched-fraction 0.8]
-       [--matched-requests 1500] [--extra-rates 250,300] [--json out.json]
+       [--matched-requests 1500] [--extra-rates 250,300] [--window 8] [--json out.json]
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--matched-fraction", type=float, default=0.8,
                     help="matched rate = this x round-robin's max rate within the SLO (0: the scenario's own)")
     ap.add_argument("--matched-requests", type=int, default=1500, help="requests of the matched-rate run")
+    ap.add_argument("--window", type=float, default=None,
+                    help="virtual seconds of arrivals per run at least (default: the scenario's min_duration_s, 8)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     extra = tuple(float(r) for r in a.extra_rates.split(",") if r)
@@ -120,6 +122,8 @@ def main() -> None:
         sc = SCENARIOS[name]
         if extra:
             sc = replace(sc, rates=tuple(sorted(set(sc.rates) | set(extra))))
+        if a.window:
+            sc = replace(sc, min_duration_s=a.window)
         n = a.num_requests or sc.num_requests
         rr = sweep(sc, sc.baseline, seeds, n) if a.matched_fraction > 0 else None
         matched = (matched_rate([max_rate_within_slo({r: x["attain"] for r, x in rr[s].items()}) for s in seeds],
