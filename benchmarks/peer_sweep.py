@@ -244,7 +244,11 @@ LEGACY_WINDOW_S = 3.0
 
 
 def series(p: dict[str, Any]) -> str:
-    """A saved point's table label: its scenario and window (points of different windows are not one sweep)."""
+    """A saved point's table label: its scenario and window (points of different windows are not one sweep);
+    session scenarios send a fixed number of requests at every rate, so no window applies."""
+    sc = SCENARIOS.get(p["scenario"])
+    if sc is not None and sc.sessions:
+        return p["scenario"]
     return f"{p['scenario']} ({p.get('window_s', LEGACY_WINDOW_S):g} s)"
 
 
@@ -328,9 +332,9 @@ def sweep_all(a: argparse.Namespace) -> None:
 
 
 def summarize_points(points: list[dict[str, Any]], matched: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Per scenario and window (:func:`series`) and policy, over seeds (``Spread``s): TTFT p50/p90 (plain and warm) and hit rate at the matched
-    rate, max rate within the SLO, router CPU per 1,000 requests (all of a seed's points) and in cores at the top
-    rate run."""
+    """Per scenario and window (:func:`series`) and policy, over seeds (``Spread``s): TTFT p50/p90 (plain and warm)
+    and hit rate at the matched rate, max rate within the SLO, router CPU per 1,000 requests (all of a seed's points)
+    and in cores at the top rate run."""
     by_key = {(series(p), p["policy"], p["seed"], p["rate"]): p for p in points}
     scenario_of = {series(p): p["scenario"] for p in points}
     out: dict[str, dict[str, Any]] = {}
