@@ -36,8 +36,13 @@ def _ephemeral_range() -> tuple[int, int]:
         return 49152, 65535
 
 
+def _socket(host: str) -> socket.socket:
+    """A TCP socket of ``host``'s address family (IPv6 when it has a colon)."""
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+
 def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    with _socket(host) as s:
         try:
             s.bind((host, port))
         except OSError:
@@ -58,7 +63,7 @@ def free_port(host: str = "127.0.0.1") -> int:
             if port not in _handed_out and _bindable(host, port):
                 _handed_out.add(port)
                 return port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    with _socket(host) as s:
         s.bind((host, 0))
         port = int(s.getsockname()[1])
     _handed_out.add(port)
@@ -67,7 +72,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def check_port_free(host: str, port: int) -> None:
     """Fail before anything starts when a port is taken (a health probe would reach the other server)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    with _socket(host) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
