@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,9 @@ from contextlib import ExitStack
 import aiohttp
 
 from llmd_kserve.aio import run as aio_run
+from llmd_kserve.stack.procs import free_port
 
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn(args: list[str], stack: ExitStack) -> subprocess.Popen:

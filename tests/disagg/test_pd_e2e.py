@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +17,10 @@ from recorder import Recorder, recording
 from llmd_kserve.disagg.protocol import PREFILL_REQUEST_PARAMS, REMOTE_PREFILL_KEYS
 from llmd_kserve.engine_sim.server import SimEngine, running_engine
 from llmd_kserve.router.app import RunningRouter, running_router
+from llmd_kserve.stack.procs import free_port as _free_port
 
 MODEL = "llama-8b-shape"
 PROMPT = " ".join(f"w{i % 97}x{i % 13}" for i in range(300))  # a few hundred tokens, many full blocks
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

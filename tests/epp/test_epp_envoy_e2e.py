@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -20,16 +19,11 @@ from llmd_kserve.bench.workloads.specs import SharedPrefixSpec
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import running_router
 from llmd_kserve.router.state import RouterState
+from llmd_kserve.stack.procs import free_port as _free_port
 from tests.epp.gateway import gateway
 
 pytestmark = pytest.mark.slow
 MODEL = "llama-8b-shape"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _wait_live(state: RouterState, engines: list) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
 import httpx
 import pytest
@@ -13,16 +12,11 @@ import pytest
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.epp.protocol import PREFILL_HEADER
 from llmd_kserve.epp.sidecar import running_sidecar
+from llmd_kserve.stack.procs import free_port as _free_port
 from tests.epp.gateway import gateway
 
 pytestmark = pytest.mark.slow
 MODEL = "llama-8b-shape"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_pd_through_envoy_with_sidecar(tmp_path):

@@ -4,11 +4,11 @@ the key is spelled in JSON (the report's repro: ``"kv_transfer_param\\u0073"``),
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 
+from llmd_kserve.stack.procs import free_port as _free_port
 from tests.faults.procs import Listener, engine, metric, request, router, running
 
 pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
@@ -30,12 +30,6 @@ def _bodies(port: int) -> list[tuple[str, bytes]]:
         out.append(("/v1/chat/completions", ('{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,'
                                              + field + "}").encode()))
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

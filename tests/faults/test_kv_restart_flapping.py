@@ -5,21 +5,15 @@ flapping (killed and restarted repeatedly) under load: every non-streamed reques
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
 import pytest
 
+from llmd_kserve.stack.procs import free_port as _free_port
 from tests.faults.procs import Proc, cli, engine, request, router, running, wait_for
 
 pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _engine_on(tmp, name: str, port: int, zport: int) -> Proc:

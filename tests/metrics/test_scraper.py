@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from aiohttp import web
 
 from llmd_kserve.metrics.scraper import MetricsScraper
+from llmd_kserve.stack.procs import free_port
 from llmd_kserve.types import Endpoint, EndpointId
 
 
@@ -27,12 +27,6 @@ async def wait_for(pred, timeout: float = 10.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.005)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,14 +13,9 @@ import pytest
 
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import RunningRouter, running_router
+from llmd_kserve.stack.procs import free_port as _free_port
 
 MODEL = "llama-8b-shape"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import aiohttp
 
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import running_router
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from llmd_kserve.stack.procs import free_port
 
 
 async def test_models_listed_once_a_late_engine_answers() -> None:
