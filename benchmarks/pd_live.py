@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import random
-import socket
 from dataclasses import replace
 
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
@@ -23,22 +22,17 @@ from llmd_kserve.bench.workloads import ArrivalSpec, RagSpec, assign_arrivals, b
 from llmd_kserve.cluster_sim import ClusterSim, SimOptions
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import running_router
+from llmd_kserve.stack.procs import free_port
 
 ROLES = ("prefill", "prefill", "decode", "decode")
 SLO_ = SLO(ttft=1.0, tpot=0.025)
 KEYS = ("ttft_p50", "ttft_p90", "itl_p50", "itl_p90", "tpot_p50", "goodput_rps")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def live(config: str, reqs, seed: int) -> dict:
     async with contextlib.AsyncExitStack() as st:
         engines = [await st.enter_async_context(running_engine(
-            role=role, seed=seed + i, kv_events_endpoint=f"tcp://127.0.0.1:{_port()}")) for i, role in enumerate(ROLES)]
+            role=role, seed=seed + i, kv_events_endpoint=f"tcp://127.0.0.1:{free_port()}")) for i, role in enumerate(ROLES)]
         specs = [f"{e.url}#role={e.opts.role}&kv={e.kv_events_endpoint}" for e in engines]
         router = await st.enter_async_context(running_router(endpoints=specs, config=config, seed=seed))
         await asyncio.sleep(0.5)  # first scrapes and KV-event subscriptions

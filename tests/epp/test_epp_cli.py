@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from llmd_kserve.stack.procs import free_port
 from tests.test_cli_errors import _assert_one_line_error, _cli
 
 pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
@@ -48,9 +49,7 @@ def test_epp_process_drains_on_sigterm():
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "epp", "--host", "127.0.0.1", "--grpc-port",
                              str(port), "--metrics-port", "0", "--endpoints", "http://127.0.0.1:1",
                              "--drain-timeout", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
