@@ -86,11 +86,11 @@ def test_labelled_profiles_give_the_faster_engines_the_larger_share() -> None:
 def test_default_spills_the_hot_group_where_approx_prefix_piles_it_onto_one_replica() -> None:
     sc = SCENARIOS["zipf-hot"]  # the top group is 38% of the traffic: more than one replica's share
     reqs = sc.build(240.0, random.Random(0), 1200)
+    slo = SLO(sc.slo_ttft_s, sc.slo_tpot_s)
     placed, attained = {}, {}
     for cfg in ("approx-prefix", "default"):
         run = simulate(reqs, cfg, SimOptions(engines=4, seed=0))
         placed[cfg] = {r.endpoint for r in run.results if r.request_id.startswith("sp-g0-")}
-        slo = SLO(sc.slo_ttft_s, sc.slo_tpot_s)
         attained[cfg] = sum(slo.met(r) for r in run.results) / len(run.results)
     assert len(placed["approx-prefix"]) == 1  # prefix score outweighs load: every hot request on one replica
     assert len(placed["default"]) >= 2  # the decode budget spills it to a second replica...
