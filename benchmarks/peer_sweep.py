@@ -243,13 +243,16 @@ LEGACY_WINDOW_S = 3.0
 """Points saved before ``window_s`` was recorded sent 3 virtual seconds of arrivals."""
 
 
+def series_label(scenario: str, window: float) -> str:
+    """A table label: the scenario and its window (points of different windows are not one sweep); session
+    scenarios send a fixed number of requests at every rate, so no window applies."""
+    sc = SCENARIOS.get(scenario)
+    return scenario if sc is not None and sc.sessions else f"{scenario} ({window:g} s)"
+
+
 def series(p: dict[str, Any]) -> str:
-    """A saved point's table label: its scenario and window (points of different windows are not one sweep);
-    session scenarios send a fixed number of requests at every rate, so no window applies."""
-    sc = SCENARIOS.get(p["scenario"])
-    if sc is not None and sc.sessions:
-        return p["scenario"]
-    return f"{p['scenario']} ({p.get('window_s', LEGACY_WINDOW_S):g} s)"
+    """A saved point's :func:`series_label`."""
+    return series_label(p["scenario"], p.get("window_s", LEGACY_WINDOW_S))
 
 
 def _kv(spec: str, defaults: dict[str, Any], cast: Any) -> dict[str, Any]:
@@ -277,7 +280,7 @@ class _Ctx:
     t_start: float
 
     def point(self, rate: float) -> dict[str, Any]:
-        key = (series({"scenario": self.sc.name, "window_s": window_s(self.sc, self.a)}), self.policy, self.seed, rate)
+        key = (series_label(self.sc.name, window_s(self.sc, self.a)), self.policy, self.seed, rate)
         prev = next((p for p in self.points if (series(p), p["policy"], p["seed"], p["rate"]) == key), None)
         if prev is not None:
             return prev
