@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from llmd_kserve.stack.procs import free_port
+
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "llmd_kserve.cli", *args], capture_output=True, text=True,
@@ -34,9 +36,7 @@ def busy_port():
 
 @pytest.fixture
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()  # nothing listens there
 
 
 def _files(tmp_path):

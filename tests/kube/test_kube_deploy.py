@@ -9,6 +9,7 @@ from llmd_kserve.kube.deploy import DeployTimeoutError, KubeApis, deploy, status
 from llmd_kserve.kube.fake import FakeKubeApi
 from llmd_kserve.kube.render import render
 from llmd_kserve.kube.spec import DeploymentSpec
+from llmd_kserve.stack.procs import free_port
 
 
 class FakeClock:
@@ -139,11 +140,7 @@ def test_no_cluster_configured(tmp_path, monkeypatch):
 
 def test_connection_refused_with_a_real_client(tmp_path):
     """A kubeconfig pointing at a closed local port: the real client's connection error becomes ClusterError."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     cfg = tmp_path / "kubeconfig"
     cfg.write_text(f"""apiVersion: v1
 kind: Config

@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from llmd_kserve.stack.procs import free_port
+
 
 @dataclass
 class FakeUpstream:
@@ -99,10 +101,5 @@ async def running_fake(**kwargs: Any) -> AsyncIterator[FakeUpstream]:
 
 
 def closed_port_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens (bind, read the port, close)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """A URL on 127.0.0.1 where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"
