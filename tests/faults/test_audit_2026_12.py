@@ -127,7 +127,7 @@ def _rotated_log(tmp_path, key: bytes | None, n: int = 20):
         log.append({"event": "admit", "request_id": f"r{i}"})
     log.close()
     files = rotated_files(path)
-    assert len(files) >= 4 and verify(files, key=key).ok
+    assert len(files) >= 4 and (verify(files, key=key) if key else verify(files)).ok
     return files
 
 
@@ -188,12 +188,15 @@ def test_a_log_keyed_after_an_upgrade_verifies_and_protects_its_unkeyed_start(tm
     assert any("no record is keyed" in e for e in verify([plain], key=KEY).errors)  # an unkeyed rewrite of it all
 
 
-def test_head_is_logged_at_warning_on_rotation_and_close(tmp_path, caplog):
+def test_head_is_logged_at_warning_on_rotation_and_a_kept_head_catches_a_cut_end(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="llmd_kserve.governance.audit"):
         files = _rotated_log(tmp_path, None)
-    heads = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and " head " in r.getMessage()]
-    assert len(heads) == len(files)  # one per rotation, one at close
-    assert heads[-1].endswith(verify(files).head)
+    heads = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records
+             if r.levelno == logging.WARNING and " head " in r.getMessage()]
+    assert len(heads) == len(files) and heads[-1] == verify(files).head  # one per rotation, one at close
+    kept = verify(files, expect_head=heads[1])  # a head kept at an earlier rotation: still there
+    assert kept.ok and "records follow it" in kept.notes[-1]
+    assert not verify(files[:1], expect_head=heads[1]).ok  # the files after it were deleted
 
 
 def test_a_last_record_over_1_mib_does_not_stop_a_restart(tmp_path):
