@@ -26,24 +26,26 @@ def _records(path):
     return [json.loads(x) for f in rotated_files(path) for x in f.read_bytes().splitlines()]
 
 
-def _ask(url: str, rid: str) -> int:
-    body = {"model": "llama-8b-shape", "prompt": "audit me " * 4, "max_tokens": 4, "ignore_eos": True}
+def _ask(url: str, rid: str, prompt: str = "audit me") -> int:
+    body = {"model": "llama-8b-shape", "prompt": prompt * 4, "max_tokens": 4, "ignore_eos": True}
     return request(url + "/v1/completions", body, {"x-request-id": rid})[0]
 
 
 def _disk_full_episode(tmp_path, fsync: str, headroom: int) -> tuple[dict[str, int], str, str, list[dict]]:
     """Requests before, during and after an RLIMIT_FSIZE 'disk full' on the router: (statuses, metrics during,
     metrics after, records)."""
-    audit = tmp_path / "audit.jsonl"
+    audit, guard = tmp_path / "audit.jsonl", tmp_path / "guard.yaml"
+    guard.write_text("guardrails:\n- {type: blocklist, keywords: [secret-project]}\n")
     eng = engine(tmp_path, "e0")
     with running(eng):
         r = router(tmp_path, eng.url, "--audit-file", str(audit), "--audit-fsync", fsync, "--audit-fsync-interval",
-                   "0.2")
+                   "0.2", "--guardrails-file", str(guard))
         with running(r):
             statuses = {f"before-{i}": _ask(r.url, f"before-{i}") for i in range(3)}
             assert wait_for(lambda: len(_records(audit)) == 6)  # admit + done each
             resource.prlimit(r.pid, resource.RLIMIT_FSIZE, (audit.stat().st_size + headroom, UNLIMITED))
             statuses |= {f"full-{i}": _ask(r.url, f"full-{i}") for i in range(6)}
+            statuses["blocked"] = _ask(r.url, "blocked", "secret-project")  # refused anyway: keeps its own status
             during = request(r.url + "/metrics")[1].decode()
             resource.prlimit(r.pid, resource.RLIMIT_FSIZE, (UNLIMITED, UNLIMITED))
             statuses |= {f"after-{i}": _ask(r.url, f"after-{i}") for i in range(3)}
@@ -60,7 +62,8 @@ def _check_whole(tmp_path, statuses: dict[str, int], recs: list[dict]) -> dict:
     assert len(failed) == 1 and failed[0]["error"].startswith("EFBIG") and any("could not write" in n for n in rep.notes)
     admitted = {x["request_id"] for x in recs if x["event"] == "admit"}
     assert all(rid in admitted for rid, s in statuses.items() if s == 200)  # no answer without its record
-    assert all(s == 200 for rid, s in statuses.items() if not rid.startswith("full"))
+    assert all(s == 200 for rid, s in statuses.items() if rid.startswith(("before", "after")))
+    assert statuses["blocked"] == 400
     return failed[0]
 
 
