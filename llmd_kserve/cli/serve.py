@@ -125,11 +125,16 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--audit-file", default=None,
                    help="hash-chained JSONL audit trail (--audit full: redacted text instead of salted hashes)")
     g.add_argument("--audit-fsync", choices=["every", "interval"], default="every",
-                   help="fsync every record before the request goes on (group commit), or every --audit-fsync-interval s")
+                   help="every: each record is written and fsynced before the request goes on (group commit); "
+                        "interval: written before it goes on, fsynced every --audit-fsync-interval s. Either way a "
+                        "request whose record cannot be written gets 503")
     g.add_argument("--audit-fsync-interval", type=positive_float, default=1.0)
     g.add_argument("--audit-max-bytes", type=positive_int, default=None, help="rotate the audit file at this size")
     g.add_argument("--audit-max-age", type=positive_float, default=None, dest="audit_max_age_s",
                    help="rotate the audit file after this many seconds")
+    g.add_argument("--audit-chain-key-file", default=None,
+                   help="file holding a secret (16+ bytes) that keys the audit chain (HMAC-SHA256), so nobody without "
+                        "it can re-hash an edited log; default: env LLMD_AUDIT_CHAIN_KEY, else an unkeyed chain")
     g.add_argument("--flow-per-endpoint", type=positive_int, default=None,
                    help="flow control: requests in flight per endpoint before the rest queue (priority, tenant)")
     g.add_argument("--flow-band-capacity", type=positive_int, default=1024, help="queued requests per priority band")
@@ -139,6 +144,18 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
                      "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s")
+
+
+def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
+    """The audit chain key from ``key_file`` or env ``LLMD_AUDIT_CHAIN_KEY`` (None: neither); a one-line error."""
+    from llmd_kserve.governance.audit import chain_key
+
+    try:
+        return chain_key(key_file, os.environ)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit chain key: {exc.strerror or exc}", key_file or flag) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc), flag) from None
 
 
 def _cmd_router(a: argparse.Namespace) -> int:
@@ -159,7 +176,8 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
-        drain_timeout=a.drain_timeout, admin=a.admin, **{n: getattr(a, n) for n in _GOVERNANCE_FLAGS})
+        drain_timeout=a.drain_timeout, admin=a.admin, **{n: getattr(a, n) for n in _GOVERNANCE_FLAGS},
+        audit_chain_key=audit_chain_key(a.audit_chain_key_file, "audit-chain-key-file") if a.audit_file else None)
     if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
         logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,

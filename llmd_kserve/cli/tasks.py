@@ -213,16 +213,23 @@ def add_audit(sub: argparse._SubParsersAction) -> None:
     v = aus.add_parser("verify", help="check FILE… (oldest first; a rotated set: file.1 file.2 … file) for edited, "
                                       "dropped or reordered records; exit 1 when broken")
     v.add_argument("files", nargs="+", metavar="FILE")
-    v.add_argument("--expect-head", default=None, help="the last record's hash as anchored elsewhere (metrics, logs)")
+    v.add_argument("--expect-head", default=None,
+                   help="a head hash kept elsewhere (the router logs it at each rotation and at exit): exit 1 "
+                        "unless that record is still in the files")
+    v.add_argument("--chain-key-file", default=None,
+                   help="the router's --audit-chain-key-file, to check a keyed chain (default: env "
+                        "LLMD_AUDIT_CHAIN_KEY); with a key, a chain that is not keyed is an error")
+    v.add_argument("--partial", action="store_true",
+                   help="accept a chain that starts after seq 1 (older rotated files deliberately left out)")
     p.set_defaults(func=_cmd_audit)
 
 
 def _cmd_audit(a: argparse.Namespace) -> int:
+    from llmd_kserve.cli.serve import audit_chain_key
     from llmd_kserve.governance.audit import verify
 
-    rep = verify(a.files)
-    if a.expect_head and rep.head != a.expect_head:
-        rep.errors.append(f"head {rep.head} is not the expected {a.expect_head} (records dropped at the end)")
+    rep = verify(a.files, key=audit_chain_key(a.chain_key_file, "chain-key-file"), partial=a.partial,
+                 expect_head=a.expect_head)
     print(json.dumps({"ok": rep.ok, "records": rep.records, "first_seq": rep.first_seq, "last_seq": rep.last_seq,
                       "head": rep.head, "errors": rep.errors, "notes": rep.notes}, indent=1))
     return 0 if rep.ok else 1

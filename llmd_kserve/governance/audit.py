@@ -1,37 +1,41 @@
-"""Tamper-evident JSONL audit trail: hash-chained records, group-committed fsync, rotation that keeps the chain.
+"""The tamper-evident JSONL audit trail's writer: hash-chained records, written in all-or-nothing batches,
+rotation that keeps the chain (the record format and ``verify`` are in ``governance.chain``).
 
 Each line is one JSON object ``{"seq", "ts", "prev", ..., "hash"}`` where ``hash`` is the SHA-256 of the record's
 canonical JSON without ``hash`` (sorted keys, no spaces) and ``prev`` is the previous record's ``hash`` (64 zeros
-for the first record ever). Editing a record breaks its hash; dropping or reordering breaks ``seq`` and ``prev``.
-Rotation (size or age) renames the file to ``<name>.<n>`` (n = 1, 2, …) and starts the new file with a
-``rotated`` record chained to the last one, so ``verify(old…, current)`` checks the whole history. On start the
-trail continues the chain of the existing file; a torn last line (a crash mid-write) is cut off and a
-``recovered`` record says how many bytes. Dropping records from the *end* of the newest file is only detectable
-against an external anchor: the head (``seq``, ``hash``) is exported as a metric and logged at shutdown.
+for the first record ever). With a chain key, ``hash`` is an HMAC-SHA256 under that key instead and the record says
+``"chain": "hmac-sha256"``: then nobody without the key can re-hash an edited chain. Editing a record breaks its
+hash; dropping or reordering breaks ``seq`` and ``prev``.
+
+A batch of records is sealed and written together: if the write (or its fsync) fails, the file is cut back to the
+last good byte and ``seq``/``head`` roll back, so the chain on disk stays whole; the next batch that reaches the
+disk starts with a ``write_failed`` record (how many records were lost, when, why). Rotation (size or age) renames
+the file to ``<name>.<n>`` (n = 1, 2, …); a file that does not start the chain starts with a ``rotated`` record
+chained to the last one, so ``verify(old…, current)`` checks the whole history. On start the trail continues the
+chain of the existing file; a torn or unparseable last line (a crash mid-write) is cut off and a ``recovered``
+record says how many bytes. The head (``seq``, ``hash``) is logged at WARNING on each rotation and at shutdown:
+keep it elsewhere, it is what shows records dropped from the end.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmd_kserve.governance.chain import GENESIS, KEYED, VerifyReport, chain_key, record_hash, verify
+from llmd_kserve.governance.chain import canonical as _canonical
+
+__all__ = ["GENESIS", "AuditLog", "VerifyReport", "chain_key", "record_hash", "rotated_files", "verify"]
 log = logging.getLogger(__name__)
-GENESIS = "0" * 64
-
-
-def _canonical(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def record_hash(record: dict[str, Any]) -> str:
-    return hashlib.sha256(_canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+_BLOCK = 1 << 16
 
 
 def rotated_files(path: str | Path) -> list[Path]:
@@ -41,57 +45,89 @@ def rotated_files(path: str | Path) -> list[Path]:
     return olds + ([p] if p.exists() else [])
 
 
-def _last_line(p: Path) -> tuple[bytes, int]:
-    """(last complete line, bytes after it that do not end in a newline) of a file."""
-    with open(p, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - (1 << 20)))
-        tail = f.read()
-    torn = len(tail) - (tail.rfind(b"\n") + 1)
-    lines = tail[: len(tail) - torn].splitlines()
-    return (lines[-1] if lines else b""), torn
+def _last_line(f: Any, end: int) -> tuple[bytes, int]:
+    """(last complete line of the first ``end`` bytes of ``f``, bytes after it without a newline); reads backwards
+    in growing blocks, so a line of any length is found whole."""
+    buf, pos = b"", end
+    while pos > 0:
+        last = buf.rfind(b"\n")
+        if last >= 0 and buf.rfind(b"\n", 0, last) >= 0:
+            break
+        step = min(max(_BLOCK, len(buf)), pos)
+        pos -= step
+        f.seek(pos)
+        buf = f.read(step) + buf
+    last = buf.rfind(b"\n")
+    if last < 0:
+        return b"", len(buf)
+    return buf[buf.rfind(b"\n", 0, last) + 1:last], len(buf) - last - 1
 
 
-@dataclass(slots=True)
-class _Rotate:
-    pass
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line)
+        return rec if isinstance(rec, dict) and isinstance(rec["seq"], int) and isinstance(rec["hash"], str) else None
+    except (ValueError, KeyError):
+        return None
+
+
+def _error_name(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "")
+    return f"{name}: {exc.strerror}" if name and exc.strerror else str(exc)
 
 
 @dataclass(slots=True)
 class AuditLog:
-    """The synchronous core: ``seal`` chains a record (in call order), ``write`` + ``sync`` put it on disk."""
+    """The synchronous core: ``commit`` seals a batch of records and writes it, all or nothing. Call from one thread
+    at a time, in the order records should appear."""
 
     path: Path
     max_bytes: int | None = None
     max_age_s: float | None = None
     clock: Callable[[], float] = time.time
+    chain_key: bytes | None = None
     seq: int = 0
+    """The last record that reached the file (never a record that failed to)."""
     head: str = GENESIS
     _size: int = 0
     _opened_at: float = 0.0
     _fd: int = -1
-    _recovered: int = 0
+    _dirty: bool = False
+    _failure: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        files = rotated_files(self.path)
-        for p in reversed(files):
-            last, torn = _last_line(p)
-            if torn and p == self.path:
-                with open(p, "r+b") as f:
-                    f.truncate(p.stat().st_size - torn)
-                self._recovered = torn
-                log.warning("audit log %s: cut %d bytes of a torn last record", p, torn)
-            if last:
-                rec = json.loads(last)
-                self.seq, self.head = int(rec["seq"]), str(rec["hash"])
-                break
+        recovered = self._resume()
         self._open()
-        if self._recovered:
-            self.write([self.seal({"event": "recovered", "truncated_bytes": self._recovered})])
-            self.sync()
+        if recovered:
+            self.commit([{"event": "recovered", **recovered}])
+
+    def _resume(self) -> dict[str, Any] | None:
+        """Continue the chain of the newest record on disk; cut a torn or unparseable end of the current file and
+        return what the ``recovered`` record says about it."""
+        recovered = None
+        for p in reversed(rotated_files(self.path)):
+            with open(p, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                line, torn = _last_line(f, size)
+                rec, cut, reason = _parse(line), torn, "torn last record"
+                if line and rec is None and p == self.path:  # a whole last line that is no record: cut it too
+                    before, _ = _last_line(f, size - torn - len(line) - 1)
+                    rec, cut, reason, line = _parse(before), cut + len(line) + 1, "unparseable last record", before
+                if line and rec is None:
+                    raise OSError(f"{p} does not end with an audit record (is it an audit log?)")
+                if cut and p == self.path:
+                    f.seek(size - cut)
+                    digest = hashlib.sha256(f.read()).hexdigest()
+                    os.truncate(p, size - cut)
+                    log.warning("audit log %s: cut %d bytes of a %s", p, cut, reason)
+                    recovered = {"truncated_bytes": cut, "truncated_sha256": digest, "reason": reason}
+            if rec is not None:
+                self.seq, self.head = rec["seq"], rec["hash"]
+                log.warning("audit log %s continues at seq %d head %s", self.path, self.seq, self.head)
+                break
+        return recovered
 
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -103,122 +139,100 @@ class AuditLog:
             (self.max_bytes is not None and self._size >= self.max_bytes)
             or (self.max_age_s is not None and self.clock() - self._opened_at >= self.max_age_s))
 
-    def seal(self, fields: dict[str, Any]) -> bytes | list[Any]:
-        """Chain ``fields`` into the next record; returns its line (or [rotate, line, line] when rotation is due).
-        Call from one thread, in the order records should appear."""
-        ops: list[Any] = []
+    def _prepare(self) -> None:
+        """Before a batch: reopen after a failed rotation, cut back a failed write, rotate when due."""
+        if self._fd < 0:
+            self._open()
+        if self._dirty:
+            os.ftruncate(self._fd, self._size)
+            self._dirty = False
         if self._due():
-            ops.append(_Rotate())
-            self._size, self._opened_at = 0, self.clock()
-            ops.append(self._line({"event": "rotated"}))
-        ops.append(self._line(fields))
-        return ops[0] if len(ops) == 1 else ops
+            self._rotate()
+
+    def _rotate(self) -> None:
+        os.fsync(self._fd)
+        olds = rotated_files(self.path)[:-1]
+        n = int(olds[-1].suffix[1:]) + 1 if olds else 1
+        target = self.path.with_name(f"{self.path.name}.{n}")
+        os.replace(self.path, target)
+        os.close(self._fd)
+        self._fd = -1
+        log.warning("audit log rotated to %s at seq %d head %s", target, self.seq, self.head)
+        self._open()
 
     def _line(self, fields: dict[str, Any]) -> bytes:
         self.seq += 1
         rec = {**fields, "seq": self.seq, "ts": round(self.clock(), 6), "prev": self.head}
-        rec["hash"] = self.head = record_hash(rec)
-        line = _canonical(rec) + b"\n"
-        self._size += len(line)
-        return line
+        if self.chain_key is not None:
+            rec["chain"] = KEYED
+        rec["hash"] = self.head = record_hash(rec, self.chain_key)
+        return _canonical(rec) + b"\n"
 
-    def write(self, items: Iterable[bytes | list[Any]]) -> None:
-        """Write sealed lines (and rotate where sealed so); not durable until ``sync``."""
-        buf: list[bytes] = []
-        for item in items:
-            for op in item if isinstance(item, list) else (item,):
-                if isinstance(op, _Rotate):
-                    self._flush(buf)
-                    buf = []
-                    self._rotate()
-                else:
-                    buf.append(op)
-        self._flush(buf)
+    def commit(self, batch: Sequence[dict[str, Any]], sync: bool = True) -> None:
+        """Seal ``batch`` and write it (then fsync when ``sync``). On an OSError nothing of it stays in the file,
+        ``seq``/``head`` are as before, the loss is remembered for the next ``write_failed`` record, and it raises."""
+        try:
+            self._prepare()
+        except OSError as exc:
+            self._note_failure(len(batch), exc)
+            raise
+        seq, head = self.seq, self.head
+        try:
+            lines = [self._line({"event": "rotated"})] if self._size == 0 and self.seq > 0 else []
+            if self._failure is not None:
+                lines.append(self._line({"event": "write_failed", **self._failure}))
+            data = b"".join(lines + [self._line(f) for f in batch])
+            self._write_all(data)
+            if sync:
+                os.fsync(self._fd)
+        except BaseException as exc:
+            self.seq, self.head = seq, head
+            self._dirty = True
+            try:
+                os.ftruncate(self._fd, self._size)
+                self._dirty = False
+            except OSError:
+                pass  # cut before the next batch
+            if isinstance(exc, OSError):
+                self._note_failure(len(batch), exc)
+            raise
+        self._size += len(data)
+        if self._failure is not None:
+            log.warning("audit log writes work again (%d records lost)", self._failure["lost_records"])
+            self._failure = None
 
-    def _flush(self, buf: list[bytes]) -> None:
-        data = b"".join(buf)
+    def _write_all(self, data: bytes) -> None:
         while data:
             n = os.write(self._fd, data)
             data = data[n:]
 
-    def _rotate(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
-        olds = rotated_files(self.path)[:-1]
-        n = int(olds[-1].suffix[1:]) + 1 if olds else 1
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.{n}"))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._opened_at = self.clock()
+    def _note_failure(self, lost: int, exc: OSError) -> None:
+        now = round(self.clock(), 6)
+        f = self._failure or {"lost_records": 0, "failed_writes": 0, "first_failure_ts": now}
+        f.update(lost_records=f["lost_records"] + lost, failed_writes=f["failed_writes"] + 1, last_failure_ts=now,
+                 error=_error_name(exc))
+        self._failure = f
+        log.error("audit log write failed (%d records not written): %s", lost, exc)
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        """fsync what was written; a failure is remembered (next ``write_failed`` record) and raised."""
+        try:
+            if self._fd >= 0:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._note_failure(0, exc)
+            raise
 
     def append(self, fields: dict[str, Any], fsync: bool = True) -> None:
         """Seal, write and (by default) fsync one record, synchronously."""
-        self.write([self.seal(fields)])
-        if fsync:
-            self.sync()
+        self.commit([fields], fsync)
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                log.error("audit log fsync at close failed: %s", exc)
             os.close(self._fd)
             self._fd = -1
-            log.info("audit log closed at seq %d head %s", self.seq, self.head)
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    records: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    head: str = GENESIS
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-def verify(files: Sequence[str | Path], max_errors: int = 20) -> VerifyReport:
-    """Check the chain through ``files`` (oldest first): every hash, every ``prev`` link, consecutive ``seq``."""
-    rep = VerifyReport()
-    prev_hash: str | None = None
-    prev_seq: int | None = None
-    for f in files:
-        with open(f, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                where = f"{f}:{lineno}"
-                if len(rep.errors) >= max_errors:
-                    rep.errors.append("too many errors; stopped")
-                    return rep
-                if not raw.endswith(b"\n"):
-                    rep.errors.append(f"{where}: torn last record (no newline)")
-                    continue
-                try:
-                    rec = json.loads(raw)
-                    seq, h, prev = int(rec["seq"]), str(rec["hash"]), str(rec["prev"])
-                except (ValueError, KeyError, TypeError):
-                    rep.errors.append(f"{where}: not an audit record")
-                    continue
-                rep.records += 1
-                if record_hash(rec) != h:
-                    rep.errors.append(f"{where}: seq {seq}: hash mismatch (record edited)")
-                if prev_seq is None:
-                    rep.first_seq = seq
-                    if seq == 1 and prev != GENESIS:
-                        rep.errors.append(f"{where}: seq 1 does not start from the genesis hash")
-                    elif seq != 1 and rec.get("event") != "rotated":
-                        rep.errors.append(f"{where}: starts at seq {seq}, neither the chain's start nor a rotated "
-                                          "file's first record (records dropped at the start)")
-                    elif seq != 1:
-                        rep.notes.append(f"chain starts at seq {seq} (a rotated file; earlier files not given)")
-                else:
-                    if seq != prev_seq + 1:
-                        rep.errors.append(f"{where}: seq {seq} follows seq {prev_seq} (records dropped or reordered)")
-                    if prev != prev_hash:
-                        rep.errors.append(f"{where}: seq {seq}: prev does not match the hash of the record before")
-                prev_seq, prev_hash = seq, h
-    rep.last_seq, rep.head = prev_seq, prev_hash or GENESIS
-    return rep
+            log.warning("audit log closed at seq %d head %s", self.seq, self.head)

@@ -21,7 +21,8 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
                   audit_content: str = "hash", audit_fsync: str = "every", audit_fsync_interval: float = 1.0,
                   audit_max_bytes: int | None = None, audit_max_age_s: float | None = None,
                   flow_capacity: Callable[[], int] | None = None, flow_band_capacity: int = 1024,
-                  flow_ttl_s: float = 30.0, salt: bytes | None = None, registry: Any = None) -> Gateway:
+                  flow_ttl_s: float = 30.0, salt: bytes | None = None, registry: Any = None,
+                  audit_chain_key: bytes | None = None) -> Gateway:
     keys = KeyStore(Path(keys_file) if keys_file else None, tuple(legacy_keys))
     if audit_fsync not in ("every", "interval"):
         raise ConfigError(f"must be every or interval, got {audit_fsync!r}", "audit_fsync")
@@ -30,8 +31,8 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
     trail = None
     if audit_file:
         try:
-            trail = AuditTrail(AuditLog(Path(audit_file), audit_max_bytes, audit_max_age_s), audit_fsync,  # type: ignore[arg-type]
-                               audit_fsync_interval)
+            trail = AuditTrail(AuditLog(Path(audit_file), audit_max_bytes, audit_max_age_s,
+                                        chain_key=audit_chain_key), audit_fsync, audit_fsync_interval)  # type: ignore[arg-type]
         except OSError as exc:
             raise ConfigError(f"cannot open the audit log: {exc.strerror or exc}", str(audit_file)) from None
     flow = None
@@ -40,5 +41,8 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
     metrics = GatewayMetrics(registry, keys.tenants) if registry is not None else None
     if metrics is not None:
         keys.on_reload = lambda ok: metrics.key_reloads.labels("applied" if ok else "refused").inc()
+        if trail is not None:
+            metrics.audit_seq.set(trail.log.seq)
+            trail.on_commit, trail.on_failure = metrics.audit_written, metrics.audit_failed
     return Gateway(keys, flow=flow, guardrails=load_guardrails(guardrails_file) if guardrails_file else None,
                    trail=trail, audit_content=audit_content, salt=salt, metrics=metrics)  # type: ignore[arg-type]

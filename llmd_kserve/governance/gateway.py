@@ -105,10 +105,14 @@ class Gateway:
             self.metrics.requests.labels(self.metrics.tenant(key.tenant), outcome).inc()
 
     async def _audit(self, fields: dict[str, Any]) -> None:
+        """Append a record once it is in the file; OSError when it could not be written (the trail counts it, and
+        the next record written says how many were lost), except for a ``deny``: that request keeps its refusal."""
         if self.trail is not None:
-            await self.trail.record(fields)
-            if self.metrics is not None:
-                self.metrics.audit_seq.set(self.trail.log.seq)
+            try:
+                await self.trail.record(fields)
+            except OSError:
+                if fields.get("event") != "deny":
+                    raise
 
     def _who(self, key: VirtualKey) -> dict[str, Any]:
         return {"key": key.id, "tenant": key.tenant, "team": key.team}

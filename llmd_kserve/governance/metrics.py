@@ -24,11 +24,23 @@ class GatewayMetrics:
                                  namespace=ns, registry=registry)
         self.in_flight = Gauge("in_flight", "Requests dispatched by flow control and not finished", namespace=ns,
                                registry=registry)
-        self.audit_seq = Gauge("audit_head_seq", "Sequence number of the last audit record (the chain's anchor)",
-                               namespace=ns, registry=registry)
-        self.audit_failures = Counter("audit_write_failures", "Audit batches that failed to reach the disk",
-                                      namespace=ns, registry=registry)
+        self.audit_seq = Gauge("audit_head_seq", "Sequence number of the last audit record in the file (the chain's "
+                               "anchor)", namespace=ns, registry=registry)
+        self.audit_failures = Counter("audit_write_failures", "Audit writes or fsyncs that failed (requests waiting "
+                                      "on them were refused)", namespace=ns, registry=registry)
+        self.audit_failing = Gauge("audit_write_failing", "1 while the last audit write failed (new requests are "
+                                   "refused until one succeeds)", namespace=ns, registry=registry)
         self.key_reloads = Counter("keys_reloads", "Keys file reloads", ["result"], namespace=ns, registry=registry)
+
+    def audit_written(self, seq: int) -> None:
+        """The audit trail's hook after a batch reached the file."""
+        self.audit_seq.set(seq)
+        self.audit_failing.set(0)
+
+    def audit_failed(self) -> None:
+        """The audit trail's hook after a failed write or fsync."""
+        self.audit_failures.inc()
+        self.audit_failing.set(1)
 
     def tenant(self, name: str) -> str:
         known = self._known()

@@ -108,6 +108,8 @@ class RouterSettings:
     audit_fsync_interval: float = 1.0
     audit_max_bytes: int | None = None
     audit_max_age_s: float | None = None
+    audit_chain_key: bytes | None = None
+    """Key of the audit chain's HMAC (``audit verify`` needs it too); None: the chain is plain SHA-256."""
     flow_per_endpoint: int | None = None
     """Flow control: requests in flight per endpoint before the rest queue by priority and tenant (None: off)."""
     flow_band_capacity: int = 1024
@@ -160,7 +162,7 @@ def gateway_of(s: RouterSettings, registry: Any = None, pool_size: Callable[[], 
         audit_fsync_interval=s.audit_fsync_interval, audit_max_bytes=s.audit_max_bytes,
         audit_max_age_s=s.audit_max_age_s, flow_band_capacity=s.flow_band_capacity, flow_ttl_s=s.flow_ttl_s,
         flow_capacity=(lambda: per * max(1, pool_size())) if per else None,
-        salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry)
+        salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry, audit_chain_key=s.audit_chain_key)
 
 
 def governance_of(s: RouterSettings, gateway: Gateway | None = None) -> Governance:
