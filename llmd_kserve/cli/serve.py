@@ -131,14 +131,19 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--audit-max-age", type=positive_float, default=None, dest="audit_max_age_s",
                    help="rotate the audit file after this many seconds")
     g.add_argument("--flow-per-endpoint", type=positive_int, default=None,
-                   help="flow control: requests in flight per endpoint before the rest queue (priority, tenant)")
+                   help="flow control: requests in flight per endpoint before the rest queue (priority, tenant); "
+                        "without it a key's --max-concurrency is still enforced (429 over it)")
     g.add_argument("--flow-band-capacity", type=positive_int, default=1024, help="queued requests per priority band")
     g.add_argument("--flow-ttl", type=positive_float, default=30.0, dest="flow_ttl_s",
                    help="seconds a request may wait in the queue (then 503, x-llmd-drop-reason: ttl_expired)")
+    g.add_argument("--flow-headroom", type=positive_int, default=1, dest="flow_headroom",
+                   help="flow-control slots kept for a tenant that has none in flight, so a flooding tenant cannot "
+                        "take them all (default 1)")
 
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
-                     "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s")
+                     "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
+                     "flow_headroom")
 
 
 def _cmd_router(a: argparse.Namespace) -> int:
