@@ -108,7 +108,7 @@ def _record(i: int, raw: Any, source: str) -> VirtualKey:
         if not isinstance(raw.get(name, False), bool):
             raise ConfigError("must be true or false", f"{where}.{name}")
     for name in ("team", "name"):
-        if not isinstance(raw.get(name) or "", str):
+        if raw.get(name) is not None and not isinstance(raw[name], str):
             raise ConfigError("must be a string", f"{where}.{name}")
     if not isinstance(raw.get("created", 0.0), int | float) or isinstance(raw.get("created"), bool):
         raise ConfigError("must be a number (seconds since the epoch)", f"{where}.created")
@@ -144,7 +144,7 @@ def parse_keys(data: bytes, source: str) -> dict[str, VirtualKey]:
         raise ConfigError(f"invalid YAML: {' '.join(str(exc).split())}", source) from None
     if doc is None:
         raise ConfigError("the keys file is empty (a file without keys says `keys: []`)", source)
-    if not isinstance(doc, dict) or "keys" not in doc or not isinstance(doc["keys"] or [], list):
+    if not isinstance(doc, dict) or "keys" not in doc or not isinstance(doc["keys"], list | None):
         raise ConfigError("a keys file is a mapping with a 'keys' list", source)
     out: dict[str, VirtualKey] = {}
     for i, raw in enumerate(doc["keys"] or []):
