@@ -136,14 +136,19 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
                    help="file holding a secret (16+ bytes) that keys the audit chain (HMAC-SHA256), so nobody without "
                         "it can re-hash an edited log; default: env LLMD_AUDIT_CHAIN_KEY, else an unkeyed chain")
     g.add_argument("--flow-per-endpoint", type=positive_int, default=None,
-                   help="flow control: requests in flight per endpoint before the rest queue (priority, tenant)")
+                   help="flow control: requests in flight per endpoint before the rest queue (priority, tenant); "
+                        "without it a key's --max-concurrency is still enforced (429 over it)")
     g.add_argument("--flow-band-capacity", type=positive_int, default=1024, help="queued requests per priority band")
     g.add_argument("--flow-ttl", type=positive_float, default=30.0, dest="flow_ttl_s",
                    help="seconds a request may wait in the queue (then 503, x-llmd-drop-reason: ttl_expired)")
+    g.add_argument("--flow-headroom", type=positive_int, default=1, dest="flow_headroom",
+                   help="flow-control slots kept for a tenant that has none in flight, so a flooding tenant cannot "
+                        "take them all (default 1)")
 
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
-                     "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s")
+                     "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
+                     "flow_headroom")
 
 
 def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:

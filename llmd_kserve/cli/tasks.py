@@ -178,9 +178,12 @@ def add_keys(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--rpm", type=positive_int, default=None, help="requests per minute")
     add.add_argument("--tpm", type=positive_int, default=None, help="tokens per minute (prompt + completion)")
     add.add_argument("--token-budget", type=positive_int, default=None, help="total tokens")
-    add.add_argument("--max-concurrency", type=positive_int, default=None, help="requests in flight at once")
+    add.add_argument("--max-concurrency", type=positive_int, default=None,
+                     help="requests of this key in flight at once (over it: queued with flow control, else 429)")
+    add.add_argument("--admin", action="store_true", help="an operator key (admin routes) rather than a tenant's")
     ks.add_parser("list", help="the keys (never their secrets) as JSON lines")
-    rv = ks.add_parser("revoke", help="revoke a key by id (routers reload the file within a second)")
+    rv = ks.add_parser("revoke", help="revoke a key by id (routers reload the file within a second; a router "
+                                      "that cannot read the file keeps its old keys and says so on /health)")
     rv.add_argument("key_id")
     for q in (add, *ks.choices.values()):
         if not any(x.dest == "file" for x in q._actions):
@@ -195,8 +198,8 @@ def _cmd_keys(a: argparse.Namespace) -> int:
         check_output(a.file, "--file")
         plaintext, rec = add_key(a.file, tenant=a.tenant, team=a.team, name=a.name, models=tuple(a.models or ()),
                                  priority=a.priority, rpm=a.rpm, tpm=a.tpm, token_budget=a.token_budget,
-                                 max_concurrency=a.max_concurrency)
-        print(json.dumps({"id": rec.id, "tenant": rec.tenant}), file=sys.stderr)
+                                 max_concurrency=a.max_concurrency, admin=a.admin)
+        print(json.dumps({"id": rec.id, "tenant": rec.tenant, "admin": rec.admin}), file=sys.stderr)
         print(plaintext)  # the only time it exists outside the client
     elif a.keys_command == "list":
         for rec in load_keys(a.file).values():

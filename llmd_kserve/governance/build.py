@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
                   audit_content: str = "hash", audit_fsync: str = "every", audit_fsync_interval: float = 1.0,
                   audit_max_bytes: int | None = None, audit_max_age_s: float | None = None,
                   flow_capacity: Callable[[], int] | None = None, flow_band_capacity: int = 1024,
-                  flow_ttl_s: float = 30.0, salt: bytes | None = None, registry: Any = None,
-                  audit_chain_key: bytes | None = None) -> Gateway:
+                  flow_ttl_s: float = 30.0, flow_headroom: int = 1, salt: bytes | None = None,
+                  registry: Any = None, audit_chain_key: bytes | None = None) -> Gateway:
+    """Without ``flow_capacity`` (no flow control) but with a keys file, a queue of unbounded capacity still holds
+    each key to its ``max_concurrency``: over it a request is refused at once (429 ``concurrency``)."""
     keys = KeyStore(Path(keys_file) if keys_file else None, tuple(legacy_keys))
     if audit_fsync not in ("every", "interval"):
         raise ConfigError(f"must be every or interval, got {audit_fsync!r}", "audit_fsync")
@@ -36,10 +39,16 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
         except OSError as exc:
             raise ConfigError(f"cannot open the audit log: {exc.strerror or exc}", str(audit_file)) from None
     flow = None
+    if flow_headroom < 0:
+        raise ConfigError(f"must be >= 0, got {flow_headroom}", "flow_headroom")
     if flow_capacity is not None:
-        flow = FlowController(FlowQueue(flow_capacity, FlowPolicy(flow_band_capacity, flow_ttl_s)))
+        flow = FlowController(FlowQueue(flow_capacity, FlowPolicy(flow_band_capacity, flow_ttl_s,
+                                                                  headroom=flow_headroom)))
+    elif keys_file:
+        flow = FlowController(FlowQueue(lambda: sys.maxsize, FlowPolicy(fair_share=False, headroom=0,
+                                                                         wait_for_key_slot=False)))
     metrics = GatewayMetrics(registry, keys.tenants) if registry is not None else None
-    if metrics is not None:
+    if metrics is not None:  # "refused": the file changed but could not be applied (counted on every poll)
         keys.on_reload = lambda ok: metrics.key_reloads.labels("applied" if ok else "refused").inc()
         if trail is not None:
             metrics.audit_seq.set(trail.log.seq)

@@ -3,10 +3,15 @@
 Requests are dispatched at once while fewer than ``capacity()`` are in flight and nobody of the same or a higher
 band waits who may go; otherwise they queue in their band. When a request finishes, the highest band with a waiting
 request dispatches next, and inside a band the tenant with the fewest requests in flight goes first (ties: the
-one served least recently), so a tenant flooding the gateway cannot starve another; and while several tenants
-are active (a request in the last ``active_window_s``), none holds more than its fair share of the slots, so
-another tenant's next request finds a free one (a tenant alone may use them all). A full band refuses with 429
-(drop reason ``band_full``; ``tenant_queue_full`` when a tenant holds its share of the band already); a request that waits longer than ``ttl_s`` is dropped with 503 (``ttl_expired``).
+one served least recently). So that a tenant flooding the gateway cannot starve another:
+- headroom: the last ``headroom`` slots only go to a tenant that holds none, so a tenant arriving while others hold
+  every slot they may take still finds one at once, whatever its band;
+- fair share: while several tenants are active (a request in the last ``active_window_s``), none holds more than
+  ``ceil(capacity / active tenants)`` slots, nor more than its share of a band's queue.
+A key's ``max_concurrency`` counts that key's own requests in flight (not its tenant's): over it, a request waits
+for one of them to finish, or, with ``wait_for_key_slot`` off (a gateway without flow control), is refused (429
+``concurrency``). A full band refuses with 429 (``band_full``; ``tenant_queue_full`` when a tenant holds its share
+of the band already); a request that waits longer than ``ttl_s`` is dropped with 503 (``ttl_expired``).
 ``FlowQueue`` is the synchronous core (injected clock, no I/O); ``FlowController`` awaits it on asyncio.
 """
 
@@ -33,6 +38,10 @@ class FlowPolicy:
     """While several tenants are active, each may hold at most ceil(capacity / active tenants) slots."""
     active_window_s: float = 5.0
     """A tenant counts as active for this long after its last request."""
+    headroom: int = 1
+    """Slots kept for a tenant that holds none: one that holds some may start only below capacity - headroom."""
+    wait_for_key_slot: bool = True
+    """Over its key's ``max_concurrency`` a request queues (True) or is refused with 429 ``concurrency`` (False)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -41,7 +50,13 @@ class Waiting:
     priority: int
     enqueued_at: float
     max_concurrency: int | None = None
+    key: str = ""
+    """The key ``max_concurrency`` counts against (empty: the tenant)."""
     dispatched: bool = False
+
+    @property
+    def counted_as(self) -> str:
+        return self.key or self.tenant
 
 
 @dataclass(slots=True)
@@ -53,6 +68,7 @@ class FlowQueue:
     clock: Callable[[], float] = time.monotonic
     in_flight: int = 0
     tenant_in_flight: dict[str, int] = field(default_factory=dict)
+    key_in_flight: dict[str, int] = field(default_factory=dict)
     bands: dict[int, dict[str, deque[Waiting]]] = field(default_factory=dict)
     queued: dict[int, int] = field(default_factory=dict)
     last_served: dict[str, int] = field(default_factory=dict)
@@ -73,15 +89,20 @@ class FlowQueue:
                 del self.last_seen[t]
         return sum(1 for t, at in self.last_seen.items() if at >= limit or t in self.tenant_in_flight)
 
-    def _under_cap(self, w: Waiting) -> bool:
-        held = self.tenant_in_flight.get(w.tenant, 0)
-        if w.max_concurrency is not None and held >= w.max_concurrency:
-            return False
-        if self.policy.fair_share and held:
-            n = self._active()
-            if n > 1 and held >= -(-self.capacity() // n):
-                return False
-        return True
+    def _tenant_limit(self) -> int:
+        """Most slots a tenant that already holds one may hold now (headroom and fair share); 0: none more."""
+        cap = self.capacity()
+        if self.in_flight >= cap - self.policy.headroom:
+            return 0
+        n = self._active() if self.policy.fair_share else 1
+        return -(-cap // n) if n > 1 else cap
+
+    def _tenant_may_start(self, tenant: str, limit: int | None = None) -> bool:
+        held = self.tenant_in_flight.get(tenant, 0)
+        return not held or held < (self._tenant_limit() if limit is None else limit)
+
+    def _key_may_start(self, w: Waiting) -> bool:
+        return w.max_concurrency is None or self.key_in_flight.get(w.counted_as, 0) < w.max_concurrency
 
     def _start(self, w: Waiting) -> None:
         w.dispatched = True
@@ -92,12 +113,18 @@ class FlowQueue:
                 del self.last_served[t]
         self.in_flight += 1
         self.tenant_in_flight[w.tenant] = self.tenant_in_flight.get(w.tenant, 0) + 1
+        self.key_in_flight[w.counted_as] = self.key_in_flight.get(w.counted_as, 0) + 1
 
-    def offer(self, tenant: str, priority: int = 0, max_concurrency: int | None = None) -> Waiting:
+    def offer(self, tenant: str, priority: int = 0, max_concurrency: int | None = None, key: str = "") -> Waiting:
         """A request arrives: the returned ``Waiting`` is ``dispatched`` or queued; a full band raises 429."""
-        w = Waiting(tenant, priority, self.clock(), max_concurrency)
+        w = Waiting(tenant, priority, self.clock(), max_concurrency, key)
         self.last_seen[tenant] = w.enqueued_at
-        if self.in_flight < self.capacity() and self._under_cap(w) and not self._eligible_waiting(priority):
+        key_ok = self._key_may_start(w)
+        if not key_ok and not self.policy.wait_for_key_slot:
+            raise RateLimited(f"This API key allows {max_concurrency} request(s) in flight at once; retry when one "
+                              "has finished.", "concurrency", 1.0)
+        if (self.in_flight < self.capacity() and key_ok and self._tenant_may_start(tenant)
+                and not self._eligible_waiting(priority)):
             self._start(w)
             return w
         cap = self.policy.per_band_capacity
@@ -128,11 +155,12 @@ class FlowQueue:
         if w.dispatched:
             w.dispatched = False
             self.in_flight -= 1
-            n = self.tenant_in_flight.get(w.tenant, 1) - 1
-            if n:
-                self.tenant_in_flight[w.tenant] = n
-            else:
-                self.tenant_in_flight.pop(w.tenant, None)
+            for counts, name in ((self.tenant_in_flight, w.tenant), (self.key_in_flight, w.counted_as)):
+                n = counts.get(name, 1) - 1
+                if n:
+                    counts[name] = n
+                else:
+                    counts.pop(name, None)
         return self.dispatch()
 
     def dispatch(self) -> list[Waiting]:
@@ -147,11 +175,21 @@ class FlowQueue:
         return out
 
     def _next(self) -> Waiting | None:
-        for p in sorted((p for p, n in self.queued.items() if n), reverse=True):
-            heads = [q[0] for q in self.bands[p].values() if q and self._under_cap(q[0])]
-            if heads:
-                return min(heads, key=lambda h: (self.tenant_in_flight.get(h.tenant, 0),
-                                                 self.last_served.get(h.tenant, 0), h.enqueued_at))
+        bands = sorted((p for p, n in self.queued.items() if n), reverse=True)
+        limit = self._tenant_limit() if bands else 0
+        for p in bands:
+            best, rank = None, None
+            for tenant, q in self.bands[p].items():
+                if not q or not self._tenant_may_start(tenant, limit):
+                    continue
+                w = next((w for w in q if self._key_may_start(w)), None)  # a key at its limit blocks only itself
+                if w is None:
+                    continue
+                r = (self.tenant_in_flight.get(tenant, 0), self.last_served.get(tenant, 0), w.enqueued_at)
+                if rank is None or r < rank:
+                    best, rank = w, r
+            if best is not None:
+                return best
         return None
 
     def expired(self) -> list[Waiting]:
@@ -173,8 +211,9 @@ class FlowController:
         self.queue = queue
         self._futures: dict[int, asyncio.Future[None]] = {}
 
-    async def acquire(self, tenant: str, priority: int = 0, max_concurrency: int | None = None) -> Waiting:
-        w = self.queue.offer(tenant, priority, max_concurrency)
+    async def acquire(self, tenant: str, priority: int = 0, max_concurrency: int | None = None,
+                      key: str = "") -> Waiting:
+        w = self.queue.offer(tenant, priority, max_concurrency, key)
         if w.dispatched:
             return w
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -132,7 +132,7 @@ class Gateway:
             self.limiter.admit(key)
             if self.flow is not None:
                 t = self.clock()
-                adm.slot = await self.flow.acquire(key.tenant, key.priority, key.max_concurrency)
+                adm.slot = await self.flow.acquire(key.tenant, key.priority, key.max_concurrency, key.id)
                 self._gauges()
                 if self.metrics is not None:
                     self.metrics.queue_wait.labels(str(key.priority)).observe(self.clock() - t)

@@ -164,6 +164,10 @@ async def health(request: web.Request) -> web.Response:
     blind = state.kv_blind_endpoints()
     if blind:  # precise prefix routing without KV events for these: they are routed on the router-side estimate
         body["details"] = {"no_kv_events": blind, "prefix_fallback": "approx"}
+    keys = state.gateway.keys
+    if keys is not None and keys.path is not None:  # "stale": the file cannot be applied; the last good keys serve
+        keys.maybe_reload()
+        body["keys"] = keys.health()
     return _json(body, 200 if fresh else 503)
 
 

@@ -23,6 +23,23 @@ def test_keys_add_list_revoke(tmp_path, capsys):
     assert "no key with id" in capsys.readouterr().err
 
 
+def test_keys_add_admin_and_one_line_errors(tmp_path, capsys):
+    f = str(tmp_path / "keys.yaml")
+    assert main(["keys", "add", "--file", f, "--tenant", "ops", "--admin"]) == 0
+    assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["admin"] is True
+    assert main(["keys", "add", "--file", f, "--tenant", "acme"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "list", "--file", f]) == 0
+    assert [json.loads(x)["admin"] for x in capsys.readouterr().out.splitlines()] == [True, False]
+    (tmp_path / "keys.yaml").write_bytes(b"")
+    for cmd in (["keys", "list", "--file", f], ["keys", "add", "--file", f], ["keys", "revoke", "--file", f, "x"],
+                ["keys", "list", "--file", str(tmp_path / "missing.yaml")]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("llmd-kserve keys: error:") and len(err.strip().splitlines()) == 1
+        assert "empty" in err or "does not exist" in err
+
+
 def test_audit_verify_exit_codes(tmp_path, capsys):
     path = tmp_path / "a.jsonl"
     log = AuditLog(path)

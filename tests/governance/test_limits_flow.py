@@ -52,7 +52,7 @@ def test_unlimited_key_is_never_tracked():
 
 def test_flow_queue_priority_then_fewest_in_flight_tenant():
     clock = Clock()
-    q = FlowQueue(lambda: 2, FlowPolicy(per_band_capacity=100, fair_share=False), clock)
+    q = FlowQueue(lambda: 2, FlowPolicy(per_band_capacity=100, fair_share=False, headroom=0), clock)
     running = [q.offer("A"), q.offer("A")]
     assert all(w.dispatched for w in running)
     waiting = []
@@ -104,9 +104,9 @@ async def test_controller_ttl_is_503_and_cancel_frees_the_slot():
 
 def test_fair_share_keeps_slots_for_another_active_tenant():
     clock = Clock()
-    q = FlowQueue(lambda: 4, FlowPolicy(active_window_s=5), clock)
+    q = FlowQueue(lambda: 4, FlowPolicy(active_window_s=5, headroom=0), clock)
     alone = [q.offer("A") for _ in range(4)]
-    assert all(w.dispatched for w in alone)  # alone, A may use every slot
+    assert all(w.dispatched for w in alone)  # alone and without headroom, A may use every slot
     b1 = q.offer("B")
     assert not b1.dispatched
     assert q.release(alone[0]) == [b1]
@@ -143,3 +143,49 @@ def test_a_flooding_tenant_fills_only_its_share_of_the_band():
         q.offer("A")
     assert exc.value.headers["x-llmd-drop-reason"] == "tenant_queue_full"
     assert not q.offer("B").dispatched  # B still finds room in the band
+
+
+def test_headroom_keeps_a_slot_for_a_tenant_holding_none():
+    clock = Clock()
+    q = FlowQueue(lambda: 4, FlowPolicy(), clock)  # headroom 1
+    flood = [q.offer("flood") for _ in range(6)]
+    assert [w.dispatched for w in flood] == [True] * 3 + [False] * 3  # alone, at most capacity - 1
+    vip = [q.offer("vip", priority=9) for _ in range(2)]
+    assert vip[0].dispatched and not vip[1].dispatched  # the kept slot, at once; then vip holds one too
+    low = q.offer("late", priority=0)
+    assert not low.dispatched and q.in_flight == 4
+    assert q.release(vip[0]) == [vip[1]]  # the highest band first; vip holds none again, so it may use it
+    assert q.release(flood[0]) == [low]  # late holds none: the kept slot is its, not flood's
+    assert q.release(flood[1]) == []  # flood holds 1, 3 in flight = capacity - headroom: the slot stays free
+    assert q.release(vip[1]) == [flood[3]]
+    one = FlowQueue(lambda: 1, FlowPolicy(headroom=3), clock)
+    assert one.offer("a").dispatched  # capacity below the headroom: a tenant holding none still gets a slot
+
+
+def test_max_concurrency_counts_the_key_not_its_tenant():
+    clock = Clock()
+    q = FlowQueue(lambda: 10, FlowPolicy(headroom=0), clock)
+    bulk = [q.offer("shared", key="s2") for _ in range(3)]
+    assert all(w.dispatched for w in bulk)
+    mine = q.offer("shared", max_concurrency=1, key="s1")
+    assert mine.dispatched  # s2's requests do not count against s1
+    capped = q.offer("shared", max_concurrency=1, key="s1")
+    sibling = q.offer("shared", key="s2")
+    assert not capped.dispatched and sibling.dispatched  # s1's queued request blocks no other key of its tenant
+    assert q.key_in_flight == {"s2": 4, "s1": 1} and q.tenant_in_flight == {"shared": 5}
+    assert q.release(bulk[0]) == []  # a slot of s2: s1 still at its limit
+    assert q.release(mine) == [capped]
+    for w in (*bulk[1:], sibling, capped):
+        q.release(w)
+    assert q.key_in_flight == {} and q.tenant_in_flight == {} and q.in_flight == 0
+
+
+def test_without_flow_control_a_key_over_its_limit_is_refused():
+    q = FlowQueue(lambda: 1 << 62, FlowPolicy(fair_share=False, headroom=0, wait_for_key_slot=False), Clock())
+    held = [q.offer("t", max_concurrency=2, key="k") for _ in range(2)]
+    with pytest.raises(RateLimited) as exc:
+        q.offer("t", max_concurrency=2, key="k")
+    assert exc.value.status == 429 and exc.value.headers == {"x-llmd-drop-reason": "concurrency", "Retry-After": "1"}
+    assert q.offer("t", key="other").dispatched and q.depth() == {}
+    q.release(held[0])
+    assert q.offer("t", max_concurrency=2, key="k").dispatched

@@ -80,11 +80,11 @@ async def test_flow_control_queues_by_tenant_and_drops_with_reason(tmp_path):
     a, _ = add_key(keys, tenant="a")
     b, _ = add_key(keys, tenant="b")
     async with running_fake(tokens=20, token_delay=0.01) as fake, running_router(
-            endpoints=[fake.url], keys_file=str(keys), flow_per_endpoint=2, flow_band_capacity=3,
+            endpoints=[fake.url], keys_file=str(keys), flow_per_endpoint=3, flow_band_capacity=3,
             flow_ttl_s=30) as router, aiohttp.ClientSession() as s:
         body = {"model": "fake-model", "prompt": "x", "stream": True}
         flood = [asyncio.ensure_future(_post(s, router.url, a, body)) for _ in range(5)]
-        await asyncio.sleep(0.05)  # two running, three queued: the band is full
+        await asyncio.sleep(0.05)  # two running (the third slot is kept for another tenant), three queued: band full
         st, raw, headers = await _post(s, router.url, a, body)
         assert st == 429 and headers["x-llmd-drop-reason"] == "band_full"
         assert router.state.gateway.flow.queue.depth() == {0: 3}
@@ -93,7 +93,7 @@ async def test_flow_control_queues_by_tenant_and_drops_with_reason(tmp_path):
         results = await asyncio.gather(*flood, late_b)
         assert all(r[0] == 200 for r in results)
         prompts = [x["body"]["prompt"] for x in fake.seen]
-        # B came after A's three queued requests but went first when a slot freed (A had one in flight, B none)
+        # B came after A's three queued requests but went at once: the kept slot is for a tenant with none in flight
         assert len(prompts) == 6 and prompts.index("from-b") == 2
         q = router.state.gateway.flow.queue
         assert q.in_flight == 0 and q.tenant_in_flight == {} and q.depth() == {}
