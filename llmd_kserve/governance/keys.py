@@ -53,6 +53,8 @@ class VirtualKey:
     """Total prompt + completion tokens this key may use (metered from the engines' usage)."""
     max_concurrency: int | None = None
     revoked: bool = False
+    admin: bool = False
+    """An operator key (``keys add --admin``) rather than a tenant's."""
     created: float = 0.0
     salt: str = ""
     hash: str = ""
