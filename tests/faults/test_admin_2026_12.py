@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
+from aiohttp import web
 
 from llmd_kserve.config.loader import load_config
 from llmd_kserve.engine_sim.server import running_engine
@@ -259,3 +262,42 @@ async def test_a_same_size_edit_with_its_mtime_kept_is_applied(tmp_path):
     assert len(admin) == 1 and admin[0]["source"] == f"file:{link}" and admin[0]["key"] is None
     assert admin[0]["result"] == "applied" and admin[0]["config_hash_after"] == router.state.reloader.active.hash
     assert yaml.safe_load(target.read_text())  # the file itself is untouched
+
+
+_CSRF_PAGE = """<!doctype html><pre id=out>start</pre><script>
+const cfg = %s; const out = document.getElementById("out");
+async function send(mode, type) {
+  try { const r = await fetch("%s/admin/config", {method: "POST", mode: mode, headers: {"Content-Type": type}, body: cfg});
+        out.textContent += " " + type + ":" + r.status; }
+  catch (e) { out.textContent += " " + type + ":failed"; }
+}
+(async () => { await send("no-cors", "text/plain"); await send("no-cors", "application/x-www-form-urlencoded");
+               await send("cors", "application/yaml"); out.textContent += " done"; })();
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs a chromium binary")
+async def test_a_page_on_another_origin_cannot_reconfigure_the_router_in_a_real_browser(tmp_path):
+    """What the red team did with Chromium: a page on http://localhost:P posts a config to the router on
+    127.0.0.1 (another origin) as no-cors text/plain and form data, and as a CORS application/yaml request."""
+    cfg = (SHIPPED / "random.yaml").read_text()
+    async with _router() as (router, _s):
+        async def index(_: web.Request) -> web.Response:
+            return web.Response(text=_CSRF_PAGE % (json.dumps(cfg), router.url), content_type="text/html")
+
+        page = web.Application()
+        page.router.add_get("/", index)
+        runner = web.AppRunner(page)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                "--dump-dom", f"http://localhost:{runner.addresses[0][1]}/", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+            dom = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+        finally:
+            await runner.cleanup()
+        assert " done" in dom  # the page ran every request
+        assert router.state.reloader.active.generation == 0
