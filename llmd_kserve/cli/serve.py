@@ -83,14 +83,16 @@ def add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--served-model", action="append", dest="served_models", default=None,
                    help="model name to accept and list (repeatable; default: the endpoints' /v1/models)")
     p.add_argument("--api-keys-file", default=None,
-                   help="file of bearer tokens clients must send, one per line (or env LLMD_ROUTER_API_KEYS=k1,k2)")
+                   help="file of operator bearer tokens, one per line (or env LLMD_ROUTER_API_KEYS=k1,k2): accepted "
+                        "on every route, /admin, /debug and /metrics included; give tenants virtual keys (--keys-file)")
     p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
                    help="audit log of routed prompts on logger llmd_kserve.audit (hash: salted HMAC-SHA256 only; "
                         "LLMD_AUDIT_SALT keeps the salt across restarts)")
     p.add_argument("--max-prompt-chars", type=int, default=None, help="reject longer prompts with 413")
     p.add_argument("--admin", action="store_true",
-                   help="serve GET/POST /admin/config (config hot reload): API key required when keys are "
-                        "configured, else loopback clients only")
+                   help="serve GET/POST /admin/config (config hot reload): an operator key when keys are "
+                        "configured (keys add --admin, or an --api-keys-file token), else loopback clients only; "
+                        "POST as application/json or application/yaml; every change is logged and audited")
     _add_router_limits(p)
     _add_router_governance(p)
     p.set_defaults(func=_cmd_router)
@@ -304,7 +306,8 @@ def add_dashboard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=port_number, default=8050, help="page port (0: any free port)")
     p.add_argument("--interval", type=positive_float, default=2.0, help="seconds between refreshes")
     p.add_argument("--api-key-env", default="LLMD_API_KEY", metavar="VAR",
-                   help="environment variable holding the router's API key, when it has keys (default LLMD_API_KEY)")
+                   help="environment variable holding an operator key of the router, when it has keys (default "
+                        "LLMD_API_KEY); the page itself has no login: keep it on this host")
     p.set_defaults(func=_cmd_dashboard)
 
 

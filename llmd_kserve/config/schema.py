@@ -9,6 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 API_VERSION = "inference.networking.x-k8s.io/v1alpha1"
+MAX_WEIGHT = 1_000_000.0
+"""Largest scorer weight (scores are in [0, 1]: only ratios between weights matter)."""
+MAX_PLUGINS = 1024
+MAX_PROFILES = 64
 
 
 class _Model(BaseModel):
@@ -32,14 +36,14 @@ class ProfilePluginRef(_Model):
     """A plugin used by a profile; ``weight`` (scorers only, default 1) multiplies its clamped score."""
 
     plugin_ref: str = Field(alias="pluginRef", min_length=1)
-    weight: float | None = Field(None, ge=0)
+    weight: float | None = Field(None, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
 
 
 class SchedulingProfile(_Model):
     """Named list of filters (in order), weighted scorers and at most one picker (default ``max-score-picker``)."""
 
     name: str = Field(min_length=1)
-    plugins: list[ProfilePluginRef] = Field(default_factory=list)
+    plugins: list[ProfilePluginRef] = Field(default_factory=list, max_length=MAX_PLUGINS)
 
 
 class SchedulerConfig(_Model):
@@ -48,8 +52,9 @@ class SchedulerConfig(_Model):
 
     api_version: str = Field(API_VERSION, alias="apiVersion")
     kind: Literal["EndpointPickerConfig"] = "EndpointPickerConfig"
-    plugins: list[PluginSpec] = Field(default_factory=list)
-    scheduling_profiles: list[SchedulingProfile] = Field(alias="schedulingProfiles", min_length=1)
+    plugins: list[PluginSpec] = Field(default_factory=list, max_length=MAX_PLUGINS)
+    scheduling_profiles: list[SchedulingProfile] = Field(alias="schedulingProfiles", min_length=1,
+                                                         max_length=MAX_PROFILES)
     source: str = Field("", exclude=True)
     """Where the config came from (file path or shipped name); not part of the YAML."""
 

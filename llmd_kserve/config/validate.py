@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pydantic
@@ -68,6 +69,17 @@ def validate_params(model: type[PluginParams], parameters: object, path: str) ->
     if parameters is None:
         parameters = {}
     try:
-        return model.model_validate(parameters)
+        params = model.model_validate(parameters)
     except pydantic.ValidationError as e:
         raise config_error_from(e, path) from None
+    _require_finite(params.model_dump(by_alias=True), path)
+    return params
+
+
+def _require_finite(value: Any, path: str) -> None:
+    """ConfigError at the field holding an infinite or NaN number (``.inf``, ``1e400``, ``"nan"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"must be a finite number, got {value}", path)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else ()
+    for k, v in items:
+        _require_finite(v, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]")

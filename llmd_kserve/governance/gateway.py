@@ -208,6 +208,11 @@ class Gateway:
         with contextlib.suppress(OSError):  # counted by the trail; the answer was already sent
             await self._audit(rec)
 
+    async def audit_admin(self, fields: dict[str, Any]) -> None:
+        """Record an operator action (``event: admin``, e.g. a config change with who made it and the hashes before
+        and after) in the audit trail, when there is one; raises OSError when it cannot be written."""
+        await self._audit({"event": "admin", **fields})
+
 
 def tenant_of(key: VirtualKey | None) -> str:
     return key.tenant if key is not None else LEGACY_TENANT

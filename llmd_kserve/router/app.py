@@ -28,12 +28,12 @@ from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.defaults import ROUTER_PORT
 from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
 from llmd_kserve.governance.gateway import Admission
-from llmd_kserve.governance.keys import VirtualKey
+from llmd_kserve.governance.keys import Forbidden, VirtualKey, legacy_key
 from llmd_kserve.http_errors import Handler, error_response, json_parser_errors, openai_errors
+from llmd_kserve.router.admin import AdminAPI
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
 from llmd_kserve.router.proxy import STATUS_KEY
-from llmd_kserve.router.reload import AdminAPI
 from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, LLMRequest
 
@@ -199,16 +199,49 @@ async def debug_endpoints(request: web.Request) -> web.Response:
 _OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
+def _operator_route(path: str) -> bool:
+    """Routes for operators only: the admin API, ``/debug/*`` (every tenant's request ids and endpoints) and
+    ``/metrics`` (every tenant's token counts)."""
+    return path == "/metrics" or path.startswith(("/admin/", "/debug/"))
+
+
+def _is_operator(state: RouterState, key: VirtualKey | None) -> bool:
+    """An operator key: a virtual key with ``admin: true``, or a plain ``--api-keys-file`` token (``None``: a token
+    checked by a plain token list)."""
+    return key is None or key.admin or any(key.id == legacy_key(t).id for t in state.settings.api_keys if t)
+
+
+def _authenticate(state: RouterState, request: web.Request) -> VirtualKey | None:
+    """The request's key (``None``: a plain token checked by a token list), kept on the request with its principal;
+    401 when it is missing, unknown or revoked."""
+    if KEY_KEY not in request:
+        found = state.gateway.authenticate(request.headers)
+        request[PRINCIPAL_KEY] = found.id if found is not None else state.governance.authorize(request.headers)
+        request[KEY_KEY] = found
+    key: VirtualKey | None = request[KEY_KEY]
+    return key
+
+
+def _operator_id(state: RouterState, request: web.Request) -> str | None:
+    """The operator key id of a request; 401 without a valid key, 403 for a tenant's key."""
+    if not _is_operator(state, _authenticate(state, request)):
+        raise Forbidden("This is a tenant key: /metrics, /debug/* and /admin/* need an operator key "
+                        "(llmd-kserve keys add --admin).")
+    principal: str | None = request.get(PRINCIPAL_KEY)
+    return principal
+
+
 @web.middleware
 async def _require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With API keys configured, every route but ``/health`` needs one (``/metrics`` and ``/debug/*`` name engines
-    and their KV-event addresses)."""
+    """With API keys configured, every route but ``/health`` needs one, and the operator routes an operator's
+    (``/metrics`` and ``/debug/*`` name every tenant's requests and engines with their KV-event addresses)."""
     state = request.app[STATE_KEY]
     if request.path != "/health" and state.governance.auth is not None:
         try:
-            key = state.gateway.authenticate(request.headers) if state.gateway.keys else None
-            request[KEY_KEY] = key
-            request[PRINCIPAL_KEY] = key.id if key is not None else state.governance.authorize(request.headers)
+            if _operator_route(request.path):
+                _operator_id(state, request)
+            else:
+                _authenticate(state, request)
         except HTTPError as exc:
             if request.path in _OPENAI_ROUTES:
                 state.metrics.requests.labels(request.path, str(exc.status)).inc()
@@ -216,8 +249,9 @@ async def _require_key(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-def build_app(router_state: RouterState) -> web.Application:
-    """The aiohttp app; its startup/cleanup start and stop the router's background parts."""
+def build_app(router_state: RouterState, listen_host: str | None = None) -> web.Application:
+    """The aiohttp app; its startup/cleanup start and stop the router's background parts. ``listen_host``: the
+    name the router listens on (the admin API accepts it as ``Host`` besides IP addresses and localhost)."""
     app = web.Application(client_max_size=router_state.settings.max_body_bytes,
                           middlewares=[openai_errors, _require_key])
     app[STATE_KEY] = router_state
@@ -237,8 +271,9 @@ def build_app(router_state: RouterState) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/decisions", debug_decisions)
     app.router.add_get("/debug/endpoints", debug_endpoints)
-    AdminAPI(lambda: router_state.reloader, router_state.governance.authorize, router_state.settings.admin,
-             bool(router_state.settings.api_keys)).add_routes(app)
+    AdminAPI(lambda: router_state.reloader, lambda request: _operator_id(router_state, request),
+             enabled=router_state.settings.admin, keys_configured=router_state.governance.auth is not None,
+             listen_host=listen_host, body_timeout=router_state.settings.body_timeout).add_routes(app)
     return app
 
 
@@ -258,7 +293,7 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
     """Start a router in this event loop (``port=0``: a free port); ``settings`` are ``RouterSettings`` fields."""
     if state is None:
         state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file)
-    app = build_app(state)
+    app = build_app(state, host)
     s = state.settings
     # keepalive_timeout also bounds how long a connection may take to send its request headers (slowloris)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, keepalive_timeout=s.header_timeout,

@@ -1,4 +1,4 @@
-"""Scheduler config hot reload: the swappable scheduler, the ``--config`` file watch and ``GET/POST /admin/config``.
+"""Scheduler config hot reload: the swappable scheduler, the config reloader and the ``--config`` file watch.
 
 A new config builds a new ``Scheduler`` over the same plugin context (tokenizer, KV index, RNG, clock) that reuses
 every plugin whose type, name and parameters did not change (so the in-flight load, the approximate-prefix LRU and
@@ -6,38 +6,29 @@ session affinity survive a weight change) and is swapped in between two decision
 sees half a config). A request keeps the scheduler it was scheduled by: its ``on_prefill_complete``/``on_complete``
 go there. A bad config raises ``ConfigError`` with the path of the bad field; the active one stays.
 
-Admin access (``/admin/config``): off unless the router runs with ``--admin``; then, with API keys configured, a
-valid ``Authorization: Bearer <key>``; without keys, loopback clients only (an unauthenticated control plane never
-listens beyond this host).
+The admin API over it (``GET/POST /admin/config``) is :mod:`llmd_kserve.router.admin`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
+import hashlib
 import logging
-import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import yaml
-from aiohttp import web
-
 from llmd_kserve.config.build import build_scheduler
-from llmd_kserve.config.loader import load_config, read_mapping
+from llmd_kserve.config.loader import parse_text, read_mapping
 from llmd_kserve.config.schema import SchedulerConfig
-from llmd_kserve.errors import ConfigError, InvalidRequestError
+from llmd_kserve.config.validate import check
+from llmd_kserve.errors import ConfigError, LlmdError
 from llmd_kserve.scheduling.scheduler import Scheduler, SchedulingResult
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
-_encode = msgspec.json.Encoder().encode
-MAX_CONFIG_BYTES = 1024 * 1024
 MAX_TRACKED = 1_000_000
 """Most scheduled-but-not-completed results remembered (each is a request in flight)."""
 
@@ -117,82 +108,160 @@ class ReloadableScheduler:
         return len(self._origin)
 
 
-def parse_document(raw: bytes | str, content_type: str = "") -> Any:
-    """An EndpointPickerConfig document sent as JSON or YAML -> the parsed mapping; ConfigError when unreadable."""
+def parse_document(raw: bytes | str, content_type: str = "", source: str = "body") -> Any:
+    """An EndpointPickerConfig document sent as JSON (a ``json`` content type) or YAML -> the parsed mapping;
+    ConfigError at ``source[:line:col]`` when empty, unreadable, aliased (YAML ``*name``) or nested too deep."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if not text.strip():
-        raise ConfigError("empty body: send an EndpointPickerConfig document (YAML or JSON)", "body")
-    try:
-        return json.loads(text) if "json" in content_type else yaml.safe_load(text)
-    except ValueError as exc:
-        raise ConfigError(f"invalid JSON: {exc}", "body") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"body:{mark.line + 1}:{mark.column + 1}" if mark else "body"
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where) from None
+        raise ConfigError("empty document: send an EndpointPickerConfig (YAML or JSON)", source)
+    return parse_text(text, source, "json" if "json" in content_type else "yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Who asked for a config change: what its audit record and log line name."""
+
+    source: str
+    """``api`` or ``file:<path>``."""
+    key: str | None = None
+    """The operator key's id (admin API with keys configured)."""
+    client: str | None = None
+    """The client's IP address (admin API)."""
+
+
+class AuditUnavailable(LlmdError):
+    """The audit trail could not record a config change, so it was not applied."""
+
+
+AuditHook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ConfigReloader:
-    """Applies new configs to a ``ReloadableScheduler``; optionally watches a config file (mtime, size, content)."""
+    """Applies new configs to a ``ReloadableScheduler``; optionally watches a config file (by content hash).
+
+    Every applied, unchanged or refused change is logged at WARNING with who asked, its source and the config
+    hashes before and after; through :meth:`submit` (the admin API and the file watch) it is also written to the
+    audit trail (``audit``), and a change that cannot be recorded there is not applied."""
 
     def __init__(self, scheduler: ReloadableScheduler, source: str, watch: str | Path | None = None,
                  poll_interval: float = 1.0, on_change: Callable[[str, bool], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, audit: AuditHook | None = None) -> None:
         self.scheduler = scheduler
         self._clock = clock
         config = scheduler.current.config
         self.active = ActiveConfig(config, config_hash(config), f"startup:{source}", clock(), 0)
         self.last_error: dict[str, Any] | None = None
+        """The last refused config: ``{"source", "message", "param", "time"}``."""
         self.in_flight_at_swap = 0
         """Requests that were in flight at the last swap (they finish on the scheduler that scheduled them)."""
-        """The last refused config: ``{"source", "message", "param", "time"}``."""
         self.watch_path = Path(watch) if watch is not None else None
         self.poll_interval = poll_interval
+        self.audit = audit
         self._on_change = on_change
-        self._stamp = self._stat()
+        self._seen = self._file_digest()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
-    def apply(self, config: SchedulerConfig | Any, source: str = "api") -> ActiveConfig:
-        """Validate ``config`` (a SchedulerConfig or a parsed EndpointPickerConfig mapping), build its scheduler and
-        swap it in. Raises ConfigError (path of the bad field) and keeps the active config on any problem."""
+    # --- validate, build, swap ----------------------------------------------------------------------------------
+    @staticmethod
+    def _validate(doc: Any, content_type: str, source: str) -> tuple[SchedulerConfig, str]:
+        """Parse, schema-check and semantically check (plugin Params included), then hash: pure, thread-safe."""
+        if isinstance(doc, bytes | str):
+            doc = parse_document(doc, content_type, source.removeprefix("file:") if source != "api" else "body")
+        config = doc if isinstance(doc, SchedulerConfig) else read_mapping(doc, source)
+        check(config)  # before hashing: parameters are validated Params, never an arbitrary object
+        return config, config_hash(config)
+
+    def _build(self, config: SchedulerConfig) -> Scheduler:
         try:
-            if not isinstance(config, SchedulerConfig):
-                config = read_mapping(config, source)  # build_scheduler runs the semantic checks, once
-            h = config_hash(config)
-            if h == self.active.hash:
-                return self.active
-            new = build_scheduler(config, self.scheduler.ctx, carry_over=self.scheduler.current)
-        except ConfigError as exc:
-            self._refused(source, exc)
-            raise
+            return build_scheduler(config, self.scheduler.ctx, carry_over=self.scheduler.current)
         except (TypeError, ValueError, KeyError) as exc:  # a plugin factory refusing its parameters
-            err = ConfigError(str(exc) or type(exc).__name__, "plugins")
-            self._refused(source, err)
-            raise err from exc
+            raise ConfigError(str(exc) or type(exc).__name__, "plugins") from exc
+
+    def _swap(self, config: SchedulerConfig, h: str, new: Scheduler, change: Change) -> ActiveConfig:
         kept = new.reused_plugins(self.scheduler.current)
         self.scheduler.swap(new)
         self.in_flight_at_swap = self.scheduler.in_flight()
-        self.active = ActiveConfig(config, h, source, self._clock(), self.active.generation + 1)
+        self.active = ActiveConfig(config, h, change.source, self._clock(), self.active.generation + 1)
         self.last_error = None
-        log.info("scheduler config %s applied from %s (kept state of %s)", h, source, ", ".join(kept) or "nothing")
+        log.info("scheduler config %s kept the state of %s", h, ", ".join(kept) or "nothing")
         if self._on_change is not None:
-            self._on_change(source.split(":", 1)[0], True)
+            self._on_change(change.source.split(":", 1)[0], True)
         return self.active
 
-    def apply_document(self, raw: bytes | str, content_type: str = "", source: str = "api") -> ActiveConfig:
-        """Parse an EndpointPickerConfig sent as JSON or YAML and :meth:`apply` it."""
-        try:
-            data = parse_document(raw, content_type)
-        except ConfigError as exc:
-            self._refused(source, exc)
-            raise
-        return self.apply(data, source)
+    @staticmethod
+    def _fields(change: Change, result: str, before: str, after: str | None) -> dict[str, Any]:
+        """The audit record of one change (``event: admin`` is added by the audit hook)."""
+        return {"action": "config", "result": result, "source": change.source, "key": change.key,
+                "client": change.client, "config_hash_before": before, "config_hash_after": after}
 
-    def _refused(self, source: str, exc: ConfigError) -> None:
-        self.last_error = {"source": source, "message": str(exc), "param": exc.path, "time": self._clock()}
-        log.warning("refused scheduler config from %s: %s", source, exc)
-        if self._on_change is not None:
-            self._on_change(source.split(":", 1)[0], False)
+    def _note(self, change: Change, result: str, before: str, after: str | None,
+              error: ConfigError | None = None) -> dict[str, Any]:
+        """The audit fields of one change, logged at WARNING (a refusal also sets ``last_error`` and is counted)."""
+        fields = self._fields(change, result, before, after)
+        if error is not None:
+            fields["error"] = str(error)
+            self.last_error = {"source": change.source, "message": str(error), "param": error.path,
+                               "time": self._clock()}
+            if self._on_change is not None:
+                self._on_change(change.source.split(":", 1)[0], False)
+        log.warning("scheduler config %s from %s (key %s, client %s): %s -> %s%s", result, change.source,
+                    change.key or "-", change.client or "-", before, after or "-", f": {error}" if error else "")
+        return fields
+
+    def apply(self, config: SchedulerConfig | Any, source: str = "api") -> ActiveConfig:
+        """Validate ``config`` (a SchedulerConfig or a parsed EndpointPickerConfig mapping), build its scheduler and
+        swap it in, without an audit record (in-process use). Raises ConfigError (path of the bad field) and keeps
+        the active config on any problem."""
+        change, before = Change(source), self.active.hash
+        try:
+            config, h = self._validate(config, "", source)
+            if h == before:
+                return self.active
+            new = self._build(config)
+        except ConfigError as exc:
+            self._note(change, "refused", before, None, exc)
+            raise
+        active = self._swap(config, h, new, change)
+        self._note(change, "applied", before, h)
+        return active
+
+    async def submit(self, doc: bytes | str | Any, change: Change, content_type: str = "") -> ActiveConfig:
+        """Validate ``doc`` (JSON or YAML text, a mapping or a SchedulerConfig) off the event loop, write the
+        change's audit record, then swap it in. Raises ConfigError (refused) or AuditUnavailable; either way the
+        active config stays."""
+        async with self._lock:
+            before = self.active.hash
+            try:
+                config, h = await asyncio.to_thread(self._validate, doc, content_type, change.source)
+                new = self._build(config) if h != before else None
+            except ConfigError as exc:
+                await self._record(self._note(change, "refused", before, None, exc))
+                raise
+            if new is None:
+                await self._record(self._note(change, "unchanged", before, h))
+                return self.active
+            try:  # recorded before it takes effect: no change without its record
+                await self._record(self._fields(change, "applied", before, h), required=True)
+            except OSError as exc:
+                log.error("scheduler config %s from %s not applied: the audit trail cannot be written (%s)",
+                          h, change.source, exc)
+                raise AuditUnavailable("The audit trail cannot be written; the config change was not applied "
+                                       f"(the active config {before} stays).") from None
+            active = self._swap(config, h, new, change)
+            self._note(change, "applied", before, h)
+            return active
+
+    async def _record(self, fields: dict[str, Any], required: bool = False) -> None:
+        """Write ``fields`` to the audit trail (when there is one); only a ``required`` record raises OSError."""
+        if self.audit is None:
+            return
+        try:
+            await self.audit(fields)
+        except OSError:
+            if required:
+                raise
+            log.error("the audit record of a scheduler config change was not written")
 
     def status(self) -> dict[str, Any]:
         """What ``GET /admin/config`` returns."""
@@ -201,36 +270,41 @@ class ConfigReloader:
                 "config": config_document(a.config), "last_error": self.last_error,
                 "watching": str(self.watch_path) if self.watch_path is not None else None}
 
-    # --- the config file watch --------------------------------------------------------------------------------------
-    def _stat(self) -> tuple[int, int] | None:
+    # --- the config file watch ----------------------------------------------------------------------------------
+    def _read_file(self) -> bytes | None:
         if self.watch_path is None:
             return None
         try:
-            st = os.stat(self.watch_path)
+            return self.watch_path.read_bytes()
         except OSError:
             return None
-        return st.st_mtime_ns, st.st_size
 
-    def check_file(self) -> bool:
-        """Reload the watched file if it changed on disk; returns whether a new config was applied."""
-        stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
+    def _file_digest(self) -> str | None:
+        data = self._read_file()
+        return hashlib.sha256(data).hexdigest() if data is not None else None
+
+    async def check_file(self) -> bool:
+        """Apply the watched file if its content changed (any edit: size and mtime are not trusted); returns
+        whether a new config was applied. A change the audit trail could not record is tried again next time."""
+        data = self._read_file()
+        digest = hashlib.sha256(data).hexdigest() if data is not None else None
+        if data is None or digest == self._seen:
             return False
-        self._stamp = stamp
         before = self.active.generation
         try:
-            self.apply(load_config(self.watch_path), f"file:{self.watch_path}")  # type: ignore[arg-type]
-        except ConfigError as exc:
-            if self.last_error is None or self.last_error["message"] != str(exc):
-                self._refused(f"file:{self.watch_path}", exc)
+            await self.submit(data, Change(f"file:{self.watch_path}"))
+        except AuditUnavailable:
             return False
+        except ConfigError:
+            pass
+        self._seen = digest
         return self.active.generation != before
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)
             try:
-                self.check_file()
+                await self.check_file()
             except Exception:  # never let the watch die
                 log.exception("config file watch failed")
 
@@ -252,76 +326,3 @@ def reload_counter(registry: Any) -> Callable[[str, bool], None]:
     counter = Counter("config_reloads", "Scheduler config changes applied or refused, by source", ["source", "result"],
                       namespace="llmd_router", registry=registry)
     return lambda source, ok: counter.labels(source, "applied" if ok else "refused").inc()
-
-
-def _is_loopback(remote: str | None) -> bool:
-    try:
-        return remote is not None and ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
-class AdminAPI:
-    """``GET /admin/config`` (the active config) and ``POST /admin/config`` (apply an EndpointPickerConfig)."""
-
-    def __init__(self, reloader: Callable[[], ConfigReloader | None], authorize: Callable[[Mapping[str, str]], Any],
-                 enabled: bool, keys_configured: bool) -> None:
-        self._reloader = reloader
-        self._authorize = authorize
-        self.enabled = enabled
-        self.keys_configured = keys_configured
-
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/admin/config", self.get_config)
-        app.router.add_post("/admin/config", self.post_config)
-
-    def _check(self, request: web.Request) -> ConfigReloader:
-        if not self.enabled:
-            raise InvalidRequestError("The admin API is off: start the router with --admin.", status=403,
-                                      type_="PermissionDeniedError")
-        if self.keys_configured:
-            self._authorize(request.headers)
-        elif not _is_loopback(request.remote):
-            raise InvalidRequestError("Without API keys the admin API accepts loopback clients only; configure API "
-                                      "keys to administer the router remotely.", status=403,
-                                      type_="PermissionDeniedError")
-        reloader = self._reloader()
-        if reloader is None:
-            raise InvalidRequestError("This router cannot reload its config.", status=503,
-                                      type_="ServiceUnavailableError")
-        return reloader
-
-    @staticmethod
-    def _error(exc: InvalidRequestError) -> web.Response:
-        return web.Response(body=_encode(exc.body()), status=exc.status, content_type="application/json")
-
-    async def get_config(self, request: web.Request) -> web.Response:
-        try:
-            reloader = self._check(request)
-        except InvalidRequestError as exc:
-            return self._error(exc)
-        return web.Response(body=_encode(reloader.status()), content_type="application/json")
-
-    async def post_config(self, request: web.Request) -> web.Response:
-        try:
-            reloader = self._check(request)
-            if request.content_length is not None and request.content_length > MAX_CONFIG_BYTES:
-                raise InvalidRequestError(f"config larger than {MAX_CONFIG_BYTES} bytes", "body", status=413,
-                                          type_="RequestTooLargeError")
-            raw = await request.content.read(MAX_CONFIG_BYTES + 1)
-            if len(raw) > MAX_CONFIG_BYTES:
-                raise InvalidRequestError(f"config larger than {MAX_CONFIG_BYTES} bytes", "body", status=413,
-                                          type_="RequestTooLargeError")
-            try:
-                active = reloader.apply_document(raw, request.content_type, "api")
-            except ConfigError as exc:
-                msg = str(exc).removeprefix(f"{exc.path}: ") if exc.path else str(exc)
-                raise InvalidRequestError(f"Invalid scheduler config at {exc.path or 'body'}: {msg} "
-                                          f"(the active config {reloader.active.hash} stays)",
-                                          exc.path or "body") from None
-        except InvalidRequestError as exc:
-            return self._error(exc)
-        return web.Response(body=_encode({"status": "applied", "config_hash": active.hash,
-                                          "generation": active.generation, "applied_at": active.applied_at,
-                                          "in_flight_at_swap": reloader.in_flight_at_swap}),
-                            content_type="application/json")

@@ -68,6 +68,7 @@ class RouterSettings:
     max_attempts: int = 3
     """Upstream attempts per request (1 + retries on other endpoints when an upstream fails before the first byte)."""
     api_keys: tuple[str, ...] = ()
+    """Plain bearer tokens (``--api-keys-file``): operator keys, accepted on every route (tenants get virtual keys)."""
     audit: AuditMode = "off"
     max_prompt_chars: int | None = None
     served_models: tuple[str, ...] = ()
@@ -95,7 +96,8 @@ class RouterSettings:
     """Key of the audit log's prompt HMAC (hashes then correlate across restarts); None: random per process."""
     inject_stream_usage: bool = True
     admin: bool = False
-    """Serve ``GET/POST /admin/config`` (config hot reload; a valid API key, or loopback clients when no keys)."""
+    """Serve ``GET/POST /admin/config`` (config hot reload): an operator key when keys are configured (a virtual key
+    with ``admin: true`` or an ``api_keys`` token), else loopback clients only."""
     config_poll_interval: float = 1.0
     """Seconds between checks of a ``config`` file for changes (reloaded without a restart)."""
     # --- governance (issue 14; llmd_kserve.governance) ---
@@ -246,6 +248,7 @@ class RouterState:
                    models=tuple(s.served_models))
         state.gateway = gateway_of(s, metrics.registry, lambda: len(state.pool.snapshot))
         state.governance = governance_of(s, state.gateway)
+        reloader.audit = state.gateway.audit_admin  # config changes go to the audit trail with who made them
         subscriber, scraper = state.subscriber, state.scraper
         assert subscriber is not None and scraper is not None
         state.metrics.registry.register(RouterStatsCollector(

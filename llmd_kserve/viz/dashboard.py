@@ -5,6 +5,10 @@ background, keeps the last ``history`` samples, and answers ``GET /api/figures``
 :mod:`llmd_kserve.viz.figures` as plotly JSON; the page (``GET /``) redraws them with ``Plotly.react``. plotly.js is
 served from the installed ``plotly`` package (``/plotly.min.js``): the page works offline, no CDN. A source that
 fails shows as one line on the page; the last figures stay.
+
+The page has no login: whoever reaches it sees what its API key can read. It answers only requests whose ``Host``
+is an IP address, ``localhost`` or the name it listens on, and no cross-site ``Origin`` (so a web page elsewhere
+cannot read it through DNS rebinding).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 from aiohttp import web
 
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.http_errors import Handler
+from llmd_kserve.router.browser import browser_refusal
 from llmd_kserve.viz import figures
 from llmd_kserve.viz.data import LiveSample, explain_decision
 from llmd_kserve.viz.sources import PrometheusSource, RouterSource, SourceError
@@ -52,6 +58,7 @@ _PAGE = """<!doctype html>
 </div>
 <script>
 const interval = __INTERVAL_MS__;
+function esc(v) { return String(v).replace(/&/g, "&amp;").replace(/</g, "&lt;"); }
 function pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%"; }
 function num(v, unit) { return v === null || v === undefined ? "–" : v.toFixed(2) + unit; }
 async function refresh() {
@@ -64,7 +71,7 @@ async function refresh() {
       `<span>hit rate (engines) <b id="hit-engines">${pct(s.hit_rate_engines)}</b></span>` +
       `<span>router predicted <b>${pct(s.hit_rate_predicted)}</b></span>` +
       `<span>throughput <b>${num(s.throughput_rps, " req/s")}</b></span>` +
-      `<span>config <b>${s.config_hash || "–"}</b></span>`;
+      `<span>config <b>${esc(s.config_hash || "–")}</b></span>`;
     for (const [name, fig] of Object.entries(body.figures || {})) {
       Plotly.react("fig-" + name, fig.data, fig.layout, {responsive: true, displaylogo: false});
     }
@@ -136,7 +143,7 @@ class Dashboard:
         if d is not None and d.get("weights"):
             try:
                 out["decision"] = figures.decision_explained(explain_decision(d, d["weights"]))
-            except (KeyError, ValueError) as exc:
+            except (KeyError, ValueError, TypeError) as exc:  # a decision the figure cannot read
                 self.error = self.error or f"cannot explain the last decision: {exc}"
         return out
 
@@ -166,8 +173,9 @@ def _plotly_js() -> bytes:
     return _PLOTLY_JS
 
 
-def build_app(dash: Dashboard) -> web.Application:
-    """``/`` the page, ``/plotly.min.js``, ``/api/figures``; the sampling task runs while the app does."""
+def build_app(dash: Dashboard, listen_host: str | None = None) -> web.Application:
+    """``/`` the page, ``/plotly.min.js``, ``/api/figures``; the sampling task runs while the app does.
+    ``listen_host``: a name accepted as ``Host`` besides IP addresses and localhost."""
     page = _PAGE.replace("__INTERVAL_MS__", str(int(dash.interval * 1000))).replace(
         "__SOURCE__", dash.source_label.replace("&", "&amp;").replace("<", "&lt;"))
 
@@ -188,7 +196,14 @@ def build_app(dash: Dashboard) -> web.Application:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    app = web.Application()
+    @web.middleware
+    async def same_site_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        why = browser_refusal(request.headers, listen_host)
+        if why is not None:
+            return web.Response(text=why + "\n", status=403)
+        return await handler(request)
+
+    app = web.Application(middlewares=[same_site_only])
     app.cleanup_ctx.append(sampling)
     app.router.add_get("/", index)
     app.router.add_get("/plotly.min.js", plotly_js)
@@ -207,7 +222,7 @@ async def running_dashboard(router: str, prometheus: str | None = None, host: st
                             interval: float = 2.0, api_key: str | None = None) -> AsyncIterator[RunningDashboard]:
     """Serve the dashboard in this event loop (``port=0``: a free port; ``api_key`` for a router with keys)."""
     dash = Dashboard(router, prometheus, interval, api_key=api_key)
-    runner = web.AppRunner(build_app(dash), access_log=None)
+    runner = web.AppRunner(build_app(dash, host), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -19,7 +19,9 @@ Live figures (from ``LiveSample``s, oldest first)::
 
     decision_explained(decision)               each scorer's weighted score per candidate, stacked; winner marked
 
-Every figure has a title and axis titles in units; times are seconds, rates are per second.
+Every figure has a title and axis titles in units; times are seconds, rates are per second. Text that comes from
+a router or a run (request ids, endpoint, plugin and profile names) is escaped: plotly renders a few HTML tags
+(links, styles) in titles, labels and legends.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ _DASH = {"p50": "solid", "p90": "dash", "p99": "dot"}
 _NAMES = {"ttft": "TTFT", "tpot": "TPOT", "e2e": "E2E latency"}
 _LAYOUT = {"template": "plotly_white", "height": 380, "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
            "legend": {"orientation": "h", "y": -0.2}}
+
+
+def label(text: object) -> str:
+    """``text`` safe to show in a plotly title, tick label or legend: ``&`` and ``<`` escaped (plotly shows the
+    entities as the characters, and no tag can start)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;")
 
 
 def _fig(title: str, x: str, y: str) -> go.Figure:
@@ -153,9 +161,9 @@ def latency_cdf(values_by_run: Mapping[str, Sequence[float]], name: str = "TTFT"
 
 def endpoint_load(load_by_endpoint: Mapping[str, tuple[Sequence[float], Sequence[int]]], title: str) -> go.Figure:
     """In-flight requests per endpoint over time (step series, e.g. ``bench.report.endpoint_load``)."""
-    fig = _fig(f"In-flight requests per endpoint — {title}", "time (s)", "in flight")
+    fig = _fig(f"In-flight requests per endpoint — {label(title)}", "time (s)", "in flight")
     for ep, (ts, ys) in load_by_endpoint.items():
-        fig.add_trace(go.Scatter(x=list(ts), y=list(ys), mode="lines", line_shape="hv", name=ep))
+        fig.add_trace(go.Scatter(x=list(ts), y=list(ys), mode="lines", line_shape="hv", name=label(ep)))
     return fig
 
 
@@ -190,7 +198,8 @@ def endpoint_heatmap(samples: Sequence[LiveSample]) -> go.Figure:
     eps = sorted({e.endpoint for s in samples for e in s.endpoints})
     t0 = samples[0].time if samples else 0.0
     xs = [round(s.time - t0, 2) for s in samples]
-    grid = {f: [[None] * len(samples) for _ in eps] for f in ("waiting", "kv_usage")}
+    grid: dict[str, list[list[float | None]]] = {f: [[None] * len(samples) for _ in eps]
+                                                 for f in ("waiting", "kv_usage")}
     for j, s in enumerate(samples):
         for e in s.endpoints:
             i = eps.index(e.endpoint)
@@ -198,10 +207,11 @@ def endpoint_heatmap(samples: Sequence[LiveSample]) -> go.Figure:
             grid["kv_usage"][i][j] = e.kv_usage
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=("queued requests", "KV-cache use"))
-    top = max([v for row in grid["waiting"] for v in row if v is not None] + [1.0])
-    fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["waiting"], colorscale="Oranges", zmin=0, zmax=top, name="queued",
+    top = max([1.0, *(v for row in grid["waiting"] for v in row if v is not None)])
+    names = [label(e) for e in eps]
+    fig.add_trace(go.Heatmap(x=xs, y=names, z=grid["waiting"], colorscale="Oranges", zmin=0, zmax=top, name="queued",
                              colorbar={"y": 0.8, "len": 0.45, "title": "queued"}), row=1, col=1)
-    fig.add_trace(go.Heatmap(x=xs, y=eps, z=grid["kv_usage"], colorscale="Blues", zmin=0, zmax=1, name="KV use",
+    fig.add_trace(go.Heatmap(x=xs, y=names, z=grid["kv_usage"], colorscale="Blues", zmin=0, zmax=1, name="KV use",
                              colorbar={"y": 0.2, "len": 0.45, "title": "KV", "tickformat": ".0%"}), row=2, col=1)
     fig.update_layout(title="Per-endpoint queue and KV-cache use", **{**_LAYOUT, "height": 460})
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
@@ -211,22 +221,23 @@ def endpoint_heatmap(samples: Sequence[LiveSample]) -> go.Figure:
 def decision_explained(decision: DecisionExplained) -> go.Figure:
     """One routing decision: a stacked bar per candidate endpoint, one segment per scorer (weight × score); the
     logged total on top of each bar and the winner marked."""
-    title = (f"Why {decision.target} (request {decision.request_id}, profile {decision.profile})"
-             if decision.target else "No routing decision yet")
+    title = (f"Why {label(decision.target)} (request {label(decision.request_id)}, profile "
+             f"{label(decision.profile)})" if decision.target else "No routing decision yet")
     fig = _fig(title, "candidate endpoint", "weighted score")
     eps = list(decision.candidates)
+    xs = [label(e) for e in eps]
     plugins = list(dict.fromkeys(c.plugin for c in decision.contributions))
     for plugin in plugins:
         by_ep = {c.endpoint: c for c in decision.contributions if c.plugin == plugin}
-        fig.add_trace(go.Bar(x=eps, y=[by_ep[e].weighted if e in by_ep else 0.0 for e in eps],
-                             name=f"{plugin} (×{next(iter(by_ep.values())).weight:g})" if by_ep else plugin,
+        fig.add_trace(go.Bar(x=xs, y=[by_ep[e].weighted if e in by_ep else 0.0 for e in eps],
+                             name=f"{label(plugin)} (×{next(iter(by_ep.values())).weight:g})" if by_ep else label(plugin),
                              customdata=[by_ep[e].raw if e in by_ep else None for e in eps],
                              hovertemplate="%{x}<br>raw %{customdata:.3f} → weighted %{y:.3f}"))
-    fig.add_trace(go.Scatter(x=eps, y=[decision.logged_totals.get(e, 0.0) for e in eps], mode="markers+text",
+    fig.add_trace(go.Scatter(x=xs, y=[decision.logged_totals.get(e, 0.0) for e in eps], mode="markers+text",
                              name="total (router log)", text=[f"{decision.logged_totals.get(e, 0.0):.2f}" for e in eps],
                              textposition="top center", marker={"symbol": "diamond", "color": "black", "size": 9}))
     if decision.target in eps:
-        fig.add_annotation(x=decision.target, y=decision.logged_totals.get(decision.target, 0.0), text="▼ winner",
+        fig.add_annotation(x=label(decision.target), y=decision.logged_totals.get(decision.target, 0.0), text="▼ winner",
                            showarrow=False, yshift=38, font={"color": "crimson", "size": 14})
     fig.update_layout(barmode="stack")
     return fig

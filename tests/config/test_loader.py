@@ -140,3 +140,33 @@ def test_defaults_are_added(index):
     assert sched.handler.type == "single-profile-handler"
     assert sched.runners["p"].picker.type == "max-score-picker"
     assert sched.runners["p"].scorers[0][1] == 1.0
+
+
+def test_yaml_aliases_and_deep_nesting_are_refused_where_they_are(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(GOOD, sort_keys=False).replace("threshold: 0.7", "threshold: &t 0.7") +
+                 "extra: *t\n")
+    with pytest.raises(ConfigError, match="aliases") as info:
+        load_config(f)
+    assert info.value.path.startswith(f"{f}:") and info.value.path.count(":") == 2
+    anchored = yaml.safe_dump(GOOD, sort_keys=False).replace("threshold: 0.7", "threshold: &t 0.7")
+    f.write_text(anchored)  # an anchor nobody refers to is harmless
+    assert load_config(f).plugins[2].parameters == {"threshold": 0.7}
+    deep: dict = {"x": 1}
+    for _ in range(40):
+        deep = {"x": deep}
+    with pytest.raises(ConfigError, match="nested deeper"):
+        parse_config({**GOOD, "plugins": [{"type": "queue-scorer", "parameters": deep}]})
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    with pytest.raises(ConfigError, match="nested deeper"):
+        parse_config({**GOOD, "plugins": [{"type": "queue-scorer", "parameters": cyclic}]})
+
+
+@pytest.mark.parametrize("weight", [float("inf"), float("-inf"), float("nan"), "1e400", 1e7])
+def test_weights_are_finite_and_bounded(weight):
+    doc = yaml.safe_load(yaml.safe_dump(GOOD))
+    doc["schedulingProfiles"][0]["plugins"][1]["weight"] = weight
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert info.value.path == "schedulingProfiles[0].plugins[1].weight"

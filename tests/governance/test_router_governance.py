@@ -55,7 +55,9 @@ async def test_keys_limits_guardrails_audit_through_the_router(tmp_path, caplog)
         assert headers["x-llmd-drop-reason"] == "rpm"
         st, _, _ = await _post(s, url, "legacy-token", {"model": "fake-model", "prompt": "hi"})
         assert st == 200  # the plain --api-keys-file list keeps working
-        metrics = (await (await s.get(url + "/metrics", headers={"Authorization": f"Bearer {gold}"})).read()).decode()
+        async with s.get(url + "/metrics", headers={"Authorization": f"Bearer {gold}"}) as r:
+            assert r.status == 403  # a tenant's key sees no other tenant's numbers
+        metrics = (await (await s.get(url + "/metrics", headers={"Authorization": "Bearer legacy-token"})).read()).decode()
         # the injected stream usage was metered: 10 prompt + 5 completion per answer
         assert 'llmd_gateway_tokens_total{kind="completion",tenant="gold"} 10.0' in metrics
         assert 'llmd_gateway_requests_total{outcome="rpm",tenant="gold"} 1.0' in metrics

@@ -43,7 +43,9 @@ def http_get(url: str, timeout: float, what: str, api_key: str | None = None) ->
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
             return resp.read()
     except urllib.error.HTTPError as exc:
-        hint = ": it has API keys on, give the source an api_key" if exc.code == 401 and not api_key else ""
+        hint = (": it has API keys on, give the source an api_key" if exc.code == 401 and not api_key else
+                ": /metrics and /debug/* need an operator key (keys add --admin)" if exc.code == 403 and api_key
+                else "")
         raise SourceError(f"{what} answered HTTP {exc.code} for {url}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
