@@ -154,6 +154,19 @@ async def test_m10_blind_spots_are_refused_through_the_router(tmp_path):
     assert verify([audit]).ok
 
 
+async def test_full_audit_keeps_at_most_64k_characters_of_an_answer(tmp_path):
+    (tmp_path / "g.yaml").write_text(GUARDS)
+    audit = tmp_path / "audit.jsonl"
+    async with running_fake(tokens=100_000) as fake, running_router(
+            endpoints=[fake.url], guardrails_file=str(tmp_path / "g.yaml"), audit_file=str(audit),
+            audit="full") as r, aiohttp.ClientSession() as s:
+        assert (await _post(s, r.url, {"prompt": "mail bob@example.com"}))[0] == 200
+    admit, done = (rec for rec in _recs(audit) if rec["event"] in ("admit", "done"))
+    assert admit["prompt"] == "mail [EMAIL]" and "prompt_truncated" not in admit
+    assert len(done["completion"]) == 64 * 1024 and done["completion_truncated"] is True
+    assert len(done["completion_hmac_sha256"]) == 64 and verify([audit]).ok
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """An engine and a router with the report's guardrails, the audit trail in full mode and no token limit."""
