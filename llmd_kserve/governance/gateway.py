@@ -227,7 +227,6 @@ class Gateway:
         with contextlib.suppress(OSError):  # counted by the trail; the answer was already sent
             await self._audit(rec)
 
-
     def _answer_fields(self, captured: bytes) -> dict[str, Any]:
         """The text work of ``finish``: on-response guardrails (``flagged``), and in ``full`` mode the answer's text
         redacted and cut at ``AUDIT_TEXT_CHARS`` (also cut when more than ``MAX_CAPTURE`` bytes were relayed)."""
