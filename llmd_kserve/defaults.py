@@ -14,6 +14,8 @@ ENGINE_PORT = 8000
 ROUTER_PORT = 8080
 BLOCK_SIZE = 16
 """Tokens per KV block (vLLM's default)."""
+MAX_PROMPT_CHARS = 1 << 20
+"""Characters of a request's text the router accepts (8 per token of the default 131,072-token limit)."""
 SHIPPED_CONFIGS = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix")
 """Single-profile scheduler configs in ``llmd_kserve/config/shipped/``, loadable by name."""
 PD_SHIPPED_CONFIGS = ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never")

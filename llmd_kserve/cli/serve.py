@@ -12,6 +12,7 @@ from llmd_kserve.defaults import (
     DEFAULT_MODEL,
     DEFAULT_PROFILE,
     ENGINE_PORT,
+    MAX_PROMPT_CHARS,
     ROUTER_PORT,
     SCRAPE_INTERVAL_S,
 )
@@ -88,7 +89,9 @@ def add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
                    help="audit log of routed prompts on logger llmd_kserve.audit (hash: salted HMAC-SHA256 only; "
                         "LLMD_AUDIT_SALT keeps the salt across restarts)")
-    p.add_argument("--max-prompt-chars", type=int, default=None, help="reject longer prompts with 413")
+    p.add_argument("--max-prompt-chars", type=int, default=MAX_PROMPT_CHARS,
+                   help="reject requests whose text (prompt, every string in messages, tools, documents) has more "
+                        "characters with 413; 0: no limit")
     p.add_argument("--admin", action="store_true",
                    help="serve GET/POST /admin/config (config hot reload): an operator key when keys are "
                         "configured (keys add --admin, or an --api-keys-file token), else loopback clients only; "
@@ -178,7 +181,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read API keys file: {exc.strerror or exc}", a.api_keys_file) from exc
     settings = RouterSettings(
         config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer, seed=a.seed, profile=a.profile,
-        scrape_idle_interval=a.scrape_idle_interval or None, max_attempts=a.max_attempts, api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars,
+        scrape_idle_interval=a.scrape_idle_interval or None, max_attempts=a.max_attempts, api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars or None,
         served_models=tuple(a.served_models or ()), audit_salt=os.environ.get("LLMD_AUDIT_SALT") or None,
         max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,

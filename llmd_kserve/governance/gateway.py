@@ -3,12 +3,13 @@ audit) → observe the answer → finish (meter tokens, audit). Used by the rout
 
 Audit records per request: ``admit`` (durable before the request goes upstream, so every answer a client saw has
 one) and ``done`` (outcome, status, endpoint, tokens, latency, completion hash); refusals get one ``deny``.
-Prompts and completions are HMAC-SHA256-hashed with the salt (``hash``) or, with ``full``, logged as text after
-the guardrails' redaction.
+Prompts and completions are HMAC-SHA256-hashed with the salt; with ``full`` their text is logged too, after the
+guardrails' redaction, cut at ``AUDIT_TEXT_CHARS`` (``prompt_truncated``/``completion_truncated`` say so).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -21,16 +22,21 @@ from typing import Any, Literal
 
 from llmd_kserve.errors import HTTPError
 from llmd_kserve.governance.flow import FlowController, Waiting
-from llmd_kserve.governance.guardrails import Guardrails, prompt_text
+from llmd_kserve.governance.guardrails import Guardrails
 from llmd_kserve.governance.keys import LEGACY_TENANT, Forbidden, KeyStore, VirtualKey
 from llmd_kserve.governance.limits import RateLimiter
 from llmd_kserve.governance.metrics import GatewayMetrics
+from llmd_kserve.governance.request_text import Detokenize, request_text
 from llmd_kserve.governance.trail import AuditTrail
 
 AuditContent = Literal["hash", "full"]
 MAX_CAPTURE = 256 * 1024
 """Bytes of an answer kept for the on-response guardrails and ``full`` audit (its hash covers all of it)."""
 ANONYMOUS = VirtualKey(id="anonymous")
+AUDIT_TEXT_CHARS = 64 * 1024
+"""Characters of a prompt or answer an audit record keeps in ``full`` mode (the HMAC covers the whole)."""
+OFFLOAD_ANSWER_BYTES = 64 * 1024
+"""Captured answers larger than this are checked and redacted in a worker thread."""
 
 
 @dataclass(slots=True)
@@ -77,7 +83,8 @@ class Gateway:
     def __init__(self, keys: KeyStore | None = None, limiter: RateLimiter | None = None,
                  flow: FlowController | None = None, guardrails: Guardrails | None = None,
                  trail: AuditTrail | None = None, audit_content: AuditContent = "hash", salt: bytes | None = None,
-                 metrics: GatewayMetrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: GatewayMetrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 detokenize: Detokenize | None = None) -> None:
         self.keys = keys
         self.limiter = limiter or RateLimiter()
         self.flow = flow
@@ -87,6 +94,8 @@ class Gateway:
         self.salt = salt if salt is not None else secrets.token_bytes(16)
         self.metrics = metrics
         self.clock = clock
+        self.detokenize = detokenize
+        """Turns token-id prompts into text for the guardrails and the audit (None: they stay unread)."""
         self.pending: dict[str, Admission] = {}
 
     @property
@@ -117,18 +126,36 @@ class Gateway:
     def _who(self, key: VirtualKey) -> dict[str, Any]:
         return {"key": key.id, "tenant": key.tenant, "team": key.team}
 
+    def _prompt_fields(self, body: dict[str, Any], kind: str) -> dict[str, Any]:
+        """The text work of ``admit``: the request's text through the guardrails (raises ``Blocked``), then the
+        admit record's prompt fields (HMAC; in ``full`` mode the redacted text, cut at ``AUDIT_TEXT_CHARS``)."""
+        req = request_text(body, kind, self.detokenize)
+        if self.guardrails:
+            self.guardrails.pre_request(req)
+        if self.trail is None:
+            return {}
+        fields: dict[str, Any] = {"prompt_chars": len(req.text),
+                                  "prompt_hmac_sha256": self._hmac(req.digest_input())}
+        if req.token_ids:
+            fields.update(prompt_token_ids=req.token_ids, detokenized=req.readable)
+        if self.audit_content == "full":
+            fields.update(_kept_text("prompt", self.guardrails.redact(req.text)))
+        return fields
+
     async def admit(self, key: VirtualKey | None, request_id: str, body: dict[str, Any], kind: str,
-                    model: str | None, client: str | None) -> Admission:
-        """Checks before scheduling; raises an HTTPError (403, 400, 429, 503) after auditing the refusal."""
+                    model: str | None, client: str | None, *, offload: bool = False) -> Admission:
+        """Checks before scheduling; raises an HTTPError (403, 400, 429, 503) after auditing the refusal.
+        ``offload``: do the text work (guardrails, HMAC, redaction) in a worker thread (a big body)."""
         key = key or ANONYMOUS
         adm = Admission(key, request_id, model, self.clock())
-        text = prompt_text(body, kind) if self.guardrails or self.trail is not None else ""
         base = {"event": "admit", "request_id": request_id, **self._who(key), "model": model, "client": client}
+        prompt: dict[str, Any] = {}
         try:
             if not key.allows(model):
                 raise Forbidden(f"This API key may not use model `{model}`.", "model")
-            if self.guardrails:
-                self.guardrails.pre_request(text)
+            if self.guardrails or self.trail is not None:
+                prompt = (await asyncio.to_thread(self._prompt_fields, body, kind) if offload
+                          else self._prompt_fields(body, kind))
             self.limiter.admit(key)
             if self.flow is not None:
                 t = self.clock()
@@ -142,11 +169,9 @@ class Gateway:
             await self._audit({**base, "event": "deny", "status": exc.status, "reason": reason})
             raise
         if self.trail is not None:
-            adm.hasher = hmac.new(self.salt, digestmod=hashlib.sha256) if self.audit_content == "hash" else None
-            prompt = ({"prompt": self.guardrails.redact(text)} if self.audit_content == "full"
-                      else {"prompt_hmac_sha256": self._hmac(text.encode())})
+            adm.hasher = hmac.new(self.salt, digestmod=hashlib.sha256)
             try:
-                await self._audit({**base, **prompt, "prompt_chars": len(text)})
+                await self._audit({**base, **prompt})
             except OSError:
                 self.release(adm)
                 raise HTTPError("The audit log cannot be written; request refused.", None, 503,
@@ -196,14 +221,12 @@ class Gateway:
                                "endpoint": endpoint, "status": status, "outcome": "ok" if ok else "error",
                                "prompt_tokens": adm.prompt_tokens, "completion_tokens": adm.completion_tokens,
                                "latency_s": round(self.clock() - adm.t0, 6)}
-        text = answer_text(bytes(adm.captured)) if adm.captured and (self.guardrails or self.audit_content == "full") else ""
-        if self.guardrails and text:
-            v = self.guardrails.on_response(text)
-            if not v.allow:
-                rec["flagged"] = v.reason
-        if self.audit_content == "full":
-            rec["completion"] = self.guardrails.redact(text)
-        elif adm.hasher is not None:
+        captured = bytes(adm.captured)
+        if len(captured) > OFFLOAD_ANSWER_BYTES:
+            rec.update(await asyncio.to_thread(self._answer_fields, captured))
+        else:
+            rec.update(self._answer_fields(captured))
+        if adm.hasher is not None:
             rec["completion_hmac_sha256"] = adm.hasher.hexdigest()  # of the answer's bytes as relayed
         with contextlib.suppress(OSError):  # counted by the trail; the answer was already sent
             await self._audit(rec)
@@ -212,6 +235,28 @@ class Gateway:
         """Record an operator action (``event: admin``, e.g. a config change with who made it and the hashes before
         and after) in the audit trail, when there is one; raises OSError when it cannot be written."""
         await self._audit({"event": "admin", **fields})
+
+    def _answer_fields(self, captured: bytes) -> dict[str, Any]:
+        """The text work of ``finish``: on-response guardrails (``flagged``), and in ``full`` mode the answer's text
+        redacted and cut at ``AUDIT_TEXT_CHARS`` (also cut when more than ``MAX_CAPTURE`` bytes were relayed)."""
+        fields: dict[str, Any] = {}
+        text = answer_text(captured) if captured and (self.guardrails or self.audit_content == "full") else ""
+        if self.guardrails and text:
+            v = self.guardrails.on_response(text)
+            if not v.allow:
+                fields["flagged"] = v.reason
+        if self.audit_content == "full":
+            fields.update(_kept_text("completion", self.guardrails.redact(text)))
+            if len(captured) >= MAX_CAPTURE:
+                fields["completion_truncated"] = True
+        return fields
+
+
+def _kept_text(name: str, text: str) -> dict[str, Any]:
+    """``{name: text}``, cut at ``AUDIT_TEXT_CHARS`` with ``{name}_truncated: true`` when it was longer."""
+    if len(text) <= AUDIT_TEXT_CHARS:
+        return {name: text}
+    return {name: text[:AUDIT_TEXT_CHARS], f"{name}_truncated": True}
 
 
 def tenant_of(key: VirtualKey | None) -> str:

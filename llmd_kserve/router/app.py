@@ -91,7 +91,8 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
         rid = request_id(request.headers) or rid
         principal = request.get(PRINCIPAL_KEY)
         raw = await _read_body(request, state.settings.body_timeout)
-        if len(raw) > OFFLOAD_BYTES:  # decoding and tokenizing a big body would stall every other request
+        big = len(raw) > OFFLOAD_BYTES
+        if big:  # decoding, tokenizing and the gateway's text work on a big body would stall every other request
             parsed, token_ids = await asyncio.to_thread(_tokenize_and_limit, raw, kind, state)
         else:
             parsed, token_ids = _tokenize_and_limit(raw, kind, state)
@@ -115,7 +116,7 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
         if not gw.active:
             resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
         else:  # keys, limits, guardrails, flow control, audit trail (llmd_kserve.governance)
-            adm = await gw.admit(request.get(KEY_KEY), rid, body, kind, parsed.model, request.remote)
+            adm = await gw.admit(request.get(KEY_KEY), rid, body, kind, parsed.model, request.remote, offload=big)
             try:
                 resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
             except BaseException as exc:

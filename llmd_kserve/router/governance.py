@@ -12,7 +12,9 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from llmd_kserve.defaults import MAX_PROMPT_CHARS
 from llmd_kserve.errors import InvalidRequestError, NotFound, Unauthorized
+from llmd_kserve.governance.request_text import request_chars
 
 audit_log = logging.getLogger("llmd_kserve.audit")
 """Dedicated logger for the audit trail; route it with logging config (only llmd_kserve.cli configures logging)."""
@@ -53,7 +55,8 @@ class ParsedRequest:
     stream: bool
     max_tokens: int | None
     prompt_chars: int
-    """Characters of every string the prompt is made of (all prompts of a batch; every string in ``messages``)."""
+    """Characters of every string the engine renders (all prompts of a batch and ``suffix``; every string in
+    ``messages``, ``role`` and ``name`` included, and in ``tools``, ``documents``, ``chat_template_kwargs``)."""
     token_ids: tuple[int, ...] | None
     """Prompt ids when the client sent token ids (a list of ints, or the first of a list of lists)."""
     prompt_token_ids: int = 0
@@ -95,21 +98,7 @@ def _check_prompt(prompt: Any) -> tuple[int, tuple[int, ...] | None, int, int]:
     raise InvalidRequestError("'prompt' must be a string, a list of strings, or (lists of) token ids.", "prompt")
 
 
-_STRUCTURAL = frozenset({"role", "type"})
-
-
-def _string_chars(value: Any) -> int:
-    """Characters of every string value inside a decoded JSON value (but ``role`` and ``type`` tags)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(_string_chars(v) for k, v in value.items() if k not in _STRUCTURAL)
-    if isinstance(value, list):
-        return sum(_string_chars(v) for v in value)
-    return 0
-
-
-def _check_messages(messages: Any) -> int:
+def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("'messages' must be a non-empty list.", "messages")
     for i, m in enumerate(messages):
@@ -123,7 +112,6 @@ def _check_messages(messages: Any) -> int:
         elif content is not None and not isinstance(content, str):
             raise InvalidRequestError(f"messages[{i}].content must be a string, a list of parts or null.",
                                       f"messages[{i}].content")
-    return _string_chars(messages)  # every string counts: names, image URLs, tool calls, not only text parts
 
 
 def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ()) -> ParsedRequest:
@@ -146,11 +134,14 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
     if kind == "chat":
         if "messages" not in body:
             raise InvalidRequestError("'messages' is required.", "messages")
-        chars = _check_messages(body["messages"])
+        _check_messages(body["messages"])
     else:
         if "prompt" not in body:
             raise InvalidRequestError("'prompt' is required.", "prompt")
-        chars, token_ids, n_ids, n_prompts = _check_prompt(body["prompt"])
+        _, token_ids, n_ids, n_prompts = _check_prompt(body["prompt"])
+        if body.get("suffix") is not None and not isinstance(body["suffix"], str):
+            raise InvalidRequestError("'suffix' must be a string.", "suffix")
+    chars = request_chars(body, kind)  # every string counts: names, image URLs, tool calls, not only text parts
     max_tokens = None
     for name in ("max_tokens", "max_completion_tokens"):
         v = body.get(name)
@@ -181,7 +172,8 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
 class Limits:
     """Per-request maximums; None: no limit."""
 
-    max_prompt_chars: int | None = None
+    max_prompt_chars: int | None = MAX_PROMPT_CHARS
+    """Characters of every string the engine renders (``ParsedRequest.prompt_chars``)."""
     max_prompt_tokens: int | None = 131_072
     """Prompt tokens over all prompts of a request (token ids as sent, or text as the router tokenizes it)."""
     max_batch_size: int | None = 256
@@ -219,8 +211,8 @@ class Governance:
             raise _too_large(f"Request has {req.num_prompts} prompts; this gateway allows at most "
                              f"{lim.max_batch_size} per request.", "prompt")
         if lim.max_prompt_chars is not None and req.prompt_chars > lim.max_prompt_chars:
-            raise _too_large(f"Prompt has {req.prompt_chars} characters; this gateway allows at most "
-                             f"{lim.max_prompt_chars}.", param)
+            raise _too_large(f"Request text has {req.prompt_chars} characters (prompt, messages and every other "
+                             f"string the model reads); this gateway allows at most {lim.max_prompt_chars}.", param)
         self.check_prompt_tokens(req, req.prompt_token_ids)
 
     def needs_token_count(self, req: ParsedRequest) -> bool:

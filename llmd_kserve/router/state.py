@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 
-from llmd_kserve.defaults import BLOCK_SIZE, DEFAULT_CONFIG, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
+from llmd_kserve.defaults import BLOCK_SIZE, DEFAULT_CONFIG, DEFAULT_PROFILE, MAX_PROMPT_CHARS, SCRAPE_INTERVAL_S
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.build import build_gateway
 from llmd_kserve.governance.gateway import Gateway
@@ -70,7 +70,8 @@ class RouterSettings:
     api_keys: tuple[str, ...] = ()
     """Plain bearer tokens (``--api-keys-file``): operator keys, accepted on every route (tenants get virtual keys)."""
     audit: AuditMode = "off"
-    max_prompt_chars: int | None = None
+    max_prompt_chars: int | None = MAX_PROMPT_CHARS
+    """Characters of every string the engine renders (None: no limit)."""
     served_models: tuple[str, ...] = ()
     """Model names to accept and list; empty: whatever the endpoints' ``/v1/models`` say (any, until known)."""
     decisions_size: int = 256
@@ -225,7 +226,7 @@ class RouterState:
         from llmd_kserve.kvcache.subscriber import KVEventSubscriber
         from llmd_kserve.latency import load_profile
         from llmd_kserve.plugins.base import PluginContext
-        from llmd_kserve.tokenizer import load_tokenizer
+        from llmd_kserve.tokenizer import HFTokenizer, load_tokenizer
 
         s = settings or RouterSettings()
         index = KVIndex(max_keys=s.kv_index_max_keys)
@@ -247,6 +248,7 @@ class RouterState:
                    outliers=OutlierEjector(EjectionPolicy(base_ejection_s=s.eject_s)),
                    models=tuple(s.served_models))
         state.gateway = gateway_of(s, metrics.registry, lambda: len(state.pool.snapshot))
+        state.gateway.detokenize = state.tokenizer.decode if isinstance(state.tokenizer, HFTokenizer) else None
         state.governance = governance_of(s, state.gateway)
         reloader.audit = state.gateway.audit_admin  # config changes go to the audit trail with who made them
         subscriber, scraper = state.subscriber, state.scraper

@@ -23,7 +23,8 @@ def test_body_limit_default_and_big_prompt_off_the_loop(tmp_path):
             big = json.dumps({"prompt": "word " * (4 << 20), "max_tokens": 2}).encode()  # 20 MiB > 16 MiB default
             status, body, _ = request(r.url + "/v1/completions", big)
             assert status == 413 and json.loads(body)["error"]["type"] == "RequestTooLargeError"
-        r2 = router(tmp_path, eng.url, "--max-body-bytes", str(64 << 20), "--max-prompt-tokens", "1000", name="r2")
+        r2 = router(tmp_path, eng.url, "--max-body-bytes", str(64 << 20), "--max-prompt-tokens", "1000",
+                    "--max-prompt-chars", "0", name="r2")  # no character limit: the token count is what refuses
         with running(r2):
             big = json.dumps({"prompt": "word " * (3 << 20), "max_tokens": 2}).encode()  # 15 MiB, 3M tokens
             done = threading.Event()

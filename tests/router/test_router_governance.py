@@ -53,7 +53,8 @@ def test_valid_requests_parse():
     c = validate_request(_raw({"model": "m", "messages": [{"role": "user", "content": "hello"},
                                                           {"role": "user", "content": [{"type": "text", "text": "ab"}]}],
                                "max_completion_tokens": 9}), "chat")
-    assert (c.kind, c.prompt_chars, c.max_tokens, c.stream) == ("chat", 7, 9, False)
+    # every string the engine renders counts: "user" + "hello" + "user" + "text" + "ab"
+    assert (c.kind, c.prompt_chars, c.max_tokens, c.stream) == ("chat", 19, 9, False)
 
 
 def test_bearer_auth():
