@@ -38,6 +38,7 @@ from llmd_kserve.epp.protocol import (
     DESTINATION_NAMESPACE,
     EXT_PROC_SERVICE,
     PREFILL_HEADER,
+    REASON_HEADER,
     SUBSET_NAMESPACE,
 )
 from llmd_kserve.epp.routes import ALLOWED_PATHS, INFERENCE_PATHS, NOT_FOUND_MESSAGE
@@ -49,6 +50,7 @@ _EARLY_MUTATION = "type.googleapis.com/envoy.extensions.http.early_header_mutati
 _LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 _LUA_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _LONG = "3600s"
@@ -58,6 +60,26 @@ _BREAKERS = {"thresholds": [{"max_connections": 100_000, "max_pending_requests":
 
 def _error_json(status: int, type_: str, message: str) -> str:
     return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": status}})
+
+
+_ENVOY_ERRORS = {400: "BadRequestError", 413: "RequestTooLargeError", 500: "InternalServerError",
+                 502: "BadGatewayError", 503: "ServiceUnavailableError", 504: "GatewayTimeoutError"}
+"""Statuses Envoy answers by itself (a path it will not normalise, a body over a buffer limit, the EPP or an
+upstream failing): their local replies get an OpenAI-shaped body naming Envoy's reason."""
+
+
+def _local_reply_mapper(status: int, type_: str) -> dict[str, Any]:
+    """Reformat Envoy's own ``status`` replies; those that already carry our body (the EPP's, the Lua filter's: both
+    set the reason header; the routes' direct responses) are left as they are."""
+    ours = f"'{REASON_HEADER}' in response.headers || response.code_details == 'direct_response'"
+    return {"filter": {"and_filter": {"filters": [
+        {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+            "default_value": status, "runtime_key": f"llmd.local_reply.{status}"}}}},
+        {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+            "@type": _CEL_FILTER, "expression": f"!({ours})"}}}]}},
+        "body_format_override": {"content_type": "application/json", "json_format": {"error": {
+            "message": "Refused by the gateway: %RESPONSE_CODE_DETAILS%.", "type": type_, "param": None,
+            "code": status}}}}
 
 
 _NOT_FOUND = _error_json(404, "NotFoundError", NOT_FOUND_MESSAGE)
@@ -138,7 +160,7 @@ function envoy_on_request(handle)
   local out = strip(s)
   if out == nil then
     handle:respond({[":status"] = "400", ["content-type"] = "application/json",
-                    ["x-llmd-reject-reason"] = "invalid_request"}, BAD_BODY)
+                    [REASON_HEADER] = "invalid_request"}, BAD_BODY)
   elseif out ~= s then
     body:setBytes(out)
     handle:headers():replace("content-length", tostring(#out))
@@ -223,8 +245,8 @@ class EnvoyConfig:
                 routes.append({"match": {"path": path},
                                "direct_response": {"status": 503, "body": {"inline_string": _NO_PICK}}})
                 continue
-            fallback = {"match": {"path": path}, "route": {"cluster": "pool_fallback", "timeout": "0s",
-                                                             "idle_timeout": _LONG}}
+            fallback: dict[str, Any] = {"match": {"path": path}, "route": {
+                "cluster": "pool_fallback", "timeout": "0s", "idle_timeout": _LONG}}
             if path in INFERENCE_PATHS:  # the Lua filter reads the whole body: let a whole one be buffered
                 fallback["request_body_buffer_limit"] = str(self.max_body_bytes)
             routes.append({**fallback, **({} if path in INFERENCE_PATHS else lua_off)})
@@ -250,13 +272,15 @@ class EnvoyConfig:
         strip = {"name": "envoy.http.early_header_mutation.header_mutation", "typed_config": {
             "@type": _EARLY_MUTATION, "mutations": [{"remove": name} for name in self.strip_headers]}}
         lua = [{"name": "envoy.filters.http.lua", "typed_config": {"@type": _LUA, "default_source_code": {
-            "inline_string": f"local BAD_BODY = {json.dumps(_BAD_BODY)}\n" + STRIP_KV_LUA}}}] if self.fallback else []
+            "inline_string": f"local BAD_BODY = {json.dumps(_BAD_BODY)}\nlocal REASON_HEADER = {json.dumps(REASON_HEADER)}\n"
+            + STRIP_KV_LUA}}}] if self.fallback else []
         hcm: dict[str, Any] = {
             "@type": _HCM, "stat_prefix": "gateway", "codec_type": "AUTO",
             "stream_idle_timeout": _LONG, "request_timeout": "0s",
             "normalize_path": True, "merge_slashes": True, "path_with_escaped_slashes_action": "REJECT_REQUEST",
             "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "gateway"},
             "early_header_mutation_extensions": [strip],
+            "local_reply_config": {"mappers": [_local_reply_mapper(c, t) for c, t in _ENVOY_ERRORS.items()]},
             "route_config": {"name": "pool", "virtual_hosts": [{"name": "pool", "domains": ["*"],
                                                                 "routes": self._routes()}]},
             "http_filters": [
