@@ -77,10 +77,11 @@ async def _raw(url: str, request: bytes) -> bytes:
 # --- H1: kv_transfer_params ---------------------------------------------------------------------------------------
 async def test_client_kv_transfer_params_never_reach_the_engine_through_the_epp(tmp_path, eng, listener):
     async with gateway(tmp_path, [eng.url]) as gw:
-        answers = await _send_all(gw, _bodies(listener.port))
+        bodies = _bodies(listener.port)
+        answers = await _send_all(gw, bodies)
         assert [s for s, _ in answers] == [200] * 9, answers
-        assert all(b"[DONE]" in body for (path, raw), (_, body) in zip(_bodies(0), answers, strict=True)
-                   if b'"stream":true' in raw)  # streams complete
+        streams = [answer for (_, sent), (_, answer) in zip(bodies, answers, strict=True) if b'"stream":true' in sent]
+        assert len(streams) == 3 and all(b"data: [DONE]" in a for a in streams)  # streams complete
         await asyncio.sleep(0.3)  # a pull the engine started would have landed by now (it runs before the first token)
         assert listener.hits == []
         async with httpx.AsyncClient() as c:
