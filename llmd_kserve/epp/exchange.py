@@ -1,8 +1,10 @@
 """One ext_proc stream (one HTTP request through Envoy) as a state machine: ProcessingRequest in, responses out.
 
 The request side runs in ``FULL_DUPLEX_STREAMED``: body chunks are collected until the body ends (nothing is sent
-back meanwhile), then the pick goes out as the request-headers response, followed by the body in chunks. The
-response side runs in one of two modes:
+back meanwhile), then the pick goes out as the request-headers response (with the new ``content-length``), followed
+by the body the picker admitted, in chunks: the EPP's own encoding, never the client's bytes. A body over
+``offload_bytes`` is admitted by the caller off the event loop (:attr:`Exchange.admission_due`, then
+:meth:`Exchange.admitted`). The response side runs in one of two modes:
 
 * ``full`` — response bodies stream through the EPP (``FULL_DUPLEX_STREAMED``): every chunk is handed straight back,
   the tail is kept to read ``usage`` (SSE or JSON), and the request completes at the body's end;
@@ -20,7 +22,7 @@ from typing import Literal
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from llmd_kserve.epp import protocol
-from llmd_kserve.epp.picker import EndpointPicker, Pick, Reject
+from llmd_kserve.epp.picker import Admitted, EndpointPicker, Pick, Reject
 from llmd_kserve.router.proxy import parse_usage
 
 log = logging.getLogger(__name__)
@@ -47,10 +49,16 @@ class Exchange:
     when the stream ends for any reason."""
 
     def __init__(self, picker: EndpointPicker, *, response_mode: ResponseMode = "full",
-                 max_body_bytes: int = 64 << 20) -> None:
+                 max_body_bytes: int = 16 << 20, offload_bytes: int | None = None) -> None:
         self.picker = picker
         self.response_mode = response_mode
         self.max_body_bytes = max_body_bytes
+        self.offload_bytes = offload_bytes
+        self.admission_due = False
+        """The body is complete and over ``offload_bytes``: run ``picker.admit(headers, body)`` (in a thread) and
+        hand its answer to :meth:`admitted`."""
+        self._due_eos = True
+        self._after: list[pb.ProcessingResponse] = []
         self.headers: dict[str, str] = {}
         self.metadata: dict[str, dict] = {}
         self.pick: Pick | None = None
@@ -63,24 +71,44 @@ class Exchange:
         self.headers_only_request = False
 
     # --- request side -------------------------------------------------------------------------------------------
-    def _decide(self, end_of_stream: bool) -> list[pb.ProcessingResponse]:
+    @property
+    def body(self) -> bytes:
+        """The request body received so far."""
+        return bytes(self._body)
+
+    def _decide(self, end_of_stream: bool, admitted: Admitted | Reject | None = None) -> list[pb.ProcessingResponse]:
+        if admitted is None and self.offload_bytes is not None and len(self._body) > self.offload_bytes:
+            self.admission_due, self._due_eos = True, end_of_stream
+            return []
+        self.admission_due = False
         subset = protocol.subset_hint(self.metadata)
-        result = self.picker.pick(self.headers, bytes(self._body), subset)
+        result = self.picker.pick(self.headers, bytes(self._body), subset, admitted)
         if isinstance(result, Reject):
             log.info("request %s rejected: %d %s", self.headers.get("x-request-id", "-"), result.status, result.reason)
+            self._picked_sent = True
             return [protocol.immediate_response(result.status, result.body(),
                                                 {protocol.REASON_HEADER: result.reason}, result.reason)]
         self.pick = result
+        body = bytes(self._body) if result.body is None else result.body
         extra = {}
+        if result.body is not None and not self.headers_only_request:
+            extra["content-length"] = str(len(body))
         if result.prefill is not None:
             extra[protocol.PREFILL_HEADER] = protocol.host_port(result.prefill)
         remove = [] if result.prefill is not None else [protocol.PREFILL_HEADER]
         out = [protocol.request_headers_response(protocol.host_port(result.target), extra, remove)]
         self._picked_sent = True
         if not self.headers_only_request:
-            out += protocol.body_chunks(bytes(self._body), response=False, end_of_stream=end_of_stream)
+            out += protocol.body_chunks(body, response=False, end_of_stream=end_of_stream)
         self._body = bytearray()
         return out
+
+    def admitted(self, answer: Admitted | Reject) -> list[pb.ProcessingResponse]:
+        """Finish a decision left pending by :attr:`admission_due` with ``picker.admit``'s answer."""
+        if not self.admission_due:
+            raise RuntimeError("no admission is pending")
+        after, self._after = self._after, []
+        return [*self._decide(self._due_eos, answer), *after]
 
     def _request_headers(self, msg: pb.HttpHeaders, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         self.headers = protocol.header_map(msg)
@@ -91,7 +119,7 @@ class Exchange:
         return []
 
     def _request_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
-        if self._picked_sent:  # a rejected request's late chunks, or data after the pick: nothing to add
+        if self._picked_sent or self.admission_due:  # late chunks of a rejected or decided request: nothing to add
             return []
         self._body += msg.body
         if len(self._body) > self.max_body_bytes:
@@ -144,7 +172,12 @@ class Exchange:
         if which == "request_body":
             return self._request_body(req.request_body)
         if which == "request_trailers":
-            out = [] if self._picked_sent else self._decide(False)
+            if self._picked_sent or self.admission_due:
+                return [protocol.trailers_response(False)]
+            out = self._decide(False)
+            if self.admission_due:  # the trailers' answer goes after the decision's
+                self._after = [protocol.trailers_response(False)]
+                return []
             return [*out, protocol.trailers_response(False)]
         if which == "response_headers":
             return self._response_headers(req.response_headers, req)

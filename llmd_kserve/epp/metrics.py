@@ -20,5 +20,8 @@ class EppMetrics(RouterMetrics):
         self.served_elsewhere = Counter("served_elsewhere", "Responses the gateway reports (envoy.lb "
                                         "x-gateway-destination-endpoint-served) as served by another endpoint than "
                                         "the pick", namespace="llmd_epp", registry=r)
+        self.client_params_stripped = Counter("client_params_stripped", "Requests whose client-sent "
+                                              "kv_transfer_params were dropped before they reached an engine",
+                                              namespace="llmd_epp", registry=r)
         self.stream_errors = Counter("stream_errors", "ext_proc streams that ended in an error", ["kind"],
                                      namespace="llmd_epp", registry=r)

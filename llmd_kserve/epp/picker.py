@@ -1,9 +1,14 @@
-"""The EPP's decision for one request: parse the OpenAI body, apply the subset hint, shed or schedule, and settle.
+"""The EPP's decision for one request: admit the OpenAI body, apply the subset hint, shed or schedule, and settle.
 
 Transport-free: :class:`EndpointPicker` takes headers and the whole body and returns a :class:`Pick` or a
 :class:`Reject`; the ext_proc exchange (``epp.exchange``) turns those into Envoy messages. The scheduler, its plugins,
 the KV index and the metrics scraper are the router's own (``RouterState``), so a request scheduled here is scored
 exactly as the Python router would score it.
+
+Admission (:meth:`EndpointPicker.admit`, no shared state: safe in a worker thread) holds the gateway to the router's
+rules: only the OpenAI routes reach an engine (404 otherwise), the body is validated and limited by the router's own
+checks, and a client's ``kv_transfer_params`` are dropped from the decoded body. The engine gets a body the EPP
+encoded itself, never the client's bytes.
 """
 
 from __future__ import annotations
@@ -18,18 +23,26 @@ from typing import Any, Protocol
 
 import msgspec
 
+from llmd_kserve.disagg.protocol import has_client_params, strip_client_params
 from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.protocol import host_port, in_subset
-from llmd_kserve.errors import ConfigError, InvalidRequestError, NoEndpointError
+from llmd_kserve.epp.routes import INFERENCE_PATHS, NOT_FOUND_MESSAGE, OTHER_PATHS
+from llmd_kserve.errors import ConfigError, HTTPError, NoEndpointError
 from llmd_kserve.router.decisions import Decision, DecisionLog
-from llmd_kserve.router.governance import Kind, validate_request
+from llmd_kserve.router.governance import Kind, ParsedRequest, validate_request
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 PRIORITY_HEADER = "x-llmd-priority"
 """Requests with a negative priority are sheddable (GIE's InferenceObjective priority < 0): 429 when saturated."""
-_PATHS: dict[str, Kind] = {"/v1/completions": "completion", "/v1/chat/completions": "chat"}
+Admit = Callable[[bytes, Kind], tuple[ParsedRequest, tuple[int, ...] | None]]
+"""Decode, validate and limit a body as the router does; the prompt's token ids when it counted them."""
+
+
+def validate_only(models: Callable[[], Sequence[str]]) -> Admit:
+    """An :data:`Admit` with the router's validation but no size or token limits (for a bare picker)."""
+    return lambda raw, kind: (validate_request(raw, kind, tuple(models())), None)
 
 
 class SchedulerLike(Protocol):
@@ -62,11 +75,24 @@ class Reject:
     status: int
     reason: str
     message: str
+    type_: str | None = None
+    param: str | None = None
 
     def body(self) -> bytes:
-        type_ = {429: "RateLimitError", 503: "ServiceUnavailableError", 404: "NotFoundError"}.get(
-            self.status, "BadRequestError")
-        return _encode({"error": {"message": self.message, "type": type_, "param": None, "code": self.status}})
+        type_ = self.type_ or {429: "RateLimitError", 503: "ServiceUnavailableError", 404: "NotFoundError",
+                               413: "RequestTooLargeError"}.get(self.status, "BadRequestError")
+        return _encode({"error": {"message": self.message, "type": type_, "param": self.param, "code": self.status}})
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request that passed admission: ``body`` is what goes to the engine (``None``: relay the client's bytes,
+    only for :data:`OTHER_PATHS`)."""
+
+    kind: Kind | None
+    parsed: ParsedRequest | None = None
+    token_ids: tuple[int, ...] | None = None
+    body: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +107,8 @@ class Pick:
     started: float
     done: bool = False
     prefill_done: bool = False
+    body: bytes | None = None
+    """The body to forward (the EPP's own encoding); ``None``: the client's, unchanged."""
 
 
 class EndpointPicker:
@@ -89,13 +117,14 @@ class EndpointPicker:
     def __init__(self, scheduler: SchedulerLike | None, endpoint_states: Callable[[], Sequence[EndpointState]],
                  metrics: EppMetrics | None = None, decisions: DecisionLog | None = None, *,
                  saturation: Saturation = Saturation(), models: Callable[[], Sequence[str]] = tuple,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 admit: Admit | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.scheduler = scheduler
         self.endpoint_states = endpoint_states
         self.metrics = metrics or EppMetrics()
         self.decisions = decisions or DecisionLog()
         self.saturation = saturation
         self.models = models
+        self.check = admit or validate_only(models)
         self._clock = clock
         self._rr = itertools.count()
 
@@ -103,17 +132,42 @@ class EndpointPicker:
         states = list(self.endpoint_states())
         return states if subset is None else [s for s in states if in_subset(s.id, subset)]
 
-    def pick(self, headers: Mapping[str, str], body: bytes, subset: Sequence[str] | None) -> Pick | Reject:
-        """Decide where one request goes; never raises for bad input (a :class:`Reject` says why)."""
-        out = self._pick(headers, body, subset)
+    def admit(self, headers: Mapping[str, str], body: bytes) -> Admitted | Reject:
+        """The path allowlist, the router's validation and limits, and the body to forward (thread-safe)."""
+        path = headers.get(":path", "").split("?", 1)[0]
+        kind: Kind | None = INFERENCE_PATHS.get(path)
+        if kind is None:
+            if path in OTHER_PATHS:
+                return Admitted(None)
+            return Reject(404, "not_found", NOT_FOUND_MESSAGE)
+        try:
+            parsed, token_ids = self.check(body, kind)
+        except HTTPError as exc:
+            reason = "request_too_large" if exc.status == 413 else "invalid_request"
+            return Reject(exc.status, reason, exc.message, exc.type, exc.param)
+        forward = parsed.body
+        if has_client_params(forward):  # decided on the decoded body: an escaped key cannot slip through
+            self.metrics.client_params_stripped.inc()
+            log.info("request %s: dropped client-supplied kv_transfer_params", headers.get("x-request-id", "-"))
+            forward = strip_client_params(forward)
+        return Admitted(kind, parsed, token_ids, _encode(forward))
+
+    def pick(self, headers: Mapping[str, str], body: bytes, subset: Sequence[str] | None,
+             admitted: Admitted | Reject | None = None) -> Pick | Reject:
+        """Decide where one request goes; never raises for bad input (a :class:`Reject` says why). ``admitted``:
+        :meth:`admit`'s answer when it already ran (off the event loop, for a big body)."""
+        out = self._pick(headers, body, subset, admitted)
         if isinstance(out, Reject):
             self.metrics.verdicts.labels(out.reason, str(out.status)).inc()
         else:
             self.metrics.verdicts.labels("picked", "").inc()
         return out
 
-    def _pick(self, headers: Mapping[str, str], body: bytes, subset: Sequence[str] | None) -> Pick | Reject:
-        path = headers.get(":path", "").split("?", 1)[0]
+    def _pick(self, headers: Mapping[str, str], body: bytes, subset: Sequence[str] | None,
+              admitted: Admitted | Reject | None) -> Pick | Reject:
+        adm = self.admit(headers, body) if admitted is None else admitted
+        if isinstance(adm, Reject):
+            return adm
         rid = headers.get("x-request-id") or uuid.uuid4().hex
         if subset is not None and not subset:
             return Reject(503, "subset_empty", "The gateway's endpoint subset for this request is empty.")
@@ -122,19 +176,16 @@ class EndpointPicker:
             why = "subset_ineligible" if subset is not None else "no_ready_endpoint"
             return Reject(503, why, "No endpoint available: " + ("none of the subset is in the pool."
                                                                   if subset is not None else "the pool is empty."))
-        kind = _PATHS.get(path)
-        if kind is None or self.scheduler is None:  # not an inference call (e.g. GET /v1/models): any candidate
+        parsed, kind = adm.parsed, adm.kind
+        if parsed is None or kind is None or self.scheduler is None:  # /v1/models, /health, or no scheduler
             target = candidates[next(self._rr) % len(candidates)].id
-            return Pick(LLMRequest(rid, "", {}), target, None, None, None, self._clock(), done=True)
-        try:
-            parsed = validate_request(body, kind, tuple(self.models()))
-        except InvalidRequestError as exc:
-            return Reject(exc.status, "invalid_request", exc.message)
+            return Pick(LLMRequest(rid, "", {}), target, None, None, None, self._clock(), done=True, body=adm.body)
         if _priority(headers) < 0 and self.saturation.saturated(candidates):
             return Reject(429, "saturated", "The pool is saturated and this request is sheddable (priority < 0).")
         session = headers.get("x-session-id") or parsed.body.get("user")
+        token_ids = adm.token_ids if adm.token_ids is not None else parsed.token_ids
         llm_req = LLMRequest(request_id=rid, model=parsed.model or "", body=parsed.body, kind=kind,
-                             token_ids=parsed.token_ids, max_tokens=parsed.max_tokens or 16,
+                             token_ids=token_ids, max_tokens=parsed.max_tokens or 16,
                              session_id=session if isinstance(session, str) else None, headers=headers)
         t0 = self._clock()
         try:
@@ -145,7 +196,7 @@ class EndpointPicker:
         self.metrics.scheduling_seconds.observe(sched_s)
         self.metrics.decisions.labels(result.target, result.profile).inc()
         decision = self.decisions.add(rid, 0, result, sched_s * 1e3)
-        return Pick(llm_req, result.target, result.prefill, result, decision, t0)
+        return Pick(llm_req, result.target, result.prefill, result, decision, t0, body=adm.body)
 
     def response_started(self, pick: Pick, status: int) -> None:
         """Response headers arrived: the prefill leg (if any) is over — release the prefill endpoint's charge."""

@@ -10,6 +10,10 @@ In-process use (tests, benchmarks, ``up --gateway envoy``)::
 Health (gRPC Health Checking Protocol): ``liveness`` is SERVING while the process answers; ``readiness`` and
 ``envoy.service.ext_proc.v3.ExternalProcessor`` are SERVING while the pool has an endpoint and the EPP is not
 draining. On SIGTERM the EPP drains: readiness goes NOT_SERVING, open streams get ``drain_timeout`` to finish.
+
+Admission is the router's own (``RouterSettings`` limits: prompt characters and tokens, batch size); a body over the
+router's offload size is decoded, checked and tokenized in a worker thread, so one big prompt does not stall the
+other streams.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.picker import EndpointPicker, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.router.state import RouterSettings, RouterState
+from llmd_kserve.router.app import OFFLOAD_BYTES, _tokenize_and_limit
+from llmd_kserve.router.governance import Kind
+from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint
 
 log = logging.getLogger(__name__)
@@ -49,13 +55,15 @@ class EppSettings:
     response_mode: ResponseMode = "full"
     saturation: Saturation = Saturation()
     drain_timeout: float = 30.0
-    max_body_bytes: int = 64 << 20
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
         if self.response_mode not in RESPONSE_MODES:
             raise ConfigError(f"must be one of {', '.join(RESPONSE_MODES)}, got {self.response_mode!r}", "response_mode")
         if self.drain_timeout < 0:
             raise ConfigError(f"must be >= 0, got {self.drain_timeout}", "drain_timeout")
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"must be >= 1, got {self.max_body_bytes}", "max_body_bytes")
 
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):
@@ -70,7 +78,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802 - gRPC name
                       context: grpc.aio.ServicerContext) -> None:
         ex = Exchange(self.picker, response_mode=self.settings.response_mode,
-                      max_body_bytes=self.settings.max_body_bytes)
+                      max_body_bytes=self.settings.max_body_bytes, offload_bytes=OFFLOAD_BYTES)
         self.active += 1
         self.idle.clear()
         self.metrics.streams.inc()
@@ -80,6 +88,10 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
             async for req in request_iterator:
                 for resp in ex.handle(req):
                     await context.write(resp)
+                if ex.admission_due:  # a big body: decode, check and tokenize it off the event loop
+                    answer = await asyncio.to_thread(self.picker.admit, ex.headers, ex.body)
+                    for resp in ex.admitted(answer):
+                        await context.write(resp)
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -102,8 +114,11 @@ class EppServer:
         self.state = state
         self.settings = settings or EppSettings()
         self.metrics = EppMetrics()
+        def admit(raw: bytes, kind: Kind) -> tuple[Any, tuple[int, ...] | None]:
+            return _tokenize_and_limit(raw, kind, state)  # the router's validation and limits, as they are
+
         self.picker = EndpointPicker(state.scheduler, state.endpoint_states, self.metrics, state.decisions,
-                                     saturation=self.settings.saturation, models=lambda: state.models)
+                                     saturation=self.settings.saturation, models=lambda: state.models, admit=admit)
         self.service = ExtProcService(self.picker, self.settings, self.metrics)
         self.health = health.aio.HealthServicer()
         self.draining = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from llmd_kserve.epp.routes import ALLOWED_PATHS
 from llmd_kserve.kube.k8s import client, field_env, metadata, port, resources, serialize
 from llmd_kserve.kube.pools import pool_isvc
 from llmd_kserve.kube.router import CONFIG_DIR, CONFIG_KEY, CONFIG_PATH, _ordered, config_text
@@ -128,7 +129,8 @@ def gateway(spec: DeploymentSpec, gateway_class: str = "kgateway") -> dict[str, 
 
 
 def http_route(spec: DeploymentSpec) -> dict[str, Any]:
-    """All paths to the pool; no request timeout (LLM streams are long)."""
+    """The OpenAI paths (exact matches) to the pool, no other (engines' admin and metrics routes stay inside the
+    cluster); no request timeout (LLM streams are long)."""
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -136,7 +138,7 @@ def http_route(spec: DeploymentSpec) -> dict[str, Any]:
         "spec": {
             "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": f"{spec.name}-gateway"}],
             "rules": [{
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "matches": [{"path": {"type": "Exact", "value": path}} for path in ALLOWED_PATHS],
                 "backendRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
                                  "name": gateway_pool_name(spec)}],
                 "timeouts": {"request": "0s"},

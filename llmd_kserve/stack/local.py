@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -21,6 +22,10 @@ from llmd_kserve.stack.procs import Proc, check_port_free, free_port, spawn, ter
 from llmd_kserve.stack.prometheus import prometheus_argv, prometheus_available
 
 log = logging.getLogger(__name__)
+EPP_RESTARTS = 5
+"""``up --gateway envoy`` restarts an EPP that exits; it gives up after this many exits in a row, each within
+:data:`EPP_STABLE_S` of its start."""
+EPP_STABLE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,11 @@ class LocalStack:
         self.settings = replace(settings or StackConfig(), **overrides)
         self.router_url, self.engine_urls, self.prometheus_url, self.log_dir = "", [], None, None
         self._procs, self._router, self._tmp = [], None, None
+        self.epp_restarts = 0
+        """Times the EPP was restarted after it exited (``--gateway envoy``)."""
+        self._epp_argv: list[str] = []
+        self._epp_started = 0.0
+        self._epp_failures = 0
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -196,6 +206,7 @@ class LocalStack:
                     "--config", config, "--endpoints", ",".join(pool), "--seed", str(cfg.seed),
                     "--response-mode", cfg.response_mode, *cfg.router_args)
         self._router = self._spawn("epp", argv, f"http://{cfg.host}:{metrics_port}")
+        self._epp_argv, self._epp_started = argv, time.monotonic()
         # Envoy health-checks the EPP from its start: bring the EPP (and the sidecars) up first
         wait_healthy(self._procs, cfg.startup_timeout)
         port = cfg.port or free_port(cfg.host)
@@ -231,6 +242,31 @@ class LocalStack:
     def check(self) -> list[str]:
         """Names of processes that have exited."""
         return [p.name for p in self._procs if p.popen.poll() is not None]
+
+    def supervise(self) -> list[str]:
+        """Restart the EPP if it exited (same ports and flags, so Envoy finds it again; with ``fail_open`` Envoy
+        serves from the fallback meanwhile); names of the other processes that exited, and of an EPP that keeps
+        exiting (:data:`EPP_RESTARTS` times in a row, each within :data:`EPP_STABLE_S` of its start)."""
+        dead = self.check()
+        if "epp" in dead and self._restart_epp():
+            dead.remove("epp")
+        return dead
+
+    def _restart_epp(self) -> bool:
+        old = self._router
+        assert old is not None and self.log_dir is not None
+        quick = time.monotonic() - self._epp_started < EPP_STABLE_S
+        self._epp_failures = self._epp_failures + 1 if quick else 1
+        if self._epp_failures > EPP_RESTARTS:
+            log.error("epp exited %d times in a row; not restarting it", self._epp_failures)
+            return False
+        log.warning("epp exited with code %s; restarting it (log: %s)", old.popen.returncode, old.log.name)
+        old.log.close()
+        new = spawn("epp", self._epp_argv, self.log_dir, old.url, old.health)
+        self._procs[self._procs.index(old)] = self._router = new
+        self._epp_started = time.monotonic()
+        self.epp_restarts += 1
+        return True
 
     def stop(self) -> None:
         """Stop everything (idempotent): SIGTERM each process group, SIGKILL after a grace period."""

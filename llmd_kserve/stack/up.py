@@ -13,7 +13,8 @@ from llmd_kserve.stack.local import LocalStack, StackConfig
 
 
 def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
-    """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies.
+    """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies (an EPP that
+    exits is restarted: ``LocalStack.supervise``).
 
     ``state_file``: once healthy, write ``{router_url, engine_urls, prometheus_url, pids, log_dir}`` there as JSON
     (for scripts and the pipelines' detached local target); removed on exit."""
@@ -41,7 +42,13 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
             console.print(f"Prometheus: [bold]{stack.prometheus_url}[/bold]")
         console.print(f"try: llmd-kserve bench --target {stack.router_url} --rate 5 --num-requests 100")
         console.print("Ctrl-C stops everything.")
-        while not (dead := stack.check()):
+        restarts = 0
+        while not (dead := stack.supervise()):
+            if stack.epp_restarts != restarts:
+                restarts = stack.epp_restarts
+                console.print(f"[yellow]the EPP exited; restarted it (restart {restarts})[/yellow]")
+                if state_file:
+                    _write_state(state_file, stack)  # its new pid
             time.sleep(0.5)
         console.print(f"[red]exited unexpectedly: {', '.join(dead)}; stopping[/red]")
         return 1

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,15 @@ class Gateway:
     @property
     def url(self) -> str:
         return self.envoy.url
+
+    async def wait_epp_down(self) -> None:
+        """Until Envoy's gRPC health check has marked the EPP unhealthy: only then does a new ext_proc stream fail
+        before the body went out, so that ``failure_mode_allow`` applies (the body is not kept for a retry)."""
+        for _ in range(200):
+            if self.envoy.stats("cluster.epp.membership_healthy").get("cluster.epp.membership_healthy") == 0:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("Envoy never marked the EPP down")
 
     def log_lines(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The first ``n`` access-log lines (Envoy flushes its file log about once a second)."""
@@ -58,10 +67,12 @@ def start_envoy(config: EnvoyConfig) -> EnvoyProcess:
 
 @contextlib.asynccontextmanager
 async def gateway(tmp_path: Path, endpoints: Sequence[str], *, config: str = "round-robin",
-                  response_mode: str = "full", epp: EppSettings | None = None,
+                  response_mode: str = "full", epp: EppSettings | None = None, router: Mapping[str, Any] = {},
                   **envoy_kw: Any) -> AsyncIterator[Gateway]:
+    """``router``: RouterSettings fields for the EPP (limits, tokenizer); ``envoy_kw``: EnvoyConfig fields."""
     settings = epp or EppSettings(response_mode=response_mode)  # type: ignore[arg-type]
-    async with running_epp(endpoints=endpoints, config=config, epp=settings, scrape_interval=0.05) as running:
+    async with running_epp(endpoints=endpoints, config=config, epp=settings, scrape_interval=0.05,
+                           **router) as running:
         log = tmp_path / f"access-{time.monotonic_ns()}.log"
         envoy = await asyncio.to_thread(start_envoy, EnvoyConfig(
             epp=running.grpc_address, response_mode=settings.response_mode, access_log=str(log), **envoy_kw))

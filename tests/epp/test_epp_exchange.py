@@ -84,7 +84,10 @@ def test_pick_is_sent_once_the_body_ends_then_the_body_in_bounded_chunks():
     header, meta = pick_of(out)
     assert header == meta == "10.0.0.1:8000"
     chunks = [m.request_body.response.body_mutation.streamed_response for m in out[1:]]
-    assert b"".join(c.body for c in chunks) == BIG
+    sent = b"".join(c.body for c in chunks)
+    assert json.loads(sent) == json.loads(BIG)  # the EPP's own encoding of the same body
+    set_headers = {h.header.key: h.header.raw_value for h in out[0].request_headers.response.header_mutation.set_headers}
+    assert set_headers["content-length"] == str(len(sent)).encode()
     assert all(len(c.body) <= protocol.BODY_CHUNK_LIMIT for c in chunks)
     assert [c.end_of_stream for c in chunks] == [False] * (len(chunks) - 1) + [True]
 

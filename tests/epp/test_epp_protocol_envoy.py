@@ -169,7 +169,30 @@ async def test_epp_down_fail_open_routes_fail_closed_refuses(tmp_path, fail_open
             assert r.json()["port"] == b.port and r.json()["destination"] is None
         else:
             assert r.status_code >= 500 and not b.seen
+            assert r.json()["error"]["code"] == r.status_code  # Envoy's own refusal, OpenAI-shaped
         assert len(a.seen) == 1
+
+
+@pytest.mark.parametrize("mode", ["full", "headers"])
+async def test_epp_gone_mid_stream_resets_the_stream(tmp_path, mode):
+    """A stream cut because the EPP went away never ends like a complete answer: Envoy resets it (HTTP/1.1: the
+    connection closes before the last chunk), so a client sees a transport error, in either response mode."""
+    from llmd_kserve.engine_sim.server import running_engine
+
+    async with running_engine(time_scale=0.5) as eng, \
+            gateway(tmp_path, [eng.url], response_mode=mode, failure_mode_allow=True, fallback=(_hp(eng.url),)) as gw, \
+            httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+        events = 0
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with c.stream("POST", "/v1/completions", json={
+                    "prompt": "story", "max_tokens": 2_000, "ignore_eos": True, "stream": True}) as r:
+                assert r.status_code == 200
+                async for line in r.aiter_lines():
+                    events += line.startswith("data: {")
+                    if events == 20:
+                        await gw.epp.server.stop(0)
+                    assert line != "data: [DONE]"
+        assert 20 <= events < 2_000
 
 
 async def test_grpc_health_services_and_drain(tmp_path):
