@@ -114,7 +114,8 @@ class EndpointPicker:
 
     def _pick(self, headers: Mapping[str, str], body: bytes, subset: Sequence[str] | None) -> Pick | Reject:
         path = headers.get(":path", "").split("?", 1)[0]
-        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        rid = uuid.uuid4().hex  # the EPP's own id (in-flight load keys on it); the client's is a label only
+        client_rid = headers.get("x-request-id")
         if subset is not None and not subset:
             return Reject(503, "subset_empty", "The gateway's endpoint subset for this request is empty.")
         candidates = self.candidates(subset)
@@ -144,7 +145,7 @@ class EndpointPicker:
         sched_s = self._clock() - t0
         self.metrics.scheduling_seconds.observe(sched_s)
         self.metrics.decisions.labels(result.target, result.profile).inc()
-        decision = self.decisions.add(rid, 0, result, sched_s * 1e3)
+        decision = self.decisions.add(rid, 0, result, sched_s * 1e3, client_rid)
         return Pick(llm_req, result.target, result.prefill, result, decision, t0)
 
     def response_started(self, pick: Pick, status: int) -> None:
