@@ -123,7 +123,7 @@ class RateLimiter:
             left = key.token_budget - u.used - u.reserved
             if reserve > left:
                 raise RateLimited(
-                    f"This request may use up to {reserve} tokens (prompt + n × max_tokens); the key's token budget "
+                    f"This request may use up to {reserve} tokens (prompt + n x max_tokens); the key's token budget "
                     f"has {max(0, left)} left ({u.used} used, {u.reserved} reserved by requests in flight). "
                     f"Lower max_tokens or wait for requests in flight.", "budget", None, code_type="insufficient_quota")
         if key.tpm is not None:

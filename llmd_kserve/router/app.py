@@ -33,7 +33,7 @@ from llmd_kserve.http_errors import Handler, error_response, json_parser_errors,
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
 from llmd_kserve.router.metering import count_prompt, estimate, known_prompt_tokens, metered
-from llmd_kserve.router.proxy import STATUS_KEY
+from llmd_kserve.router.proxy import ANSWERED_KEY, STATUS_KEY
 from llmd_kserve.router.reload import AdminAPI
 from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, LLMRequest
@@ -131,15 +131,15 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
                 resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled, admission=adm,
                                                  client_request_id=client_rid)
             except BaseException as exc:
-                _finish_later(state, adm, exc.status if isinstance(exc, HTTPError) else 499)
+                _finish_later(state, adm, exc.status if isinstance(exc, HTTPError) else request.get(ANSWERED_KEY, 499))
                 raise
             await gw.finish(adm, resp.get(STATUS_KEY, resp.status), resp.headers.get("x-llmd-endpoint"))
     except HTTPError as exc:
         resp = error_response(exc, client_rid or rid)
         if exc.status == 408:
             resp.force_close()  # the rest of the body may still be on its way
-    except asyncio.CancelledError:  # the client went away: counted as 499 like a cut stream
-        state.metrics.request_count(path, "499").inc()
+    except asyncio.CancelledError:  # the client went away: 499 like a cut stream, unless its answer was complete
+        state.metrics.request_count(path, str(request.get(ANSWERED_KEY, 499))).inc()
         raise
     state.metrics.request_count(path, str(resp.get(STATUS_KEY, resp.status))).inc()
     return resp

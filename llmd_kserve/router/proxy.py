@@ -9,6 +9,7 @@ event. Either way the endpoint is reported to the outlier ejector (``router.outl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -40,6 +41,9 @@ _encode = msgspec.json.Encoder().encode
 _FORWARD_HEADERS = ("traceparent", "tracestate", "x-session-id", "x-gateway-destination-endpoint-subset")
 STATUS_KEY: Any = web.ResponseKey("llmd_status", int) if hasattr(web, "ResponseKey") else "llmd_status"
 """Set on a streamed response whose status line said 200 but which ended in an error event (the metrics label)."""
+ANSWERED_KEY: Any = web.RequestKey("llmd_answered", int) if hasattr(web, "RequestKey") else "llmd_answered"
+"""Set on the request once its whole answer was relayed (its status): a client that hangs up after the last byte
+(while the router still writes the stream's end or its records) got its answer and is not counted as gone."""
 
 
 class SchedulerLike(Protocol):
@@ -305,6 +309,7 @@ class Proxy:
                     failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
                     return error_response(failure, label)
                 answer, ok, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
+                request[ANSWERED_KEY] = status
                 return answer
             out_headers["Cache-Control"] = "no-cache"
             resp = web.StreamResponse(status=status, headers=out_headers)
@@ -330,14 +335,21 @@ class Proxy:
                 return resp
             ok = status < 400
             decision.outcome = "ok" if ok else f"http_{status}"
-            await resp.write_eof()
+            request[ANSWERED_KEY] = status
+            with contextlib.suppress(ConnectionResetError):  # gone after the last event: the answer was complete
+                await resp.write_eof()
             return resp
         except asyncio.CancelledError:
             close = True
-            self._disconnected(decision, exchange)
+            ok = self._had_all(request, relay, status, decision) and status < 400
+            if ANSWERED_KEY not in request:
+                self._disconnected(decision, exchange)
             raise
         except ConnectionResetError:  # writing to a client that went away
             close = True
+            if resp is not None and self._had_all(request, relay, status, decision):
+                ok = status < 400
+                return resp
             self._disconnected(decision, exchange)
             if resp is None:
                 return web.Response(status=499)
@@ -356,6 +368,14 @@ class Proxy:
             if observer is not None and admission is not None:
                 observer.observe(admission, (usage.prompt_tokens, usage.completion_tokens) if usage else None,
                                  relay.tokens if relay is not None else 0, reached_engine=status < 400)
+
+    @staticmethod
+    def _had_all(request: web.Request, relay: SseRelay | None, status: int, decision: Decision) -> bool:
+        """Whether a client that left had its whole answer (up to ``[DONE]``): then it was answered, not cut."""
+        if ANSWERED_KEY not in request and relay is not None and relay.complete:
+            request[ANSWERED_KEY] = status
+            decision.outcome = "ok" if status < 400 else f"http_{status}"
+        return ANSWERED_KEY in request
 
     def _disconnected(self, decision: Decision, upstream: Exchange) -> None:
         decision.outcome = "client_disconnected"

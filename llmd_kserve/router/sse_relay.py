@@ -39,6 +39,8 @@ class SseRelay:
         self.client_gone = False
         self.tokens = 0
         """Content tokens the engine streamed (also those that found the client gone)."""
+        self.complete = False
+        """The stream's ``data: [DONE]`` was written to the client: it has the whole answer."""
         self._drain: asyncio.Task[None] | None = None
 
     def __call__(self, payload: bytes) -> None:
@@ -61,6 +63,8 @@ class SseRelay:
         if first:
             self.on_first()
         out.write(b"%x\r\n%b\r\n" % (len(payload), payload) if self.chunked else payload)
+        if payload.endswith(b"data: [DONE]\n\n"):
+            self.complete = True
         if self.tap is not None:
             self.tap(payload)
         if self._drain is None and out.get_write_buffer_size() > HIGH_WATER:

@@ -100,12 +100,17 @@ def _parallel(n: int, fn: Any, *args: Any, **kwargs: Any) -> list[Any]:
 
 
 def test_same_client_request_id_is_billed_once_per_request(stack: Stack) -> None:
-    """H2: six parallel streams sharing one ``x-request-id`` are six bills, each with its own router id."""
+    """H2: six parallel streams sharing one ``x-request-id`` are six bills, each with its own router id. (L6: a
+    client that hangs up right after ``[DONE]`` got its whole answer: a 200, not a 499.)"""
+    ok_before = metric(stack.router_metrics(), "llmd_router_requests_total", status="200")
     results = _parallel(6, _stream, stack.port, stack.keys["same"], 30, rid="same-id-123")
     assert all(st == 200 and n == 30 and h["x-request-id"] == "same-id-123" for st, n, h in results)
     assert wait_for(lambda: stack.billed("same", "completion") == 6 * 30)
+    assert wait_for(lambda: metric(stack.router_metrics(), "llmd_router_requests_total", status="200") - ok_before == 6)
+    assert metric(stack.router_metrics(), "llmd_router_requests_total", status="499") == 0
+    assert wait_for(lambda: len([r for r in stack.done() if r["tenant"] == "same"]) == 6)
     done = [r for r in stack.done() if r["tenant"] == "same"]
-    assert len(done) == 6 and len({r["request_id"] for r in done}) == 6
+    assert len({r["request_id"] for r in done}) == 6
     assert all(r["client_request_id"] == "same-id-123" and r["completion_tokens"] == 30
                and r["usage_source"] == "engine" for r in done)
 
@@ -124,6 +129,7 @@ def test_a_victims_request_id_does_not_move_the_bill(stack: Stack) -> None:
         victim = pool.submit(_stream, stack.port, stack.keys["victim"], 60, 0, rid)
         assert attacker.result() == 200 and victim.result()[:2] == (200, 60)
     assert wait_for(lambda: stack.billed("victim", "completion") == 60 and stack.billed("mallory", "completion") == 240)
+    assert wait_for(lambda: len([r for r in stack.done() if r["client_request_id"] == rid]) == 2)
     done = {r["tenant"]: r for r in stack.done() if r["client_request_id"] == rid}
     assert done["victim"]["completion_tokens"] == 60 and done["mallory"]["completion_tokens"] == 240
 
