@@ -6,8 +6,16 @@ pool, then again while tenant A floods at 10x its share (open-loop Poisson arriv
 client runs in a process of its own); reports B's p90 TTFT
 in both phases and their ratio (target <= 1.2). Engines are ``llmd-kserve engine`` processes (simulated vLLM).
 
+``billing``: one engine, keys with budgets and tokens per minute; closed-loop clients send a seeded mix of streamed
+(read whole or cut mid-way), non-streamed and chat requests, some sharing a client ``x-request-id``; then parallel
+bursts at a small budget and a small TPM. Compares the tokens billed (router metrics and audit ``done`` records)
+with the tokens the engine produced (its ``vllm:prompt_tokens_total`` + ``vllm:generation_tokens_total``), and
+the bursts' usage with their limits. Tokens an engine generates after a client left and before it sees the
+disconnect never reach the router, so they cannot be billed: ``unbilled_tokens`` counts them.
+
     PYTHONPATH=. .venv/bin/python benchmarks/governance_load.py streams --streams 1000
     PYTHONPATH=. .venv/bin/python benchmarks/governance_load.py fairness --seconds 20
+    PYTHONPATH=. .venv/bin/python benchmarks/governance_load.py billing --requests 160
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import aiohttp
 
 from llmd_kserve.governance.audit import verify
 from llmd_kserve.governance.keys import add_key
+from llmd_kserve.governance.limits import DEFAULT_MAX_TOKENS
 
 _URL = re.compile(r"(http://127\.0\.0\.1:\d+)")
 
@@ -240,9 +249,133 @@ def run_fairness(a: argparse.Namespace, tmp: Path) -> dict:
             "a_outcomes": outcomes_a, "p90_ratio": round(p90m / p90s, 3) if p90s and p90m else None}
 
 
+async def _billed_request(s: aiohttp.ClientSession, url: str, key: str, kind: str, stream: bool, cut: int,
+                          max_tokens: int, rid: str | None, rng: random.Random) -> str:
+    """One request of the billing mix: ``ok``, ``cut`` (dropped after ``cut`` content events) or ``http_<status>``."""
+    text = " ".join(f"w{rng.randrange(9000)}" for _ in range(rng.randrange(4, 60)))
+    body: dict = {"model": "llama-8b-shape", "max_tokens": max_tokens, "stream": stream,
+                  "ignore_eos": rng.random() < 0.5}
+    if kind == "chat":
+        body["messages"] = [{"role": "user", "content": text}]
+    else:
+        body["prompt"] = text
+    headers = {"Authorization": f"Bearer {key}", **({"x-request-id": rid} if rid else {})}
+    async with s.post(f"{url}/v1/{'chat/completions' if kind == 'chat' else 'completions'}", json=body,
+                      headers=headers) as r:
+        if r.status != 200:
+            await r.read()
+            return f"http_{r.status}"
+        if not stream:
+            await r.read()
+            return "ok"
+        seen = 0
+        async for line in r.content:
+            if line.startswith(b"data: {") and (b'"text":"' in line or b'"content":"' in line):
+                seen += 1
+                if cut and seen >= cut:
+                    r.close()  # drop the connection mid-stream
+                    return "cut"
+        return "ok"
+
+
+def _sum_metric(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+    return sum(x.value for fam in text_string_to_metric_families(text) for x in fam.samples
+               if x.name == name and all(x.labels.get(k) == v for k, v in labels.items()))
+
+
+async def _get(s: aiohttp.ClientSession, url: str, key: str | None = None) -> str:
+    async with s.get(url, headers={"Authorization": f"Bearer {key}"} if key else {}) as r:
+        return await r.text()
+
+
+def run_billing(a: argparse.Namespace, tmp: Path) -> dict:
+    kf = tmp / "keys.yaml"
+    keys = {"a": add_key(kf, tenant="a", tpm=10**6, token_budget=10**8)[0],
+            "b": add_key(kf, tenant="b", token_budget=10**8)[0],
+            "capped": add_key(kf, tenant="capped", token_budget=a.budget)[0],
+            "tpm": add_key(kf, tenant="tpm", tpm=a.tpm)[0]}
+    router_args = ["--keys-file", str(kf), "--audit-file", str(tmp / "audit.jsonl")]
+    rng = random.Random(a.seed)
+    kinds = {"stream": 0, "cut": 0, "whole": 0, "chat": 0, "dup_id": 0}
+    with stack(tmp, 1, router_args, a.time_scale) as r:
+        engine_url = _URL.findall((tmp / "e0.log").read_text())[0]
+
+        async def go() -> dict:
+            outcomes: dict[str, int] = {}
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                             timeout=aiohttp.ClientTimeout(total=a.timeout)) as s:
+                jobs = []
+                for i in range(a.requests):
+                    kind = "chat" if rng.random() < 0.2 else "completion"
+                    roll = rng.random()
+                    stream, cut = roll < 0.7, 0
+                    mt = rng.randrange(8, 49)
+                    if stream and roll < 0.25:
+                        cut = rng.randrange(1, mt)
+                    rid = f"dup-{i % 3}" if rng.random() < 0.1 else None
+                    kinds["cut" if cut else "stream" if stream else "whole"] += 1
+                    kinds["chat"] += kind == "chat"
+                    kinds["dup_id"] += rid is not None
+                    jobs.append((keys["ab"[i % 2]], kind, stream, cut, mt, rid, random.Random(rng.random())))
+                queue = list(reversed(jobs))
+
+                async def worker() -> None:
+                    while queue:
+                        key, kind, stream, cut, mt, rid, r_ = queue.pop()
+                        w = await _billed_request(s, r.url, key, kind, stream, cut, mt, rid, r_)
+                        outcomes[w] = outcomes.get(w, 0) + 1
+
+                await asyncio.gather(*(worker() for _ in range(a.concurrency)))
+                bursts = {}
+                for tenant, limit in (("capped", a.budget), ("tpm", a.tpm)):
+                    t0 = time.perf_counter()
+                    got = await asyncio.gather(*(_billed_request(s, r.url, keys[tenant], "completion", True, 0,
+                                                                 a.burst_max_tokens, None, random.Random(j))
+                                                 for j in range(a.burst)))
+                    bursts[tenant] = {"limit": limit, "sent": a.burst, "ok": got.count("ok"),
+                                      "refused_429": got.count("http_429"), "seconds": time.perf_counter() - t0}
+                await asyncio.sleep(1.0)  # the last cut streams are settled
+                return {"outcomes": outcomes, "bursts": bursts,
+                        "router": await _get(s, r.url + "/metrics", keys["a"]),
+                        "engine": await _get(s, engine_url + "/metrics")}
+
+        res = asyncio.run(go())
+    rm, em = res["router"], res["engine"]
+    done = [json.loads(x) for x in (tmp / "audit.jsonl").read_text().splitlines() if '"event":"done"' in x]
+    produced = {k: int(_sum_metric(em, f"vllm:{k}_tokens_total")) for k in ("prompt", "generation")}
+    billed_metrics = {k: int(_sum_metric(rm, "llmd_gateway_tokens_total", kind=k)) for k in ("prompt", "completion")}
+    billed_audit = {"prompt": sum(d["prompt_tokens"] for d in done),
+                    "completion": sum(d["completion_tokens"] for d in done)}
+    one_request = max(d["prompt_tokens"] + d["completion_tokens"] for d in done)
+    gap = produced["prompt"] + produced["generation"] - billed_metrics["prompt"] - billed_metrics["completion"]
+    for tenant, b in res["bursts"].items():
+        used = sum(d["prompt_tokens"] + d["completion_tokens"] for d in done if d["tenant"] == tenant)
+        b["used_tokens"] = used
+        b["seconds"] = round(b["seconds"], 2)
+        if tenant == "capped":
+            b["overshoot_tokens"] = max(0, used - a.budget)
+        else:  # a bucket of tpm plus what refilled while the burst ran
+            b["allowance_tokens"] = round(a.tpm + a.tpm / 60 * b["seconds"])
+            b["overshoot_tokens"] = max(0, used - b["allowance_tokens"])
+    sources: dict[str, int] = {}
+    for d in done:
+        sources[d["usage_source"]] = sources.get(d["usage_source"], 0) + 1
+    cuts = sources.get("estimate", 0)  # streams that ended without the engine's usage
+    return {"workload": {"requests": a.requests, "concurrency": a.concurrency, "mix": kinds, "max_tokens": "8-48",
+                         "engine_time_scale": a.time_scale, "burst": a.burst, "burst_max_tokens": a.burst_max_tokens,
+                         "chat_default_reserve": DEFAULT_MAX_TOKENS["chat"]},
+            "outcomes": res["outcomes"], "usage_source": sources,
+            "router_499": int(_sum_metric(rm, "llmd_router_requests_total", status="499")),
+            "produced": produced, "billed_metrics": billed_metrics, "billed_audit": billed_audit,
+            "unbilled_tokens": gap, "unbilled_per_estimated_request": round(gap / cuts, 2) if cuts else None,
+            "one_request_tokens": one_request, "within_one_request": 0 <= gap <= one_request,
+            "bursts": res["bursts"], "audit_ok": verify([tmp / "audit.jsonl"]).ok}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["streams", "fairness"])
+    ap.add_argument("mode", choices=["streams", "fairness", "billing"])
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--engines", type=int, default=4)
     ap.add_argument("--per-endpoint", type=int, default=None, help="flow-control slots per engine (0: no flow control)")
@@ -259,15 +392,24 @@ def main() -> int:
     ap.add_argument("--flow-ttl", type=float, default=5.0, help="fairness: queue TTL (A's excess is dropped after it)")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--requests", type=int, default=160, help="billing: requests in the mixed phase")
+    ap.add_argument("--concurrency", type=int, default=16, help="billing: closed-loop clients")
+    ap.add_argument("--budget", type=int, default=2000, help="billing: token budget of the burst tenant")
+    ap.add_argument("--tpm", type=int, default=1500, help="billing: tokens per minute of the burst tenant")
+    ap.add_argument("--burst", type=int, default=16, help="billing: parallel requests per burst")
+    ap.add_argument("--burst-max-tokens", type=int, default=150)
     a = ap.parse_args()
     if a.per_endpoint is None:
         a.per_endpoint = 512 if a.mode == "streams" else 4
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory(prefix="llmd-gov-") as d:
-        out = (run_streams if a.mode == "streams" else run_fairness)(a, Path(d))
+        out = {"streams": run_streams, "fairness": run_fairness, "billing": run_billing}[a.mode](a, Path(d))
     out["machine"] = f"{os.cpu_count()} cores"
     print(json.dumps(out, indent=1))
+    if a.mode == "billing":
+        return 0 if out["within_one_request"] and all(b["overshoot_tokens"] == 0 for b in out["bursts"].values()) \
+            and out["billed_metrics"] == out["billed_audit"] else 1
     if a.mode == "streams":
         return 0 if out["outcomes"].get("ok") == a.streams and out["audit"]["ok"] else 1
     return 0 if out["p90_ratio"] is not None and out["p90_ratio"] <= 1.2 else 1

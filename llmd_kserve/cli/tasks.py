@@ -176,8 +176,12 @@ def add_keys(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--priority", type=int, choices=range(10), default=0, metavar="0..9",
                      help="flow-control band (higher first)")
     add.add_argument("--rpm", type=positive_int, default=None, help="requests per minute")
-    add.add_argument("--tpm", type=positive_int, default=None, help="tokens per minute (prompt + completion)")
-    add.add_argument("--token-budget", type=positive_int, default=None, help="total tokens")
+    add.add_argument("--tpm", type=positive_int, default=None,
+                     help="tokens per minute (prompt + completion); each request reserves prompt + n × max_tokens "
+                          "when admitted and gets back what it did not use")
+    add.add_argument("--token-budget", type=positive_int, default=None,
+                     help="total tokens; a request whose prompt + n × max_tokens does not fit in what is left is "
+                          "refused (429)")
     add.add_argument("--max-concurrency", type=positive_int, default=None,
                      help="requests of this key in flight at once (over it: queued with flow control, else 429)")
     add.add_argument("--admin", action="store_true", help="an operator key (admin routes) rather than a tenant's")

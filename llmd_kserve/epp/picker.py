@@ -168,7 +168,8 @@ class EndpointPicker:
         adm = self.admit(headers, body) if admitted is None else admitted
         if isinstance(adm, Reject):
             return adm
-        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        rid = uuid.uuid4().hex  # the EPP's own id (in-flight load keys on it); the client's is a label only
+        client_rid = headers.get("x-request-id")
         if subset is not None and not subset:
             return Reject(503, "subset_empty", "The gateway's endpoint subset for this request is empty.")
         candidates = self.candidates(subset)
@@ -195,7 +196,7 @@ class EndpointPicker:
         sched_s = self._clock() - t0
         self.metrics.scheduling_seconds.observe(sched_s)
         self.metrics.decisions.labels(result.target, result.profile).inc()
-        decision = self.decisions.add(rid, 0, result, sched_s * 1e3)
+        decision = self.decisions.add(rid, 0, result, sched_s * 1e3, client_rid)
         return Pick(llm_req, result.target, result.prefill, result, decision, t0, body=adm.body)
 
     def response_started(self, pick: Pick, status: int) -> None:

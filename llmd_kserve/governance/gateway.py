@@ -1,6 +1,11 @@
 """The governance pipeline a transport calls: authenticate → admit (model, guardrails, limits, flow control,
 audit) → observe the answer → finish (meter tokens, audit). Used by the router; the EPP uses the same parts.
 
+Each request is one :class:`Admission`, handed from ``admit`` through the proxy to ``finish``; nothing is looked up
+by a client-chosen string. Its ``request_id`` is the router's own; the client's ``x-request-id`` is only a label
+(``client_request_id``). Tokens are reserved at ``admit`` and settled at ``finish`` on every ending: the engine's
+``usage`` when it sent one, else the prompt tokens plus the content tokens relayed (``usage_source``).
+
 Audit records per request: ``admit`` (durable before the request goes upstream, so every answer a client saw has
 one) and ``done`` (outcome, status, endpoint, tokens, latency, completion hash); refusals get one ``deny``.
 Prompts and completions are HMAC-SHA256-hashed with the salt; with ``full`` their text is logged too, after the
@@ -24,7 +29,7 @@ from llmd_kserve.errors import HTTPError
 from llmd_kserve.governance.flow import FlowController, Waiting
 from llmd_kserve.governance.guardrails import Guardrails
 from llmd_kserve.governance.keys import LEGACY_TENANT, Forbidden, KeyStore, VirtualKey
-from llmd_kserve.governance.limits import RateLimiter
+from llmd_kserve.governance.limits import RateLimiter, TokenEstimate
 from llmd_kserve.governance.metrics import GatewayMetrics
 from llmd_kserve.governance.request_text import Detokenize, request_text
 from llmd_kserve.governance.trail import AuditTrail
@@ -39,26 +44,51 @@ OFFLOAD_ANSWER_BYTES = 64 * 1024
 """Captured answers larger than this are checked and redacted in a worker thread."""
 
 
+UsageSource = Literal["engine", "estimate", "none"]
+
+
 @dataclass(slots=True)
 class Admission:
-    """One admitted request's governance state, from ``admit`` to ``finish``."""
+    """One admitted request's governance state, from ``admit`` to ``finish`` (the proxy carries it)."""
 
     key: VirtualKey
     request_id: str
+    """The router's own id for this request (audit records, decisions, metering)."""
     model: str | None
     t0: float
+    client_request_id: str | None = None
+    """The client's ``x-request-id``: a label only, never used to find anything."""
+    estimate: TokenEstimate = TokenEstimate(0, 0)
+    reserved: int = 0
     slot: Waiting | None = None
+    engine_usage: tuple[int, int] | None = None
+    """(prompt, completion) tokens from the engine's ``usage``, when it sent one."""
+    relayed_tokens: int = 0
+    reached_engine: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_source: UsageSource = "none"
+    settled: bool = False
     hasher: Any = None
+    capture: bool = False
+    """Keep the answer's first bytes (only when the on-response guardrails or a ``full`` audit read them)."""
     captured: bytearray = field(default_factory=bytearray)
 
     def chunk(self, data: bytes) -> None:
         """The proxy's tap: every body byte of the answer, as relayed."""
         if self.hasher is not None:
             self.hasher.update(data)
-        if len(self.captured) < MAX_CAPTURE:
+        if self.capture and len(self.captured) < MAX_CAPTURE:
             self.captured += data[: MAX_CAPTURE - len(self.captured)]
+
+    def billed(self) -> tuple[int, int, UsageSource]:
+        """(prompt, completion, source) to charge: the engine's usage, else the estimate of what the engine did
+        (prompt tokens + content tokens relayed) when the request reached one, else nothing."""
+        if self.engine_usage is not None:
+            return *self.engine_usage, "engine"
+        if self.reached_engine:
+            return self.estimate.prompt, self.relayed_tokens, "estimate"
+        return 0, 0, "none"
 
 
 def answer_text(raw: bytes) -> str:
@@ -96,7 +126,6 @@ class Gateway:
         self.clock = clock
         self.detokenize = detokenize
         """Turns token-id prompts into text for the guardrails and the audit (None: they stay unread)."""
-        self.pending: dict[str, Admission] = {}
 
     @property
     def active(self) -> bool:
@@ -143,12 +172,17 @@ class Gateway:
         return fields
 
     async def admit(self, key: VirtualKey | None, request_id: str, body: dict[str, Any], kind: str,
-                    model: str | None, client: str | None, *, offload: bool = False) -> Admission:
+                    model: str | None, client: str | None, *, offload: bool = False,
+                    client_request_id: str | None = None, tokens: TokenEstimate | None = None) -> Admission:
         """Checks before scheduling; raises an HTTPError (403, 400, 429, 503) after auditing the refusal.
-        ``offload``: do the text work (guardrails, HMAC, redaction) in a worker thread (a big body)."""
+
+        ``request_id`` is the router's own id; ``tokens`` is what the request may use at most (reserved from the
+        key's budget and tokens per minute until ``finish`` settles it). ``offload``: do the text work (guardrails,
+        HMAC, redaction) in a worker thread (a big body)."""
         key = key or ANONYMOUS
-        adm = Admission(key, request_id, model, self.clock())
-        base = {"event": "admit", "request_id": request_id, **self._who(key), "model": model, "client": client}
+        adm = Admission(key, request_id, model, self.clock(), client_request_id, tokens or TokenEstimate(0, 0))
+        base = {"event": "admit", "request_id": request_id, "client_request_id": client_request_id,
+                **self._who(key), "model": model, "client": client}
         prompt: dict[str, Any] = {}
         try:
             if not key.allows(model):
@@ -156,7 +190,7 @@ class Gateway:
             if self.guardrails or self.trail is not None:
                 prompt = (await asyncio.to_thread(self._prompt_fields, body, kind) if offload
                           else self._prompt_fields(body, kind))
-            self.limiter.admit(key)
+            adm.reserved = self.limiter.admit(key, adm.estimate.total)
             if self.flow is not None:
                 t = self.clock()
                 adm.slot = await self.flow.acquire(key.tenant, key.priority, key.max_concurrency, key.id)
@@ -164,9 +198,13 @@ class Gateway:
                 if self.metrics is not None:
                     self.metrics.queue_wait.labels(str(key.priority)).observe(self.clock() - t)
         except HTTPError as exc:
+            self._unreserve(adm)
             reason = getattr(exc, "reason", None) or exc.type
             self._count(key, reason)
             await self._audit({**base, "event": "deny", "status": exc.status, "reason": reason})
+            raise
+        except BaseException:  # cancelled while queued (the client went away)
+            self._unreserve(adm)
             raise
         if self.trail is not None:
             adm.hasher = hmac.new(self.salt, digestmod=hashlib.sha256)
@@ -174,20 +212,33 @@ class Gateway:
                 await self._audit({**base, **prompt})
             except OSError:
                 self.release(adm)
+                self._unreserve(adm)
                 raise HTTPError("The audit log cannot be written; request refused.", None, 503,
                                 "ServiceUnavailableError") from None
-        self.pending[request_id] = adm
+            except BaseException:
+                self.release(adm)
+                self._unreserve(adm)
+                raise
+        adm.capture = bool(self.guardrails) or (self.trail is not None and self.audit_content == "full")
         return adm
 
-    def observe(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """The proxy's usage hook: tokens the engine metered for this request."""
-        adm = self.pending.get(request_id)
-        if adm is not None:
-            adm.prompt_tokens, adm.completion_tokens = prompt_tokens, completion_tokens
+    def _unreserve(self, adm: Admission) -> None:
+        """A refused or abandoned admission gives its reservation back (nothing was used)."""
+        if not adm.settled:
+            adm.settled = True
+            self.limiter.settle(adm.key, adm.reserved, 0)
 
-    def tap(self, request_id: str) -> Callable[[bytes], None] | None:
-        adm = self.pending.get(request_id)
-        return adm.chunk if adm is not None and (self.trail is not None or self.guardrails) else None
+    def observe(self, adm: Admission, usage: tuple[int, int] | None, relayed_tokens: int = 0,
+                reached_engine: bool = True) -> None:
+        """The proxy's report when an answer ends: the engine's (prompt, completion) ``usage`` when it sent one,
+        the content tokens relayed to the client, and whether the request reached an engine at all."""
+        adm.engine_usage = usage
+        adm.relayed_tokens = max(0, relayed_tokens)
+        adm.reached_engine = reached_engine
+
+    def tap(self, adm: Admission) -> Callable[[bytes], None] | None:
+        """Where the proxy hands the answer's bytes (None: nobody reads them)."""
+        return adm.chunk if adm.hasher is not None or adm.capture else None
 
     def release(self, adm: Admission) -> None:
         if adm.slot is not None and self.flow is not None:
@@ -204,11 +255,16 @@ class Gateway:
             self.metrics.queue_depth.labels(str(band)).set(n)
 
     async def finish(self, adm: Admission, status: int, endpoint: str | None) -> None:
-        """After the answer: free the slot, meter tokens, audit ``done`` (on-response guardrails flag it)."""
+        """After the answer (any ending: done, error, client gone): free the slot, settle the tokens reserved at
+        ``admit`` with the tokens used, audit ``done`` (on-response guardrails flag it). Once per admission."""
         self.release(adm)
-        self.pending.pop(adm.request_id, None)
-        key, used = adm.key, adm.prompt_tokens + adm.completion_tokens
-        self.limiter.charge(key, used)
+        if adm.settled:
+            return
+        adm.settled = True
+        key = adm.key
+        adm.prompt_tokens, adm.completion_tokens, adm.usage_source = adm.billed()
+        used = adm.prompt_tokens + adm.completion_tokens
+        self.limiter.settle(key, adm.reserved, used)
         ok = status < 400
         self._count(key, "ok" if ok else "error")
         if self.metrics is not None and used:
@@ -217,10 +273,11 @@ class Gateway:
             self.metrics.tokens.labels(t, "completion").inc(adm.completion_tokens)
         if self.trail is None:
             return
-        rec: dict[str, Any] = {"event": "done", "request_id": adm.request_id, **self._who(key), "model": adm.model,
+        rec: dict[str, Any] = {"event": "done", "request_id": adm.request_id,
+                               "client_request_id": adm.client_request_id, **self._who(key), "model": adm.model,
                                "endpoint": endpoint, "status": status, "outcome": "ok" if ok else "error",
                                "prompt_tokens": adm.prompt_tokens, "completion_tokens": adm.completion_tokens,
-                               "latency_s": round(self.clock() - adm.t0, 6)}
+                               "usage_source": adm.usage_source, "latency_s": round(self.clock() - adm.t0, 6)}
         captured = bytes(adm.captured)
         if len(captured) > OFFLOAD_ANSWER_BYTES:
             rec.update(await asyncio.to_thread(self._answer_fields, captured))

@@ -37,7 +37,8 @@ class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "llmd_router") -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r, ns = self.registry, namespace
-        self.requests = Counter("requests", "Client requests by route and HTTP status", ["route", "status"],
+        self.requests = Counter("requests", "Client requests by route and HTTP status (499: the client went away)",
+                                ["route", "status"],
                                 namespace=ns, registry=r)
         self.decisions = Counter("decisions", "Scheduling decisions per chosen endpoint and profile",
                                  ["endpoint", "profile"], namespace=ns, registry=r)

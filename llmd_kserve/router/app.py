@@ -33,7 +33,8 @@ from llmd_kserve.http_errors import Handler, error_response, json_parser_errors,
 from llmd_kserve.router.admin import AdminAPI
 from llmd_kserve.router.endpoints import load_endpoints_file
 from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
-from llmd_kserve.router.proxy import STATUS_KEY
+from llmd_kserve.router.metering import count_prompt, estimate, known_prompt_tokens, metered
+from llmd_kserve.router.proxy import ANSWERED_KEY, STATUS_KEY
 from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, LLMRequest
 
@@ -86,9 +87,10 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
 
 async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    rid = f"{_ids.getrandbits(128):032x}"
+    rid = f"{_ids.getrandbits(128):032x}"  # the router's own id: audit, decisions, metering and load key on it
+    client_rid: str | None = None  # the client's x-request-id: forwarded and echoed, a label only
     try:
-        rid = request_id(request.headers) or rid
+        client_rid = request_id(request.headers)
         principal = request.get(PRINCIPAL_KEY)
         raw = await _read_body(request, state.settings.body_timeout)
         big = len(raw) > OFFLOAD_BYTES
@@ -101,6 +103,15 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
         if token_ids is None and state.render is not None:
             token_ids = await state.render.token_ids(parsed)
             state.governance.check_prompt_tokens(parsed, len(token_ids or ()))
+        gw = state.gateway
+        key = request.get(KEY_KEY)
+        prompt_tokens = known_prompt_tokens(parsed, token_ids)
+        if gw.active and prompt_tokens is None and metered(key) and state.tokenizer is not None:
+            counted = (await asyncio.to_thread(count_prompt, parsed, state.tokenizer)
+                       if parsed.prompt_chars > OFFLOAD_BYTES else count_prompt(parsed, state.tokenizer))
+            if counted is not None:
+                prompt_tokens, first_ids = counted
+                token_ids = token_ids if token_ids is not None else first_ids  # the scheduler reuses them
         body = parsed.body
         session = request.headers.get("x-session-id") or body.get("user")
         llm_req = LLMRequest(request_id=rid, model=parsed.model or "", body=body, kind=kind, token_ids=token_ids,
@@ -112,27 +123,32 @@ async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResp
             gov.audit(rid, parsed, endpoint, principal, request.remote)
 
         assert state.proxy is not None
-        gw = state.gateway
         if not gw.active:
-            resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
+            resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled, client_request_id=client_rid)
         else:  # keys, limits, guardrails, flow control, audit trail (llmd_kserve.governance)
-            adm = await gw.admit(request.get(KEY_KEY), rid, body, kind, parsed.model, request.remote, offload=big)
+            adm = await gw.admit(key, rid, body, kind, parsed.model, request.remote, offload=big,
+                                 client_request_id=client_rid, tokens=estimate(parsed, prompt_tokens))
             try:
-                resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled)
+                resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled, admission=adm,
+                                                 client_request_id=client_rid)
             except BaseException as exc:
-                _finish_later(state, adm, exc.status if isinstance(exc, HTTPError) else 499)
+                _finish_later(state, adm, exc.status if isinstance(exc, HTTPError) else request.get(ANSWERED_KEY, 499))
                 raise
             await gw.finish(adm, resp.get(STATUS_KEY, resp.status), resp.headers.get("x-llmd-endpoint"))
     except HTTPError as exc:
-        resp = error_response(exc, rid)
+        resp = error_response(exc, client_rid or rid)
         if exc.status == 408:
             resp.force_close()  # the rest of the body may still be on its way
+    except asyncio.CancelledError:  # the client went away: 499 like a cut stream, unless its answer was complete
+        state.metrics.request_count(path, str(request.get(ANSWERED_KEY, 499))).inc()
+        raise
     state.metrics.request_count(path, str(resp.get(STATUS_KEY, resp.status))).inc()
     return resp
 
 
 def _finish_later(state: RouterState, adm: Admission, status: int) -> None:
-    """Free the flow-control slot now and write the ``done`` record in the background (the handler is unwinding)."""
+    """Free the flow-control slot now and settle tokens and write the ``done`` record in the background (the
+    handler is unwinding)."""
     state.gateway.release(adm)
     state._spawn(state.gateway.finish(adm, status, None))
 

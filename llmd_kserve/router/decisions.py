@@ -14,12 +14,15 @@ from llmd_kserve.scheduling.scheduler import SchedulingResult
 class Decision:
     """One ``schedule`` call (one attempt of a request) and how it ended; filled in as the request proceeds."""
 
-    __slots__ = ("request_id", "attempt", "at", "result", "scheduling_ms", "status", "outcome", "ttfb_ms",
-                 "cached_tokens", "prompt_tokens")
+    __slots__ = ("request_id", "client_request_id", "attempt", "at", "result", "scheduling_ms", "status", "outcome",
+                 "ttfb_ms", "cached_tokens", "prompt_tokens")
 
     def __init__(self, request_id: str, attempt: int, at: float, result: SchedulingResult,
-                 scheduling_ms: float) -> None:
+                 scheduling_ms: float, client_request_id: str | None = None) -> None:
         self.request_id = request_id
+        """The router's own id of the request."""
+        self.client_request_id = client_request_id
+        """The client's ``x-request-id`` (a label; several requests may share one)."""
         self.attempt = attempt
         self.at = at
         self.result = result
@@ -33,7 +36,8 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         r = self.result
         return {
-            "request_id": self.request_id, "attempt": self.attempt, "time": self.at,
+            "request_id": self.request_id, "client_request_id": self.client_request_id, "attempt": self.attempt,
+            "time": self.at,
             "target": r.target, "prefill": r.prefill, "profile": r.profile,
             "prompt_tokens": r.prompt_tokens, "predicted_cached_tokens": r.predicted_cached_tokens,
             "reported_cached_tokens": self.cached_tokens, "reported_prompt_tokens": self.prompt_tokens,
@@ -54,13 +58,16 @@ class DecisionLog:
         self._ring: deque[Decision] = deque(maxlen=max(1, size))
         self._clock = clock
 
-    def add(self, request_id: str, attempt: int, result: SchedulingResult, scheduling_ms: float) -> Decision:
-        d = Decision(request_id, attempt, self._clock(), result, scheduling_ms)
+    def add(self, request_id: str, attempt: int, result: SchedulingResult, scheduling_ms: float,
+            client_request_id: str | None = None) -> Decision:
+        d = Decision(request_id, attempt, self._clock(), result, scheduling_ms, client_request_id)
         self._ring.append(d)
         return d
 
     def recent(self, limit: int | None = None, request_id: str | None = None) -> list[dict[str, Any]]:
-        items = [d for d in self._ring if request_id is None or d.request_id == request_id]
+        """Newest last; ``request_id`` matches the router's id or the client's ``x-request-id``."""
+        items = [d for d in self._ring
+                 if request_id is None or request_id in (d.request_id, d.client_request_id)]
         if limit is not None:
             items = items[-limit:] if limit > 0 else []
         return [d.to_dict() for d in items]

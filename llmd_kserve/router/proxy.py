@@ -9,6 +9,7 @@ event. Either way the endpoint is reported to the outlier ejector (``router.outl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -22,6 +23,7 @@ from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
 from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, NoEndpointError, UpstreamFailed
+from llmd_kserve.governance.gateway import Admission
 from llmd_kserve.http_errors import error_response
 from llmd_kserve.lean_http import Exchange, StreamClient, UpstreamBroken
 from llmd_kserve.metrics.router_metrics import RouterMetrics
@@ -39,6 +41,9 @@ _encode = msgspec.json.Encoder().encode
 _FORWARD_HEADERS = ("traceparent", "tracestate", "x-session-id", "x-gateway-destination-endpoint-subset")
 STATUS_KEY: Any = web.ResponseKey("llmd_status", int) if hasattr(web, "ResponseKey") else "llmd_status"
 """Set on a streamed response whose status line said 200 but which ended in an error event (the metrics label)."""
+ANSWERED_KEY: Any = web.RequestKey("llmd_answered", int) if hasattr(web, "RequestKey") else "llmd_answered"
+"""Set on the request once its whole answer was relayed (its status): a client that hangs up after the last byte
+(while the router still writes the stream's end or its records) got its answer and is not counted as gone."""
 
 
 class SchedulerLike(Protocol):
@@ -60,12 +65,12 @@ class Activity(Protocol):
 
 
 class Observer(Protocol):
-    """Governance's view of an answer (``governance.gateway.Gateway``): its bytes as relayed, the metered usage."""
+    """Governance's view of an answer (``governance.gateway.Gateway``), given the request's own ``Admission``:
+    its bytes as relayed, and at its end the engine's usage or, without one, the content tokens relayed."""
 
-    def tap(self, request_id: str) -> Callable[[bytes], None] | None: ...
-    def observe(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None: ...
-
-
+    def tap(self, adm: Admission) -> Callable[[bytes], None] | None: ...
+    def observe(self, adm: Admission, usage: tuple[int, int] | None, relayed_tokens: int = 0,
+                reached_engine: bool = True) -> None: ...
 
 
 class _Failed(Exception):
@@ -106,14 +111,16 @@ class Proxy:
         self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
 
-    def _client_body(self, req: ParsedRequest, rid: str) -> tuple[Mapping[str, Any], bool]:
+    def _client_body(self, req: ParsedRequest, rid: str, metered: bool) -> tuple[Mapping[str, Any], bool]:
         """(decoded body to send, whether to strip the usage event we asked for) — usage feeds cached-token
-        accounting. Client ``kv_transfer_params`` are dropped here, on the decoded body, once."""
+        accounting and, when ``metered``, billing (then always asked for). Usage is left to the client only when it
+        asked with exactly JSON ``true`` (an engine may read ``"false"`` or ``0`` as false, and a stream without
+        usage cannot be metered). Client ``kv_transfer_params`` are dropped here, on the decoded body, once."""
         body = self.pd.client_body(rid, req.body)
-        if not (req.stream and self.inject_stream_usage):
+        if not (req.stream and (self.inject_stream_usage or metered)):
             return body, False
         opts = body.get("stream_options") or {}
-        if opts.get("include_usage"):
+        if opts.get("include_usage") is True:
             return body, False
         return {**body, "stream_options": {**opts, "include_usage": True}}, True
 
@@ -123,11 +130,16 @@ class Proxy:
             self.outliers.failure(endpoint, reason)
 
     async def forward(self, request: web.Request, path: str, req: ParsedRequest, llm_req: LLMRequest,
-                      on_scheduled: Callable[[str], None] | None = None) -> web.StreamResponse:
+                      on_scheduled: Callable[[str], None] | None = None, *, admission: Admission | None = None,
+                      client_request_id: str | None = None) -> web.StreamResponse:
+        """Schedule, send and relay one request. ``llm_req.request_id`` is the router's own id; the client's
+        ``x-request-id`` (``client_request_id``) is forwarded and echoed as a label. With an ``admission``, the
+        observer hears how the answer ended (its usage, or the tokens relayed) through that object only."""
         rid = llm_req.request_id
-        body, strip_usage = self._client_body(req, rid)
+        body, strip_usage = self._client_body(req, rid, admission is not None)
         local_body: bytes | None = None  # encoded once, at send time
-        headers = {"Content-Type": "application/json", "x-request-id": rid}
+        label = client_request_id or rid
+        headers = {"Content-Type": "application/json", "x-request-id": label}
         for name in _FORWARD_HEADERS:
             if name in request.headers:
                 headers[name] = request.headers[name]
@@ -155,7 +167,7 @@ class Proxy:
             sched_s = self._clock() - t0
             self.metrics.scheduling_seconds.observe(sched_s)
             self.metrics.decision_count(result.target, result.profile).inc()
-            decision = self.decisions.add(rid, attempt, result, sched_s * 1e3)
+            decision = self.decisions.add(rid, attempt, result, sched_s * 1e3, client_request_id)
             if on_scheduled is not None and attempt == 0:
                 on_scheduled(result.target)
             if attempt:
@@ -188,12 +200,14 @@ class Proxy:
                 if activity is not None:
                     activity.finished(result.target)
                 self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))  # release in-flight load
+                if admission is not None and self.observer is not None:  # sent: the engine may have worked on it
+                    self.observer.observe(admission, None, 0, reached_engine=True)
                 raise
-            return await self._relay(request, exchange, llm_req, result, decision, strip_usage, t0)
+            return await self._relay(request, exchange, llm_req, result, decision, strip_usage, t0, admission, label)
         assert last is not None
         if last.body is not None:  # relay the last upstream error as it was
             return web.Response(body=last.body, status=last.status, headers={
-                "Content-Type": last.content_type or "application/json", "x-request-id": rid})
+                "Content-Type": last.content_type or "application/json", "x-request-id": label})
         if last.reason == "timeout":
             raise GatewayTimeout("All upstream attempts timed out before the first byte.")
         raise UpstreamFailed(f"All upstream attempts failed (last: {last.reason}).")
@@ -272,16 +286,20 @@ class Proxy:
         return web.Response(body=raw, status=status, headers=headers), ok, parse_usage(raw) if ok else None
 
     async def _relay(self, request: web.Request, exchange: Exchange, llm_req: LLMRequest, result: Any,
-                     decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
-        """The answer to the client: read whole, or an event stream whose chunks ``SseRelay`` writes as they come."""
+                     decision: Decision, strip_usage: bool, t0: float, admission: Admission | None = None,
+                     label: str | None = None) -> web.StreamResponse:
+        """The answer to the client: read whole, or an event stream whose chunks ``SseRelay`` writes as they come.
+        However it ends, the observer hears the engine's usage or, without one, the content tokens relayed."""
         head = exchange.head.result()
         status = decision.status = head.status
         content_type = head.get("content-type", "application/json")
-        out_headers = {"Content-Type": content_type, "x-request-id": llm_req.request_id,
-                       "x-llmd-endpoint": result.target}
-        tap = self.observer.tap(llm_req.request_id) if self.observer is not None else None
+        label = label or llm_req.request_id
+        out_headers = {"Content-Type": content_type, "x-request-id": label, "x-llmd-endpoint": result.target}
+        observer = self.observer if admission is not None else None
+        tap = observer.tap(admission) if observer is not None and admission is not None else None
         ok, usage, close = False, None, False
         resp: web.StreamResponse | None = None
+        relay: SseRelay | None = None
         try:
             if not content_type.startswith("text/event-stream"):
                 try:
@@ -289,8 +307,9 @@ class Proxy:
                 except (TimeoutError, UpstreamBroken) as exc:
                     close = True
                     failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
-                    return error_response(failure, llm_req.request_id)
+                    return error_response(failure, label)
                 answer, ok, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
+                request[ANSWERED_KEY] = status
                 return answer
             out_headers["Cache-Control"] = "no-cache"
             resp = web.StreamResponse(status=status, headers=out_headers)
@@ -315,18 +334,27 @@ class Proxy:
                 await resp.write_eof()
                 return resp
             ok = status < 400
-            usage = relay.usage()
             decision.outcome = "ok" if ok else f"http_{status}"
-            await resp.write_eof()
+            request[ANSWERED_KEY] = status
+            with contextlib.suppress(ConnectionResetError):  # gone after the last event: the answer was complete
+                await resp.write_eof()
             return resp
         except asyncio.CancelledError:
             close = True
-            self._disconnected(decision, exchange)
+            ok = self._had_all(request, relay, status, decision) and status < 400
+            if ANSWERED_KEY not in request:
+                self._disconnected(decision, exchange)
             raise
         except ConnectionResetError:  # writing to a client that went away
             close = True
+            if resp is not None and self._had_all(request, relay, status, decision):
+                ok = status < 400
+                return resp
             self._disconnected(decision, exchange)
-            return resp if resp is not None else web.Response(status=499)
+            if resp is None:
+                return web.Response(status=499)
+            resp[STATUS_KEY] = 499
+            return resp
         finally:
             if close:
                 exchange.close()  # the engine sees the disconnect and aborts the request
@@ -334,7 +362,20 @@ class Proxy:
                 exchange.release()
             if ok and self.outliers is not None:
                 self.outliers.success(result.target)
+            if relay is not None:
+                usage = relay.usage()  # also of a stream cut short: the engine's usage if it came
             self._complete(llm_req, result, decision, ok, usage)
+            if observer is not None and admission is not None:
+                observer.observe(admission, (usage.prompt_tokens, usage.completion_tokens) if usage else None,
+                                 relay.tokens if relay is not None else 0, reached_engine=status < 400)
+
+    @staticmethod
+    def _had_all(request: web.Request, relay: SseRelay | None, status: int, decision: Decision) -> bool:
+        """Whether a client that left had its whole answer (up to ``[DONE]``): then it was answered, not cut."""
+        if ANSWERED_KEY not in request and relay is not None and relay.complete:
+            request[ANSWERED_KEY] = status
+            decision.outcome = "ok" if status < 400 else f"http_{status}"
+        return ANSWERED_KEY in request
 
     def _disconnected(self, decision: Decision, upstream: Exchange) -> None:
         decision.outcome = "client_disconnected"
@@ -351,8 +392,6 @@ class Proxy:
             if usage.prompt_tokens_details is not None:
                 cached = usage.prompt_tokens_details.cached_tokens
         decision.cached_tokens, decision.prompt_tokens = cached, (prompt_tokens or None)
-        if self.observer is not None:
-            self.observer.observe(llm_req.request_id, prompt_tokens, completion_tokens)
         self.metrics.observe_cached(result.target, result.predicted_cached_tokens, cached, prompt_tokens)
         self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=ok, prompt_tokens=prompt_tokens or
                                                                    result.prompt_tokens, cached_tokens=cached,

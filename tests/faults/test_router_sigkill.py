@@ -67,8 +67,8 @@ def test_sigkill_under_load_loses_no_acknowledged_audit_record(tmp_path):
         rep = verify([audit])
         assert rep.ok, rep.errors
         recs = [json.loads(x) for x in audit.read_text().splitlines()]
-        admitted = {x["request_id"] for x in recs if x.get("event") == "admit"}
-        finished = {x["request_id"] for x in recs if x.get("event") == "done"}
+        admitted = {x["client_request_id"] for x in recs if x.get("event") == "admit"}
+        finished = {x["client_request_id"] for x in recs if x.get("event") == "done"}
         assert ok <= admitted, sorted(ok - admitted)[:5]
         assert len(ok & finished) >= len(ok) - CLIENTS  # at most the ones in their last write lack "done"
         # a restarted router continues the same chain

@@ -174,7 +174,7 @@ async def test_render_tokenizer_asks_engine_once_per_prompt():
             assert r.status == 200
         assert [r.get("prompt") or r["messages"] for r in fake.renders] == ["hello there", chat["messages"]]
         async with s.get(f"{rt.url}/debug/decisions") as r:
-            tokens = {d["request_id"]: d["prompt_tokens"] for d in (await r.json())["decisions"]}
+            tokens = {d["client_request_id"]: d["prompt_tokens"] for d in (await r.json())["decisions"]}
         assert tokens == {"a": len('"hello there"'), "b": len('"hello there"'), "c": len(json.dumps(chat["messages"]))}
 
 
