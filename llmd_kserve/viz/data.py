@@ -121,6 +121,7 @@ class DecisionExplained:
     """One routing decision: every scorer's weighted score per candidate of the primary profile, the winner."""
 
     request_id: str
+    """The client's ``x-request-id`` when it sent one (what the user knows), else the router's own id."""
     profile: str
     target: str
     prefill: str | None
@@ -226,7 +227,7 @@ def explain_decision(decision: Mapping[str, Any], weights: Mapping[str, float]) 
             raw = float(per_ep.get(ep, 0.0))
             contributions.append(Contribution(plugin, ep, raw, w, w * min(1.0, max(0.0, raw))))
     return DecisionExplained(
-        request_id=str(decision.get("request_id", "")), profile=profile, target=str(decision["target"]),
+        request_id=str(decision.get("client_request_id") or decision.get("request_id", "")), profile=profile, target=str(decision["target"]),
         prefill=decision.get("prefill"), candidates=candidates, contributions=tuple(contributions),
         logged_totals=totals, predicted_cached_tokens=decision.get("predicted_cached_tokens"),
         reported_cached_tokens=decision.get("reported_cached_tokens"), prompt_tokens=decision.get("prompt_tokens"))

@@ -60,7 +60,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("billing")
     keys_file, audit = tmp / "keys.yaml", tmp / "audit.jsonl"
-    keys = {t: add_key(keys_file, tenant=t, token_budget=10**9)[0] for t in ("ops", "same", "victim", "mallory", "cut")}
+    keys = {t: add_key(keys_file, tenant=t, token_budget=10**9)[0] for t in ("same", "victim", "mallory", "cut")}
+    keys["ops"] = add_key(keys_file, tenant="ops", admin=True)[0]  # reads /metrics (an operator key)
     keys["budget"] = add_key(keys_file, tenant="budget", token_budget=1000)[0]
     eng = engine(tmp, "e0")
     with running(eng):
@@ -249,8 +250,8 @@ async def _raw_stream(url: str, key: str, body: dict[str, Any], cut: int = 0) ->
     return lines
 
 
-async def _billed(url: str, key: str, tenant: str) -> tuple[float, float]:
-    text = (await asyncio.to_thread(request, url + "/metrics", None, {"Authorization": f"Bearer {key}"}))[1].decode()
+async def _billed(url: str, ops_key: str, tenant: str) -> tuple[float, float]:
+    text = (await asyncio.to_thread(request, url + "/metrics", None, {"Authorization": f"Bearer {ops_key}"}))[1].decode()
     return (metric(text, "llmd_gateway_tokens_total", tenant=tenant, kind="prompt"),
             metric(text, "llmd_gateway_tokens_total", tenant=tenant, kind="completion"))
 
@@ -260,6 +261,7 @@ async def test_cut_streams_are_billed_exactly_what_the_engine_produced(tmp_path:
     engine, each request is billed its prompt (7 token ids) plus the 25 tokens streamed: what the engine produced."""
     keys = tmp_path / "keys.yaml"
     key, _ = add_key(keys, tenant="t", token_budget=10**6)
+    ops, _ = add_key(keys, tenant="ops", admin=True)
     audit = tmp_path / "audit.jsonl"
     body = {"model": "m", "prompt": [5, 6, 7, 8, 9, 10, 11], "max_tokens": 100, "stream": True}
     async with running_vllm(hold_after=25) as fake, running_router(
@@ -270,7 +272,7 @@ async def test_cut_streams_are_billed_exactly_what_the_engine_produced(tmp_path:
             if audit.read_text().count('"event":"done"') == 4:
                 break
             await asyncio.sleep(0.02)
-        billed = await _billed(rt.url, key, "t")
+        billed = await _billed(rt.url, ops, "t")
         assert fake.generated == 4 * 25 and fake.prompt_tokens == 4 * 7
         assert billed == (fake.prompt_tokens, fake.generated)
     done = [json.loads(x) for x in audit.read_text().splitlines() if '"done"' in x]
@@ -284,6 +286,7 @@ async def test_stream_options_cannot_turn_metering_off(tmp_path: Path, include_u
     stream is metered, and the client does not see the usage event it did not ask for."""
     keys = tmp_path / "keys.yaml"
     key, _ = add_key(keys, tenant="t", token_budget=10**6)
+    ops, _ = add_key(keys, tenant="ops", admin=True)
     body = {"model": "m", "prompt": [1, 2, 3], "max_tokens": 12, "stream": True,
             "stream_options": {"include_usage": include_usage}}
     async with running_vllm() as fake, running_router(endpoints=[fake.url], keys_file=str(keys),
@@ -291,10 +294,10 @@ async def test_stream_options_cannot_turn_metering_off(tmp_path: Path, include_u
         lines = await _raw_stream(rt.url, key, body)
         assert len(lines) == 13 and not any(b'"usage"' in ln for ln in lines)
         assert fake.options[-1]["include_usage"] is True
-        assert await _billed(rt.url, key, "t") == (3, 12)
+        assert await _billed(rt.url, ops, "t") == (3, 12)
         asked = await _raw_stream(rt.url, key, {**body, "stream_options": {"include_usage": True}})
         assert b'"usage"' in asked[-2]  # asked for with exactly true: the client gets it
-        assert await _billed(rt.url, key, "t") == (6, 24)
+        assert await _billed(rt.url, ops, "t") == (6, 24)
 
 
 # --- the limiter and the gateway, on a fake clock ---------------------------------------------------------------------

@@ -35,7 +35,7 @@ async def test_router_data_is_escaped_and_only_local_names_are_served(tmp_path):
                           headers={"Authorization": f"Bearer {tenant}", "x-request-id": INJECTED}) as r:
             assert r.status == 200
         for _ in range(400):
-            if (dash.dashboard.decision or {}).get("request_id") == INJECTED:
+            if (dash.dashboard.decision or {}).get("client_request_id") == INJECTED:
                 break
             await asyncio.sleep(0.025)
         status, body = await _figures(s, dash.url)

@@ -200,7 +200,7 @@ def test_health_answers_while_a_big_adversarial_prompt_is_admitted(live):
             events.append(f"health {status}")
     t.join()
     assert events[-1] == "big" and "health 200" in events
-    recs = {rec["event"]: rec for rec in _recs(audit) if rec.get("request_id") == "big-adversarial"}
+    recs = {rec["event"]: rec for rec in _recs(audit) if rec.get("client_request_id") == "big-adversarial"}
     assert recs["done"]["status"] == answer[0][0]  # admitted and sent on (the engine finds it over its context)
     admit = recs["admit"]
     assert admit["prompt_chars"] == len(prompt) and admit["prompt_truncated"] is True  # M12: capped, hashed whole

@@ -93,6 +93,7 @@ def test_h5b_router_as_another_user_reads_rewrites_and_says_when_it_cannot(tmp_p
         os.chmod(shared, 0o755)
         path = shared / "keys.yaml"
         a, rec_a = add_key(path, tenant="a")
+        ops, _ = add_key(path, tenant="ops", admin=True)  # reads /metrics
         os.chmod(path, 0o644)
         as_nobody = _nobody_python()
         if as_nobody is None:
@@ -120,7 +121,7 @@ def test_h5b_router_as_another_user_reads_rewrites_and_says_when_it_cannot(tmp_p
                 assert _status(r.url, b) == 200 and _status(r.url, c) == 401 and _status(r.url, a) == 401
                 polls = lambda: _health(r.url) and r.output().count("keys file NOT applied") >= 3  # noqa: E731
                 assert wait_for(polls, every=0.5)  # a WARNING on every poll
-                text = request(r.url + "/metrics", headers={"Authorization": f"Bearer {b}"})[1].decode()
+                text = request(r.url + "/metrics", headers={"Authorization": f"Bearer {ops}"})[1].decode()
                 assert metric(text, "llmd_gateway_keys_reloads_total", result="refused") >= 3
                 os.chmod(path, 0o644)
                 assert wait_for(lambda: _status(r.url, c) == 200)  # retried until readable again
