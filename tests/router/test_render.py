@@ -4,6 +4,7 @@ list and object shapes of the two render endpoints, and engines that refuse rend
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from llmd_kserve.router.governance import ParsedRequest
 from llmd_kserve.router.render import RenderError, RenderTokenizer, token_ids_of
-from tests.wire import golden032_json
+from tests.wire import GOLDEN, GOLDEN_032, golden032_json
 
 REQUESTS = golden032_json("requests.json")
 PROMPT_IDS = golden032_json("tokenize.json")["tokens"]
@@ -108,6 +109,17 @@ async def test_other_failures_are_values_logged_once_per_kind(caplog):
             for i in range(3):
                 assert await render.token_ids(_req("completion", max_tokens=i)) is None
     assert render.failures == 3 and len(caplog.records) == 1
+
+
+def test_026_and_032_render_answers_decode_alike():
+    for folder in (GOLDEN, GOLDEN_032):
+        completions = json.loads((folder / "completions_render.json").read_text())
+        chat = json.loads((folder / "chat_render.json").read_text())
+        assert isinstance(completions, list) and isinstance(chat, dict)  # the same shapes in both versions
+        assert token_ids_of(completions) == tuple(completions[0]["token_ids"])
+        assert token_ids_of(chat) == tuple(chat["token_ids"])
+    assert token_ids_of(json.loads((GOLDEN / "tokenize.json").read_text())) == tuple(
+        json.loads((GOLDEN / "tokenize.json").read_text())["tokens"])
 
 
 def test_answer_shapes():
