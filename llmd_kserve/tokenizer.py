@@ -234,7 +234,7 @@ def load_tokenizer(spec: str | None = None) -> Tokenizer:
     from llmd_kserve.tokenizer_hf import HFTokenizer
 
     try:
-        return HFTokenizer(spec)
+        return HFTokenizer(spec, default_chat_template=CHAT_TEMPLATE)
     except ConfigError:
         raise
     except ImportError as exc:

@@ -116,10 +116,10 @@ def _message_for_template(message: Mapping[str, object]) -> dict[str, object]:
 
 class HFTokenizer:
     """``HFTokenizer(path)``: ``path`` a model directory or its ``tokenizer.json`` (extra ``hf``: ``tokenizers``,
-    ``jinja2``). ``encode`` adds the special tokens by default (a completion prompt); ``apply_chat_template``
+    ``jinja2``); ``default_chat_template`` renders chats when the model has no template. ``encode`` adds the special tokens by default (a completion prompt); ``apply_chat_template``
     renders a chat to text, which is then encoded with ``add_special_tokens=False``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, default_chat_template: str | None = None) -> None:
         from tokenizers import Tokenizer as _HF  # optional dependency
 
         given = Path(path)
@@ -140,14 +140,13 @@ class HFTokenizer:
         self.eos_token_id = self._tok.token_to_id(eos) if eos is not None else None
         self.chat_template = find_chat_template(folder, config)
         self.path = folder
+        template = self.chat_template or default_chat_template
         if self.chat_template is None:
-            from llmd_kserve.tokenizer import CHAT_TEMPLATE
-
             log.warning("the tokenizer in %s has no chat template (tokenizer_config.json 'chat_template' or "
-                        "chat_template.jinja): chats are keyed with a generic one, which the engine does not use "
-                        "(vLLM refuses chats without a template)", folder)
+                        "chat_template.jinja): chats are keyed with %s, which the engine does not use (vLLM refuses "
+                        "chats without a template)", folder, "a generic one" if template else "none (a 400)")
         try:
-            self._template = compile_chat_template(self.chat_template or CHAT_TEMPLATE)
+            self._template = compile_chat_template(template) if template is not None else None
         except Exception as exc:  # jinja2.TemplateSyntaxError: the model's files are broken
             raise ConfigError(f"cannot compile the chat template of {folder}: {exc}", "tokenizer") from exc
 
@@ -163,6 +162,8 @@ class HFTokenizer:
         ``chat_template_kwargs``); a chat the template rejects (``raise_exception``) is a 400."""
         import jinja2
 
+        if self._template is None:
+            raise InvalidRequestError(f"the model's tokenizer ({self.path}) has no chat template", param="messages")
         try:
             return str(self._template.render(messages=[_message_for_template(m) for m in messages],
                                              add_generation_prompt=add_generation_prompt,

@@ -98,10 +98,13 @@ def test_template_features_as_transformers_renders_them(model_dir, tmp_path):
 
 
 def test_no_template_falls_back_with_a_warning_and_a_broken_one_is_a_config_error(model_dir, tmp_path, caplog):
+    folder = _with_template(model_dir, tmp_path, None)
     with caplog.at_level(logging.WARNING, "llmd_kserve.tokenizer_hf"):
-        tok = HFTokenizer(_with_template(model_dir, tmp_path, None))
+        tok = load_tokenizer(str(folder))
     assert "no chat template" in caplog.text
     assert tok.apply_chat_template([{"role": "user", "content": "x"}]) == "<|user|>\nx\n<|assistant|>\n"
+    with pytest.raises(InvalidRequestError, match="no chat template"):
+        HFTokenizer(folder).apply_chat_template([{"role": "user", "content": "x"}])
     with pytest.raises(ConfigError, match="chat template"):
         HFTokenizer(_with_template(model_dir, tmp_path / "b", "{% for %}"))
 
