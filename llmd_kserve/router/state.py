@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -386,7 +387,9 @@ class RouterState:
                 if inspect.isawaitable(res):
                     await res
         self.kv_discovery = KVEventSourceDiscovery(self.pool, self._live_session, self.routes_on_kv_events)
-        await self.kv_discovery.discover_once()  # engines up now: subscribed from the start, not warned about
+        with contextlib.suppress(TimeoutError):  # engines up now: subscribed from the start, not warned about
+            async with asyncio.timeout(1.0):
+                await self.kv_discovery.discover_once()
         self.kv_discovery.start()
         self.pool.subscribe(self._on_pool_change)
         self._on_pool_change((), self.pool.snapshot)
