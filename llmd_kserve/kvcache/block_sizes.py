@@ -30,16 +30,17 @@ class EngineBlockSizes:
             raise ValueError("override must be >= 1")
         self.override = override
         self._index = index
-        self._said: dict[EndpointId, tuple[int | None, int | None]] = {}  # (in use, engine's) as last logged
+        self._said: dict[EndpointId, int | None] = {}  # the engine's size when last logged, per endpoint
 
     def get(self, endpoint: EndpointState) -> int | None:
-        reported, source = self.reported(endpoint)
-        size = self.override if self.override is not None else reported
         eid = endpoint.endpoint.id
-        if self._said.get(eid, (0, 0)) != (size, reported):
-            self._said[eid] = (size, reported)
-            self._say(eid, size, reported, source)
-        return size
+        reported = self._index.block_size(eid) if self._index is not None else None
+        if reported is None:
+            reported = endpoint.metrics.block_size or None
+        if self._said.get(eid, 0) != reported:  # changed since last said (0: never said)
+            self._said[eid] = reported
+            self._say(eid, self.override if self.override is not None else reported, *self.reported(endpoint))
+        return self.override if self.override is not None else reported
 
     __call__ = get
 
