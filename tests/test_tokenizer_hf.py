@@ -61,6 +61,10 @@ def test_the_tokenize_producer_keys_prompts_as_the_engine_does(model_dir):
     state = CycleState(LLMRequest("r", "tiny", {"prompt": PROMPT, "add_special_tokens": False}), [endpoint(0)])
     producer.produce(state)
     assert list(state.token_ids) == ENGINE_PROMPT_IDS[1:]  # the body's add_special_tokens, as vLLM honours it
+    odd = {"messages": MESSAGES, "chat_template_kwargs": {"add_generation_prompt": False, "messages": [], "x": 1}}
+    state = CycleState(LLMRequest("r", "tiny", odd, kind="chat"), [endpoint(0)])
+    producer.produce(state)
+    assert list(state.token_ids) == ENGINE_CHAT_IDS  # template variables cannot replace the messages
 
 
 def _with_template(model_dir: Path, tmp_path: Path, template: str | None, where: str = "config") -> Path:

@@ -172,7 +172,9 @@ class TokenizeProducer:
             messages = body.get("messages")
             if not isinstance(messages, Sequence) or isinstance(messages, str):
                 raise InvalidRequestError("'messages' must be a list of messages", param="messages")
-            variables = dict(kwargs) if isinstance(kwargs := body.get("chat_template_kwargs"), Mapping) else {}
+            kwargs = body.get("chat_template_kwargs")
+            variables = {str(k): v for k, v in kwargs.items() if k not in ("messages", "add_generation_prompt")
+                         } if isinstance(kwargs, Mapping) else {}
             if body.get("tools") is not None:
                 variables["tools"] = body["tools"]
             add_generation = body.get("add_generation_prompt", True) is not False
