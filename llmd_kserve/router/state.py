@@ -239,7 +239,8 @@ class RouterState:
         from llmd_kserve.kvcache.subscriber import KVEventSubscriber
         from llmd_kserve.latency import load_profile
         from llmd_kserve.plugins.base import PluginContext
-        from llmd_kserve.tokenizer import HFTokenizer, load_tokenizer
+        from llmd_kserve.tokenizer import load_tokenizer
+        from llmd_kserve.tokenizer_hf import HFTokenizer
 
         s = settings or RouterSettings()
         index = KVIndex(max_keys=s.kv_index_max_keys)
