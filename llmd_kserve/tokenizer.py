@@ -5,7 +5,7 @@ most six characters, about 1.3 tokens per English word) and each piece maps to a
 process computes the same ids for the same text. Long texts are cut where no piece can span and their chunks'
 ids are cached, so a shared prefix is tokenized once. Decoding maps an id to a pseudo-word from a fixed, seeded
 vocabulary: it is lossy for hashed text, which is fine for a simulator whose outputs are random tokens anyway.
-Real deployments tokenize with the engine's ``/render`` endpoints or a model's ``tokenizer.json`` (``HFTokenizer``).
+Real deployments tokenize with the engine's ``/render`` endpoints or the model's own tokenizer (``tokenizer_hf``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,16 @@ CHAT_TEMPLATE = (
 
 
 class Tokenizer(Protocol):
-    """What the router and engine need from a tokenizer."""
+    """What the router and engine need from a tokenizer.
 
-    def encode(self, text: str) -> list[int]: ...
+    ``encode`` with ``add_special_tokens`` (the default) gives a completion prompt's ids as the engine computes them;
+    a chat is ``apply_chat_template`` then ``encode(text, add_special_tokens=False)``, as vLLM does.
+    """
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
-    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str: ...
+    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True,
+                            **variables: object) -> str: ...
 
 
 def render_chat(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
@@ -176,7 +181,8 @@ class SimTokenizer:
     vocab_size = VOCAB_SIZE
     eos_token_id = EOS_ID
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """The ids of ``text`` (this tokenizer has no special tokens to add)."""
         if len(text) <= _CHUNK_CHARS:
             return _encode_text(text)
         chunks = _chunks(text)  # long prompts share their first chunks (system prompts, documents, history)
@@ -211,36 +217,28 @@ class SimTokenizer:
         vocab = _vocab()
         return "".join(vocab[i] if 0 <= i < VOCAB_SIZE else "<unk>" for i in ids)
 
-    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
-        return render_chat(messages, add_generation_prompt)
-
-
-class HFTokenizer:
-    """A model's own ``tokenizer.json`` via the ``tokenizers`` package (extra ``hf``), for real vLLM deployments."""
-
-    def __init__(self, path: str) -> None:
-        from tokenizers import Tokenizer as _HF  # optional dependency
-
-        self._tok = _HF.from_file(path)
-        self.vocab_size = self._tok.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids))
-
-    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True,
+                            **variables: object) -> str:
         return render_chat(messages, add_generation_prompt)
 
 
 def load_tokenizer(spec: str | None = None) -> Tokenizer:
-    """``None``/``"sim"``: the default offline tokenizer; a path to ``tokenizer.json``: that model's tokenizer."""
+    """``None``/``"sim"``: the default offline tokenizer; a model directory or its ``tokenizer.json``: that model's
+    tokenizer (``tokenizer_hf.HFTokenizer``: its special tokens and chat template, as vLLM uses them)."""
     if spec in (None, "", "sim"):
         return SimTokenizer()
-    if not Path(spec).is_file():
-        raise ConfigError(f"no such tokenizer file (give 'sim' or a path to tokenizer.json): {spec}", "tokenizer")
+    path = Path(spec)
+    if not (path.is_file() or (path / "tokenizer.json").is_file()):
+        raise ConfigError(f"no tokenizer at {spec} (give 'sim', 'render', a model directory with tokenizer.json, "
+                          "or a tokenizer.json file)", "tokenizer")
+    from llmd_kserve.tokenizer_hf import HFTokenizer
+
     try:
-        return HFTokenizer(spec)
+        return HFTokenizer(spec, default_chat_template=CHAT_TEMPLATE)
+    except ConfigError:
+        raise
+    except ImportError as exc:
+        raise ConfigError(f"a Hugging Face tokenizer needs the 'hf' extra (pip install 'llmd-kserve[hf]'): {exc}",
+                          "tokenizer") from exc
     except Exception as exc:  # the tokenizers library raises a bare Exception on a bad file
         raise ConfigError(f"cannot load tokenizer {spec}: {exc}", "tokenizer") from exc

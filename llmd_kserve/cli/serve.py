@@ -62,6 +62,13 @@ def _cmd_engine(a: argparse.Namespace) -> int:
 
 
 # --- router ---------------------------------------------------------------------------------------------------
+_TOKENIZER_HELP = ("how the router tokenizes prompts to match them against the engines' KV cache: 'sim' (default, "
+                   "the simulated engines' tokenizer), 'render' (ask the engines: vLLM's render endpoints, else its "
+                   "/tokenize), or the model's directory or tokenizer.json (its own special tokens and chat template)")
+_BLOCK_SIZE_HELP = ("KV block size of every engine (default: each engine's own, from its KV events or "
+                    "vllm:cache_config_info)")
+
+
 def add_router(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("router", help="run the KV-cache- and load-aware OpenAI router")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback; 0.0.0.0 for all)")
@@ -77,7 +84,8 @@ def add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scrape-idle-interval", type=float, default=5.0,
                    help="seconds between /metrics polls of an endpoint without requests (0: none while idle; "
                         "<= --scrape-interval: fixed-rate polling)")
-    p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' (engine /render) or tokenizer.json")
+    p.add_argument("--tokenizer", default=None, help=_TOKENIZER_HELP)
+    p.add_argument("--block-size", type=positive_int, default=None, help=_BLOCK_SIZE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
     p.add_argument("--max-attempts", type=int, default=3, help="upstream attempts when failing before the first byte")
@@ -181,7 +189,8 @@ def _cmd_router(a: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read API keys file: {exc.strerror or exc}", a.api_keys_file) from exc
     settings = RouterSettings(
         config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer, seed=a.seed, profile=a.profile,
-        scrape_idle_interval=a.scrape_idle_interval or None, max_attempts=a.max_attempts, api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars or None,
+        block_size=a.block_size, scrape_idle_interval=a.scrape_idle_interval or None, max_attempts=a.max_attempts,
+        api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars or None,
         served_models=tuple(a.served_models or ()), audit_salt=os.environ.get("LLMD_AUDIT_SALT") or None,
         max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
@@ -221,7 +230,8 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-batch-size", type=int, default=None, help="prompts per completions request; 0: no limit")
     g.add_argument("--max-body-bytes", type=positive_int, default=None, help="request body limit (413 above)")
     p.add_argument("--scrape-interval", type=positive_float, default=SCRAPE_INTERVAL_S, help="seconds between /metrics polls")
-    p.add_argument("--tokenizer", default=None, help="'sim' (default), 'render' or tokenizer.json")
+    p.add_argument("--tokenizer", default=None, help=_TOKENIZER_HELP)
+    p.add_argument("--block-size", type=positive_int, default=None, help=_BLOCK_SIZE_HELP)
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_epp)
@@ -246,7 +256,7 @@ def _cmd_epp(a: argparse.Namespace) -> int:
     epp = EppSettings(response_mode=a.response_mode, saturation=Saturation(a.saturation_queue, a.saturation_kv),
                       drain_timeout=a.drain_timeout, **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
-                            profile=a.profile, seed=a.seed, **limits)
+                            profile=a.profile, seed=a.seed, block_size=a.block_size, **limits)
     return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
                  discover_namespace=a.discover_namespace, target_ports=ports, kv_events_port=a.kv_events_port,

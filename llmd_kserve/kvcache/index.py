@@ -67,6 +67,7 @@ class KVIndex:
         self._evict_batch = max(1, int(max_keys * evict_fraction))
         self._keys: dict[int, int] = {}  # router key -> endpoint bitmask, least recently stored first
         self._maps: dict[EndpointId, dict[int, int]] = {}  # endpoint -> engine hash -> router key
+        self._block_size: dict[EndpointId, int] = {}  # endpoint -> block size its last BlockStored described
         self._bit: dict[EndpointId, int] = {}  # endpoint -> bit value (1 << i)
         self._by_bit: dict[int, EndpointId] = {}  # bit index -> endpoint
         self._free_bits: list[int] = []
@@ -86,6 +87,8 @@ class KVIndex:
         for ev in events:
             if type(ev) is BlockStored:
                 n += self._store(emap, bit, ev)
+                if ev.block_size > 0:
+                    self._block_size[endpoint_id] = ev.block_size
             elif type(ev) is BlockRemoved:
                 n += self._remove(emap, bit, ev.block_hashes)
             elif type(ev) is AllBlocksCleared:
@@ -175,6 +178,7 @@ class KVIndex:
     def remove_endpoint(self, endpoint_id: EndpointId) -> bool:
         """Forget everything ``endpoint_id`` holds; False if it was unknown."""
         emap = self._maps.pop(endpoint_id, None)
+        self._block_size.pop(endpoint_id, None)
         if emap is None:
             return False
         bit = self._bit.pop(endpoint_id)
@@ -192,6 +196,11 @@ class KVIndex:
     @property
     def endpoints(self) -> list[EndpointId]:
         return list(self._maps)
+
+    def block_size(self, endpoint_id: EndpointId) -> int | None:
+        """The block size ``endpoint_id``'s ``BlockStored`` events describe (None: none seen yet). Its blocks are keyed
+        in that size, so a prompt matches them only when keyed in it too."""
+        return self._block_size.get(endpoint_id)
 
     # --- lookup ----------------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ counted, skipped). Endpoints can be added and removed while running.
 
 When an endpoint has a replay address (vLLM's ``replay_endpoint``, a ROUTER socket), a gap is repaired before the
 message after it is applied: a DEALER asks ``[b"", first missed seq]``, the publisher answers ``[b"", seq, payload]``
-per buffered message and ``[b"", seq=-1, b""]`` at the end; the missed messages are applied in order (so a block
+(vLLM 0.26; 0.32 puts the topic before ``seq``) per buffered message and ``[b"", seq=-1, b""]`` at the end; the missed messages are applied in order (so a block
 stored then removed in the gap does not linger), those at or past the live message are ignored. Messages no longer
 buffered, or a publisher that does not answer within ``replay_timeout_s``, stay counted as missed.
 """
@@ -287,6 +287,8 @@ class KVEventSubscriber:
                 sub.replay_socket = None
                 break
             frames = await sock.recv_multipart(copy=True)
+            if len(frames) == 4:  # vLLM 0.32 adds the topic: [b"", topic, seq, payload]
+                frames = [frames[0], frames[2], frames[3]]
             if len(frames) != 3 or len(frames[1]) != 8:
                 self._garbage(eid, sub, f"replay message of {len(frames)} frames")
                 continue

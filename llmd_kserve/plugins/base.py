@@ -17,7 +17,7 @@ optional hooks of :class:`Stateful`; the scheduler calls them for every configur
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -49,6 +49,11 @@ class PluginContext:
     clock: Callable[[], float]
     profile: LatencyProfile
     block_size: int = 16
+    """Block size of endpoints whose own is not known (and of ``CycleState.block_keys`` when none is)."""
+    block_size_of: Callable[[EndpointState], int | None] | None = None
+    """An endpoint's KV block size as its engine reports it (the router: ``kvcache.block_sizes``); None, or an
+    answer of None (not known yet): ``block_size``. Unset: the endpoint's metrics (``cache_config_info``), else
+    ``block_size``. Prompts are keyed per endpoint in its size, as its KV events key its blocks."""
     hash_seed: int = 0
     """Seed of the router's block keys (``kvcache.hashing``); must match the KV index's keys."""
     has_kv_events: Callable[[Endpoint], bool] = _every_endpoint
@@ -62,14 +67,20 @@ class CycleState:
     Producers fill the typed fields; anything else goes in ``data`` under the producer's type name.
     """
 
-    __slots__ = ("request", "candidates", "token_ids", "block_keys", "prefix_hits", "inflight", "unscraped",
-                 "prefill_backlog", "data")
+    __slots__ = ("request", "candidates", "token_ids", "block_keys", "block_size", "block_sizes", "keys_by_size",
+                 "prefix_hits", "inflight", "unscraped", "prefill_backlog", "data")
 
     def __init__(self, request: LLMRequest, candidates: Sequence[EndpointState]) -> None:
         self.request = request
         self.candidates: tuple[EndpointState, ...] = tuple(candidates)
         self.token_ids: Sequence[int] = ()
         self.block_keys: Sequence[BlockKey] = ()
+        """Keys of the prompt's full blocks of ``block_size`` tokens (the size of most candidates)."""
+        self.block_size = 0
+        self.block_sizes: Mapping[EndpointId, int] = {}
+        """Each candidate's block size (absent: ``block_size``); its prefix hits count blocks of that size."""
+        self.keys_by_size: Mapping[int, Sequence[BlockKey]] = {}
+        """The prompt's block keys in every size of ``block_sizes`` other than ``block_size``."""
         self.prefix_hits: dict[str, Mapping[EndpointId, int]] = {}
         """Leading blocks each endpoint holds, by source (``"precise"``, ``"approx"``); absent endpoint: 0."""
         self.inflight: Mapping[EndpointId, Load] | None = None
@@ -87,6 +98,26 @@ class CycleState:
     def prompt_tokens(self) -> int:
         return len(self.token_ids)
 
+    def keys_for(self, endpoint_id: EndpointId) -> Sequence[BlockKey]:
+        """The prompt's block keys in ``endpoint_id``'s block size (how its engine's blocks are keyed)."""
+        size = self.block_sizes.get(endpoint_id)
+        if size is None or size == self.block_size:
+            return self.block_keys
+        return self.keys_by_size.get(size, self.block_keys)
+
+    def by_block_size(self, endpoint_ids: Iterable[EndpointId]) -> list[tuple[Sequence[BlockKey], list[EndpointId]]]:
+        """``endpoint_ids`` grouped by block size, each group with the prompt's keys in that size (one group when
+        every endpoint has the same size, the usual case)."""
+        sizes = self.block_sizes
+        if not self.keys_by_size:
+            ids = list(endpoint_ids)
+            return [(self.block_keys, ids)] if ids else []
+        groups: dict[int, list[EndpointId]] = {}
+        for eid in endpoint_ids:
+            groups.setdefault(sizes.get(eid, self.block_size), []).append(eid)
+        return [(self.block_keys if size == self.block_size else self.keys_by_size.get(size, self.block_keys), ids)
+                for size, ids in groups.items()]
+
     def cached_blocks(self, endpoint_id: EndpointId, mode: str | None = None) -> int:
         """Leading blocks of the prompt cached on one endpoint according to ``mode`` (``"precise"``/``"approx"``);
         ``None``: the precise index when it ran, else the approximation, else 0."""
@@ -100,10 +131,11 @@ class CycleState:
 
     def cached_tokens(self, endpoint_id: EndpointId, block_size: int, mode: str | None = None) -> int:
         """Prompt tokens an engine would reuse: whole cached blocks, at least one prompt token left to compute
-        (as vLLM does)."""
+        (as vLLM does). Blocks are of the endpoint's own size when known (``block_sizes``), else ``block_size``."""
         n = len(self.token_ids)
         if n == 0:
             return 0
+        block_size = self.block_sizes.get(endpoint_id, block_size)
         return min(self.cached_blocks(endpoint_id, mode), (n - 1) // block_size) * block_size
 
 

@@ -1,4 +1,5 @@
-"""The router's endpoint pool: parsing URL lists and endpoint files, an immutable snapshot, a file watcher."""
+"""The router's endpoint pool: parsing URL lists and endpoint files, an immutable snapshot, a file watcher, and
+the engines' own KV-event addresses (``GET /kv_event_sources``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import aiohttp
 import yaml
 
 from llmd_kserve.errors import ConfigError
@@ -105,11 +108,17 @@ def load_endpoints_file(path: str | Path) -> tuple[Endpoint, ...]:
 
 
 class EndpointPool:
-    """The current endpoints as one immutable tuple, replaced whole; listeners hear about every change."""
+    """The current endpoints as one immutable tuple, replaced whole; listeners hear about every change.
+
+    KV-event addresses learnt from the engines (:meth:`set_discovered`) fill in those of endpoints configured
+    without one, now and whenever the endpoint list is set again (a reloaded file keeps them).
+    """
 
     def __init__(self, endpoints: Sequence[Endpoint] = ()) -> None:
-        self._snapshot: tuple[Endpoint, ...] = tuple(endpoints)
+        self._configured: tuple[Endpoint, ...] = tuple(endpoints)
+        self._snapshot: tuple[Endpoint, ...] = self._configured
         self._listeners: list[PoolListener] = []
+        self._discovered: dict[EndpointId, tuple[str, str | None]] = {}
 
     @property
     def snapshot(self) -> tuple[Endpoint, ...]:
@@ -118,9 +127,24 @@ class EndpointPool:
     def subscribe(self, listener: PoolListener) -> None:
         self._listeners.append(listener)
 
+    def set_discovered(self, endpoint_id: EndpointId, kv_events: str, kv_replay: str | None) -> bool:
+        """The KV-event publisher (and replay) address an engine reported; returns whether the pool changed."""
+        self._discovered[endpoint_id] = (kv_events, kv_replay)
+        return self.set_endpoints(self._configured)
+
+    def _with_discovered(self, endpoint: Endpoint) -> Endpoint:
+        found = self._discovered.get(endpoint.id) if endpoint.kv_events is None else None
+        if found is None:
+            return endpoint
+        return replace(endpoint, kv_events=found[0], kv_replay=endpoint.kv_replay or found[1])
+
     def set_endpoints(self, endpoints: Sequence[Endpoint]) -> bool:
         """Replace the pool (e.g. from Kubernetes discovery); returns whether anything changed."""
-        new = tuple(endpoints)
+        self._configured = tuple(endpoints)
+        ids = {e.id for e in self._configured}
+        for gone in [eid for eid in self._discovered if eid not in ids]:
+            del self._discovered[gone]  # a new engine at that URL is asked again
+        new = tuple(map(self._with_discovered, self._configured)) if self._discovered else self._configured
         old = self._snapshot
         if new == old:
             return False
@@ -171,6 +195,114 @@ class EndpointsFileWatcher:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="endpoints-file-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+# --- KV-event publishers the engines report (vLLM >= 0.32) ------------------------------------------------------------
+
+_WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", ""})
+
+
+def _reachable(address: str | None, engine_host: str) -> str | None:
+    """A publisher's ZMQ address as the router dials it: a wildcard bind host (``tcp://*:5557``) becomes the
+    engine's host; ``inproc://`` cannot be reached from another process (None)."""
+    if not isinstance(address, str) or not address or address.startswith("inproc://"):
+        return None
+    if not address.startswith("tcp://"):
+        return address  # ipc:// reaches a publisher on the same host
+    hostport = address[len("tcp://"):]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or port == "0":
+        return None
+    if host in _WILDCARD_HOSTS:
+        host = f"[{engine_host}]" if ":" in engine_host else engine_host
+    return f"tcp://{host}:{port}"
+
+
+def kv_sources_of(endpoint_id: str, sources: object) -> tuple[str, str | None] | None:
+    """(publisher, replay) address of data-parallel rank 0 in a ``GET /kv_event_sources`` answer (a map rank ->
+    ``KVEventsConfig``), reachable from the router; None when the engine publishes no KV events."""
+    if not isinstance(sources, Mapping) or not sources:
+        return None
+    ranks = sorted(sources, key=lambda r: int(r) if str(r).isdigit() else 1 << 30)
+    config = sources[ranks[0]]
+    if not isinstance(config, Mapping) or config.get("publisher") != "zmq":
+        return None
+    host = urlsplit(endpoint_id).hostname or "127.0.0.1"
+    events = _reachable(config.get("endpoint"), host)
+    if events is None:
+        return None
+    if len(ranks) > 1:
+        log.warning("%s serves %d data-parallel ranks; the router follows the KV events of rank %s only (list each "
+                    "rank as its own endpoint to route on all of them)", endpoint_id, len(ranks), ranks[0])
+    return events, _reachable(config.get("replay_endpoint"), host)
+
+
+class KVEventSourceDiscovery:
+    """Asks every endpoint configured without a KV-event address for its publisher (``GET /kv_event_sources``,
+    vLLM >= 0.32) while ``wanted()`` (the scheduler routes on the KV-event index), and puts what it reports into the
+    pool. An engine that answers 404 (an older vLLM), publishes no events or answers garbage is said once and not
+    asked again; one that cannot be reached yet is asked again every ``retry_s`` seconds.
+    """
+
+    def __init__(self, pool: EndpointPool, session: Callable[[], aiohttp.ClientSession], wanted: Callable[[], bool],
+                 retry_s: float = 2.0, timeout_s: float = 2.0) -> None:
+        self.pool = pool
+        self._session = session
+        self._wanted = wanted
+        self.retry_s = retry_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._settled: set[EndpointId] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def discover_once(self) -> None:
+        """Ask every endpoint not asked successfully yet, concurrently."""
+        snapshot = self.pool.snapshot
+        self._settled &= {e.id for e in snapshot}
+        todo = [e for e in snapshot if e.kv_events is None and e.id not in self._settled]
+        if todo and self._wanted():
+            await asyncio.gather(*(self._ask(e.id) for e in todo))
+
+    async def _ask(self, eid: EndpointId) -> None:
+        try:
+            async with self._session().get(f"{eid}/kv_event_sources", timeout=self._timeout) as resp:
+                status, raw = resp.status, await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # not up yet: ask again next round
+            log.debug("asking %s for its KV-event sources failed: %s", eid, exc)
+            return
+        try:
+            data = json.loads(raw) if status == 200 else None
+        except ValueError:
+            data = None
+        self._settled.add(eid)
+        if status == 404:
+            log.info("%s has no /kv_event_sources (vLLM before 0.32): add #kv=tcp://host:port to its URL to route on "
+                     "its KV events", eid)
+            return
+        found = kv_sources_of(eid, data) if status == 200 else None
+        if found is None:
+            log.info("%s reports no reachable KV-event publisher (HTTP %s): start vLLM with --kv-events-config "
+                     "(publisher zmq) to route on its KV events", eid, status)
+            return
+        log.info("KV events of %s: %s (replay %s), as the engine reports", eid, found[0], found[1] or "none")
+        self.pool.set_discovered(eid, *found)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.discover_once()
+            except Exception:  # never let one bad answer end discovery
+                log.exception("KV-event source discovery failed")
+            await asyncio.sleep(self.retry_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="kv-event-source-discovery")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -22,7 +23,12 @@ from llmd_kserve.governance.gateway import Gateway
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.router.decisions import DecisionLog
-from llmd_kserve.router.endpoints import EndpointPool, EndpointsFileWatcher, parse_endpoints
+from llmd_kserve.router.endpoints import (
+    EndpointPool,
+    EndpointsFileWatcher,
+    KVEventSourceDiscovery,
+    parse_endpoints,
+)
 from llmd_kserve.router.governance import AuditMode, BearerTokenAuth, Governance, Limits
 from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.router.proxy import Proxy
@@ -32,6 +38,7 @@ from llmd_kserve.router.timeouts import UpstreamTimeouts
 from llmd_kserve.types import Endpoint, EndpointMetrics, EndpointState
 
 if TYPE_CHECKING:
+    from llmd_kserve.kvcache.block_sizes import EngineBlockSizes
     from llmd_kserve.kvcache.index import KVIndex
     from llmd_kserve.kvcache.subscriber import KVEventSubscriber
     from llmd_kserve.metrics.scraper import MetricsScraper
@@ -59,11 +66,13 @@ class RouterSettings:
     scrape_max_rate: float | None = 400.0
     """At most this many /metrics polls per second over all active endpoints (their interval stretches)."""
     tokenizer: str | None = None
-    """``None``/``"sim"``: local SimTokenizer; ``"render"``: the engines' ``/render`` endpoints; else tokenizer.json."""
+    """``None``/``"sim"``: local SimTokenizer; ``"render"``: the engines' ``/render`` endpoints (else their
+    ``/tokenize``); else a model directory or its ``tokenizer.json`` (the model's own ids and chat template)."""
     seed: int = 0
     profile: str = DEFAULT_PROFILE
     """Latency profile the predicted-TTFT scorer uses."""
-    block_size: int = BLOCK_SIZE
+    block_size: int | None = None
+    """KV block size of every endpoint; None: each engine's own (its KV events', else its ``cache_config_info``)."""
     kv_index_max_keys: int = 4_000_000
     max_attempts: int = 3
     """Upstream attempts per request (1 + retries on other endpoints when an upstream fails before the first byte)."""
@@ -209,6 +218,9 @@ class RouterState:
     """The router's local tokenizer (None: the engines render), for the prompt-token limit."""
     outliers: OutlierEjector = field(default_factory=OutlierEjector)
     reloader: ConfigReloader | None = None
+    block_sizes: EngineBlockSizes | None = None
+    """Each endpoint's KV block size as the scheduler keys its prompts (``describe`` for a debug page)."""
+    kv_discovery: KVEventSourceDiscovery | None = None
     _watcher: EndpointsFileWatcher | None = None
     _warned_blind: frozenset[str] = frozenset()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -222,17 +234,21 @@ class RouterState:
         does not proxy through ``self.proxy`` (the EPP) passes False and keeps fixed-rate polling."""
         from llmd_kserve.config.build import build_scheduler
         from llmd_kserve.config.loader import shipped_configs
+        from llmd_kserve.kvcache.block_sizes import EngineBlockSizes
         from llmd_kserve.kvcache.index import KVIndex
         from llmd_kserve.kvcache.subscriber import KVEventSubscriber
         from llmd_kserve.latency import load_profile
         from llmd_kserve.plugins.base import PluginContext
-        from llmd_kserve.tokenizer import HFTokenizer, load_tokenizer
+        from llmd_kserve.tokenizer import load_tokenizer
+        from llmd_kserve.tokenizer_hf import HFTokenizer
 
         s = settings or RouterSettings()
         index = KVIndex(max_keys=s.kv_index_max_keys)
+        block_sizes = EngineBlockSizes(s.block_size, index)
         ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
                             rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
-                            block_size=s.block_size, has_kv_events=_streams_kv_events)
+                            block_size=s.block_size or BLOCK_SIZE, block_size_of=block_sizes,
+                            has_kv_events=_streams_kv_events)
         scheduler = ReloadableScheduler(build_scheduler(s.config, ctx))
         metrics = RouterMetrics()
         watch = None if str(s.config) in shipped_configs() or not Path(s.config).is_file() else s.config
@@ -246,7 +262,7 @@ class RouterState:
                    subscriber=KVEventSubscriber(index), endpoints_file=Path(endpoints_file) if endpoints_file else None,
                    decisions=DecisionLog(s.decisions_size),
                    outliers=OutlierEjector(EjectionPolicy(base_ejection_s=s.eject_s)),
-                   models=tuple(s.served_models))
+                   models=tuple(s.served_models), block_sizes=block_sizes)
         state.gateway = gateway_of(s, metrics.registry, lambda: len(state.pool.snapshot))
         state.gateway.detokenize = state.tokenizer.decode if isinstance(state.tokenizer, HFTokenizer) else None
         state.governance = governance_of(s, state.gateway)
@@ -268,11 +284,15 @@ class RouterState:
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         return self.pool.set_endpoints(eps)
 
+    def routes_on_kv_events(self) -> bool:
+        """Whether the scheduler (as configured now) routes on the KV-event index (precise prefix)."""
+        producers = getattr(self.scheduler, "producers", ())
+        return any(getattr(p, "type", None) == "precise-prefix-producer" for p in producers)
+
     def kv_blind_endpoints(self) -> list[str]:
         """Endpoints without a KV-event stream while the scheduler routes on the KV-event index (precise prefix);
         the precise producer estimates their prefixes router-side instead (``fallbackToApprox``)."""
-        producers = getattr(self.scheduler, "producers", ())
-        if not any(getattr(p, "type", None) == "precise-prefix-producer" for p in producers):
+        if not self.routes_on_kv_events():
             return []
         return [e.id for e in self.pool.snapshot if not _streams_kv_events(e)]
 
@@ -313,6 +333,8 @@ class RouterState:
         new_ids = {e.id for e in new}
         for e in old:
             if e.id not in new_ids:
+                if self.block_sizes is not None:
+                    self.block_sizes.forget(e.id)
                 self.scheduler.remove_endpoint(e.id)
                 self.outliers.forget(e.id)
                 if self.index is not None:
@@ -375,6 +397,11 @@ class RouterState:
                 res = part.start()
                 if inspect.isawaitable(res):
                     await res
+        self.kv_discovery = KVEventSourceDiscovery(self.pool, self._live_session, self.routes_on_kv_events)
+        with contextlib.suppress(TimeoutError):  # engines up now: subscribed from the start, not warned about
+            async with asyncio.timeout(1.0):
+                await self.kv_discovery.discover_once()
+        self.kv_discovery.start()
         self.pool.subscribe(self._on_pool_change)
         self._on_pool_change((), self.pool.snapshot)
         if self._watcher is not None:
@@ -388,6 +415,8 @@ class RouterState:
     async def stop(self) -> None:
         if self._watcher is not None:
             await self._watcher.stop()
+        if self.kv_discovery is not None:
+            await self.kv_discovery.stop()
         if self.reloader is not None:
             await self.reloader.stop()
         for task in list(self._tasks):

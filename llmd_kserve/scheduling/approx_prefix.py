@@ -18,7 +18,8 @@ class ApproxPrefixProducer:
     like llm-d's estimated prefix-cache scorer. Matches go to ``state.prefix_hits["approx"]``.
 
     Lookup walks the prompt's keys once over a global ``key -> endpoints`` map, so it costs O(matched depth),
-    not O(endpoints x blocks). Blocks are recorded when a request is scheduled (on the prefill endpoint too).
+    not O(endpoints x blocks). Blocks are recorded when a request is scheduled (on the prefill endpoint too), in
+    the endpoint's own block size, so that the LRU counts its blocks as its KV cache does.
     """
 
     type: ClassVar[str] = "approx-prefix-producer"
@@ -42,10 +43,16 @@ class ApproxPrefixProducer:
 
     def produce(self, state: CycleState) -> None:
         self.update_capacity(state.candidates)
-        keys = state.block_keys
-        if self._max and len(keys) > self._max:
-            keys = keys[: self._max]
-        state.prefix_hits["approx"] = self.match(keys, [c.endpoint.id for c in state.candidates])
+        state.prefix_hits["approx"] = self.match_state(state, [c.endpoint.id for c in state.candidates])
+
+    def match_state(self, state: CycleState, endpoints: Sequence[EndpointId]) -> dict[EndpointId, int]:
+        """:meth:`match` of the prompt in each endpoint's block size (``maxPrefixBlocksToMatch`` applied)."""
+        hits: dict[EndpointId, int] = {}
+        for keys, ids in state.by_block_size(endpoints):
+            if self._max and len(keys) > self._max:
+                keys = keys[: self._max]
+            hits.update(self.match(keys, ids))
+        return hits
 
     def update_capacity(self, candidates: Sequence[EndpointState]) -> None:
         """Each endpoint's LRU holds as many blocks as its KV cache (``num_gpu_blocks``), else the default."""
@@ -78,9 +85,9 @@ class ApproxPrefixProducer:
         return hits
 
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
-        self.record(decision.target, state.block_keys)
+        self.record(decision.target, state.keys_for(decision.target))
         if decision.prefill is not None:
-            self.record(decision.prefill, state.block_keys)
+            self.record(decision.prefill, state.keys_for(decision.prefill))
 
     def record(self, endpoint_id: EndpointId, keys: Sequence[BlockKey]) -> None:
         """Note that ``endpoint_id`` now caches ``keys`` (most recently used), evicting its oldest blocks."""

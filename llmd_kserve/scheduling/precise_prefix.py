@@ -24,7 +24,8 @@ class PrecisePrefixProducer:
     precise routing degrades per endpoint to approximate routing rather than to load balancing.
 
     Without an index (``ctx.index is None``) every endpoint matches 0 blocks. The index's key seed must equal
-    ``ctx.hash_seed`` (checked) and ``ctx.block_size`` the engines' block size.
+    ``ctx.hash_seed`` (checked). The index keys an endpoint's blocks in the block size of its KV events, so the
+    prompt is matched in each endpoint's own size (``state.by_block_size``).
     """
 
     type: ClassVar[str] = "precise-prefix-producer"
@@ -60,25 +61,28 @@ class PrecisePrefixProducer:
                 max_prefix_blocks_to_match=params.max_prefix_blocks_to_match), ctx)
 
     def produce(self, state: CycleState) -> None:
-        keys = state.block_keys
-        if self._index is None or not keys:
+        if self._index is None or not state.block_keys:
             state.prefix_hits["precise"] = {}
             return
-        if self._max and len(keys) > self._max:
-            keys = keys[: self._max]
-        streamed: list[EndpointState] = []
+        streamed: list[EndpointId] = []
         blind: list[EndpointState] = []
         for c in state.candidates:
-            (streamed if self._fallback is None or self._has_kv_events(c.endpoint) else blind).append(c)
-        hits = self._index.match(keys, [c.endpoint.id for c in streamed]) if streamed else {}
-        out = {ep: n for ep, n in hits.items() if n > 0}
-        if self._speculative is not None and streamed:
-            for ep, n in self._speculative.match(keys, [c.endpoint.id for c in streamed]).items():
-                if n > out.get(ep, 0):
-                    out[ep] = n
+            if self._fallback is None or self._has_kv_events(c.endpoint):
+                streamed.append(c.endpoint.id)
+            else:
+                blind.append(c)
+        out: dict[EndpointId, int] = {}
+        for keys, ids in state.by_block_size(streamed):  # each endpoint's blocks are keyed in its own block size
+            if self._max and len(keys) > self._max:
+                keys = keys[: self._max]
+            out.update((ep, n) for ep, n in self._index.match(keys, ids).items() if n > 0)
+            if self._speculative is not None:
+                for ep, n in self._speculative.match(keys, ids).items():
+                    if n > out.get(ep, 0):
+                        out[ep] = n
         if blind and self._fallback is not None:
             self._fallback.update_capacity(blind)
-            out.update(self._fallback.match(keys, [c.endpoint.id for c in blind]))
+            out.update(self._fallback.match_state(state, [c.endpoint.id for c in blind]))
         state.prefix_hits["precise"] = out
 
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
@@ -87,13 +91,13 @@ class PrecisePrefixProducer:
         if self._speculative is not None:
             for target in (decision.target, decision.prefill):
                 if target is not None:
-                    self._speculative.record(target, state.block_keys)
+                    self._speculative.record(target, state.keys_for(target))
         if self._fallback is None:
             return
         blind = {c.endpoint.id for c in state.candidates if not self._has_kv_events(c.endpoint)}
         for target in (decision.target, decision.prefill):
             if target is not None and target in blind:
-                self._fallback.record(target, state.block_keys)
+                self._fallback.record(target, state.keys_for(target))
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
         if self._speculative is not None:

@@ -51,8 +51,9 @@ class PrefixAffinityFilter:
         if n_blocks == 0 or len(endpoints) < 2:
             return endpoints
         hits = state.prefix_hits.get(p.mode) or {}
-        need = p.threshold * n_blocks
-        sticky = [e for e in endpoints if hits.get(e.endpoint.id, 0) >= need and hits.get(e.endpoint.id, 0) > 0]
+        threshold = p.threshold  # of the prompt's blocks in each endpoint's own block size
+        sticky = [e for e in endpoints
+                  if (h := hits.get(e.endpoint.id, 0)) > 0 and h >= threshold * len(state.keys_for(e.endpoint.id))]
         if not sticky or len(sticky) == len(endpoints):
             return endpoints
         sticky_ids = {e.endpoint.id for e in sticky}

@@ -10,8 +10,8 @@ from llmd_kserve.types import EndpointState
 
 
 class PrefixCacheScorer:
-    """Score = leading prompt blocks the endpoint holds / the prompt's full blocks (0 for a prompt shorter than a
-    block). ``mode: approx`` (llm-d's estimated prefix cache, the default of ``prefix-cache-scorer``) reads the
+    """Score = leading prompt blocks the endpoint holds / the prompt's full blocks, both in the endpoint's block
+    size (0 for a prompt shorter than a block). ``mode: approx`` (llm-d's estimated prefix cache, the default of ``prefix-cache-scorer``) reads the
     router-side LRU; ``mode: precise`` reads the KV-event index (the default of ``precise-prefix-cache-scorer``)."""
 
     type: ClassVar[str] = "prefix-cache-scorer"
@@ -26,11 +26,17 @@ class PrefixCacheScorer:
         self.requires = ("tokenize-producer", f"{params.mode}-prefix-producer")
 
     def score(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Scores:
-        n = len(state.block_keys)
         hits = state.prefix_hits.get(self.mode) or {}
-        if n == 0 or not hits:
+        if not state.block_keys or not hits:
             return {e.endpoint.id: 0.0 for e in endpoints}
-        return {e.endpoint.id: min(1.0, hits.get(e.endpoint.id, 0) / n) for e in endpoints}
+        if not state.keys_by_size:  # one block size for all
+            n = len(state.block_keys)
+            return {e.endpoint.id: min(1.0, hits.get(e.endpoint.id, 0) / n) for e in endpoints}
+        out: Scores = {}
+        for e in endpoints:  # hits count blocks of each endpoint's own size
+            n = len(state.keys_for(e.endpoint.id))
+            out[e.endpoint.id] = min(1.0, hits.get(e.endpoint.id, 0) / n) if n else 0.0
+        return out
 
 
 class PrecisePrefixCacheScorer(PrefixCacheScorer):

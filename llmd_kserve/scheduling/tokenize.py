@@ -43,10 +43,16 @@ class _CachedIds(Sequence[int]):
         return iter(self._get())
 
 
+_Entry = tuple[int, dict[int, tuple[BlockKey, ...]]]
+"""A cached prompt text: its token count and its block keys by block size."""
+
+
 class TokenizeProducer:
     """Token ids from ``request.token_ids`` when the router already has them (client sent ids, or the router
     rendered the prompt with the engine's ``/render``), else from the local tokenizer (chat bodies through the
-    tokenizer's chat template); then the router's chained block keys of every full block.
+    tokenizer's chat template, encoded as the engine encodes a rendered chat: without adding special tokens); then
+    the router's chained block keys of every full block, in each candidate's block size (``ctx.block_size_of``):
+    ``state.block_keys`` in the size of most candidates, ``state.keys_by_size`` in the others.
 
     Recent prompt texts seen more than once (an LRU of ``cacheSize`` entries) keep their token count and block keys,
     not their ids (an 8k-token prompt's ids as Python ints are ~330 kB, its keys ~20 kB): a repeated text costs one
@@ -67,32 +73,82 @@ class TokenizeProducer:
         self.name = name
         self._tokenizer = ctx.tokenizer
         self._block_size = ctx.block_size
+        self._size_of = ctx.block_size_of
         self._seed = ctx.hash_seed
         self._cache_size = params.cache_size
-        self._cache: OrderedDict[str, tuple[int, tuple[BlockKey, ...]]] = OrderedDict()
-        self._seen: OrderedDict[int, None] = OrderedDict()  # hash(text) of texts seen once (a collision only admits)
+        self._cache: OrderedDict[tuple[bool, str], _Entry] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()  # hash of (special, text) seen once (a collision admits)
 
     def produce(self, state: CycleState) -> None:
-        source = self._source(state.request)
+        sizes = self._sizes(state)
+        main = state.block_size
+        source, special = self._source(state.request)
         if not isinstance(source, str):
             state.token_ids = source
-            state.block_keys = block_keys(source, self._block_size, self._seed)
+            state.block_keys = block_keys(source, main, self._seed)
+            self._other_sizes(state, sizes, source, None)
             return
+        key = (special, source)
         cache = self._cache
-        hit = cache.get(source)
+        hit = cache.get(key)
         if hit is not None:
-            cache.move_to_end(source)
-            state.token_ids = _CachedIds(hit[0], self._tokenizer.encode, source)
-            state.block_keys = hit[1]
+            cache.move_to_end(key)
+            ids: Sequence[int] = _CachedIds(hit[0], self._encoder(special), source)
+            by_size = hit[1]
+            if main not in by_size:
+                by_size[main] = tuple(block_keys(ids, main, self._seed))
+            state.token_ids, state.block_keys = ids, by_size[main]
+            self._other_sizes(state, sizes, ids, by_size)
             return
-        ids = self._tokenizer.encode(source)  # read-only from here on (the tokenizer may share the list)
-        keys = tuple(block_keys(ids, self._block_size, self._seed))
+        ids = self._tokenizer.encode(source, add_special_tokens=special)  # read-only from here on (may be shared)
+        keys = tuple(block_keys(ids, main, self._seed))
         state.token_ids, state.block_keys = ids, keys
+        by_size = {main: keys}
+        self._other_sizes(state, sizes, ids, by_size)
         if self._cache_size:
-            self._admit(source, (len(ids), keys))
+            self._admit(key, (len(ids), by_size))
 
-    def _admit(self, text: str, entry: tuple[int, tuple[BlockKey, ...]]) -> None:
-        seen, h = self._seen, hash(text)  # str caches its hash: the lookup above computed it
+    def _sizes(self, state: CycleState) -> set[int]:
+        """Fill ``state.block_sizes`` and ``state.block_size`` (the most common); return the distinct sizes."""
+        size_of, default = self._size_of, self._block_size
+        if size_of is None:
+            sizes = {c.endpoint.id: c.metrics.block_size or default for c in state.candidates}
+        else:
+            sizes = {c.endpoint.id: size_of(c) or default for c in state.candidates}
+        distinct = set(sizes.values())
+        if len(distinct) <= 1:
+            state.block_size = next(iter(distinct), default)
+        else:
+            counts: dict[int, int] = {}
+            for v in sizes.values():
+                counts[v] = counts.get(v, 0) + 1
+            state.block_size = max(sorted(counts), key=counts.__getitem__)
+        state.block_sizes = sizes
+        return distinct
+
+    def _other_sizes(self, state: CycleState, sizes: set[int], ids: Sequence[int],
+                     by_size: dict[int, tuple[BlockKey, ...]] | None) -> None:
+        """``state.keys_by_size`` for the candidates whose block size is not ``state.block_size``."""
+        if len(sizes) <= 1:
+            return
+        out: dict[int, Sequence[BlockKey]] = {}
+        for size in sizes:
+            if size == state.block_size:
+                continue
+            keys = by_size.get(size) if by_size is not None else None
+            if keys is None:
+                keys = tuple(block_keys(ids, size, self._seed))
+                if by_size is not None:
+                    by_size[size] = keys
+            out[size] = keys
+        state.keys_by_size = out
+
+    def _encoder(self, special: bool) -> Callable[[str], Sequence[int]]:
+        tok = self._tokenizer
+        return lambda text: tok.encode(text, add_special_tokens=special)
+
+    def _admit(self, key: tuple[bool, str], entry: _Entry) -> None:
+        seen, h = self._seen, hash(key)  # str caches its hash: the tuple's costs one more step
         if h not in seen:
             seen[h] = None
             if len(seen) > self._cache_size:
@@ -100,29 +156,40 @@ class TokenizeProducer:
             return
         del seen[h]
         cache = self._cache
-        cache[text] = entry
+        cache[key] = entry
         if len(cache) > self._cache_size:
             cache.popitem(last=False)
 
-    def _source(self, request: LLMRequest) -> str | Sequence[int]:
-        """The prompt's token ids when the request carries them, else the text to tokenize."""
-        if request.token_ids is not None:
-            return request.token_ids
+    def _source(self, request: LLMRequest) -> tuple[str | Sequence[int], bool]:
+        """The prompt's token ids when the request carries them, else the text to tokenize; and whether the
+        tokenizer adds its special tokens (BOS), as vLLM does: for a completion prompt yes, for a chat rendered by
+        its template no (the template writes them), unless the body's ``add_special_tokens`` says otherwise."""
         body = request.body
+        flag = body.get("add_special_tokens")
+        if request.token_ids is not None:
+            return request.token_ids, False
         if request.kind == "chat":
             messages = body.get("messages")
             if not isinstance(messages, Sequence) or isinstance(messages, str):
                 raise InvalidRequestError("'messages' must be a list of messages", param="messages")
-            return self._tokenizer.apply_chat_template(messages)
+            kwargs = body.get("chat_template_kwargs")
+            variables = {str(k): v for k, v in kwargs.items() if k not in ("messages", "add_generation_prompt")
+                         } if isinstance(kwargs, Mapping) else {}
+            if body.get("tools") is not None:
+                variables["tools"] = body["tools"]
+            add_generation = body.get("add_generation_prompt", True) is not False
+            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation, **variables)
+            return text, flag is True
+        special = flag is not False
         prompt = body.get("prompt", "")
         if isinstance(prompt, str):
-            return prompt
+            return prompt, special
         if isinstance(prompt, Sequence) and prompt:
             first = prompt[0]
             if isinstance(first, int):  # a prompt given as token ids
-                return tuple(prompt)
+                return tuple(prompt), False
             if isinstance(first, str):  # a batch of prompts: route by the first one
-                return first
+                return first, special
             if isinstance(first, Sequence) and not isinstance(first, (str, Mapping)):
-                return tuple(first)
-        return ()
+                return tuple(first), False
+        return (), False

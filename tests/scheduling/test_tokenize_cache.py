@@ -25,9 +25,9 @@ class _CountingTokenizer(SimTokenizer):
     def __init__(self) -> None:
         self.calls = 0
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         self.calls += 1
-        return super().encode(text)
+        return super().encode(text, add_special_tokens)
 
 
 def test_a_repeated_text_gets_the_same_ids_and_keys_from_the_cache():
@@ -67,10 +67,10 @@ def test_the_cache_is_bounded_and_can_be_off():
     producer = TokenizeProducer("t", TokenizeProducer.Params(cache_size=2), ctx)
     for text in ("a b c", "a b c", "d e f", "d e f", "g h i", "g h i", "a b c", "g h i"):
         _state(producer, {"prompt": text})
-    assert tok.calls == 7 and list(producer._cache) == ["d e f", "g h i"]  # "a b c" was evicted by the third
+    assert tok.calls == 7 and [t for _, t in producer._cache] == ["d e f", "g h i"]  # "a b c" was evicted by the third
     for text in ("x", "y", "z", "x"):  # seen once each: "x" was forgotten (two remembered), so not admitted
         _state(producer, {"prompt": text})
-    assert list(producer._cache) == ["d e f", "g h i"] and tok.calls == 11
+    assert [t for _, t in producer._cache] == ["d e f", "g h i"] and tok.calls == 11
     off = TokenizeProducer("t", TokenizeProducer.Params(cache_size=0), ctx)
     for _ in range(3):
         _state(off, {"prompt": "x y"})
