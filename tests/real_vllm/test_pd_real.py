@@ -232,7 +232,7 @@ def prompt(tag: str) -> str:
     return f"[{tag}] " + " ".join(f"def function_{i}(value): return value * {i} + {tag!r}" for i in range(60))
 
 
-def test_handshake_by_hand_moves_the_prompts_kv(pd_stack: PDStack):
+def test_handshake_by_hand_moves_the_prompts_kv(pd_stack: PDStack) -> None:
     s = pd_stack
     body = {"model": s.model, "prompt": prompt("by-hand"), "max_tokens": 8, "temperature": 0}
     before = samples(s.decode.url, SOURCE)
@@ -256,7 +256,7 @@ def test_handshake_by_hand_moves_the_prompts_kv(pd_stack: PDStack):
     assert decoded["choices"][0]["text"] == json.loads(raw)["choices"][0]["text"]
 
 
-def test_through_the_router_the_decode_replica_gets_the_kv(pd_stack: PDStack):
+def test_through_the_router_the_decode_replica_gets_the_kv(pd_stack: PDStack) -> None:
     s = pd_stack
     before = samples(s.decode.url, SOURCE)
     raw, headers = post(s.router.url + "/v1/completions",
