@@ -19,7 +19,8 @@ class DisaggMetrics:
     * ``pd_prefill_seconds``: the prefill hop as the router saw it (send to answer), successful hops.
     * ``pd_kv_transfer_predicted_seconds``: the latency model's transfer time for the tokens the decode endpoint
       lacks (the engines report the measured one as ``vllm:nixl_xfer_time_seconds``).
-    * ``pd_kv_transfer_tokens_total``: prompt tokens handed from prefill to decode.
+    * ``pd_kv_transfer_tokens_total``: prompt tokens handed from prefill to decode: the prefill engine's count
+      (``remote_num_tokens``, else its ``usage.prompt_tokens``) less what the decode endpoint is predicted to hold.
     * ``pd_fallbacks_total{reason}``: prefill hops that failed (``connect``, ``timeout``, ``http_<status>``,
       ``no_kv_params``), after which the decode endpoint prefilled locally.
     * ``pd_client_params_stripped_total``: client bodies that carried ``kv_transfer_params`` (dropped).

@@ -12,6 +12,11 @@ once per hop, at send time. Per attempt, after scheduling:
 * the prefill hop fails (connect error, timeout, HTTP error, an answer without a KV handle): ``prefill_hop`` returns
   None, counted by reason, and the decode endpoint gets the body without ``kv_transfer_params`` (local prefill).
 
+``handoff`` says how the engines' KV connector hands KV over (:data:`HANDOFFS`): ``params`` (NixlConnector and
+its kind: the prefill answer names its blocks, an answer without ``kv_transfer_params`` is a failed hop) or
+``storage`` (ExampleConnector, LMCache with a shared backend: the connector stores the prompt's KV where the decode
+engine looks it up by the prompt, the answer carries no ``kv_transfer_params`` and the decode body is the original).
+
 When the prefill hop ends the proxy releases the prefill endpoint's in-flight charge at once
 (``Scheduler.on_prefill_complete``), so that the prefill pool's load reflects queued prefills, not decodes.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -39,6 +44,9 @@ from llmd_kserve.types import LLMRequest
 
 log = logging.getLogger(__name__)
 
+Handoff = Literal["params", "storage"]
+HANDOFFS: tuple[Handoff, ...] = ("params", "storage")
+
 
 class PrefillFailed(Exception):
     """The prefill hop did not produce a KV handle; ``reason`` labels the fallback metric."""
@@ -51,12 +59,16 @@ class PrefillFailed(Exception):
 class PDOrchestrator:
     """Runs prefill hops over the router's upstream session (``session()`` returns it).
 
-    ``kv_transfer_time(tokens)`` (the latency profile's) feeds ``llmd_router_pd_kv_transfer_predicted_seconds``.
+    ``kv_transfer_time(tokens)`` (the latency profile's) feeds ``llmd_router_pd_kv_transfer_predicted_seconds``;
+    ``handoff`` is the connector's kind (see the module docstring).
     """
 
     def __init__(self, session: Callable[[], aiohttp.ClientSession], metrics: DisaggMetrics, *,
                  prefill_timeout_s: float = 30.0, kv_transfer_time: Callable[[int], float] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, handoff: Handoff = "params") -> None:
+        if handoff not in HANDOFFS:
+            raise ValueError(f"unknown KV handoff {handoff!r}; known: {', '.join(HANDOFFS)}")
+        self.handoff: Handoff = handoff
         self._session = session
         self.metrics = metrics
         self._local = metrics.requests.labels("local")  # resolved once: counted on every local request
@@ -89,7 +101,8 @@ class PDOrchestrator:
                         result.prefill, exc, result.target)
             return None
         self.metrics.prefill_seconds.observe(self._clock() - t0)
-        moved = max(0, int(result.prompt_tokens) - int(result.predicted_cached_tokens))
+        prompt = answer.transferred_tokens  # the engine's own count; the router's tokenizer may differ
+        moved = max(0, int(prompt if prompt is not None else result.prompt_tokens) - int(result.predicted_cached_tokens))
         self.metrics.kv_transfer_tokens.inc(moved)
         if self._kv_transfer_time is not None:
             self.metrics.kv_transfer_predicted.observe(self._kv_transfer_time(moved))
@@ -110,6 +123,6 @@ class PDOrchestrator:
         except (aiohttp.ClientError, OSError) as exc:
             raise PrefillFailed("disconnected", str(exc)) from exc
         try:
-            return parse_prefill_answer(raw)
+            return parse_prefill_answer(raw, handle_required=self.handoff == "params")
         except PrefillAnswerError as exc:
             raise PrefillFailed("no_kv_params", str(exc)) from exc

@@ -8,6 +8,10 @@ The three steps, field for field (``shared/DESIGN.md``, "Protocols to honour exa
                            remote_engine_id, remote_request_id, remote_host, remote_port, tp_size}
     3. router -> decode    the original request with the prefill's kv_transfer_params verbatim, same x-request-id
 
+Connectors that share KV through storage keyed by the prompt (vLLM's ``ExampleConnector``, LMCache with a shared
+backend) answer step 2 without ``kv_transfer_params``: the decode engine finds the KV by the prompt itself. With
+``handle_required=False`` such an answer parses to ``params=None`` and step 3 is the original request unchanged.
+
 A client never gets to choose where KV comes from: :func:`strip_client_params` drops any ``kv_transfer_params`` a
 client put in its body before either hop (the router writes the field itself, from the prefill answer only).
 """
@@ -72,10 +76,12 @@ def prefill_body(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def decode_body(body: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """Step 3: the original request (client ``kv_transfer_params`` dropped) carrying the prefill's ``params``."""
+def decode_body(body: Mapping[str, Any], params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Step 3: the original request (client ``kv_transfer_params`` dropped) carrying the prefill's ``params``
+    (none when the prefill answered without: a storage connector)."""
     out = strip_client_params(body)
-    out[KV_TRANSFER_PARAMS] = params
+    if params is not None:
+        out[KV_TRANSFER_PARAMS] = params
     return out
 
 
@@ -83,27 +89,49 @@ def decode_body(body: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str,
 class PrefillAnswer:
     """What the router keeps of a prefill engine's answer."""
 
-    params: dict[str, Any]
-    """Its ``kv_transfer_params``, as sent (key order and extra keys kept), for step 3."""
+    params: dict[str, Any] | None
+    """Its ``kv_transfer_params``, as sent (key order and extra keys kept), for step 3; None when it sent none
+    and none was required (a storage connector)."""
     prompt_tokens: int = 0
+    """The prefill engine's prompt token count (``usage.prompt_tokens``; 0 when it reported none)."""
     cached_tokens: int | None = None
     """Prompt tokens the prefill engine found in its own prefix cache (``usage.prompt_tokens_details``)."""
 
+    @property
+    def transferred_tokens(self) -> int | None:
+        """Prompt tokens the prefill engine holds for the decode engine: NixlConnector's ``remote_num_tokens``,
+        else ``prompt_tokens``; None when the answer says neither."""
+        remote = (self.params or {}).get("remote_num_tokens")
+        if isinstance(remote, int) and not isinstance(remote, bool) and remote >= 0:
+            return remote
+        return self.prompt_tokens or None
 
-def parse_prefill_answer(raw: bytes) -> PrefillAnswer:
+
+def parse_prefill_answer(raw: bytes, *, handle_required: bool = True) -> PrefillAnswer:
     """Step 2: a prefill engine's JSON answer; raises :class:`PrefillAnswerError` unless its
-    ``kv_transfer_params`` say ``do_remote_prefill: true`` and name the remote request."""
+    ``kv_transfer_params`` say ``do_remote_prefill: true`` and name the remote request. With
+    ``handle_required=False`` an answer without ``kv_transfer_params`` (absent or null) is accepted as well."""
     try:
         answer = _decode(raw)
     except msgspec.DecodeError as exc:
         raise PrefillAnswerError(f"prefill answer is not JSON: {exc}") from None
-    params = answer.get(KV_TRANSFER_PARAMS) if isinstance(answer, dict) else None
+    if not isinstance(answer, dict):
+        raise PrefillAnswerError("prefill answer is not a JSON object")
+    params = answer.get(KV_TRANSFER_PARAMS)
+    if params is None and not handle_required:
+        return _with_usage(None, answer)
     if not isinstance(params, dict):
         raise PrefillAnswerError("prefill answer has no kv_transfer_params (is a KV connector configured?)")
     if params.get("do_remote_prefill") is not True or params.get("remote_request_id") is None:
         raise PrefillAnswerError(f"prefill answer's kv_transfer_params are not a remote-prefill handle: {params}")
-    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-    details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
+    return _with_usage(params, answer)
+
+
+def _with_usage(params: dict[str, Any] | None, answer: dict[str, Any]) -> PrefillAnswer:
+    usage = answer.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
     cached = details.get("cached_tokens")
     prompt = usage.get("prompt_tokens")
     return PrefillAnswer(params, prompt if isinstance(prompt, int) else 0, cached if isinstance(cached, int) else None)

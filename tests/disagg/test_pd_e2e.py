@@ -11,9 +11,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from recorder import Recorder, recording
 
+from llmd_kserve.disagg.metrics import DisaggMetrics
+from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PREFILL_REQUEST_PARAMS, REMOTE_PREFILL_KEYS
 from llmd_kserve.engine_sim.server import SimEngine, running_engine
 from llmd_kserve.router.app import RunningRouter, running_router
@@ -226,3 +229,26 @@ async def test_client_cannot_point_the_router_or_the_engine_elsewhere(config):
             assert await metric(pd.session, pd.router.url, "llmd_router_pd_client_params_stripped_total") == 1
             assert await metric(pd.session, pd.decode.url, "vllm:nixl_num_failed_transfers_total") == 0
         assert hits == []
+
+
+async def test_storage_handoff_takes_a_prefill_answer_without_params_as_a_handoff():
+    """A storage connector (vLLM's ExampleConnector, LMCache) answers without kv_transfer_params: with
+    ``handoff="storage"`` that is a successful hop, and the decode engine gets the original request."""
+    path, body = client_body("completion")
+    async with pd_cluster("pd-always", prefill_opts={"kv_connector": False}) as pd:
+        pd.router.state.proxy.pd.handoff = "storage"
+        _, text, usage = await stream(pd, body, path)
+        assert text and usage["completion_tokens"] == 8
+        (p,) = pd.rec_p.generations()
+        (d,) = pd.rec_d.generations()
+        assert p.answer.get("kv_transfer_params") is None and p.body["max_tokens"] == 1
+        assert d.body == body  # no kv_transfer_params
+        r = pd.router.url
+        assert await metric(pd.session, r, "llmd_router_pd_fallbacks_total") == 0
+        assert await metric(pd.session, r, "llmd_router_pd_prefill_seconds_count") == 1
+        assert await metric(pd.session, r, "llmd_router_pd_kv_transfer_tokens_total") == p.answer["usage"]["prompt_tokens"]
+
+
+def test_an_unknown_handoff_is_refused():
+    with pytest.raises(ValueError, match="unknown KV handoff 'nixl'"):
+        PDOrchestrator(lambda: None, DisaggMetrics(CollectorRegistry()), handoff="nixl")  # type: ignore[arg-type]

@@ -64,3 +64,37 @@ def test_parse_prefill_answer_keeps_params_verbatim():
 def test_answer_without_a_kv_handle_is_an_error(raw):
     with pytest.raises(PrefillAnswerError):
         parse_prefill_answer(raw)
+
+
+# vLLM 0.32's NixlConnector answer on CPU, as measured (docs/pd-on-cpu.md): more keys than 0.26, blocks per group.
+NIXL_032 = {"do_remote_prefill": True, "do_remote_decode": False, "remote_block_ids": [[1, 2, 3]],
+            "remote_engine_id": "b129", "remote_request_id": "cmpl-hs-a-0-bebe2cd9", "remote_host": "127.0.0.1",
+            "remote_port": 18410, "tp_size": 1, "dcp_size": 1, "pp_size": 1, "remote_num_tokens": 937,
+            "remote_blocks_expiry_time": None, "transfer_mode": "pull", "remote_prefill_cached_tokens": 0}
+
+
+def test_a_vllm_032_nixl_answer_is_forwarded_whole_and_its_token_count_read():
+    raw = msgspec.json.encode({"kv_transfer_params": NIXL_032, "usage": {"prompt_tokens": 940}})
+    ans = parse_prefill_answer(raw)
+    assert ans.params == NIXL_032 and decode_body({"prompt": "p"}, ans.params)["kv_transfer_params"] == NIXL_032
+    assert ans.transferred_tokens == 937  # remote_num_tokens wins over usage
+    assert parse_prefill_answer(msgspec.json.encode({"kv_transfer_params": ANSWER, "usage": {"prompt_tokens": 50}})
+                                ).transferred_tokens == 50
+    assert parse_prefill_answer(msgspec.json.encode({"kv_transfer_params": ANSWER})).transferred_tokens is None
+
+
+@pytest.mark.parametrize("raw", [b'{"choices": [], "usage": {"prompt_tokens": 300}}',
+                                 b'{"kv_transfer_params": null, "usage": {"prompt_tokens": 300}}'])
+def test_a_storage_connector_answer_without_params_is_accepted_when_no_handle_is_required(raw):
+    ans = parse_prefill_answer(raw, handle_required=False)
+    assert ans.params is None and ans.prompt_tokens == 300 and ans.transferred_tokens == 300
+    assert decode_body(CLIENT, ans.params) == strip_client_params(CLIENT)  # the original request, no params
+    with pytest.raises(PrefillAnswerError):
+        parse_prefill_answer(raw)
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'{"kv_transfer_params": {"do_remote_prefill": false}}',
+                                 b'{"kv_transfer_params": "x"}'])
+def test_a_bad_answer_is_an_error_even_when_no_handle_is_required(raw):
+    with pytest.raises(PrefillAnswerError):
+        parse_prefill_answer(raw, handle_required=False)
