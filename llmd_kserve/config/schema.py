@@ -15,6 +15,15 @@ LLMD_API_VERSION = "llm-d.ai/v1"
 """llm-d v1.0's (``llm-d-router``) API version of the same EndpointPickerConfig."""
 API_VERSIONS = (API_VERSION, "llm-d.ai/v1alpha1", LLMD_API_VERSION)
 """Every ``apiVersion`` a config may give: the schema is the same, only the group/version moved."""
+LLMD_EPP_SECTIONS = {
+    "featureGates": "llm-d's EPP feature switches do not apply to this router",
+    "dataLayer": "this router scrapes each engine's /metrics itself (no llm-d data layer)",
+    "flowControl": "this router's flow control is set on its command line (--flow-per-endpoint …)",
+    "saturationDetector": "this router's flow control is set on its command line (--flow-per-endpoint …)",
+    "requestHandler": "this router parses OpenAI requests itself (no llm-d request parsers)",
+    "parser": "this router parses OpenAI requests itself (no llm-d request parsers)",
+}
+"""Top-level sections of llm-d's EndpointPickerConfig that configure the rest of its EPP, not the scheduler."""
 MAX_WEIGHT = 1_000_000.0
 """Largest scorer weight (scores are in [0, 1]: only ratios between weights matter)."""
 MAX_PLUGINS = 1024

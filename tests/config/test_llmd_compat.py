@@ -104,6 +104,8 @@ def _broken(edit) -> dict:
 
 @pytest.mark.parametrize(("edit", "path", "message"), [
     (lambda d: d.update(apiVersion="llm-d.ai/v2"), "apiVersion", "unknown apiVersion 'llm-d.ai/v2'"),
+    (lambda d: d.update(featureGates=["flowControl"]), "featureGates", "llm-d's featureGates is not read here"),
+    (lambda d: d.update(requestHandler={"parsers": []}), "requestHandler", "parses OpenAI requests itself"),
     (lambda d: d["plugins"][2]["parameters"].update(maxTokensInFlightPenalty=286720),
      "plugins[2].parameters.maxTokensInFlightPenalty", "Extra inputs"),
     (lambda d: d["plugins"].append({"type": "no-hit-lru-scorer"}), "plugins[5].type", "unknown plugin type"),
