@@ -12,7 +12,9 @@ from llmd_kserve.disagg.deciders import DECIDERS
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.plugins.base import PluginContext, PluginKind, PluginParams
 from llmd_kserve.scheduling.active_request_scorer import ActiveRequestScorer
+from llmd_kserve.scheduling.approx_cache_producer import ApproxPrefixCacheProducer
 from llmd_kserve.scheduling.approx_prefix import ApproxPrefixProducer
+from llmd_kserve.scheduling.cache_affinity_filter import PrefixCacheAffinityFilter
 from llmd_kserve.scheduling.decode_budget_filter import DecodeBudgetFilter
 from llmd_kserve.scheduling.health_filter import HealthFilter
 from llmd_kserve.scheduling.inflight_load import InflightLoadProducer
@@ -59,6 +61,7 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         TokenizeProducer,
         PrecisePrefixProducer,
         ApproxPrefixProducer,
+        ApproxPrefixCacheProducer,  # llm-d v1.0
         InflightLoadProducer,
         # filters
         RoleFilter,
@@ -67,6 +70,7 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         HealthFilter,
         DecodeBudgetFilter,
         PrefixAffinityFilter,
+        PrefixCacheAffinityFilter,  # llm-d v1.0
         # scorers
         PrefixCacheScorer,
         PrecisePrefixCacheScorer,

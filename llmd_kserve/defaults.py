@@ -16,7 +16,8 @@ BLOCK_SIZE = 16
 """Tokens per KV block (vLLM's default)."""
 MAX_PROMPT_CHARS = 1 << 20
 """Characters of a request's text the router accepts (8 per token of the default 131,072-token limit)."""
-SHIPPED_CONFIGS = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix")
+SHIPPED_CONFIGS = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix",
+                   "llm-d-optimized-baseline")
 """Single-profile scheduler configs in ``llmd_kserve/config/shipped/``, loadable by name."""
 PD_SHIPPED_CONFIGS = ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never")
 """P/D configs (``pd-profile-handler``, profiles ``decode`` + ``prefill``), loadable by name."""

@@ -15,11 +15,12 @@ from collections.abc import Sequence
 
 from llmd_kserve import __version__
 from llmd_kserve.cli import serve, tasks
+from llmd_kserve.cli.calibrate import add_calibrate
 from llmd_kserve.errors import LlmdError
 
 log = logging.getLogger(__name__)
 
-_SUBCOMMANDS = [*serve.SUBCOMMANDS, *tasks.SUBCOMMANDS]
+_SUBCOMMANDS = [*serve.SUBCOMMANDS, *tasks.SUBCOMMANDS, add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

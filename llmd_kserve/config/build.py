@@ -39,8 +39,19 @@ def build_scheduler(config: str | Path | SchedulerConfig, ctx: PluginContext,
         return make(type_, f"{type_}#{defaults[type_]}", type_, REGISTRY[type_].params())
 
     plugins = {spec.ref: make(spec.type, spec.ref, spec.ref, p) for spec, p in zip(cfg.plugins, params, strict=True)}
-    profiles = [ProfileSpec(p.name, tuple((r.plugin_ref, r.weight) for r in p.plugins))
+    profiles = [ProfileSpec(p.name, _with_listed_picker(cfg, tuple((r.plugin_ref, r.weight) for r in p.plugins)))
                 for p in cfg.scheduling_profiles]
     scheduler = Scheduler(plugins, profiles, ctx, builtin, DEFAULT_PROFILE_HANDLER, DEFAULT_PICKER, config=cfg)
     scheduler.built = built
     return scheduler
+
+
+def _with_listed_picker(cfg: SchedulerConfig, refs: tuple[tuple[str, float | None], ...]
+                        ) -> tuple[tuple[str, float | None], ...]:
+    """A profile that names no picker uses the first picker listed in plugins[], as llm-d does (none listed: the
+    default ``max-score-picker``, added by the Scheduler)."""
+    kinds = {spec.ref: REGISTRY[spec.type].kind for spec in cfg.plugins}
+    if any(kinds[ref] == "picker" for ref, _ in refs):
+        return refs
+    listed = next((ref for ref, kind in kinds.items() if kind == "picker"), None)
+    return refs if listed is None else (*refs, (listed, None))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from llmd_kserve.config.schema import SchedulerConfig
+from llmd_kserve.config.schema import LLMD_EPP_SECTIONS, SchedulerConfig
 from llmd_kserve.config.validate import check
 from llmd_kserve.defaults import PD_SHIPPED_CONFIGS, SHIPPED_CONFIGS
 from llmd_kserve.errors import ConfigError, config_error_from, error_path  # noqa: F401  (error_path: re-export)
@@ -127,6 +127,9 @@ def _schema(data: Any, source: str) -> SchedulerConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"a scheduler config must be a mapping, got {type(data).__name__}", source)
     _check_depth(data, source)
+    for key, what in LLMD_EPP_SECTIONS.items():
+        if key in data:
+            raise ConfigError(f"llm-d's {key} is not read here: {what}; remove it", key)
     try:
         return SchedulerConfig.model_validate({**data, "source": source})
     except pydantic.ValidationError as e:

@@ -6,9 +6,24 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 API_VERSION = "inference.networking.x-k8s.io/v1alpha1"
+"""The API version our shipped configs are written in (the Inference Extension's, as llm-d used it before v1.0)."""
+LLMD_API_VERSION = "llm-d.ai/v1"
+"""llm-d v1.0's (``llm-d-router``) API version of the same EndpointPickerConfig."""
+API_VERSIONS = (API_VERSION, "llm-d.ai/v1alpha1", LLMD_API_VERSION)
+"""Every ``apiVersion`` a config may give: the schema is the same, only the group/version moved."""
+LLMD_EPP_SECTIONS = {
+    "featureGates": "llm-d's EPP feature switches do not apply to this router",
+    "dataLayer": "this router scrapes each engine's /metrics itself (no llm-d data layer)",
+    "flowControl": "this router's flow control is set on its command line (--flow-per-endpoint …)",
+    "saturationDetector": "this router's flow control is set on its command line (--flow-per-endpoint …)",
+    "requestHandler": "this router parses OpenAI requests itself (no llm-d request parsers)",
+    "parser": "this router parses OpenAI requests itself (no llm-d request parsers)",
+}
+"""Top-level sections of llm-d's EndpointPickerConfig that configure the rest of its EPP, not the scheduler."""
 MAX_WEIGHT = 1_000_000.0
 """Largest scorer weight (scores are in [0, 1]: only ratios between weights matter)."""
 MAX_PLUGINS = 1024
@@ -57,6 +72,14 @@ class SchedulerConfig(_Model):
                                                          max_length=MAX_PROFILES)
     source: str = Field("", exclude=True)
     """Where the config came from (file path or shipped name); not part of the YAML."""
+
+    @field_validator("api_version")
+    @classmethod
+    def _known_api_version(cls, value: str) -> str:
+        if value not in API_VERSIONS:
+            raise PydanticCustomError("api_version", "unknown apiVersion {value}; this router reads {known}",
+                                      {"value": repr(value), "known": ", ".join(API_VERSIONS)})
+        return value
 
     def document(self) -> dict[str, Any]:
         """The EndpointPickerConfig mapping as written (camelCase keys, unset fields left out, no ``source``)."""

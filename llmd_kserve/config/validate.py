@@ -15,8 +15,9 @@ from llmd_kserve.plugins.base import PluginParams
 
 def check(config: SchedulerConfig) -> tuple[PluginParams, ...]:
     """The validated Params of ``config.plugins``, in order. Raise ConfigError at the first bad field: unknown type (``plugins[i].type``), bad parameter
-    (``plugins[i].parameters.x``), duplicate name, dangling or misplaced ``pluginRef``, weight on a non-scorer,
-    two pickers in a profile, two profile handlers, profile names the handler can't run."""
+    (``plugins[i].parameters.x``), duplicate name, a ``*ProducerName`` parameter naming no producer of a type it can
+    read, dangling or misplaced ``pluginRef``, weight on a non-scorer, two pickers in a profile, two profile
+    handlers, profile names the handler can't run."""
     names: dict[str, str] = {}  # instance name -> kind
     params: list[PluginParams] = []
     handler_at = None
@@ -30,6 +31,9 @@ def check(config: SchedulerConfig) -> tuple[PluginParams, ...]:
             if handler_at is not None:
                 raise ConfigError(f"a second profile handler (first at plugins[{handler_at}])", f"plugins[{i}].type")
             handler_at = i
+    types = {spec.ref: spec.type for spec in config.plugins}
+    for i, plugin_params in enumerate(params):
+        _check_producer_refs(plugin_params, types, f"plugins[{i}].parameters")
     seen_profiles: set[str] = set()
     for p, profile in enumerate(config.scheduling_profiles):
         if profile.name in seen_profiles:
@@ -83,3 +87,16 @@ def _require_finite(value: Any, path: str) -> None:
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else ()
     for k, v in items:
         _require_finite(v, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]")
+
+
+def _check_producer_refs(params: PluginParams, types: dict[str, str], path: str) -> None:
+    """llm-d's ``*ProducerName`` parameters name a producer instance in plugins[]: one of the types the plugin reads
+    (its Params' ``producer_refs``: field -> types), or ConfigError at that parameter."""
+    refs: dict[str, tuple[str, ...]] = getattr(type(params), "producer_refs", {})
+    for field, allowed in refs.items():
+        name = getattr(params, field)
+        if name and types.get(name) not in allowed:
+            alias = type(params).model_fields[field].alias or field
+            what = "no plugin" if name not in types else f"a {types[name]}"
+            raise ConfigError(f"{name!r} is {what} in plugins[]; it must name a {' or '.join(allowed)}",
+                              f"{path}.{alias}")

@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, Scores
+from llmd_kserve.scheduling.inflight_tokens import TokenLedger
 from llmd_kserve.scheduling.ttft import endpoint_profile
 from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState, LLMRequest, Load, RequestOutcome
 
@@ -69,6 +70,10 @@ class InflightLoadProducer:
     until ``on_complete`` (the prefill endpoint's charge already at ``on_prefill_complete``); entries older than
     ``requestTimeoutS`` (lost completions) expire. Uncached tokens count
     the prompt minus the prefix the best known prefix match says the endpoint holds.
+
+    For llm-d v1.0's plugins it also keeps llm-d's token view (:mod:`llmd_kserve.scheduling.inflight_tokens`):
+    prompt tokens released when the prefill is over, optionally plus estimated output tokens (llm-d's parameters
+    ``addEstimatedOutputTokens``, ``outputRatio``, ``maxEstimatedOutputTokens``, ``prefixMatchInfoProducerName``).
     """
 
     type: ClassVar[str] = "inflight-load-producer"
@@ -80,6 +85,21 @@ class InflightLoadProducer:
         scrape_lag_s: float = Field(0.0, ge=0)
         """A request charged up to this long before a scrape counts as unscraped too (it may not have reached the
         engine's queue when the engine was scraped: router hop, front end)."""
+        add_estimated_output_tokens: bool = False
+        """llm-d: also count an estimate of each request's output tokens, until it finishes."""
+        output_ratio: float = Field(1.5, ge=0)
+        """llm-d: estimated output = round(prompt tokens * this), at most the request's own output limit."""
+        max_estimated_output_tokens: int | None = Field(None, ge=0)
+        """llm-d: cap on one request's estimated output tokens (none: no cap)."""
+        prefix_match_info_producer_name: str = ""
+        """llm-d: the prefix producer whose match discounts cached tokens in llm-d's view (an
+        ``approx-prefix-cache-producer`` or ``precise-prefix-producer`` in plugins[]; empty: the
+        ``approx-prefix-cache-producer`` if configured, else the best known match)."""
+        sync_cross_replica_state: bool = True
+        """llm-d: share the load across router replicas through a cross-replica syncer; this router has none, so
+        each replica counts its own requests either way."""
+        producer_refs: ClassVar[dict[str, tuple[str, ...]]] = {
+            "prefix_match_info_producer_name": ("approx-prefix-cache-producer", "precise-prefix-producer")}
 
     requires: tuple[str, ...] = ("tokenize-producer",)
 
@@ -94,12 +114,18 @@ class InflightLoadProducer:
         # (request id, endpoint) -> (charged tokens, time charged); insertion order = time order
         self._charges: OrderedDict[tuple[str, EndpointId], tuple[int, float]] = OrderedDict()
         self._queue: dict[EndpointId, tuple[float, float]] = {}  # endpoint -> (prefill seconds queued, as of time)
+        ratio = params.output_ratio if params.add_estimated_output_tokens else None
+        self.tokens = TokenLedger(name, self.type, output_ratio=ratio, output_cap=params.max_estimated_output_tokens,
+                                  prefix_producer=params.prefix_match_info_producer_name,
+                                  block_size=ctx.block_size, clock=ctx.clock, timeout_s=params.request_timeout_s)
+        """llm-d's in-flight token view."""
 
     def produce(self, state: CycleState) -> None:
         self._expire()
         state.inflight = self._load
         state.unscraped = _Lazy(lambda: self._unscraped(state)) if self._charges else {}
         state.prefill_backlog = self.prefill_backlog() if self._queue else {}
+        self.tokens.publish(state)
 
     def prefill_backlog(self) -> dict[EndpointId, float]:
         """Seconds of prefill work each endpoint has not worked off yet (endpoints with none are absent)."""
@@ -165,22 +191,31 @@ class InflightLoadProducer:
         if decision.prefill is not None:
             self._charge(rid, decision.target, 0)
         self._charge(rid, prefill, uncached)
+        done_at = None
         if state.prompt_tokens:
             self._enqueue(state, prefill, uncached)
+            queued, at = self._queue[prefill]
+            done_at = at + queued
+        self.tokens.charge(state, decision, done_at)
 
     def on_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
         self._release(request.request_id, decision.target)
+        self.tokens.finish(request.request_id, decision.target)
         if decision.prefill is not None:
             self._release(request.request_id, decision.prefill)
+            self.tokens.finish(request.request_id, decision.prefill)
 
     def on_prefill_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
         """The prefill endpoint is done with the request: release its charge now (the decode charge stays)."""
         if decision.prefill is not None:
             self._release(request.request_id, decision.prefill)
+            self.tokens.finish(request.request_id, decision.prefill)
+            self.tokens.release_prompt(request.request_id, decision.target)
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
         self._load.pop(endpoint_id, None)
         self._queue.pop(endpoint_id, None)
+        self.tokens.remove_endpoint(endpoint_id)
         for key in [k for k in self._charges if k[1] == endpoint_id]:
             del self._charges[key]
 

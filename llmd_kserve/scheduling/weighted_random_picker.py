@@ -6,18 +6,22 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import ClassVar
 
+from pydantic import Field
+
 from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
 from llmd_kserve.types import EndpointState
 
 
 class WeightedRandomPicker:
-    """Draws with ``ctx.rng``, probability ∝ total score (negative totals count as 0); uniform when all are 0."""
+    """Draws with ``ctx.rng``, probability ∝ total score (negative totals count as 0); uniform when all are 0.
+    (llm-d draws A-Res keys ``U ** (1 / score)`` and takes the largest: for one endpoint, the same distribution.)"""
 
     type: ClassVar[str] = "weighted-random-picker"
     kind: ClassVar[str] = "picker"
 
     class Params(PluginParams):
-        pass
+        max_num_of_endpoints: int = Field(1, ge=1, le=1)
+        """llm-d's: endpoints to return; this router sends a request to one (it re-schedules a failed attempt)."""
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name

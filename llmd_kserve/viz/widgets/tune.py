@@ -1,11 +1,13 @@
 """``TunePanel``: sliders for a scheduler config (scorer weights, the prefix-affinity threshold, decider thresholds,
 replica counts, the P:D split); each change re-runs the virtual-time cluster simulator and redraws TTFT and
 goodput against the starting config; *Apply* pushes the config to a running router, *Export* writes the YAML and a
-ConfigMap manifest.
+ConfigMap manifest. With llm-d's ``prefix-cache-affinity-filter`` it also shows the filter's threshold and
+``peakPrefillThroughput``, and *Calibrate* measures that throughput (a router or engine URL, or ``sim:PROFILE``).
 
     tune = TunePanel("default", router_url=stack.router_url)
     tune                                   # move sliders; or: tune.set_weight("default/queue-scorer", 3)
     tune.apply(); tune.export("tuned/")    # status line says what happened, in one line
+    TunePanel("llm-d-optimized-baseline").calibrate("sim:h100-llama8b")
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from llmd_kserve.bench.workloads import SharedPrefixSpec, WorkloadSpec, sweep
 from llmd_kserve.builtin import REGISTRY
 from llmd_kserve.config.loader import load_config, parse_config
 from llmd_kserve.config.schema import SchedulerConfig
+from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.errors import LlmdError
+from llmd_kserve.scheduling.cache_affinity_filter import DEFAULT_PEAK_PREFILL_THROUGHPUT
 from llmd_kserve.viz import figures
 from llmd_kserve.viz.admin import config_document, export_config, push_config
 from llmd_kserve.viz.data import RunPoint, run_points
@@ -64,6 +68,11 @@ class TunePanel(Panel):
         self.export_button = W.Button(description="Export YAML", icon="download")
         self.apply_button.on_click(lambda _: self.apply())
         self.export_button.on_click(lambda _: self.export())
+        self.calibrate_from = W.Text(value=router_url or f"sim:{DEFAULT_PROFILE}", description="calibrate from",
+                                     style=_STYLE)
+        self.calibrate_button = W.Button(description="Calibrate", icon="tachometer")
+        self.calibrate_button.on_click(lambda _: self.calibrate())
+        calibration = [self.calibrate_from, self.calibrate_button] if self._peaks() else []
         self.baseline: RunPoint | None = None
         self.tuned: RunPoint | None = None
         self.runs = 0
@@ -74,7 +83,7 @@ class TunePanel(Panel):
             w.observe(self._changed, names="value")
         self.auto = auto
         self.widget = W.VBox([W.HBox([W.VBox(controls), W.VBox([self.apply_button, self.export_dir,
-                                                                 self.export_button])]),
+                                                                 self.export_button, *calibration])]),
                               self.status.widget, W.HBox([self.ttft_figure, self.goodput_figure])])
         if auto:
             self.simulate()
@@ -96,6 +105,15 @@ class TunePanel(Panel):
                 self.params[(k, ("threshold",))] = W.FloatSlider(
                     value=v, min=0.0, max=1.0, step=0.05, description=f"{plugin.ref}.threshold",
                     continuous_update=False, style=_STYLE, layout=W.Layout(width="480px"))
+            if plugin.type == "prefix-cache-affinity-filter":
+                self.params[(k, ("affinityThreshold",))] = W.FloatSlider(
+                    value=float(params.get("affinityThreshold", 0.8)), min=0.0, max=1.0, step=0.05,
+                    description=f"{plugin.ref}.affinityThreshold", continuous_update=False, style=_STYLE,
+                    layout=W.Layout(width="480px"))
+                self.params[(k, ("peakPrefillThroughput",))] = W.BoundedFloatText(
+                    value=float(params.get("peakPrefillThroughput", DEFAULT_PEAK_PREFILL_THROUGHPUT)), min=1.0,
+                    max=1e8, step=100.0, description=f"{plugin.ref}.peakPrefillThroughput", style=_STYLE,
+                    layout=W.Layout(width="480px"))
             for name, v in (params.get("deciderParameters") or {}).items():
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     continue
@@ -173,6 +191,35 @@ class TunePanel(Panel):
     def _changed(self, change: dict[str, Any]) -> None:
         if self.auto:
             self.simulate()
+
+    # --- calibrate ----------------------------------------------------------------------------------------------------
+    def _peaks(self) -> list[W.Widget]:
+        return [w for (_, path), w in self.params.items() if path == ("peakPrefillThroughput",)]
+
+    def calibrate(self, source: str | None = None, *, warmup: int = 2, measurements: int = 5,
+                  **options: Any) -> int | None:
+        """Measure peak prefill throughput (``llmd-kserve calibrate``) of ``source`` (default: the *calibrate from*
+        field): a router or engine URL, or ``sim:PROFILE`` (a simulated engine of that latency profile); set it on
+        every ``prefix-cache-affinity-filter``. The measured tokens/s, or None (the status line says why)."""
+        from llmd_kserve.bench.peak_prefill import CalibrationOptions, calibrate, calibrate_sim
+
+        source = (source or self.calibrate_from.value).strip()
+        try:
+            if not self._peaks():
+                raise LlmdError("this config has no prefix-cache-affinity-filter to calibrate")
+            if source.startswith("sim:"):
+                result = calibrate_sim(source[4:], warmup=warmup, measurements=measurements, fit=False, **options)
+            else:
+                result = calibrate(CalibrationOptions(source, warmup=warmup, measurements=measurements, fit=False,
+                                                      api_key=self.api_key, **options))
+        except Exception as exc:  # noqa: BLE001 - one line in the status
+            self.status.error(exc)
+            return None
+        for widget in self._peaks():
+            widget.value = float(result.peak_prefill_throughput)
+        self.status.ok(f"calibrated {result.target}: peakPrefillThroughput {result.peak_prefill_throughput} tokens/s "
+                       f"(median TTFT {result.median_ttft_s * 1000:.0f} ms over {result.chunk} tokens)")
+        return result.peak_prefill_throughput
 
     # --- apply / export -----------------------------------------------------------------------------------------------
     def apply(self) -> dict[str, Any] | None:
