@@ -171,22 +171,36 @@ def check_memory(replicas: int, kv_cache_bytes: int, available: int | None = Non
                         f"{available / 2**30:.1f} GiB available (fewer --engines or a smaller --kv-cache-tokens)")
 
 
-_PREFIX = re.compile(r"^(\(\w+ pid=\d+\)\s*)?([A-Z]+ \d\d-\d\d [\d:]+ \[[^\]]+\]\s*)?")
-_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)|\w+Error)\b(: .*)?$")
+_PROC = re.compile(r"^\(\w+ pid=\d+\)\s?")
+_RECORD = re.compile(r"^[A-Z]+ \d\d-\d\d [\d:]+ \[[^\]]+\]\s?")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)|\w+Error)(: .*)?$")
+_NOT_MESSAGE = ("Traceback", "File ", "During handling", "The above exception", " ")
 _GENERIC = ("Engine core initialization failed", "Engine process failed to start", "died unexpectedly")
 
 
 def startup_failure(log_text: str) -> str:
     """The root cause in a vLLM start-up log, as one line: the first exception the engine core or the API server
-    raised (not the generic "initialization failed" that follows it), else the last line."""
-    lines = [_PREFIX.sub("", ln).strip() for ln in log_text.splitlines()]
-    lines = [ln for ln in lines if ln]
-    errors = [ln for ln in lines if _EXCEPTION.match(ln)]
-    specific = [ln for ln in errors if not any(g in ln for g in _GENERIC)]
-    reason = (specific or errors or lines or ["(no output)"])[0 if specific else -1]
-    if not specific and any("died unexpectedly" in ln or "exit code: -9" in ln for ln in lines):
+    raised (not the generic "initialization failed" that follows it), its message's later lines joined; else the
+    last line."""
+    parsed = []  # (log record prefix, text) per line: a message goes on while the prefix stays the same
+    for raw in log_text.splitlines():
+        body = _PROC.sub("", raw)
+        record = _RECORD.match(body)
+        parsed.append((record.group(0) if record else "", body[record.end():] if record else body))
+    found = [i for i, (_, text) in enumerate(parsed) if _EXCEPTION.match(text)]
+    specific = [i for i in found if not any(g in parsed[i][1] for g in _GENERIC)]
+    if not found:
+        lines = [text.strip() for _, text in parsed if text.strip()]
+        return (lines or ["(no output)"])[-1][:400]
+    first = (specific or found)[0 if specific else -1]
+    prefix, reason = parsed[first]
+    for record, text in parsed[first + 1:first + 6]:
+        if record != prefix or not text.strip() or text.startswith(_NOT_MESSAGE) or _EXCEPTION.match(text):
+            break
+        reason += " " + text.strip()
+    if not specific and any("died unexpectedly" in text or "exit code: -9" in text for _, text in parsed):
         reason += " (a process was killed: out of memory?)"
-    return reason[:400]
+    return " ".join(reason.split())[:400]
 
 
 def _url_host(host: str) -> str:
