@@ -182,11 +182,11 @@ def startup_failure(log_text: str) -> str:
     """The root cause in a vLLM start-up log, as one line: the first exception the engine core or the API server
     raised (not the generic "initialization failed" that follows it), its message's later lines joined; else the
     last line."""
-    parsed = []  # (log record prefix, text) per line: a message goes on while the prefix stays the same
+    parsed: list[tuple[str, str]] = []  # (log record prefix, text) per line: a message goes on while the prefix stays the same
     for raw in log_text.splitlines():
         body = _PROC.sub("", raw)
-        record = _RECORD.match(body)
-        parsed.append((record.group(0) if record else "", body[record.end():] if record else body))
+        m = _RECORD.match(body)
+        parsed.append((m.group(0) if m else "", body[m.end():] if m else body))
     found = [i for i, (_, text) in enumerate(parsed) if _EXCEPTION.match(text)]
     specific = [i for i in found if not any(g in parsed[i][1] for g in _GENERIC)]
     if not found:
