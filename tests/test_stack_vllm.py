@@ -76,9 +76,12 @@ def test_argv_and_env_of_a_cpu_replica(tmp_path: Path) -> None:
 
 def test_pd_roles_carry_the_connector_and_the_role(tmp_path: Path) -> None:
     model = ModelInfo.load(_model(tmp_path))
-    r = VllmReplica(model, port=1, kv_port=2, replay_port=3, role="prefill")
+    r = VllmReplica(model, port=1, kv_port=2, replay_port=3, role="prefill", side_channel_port=4)
     assert json.loads(_flag(r.argv("py"), "--kv-transfer-config")) == {"kv_connector": "NixlConnector",
                                                                        "kv_role": "kv_both"}
+    env = r.env({})  # each replica its own NIXL handshake port (vLLM's default, 5600, would clash)
+    assert (env["VLLM_NIXL_SIDE_CHANNEL_HOST"], env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) == ("127.0.0.1", "4")
+    assert "VLLM_NIXL_SIDE_CHANNEL_PORT" not in VllmReplica(model, 1, 2, 3, side_channel_port=4).env({})
     assert r.endpoint_spec.startswith("http://127.0.0.1:1#role=prefill&kv=tcp://127.0.0.1:2&replay=")
     gpu = VllmReplica(model, port=1, kv_port=2, replay_port=3, cpu=False, core=0, kv_cache_tokens=1000)
     assert "--block-size" not in gpu.argv("py") and "--enforce-eager" not in gpu.argv("py")

@@ -199,7 +199,9 @@ class LocalStack:
         cores = replica_cores(len(roles))
         replicas = [VllmReplica(model, free_port(cfg.host), free_port(cfg.host), free_port(cfg.host), host=cfg.host,
                                 role=role, kv_cache_tokens=cfg.kv_cache_tokens, cpu=cpu, core=cores[i],
-                                seed=cfg.seed + i, extra_args=cfg.engine_args) for i, role in enumerate(roles)]
+                                seed=cfg.seed + i, extra_args=cfg.engine_args,
+                                side_channel_port=free_port(cfg.host) if role != "both" else None)
+                    for i, role in enumerate(roles)]
         _ = replicas[0].max_model_len  # a too-small KV cache fails here, before anything starts
         if cpu:
             check_memory(len(replicas), replicas[0].kv_cache_bytes)

@@ -150,7 +150,8 @@ def wait_healthy(procs: Sequence[Proc], timeout: float) -> None:
             except OSError:
                 pass
         if pending and time.monotonic() > deadline:
-            raise LlmdError(f"not healthy after {timeout:g}s: {[p.name for p in pending]}")
+            hints = [f"; {p.name}: {p.diagnose(p.tail(2000))}" for p in pending if p.diagnose]
+            raise LlmdError(f"not healthy after {timeout:g}s: {[p.name for p in pending]}{''.join(hints[:1])}")
         if pending:
             time.sleep(0.1)
 

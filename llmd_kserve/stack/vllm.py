@@ -86,6 +86,8 @@ class VllmReplica:
     core: int | None = None
     seed: int = 0
     connector: str = PD_CONNECTOR
+    side_channel_port: int | None = None
+    """P/D replicas: the NIXL handshake port (each replica on a host needs its own; vLLM's default is 5600)."""
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -142,6 +144,8 @@ class VllmReplica:
         env |= _OFFLINE | {"VLLM_SERVER_DEV_MODE": "1"}
         if self.cpu and self.core is not None:
             env["VLLM_CPU_OMP_THREADS_BIND"] = str(self.core)
+        if self.role != "both" and self.side_channel_port is not None:
+            env |= {"VLLM_NIXL_SIDE_CHANNEL_HOST": self.host, "VLLM_NIXL_SIDE_CHANNEL_PORT": str(self.side_channel_port)}
         return env
 
 

@@ -7,6 +7,7 @@ Fixtures:
     vllm_up         ``llmd-kserve up --engine vllm --engines 2 --port 0 --no-prometheus`` on that model, as a
                     ``RealStack`` (router URL, engine URLs, the router's endpoint specs with their KV-event
                     addresses); stopped at the end of the session
+    running_up(python, model_dir, work, *args)   the same with other ``up`` flags, for a module's own stack
 
 Each test module marks itself ``pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]``: a replica takes
 about a minute to start on two busy cores, so tests share these replicas rather than start their own.
@@ -14,6 +15,7 @@ about a minute to start on two busy cores, so tests share these replicas rather 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -73,14 +75,14 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-@pytest.fixture(scope="session")
-def vllm_up(vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
-    work = tmp_path_factory.mktemp("up")
+@contextlib.contextmanager
+def running_up(python: Path, model_dir: Path, work: Path, *args: str) -> Iterator[RealStack]:
+    """``llmd-kserve up --engine vllm --port 0 --no-prometheus ARGS…`` until the block ends (SIGTERM, as Ctrl-C)."""
     state, logs = work / "state.json", work / "logs"
     out = (work / "up.out").open("wb")
-    proc = subprocess.Popen(cli("up", "--engine", "vllm", "--engines", "2", "--port", "0", "--no-prometheus",
-                                "--model", str(tiny_model_dir), "--vllm-python", str(vllm_python),
-                                "--state-file", str(state), "--log-dir", str(logs)),
+    proc = subprocess.Popen(cli("up", "--engine", "vllm", "--port", "0", "--no-prometheus", "--model", str(model_dir),
+                                "--vllm-python", str(python), "--state-file", str(state), "--log-dir", str(logs),
+                                *args),
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=cli_env())
     try:
         deadline = time.monotonic() + STARTUP_S
@@ -91,8 +93,7 @@ def vllm_up(vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.Te
                 pytest.fail(f"up --engine vllm not ready after {STARTUP_S:g} s; logs: {logs}")
             time.sleep(0.5)
         s = json.loads(state.read_text())
-        yield RealStack(s["router_url"], s["engine_urls"], s["endpoints"], tiny_model_dir.name, tiny_model_dir,
-                        logs, s["pids"])
+        yield RealStack(s["router_url"], s["engine_urls"], s["endpoints"], model_dir.name, model_dir, logs, s["pids"])
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -101,6 +102,12 @@ def vllm_up(vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.Te
             proc.kill()
             proc.wait()
         out.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_up(vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealStack]:
+    with running_up(vllm_python, tiny_model_dir, tmp_path_factory.mktemp("up"), "--engines", "2") as stack:
+        yield stack
 
 
 def post(url: str, body: dict[str, Any], timeout: float = 120.0) -> tuple[dict[str, Any], dict[str, str]]:
