@@ -19,6 +19,12 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Real vLLM (the CPU build without a GPU) in its own environment, for tests/real_vllm; LLMD_SKIP_REAL_VLLM=1 skips it
+# (those tests then skip, saying how to install it).
+if [ "${LLMD_SKIP_REAL_VLLM:-0}" != 1 ]; then
+  .venv/bin/llmd-kserve vllm install --venv .venv-vllm >/dev/null \
+    || echo "warning: could not install vLLM into .venv-vllm; the real-vLLM tests will be skipped" >&2
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy  # files and strictness: [tool.mypy] in pyproject.toml
 exec .venv/bin/python -m pytest -q "$@"

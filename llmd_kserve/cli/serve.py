@@ -283,13 +283,17 @@ def _cmd_pd_sidecar(a: argparse.Namespace) -> int:
 
 # --- up -------------------------------------------------------------------------------------------------------
 def add_up(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start simulated engines (or use vLLM URLs), the router and Prometheus locally")
-    p.add_argument("--engines", type=int, default=2, help="simulated engines (role both)")
-    p.add_argument("--prefill", type=int, default=0, help="simulated prefill engines (with --decode)")
-    p.add_argument("--decode", type=int, default=0, help="simulated decode engines (with --prefill)")
+    p = sub.add_parser("up", help="start engines (simulated or real vLLM, or use vLLM URLs), the router and "
+                       "Prometheus locally")
+    p.add_argument("--engine", choices=["sim", "vllm"], default="sim",
+                   help="sim: simulated engines; vllm: real vLLM servers from the vLLM environment "
+                        "(llmd-kserve vllm install)")
+    p.add_argument("--engines", type=int, default=2, help="engines (role both)")
+    p.add_argument("--prefill", type=int, default=0, help="prefill engines (with --decode)")
+    p.add_argument("--decode", type=int, default=0, help="decode engines (with --prefill)")
     p.add_argument("--config", default="default",
                    help="router scheduler config name or file (with --prefill: default = pd-predicted-ttft)")
-    p.add_argument("--vllm", type=csv_list, default=None, help="use these engine URLs instead of simulated engines")
+    p.add_argument("--vllm", type=csv_list, default=None, help="use these engine URLs instead of starting engines")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=ROUTER_PORT, help="router port")
     p.add_argument("--time-scale", type=float, default=1.0, help="engine time scale (>1 slower than real time)")
@@ -308,17 +312,28 @@ def add_up(sub: argparse._SubParsersAction) -> None:
                    help="with --gateway envoy: while the EPP is down (up restarts it), send requests round-robin "
                         "to the engines, without its validation, limits and scheduling (client kv_transfer_params "
                         "are still dropped)")
+    g = p.add_argument_group("real vLLM engines (--engine vllm)")
+    g.add_argument("--model", default=None,
+                   help="Hugging Face model directory (default: a tiny random-weights Llama, built once in "
+                        "~/.cache/llmd-kserve; llmd-kserve tiny-model DIR writes one)")
+    g.add_argument("--kv-cache-tokens", type=positive_int, default=16384,
+                   help="KV cache per replica, in tokens (its bytes computed from the model's config)")
+    g.add_argument("--vllm-python", default=None,
+                   help="interpreter with vLLM (default: env LLMD_VLLM_PYTHON, else the nearest .venv-vllm)")
     p.set_defaults(func=_cmd_up)
 
 
 def _cmd_up(a: argparse.Namespace) -> int:
     from llmd_kserve.stack import StackConfig, run_up
 
+    if a.engine != "vllm" and (a.model or a.vllm_python):
+        raise ConfigError("--model and --vllm-python need --engine vllm", "engine")
     return run_up(StackConfig(
-        engines=a.engines, prefill=a.prefill, decode=a.decode, config=a.config, vllm_urls=tuple(a.vllm or ()),
-        host=a.host, port=a.port, time_scale=a.time_scale, prometheus=a.prometheus,
+        engines=a.engines, engine=a.engine, prefill=a.prefill, decode=a.decode, config=a.config,
+        vllm_urls=tuple(a.vllm or ()), host=a.host, port=a.port, time_scale=a.time_scale, prometheus=a.prometheus,
         engine_args=tuple(a.engine_args or ()), seed=a.seed, log_dir=a.log_dir, gateway=a.gateway,
-        response_mode=a.response_mode, fail_open=a.fail_open), state_file=a.state_file)
+        response_mode=a.response_mode, fail_open=a.fail_open, model=a.model, kv_cache_tokens=a.kv_cache_tokens,
+        vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None), state_file=a.state_file)
 
 
 # --- dashboard ------------------------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""The local stack behind `llmd-kserve up`: simulated engines, the router and Prometheus as supervised processes.
+"""The local stack behind `llmd-kserve up`: simulated or real vLLM engines, the router and Prometheus as supervised
+processes.
 
 Public API::
 
-    StackConfig(engines=2, prefill=0, decode=0, config="default", vllm_urls=(), host="127.0.0.1", port=0,
-                time_scale=1.0, prometheus=None, engine_args=(), router_args=(), startup_timeout=60.0, seed=0)
-        ``port=0`` picks a free router port; ``prometheus=None`` runs it when the binary is on PATH.
+    StackConfig(engines=2, engine="sim", prefill=0, decode=0, config="default", vllm_urls=(), host="127.0.0.1",
+                port=0, time_scale=1.0, prometheus=None, engine_args=(), router_args=(), startup_timeout=60.0, seed=0,
+                model=None, kv_cache_tokens=16384, vllm_python=None, vllm_startup_timeout=600.0)
+        ``port=0`` picks a free router port; ``prometheus=None`` runs it when the binary is on PATH;
+        ``engine="vllm"``: real vLLM servers (``stack.vllm``) from the vLLM venv (``llmd_kserve.vllm_env``) on
+        ``model`` (default: the tiny model, ``llmd_kserve.tiny_model``), ``engine_args`` passed to each.
     LocalStack(settings=None, **fields)     context manager; fields override ``settings`` (``config="round-robin"``)
         ``start()`` / ``stop()`` / ``restart_router(config)``
         .router_url, .engine_urls (router endpoint specs with ``#role=…&kv=…``), .engine_base_urls,
@@ -15,7 +19,7 @@ Public API::
 Every child runs in its own process group (``start_new_session``) and, started from the main thread, dies with
 its parent (``PR_SET_PDEATHSIG``); ``stop()`` (also called at exit) sends SIGTERM to each group, then SIGKILL after
 a grace period, so no process outlives the stack. Modules: ``procs`` (supervision), ``prometheus`` (its config),
-``local`` (assembly), ``up`` (the CLI command).
+``vllm`` (a real vLLM replica's flags), ``local`` (assembly), ``up`` (the CLI command).
 """
 
 from llmd_kserve.stack.local import LocalStack, StackConfig

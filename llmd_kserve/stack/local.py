@@ -1,4 +1,5 @@
-"""The local stack's assembly: simulated engines (or vLLM URLs), the router and Prometheus, started and stopped."""
+"""The local stack's assembly: simulated or real vLLM engines (or vLLM URLs), the router and Prometheus, started
+and stopped."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from rich.table import Table
 from llmd_kserve.errors import ConfigError, LlmdError
 from llmd_kserve.stack.procs import Proc, check_port_free, free_port, spawn, terminate, wait_healthy
 from llmd_kserve.stack.prometheus import prometheus_argv, prometheus_available
+from llmd_kserve.stack.vllm import DEFAULT_KV_CACHE_TOKENS
 
 log = logging.getLogger(__name__)
 EPP_RESTARTS = 5
@@ -33,6 +35,15 @@ class StackConfig:
     """What to start; ``prefill``/``decode`` > 0 replaces ``engines`` with P/D pools."""
 
     engines: int = 2
+    engine: str = "sim"
+    """``sim``: simulated engines; ``vllm``: real vLLM servers from the vLLM environment (``llmd-kserve vllm install``)."""
+    model: str | None = None
+    """With ``engine="vllm"``: a Hugging Face model directory (default: the tiny random-weights Llama, built once)."""
+    kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS
+    """With ``engine="vllm"``: KV cache per replica, in tokens (its bytes computed from the model's config)."""
+    vllm_python: str | None = None
+    """With ``engine="vllm"``: the interpreter to run vLLM with (default: the nearest ``.venv-vllm``'s)."""
+    vllm_startup_timeout: float = 600.0
     prefill: int = 0
     decode: int = 0
     config: str = "default"
@@ -92,8 +103,13 @@ class LocalStack:
             if key in overrides:
                 overrides[key] = tuple(overrides[key] or ())
         self.settings = replace(settings or StackConfig(), **overrides)
-        self.router_url, self.engine_urls, self.prometheus_url, self.log_dir = "", [], None, None
-        self._procs, self._router, self._tmp = [], None, None
+        self.router_url = ""
+        self.engine_urls: list[str] = []
+        self.prometheus_url: str | None = None
+        self.log_dir: Path | None = None
+        self._procs: list[Proc] = []
+        self._router: Proc | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.epp_restarts = 0
         """Times the EPP was restarted after it exited (``--gateway envoy``)."""
         self._epp_argv: list[str] = []
@@ -118,6 +134,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         cfg = self.settings
         roles = cfg.roles()
+        if cfg.engine not in ("sim", "vllm"):
+            raise ConfigError(f"must be sim or vllm, got {cfg.engine!r}", "engine")
         if cfg.gateway not in ("none", "envoy"):
             raise ConfigError(f"must be none or envoy, got {cfg.gateway!r}", "gateway")
         if cfg.prometheus and not prometheus_available():
@@ -125,11 +143,11 @@ class LocalStack:
         if not cfg.log_dir:
             sweep_stale_log_dirs()
         self._tmp = None if cfg.log_dir else tempfile.TemporaryDirectory(prefix=f"llmd-stack-{os.getpid()}-")
-        self.log_dir = Path(cfg.log_dir or self._tmp.name)  # type: ignore[union-attr]
+        log_dir = self.log_dir = Path(cfg.log_dir or self._tmp.name)  # type: ignore[union-attr]
         try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create log directory: {exc.strerror or exc}", str(self.log_dir)) from exc
+            raise ConfigError(f"cannot create log directory: {exc.strerror or exc}", str(log_dir)) from exc
         if cfg.port:
             check_port_free(cfg.host, cfg.port)
         atexit.register(self.stop)
@@ -149,9 +167,9 @@ class LocalStack:
             raise
         return self
 
-    def _spawn(self, name: str, argv: Sequence[str], url: str, health: str = "/health") -> Proc:
+    def _spawn(self, name: str, argv: Sequence[str], url: str, health: str = "/health", **options: Any) -> Proc:
         assert self.log_dir is not None
-        proc = spawn(name, argv, self.log_dir, url, health)
+        proc = spawn(name, argv, self.log_dir, url, health, **options)
         self._procs.append(proc)
         return proc
 
@@ -159,6 +177,9 @@ class LocalStack:
         cfg = self.settings
         if cfg.vllm_urls:
             self.engine_urls = list(cfg.vllm_urls)
+            return
+        if cfg.engine == "vllm":
+            self._start_vllm_engines(roles)
             return
         for i, role in enumerate(roles):
             port, kv_port, replay_port = free_port(cfg.host), free_port(cfg.host), free_port(cfg.host)
@@ -172,6 +193,34 @@ class LocalStack:
             self._spawn(f"engine-{i}-{role}", argv, url)
             frag = (f"role={role}&" if role != "both" else "") + f"kv={kv}&replay={replay}"
             self.engine_urls.append(f"{url}#{frag}")
+
+    def _start_vllm_engines(self, roles: Sequence[str]) -> None:
+        """Real vLLM servers, one core each where cores allow; waits until all answer /health (they take a while,
+        so the router starts on ready engines and a failure names its cause in one line)."""
+        from llmd_kserve.stack.vllm import ModelInfo, VllmReplica, check_memory, replica_cores, startup_failure
+        from llmd_kserve.tiny_model import ensure_tiny_model
+        from llmd_kserve.vllm_env import find_vllm_env, gpu_present
+
+        cfg = self.settings
+        assert self.log_dir is not None
+        env = find_vllm_env(python=cfg.vllm_python)
+        model = ModelInfo.load(cfg.model or ensure_tiny_model())
+        cpu = not gpu_present()
+        cores = replica_cores(len(roles))
+        replicas = [VllmReplica(model, free_port(cfg.host), free_port(cfg.host), free_port(cfg.host), host=cfg.host,
+                                role=role, kv_cache_tokens=cfg.kv_cache_tokens, cpu=cpu, core=cores[i],
+                                seed=cfg.seed + i, extra_args=cfg.engine_args,
+                                side_channel_port=free_port(cfg.host) if role != "both" else None)
+                    for i, role in enumerate(roles)]
+        _ = replicas[0].max_model_len  # a too-small KV cache fails here, before anything starts
+        if cpu:
+            check_memory(len(replicas), replicas[0].kv_cache_bytes)
+        started = []
+        for i, r in enumerate(replicas):
+            started.append(self._spawn(f"vllm-{i}-{r.role}", r.argv(env.python), r.url, env=r.env(os.environ),
+                                       diagnose=startup_failure))
+            self.engine_urls.append(r.endpoint_spec)
+        wait_healthy(started, cfg.vllm_startup_timeout)
 
     def _start_router(self, config: str) -> None:
         cfg = self.settings

@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -85,10 +85,12 @@ class Proc:
     """One child: its process, its log file (``<log_dir>/<name>.log``) and where it answers health checks."""
 
     name: str
-    popen: subprocess.Popen
+    popen: subprocess.Popen[bytes]
     log: IO[bytes]
     url: str = ""
     health: str = "/health"
+    diagnose: Callable[[str], str] | None = None
+    """The cause of a failed start, in one line, from its whole log (default: the last error line)."""
 
     def tail(self, n: int = 20) -> str:
         """The last ``n`` lines of its log."""
@@ -102,14 +104,17 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def spawn(name: str, argv: Sequence[str], log_dir: Path, url: str = "", health: str = "/health") -> Proc:
-    """Start ``argv`` in a new session, output to ``<log_dir>/<name>.log``; it dies with us (from the main thread)."""
+def spawn(name: str, argv: Sequence[str], log_dir: Path, url: str = "", health: str = "/health",
+          env: Mapping[str, str] | None = None, diagnose: Callable[[str], str] | None = None) -> Proc:
+    """Start ``argv`` in a new session, output to ``<log_dir>/<name>.log``; it dies with us (from the main thread).
+    ``env``: its whole environment (default: ours)."""
     logf = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in terminate()
     main_thread = threading.current_thread() is threading.main_thread()
     popen = subprocess.Popen(list(argv), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, preexec_fn=_die_with_parent if main_thread else None)
+                             start_new_session=True, preexec_fn=_die_with_parent if main_thread else None,
+                             env=dict(env) if env is not None else None)
     log.info("started %s pid=%d %s", name, popen.pid, url)
-    return Proc(name, popen, logf, url, health)
+    return Proc(name, popen, logf, url, health, diagnose)
 
 
 def _reason(tail: str) -> str:
@@ -119,6 +124,15 @@ def _reason(tail: str) -> str:
     return (errors or lines or ["(no output)"])[-1]
 
 
+def _how_it_ended(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
 def wait_healthy(procs: Sequence[Proc], timeout: float) -> None:
     """Poll each process's health URL until it answers 200; LlmdError if one exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -126,8 +140,9 @@ def wait_healthy(procs: Sequence[Proc], timeout: float) -> None:
     while pending:
         for p in list(pending):
             if p.popen.poll() is not None:
-                raise LlmdError(f"{p.name} exited with code {p.popen.returncode} during startup: "
-                                f"{_reason(p.tail())}")
+                how = _how_it_ended(p.popen.returncode)
+                cause = p.diagnose(p.tail(2000)) if p.diagnose else _reason(p.tail())
+                raise LlmdError(f"{p.name} {how} during startup: {cause}")
             try:
                 with urllib.request.urlopen(p.url + p.health, timeout=2) as resp:
                     if resp.status == 200:
@@ -135,7 +150,8 @@ def wait_healthy(procs: Sequence[Proc], timeout: float) -> None:
             except OSError:
                 pass
         if pending and time.monotonic() > deadline:
-            raise LlmdError(f"not healthy after {timeout:g}s: {[p.name for p in pending]}")
+            hints = [f"; {p.name}: {p.diagnose(p.tail(2000))}" for p in pending if p.diagnose]
+            raise LlmdError(f"not healthy after {timeout:g}s: {[p.name for p in pending]}{''.join(hints[:1])}")
         if pending:
             time.sleep(0.1)
 

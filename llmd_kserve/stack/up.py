@@ -16,8 +16,9 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
     """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies (an EPP that
     exits is restarted: ``LocalStack.supervise``).
 
-    ``state_file``: once healthy, write ``{router_url, engine_urls, prometheus_url, pids, log_dir}`` there as JSON
-    (for scripts and the pipelines' detached local target); removed on exit."""
+    ``state_file``: once healthy, write ``{router_url, engine_urls, endpoints, prometheus_url, pids, log_dir}``
+    there as JSON, for scripts and the pipelines' detached local target (``endpoints``: the router's endpoint specs,
+    with ``#role=…&kv=…&replay=…``); removed on exit."""
     from rich.console import Console
 
     console = Console()
@@ -32,7 +33,8 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
     raise_fd_limit()  # the router and engines inherit it
     stack = LocalStack(cfg)
     try:
-        with console.status("starting engines, router and Prometheus…"):
+        what = "vLLM engines (about a minute)" if cfg.engine == "vllm" and not cfg.vllm_urls else "engines"
+        with console.status(f"starting {what}, router and Prometheus…"):
             stack.start()
         console.print(stack.describe())
         if state_file:
@@ -65,7 +67,7 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
 
 def _write_state(path: str, stack: LocalStack) -> None:
     """Write the state atomically (a reader never sees half a file)."""
-    state = {"router_url": stack.router_url, "engine_urls": stack.engine_base_urls,
+    state = {"router_url": stack.router_url, "engine_urls": stack.engine_base_urls, "endpoints": stack.engine_urls,
              "prometheus_url": stack.prometheus_url, "pids": [os.getpid(), *stack.pids], "log_dir": str(stack.log_dir)}
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))

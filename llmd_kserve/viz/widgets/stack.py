@@ -2,6 +2,7 @@
 render → deploy → status → teardown of a ``DeploymentSpec``.
 
     panel = StackPanel(engines=2)          # or StackPanel(prefill=1, decode=2), StackPanel(router_url="http://…")
+    StackPanel(engine="vllm")              # real vLLM servers (llmd-kserve vllm install), the tiny model by default
     panel.start(); panel                   # buttons do the same; panel.router_url, panel.prometheus_url, panel.stack
     panel.kube_render(); panel.kube_deploy(); panel.kube_status(); panel.kube_teardown()
 
@@ -29,7 +30,7 @@ class StackPanel(Panel):
 
     def __init__(self, engines: int = 2, prefill: int = 0, decode: int = 0, config: str = "default",
                  prometheus: bool | None = None, router_url: str | None = None, kube_api: Any = None,
-                 kube_mode: str = "sim", **stack_options: Any) -> None:
+                 kube_mode: str = "sim", engine: str = "sim", **stack_options: Any) -> None:
         self.stack: LocalStack | None = None
         self.attached_url: str | None = None
         self.stack_options = stack_options
@@ -37,6 +38,10 @@ class StackPanel(Panel):
         self.kube_spec: Any = None
         self.status = StatusLine()
         self.kube_line = StatusLine()
+        if engine not in ("sim", "vllm"):
+            raise LlmdError(f"engine must be sim or vllm, got {engine!r}")
+        self.engine = W.Dropdown(options=[("simulated", "sim"), ("vLLM", "vllm")], value=engine, description="engine",
+                                 layout=_w(200))
         self.engines = W.BoundedIntText(value=engines, min=0, max=16, description="engines", layout=_w(160))
         self.prefill = W.BoundedIntText(value=prefill, min=0, max=8, description="prefill", layout=_w(160))
         self.decode = W.BoundedIntText(value=decode, min=0, max=8, description="decode", layout=_w(160))
@@ -63,7 +68,7 @@ class StackPanel(Panel):
         self.kube_out = W.HTML()
         banner = W.HTML("<b>Fake cluster API</b> (FakeKubeApi): objects are stored, nothing runs." if kube_api
                         is not None else "")
-        local = W.VBox([W.HBox([self.engines, self.prefill, self.decode]),
+        local = W.VBox([W.HBox([self.engine, self.engines, self.prefill, self.decode]),
                         W.HBox([self.config, self.prometheus, self.start_button, self.stop_button]),
                         W.HBox([self.url, self.attach_button, self.refresh_button]), self.status.widget,
                         self.endpoints])
@@ -94,14 +99,15 @@ class StackPanel(Panel):
 
     def settings(self) -> StackConfig:
         return StackConfig(engines=self.engines.value, prefill=self.prefill.value, decode=self.decode.value,
-                           config=self.config.value, prometheus=bool(self.prometheus.value), **self.stack_options)
+                           config=self.config.value, prometheus=bool(self.prometheus.value), engine=self.engine.value,
+                           **self.stack_options)
 
     def start(self) -> StackPanel:
         """Start engines, router (and Prometheus); a failure is one line in the panel and leaves nothing running."""
         if self.stack is not None:
             self.status.show(f"already running at {self.stack.router_url}")
             return self
-        self.status.show("starting…")
+        self.status.show("starting vLLM engines (about a minute)…" if self.engine.value == "vllm" else "starting…")
         try:
             self.stack = LocalStack(self.settings()).start()
         except Exception as exc:  # noqa: BLE001 - one line in the panel
@@ -111,8 +117,9 @@ class StackPanel(Panel):
         self.attached_url = None
         self.start_button.disabled, self.stop_button.disabled = True, False
         prom = f", Prometheus {self.stack.prometheus_url}" if self.stack.prometheus_url else ""
+        kind = " vLLM" if self.engine.value == "vllm" else ""
         self.status.ok(f"router {self.stack.router_url} ({self.config.value}), "
-                       f"{len(self.stack.engine_urls)} engines{prom}")
+                       f"{len(self.stack.engine_urls)}{kind} engines{prom}")
         self.refresh(keep_status=True)
         return self
 
