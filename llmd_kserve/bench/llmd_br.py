@@ -182,7 +182,7 @@ def benchmark_reports(report: Mapping[str, Any], *, uid: str | None = None) -> l
         out.append({
             "version": VERSION,
             "run": {"uid": uuid.uuid5(uuid.NAMESPACE_URL, f"{eid}:{i}").hex, "eid": eid, "time": time,
-                    "description": f"{name} ({workload.get('kind', 'a')} workload)"},
+                    "description": name},
             "scenario": {"stack": components, "load": _load(workload, run, i)},
             "results": _results(run, engines_label),
         })
