@@ -9,6 +9,7 @@ Public API::
     BenchOptions(...)                                                 everything ``llmd-kserve bench`` accepts
     run_bench(options, simulator=None, write_html=None) -> int     what the CLI calls
     sim_context_len() -> int                                          the simulated engines' max_model_len
+    target_context(target, model=None) -> int | None                  the target's, from ``GET /v1/models``
 
 A trace (``--trace FILE``) is fitted to the model's context before it runs: ``max_model_len`` from the options,
 else the simulated engines' (``--sim``), else the target's ``/v1/models`` card; one line says what was clipped and
@@ -199,7 +200,7 @@ def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_h
         if spec.max_model_len is None and (sim or o.describe):
             spec = spec.model_copy(update={"max_model_len": sim_context_len()})
         elif spec.max_model_len is None and target:
-            spec = spec.model_copy(update={"max_model_len": _target_context(target, o.model)})
+            spec = spec.model_copy(update={"max_model_len": target_context(target, o.model)})
         if o.describe:
             stats = describe_trace(spec)
             print("\n".join(stats.lines()))
@@ -263,7 +264,7 @@ def _run_live(spec: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_requests:
     return [run_entry_from(r, label, slo) for r in results]
 
 
-def _target_context(target: str, model: str | None) -> int | None:
+def target_context(target: str, model: str | None = None) -> int | None:
     """The target's context length from ``/v1/models`` (None, with a warning, when it reports none)."""
     import aiohttp
 
