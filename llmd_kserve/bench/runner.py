@@ -8,8 +8,10 @@ Public API::
     workload_info(spec, arrivals, **extra) -> dict                   the report's ``workload`` section
     BenchOptions(...)                                                 everything ``llmd-kserve bench`` accepts
     run_bench(options, simulator=None, write_html=None) -> int     what the CLI calls
+    fit_to_context(spec, sim, target=None, model=None) -> WorkloadSpec   a trace's ``max_model_len`` set
     sim_context_len() -> int                                          the simulated engines' max_model_len
     target_context(target, model=None) -> int | None                  the target's, from ``GET /v1/models``
+    stack_info(config, engines) -> dict                               ``workload.stack`` of simulated engines
 
 A trace (``--trace FILE``) is fitted to the model's context before it runs: ``max_model_len`` from the options,
 else the simulated engines' (``--sim``), else the target's ``/v1/models`` card; one line says what was clipped and
@@ -102,6 +104,17 @@ def workload_info(spec: WorkloadSpec, arrivals: Sequence[ArrivalSpec], **extra: 
         info["trace_requests"] = len(spec.entries)
         info["trace_fit"] = fit_summary(spec, extra.get("num_requests")).as_dict()
     return {**info, "arrivals": [a.model_dump(exclude_none=True) for a in arrivals], **extra}
+
+
+def fit_to_context(spec: WorkloadSpec, *, sim: bool, target: str | None = None,
+                   model: str | None = None) -> WorkloadSpec:
+    """A trace with ``max_model_len`` set: kept when set, else the simulated engines' (``sim``), else what
+    ``target`` reports; any other workload unchanged."""
+    if not isinstance(spec, TraceSpec) or spec.max_model_len is not None:
+        return spec
+    if sim:
+        return spec.model_copy(update={"max_model_len": sim_context_len()})
+    return spec.model_copy(update={"max_model_len": target_context(target, model)}) if target else spec
 
 
 def sim_context_len() -> int:
@@ -197,10 +210,7 @@ def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_h
                      max_model_len=o.max_model_len, fit=o.fit) if trace else make_spec(
                          workload, None, _parse_sets(o.overrides))
     if isinstance(spec, TraceSpec):
-        if spec.max_model_len is None and (sim or o.describe):
-            spec = spec.model_copy(update={"max_model_len": sim_context_len()})
-        elif spec.max_model_len is None and target:
-            spec = spec.model_copy(update={"max_model_len": target_context(target, o.model)})
+        spec = fit_to_context(spec, sim=sim or o.describe, target=target, model=o.model)
         if o.describe:
             stats = describe_trace(spec)
             print("\n".join(stats.lines()))
@@ -221,7 +231,7 @@ def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_h
             runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
                              engines=engines, config=config, policy_label=label, roles=roles, progress=bar)
         info |= {"mode": "sim", "engines": prefill + decode if roles else engines,
-                 "stack": _sim_stack(config, prefill + decode if roles else engines)}
+                 "stack": stack_info(config, prefill + decode if roles else engines)}
         if roles:
             info |= {"prefill": prefill, "decode": decode}
     else:
@@ -281,8 +291,8 @@ def target_context(target: str, model: str | None = None) -> int | None:
     return found
 
 
-def _sim_stack(config: str, engines: int) -> dict[str, Any]:
-    """What the simulated stack is, for the report's ``workload.stack``."""
+def stack_info(config: str, engines: int) -> dict[str, Any]:
+    """A stack of simulated engines running ``config``, for the report's ``workload.stack``."""
     from llmd_kserve.config.loader import read_config
 
     try:

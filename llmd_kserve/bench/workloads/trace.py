@@ -76,7 +76,9 @@ def load_trace(path: str | Path, *, fmt: str = "mooncake", block_tokens: int = 5
         if not entries:
             raise ConfigError(f"no request of the trace falls in the window {lo}:{hi} s", "window")
     if max_requests is not None:
-        entries = entries[:max_requests]
+        if not float(max_requests).is_integer() or max_requests < 1:
+            raise ConfigError(f"max_requests must be a whole number >= 1, got {max_requests!r}", "max_requests")
+        entries = entries[:int(max_requests)]
     try:
         return TraceSpec(entries=tuple(entries), block_tokens=block_tokens, time_scale=time_scale,
                          max_model_len=max_model_len, fit=fit, source=p.name,
