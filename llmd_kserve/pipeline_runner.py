@@ -176,12 +176,11 @@ def run_local(name: str, params: dict[str, Any] | None = None, pipeline_root: st
 
 
 def failed_tasks(run: LocalRun, name: str) -> list[str]:
-    """Tasks of the pipeline that left no executor output (they failed or were skipped)."""
+    """Tasks of the pipeline that left no executor output (they failed or were skipped); importers write none."""
     spec = _get(name).pipeline_spec
-    expected = set(spec.root.dag.tasks)
-    for comp in spec.components.values():
-        if comp.dag.tasks:
-            expected |= set(comp.dag.tasks)
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.dag.tasks)]
+    expected = {k for dag in dags for k, t in dag.tasks.items()
+                if not t.component_ref.name.startswith("comp-importer")}
     expected -= {k for k in expected if k.startswith("exit-handler")}
     return sorted(expected - set(run.tasks))
 

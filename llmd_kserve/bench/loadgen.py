@@ -10,6 +10,7 @@ Public API::
     run_load_sync(requests, arrival, config) -> RunResult             ``asyncio.run`` wrapper
     await scrape_prefix_counters(session, engine_urls) -> (queries, hits)   sums of vLLM prefix-cache counters
     await discover_model(session, target) -> str                      first id of ``GET /v1/models``
+    await discover_max_model_len(session, target, model=None) -> int | None   its card's ``max_model_len``
 
 Requests go to ``/v1/completions`` (``kind == "completion"``) or ``/v1/chat/completions`` with ``stream: true`` and
 ``stream_options.include_usage`` so the final chunk's ``usage.prompt_tokens_details.cached_tokens`` gives the
@@ -81,6 +82,20 @@ async def discover_model(session: aiohttp.ClientSession, target: str) -> str:
         raise LlmdError(f"cannot reach target {target}: GET {url} failed: {exc or type(exc).__name__}") from exc
     except (KeyError, IndexError, TypeError) as exc:
         raise LlmdError(f"target {target} lists no model at {url} (give --model)") from exc
+
+
+async def discover_max_model_len(session: aiohttp.ClientSession, target: str, model: str | None = None) -> int | None:
+    """The ``max_model_len`` the target's ``GET /v1/models`` card reports for ``model`` (or its first model), as
+    vLLM does; None when it reports none or cannot be asked."""
+    try:
+        async with session.get(f"{target.rstrip('/')}/v1/models", timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            cards = (await resp.json(content_type=None)).get("data") or [] if resp.status == 200 else []
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+        log.warning("cannot ask %s for its context length: %s", target, exc)
+        return None
+    card = next((c for c in cards if isinstance(c, dict) and (model is None or c.get("id") == model)), None)
+    value = card.get("max_model_len") if card else None
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 async def scrape_prefix_counters(session: aiohttp.ClientSession, engine_urls: Sequence[str]) -> tuple[float, float]:

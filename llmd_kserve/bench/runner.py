@@ -2,14 +2,24 @@
 
 Public API::
 
-    make_spec(workload, trace=None, overrides={}) -> WorkloadSpec   ``overrides`` set spec fields (``--set k=v``)
+    make_spec(workload, trace=None, overrides={}, **trace_options) -> WorkloadSpec   ``overrides`` set spec fields
+                                                                     (``--set k=v``); ``trace_options`` go to load_trace
     make_arrivals(rate=None, concurrency=None, sweep=None, pattern="poisson", trace=False) -> list[ArrivalSpec]
     workload_info(spec, arrivals, **extra) -> dict                   the report's ``workload`` section
     BenchOptions(...)                                                 everything ``llmd-kserve bench`` accepts
     run_bench(options, simulator=None, write_html=None) -> int     what the CLI calls
+    fit_to_context(spec, sim, target=None, model=None) -> WorkloadSpec   a trace's ``max_model_len`` set
+    sim_context_len() -> int                                          the simulated engines' max_model_len
+    target_context(target, model=None) -> int | None                  the target's, from ``GET /v1/models``
+    stack_info(config, engines) -> dict                               ``workload.stack`` of simulated engines
+
+A trace (``--trace FILE``) is fitted to the model's context before it runs: ``max_model_len`` from the options,
+else the simulated engines' (``--sim``), else the target's ``/v1/models`` card; one line says what was clipped and
+the report's ``workload.trace_fit`` records it. ``describe=True`` prints the trace's structure and runs nothing.
 
 With ``sim=True`` the runs come from ``simulator(workload=spec, arrivals=arrivals, num_requests=n, seed=seed,
-slo=slo, engines=N, config=name, policy_label=label, roles=...)`` (the CLI passes ``llmd_kserve.cluster_sim.run_bench``;
+slo=slo, engines=N, config=name, policy_label=label, roles=..., progress=fn)`` (the CLI passes
+``llmd_kserve.cluster_sim.run_bench``;
 bench sits below cluster_sim and does not import it), which returns ``runs[]`` items in the bench JSON schema;
 everything else (JSON, HTML, table) is shared.
 """
@@ -24,6 +34,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from llmd_kserve.bench.llmd_br import now_iso, write_benchmark_reports
+from llmd_kserve.bench.progress import RunProgress
 from llmd_kserve.bench.report import build_report, print_table, run_entry_from, write_json
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import (
@@ -32,10 +44,15 @@ from llmd_kserve.bench.workloads import (
     TraceSpec,
     WorkloadSpec,
     build_requests,
+    describe_trace,
+    fit_summary,
     load_trace,
+    parse_window,
 )
 from llmd_kserve.bench.workloads import sweep as sweep_arrivals
+from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError, LlmdError, config_error_from
+from llmd_kserve.latency import load_profile
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +61,19 @@ HtmlWriter = Callable[[dict[str, Any], str], None]
 """``llmd_kserve.cluster_sim.run_bench``'s shape: keyword arguments in, ``runs[]`` items (bench JSON schema) out."""
 
 
-def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, Any] | None = None) -> WorkloadSpec:
-    """A workload spec by kind with field overrides; ``trace`` (a Mooncake JSONL path) for ``kind == "trace"``."""
+def make_spec(workload: str, trace: str | None = None, overrides: Mapping[str, Any] | None = None,
+              **trace_options: Any) -> WorkloadSpec:
+    """A workload spec by kind with field overrides; ``trace`` (a trace file) for ``kind == "trace"``, read with
+    ``load_trace(trace, **trace_options)``."""
     overrides = dict(overrides or {})
     if workload == "trace":
         if not trace:
             raise ConfigError("the trace workload needs --trace FILE", "trace")
+        spec = load_trace(trace, **trace_options)
+        if not overrides:
+            return spec
         try:
-            return TraceSpec.model_validate({"entries": load_trace(trace).entries, **overrides})
+            return TraceSpec.model_validate({**dict(spec), **overrides})
         except ValidationError as exc:
             raise config_error_from(exc, "set:") from exc
     try:
@@ -76,10 +98,28 @@ def make_arrivals(rate: float | None = None, concurrency: int | None = None, swe
 
 
 def workload_info(spec: WorkloadSpec, arrivals: Sequence[ArrivalSpec], **extra: Any) -> dict[str, Any]:
+    """The report's ``workload`` section: the spec's fields (a trace's size and fitting instead of its entries)."""
     info = spec.model_dump(exclude={"entries"})
     if isinstance(spec, TraceSpec):
         info["trace_requests"] = len(spec.entries)
+        info["trace_fit"] = fit_summary(spec, extra.get("num_requests")).as_dict()
     return {**info, "arrivals": [a.model_dump(exclude_none=True) for a in arrivals], **extra}
+
+
+def fit_to_context(spec: WorkloadSpec, *, sim: bool, target: str | None = None,
+                   model: str | None = None) -> WorkloadSpec:
+    """A trace with ``max_model_len`` set: kept when set, else the simulated engines' (``sim``), else what
+    ``target`` reports; any other workload unchanged."""
+    if not isinstance(spec, TraceSpec) or spec.max_model_len is not None:
+        return spec
+    if sim:
+        return spec.model_copy(update={"max_model_len": sim_context_len()})
+    return spec.model_copy(update={"max_model_len": target_context(target, model)}) if target else spec
+
+
+def sim_context_len() -> int:
+    """The context length of the simulated engines (their default latency profile's ``max_model_len``)."""
+    return load_profile(DEFAULT_PROFILE).max_model_len
 
 
 def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
@@ -123,6 +163,21 @@ class BenchOptions:
     decode: int = 0
     progress: bool = True
     timeout: float = 600.0
+    trace_format: str = "mooncake"
+    time_scale: float = 1.0
+    """Trace replay: multiplies the recorded gaps between requests (0.1 replays ten times faster)."""
+    max_requests: int | None = None
+    """Trace: read at most this many requests (after ``window``)."""
+    window: str | None = None
+    """Trace: ``START:END`` seconds of the recorded trace to replay."""
+    block_tokens: int = 512
+    max_model_len: int | None = None
+    """Fit trace requests to this context (None: the simulated engines' or the target's)."""
+    fit: str = "clip"
+    describe: bool = False
+    """Print the trace's structure and stop."""
+    report_format: str = "bench"
+    """What ``json_path`` holds: ``bench`` (the bench JSON) or ``llmd-br`` (Benchmark Reports v0.2.1, one a run)."""
 
 
 def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_html: HtmlWriter | None = None) -> int:
@@ -141,18 +196,42 @@ def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_h
         if prefill < 1 or decode < 1:
             raise ConfigError("--prefill and --decode each need at least one engine", "prefill")
         config = "pd-predicted-ttft" if config == "default" else config
-    spec = make_spec(workload, trace, _parse_sets(o.overrides))
-    arrivals = make_arrivals(rate, concurrency, sweep, o.arrival, trace=workload == "trace")
+    if trace and workload not in ("trace", "shared-prefix"):
+        raise ConfigError(f"--trace replays a trace; it cannot be combined with --workload {workload}", "trace")
+    if trace:
+        workload = "trace"
+    if o.describe and not trace:
+        raise ConfigError("--describe needs --trace FILE", "describe")
+    if o.report_format == "llmd-br" and not o.json_path and not o.describe:
+        raise ConfigError("--report-format llmd-br writes to the --json path: give --json FILE", "report-format")
+    window = parse_window(o.window) if o.window else None
+    spec = make_spec(workload, trace, _parse_sets(o.overrides), fmt=o.trace_format, block_tokens=o.block_tokens,
+                     time_scale=o.time_scale, window=window, max_requests=o.max_requests,
+                     max_model_len=o.max_model_len, fit=o.fit) if trace else make_spec(
+                         workload, None, _parse_sets(o.overrides))
+    if isinstance(spec, TraceSpec):
+        spec = fit_to_context(spec, sim=sim or o.describe, target=target, model=o.model)
+        if o.describe:
+            stats = describe_trace(spec)
+            print("\n".join(stats.lines()))
+            if o.json_path:
+                write_json(stats.as_dict(), o.json_path)
+            return 0
+        print(f"trace {spec.source}: {fit_summary(spec, num_requests).line()}")
+    arrivals = make_arrivals(rate, concurrency, sweep, o.arrival, trace=isinstance(spec, TraceSpec))
     slo = SLO(ttft=slo_ttft, tpot=slo_tpot)
     label = o.policy_label or (config if sim else "live")
-    info = workload_info(spec, arrivals, num_requests=num_requests, seed=seed, slo={"ttft": slo_ttft, "tpot": slo_tpot})
+    info = workload_info(spec, arrivals, num_requests=num_requests, seed=seed, slo={"ttft": slo_ttft, "tpot": slo_tpot},
+                         started_at=now_iso())
     if sim:
         if simulator is None:
             raise LlmdError("sim=True needs simulator=llmd_kserve.cluster_sim.run_bench")
         roles = ("prefill",) * prefill + ("decode",) * decode if prefill else None
-        runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
-                             engines=engines, config=config, policy_label=label, roles=roles)
-        info |= {"mode": "sim", "engines": prefill + decode if roles else engines}
+        with RunProgress(o.progress) as bar:
+            runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
+                             engines=engines, config=config, policy_label=label, roles=roles, progress=bar)
+        info |= {"mode": "sim", "engines": prefill + decode if roles else engines,
+                 "stack": stack_info(config, prefill + decode if roles else engines)}
         if roles:
             info |= {"prefill": prefill, "decode": decode}
     else:
@@ -160,10 +239,15 @@ def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_h
             raise ConfigError("--target URL is required (or --sim)", "target")
         runs = _run_live(spec, arrivals, num_requests, seed, slo, label, target, o.model, o.engines_metrics,
                          o.progress, o.timeout)
-        info |= {"mode": "live", "target": target}
+        info |= {"mode": "live", "target": target,
+                 "stack": {"router_config": o.policy_label or "unknown", "engines": len(o.engines_metrics) or None,
+                           "model": o.model}}
     report = build_report(info, runs)
     print_table(report)
-    if o.json_path:
+    if o.json_path and o.report_format == "llmd-br":
+        for path in write_benchmark_reports(report, o.json_path):
+            print(f"wrote {path}")
+    elif o.json_path:
         write_json(report, o.json_path)
     if o.html_path:
         if write_html is None:
@@ -188,3 +272,32 @@ def _run_live(spec: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_requests:
                         timeout_s=timeout)
     results = asyncio.run(run_sweep(pairs, config))
     return [run_entry_from(r, label, slo) for r in results]
+
+
+def target_context(target: str, model: str | None = None) -> int | None:
+    """The target's context length from ``/v1/models`` (None, with a warning, when it reports none)."""
+    import aiohttp
+
+    from llmd_kserve.aio import run
+    from llmd_kserve.bench.loadgen import discover_max_model_len
+
+    async def ask() -> int | None:
+        async with aiohttp.ClientSession() as session:
+            return await discover_max_model_len(session, target, model)
+
+    found = run(ask())
+    if found is None:
+        log.warning("%s reports no max_model_len: trace requests are sent as recorded (give --max-model-len)", target)
+    return found
+
+
+def stack_info(config: str, engines: int) -> dict[str, Any]:
+    """A stack of simulated engines running ``config``, for the report's ``workload.stack``."""
+    from llmd_kserve.config.loader import read_config
+
+    try:
+        router_yaml: Any = read_config(config).model_dump(mode="json", by_alias=True, exclude_none=True)
+    except LlmdError:
+        router_yaml = None
+    return {"router_config": config, "router_config_yaml": router_yaml, "engines": engines,
+            "profile": DEFAULT_PROFILE, "model": DEFAULT_MODEL}

@@ -10,7 +10,7 @@ Public API (pure; all times in seconds)::
     percentile(values, q) -> float | None        linear interpolation (numpy's default), q in [0, 100]
     summarize(results, wall_s, slo=SLO(), *, engine_hit_rate=None) -> dict
         keys (None where undefined): n, ok, errors, error_rate, shed, shed_rate, wall_s, request_rps,
-        ttft_/tpot_/itl_/e2e_ + p50, p90, p99, mean; output_tok_s, input_tok_s, goodput_rps, slo_attainment,
+        ttft_/tpot_/itl_/e2e_ + p50, p90, p95, p99, mean; output_tok_s, input_tok_s, goodput_rps, slo_attainment,
         cache_hit_rate (usage-based, else engine counters), cache_hit_rate_usage, cache_hit_rate_engine,
         endpoints ({endpoint: requests})
     result_to_dict(result) -> dict                  JSON-ready record (``itl`` kept as its mean and p99)
@@ -81,7 +81,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _dist(prefix: str, values: Sequence[float]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {f"{prefix}_p{q}": percentile(values, q) for q in (50, 90, 99)}
+    out: dict[str, float | None] = {f"{prefix}_p{q}": percentile(values, q) for q in (50, 90, 95, 99)}
     out[f"{prefix}_mean"] = sum(values) / len(values) if values else None
     return out
 

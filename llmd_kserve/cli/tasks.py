@@ -19,8 +19,25 @@ log = logging.getLogger(__name__)
 def add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark an OpenAI endpoint (or the cluster simulator): TTFT, TPOT, goodput, hits")
     p.add_argument("--target", default=None, help="base URL of the router (or an engine), e.g. http://127.0.0.1:8080")
-    p.add_argument("--workload", choices=WORKLOAD_KINDS, default="shared-prefix")
-    p.add_argument("--trace", default=None, help="Mooncake-style JSONL (timestamp ms, input_length, output_length, hash_ids)")
+    p.add_argument("--workload", choices=WORKLOAD_KINDS, default=None,
+                   help="synthetic workload (default shared-prefix; trace with --trace)")
+    t = p.add_argument_group("trace replay")
+    t.add_argument("--trace", default=None, help="replay a request trace file (timestamps kept; see --format)")
+    t.add_argument("--format", dest="trace_format", default="mooncake",
+                   help="trace format: mooncake = JSONL of timestamp (ms), input_length, output_length, hash_ids")
+    t.add_argument("--time-scale", type=positive_float, default=1.0,
+                   help="multiply the recorded gaps between requests (0.1 replays ten times faster)")
+    t.add_argument("--max-requests", type=positive_int, default=None, help="replay at most this many requests")
+    t.add_argument("--window", default=None, metavar="START:END",
+                   help="replay the requests between these seconds of the trace (either side may be empty)")
+    t.add_argument("--block-size", dest="block_tokens", type=positive_int, default=512,
+                   help="tokens per trace hash id (512 for Mooncake)")
+    t.add_argument("--max-model-len", type=positive_int, default=None,
+                   help="fit requests to this context (default: the simulated engines' or the target's /v1/models)")
+    t.add_argument("--fit", choices=["clip", "drop"], default="clip",
+                   help="a request longer than the context: clip it (keeps its leading blocks) or leave it out")
+    t.add_argument("--describe", action="store_true",
+                   help="print the trace's structure (span, rate, lengths, prefix sharing) and exit")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="workload parameter, e.g. num_groups=16 (repeat)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--rate", type=float, default=None, help="open-loop arrivals per second")
@@ -30,7 +47,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-requests", type=positive_int, default=None, help="requests per run (scales the workload)")
     p.add_argument("--slo-ttft", type=positive_float, default=None, help="goodput SLO on TTFT, seconds")
     p.add_argument("--slo-tpot", type=positive_float, default=None, help="goodput SLO on TPOT, seconds")
-    p.add_argument("--json", default=None, help="write the bench JSON here")
+    p.add_argument("--json", default=None, help="write the bench JSON here (with --describe: the description)")
+    p.add_argument("--report-format", choices=["bench", "llmd-br"], default="bench",
+                   help="what --json holds: the bench JSON, or llm-d Benchmark Reports v0.2.1 (one file per run)")
     p.add_argument("--html", default=None, help="write a self-contained plotly HTML report here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="model name (default: the target's first /v1/models id)")
@@ -62,12 +81,14 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     if a.sim:
         from llmd_kserve.cluster_sim import run_bench as simulator
     options = BenchOptions(
-        target=a.target, workload=a.workload, trace=a.trace, rate=a.rate, concurrency=a.concurrency,
+        target=a.target, workload=a.workload or ("trace" if a.trace else "shared-prefix"), trace=a.trace, rate=a.rate, concurrency=a.concurrency,
         sweep=tuple(a.sweep or ()), arrival=a.arrival, num_requests=a.num_requests, slo_ttft=a.slo_ttft,
         slo_tpot=a.slo_tpot, json_path=a.json, html_path=a.html, seed=a.seed,
         engines_metrics=tuple(a.engines_metrics or ()), policy_label=a.policy_label, model=a.model,
         overrides=tuple(a.set or ()), sim=a.sim, engines=a.engines, config=a.config, prefill=a.prefill,
-        decode=a.decode, progress=not a.no_progress, timeout=a.timeout)
+        decode=a.decode, progress=not a.no_progress, timeout=a.timeout, trace_format=a.trace_format,
+        time_scale=a.time_scale, max_requests=a.max_requests, window=a.window, block_tokens=a.block_tokens,
+        max_model_len=a.max_model_len, fit=a.fit, describe=a.describe, report_format=a.report_format)
     return run_bench(options, simulator, write_html)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def simulate(requests: Sequence[RequestSpec], config: str | Path | SchedulerConfig,
-             options: SimOptions | None = None, arrival: ArrivalSpec | None = None) -> SimRun:
+             options: SimOptions | None = None, arrival: ArrivalSpec | None = None,
+             progress: Callable[[int, int], None] | None = None) -> SimRun:
     """One run of ``requests`` (arrival times already assigned) under ``config`` on a fresh simulated cluster."""
     concurrency = arrival.concurrency if arrival is not None and arrival.pattern == "concurrency" else None
-    return ClusterSim(config, options).run(requests, concurrency=concurrency)
+    return ClusterSim(config, options).run(requests, concurrency=concurrency, progress=progress)
 
 
 def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) -> dict[str, Any]:
@@ -37,9 +39,11 @@ def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) ->
 def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_requests: int | None = None,
               seed: int = 0, slo: SLO | None = None, engines: int = 8, config: str | Path = "default",
               policy_label: str | None = None, options: SimOptions | None = None,
-              roles: Sequence[Role] | None = None) -> list[dict[str, Any]]:
+              roles: Sequence[Role] | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> list[dict[str, Any]]:
     """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds);
-    ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones."""
+    ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones.
+    ``progress(label, done, total)`` hears how far each run is."""
     opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed)
     label = policy_label or str(config)
     runs = []
@@ -47,7 +51,8 @@ def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_re
         rng = random.Random(seed + i)  # as bench.runner does for live runs: same prompts, same arrival times
         requests = assign_arrivals(build_requests(workload, rng, num_requests), arrival, rng)
         t0 = time.perf_counter()
-        run = simulate(requests, config, opts, arrival)
+        tick = None if progress is None else partial(progress, f"simulating {label} {arrival.label}")
+        run = simulate(requests, config, opts, arrival, tick)
         took = time.perf_counter() - t0
         log.info("simulated %d requests on %d engines (%s) in %.1fs", len(requests), opts.engines, label, took)
         runs.append(sim_entry(run, label, slo, scale="sim", arrival=arrival.label, engines=opts.engines,

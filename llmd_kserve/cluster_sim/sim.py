@@ -27,7 +27,7 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +128,10 @@ class ClusterSim:
                 self.push(due, Step(e))
 
     # --- the loop ---------------------------------------------------------------------------------------------------
-    def run(self, requests: Sequence[RequestSpec], concurrency: int | None = None) -> SimRun:
-        """Simulate ``requests``: open loop at their ``arrival_s``, or closed loop with ``concurrency`` in flight."""
+    def run(self, requests: Sequence[RequestSpec], concurrency: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> SimRun:
+        """Simulate ``requests``: open loop at their ``arrival_s``, or closed loop with ``concurrency`` in flight.
+        ``progress(done, total)`` hears of finished requests (at most every 1% of them) for long runs."""
         engines, pd = self.engines, self.pd
         live: dict[str, LiveRequest] = {}
         results: list[RequestResult] = []
@@ -146,11 +148,16 @@ class ClusterSim:
         heap = self._heap
         scrape = Scrape()
         heapq.heappush(heap, (0.0, -1, scrape))  # seq -1: a scrape runs before anything else at the same time
-        remaining = len(requests)
+        remaining = total = len(requests)
+        step = max(total // 100, 1)
+        reported = total
         pop = heapq.heappop
         events = 0
         end = 0.0
         while heap and remaining:
+            if progress is not None and reported - remaining >= step:
+                reported = remaining
+                progress(total - remaining, total)
             t, _, event = pop(heap)
             self.now = t
             events += 1
@@ -198,6 +205,8 @@ class ClusterSim:
                     pd.arrive(rec, t)
                 case PrefillTimeout(rec):
                     pd.timeout(rec, t)
+        if progress is not None:
+            progress(total - remaining, total)
         results.sort(key=lambda r: r.start)
         hit_rate, counters = engine_counters(engines)
         if self.pd_cluster or pd.transfers or pd.fallbacks:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from llmd_kserve.bench.llmd_br import benchmark_reports
 from llmd_kserve.bench.report import build_report, write_json
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.viz.report_page import write_html
@@ -44,12 +45,18 @@ def markdown(report: dict[str, Any], title: str = "llmd-kserve pipeline report")
 
 
 def report(bench_jsons: Sequence[str], html_path: str, markdown_path: str, json_path: str | None = None,
-           title: str = "llmd-kserve pipeline report") -> dict[str, float]:
+           title: str = "llmd-kserve pipeline report", br_dir: str | None = None) -> dict[str, float]:
     """Merge the runs of ``bench_jsons`` (each run labelled with its source's workload mode) into one report; write
-    the HTML page, the Markdown table and (optionally) the merged JSON. Returns ``runs`` and ``best_goodput_rps``."""
+    the HTML page, the Markdown table, (optionally) the merged JSON and, into ``br_dir``, one llm-d Benchmark Report
+    v0.2.1 per run (``<source>_<run>.br.json``). Returns ``runs`` and ``best_goodput_rps``."""
     if not bench_jsons:
         raise ConfigError("report needs at least one bench JSON document", "bench_jsons")
     docs = [_load(p) for p in bench_jsons]
+    if br_dir:
+        Path(br_dir).mkdir(parents=True, exist_ok=True)
+        for i, doc in enumerate(docs):
+            for j, br in enumerate(benchmark_reports(doc)):
+                (Path(br_dir) / f"{i}_{j}.br.json").write_text(json.dumps(br, indent=1))
     runs = [dict(r, source=i) for i, d in enumerate(docs) for r in d["runs"]]
     merged = build_report({"title": title, "sources": [d.get("workload", {}) for d in docs]}, runs)
     write_html(merged, html_path)

@@ -111,7 +111,7 @@ def test_trace_replay_shares_blocks(tmp_path):
     ]
     path = tmp_path / "trace.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    spec = load_trace(path, speedup=2.0)
+    spec = load_trace(path, time_scale=0.5)
     reqs = build_requests(spec, random.Random(0))
     assert [r.arrival_s for r in reqs] == pytest.approx([0.0, 0.25, 1.0])
     ids = [TOK.encode(r.prompt) for r in reqs]

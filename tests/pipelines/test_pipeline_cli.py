@@ -27,7 +27,8 @@ def test_compile_writes_ir_for_one_or_all(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "one").iterdir()] == ["tune_pipeline.yaml"]
     assert main(["pipeline", "compile", "--out", str(tmp_path / "all")]) == 0
     names = sorted(p.name for p in (tmp_path / "all").iterdir())
-    assert names == ["benchmark_pipeline.yaml", "deploy_benchmark_teardown.yaml", "tune_pipeline.yaml"]
+    assert names == ["benchmark_pipeline.yaml", "deploy_benchmark_teardown.yaml", "trace_benchmark_pipeline.yaml",
+                     "tune_pipeline.yaml"]
     assert yaml.safe_load((tmp_path / "all" / "benchmark_pipeline.yaml").read_text())["pipelineInfo"]["name"] == \
         "llmd-benchmark"
 

@@ -38,8 +38,9 @@ def compiled(tmp_path_factory) -> dict[str, dict]:
     return docs
 
 
-def test_the_three_pipelines_and_nine_components_exist():
-    assert set(PIPELINES) == {"benchmark_pipeline", "tune_pipeline", "deploy_benchmark_teardown"}
+def test_the_four_pipelines_and_nine_components_exist():
+    assert set(PIPELINES) == {"benchmark_pipeline", "tune_pipeline", "deploy_benchmark_teardown",
+                              "trace_benchmark_pipeline"}
     assert sorted(["render_manifests", "deploy", "wait_ready", "benchmark", "simulate", "tune",
                                  "confirm", "report", "teardown"]) == COMPONENTS
 

@@ -32,6 +32,21 @@ def test_benchmark_pipeline_on_a_local_stack(tmp_path):
     assert "| default · poisson@6/s | 18 |" in Path(run.tasks["report"]["artifacts"]["summary"]["uri"]).read_text()
 
 
+def test_trace_benchmark_pipeline_imports_a_trace_and_writes_benchmark_reports(tmp_path):
+    trace = Path(__file__).resolve().parents[2] / "benchmarks" / "traces" / "mooncake_synthetic_500.jsonl"
+    run = run_local("trace_benchmark_pipeline", {"trace_uri": str(trace), "engines": 2,
+                                                 "trace_params": {"max_requests": 20, "time_scale": 0.5}}, tmp_path)
+    assert failed_tasks(run, "trace_benchmark_pipeline") == []
+    doc = json.loads(Path(run.tasks["benchmark"]["artifacts"]["results"]["uri"]).read_text())
+    assert doc["workload"]["kind"] == "trace" and doc["workload"]["source"] == trace.name
+    assert doc["workload"]["trace_fit"]["clipped"] > 0 and doc["runs"][0]["arrival"] == "trace"
+    assert doc["runs"][0]["summary"]["n"] == 20 and doc["runs"][0]["summary"]["errors"] == 0
+    (br,) = Path(run.tasks["report"]["artifacts"]["benchmark_reports"]["uri"]).iterdir()
+    report = json.loads(br.read_text())
+    assert report["version"] == "0.2.1" and report["results"]["request_performance"]["aggregate"]["requests"][
+        "total"] == 20
+
+
 def test_tune_pipeline_searches_confirms_and_exports(tmp_path):
     scenario = {"workload": {"kind": "shared-prefix", **SMALL}, "num_requests": 18, "rate": 6.0, "num_blocks": 256,
                 "engines": 2, "min_engines": 1, "max_engines": 2}

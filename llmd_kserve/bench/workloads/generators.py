@@ -14,6 +14,7 @@ from llmd_kserve.bench.workloads.specs import (
     TraceSpec,
     WorkloadSpec,
 )
+from llmd_kserve.bench.workloads.trace import fit_lengths
 from llmd_kserve.tokenizer import SimTokenizer, render_chat
 
 _CONS, _VOWELS = "bcdfghjklmnprstvwz", "aeiou"
@@ -101,28 +102,37 @@ def _reasoning(spec: ReasoningSpec, rng: random.Random, n: int | None) -> list[R
 
 
 def _trace(spec: TraceSpec, rng: random.Random, n: int | None, seed: int) -> list[RequestSpec]:
+    """One request per entry: the text of block ``h`` is the same for every request naming ``h`` (drawn from
+    ``seed`` and ``h``), so requests sharing hash ids share exactly those prompt tokens; entries fitted to
+    ``spec.max_model_len`` (see ``trace.fit_lengths``); ids keep the entry's index."""
     entries = spec.entries if n is None else spec.entries[:n]
     t0 = min((e.timestamp for e in entries), default=0.0)
-    blocks: dict[int, list[str]] = {}
+    size = spec.block_tokens
+    blocks: dict[int, tuple[list[str], str]] = {}
 
-    def block(hid: int) -> list[str]:  # deterministic per (seed, hash id): equal ids -> equal text
-        if hid not in blocks:
-            blocks[hid] = random.Random(f"{seed}:{hid}").choices(WORDS, k=spec.block_tokens)
-        return blocks[hid]
+    def block(hid: int) -> tuple[list[str], str]:  # (words, text), deterministic per (seed, hash id)
+        got = blocks.get(hid)
+        if got is None:
+            words = random.Random(f"{seed}:{hid}").choices(WORDS, k=size)
+            got = blocks[hid] = (words, " ".join(words))
+        return got
 
     out = []
     for i, e in enumerate(entries):
-        words: list[str] = []
-        for hid in e.hash_ids:
-            words.extend(block(hid))
-            if len(words) >= e.input_length:
-                break
-        if len(words) < e.input_length:  # trace without (enough) hash ids: unique filler
-            words.extend(rng.choices(WORDS, k=e.input_length - len(words)))
-        words = words[: e.input_length]
-        arrival = (e.timestamp - t0) / 1000.0 / spec.speedup
+        lengths = fit_lengths(e, spec.max_model_len, spec.fit)
+        if lengths is None:
+            continue
+        n_in, n_out = lengths
+        full, rest = divmod(min(n_in, len(e.hash_ids) * size), size)
+        parts = [block(h)[1] for h in e.hash_ids[:full]]
+        if rest:
+            parts.append(" ".join(block(e.hash_ids[full])[0][:rest]))
+        missing = n_in - full * size - rest  # a trace without (enough) hash ids: unique filler
+        if missing:
+            parts.append(" ".join(rng.choices(WORDS, k=missing)))
+        arrival = (e.timestamp - t0) / 1000.0 * spec.time_scale
         group = f"h{e.hash_ids[0]}" if e.hash_ids else None
-        out.append(RequestSpec(f"trace-{i}", arrival, " ".join(words), e.output_length, e.input_length, group=group))
+        out.append(RequestSpec(f"trace-{i}", arrival, " ".join(parts), n_out, n_in, group=group))
     return out
 
 

@@ -99,12 +99,22 @@ class TraceEntry(_Spec):
 
 
 class TraceSpec(_Spec):
-    """Replay of a Mooncake-style trace; equal hash ids give equal prompt blocks, so shared prefixes."""
+    """Replay of a request trace; equal hash ids give equal prompt blocks, so prefixes are shared exactly.
+
+    ``time_scale`` multiplies the recorded gaps (0.1 replays ten times faster). With ``max_model_len`` set, a
+    request that does not fit the model's context is clipped (``fit="clip"``: its output to at most half the
+    context, then its input cut from the end, so its leading shared blocks stay) or left out (``fit="drop"``)."""
 
     kind: Literal["trace"] = "trace"
     entries: tuple[TraceEntry, ...]
     block_tokens: int = Field(512, ge=1)
-    speedup: float = Field(1.0, gt=0)  # >1 replays faster than recorded
+    time_scale: float = Field(1.0, gt=0)
+    max_model_len: int | None = Field(None, ge=2)
+    fit: Literal["clip", "drop"] = "clip"
+    source: str | None = None
+    """Where the entries came from (a file name), for reports."""
+    window: tuple[float | None, float | None] | None = None
+    """The ``[start, end)`` seconds of the recorded trace the entries were taken from (None: all of it)."""
 
 
 WorkloadSpec = Annotated[

@@ -8,6 +8,12 @@ virtual-time cluster simulator, with a progress bar; draws the report figures; e
 Live runs with several policies restart the stack's router per policy and reset the engines' prefix caches first
 (as ``llmd-kserve demo`` does), so each policy starts cold. ``sim=True`` runs the same requests in
 ``cluster_sim`` on ``sim_engines`` engines instead (seconds for thousands of requests).
+
+A trace replays with its own timestamps: ``BenchPanel(trace="conversation_trace.jsonl", time_scale=0.5,
+max_requests=500)`` (or ``workload=load_trace(...)``) with no rates (an empty rates box) runs one replay per
+policy; rates replay the trace's prompts at those Poisson rates instead. Requests are fitted to the engines'
+context (the simulated engines', or what the router's ``/v1/models`` reports) and the status line says how many
+were clipped.
 """
 
 from __future__ import annotations
@@ -16,14 +22,23 @@ import asyncio
 import random
 import urllib.request
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
 
 from llmd_kserve.bench.report import build_report, run_entry_from
-from llmd_kserve.bench.runner import make_spec, workload_info
+from llmd_kserve.bench.runner import make_spec, sim_context_len, target_context, workload_info
 from llmd_kserve.bench.stats import SLO
-from llmd_kserve.bench.workloads import ArrivalSpec, WorkloadSpec, assign_arrivals, build_requests
+from llmd_kserve.bench.workloads import (
+    ArrivalSpec,
+    TraceSpec,
+    WorkloadSpec,
+    assign_arrivals,
+    build_requests,
+    fit_summary,
+    load_trace,
+)
 from llmd_kserve.config.loader import shipped_configs
 from llmd_kserve.errors import ConfigError, LlmdError
 from llmd_kserve.viz import figures
@@ -38,20 +53,29 @@ class BenchPanel(Panel):
 
     def __init__(self, stack: Any = None, *, router_url: str | None = None, engine_urls: Sequence[str] = (),
                  workload: str | WorkloadSpec = "shared-prefix", rates: Sequence[float] = (4.0, 8.0),
-                 num_requests: int = 40, policies: Sequence[str] = ("default",), sim: bool = False,
+                 num_requests: int | None = None, policies: Sequence[str] = ("default",), sim: bool = False,
                  sim_engines: int = 4, sim_num_blocks: int | None = None, slo: SLO = PANEL_SLO,
-                 seed: int = 0) -> None:
+                 seed: int = 0, trace: str | Path | None = None, time_scale: float = 1.0,
+                 max_requests: int | None = None) -> None:
         self.stack = stack
         self._router_url, self._engine_urls = router_url, list(engine_urls)
+        if trace is not None:
+            workload = load_trace(trace, time_scale=time_scale, max_requests=max_requests)
+            rates = ()
         self.spec = workload if not isinstance(workload, str) else None
         self.slo, self.seed, self.sim_engines, self.sim_num_blocks = slo, seed, sim_engines, sim_num_blocks
         self.reports: list[dict[str, Any]] = []
         self.status = StatusLine()
-        self.workload = W.Dropdown(options=["shared-prefix", "chat", "rag", "reasoning"],
+        is_trace = isinstance(self.spec, TraceSpec)
+        self.workload = W.Dropdown(options=["shared-prefix", "chat", "rag", "reasoning"] + ["trace"] * is_trace,
                                    value=workload if isinstance(workload, str) else workload.kind,
                                    description="workload", disabled=self.spec is not None)
-        self.rates = W.Text(value=", ".join(f"{r:g}" for r in rates), description="rates (req/s)")
-        self.num_requests = W.BoundedIntText(value=num_requests, min=1, max=100_000, description="requests")
+        self.rates = W.Text(value=", ".join(f"{r:g}" for r in rates), description="rates (req/s)",
+                            placeholder="empty: the trace's own times" if is_trace else "")
+        if num_requests is None:  # a whole trace, else 40
+            num_requests = len(self.spec.entries) if isinstance(self.spec, TraceSpec) else 40
+        self.num_requests = W.BoundedIntText(value=min(num_requests, 100_000), min=1, max=100_000,
+                                             description="requests")
         self.policies = W.SelectMultiple(options=list(shipped_configs()), value=tuple(policies), rows=5,
                                          description="policies")
         self.mode = W.ToggleButtons(options=["live", "sim"], value="sim" if sim else "live")
@@ -82,6 +106,9 @@ class BenchPanel(Panel):
         return self._engine_urls
 
     def parse_rates(self, text: str | None = None) -> list[float]:
+        """The rates box as numbers; empty means the trace's own times when replaying a trace."""
+        if isinstance(self.spec, TraceSpec) and not (text if text is not None else self.rates.value).strip():
+            return []
         try:
             rates = [float(x) for x in (text if text is not None else self.rates.value).replace(";", ",").split(",")
                      if x.strip()]
@@ -110,7 +137,8 @@ class BenchPanel(Panel):
         ``label`` names the runs of a single policy (e.g. ``"after tuning"``) instead of the policy's name."""
         self.run_button.disabled = True
         try:
-            report = await self._run(list(policies or self.policies.value), list(rates or self.parse_rates()),
+            report = await self._run(list(policies or self.policies.value),
+                                     list(rates) if rates is not None else self.parse_rates(),
                                      num_requests or int(self.num_requests.value),
                                      self.mode.value == "sim" if sim is None else sim, label)
         except Exception as exc:  # noqa: BLE001 - one line in the panel
@@ -121,7 +149,10 @@ class BenchPanel(Panel):
         self.reports.append(report)
         self.redraw()
         n = len(report["runs"])
-        self.status.ok(f"{n} runs done ({report['workload']['mode']}); {len(self.reports)} reports side by side")
+        fit = report["workload"].get("trace_fit")
+        clipped = f"; {fit['clipped']} of {fit['requests']} trace requests clipped to the context" if fit else ""
+        self.status.ok(f"{n} runs done ({report['workload']['mode']}); {len(self.reports)} reports side by side"
+                       + clipped)
         return report
 
     async def _run(self, policies: list[str], rates: list[float], n: int, sim: bool,
@@ -131,10 +162,17 @@ class BenchPanel(Panel):
         if label is not None and len(policies) > 1:
             raise ConfigError("a label names the runs of one policy", "label")
         spec = self.spec or make_spec(self.workload.value)
-        arrivals = [ArrivalSpec(pattern="poisson", rate=r) for r in rates]
+        arrivals = [ArrivalSpec(pattern="poisson", rate=r) for r in rates] or [ArrivalSpec(pattern="trace")]
+        if arrivals[0].pattern == "trace" and not isinstance(spec, TraceSpec):
+            raise ConfigError("give at least one rate (only a trace replays at its own times)", "rates")
+        per_run = n
+        if isinstance(spec, TraceSpec):
+            spec = await asyncio.to_thread(self._fit, spec, sim)
+            fit = fit_summary(spec, n)
+            per_run = fit.requests - fit.dropped
         suffix = f" #{len(self.reports) + 1}" if any(
             r.get("policy", "").split(" #")[0] in policies for rep in self.reports for r in rep["runs"]) else ""
-        self.progress.max, self.progress.value = len(policies) * len(rates) * n, 0
+        self.progress.max, self.progress.value = len(policies) * len(arrivals) * per_run, 0
         runs: list[dict[str, Any]] = []
         for policy in policies:
             name = label or policy + suffix
@@ -143,7 +181,7 @@ class BenchPanel(Panel):
                 continue
             self._prepare_live(policy, len(policies) > 1)  # in this thread: a restarted router dies with the kernel
             for i, arrival in enumerate(arrivals):
-                self.progress.description = f"{policy} @{arrival.rate:g}/s"
+                self.progress.description = f"{policy} {arrival.label}"
                 runs.append(await self._live_one(spec, arrival, n, i, name))
         mode = {"mode": "sim", "engines": self.sim_engines} if sim else {"mode": "live", "target": self.router_url}
         info = workload_info(spec, arrivals, num_requests=n, seed=self.seed,
@@ -157,13 +195,28 @@ class BenchPanel(Panel):
         opts = SimOptions(engines=self.sim_engines, num_blocks=self.sim_num_blocks, seed=self.seed)
         out = []
         for arrival in arrivals:  # one at a time so the progress bar moves
-            self.progress.description = f"{policy} @{arrival.rate:g}/s (sim)"
+            self.progress.description = f"{policy} {arrival.label} (sim)"
+            base = self.progress.value
+
+            def moved(_: str, done: int, total: int, base: int = base) -> None:
+                self.progress.value = base + done
+
             out += await asyncio.to_thread(run_bench, workload=spec, arrivals=[arrival], num_requests=n,
                                            seed=self.seed, slo=self.slo, config=policy, policy_label=label,
-                                           options=opts)
+                                           options=opts, progress=moved)
             out[-1]["offered_rps"] = arrival.rate
-            self.progress.value += out[-1]["summary"]["n"]
+            self.progress.value = base + out[-1]["summary"]["n"]
         return out
+
+    def _fit(self, spec: TraceSpec, sim: bool) -> TraceSpec:
+        """The trace fitted to the engines' context: the simulated engines', or the one the router reports."""
+        if spec.max_model_len is not None:
+            return spec
+        if sim:
+            return spec.model_copy(update={"max_model_len": sim_context_len()})
+        if not self.router_url:
+            raise LlmdError("no router: start the stack first (StackPanel) or pass router_url=")
+        return spec.model_copy(update={"max_model_len": target_context(self.router_url, None)})
 
     def _prepare_live(self, policy: str, several: bool) -> None:
         if not self.router_url:

@@ -14,7 +14,8 @@ SMALL = {"num_groups": 2, "prompts_per_group": 6, "system_prompt_len": 512, "que
 def test_interface():
     params, ins, outs = interface(benchmark)
     assert outs == {"results": "system.Dataset", "report": "system.HTML", "metrics": "system.Metrics"}
-    assert ins == {}
+    assert ins == {"trace": "system.Dataset"}
+    assert params["trace_params"] == "STRUCT"
     assert params["workload_params"] == "STRUCT" and params["sweep"] == "LIST" and params["rate"] == "NUMBER_DOUBLE"
 
 
@@ -37,6 +38,18 @@ def test_sweep_in_the_simulator_writes_json_html_and_metrics(tmp_path):
     assert 0 < m["ttft_p50"] <= m["ttft_p90"] < 5 and 0 < m["tpot_p50"] < 0.05
     assert m["goodput_rps"] > 0 and 0 <= m["cache_hit_rate"] <= 1 and m["requests"] == 24
     assert {"goodput_rps_0", "goodput_rps_1"} <= set(m)
+
+
+def test_a_trace_input_is_replayed_at_its_own_times(tmp_path):
+    trace = Path(__file__).resolve().parents[3] / "benchmarks" / "traces" / "mooncake_conversation_500.jsonl"
+    outs = _run(tmp_path, trace=dsl.Dataset(name="trace", uri=str(trace)), num_requests=0,
+                trace_params={"max_requests": 16.0, "window": "0:60", "time_scale": 0.25})
+    doc = json.loads(Path(outs["results"].path).read_text())
+    (run,) = doc["runs"]
+    assert run["arrival"] == "trace" and run["summary"]["n"] == 16 and run["summary"]["errors"] == 0
+    assert doc["workload"]["time_scale"] == 0.25 and doc["workload"]["trace_fit"]["max_model_len"] == 16384
+    with pytest.raises(ConfigError, match="unknown trace parameter"):
+        _run(tmp_path, trace=dsl.Dataset(name="trace", uri=str(trace)), trace_params={"speed": 2})
 
 
 def test_bad_workload_parameter_is_a_config_error(tmp_path):
