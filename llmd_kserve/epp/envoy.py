@@ -41,8 +41,8 @@ from llmd_kserve.epp.protocol import (
     REASON_HEADER,
     SUBSET_NAMESPACE,
 )
-from llmd_kserve.epp.routes import ALLOWED_PATHS, INFERENCE_PATHS, NOT_FOUND_MESSAGE
 from llmd_kserve.errors import ConfigError, LlmdError
+from llmd_kserve.gateway_routes import ALLOWED_PATHS, INFERENCE_PATHS, NOT_FOUND_MESSAGE
 
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"

@@ -26,8 +26,8 @@ import msgspec
 from llmd_kserve.disagg.protocol import has_client_params, strip_client_params
 from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.protocol import host_port, in_subset
-from llmd_kserve.epp.routes import INFERENCE_PATHS, NOT_FOUND_MESSAGE, OTHER_PATHS
 from llmd_kserve.errors import ConfigError, HTTPError, NoEndpointError
+from llmd_kserve.gateway_routes import INFERENCE_PATHS, NOT_FOUND_MESSAGE, OTHER_PATHS
 from llmd_kserve.router.decisions import Decision, DecisionLog
 from llmd_kserve.router.governance import Kind, ParsedRequest, validate_request
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from llmd_kserve.epp.routes import ALLOWED_PATHS
+from llmd_kserve.gateway_routes import ALLOWED_PATHS
 from llmd_kserve.kube.k8s import client, field_env, metadata, port, resources, serialize
 from llmd_kserve.kube.pools import pool_isvc
 from llmd_kserve.kube.router import CONFIG_DIR, CONFIG_KEY, CONFIG_PATH, _ordered, config_text
