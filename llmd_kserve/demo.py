@@ -9,7 +9,11 @@ load-only, approx-prefix, precise-prefix and the project default) runs
 
 * at full scale in the cluster simulator: 8 engines with the H100 profile's full KV cache (26,962 blocks each);
 * at small scale live over HTTP: 4 simulated engine processes (4,096 KV blocks each) behind the real router
-  (`LocalStack`), the same prompt shapes with fewer groups, on freshly reset caches for every policy.
+  (`LocalStack`), the same prompt shapes with fewer groups, on freshly reset caches for every policy;
+* or, with ``engine="vllm"``, live on 2 real vLLM replicas (the CPU build, the tiny random-weights Llama, one core
+  and a 16,384-token KV cache each): shorter prompts (1,000 words, about 2,100 of its tokens), fewer requests and a
+  lower rate, so that round-robin, approx-prefix, precise-prefix and the default finish in a few minutes on two
+  cores. The router keys prompts with the model's own tokenizer.
 
 Results: one table (policy x scale: TTFT p50/p90, TPOT p50, goodput under the SLO, hit rate, shed), the
 default-vs-round-robin ratios, a simulated rate sweep (``demo_sweep``: each policy's max rate within the SLO), an HTML report, and optionally the bench JSON (``runs[].policy``,
@@ -19,6 +23,7 @@ default-vs-round-robin ratios, a simulated rate sweep (``demo_sweep``: each poli
 from __future__ import annotations
 
 import asyncio
+import json as json_lib
 import logging
 import random
 import time
@@ -37,10 +42,19 @@ from llmd_kserve.cluster_sim.run import sim_entry, simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
 from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.demo_sweep import ATTAINMENT, FACTORS, MATCHED_REQUESTS, matched_load, sweep
+from llmd_kserve.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
+VLLM_POLICIES = ("round-robin", "approx-prefix", "precise-prefix", "default")
+"""The live phase on real vLLM runs these unless policies are given (each run takes about a minute on 2 cores)."""
+ENGINES = ("sim", "vllm")
+ENGINE_LABEL = {"sim": "simulated", "vllm": "vLLM 0.32 CPU"}
+VLLM_KV_CACHE_TOKENS = 16384
+VLLM_LIVE_LOAD = (144, 4.0)
+"""Requests and Poisson rate (req/s) of the live phase on real vLLM: about 40 s per policy."""
+"""KV cache per vLLM replica in the demo: 512 blocks of 32, about 7 of the workload's 12 prefixes."""
 SLO_DEMO = SLO(ttft=0.5, tpot=0.05)
 """Interactive-chat objectives: first token within 0.5 s, then at least 20 tokens/s."""
 
@@ -55,26 +69,40 @@ class Scale:
     workload: SharedPrefixSpec
     num_requests: int
     rate: float
+    engine: str = "sim"
+    """``sim``: simulated engines (in the cluster simulator, or as processes); ``vllm``: real vLLM replicas."""
+    kv_cache_tokens: int | None = None
+    """``vllm``: KV cache per replica, in the model's tokens."""
 
     def info(self) -> dict[str, Any]:
-        return {"engines": self.engines, "num_blocks": self.num_blocks or "profile (26962)",
-                "workload": self.workload.model_dump(), "num_requests": self.num_requests,
-                "arrivals": {"pattern": "poisson", "rate": self.rate}}
+        kv: dict[str, Any] = ({"kv_cache_tokens": self.kv_cache_tokens} if self.engine == "vllm"
+                              else {"num_blocks": self.num_blocks or "profile (26962)"})
+        return {"engine": self.engine, "engines": self.engines, **kv, "workload": self.workload.model_dump(),
+                "num_requests": self.num_requests, "arrivals": {"pattern": "poisson", "rate": self.rate}}
 
 
-def _spec(groups: int, n: int) -> SharedPrefixSpec:
-    return SharedPrefixSpec(num_groups=groups, prompts_per_group=-(-n // groups), system_prompt_len=6000,
-                            question_len=200, output_len=128)
+def _spec(groups: int, n: int, system: int = 6000, question: int = 200, output: int = 128) -> SharedPrefixSpec:
+    return SharedPrefixSpec(num_groups=groups, prompts_per_group=-(-n // groups), system_prompt_len=system,
+                            question_len=question, output_len=output)
 
 
-def plan(quick: bool = False) -> tuple[Scale, Scale]:
+def plan(quick: bool = False, engine: str = "sim") -> tuple[Scale, Scale]:
     """The sim and live scales. Each offered load is 10-25% above what round-robin sustains in that setup (8 engines:
-    ~50 req/s; 4 engines with 4,096 blocks: ~18 req/s) and well below what the default sustains (~90 / ~35 req/s)."""
+    ~50 req/s; 4 engines with 4,096 blocks: ~18 req/s) and well below what the default sustains (~90 / ~35 req/s).
+
+    ``engine="vllm"``: the live scale is 2 real vLLM replicas on the tiny model, 12 prefixes of 1,000 words (about
+    25,000 of its tokens: more than one replica's 16,384-token cache, less than both), 32 output tokens."""
+    if engine not in ENGINES:
+        raise ConfigError(f"must be one of {', '.join(ENGINES)}, got {engine!r}", "engine")
+    sim = (Scale("sim", 8, 8192, _spec(64, 1000), 1000, 55.0) if quick
+           else Scale("sim", 8, None, _spec(192, 4000), 4000, 55.0))
+    if engine == "vllm":
+        n, rate = (48, 3.0) if quick else VLLM_LIVE_LOAD
+        return sim, Scale("live", 2, None, _spec(12, n, system=1000, question=50, output=32), n, rate, "vllm",
+                          VLLM_KV_CACHE_TOKENS)
     if quick:
-        return (Scale("sim", 8, 8192, _spec(64, 1000), 1000, 55.0),
-                Scale("live", 2, 4096, _spec(16, 120), 120, 10.0))
-    return (Scale("sim", 8, None, _spec(192, 4000), 4000, 55.0),
-            Scale("live", 4, 4096, _spec(28, 396), 396, 22.0))
+        return sim, Scale("live", 2, 4096, _spec(16, 120), 120, 10.0)
+    return sim, Scale("live", 4, 4096, _spec(28, 396), 396, 22.0)
 
 
 def _requests(scale: Scale, seed: int):  # noqa: ANN202 - list[RequestSpec]
@@ -97,29 +125,57 @@ def run_sim(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO
 
 
 def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO_DEMO,
-             console: Console | None = None) -> list[dict]:
-    """Every policy live: one LocalStack (engines stay up), the router restarted per policy, caches reset."""
+             console: Console | None = None, vllm_python: str | None = None) -> list[dict]:
+    """Every policy live: one LocalStack (engines stay up), the router restarted per policy, caches reset.
+    ``scale.engine == "vllm"``: real vLLM replicas of the tiny model (``vllm_python``: the interpreter with vLLM;
+    default the nearest ``.venv-vllm``), the router keying prompts with the model's tokenizer."""
     from llmd_kserve.bench.loadgen import LoadConfig, run_load
     from llmd_kserve.stack import LocalStack
 
     arrival, reqs = _requests(scale, seed)
     runs: list[dict] = []
-    engine_args = ("--num-blocks", str(scale.num_blocks)) if scale.num_blocks else ()
-    with LocalStack(engines=scale.engines, config=policies[0], prometheus=False, engine_args=engine_args,
-                    seed=seed) as stack:
+    with LocalStack(**_stack_options(scale, policies[0], seed, vllm_python)) as stack:
+        if scale.engine == "vllm":
+            _warm_up(stack.engine_base_urls)
         for i, policy in enumerate(policies):
             if i:
                 stack.restart_router(policy)
             for url in stack.engine_base_urls:  # every policy starts from cold caches
-                req = urllib.request.Request(f"{url}/reset_prefix_cache", method="POST")
-                with urllib.request.urlopen(req, timeout=10) as resp:
-                    resp.read()
+                _post(f"{url}/reset_prefix_cache", None)
             t0 = time.perf_counter()
             config = LoadConfig(target=stack.router_url, engine_urls=stack.engine_base_urls, progress=False)
             result = asyncio.run(run_load(reqs, arrival, config, run_tag=f"{policy}-"))
-            runs.append(run_entry_from(result, policy, slo, scale="live", engines=scale.engines))
+            runs.append(dict(run_entry_from(result, policy, slo, scale="live", engines=scale.engines),
+                             engine=scale.engine))
             _progress(console, runs[-1], time.perf_counter() - t0)
     return runs
+
+
+def _stack_options(scale: Scale, config: str, seed: int, vllm_python: str | None) -> dict[str, Any]:
+    """LocalStack options for the live phase."""
+    options: dict[str, Any] = {"engines": scale.engines, "config": config, "prometheus": False, "seed": seed}
+    if scale.engine == "vllm":
+        from llmd_kserve.tiny_model import ensure_tiny_model
+
+        model = str(ensure_tiny_model())
+        return options | {"engine": "vllm", "model": model, "kv_cache_tokens": scale.kv_cache_tokens,
+                          "vllm_python": vllm_python, "router_args": ("--tokenizer", model)}
+    return options | {"engine_args": ("--num-blocks", str(scale.num_blocks)) if scale.num_blocks else ()}
+
+
+def _post(url: str, body: dict | None) -> bytes:
+    data = None if body is None else json_lib.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return resp.read()
+
+
+def _warm_up(engine_urls: Sequence[str]) -> None:
+    """One short completion per replica, so no policy pays the engine's first-request costs."""
+    for url in engine_urls:
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as resp:
+            model = json_lib.loads(resp.read())["data"][0]["id"]
+        _post(f"{url}/v1/completions", {"model": model, "prompt": "warm up " * 200, "max_tokens": 8})
 
 
 def _progress(console: Console | None, run: dict, took: float) -> None:
@@ -152,7 +208,8 @@ def table(runs: Sequence[dict]) -> Table:
     for r in runs:
         s = r["summary"]
         offered = r.get("offered_rps")
-        t.add_row(r["policy"], r["scale"], str(r.get("engines", "")), str(s["n"]), _ms(s["ttft_p50"]),
+        scale = r["scale"] + (" · vLLM" if r.get("engine") == "vllm" else "")
+        t.add_row(r["policy"], scale, str(r.get("engines", "")), str(s["n"]), _ms(s["ttft_p50"]),
                   _ms(s["ttft_p90"]), _ms(s["tpot_p50"]), _num(s["goodput_rps"]), _num(offered),
                   _pct(s["cache_hit_rate"]), str(s["shed"]))
     return t
@@ -171,26 +228,40 @@ def _pct(v: float | None) -> str:
 
 
 def run_demo(*, quick: bool = False, json: str | None = None, html: str | None = "llmd-demo.html",
-             live: bool = True, sim: bool = True, policies: Sequence[str] = POLICIES, seed: int = 0,
-             console: Console | None = None) -> dict:
-    """Run the demo, print the table and ratios, write the reports; returns the bench JSON document."""
+             live: bool = True, sim: bool = True, policies: Sequence[str] | None = None, seed: int = 0,
+             engine: str = "sim", vllm_python: str | None = None, console: Console | None = None) -> dict:
+    """Run the demo, print the table and ratios, write the reports; returns the bench JSON document.
+
+    ``engine="vllm"``: the live phase on real vLLM replicas (see :func:`plan`), the policies of
+    :data:`VLLM_POLICIES` unless ``policies`` are given; the simulated phase is unchanged."""
     if html:
         require_plotly("html")  # before minutes of runs, not after them
+    sim_scale, live_scale = plan(quick, engine)
+    if live and engine == "vllm":  # a missing vLLM environment fails here, naming the install command
+        from llmd_kserve.vllm_env import find_vllm_env
+
+        vllm_python = str(find_vllm_env(python=vllm_python).python)
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped / CI logs: do not squeeze the table
             console = Console(width=140)
-    sim_scale, live_scale = plan(quick)
+    sim_policies = tuple(policies or POLICIES)
+    live_policies = tuple(policies or (VLLM_POLICIES if engine == "vllm" else POLICIES))
     t0 = time.perf_counter()
     runs: list[dict] = []
     if sim:
         console.print(f"[bold]cluster simulator[/bold]: {sim_scale.engines} engines, {sim_scale.num_requests} "
                       f"requests at {sim_scale.rate:g} req/s")
-        runs += [dict(r, offered_rps=sim_scale.rate) for r in run_sim(sim_scale, policies, seed, console=console)]
+        runs += [dict(r, offered_rps=sim_scale.rate, engine="sim")
+                 for r in run_sim(sim_scale, sim_policies, seed, console=console)]
     if live:
-        console.print(f"[bold]live over HTTP[/bold]: {live_scale.engines} engine processes + router, "
+        what = (f"real vLLM replicas ({ENGINE_LABEL['vllm']}, {live_scale.kv_cache_tokens:,}-token KV cache each)"
+                if engine == "vllm" else "simulated engine processes")
+        console.print(f"[bold]live over HTTP[/bold]: {live_scale.engines} {what} + router, "
                       f"{live_scale.num_requests} requests at {live_scale.rate:g} req/s per policy")
-        runs += [dict(r, offered_rps=live_scale.rate) for r in run_live(live_scale, policies, seed, console=console)]
+        runs += [dict(r, offered_rps=live_scale.rate)
+                 for r in run_live(live_scale, live_policies, seed, console=console, vllm_python=vllm_python)]
+    policies = sim_policies
     rate_sweep: list[dict] = []
     if sim:
         console.print(f"[bold]rate sweep[/bold] (simulator): {', '.join(f'{f:g}x' for f in FACTORS)} of "
@@ -201,15 +272,18 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
                             num_requests=sweep_requests(sim_scale) if quick else MATCHED_REQUESTS, slo=SLO_DEMO,
                             seed=seed) if rate_sweep else None)
     claims = [c for scale in ("sim", "live") if (c := ratios(runs, scale)) is not None]
+    for c in claims:
+        c["engine"] = "sim" if c["scale"] == "sim" else live_scale.engine
     info = {"demo": "shared-prefix under KV pressure", "quick": quick, "seed": seed,
             "slo": {"ttft": SLO_DEMO.ttft, "tpot": SLO_DEMO.tpot}, "machine": "2-core CPU sandbox",
             "profile": DEFAULT_PROFILE, "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
-            "claims": claims, "rate_sweep": rate_sweep, "matched_load": matched, "elapsed_s": None}
+            "engines": {"sim": "sim", "live": live_scale.engine}, "claims": claims, "rate_sweep": rate_sweep, "matched_load": matched, "elapsed_s": None}
     report = build_report(info, runs)
     console.print(table(runs))
     for c in claims:
         mark = "[green]met[/green]" if c["claim_met"] else "[red]not met[/red]"
-        console.print(f"{c['scale']:4s}: default vs round-robin: TTFT p90 {_x(c['ttft_p90_x_lower'])} lower, "
+        where = c["scale"] + (f" ({ENGINE_LABEL[c['engine']]})" if c["engine"] != "sim" else "")
+        console.print(f"{where}: default vs round-robin: TTFT p90 {_x(c['ttft_p90_x_lower'])} lower, "
                       f"goodput {_x(c['goodput_x_higher'])} higher, {c['shed']} shed  (claim >= 3x / >= 2x: {mark})")
     if rate_sweep:
         console.print(sweep_table(rate_sweep))
