@@ -12,7 +12,7 @@ import pytest
 
 from llmd_kserve.bench.workloads import ArrivalSpec, make_workload
 from llmd_kserve.cli import build_parser
-from llmd_kserve.demo import VLLM_KV_CACHE_TOKENS, VLLM_POLICIES, _stack_options, plan
+from llmd_kserve.demo import VLLM_KV_CACHE_TOKENS, VLLM_POLICIES, stack_options, plan
 from llmd_kserve.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +44,12 @@ def test_the_vllm_stack_runs_the_tiny_model_and_the_router_keys_with_its_tokeniz
     pytest.importorskip("tokenizers", reason="the tiny model needs the 'hf' extra")
     monkeypatch.setenv("HOME", str(tmp_path))  # the tiny model is written under ~/.cache
     live = plan(True, "vllm")[1]
-    options = _stack_options(live, "approx-prefix", 3, "/venv/bin/python")
+    options = stack_options(live, "approx-prefix", 3, "/venv/bin/python")
     model = options["model"]
     assert options["engine"] == "vllm" and options["engines"] == 2 and options["config"] == "approx-prefix"
     assert options["kv_cache_tokens"] == VLLM_KV_CACHE_TOKENS and options["vllm_python"] == "/venv/bin/python"
     assert options["router_args"] == ("--tokenizer", model) and (Path(model) / "tokenizer.json").is_file()
-    assert _stack_options(plan(True)[1], "default", 0, None)["engine_args"] == ("--num-blocks", "4096")
+    assert stack_options(plan(True)[1], "default", 0, None)["engine_args"] == ("--num-blocks", "4096")
 
 
 def test_the_prefixes_overflow_one_replica_and_fit_in_two(tmp_path, monkeypatch) -> None:

@@ -123,7 +123,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     report = run_demo(quick=a.quick, json=a.json, html=a.html or None, live=a.live, sim=a.sim, policies=a.policies,
                       seed=a.seed, engine=a.engine,
                       vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None)
-    return 0 if all(c["claim_met"] for c in report["workload"]["claims"]) else 1
+    return 0 if all(c["claim_met"] for c in report["workload"]["claims"] if c["claim_applies"]) else 1
 
 
 # --- pipeline -------------------------------------------------------------------------------------------------
