@@ -134,7 +134,8 @@ def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SL
     """Every policy live: one LocalStack (engines stay up), the router restarted per policy, caches reset.
     ``scale.engine == "vllm"``: real vLLM replicas of the tiny model (``vllm_python``: the interpreter with vLLM;
     default the nearest ``.venv-vllm``), the router keying prompts with the model's tokenizer. ``observe(stack,
-    phase)`` is called once the stack is up (``"started"``) and after the last policy (``"done"``)."""
+    phase)`` is called once the stack is up (``"started"``), after each policy's run (the policy's name, while its
+    router still runs) and at the end (``"done"``)."""
     from llmd_kserve.bench.loadgen import LoadConfig, run_load
     from llmd_kserve.stack import LocalStack
 
@@ -156,6 +157,8 @@ def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SL
             runs.append(dict(run_entry_from(result, policy, slo, scale="live", engines=scale.engines),
                              engine=scale.engine))
             _progress(console, runs[-1], time.perf_counter() - t0)
+            if observe is not None:
+                observe(stack, policy)
         if observe is not None:
             observe(stack, "done")
     return runs
