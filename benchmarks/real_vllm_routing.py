@@ -1,13 +1,14 @@
 """Routing policies on real vLLM 0.32 CPU replicas: TTFT, engine prefix-cache hit rate, start-up time and memory.
 
-Runs the live phase of ``llmd-kserve demo --engine vllm`` (``llmd_kserve.demo.run_live``): 2 vLLM replicas of the
-tiny random-weights Llama, one core and a 16,384-token KV cache each, the router keying prompts with the model's
+Runs the live phase of ``llmd-kserve demo --engine vllm`` (``llmd_kserve.demo_live.run_live``): 2 vLLM replicas of
+the tiny random-weights Llama, one core and a 16,384-token KV cache each, the router keying prompts with the model's
 tokenizer; the same requests with the same Poisson arrival times for every policy, the router restarted and the
 engines' prefix caches reset between policies (after one warm-up request per replica). Also records the time from
 launch until both replicas answer ``/health`` (started together) and each replica's memory (RSS and PSS summed
-over its process tree: the API server and its engine core), once up and again after the last policy, the load
+over its process tree: the API server, its engine core and their helpers), once up and again after the last policy, the load
 average before and after, and per policy how many repeat requests of a prefix group went to the replica that served
-the group's previous request.
+the group's previous request; from the router's decision log, why the others moved and how its predicted cached
+tokens compare with the engines' reported ones.
 
     PYTHONPATH=. .venv/bin/python benchmarks/real_vllm_routing.py [--requests 144] [--rate 3] \\
         [--policies round-robin,approx-prefix,default] [--json out.json]
@@ -23,7 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from llmd_kserve.demo import VLLM_LIVE_LOAD, VLLM_POLICIES, run_live, vllm_live_scale
+from llmd_kserve.demo_live import run_live
+from llmd_kserve.demo_plan import VLLM_LIVE_LOAD, VLLM_POLICIES, vllm_live_scale
 from llmd_kserve.vllm_env import find_vllm_env
 
 

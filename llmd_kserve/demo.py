@@ -10,7 +10,7 @@ load-only, approx-prefix, precise-prefix and the project default) runs
 * at full scale in the cluster simulator: 8 engines with the H100 profile's full KV cache (26,962 blocks each);
 * at small scale live over HTTP: 4 simulated engine processes (4,096 KV blocks each) behind the real router
   (`LocalStack`), the same prompt shapes with fewer groups, on freshly reset caches for every policy;
-* or, with ``engine="vllm"``, live on 2 real vLLM replicas (the CPU build, the tiny random-weights Llama, one core
+* or, with ``engine="vllm"``, live on 2 real vLLM replicas (``demo_live``) (the CPU build, the tiny random-weights Llama, one core
   and a 16,384-token KV cache each): shorter prompts (1,000 words, about 2,100 of its tokens), fewer requests and a
   lower rate, so that round-robin, approx-prefix, precise-prefix and the default finish in a few minutes on two
   cores. The router keys prompts with the model's own tokenizer.
@@ -22,180 +22,44 @@ default-vs-round-robin ratios, a simulated rate sweep (``demo_sweep``: each poli
 
 from __future__ import annotations
 
-import asyncio
-import json as json_lib
 import logging
-import random
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from llmd_kserve.bench.report import build_report, require_plotly, run_entry_from, write_json
+from llmd_kserve.bench.report import build_report, require_plotly, write_json
 from llmd_kserve.bench.stats import SLO
-from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.cluster_sim.run import sim_entry, simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
 from llmd_kserve.defaults import DEFAULT_PROFILE
+from llmd_kserve.demo_plan import (
+    ENGINE_LABEL,
+    POLICIES,
+    SLO_DEMO,
+    VLLM_POLICIES,
+    Scale,
+    plan,
+    print_progress,
+    requests_for,
+)
 from llmd_kserve.demo_sweep import ATTAINMENT, FACTORS, MATCHED_REQUESTS, matched_load, sweep
-from llmd_kserve.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-POLICIES = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
-VLLM_POLICIES = ("round-robin", "approx-prefix", "precise-prefix", "default")
-"""The live phase on real vLLM runs these unless policies are given (each run takes about a minute on 2 cores)."""
-ENGINES = ("sim", "vllm")
-ENGINE_LABEL = {"sim": "simulated", "vllm": "vLLM 0.32 CPU"}
-VLLM_KV_CACHE_TOKENS = 16384
-VLLM_LIVE_LOAD = (144, 3.0)
-"""Requests and Poisson rate (req/s) of the live phase on real vLLM: about 50 s per policy."""
-"""KV cache per vLLM replica in the demo: 512 blocks of 32, about 7 of the workload's 12 prefixes."""
-SLO_DEMO = SLO(ttft=0.5, tpot=0.05)
-"""Interactive-chat objectives: first token within 0.5 s, then at least 20 tokens/s."""
-
-
-@dataclass(frozen=True, slots=True)
-class Scale:
-    """One side of the demo: where it runs, how many engines, the workload and its offered load."""
-
-    name: str  # "sim" | "live"
-    engines: int
-    num_blocks: int | None
-    workload: SharedPrefixSpec
-    num_requests: int
-    rate: float
-    engine: str = "sim"
-    """``sim``: simulated engines (in the cluster simulator, or as processes); ``vllm``: real vLLM replicas."""
-    kv_cache_tokens: int | None = None
-    """``vllm``: KV cache per replica, in the model's tokens."""
-
-    def info(self) -> dict[str, Any]:
-        kv: dict[str, Any] = ({"kv_cache_tokens": self.kv_cache_tokens} if self.engine == "vllm"
-                              else {"num_blocks": self.num_blocks or "profile (26962)"})
-        return {"engine": self.engine, "engines": self.engines, **kv, "workload": self.workload.model_dump(),
-                "num_requests": self.num_requests, "arrivals": {"pattern": "poisson", "rate": self.rate}}
-
-
-def _spec(groups: int, n: int, system: int = 6000, question: int = 200, output: int = 128) -> SharedPrefixSpec:
-    return SharedPrefixSpec(num_groups=groups, prompts_per_group=-(-n // groups), system_prompt_len=system,
-                            question_len=question, output_len=output)
-
-
-def plan(quick: bool = False, engine: str = "sim") -> tuple[Scale, Scale]:
-    """The sim and live scales. Each offered load is 10-25% above what round-robin sustains in that setup (8 engines:
-    ~50 req/s; 4 engines with 4,096 blocks: ~18 req/s) and well below what the default sustains (~90 / ~35 req/s).
-
-    ``engine="vllm"``: the live scale is 2 real vLLM replicas on the tiny model, 12 prefixes of 1,000 words (about
-    25,000 of its tokens: more than one replica's 16,384-token cache, less than both), 32 output tokens."""
-    if engine not in ENGINES:
-        raise ConfigError(f"must be one of {', '.join(ENGINES)}, got {engine!r}", "engine")
-    sim = (Scale("sim", 8, 8192, _spec(64, 1000), 1000, 55.0) if quick
-           else Scale("sim", 8, None, _spec(192, 4000), 4000, 55.0))
-    if engine == "vllm":
-        return sim, vllm_live_scale(*((48, 3.0) if quick else VLLM_LIVE_LOAD))
-    if quick:
-        return sim, Scale("live", 2, 4096, _spec(16, 120), 120, 10.0)
-    return sim, Scale("live", 4, 4096, _spec(28, 396), 396, 22.0)
-
-
-def _requests(scale: Scale, seed: int):  # noqa: ANN202 - list[RequestSpec]
-    arrival = ArrivalSpec(pattern="poisson", rate=scale.rate)
-    return arrival, make_workload(scale.workload, arrival, random.Random(seed), scale.num_requests)
-
-
-def vllm_live_scale(num_requests: int, rate: float) -> Scale:
-    """The live scale on real vLLM at another load (:func:`plan` uses :data:`VLLM_LIVE_LOAD`)."""
-    return Scale("live", 2, None, _spec(12, num_requests, system=1000, question=50, output=32), num_requests, rate,
-                 "vllm", VLLM_KV_CACHE_TOKENS)
-
 
 def run_sim(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO_DEMO,
             console: Console | None = None) -> list[dict]:
     """Every policy on a fresh simulated cluster; ``runs[]`` items with ``scale="sim"``."""
-    arrival, reqs = _requests(scale, seed)
+    arrival, reqs = requests_for(scale, seed)
     runs = []
     for policy in policies:
         t0 = time.perf_counter()
         run = simulate(reqs, policy, SimOptions(engines=scale.engines, num_blocks=scale.num_blocks, seed=seed),
                        arrival)
         runs.append(sim_entry(run, policy, slo, scale="sim", arrival=arrival.label, engines=scale.engines))
-        _progress(console, runs[-1], time.perf_counter() - t0)
+        print_progress(console, runs[-1], time.perf_counter() - t0)
     return runs
-
-
-def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO_DEMO,
-             console: Console | None = None, vllm_python: str | None = None,
-             observe: Callable[[Any, str], None] | None = None) -> list[dict]:
-    """Every policy live: one LocalStack (engines stay up), the router restarted per policy, caches reset.
-    ``scale.engine == "vllm"``: real vLLM replicas of the tiny model (``vllm_python``: the interpreter with vLLM;
-    default the nearest ``.venv-vllm``), the router keying prompts with the model's tokenizer. ``observe(stack,
-    phase)`` is called once the stack is up (``"started"``), after each policy's run (the policy's name, while its
-    router still runs) and at the end (``"done"``)."""
-    from llmd_kserve.bench.loadgen import LoadConfig, run_load
-    from llmd_kserve.stack import LocalStack
-
-    arrival, reqs = _requests(scale, seed)
-    runs: list[dict] = []
-    with LocalStack(**stack_options(scale, policies[0], seed, vllm_python)) as stack:
-        if observe is not None:
-            observe(stack, "started")
-        if scale.engine == "vllm":
-            _warm_up(stack.engine_base_urls)
-        for i, policy in enumerate(policies):
-            if i:
-                stack.restart_router(policy)
-            for url in stack.engine_base_urls:  # every policy starts from cold caches
-                _post(f"{url}/reset_prefix_cache", None)
-            t0 = time.perf_counter()
-            config = LoadConfig(target=stack.router_url, engine_urls=stack.engine_base_urls, progress=False)
-            result = asyncio.run(run_load(reqs, arrival, config, run_tag=f"{policy}-"))
-            runs.append(dict(run_entry_from(result, policy, slo, scale="live", engines=scale.engines),
-                             engine=scale.engine))
-            _progress(console, runs[-1], time.perf_counter() - t0)
-            if observe is not None:
-                observe(stack, policy)
-        if observe is not None:
-            observe(stack, "done")
-    return runs
-
-
-def stack_options(scale: Scale, config: str, seed: int, vllm_python: str | None) -> dict[str, Any]:
-    """LocalStack options for the live phase."""
-    options: dict[str, Any] = {"engines": scale.engines, "config": config, "prometheus": False, "seed": seed}
-    if scale.engine == "vllm":
-        from llmd_kserve.tiny_model import ensure_tiny_model
-
-        model = str(ensure_tiny_model())
-        return options | {"engine": "vllm", "model": model, "kv_cache_tokens": scale.kv_cache_tokens,
-                          "vllm_python": vllm_python, "router_args": ("--tokenizer", model)}
-    return options | {"engine_args": ("--num-blocks", str(scale.num_blocks)) if scale.num_blocks else ()}
-
-
-def _post(url: str, body: dict | None) -> bytes:
-    data = None if body is None else json_lib.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        return resp.read()
-
-
-def _warm_up(engine_urls: Sequence[str]) -> None:
-    """One short completion per replica, so no policy pays the engine's first-request costs."""
-    for url in engine_urls:
-        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as resp:
-            model = json_lib.loads(resp.read())["data"][0]["id"]
-        _post(f"{url}/v1/completions", {"model": model, "prompt": "warm up " * 200, "max_tokens": 8})
-
-
-def _progress(console: Console | None, run: dict, took: float) -> None:
-    if console is not None:
-        s = run["summary"]
-        console.print(f"  {run['scale']:4s} {run['policy']:15s} {s['n']} requests, TTFT p90 {_ms(s['ttft_p90'])} ms, "
-                      f"hit rate {_pct(s['cache_hit_rate'])} ({took:.1f}s)")
 
 
 def ratios(runs: Sequence[dict], scale: str, policy: str = "default", baseline: str = "round-robin") -> dict | None:
@@ -250,6 +114,8 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
     if html:
         require_plotly("html")  # before minutes of runs, not after them
     sim_scale, live_scale = plan(quick, engine)
+    from llmd_kserve import demo_live
+
     if live and engine == "vllm":  # a missing vLLM environment fails here, naming the install command
         from llmd_kserve.vllm_env import find_vllm_env
 
@@ -273,16 +139,15 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
         console.print(f"[bold]live over HTTP[/bold]: {live_scale.engines} {what} + router, "
                       f"{live_scale.num_requests} requests at {live_scale.rate:g} req/s per policy")
         runs += [dict(r, offered_rps=live_scale.rate)
-                 for r in run_live(live_scale, live_policies, seed, console=console, vllm_python=vllm_python)]
-    policies = sim_policies
+                 for r in demo_live.run_live(live_scale, live_policies, seed, console=console, vllm_python=vllm_python)]
     rate_sweep: list[dict] = []
     if sim:
         console.print(f"[bold]rate sweep[/bold] (simulator): {', '.join(f'{f:g}x' for f in FACTORS)} of "
                       f"{sim_scale.rate:g} req/s, {sweep_requests(sim_scale)} requests per run")
-        rate_sweep = sweep(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, sim_scale.rate, policies,
-                           num_requests=sweep_requests(sim_scale), slo=SLO_DEMO, seed=seed)
-    matched = (matched_load(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, rate_sweep, policies,
-                            num_requests=sweep_requests(sim_scale) if quick else MATCHED_REQUESTS, slo=SLO_DEMO,
+        rate_sweep = sweep(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, sim_scale.rate,
+                           sim_policies, num_requests=sweep_requests(sim_scale), slo=SLO_DEMO, seed=seed)
+    matched = (matched_load(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, rate_sweep,
+                            sim_policies, num_requests=sweep_requests(sim_scale) if quick else MATCHED_REQUESTS, slo=SLO_DEMO,
                             seed=seed) if rate_sweep else None)
     claims = [c for scale in ("sim", "live") if (c := ratios(runs, scale)) is not None]
     for c in claims:  # the claim is stated for simulated H100 engines; on vLLM CPU the ratios are measurements

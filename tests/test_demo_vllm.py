@@ -12,7 +12,8 @@ import pytest
 
 from llmd_kserve.bench.workloads import ArrivalSpec, make_workload
 from llmd_kserve.cli import build_parser
-from llmd_kserve.demo import VLLM_KV_CACHE_TOKENS, VLLM_POLICIES, stack_options, plan
+from llmd_kserve.demo_live import stack_options
+from llmd_kserve.demo_plan import VLLM_KV_CACHE_TOKENS, VLLM_POLICIES, plan
 from llmd_kserve.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
