@@ -20,7 +20,7 @@ from llmd_kserve.demo_plan import SLO_DEMO, Scale, print_progress, requests_for
 
 def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO_DEMO,
              console: Console | None = None, vllm_python: str | None = None,
-             observe: Callable[[Any, str], None] | None = None) -> list[dict]:
+             observe: Callable[[Any, str], None] | None = None) -> list[dict[str, Any]]:
     """Every policy live: one LocalStack (engines stay up), the router restarted per policy, caches reset.
     ``scale.engine == "vllm"``: real vLLM replicas of the tiny model (``vllm_python``: the interpreter with vLLM;
     default the nearest ``.venv-vllm``), the router keying prompts with the model's tokenizer. ``observe(stack,
@@ -30,7 +30,7 @@ def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SL
     from llmd_kserve.stack import LocalStack
 
     arrival, reqs = requests_for(scale, seed)
-    runs: list[dict] = []
+    runs: list[dict[str, Any]] = []
     with LocalStack(**stack_options(scale, policies[0], seed, vllm_python)) as stack:
         if observe is not None:
             observe(stack, "started")
@@ -66,11 +66,11 @@ def stack_options(scale: Scale, config: str, seed: int, vllm_python: str | None)
     return options | {"engine_args": ("--num-blocks", str(scale.num_blocks)) if scale.num_blocks else ()}
 
 
-def _post(url: str, body: dict | None) -> bytes:
+def _post(url: str, body: dict[str, Any] | None) -> bytes:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=120) as resp:
-        return resp.read()
+        return bytes(resp.read())
 
 
 def _warm_up(engine_urls: Sequence[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from llmd_kserve.bench.stats import SLO
-from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
+from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.errors import ConfigError
 
 POLICIES = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
@@ -70,7 +70,7 @@ def plan(quick: bool = False, engine: str = "sim") -> tuple[Scale, Scale]:
     return sim, Scale("live", 4, 4096, _spec(28, 396), 396, 22.0)
 
 
-def requests_for(scale: Scale, seed: int):  # noqa: ANN202 - list[RequestSpec]
+def requests_for(scale: Scale, seed: int) -> tuple[ArrivalSpec, list[RequestSpec]]:
     """The arrival spec and the requests of ``scale`` (the same for every policy)."""
     arrival = ArrivalSpec(pattern="poisson", rate=scale.rate)
     return arrival, make_workload(scale.workload, arrival, random.Random(seed), scale.num_requests)
@@ -82,7 +82,7 @@ def vllm_live_scale(num_requests: int, rate: float) -> Scale:
                  "vllm", VLLM_KV_CACHE_TOKENS)
 
 
-def print_progress(console: Console | None, run: dict, took: float) -> None:
+def print_progress(console: Console | None, run: dict[str, Any], took: float) -> None:
     if console is not None:
         s = run["summary"]
         console.print(f"  {run['scale']:4s} {run['policy']:15s} {s['n']} requests, TTFT p90 {_fmt_ms(s['ttft_p90'])} ms, "
