@@ -35,9 +35,11 @@ def headline(report: Mapping[str, Any]) -> list[str]:
     policy's best run (TTFT p90, goodput, hit rate)."""
     claims = (report.get("workload") or {}).get("claims") or []
     if claims:
-        return [f"{c['scale']}: default vs round-robin — TTFT p90 {_x(c.get('ttft_p90_x_lower'))} lower, goodput "
-                f"{_x(c.get('goodput_x_higher'))} higher, {c.get('shed', 0)} shed "
-                f"({'claim met' if c.get('claim_met') else 'claim not met'})" for c in claims]
+        return [f"{c['scale']}{' (vLLM)' if c.get('engine') == 'vllm' else ''}: default vs round-robin — TTFT p90 "
+                f"{_x(c.get('ttft_p90_x_lower'))} lower, goodput {_x(c.get('goodput_x_higher'))} higher, "
+                f"{c.get('shed', 0)} shed ("
+                + ("measured" if c.get("claim_applies") is False else
+                   "claim met" if c.get("claim_met") else "claim not met") + ")" for c in claims]
     out = []
     for label, runs in by_policy(run_points(report)).items():
         best = max(runs, key=lambda p: p.goodput_rps or 0.0)

@@ -52,7 +52,8 @@ def jupyterlab(root: Path, home: Path, timeout: float = 90.0) -> Iterator[Lab]:
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
            "JUPYTERLAB_SETTINGS_DIR": str(home / "lab-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "lab-workspaces"), "JUPYTER_PLATFORM_DIRS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "LLMD_NOTEBOOK_ENGINE": "sim"}  # the quickstart would start real vLLM where its environment is found
     for d in ("config", "data", "runtime", "ipython", "lab-settings", "lab-workspaces"):
         (home / d).mkdir(parents=True, exist_ok=True)
     news = home / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"

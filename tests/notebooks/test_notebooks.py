@@ -1,5 +1,9 @@
 """The notebooks: committed without outputs, and each executes headless (nbclient) against the local stack of
-simulated engines, with the numbers behind its figures asserted (printed by the notebook as ``NUMBERS {json}``)."""
+simulated engines, with the numbers behind its figures asserted (printed by the notebook as ``NUMBERS {json}``).
+
+The quickstart runs on real vLLM when a vLLM environment is found; here it is pinned to the simulated engines
+(``LLMD_NOTEBOOK_ENGINE=sim``: seconds, not the minutes of starting vLLM), and the ``real_vllm`` tier executes it once
+on real vLLM replicas."""
 
 from __future__ import annotations
 
@@ -31,18 +35,27 @@ def test_the_notebooks_exist_and_are_stripped():
         assert "widgets" not in nb.metadata, f"{path.name} stores widget state"
 
 
-def _execute(path: Path, cwd: Path) -> tuple[dict, list[str]]:
+def _execute(path: Path, cwd: Path, env: dict[str, str] | None = None, timeout: int = 240) -> tuple[dict, list[str]]:
+    """Run the notebook in a kernel that imports this tree and sees ``env`` (default: the simulated engines)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     env_path = os.environ.get("PYTHONPATH", "")
+    extra = {"LLMD_NOTEBOOK_ENGINE": "sim"} if env is None else env
+    saved = {k: os.environ.get(k) for k in extra}
     os.environ["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env_path}" if env_path else str(ROOT)  # the kernel imports this tree
+    os.environ.update(extra)
     try:
-        NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
     finally:
         os.environ["PYTHONPATH"] = env_path
         if not env_path:
             del os.environ["PYTHONPATH"]
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     mimes, numbers = [], None
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -62,6 +75,25 @@ def test_notebook_executes_and_its_numbers_hold(path, tmp_path):
     numbers, mimes = _execute(path, tmp_path)
     check = CHECKS[path.stem]
     check(numbers, mimes, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.real_vllm
+@pytest.mark.timeout(900)
+def test_the_quickstart_runs_on_real_vllm(tmp_path):
+    """The quickstart's default: real vLLM replicas of the tiny model when the vLLM environment is there."""
+    pytest.importorskip("tokenizers", reason="the tiny model needs the 'hf' extra")
+    from llmd_kserve.vllm_env import VllmEnvMissing, find_vllm_env
+
+    try:
+        python = find_vllm_env(python=os.environ.get("LLMD_VLLM_PYTHON") or None, start=ROOT).python
+    except VllmEnvMissing as exc:
+        pytest.skip(f"real vLLM tier: {exc}")
+    path = ROOT / "notebooks" / "01_quickstart.ipynb"
+    numbers, mimes = _execute(path, tmp_path, {"LLMD_NOTEBOOK_ENGINE": "", "LLMD_VLLM_PYTHON": str(python)}, 600)
+    assert numbers["engine"] == "vllm"
+    _quickstart(numbers, mimes, tmp_path)
+    assert numbers["engines_hit_rate"] > 0.5  # 32 chats over 4 long system prompts: the engines reuse them
 
 
 def _quickstart(n: dict, mimes: list[str], _: Path) -> None:
