@@ -15,6 +15,12 @@ in least-recently-stored order; per endpoint a dict engine hash -> router key. M
 past it, the least-recently-stored keys are evicted in batches (``evict_fraction`` of ``max_keys`` at a time, which
 keeps eviction amortised O(1)); endpoint maps are swept of evicted keys in the same pass.
 
+An engine may hold several copies of one block (vLLM does when requests compute the same prefix at the same time); it
+publishes a ``BlockStored`` per copy and a ``BlockRemoved`` per evicted copy. The index counts copies per endpoint and
+engine hash, so evicting one copy does not drop a block another copy still holds. (vLLM's opt-in
+``kv_cache_report_mode: full`` also re-announces reused blocks; counted as copies, a block may then outlive its last
+copy in the index: a misroute, never a failed request.)
+
 If two engine hashes of one endpoint map to the same router key (same tokens, different LoRA or multimodal extra
 keys, which router keys do not include), removing either clears the endpoint's bit for that key: a miss, never a
 false hit for long.
@@ -67,6 +73,7 @@ class KVIndex:
         self._evict_batch = max(1, int(max_keys * evict_fraction))
         self._keys: dict[int, int] = {}  # router key -> endpoint bitmask, least recently stored first
         self._maps: dict[EndpointId, dict[int, int]] = {}  # endpoint -> engine hash -> router key
+        self._extra: dict[EndpointId, dict[int, int]] = {}  # endpoint -> engine hash -> copies beyond the first
         self._block_size: dict[EndpointId, int] = {}  # endpoint -> block size its last BlockStored described
         self._bit: dict[EndpointId, int] = {}  # endpoint -> bit value (1 << i)
         self._by_bit: dict[int, EndpointId] = {}  # bit index -> endpoint
@@ -83,16 +90,18 @@ class KVIndex:
         if emap is None:
             emap = self._add_endpoint(endpoint_id)
         bit = self._bit[endpoint_id]
+        extra = self._extra[endpoint_id]
         n = 0
         for ev in events:
             if type(ev) is BlockStored:
-                n += self._store(emap, bit, ev)
+                n += self._store(emap, extra, bit, ev)
                 if ev.block_size > 0:
                     self._block_size[endpoint_id] = ev.block_size
             elif type(ev) is BlockRemoved:
-                n += self._remove(emap, bit, ev.block_hashes)
+                n += self._remove(emap, extra, bit, ev.block_hashes)
             elif type(ev) is AllBlocksCleared:
                 self._clear(emap, bit)
+                extra.clear()
                 self._clears += 1
             else:
                 raise TypeError(f"not a KV event: {type(ev).__name__}")
@@ -100,7 +109,7 @@ class KVIndex:
             self._evict()
         return n
 
-    def _store(self, emap: dict[int, int], bit: int, ev: BlockStored) -> int:
+    def _store(self, emap: dict[int, int], extra: dict[int, int], bit: int, ev: BlockStored) -> int:
         parent_hash = ev.parent_block_hash
         if parent_hash is None:
             parent = ROOT_PARENT
@@ -117,17 +126,28 @@ class KVIndex:
         kmap = self._keys
         for h, k in zip(hashes, keys, strict=False):
             old = emap.get(h)
-            if old is not None and old != k:
+            if old == k:
+                extra[h] = extra.get(h, 0) + 1  # another copy of a block this endpoint holds
+            elif old is not None:
                 self._clear_bit(old, bit)
+                extra.pop(h, None)
             emap[h] = k
             kmap[k] = kmap.pop(k, 0) | bit  # re-insert: most recently stored last
         n = min(len(keys), len(hashes))
         self._blocks_stored += n
         return n
 
-    def _remove(self, emap: dict[int, int], bit: int, hashes: Sequence[int]) -> int:
+    def _remove(self, emap: dict[int, int], extra: dict[int, int], bit: int, hashes: Sequence[int]) -> int:
         n = 0
         for h in hashes:
+            copies = extra.get(h)
+            if copies:  # one copy of several evicted: the endpoint still holds the block
+                if copies == 1:
+                    del extra[h]
+                else:
+                    extra[h] = copies - 1
+                n += 1
+                continue
             k = emap.pop(h, None)
             if k is not None:
                 self._clear_bit(k, bit)
@@ -163,6 +183,10 @@ class KVIndex:
             if touched & bit:
                 emap = self._maps[eid]
                 self._maps[eid] = {h: k for h, k in emap.items() if k not in gone}
+                kept = self._maps[eid]
+                extra = self._extra[eid]
+                for h in [h for h in extra if h not in kept]:
+                    del extra[h]
         log.debug("evicted %d keys (max_keys=%d)", len(victims), self.max_keys)
 
     # --- endpoints -------------------------------------------------------------------------------------------------
@@ -173,12 +197,14 @@ class KVIndex:
         self._by_bit[i] = endpoint_id
         emap: dict[int, int] = {}
         self._maps[endpoint_id] = emap
+        self._extra[endpoint_id] = {}
         return emap
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> bool:
         """Forget everything ``endpoint_id`` holds; False if it was unknown."""
         emap = self._maps.pop(endpoint_id, None)
         self._block_size.pop(endpoint_id, None)
+        self._extra.pop(endpoint_id, None)
         if emap is None:
             return False
         bit = self._bit.pop(endpoint_id)
@@ -192,6 +218,7 @@ class KVIndex:
         """As if ``endpoint_id`` published ``AllBlocksCleared`` (e.g. its publisher restarted)."""
         if endpoint_id in self._maps:
             self._clear(self._maps[endpoint_id], self._bit[endpoint_id])
+            self._extra[endpoint_id].clear()
 
     @property
     def endpoints(self) -> list[EndpointId]:

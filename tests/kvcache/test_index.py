@@ -140,6 +140,23 @@ def test_shared_key_survives_removal_on_other_endpoint():
     assert idx.holders(keys[0]) == [B]
 
 
+def test_a_block_held_in_two_copies_survives_the_eviction_of_one():
+    """vLLM (block_pool.BlockHashToBlockMap) keeps a copy per request that computed the same block at the same time,
+    publishes BlockStored for each and BlockRemoved when any one copy is evicted: the block stays until the last."""
+    t = toks(2)
+    keys = block_keys(t, BS)
+    idx = KVIndex()
+    idx.apply(A, [stored([1, 2], None, t)])
+    idx.apply(A, [stored([1, 2], None, t)])  # a second request computed the same two blocks
+    idx.apply(A, [BlockRemoved([1, 2])])  # one copy evicted
+    assert idx.match(keys) == {A: 2}
+    idx.apply(A, [BlockRemoved([1])])  # the last copy of the first block
+    assert idx.match(keys) == {A: 0} and idx.stats().blocks_removed == 3
+    idx.apply(A, [stored([1], None, t[:BS]), stored([1], None, t[:BS]), AllBlocksCleared()])
+    idx.apply(A, [stored([1], None, t[:BS]), BlockRemoved([1])])  # a clear forgets the copies too
+    assert idx.match(keys) == {A: 0}
+
+
 def test_engine_hash_reused_for_other_tokens_moves_the_key():
     idx = KVIndex()
     idx.apply(A, [stored([1], None, toks(1, 0))])
