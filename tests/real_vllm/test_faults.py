@@ -89,9 +89,11 @@ async def _warm(session: aiohttp.ClientSession, router: Any, url: str, prompt: l
 
 
 async def _ask(session: aiohttp.ClientSession, router: Any, prompt: list[int], rid: str) -> str:
+    """Streamed, so that the first byte is the first token (not the whole answer, slow on a loaded machine)."""
     async with session.post(f"{router.url}/v1/completions", headers={"x-request-id": rid},
-                            json={"model": "tiny-llama", "prompt": prompt, "max_tokens": 2}) as r:
-        assert r.status == 200, await r.text()
+                            json={"model": "tiny-llama", "prompt": prompt, "max_tokens": 2, "stream": True}) as r:
+        body = await r.text()
+        assert r.status == 200 and body.rstrip().endswith("data: [DONE]"), body
         endpoint: str = r.headers["x-llmd-endpoint"]
         return endpoint
 
@@ -108,9 +110,10 @@ async def _metrics(session: aiohttp.ClientSession, router: Any) -> str:
 async def test_a_stopped_replica_times_out_is_ejected_and_returns(replicas: Replicas) -> None:
     rng = random.Random(31)
     e0, e1 = replicas.urls
-    # metrics polled every 2 s stay fresh for 8 s: the router still takes the stopped replica for a live one
-    async with router_over(replicas.specs, replicas.model_dir, first_byte_timeout=3.0, eject_s=5.0,
-                           scrape_interval=2.0, scrape_idle_interval=2.0) as router, aiohttp.ClientSession() as s:
+    # metrics polled every 5 s stay fresh for 20 s: the router still takes the stopped replica for a live one; the
+    # first-byte timeout leaves a loaded machine time for a first token, the ejection outlasts the next request
+    async with router_over(replicas.specs, replicas.model_dir, first_byte_timeout=8.0, eject_s=15.0,
+                           scrape_interval=5.0, scrape_idle_interval=5.0) as router, aiohttp.ClientSession() as s:
         held = [token_ids(8 * BLOCK, rng) for _ in range(2)]
         for prefix in held:
             await _warm(s, router, e1, prefix)

@@ -31,6 +31,7 @@ async def test_tenant_billed_what_the_engines_counted(vllm_up: RealStack, tiny_m
     keys, audit = tmp_path / "keys.yaml", tmp_path / "audit.jsonl"
     tenant, record = add_key(keys, tenant="acme", models=(vllm_up.model,), token_budget=1_000_000)
     operator, _ = add_key(keys, tenant="ops", admin=True)
+    elsewhere, _ = add_key(keys, tenant="acme", models=("another-model",))
     model = vllm_up.model
     async with router_over(vllm_up.endpoints, tiny_model_dir, keys_file=str(keys), audit_file=str(audit)) as router, \
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {tenant}"}) as s:
@@ -53,17 +54,22 @@ async def test_tenant_billed_what_the_engines_counted(vllm_up: RealStack, tiny_m
                 seen_usage += usage
             else:
                 seen_usage.append(json.loads(raw)["usage"])
-        async with s.post(f"{router.url}/v1/completions", json={"model": "other-model", "prompt": "hi"}) as r:
-            assert r.status == 403  # the key is for the tiny model only
+        async with s.post(f"{router.url}/v1/completions", json={"model": model, "prompt": "hi"},
+                          headers={"Authorization": f"Bearer {elsewhere}"}) as r:
+            assert r.status == 403  # a key for another model: refused, nothing reaches an engine
         gateway = router.state.gateway
 
         async def settled() -> bool:
             return bool(gateway.limiter.used(record.id) > 0 and gateway.limiter.reserved(record.id) == 0)
 
         await wait_for(settled, "the tenant's requests settled")
+
+        async def engines_counted() -> bool:  # the engines' counters follow their answers closely, not at once
+            return (await _engine_tokens(s, vllm_up.engine_urls))[1] - before[1] == 7 + 5 + 9
+
+        await wait_for(engines_counted, "the engines counted the completions")
         after = await _engine_tokens(s, vllm_up.engine_urls)
         prompt, completion = after[0] - before[0], after[1] - before[1]
-        assert completion == 7 + 5 + 9
         assert gateway.limiter.used(record.id) == prompt + completion
         metrics = await (await s.get(f"{router.url}/metrics", headers={"Authorization": f"Bearer {operator}"})).text()
         assert counter(metrics, "llmd_gateway_tokens_total", tenant="acme", kind="prompt") == prompt

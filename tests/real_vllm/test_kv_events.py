@@ -11,6 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from llmd_kserve.kvcache.hashing import block_keys
+from llmd_kserve.kvcache.index import KVIndex
+from llmd_kserve.kvcache.subscriber import KVEventSubscriber
+from llmd_kserve.router.endpoints import parse_endpoint_url
 from tests.real_vllm.conftest import BLOCK, RealStack, held_blocks, router_over, token_ids, wait_for
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]
@@ -64,11 +68,26 @@ async def test_events_missed_while_the_subscriber_was_down_are_replayed(vllm_up:
                                                                        tiny_model_dir: Path) -> None:
     rng = random.Random(12)
     engine, model = vllm_up.engine_urls[1], vllm_up.model
-    async with router_over(vllm_up.endpoints, tiny_model_dir) as router, aiohttp.ClientSession() as s:
+    spec = parse_endpoint_url(vllm_up.endpoints[1])
+    async with router_over(vllm_up.endpoints, tiny_model_dir) as router, aiohttp.ClientSession() as s, \
+            KVEventSubscriber(KVIndex()) as witness:
+        # a second subscriber witnesses when the engine has published (vLLM publishes from a thread of its own,
+        # possibly after the answer): then the router's subscriber has surely missed it
+        witness.add(spec)
+
+        async def witnessed() -> bool:
+            if witness.stats()[engine].messages:
+                return True
+            await _complete(s, engine, token_ids(BLOCK + 1, rng), model)
+            return False
+
+        await wait_for(witnessed, "the witness subscribed")
         subscriber = router.state.subscriber
         await subscriber.stop()  # the router's subscriber goes away; the engine goes on publishing
         missed = token_ids(5 * BLOCK, rng)
         await _complete(s, engine, missed, model)
+        keys = block_keys(missed, BLOCK, witness.index.seed)
+        await wait_for(lambda: witness.index.match(keys, [spec.id])[spec.id] == 5, "the missed blocks published")
         before = subscriber.stats()[engine]
         await subscriber.start()
         assert held_blocks(router.state, engine, missed) == 0
