@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.real_vllm.conftest import BLOCK, RealStack, held_blocks, router_over, token_ids, wait_for
+from tests.real_vllm.conftest import BLOCK, RealStack, counter, held_blocks, router_over, token_ids, wait_for
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]
 
@@ -45,8 +45,6 @@ async def _decision(session: aiohttp.ClientSession, url: str, rid: str) -> dict[
 
 
 async def _blocks_stored(session: aiohttp.ClientSession, url: str, endpoint: str) -> float:
-    from tests.real_vllm.conftest import counter
-
     page = await (await session.get(f"{url}/metrics")).text()
     return counter(page, "llmd_router_kv_events_blocks_total", endpoint=endpoint)
 
