@@ -65,9 +65,13 @@ def test_argv_and_env_of_a_cpu_replica(tmp_path: Path) -> None:
         assert flag in argv
     assert "--kv-transfer-config" not in argv and argv[-2:] == ["--max-num-seqs", "8"]
     assert json.loads(_flag(argv, "--kv-events-config")) == {
-        "enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://127.0.0.1:5557",
+        "enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "ipc://@llmd-kv-8100-5557",
         "replay_endpoint": "tcp://127.0.0.1:5558", "topic": "kv@127.0.0.1:8100@my-model"}
-    assert r.endpoint_spec == "http://127.0.0.1:8100#kv=tcp://127.0.0.1:5557&replay=tcp://127.0.0.1:5558"
+    # vLLM binds its PUB socket only to a wildcard or ipc address (it connects to any other): on loopback, ipc
+    assert r.endpoint_spec == "http://127.0.0.1:8100#kv=ipc://@llmd-kv-8100-5557&replay=tcp://127.0.0.1:5558"
+    lan = VllmReplica(ModelInfo.load(_model(tmp_path)), port=8100, kv_port=5557, replay_port=5558, host="10.1.2.3")
+    assert json.loads(_flag(lan.argv("py"), "--kv-events-config"))["endpoint"] == "tcp://*:5557"
+    assert lan.endpoint_spec == "http://10.1.2.3:8100#kv=tcp://10.1.2.3:5557&replay=tcp://10.1.2.3:5558"
     env = r.env({"PATH": "/bin", "PYTHONPATH": "/repo", "VLLM_CPU_KVCACHE_SPACE": "4", "HOME": "/root"})
     assert env["VLLM_SERVER_DEV_MODE"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1" and env["PATH"] == "/bin" and env["HOME"] == "/root"
@@ -82,7 +86,7 @@ def test_pd_roles_carry_the_connector_and_the_role(tmp_path: Path) -> None:
     env = r.env({})  # each replica its own NIXL handshake port (vLLM's default, 5600, would clash)
     assert (env["VLLM_NIXL_SIDE_CHANNEL_HOST"], env["VLLM_NIXL_SIDE_CHANNEL_PORT"]) == ("127.0.0.1", "4")
     assert "VLLM_NIXL_SIDE_CHANNEL_PORT" not in VllmReplica(model, 1, 2, 3, side_channel_port=4).env({})
-    assert r.endpoint_spec.startswith("http://127.0.0.1:1#role=prefill&kv=tcp://127.0.0.1:2&replay=")
+    assert r.endpoint_spec.startswith("http://127.0.0.1:1#role=prefill&kv=ipc://@llmd-kv-1-2&replay=")
     gpu = VllmReplica(model, port=1, kv_port=2, replay_port=3, cpu=False, core=0, kv_cache_tokens=1000)
     assert "--block-size" not in gpu.argv("py") and "--enforce-eager" not in gpu.argv("py")
     assert "VLLM_CPU_OMP_THREADS_BIND" not in gpu.env({}) and gpu.max_model_len == 1000 - 16

@@ -115,6 +115,8 @@ class LocalStack:
         self._epp_argv: list[str] = []
         self._epp_started = 0.0
         self._epp_failures = 0
+        self._model_dir: Path | None = None
+        """The vLLM replicas' model directory: the router tokenizes with its tokenizer (the engines' own ids)."""
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -205,6 +207,7 @@ class LocalStack:
         assert self.log_dir is not None
         env = find_vllm_env(python=cfg.vllm_python)
         model = ModelInfo.load(cfg.model or ensure_tiny_model())
+        self._model_dir = model.path
         cpu = not gpu_present()
         cores = replica_cores(len(roles))
         replicas = [VllmReplica(model, free_port(cfg.host), free_port(cfg.host), free_port(cfg.host), host=cfg.host,
@@ -222,13 +225,20 @@ class LocalStack:
             self.engine_urls.append(r.endpoint_spec)
         wait_healthy(started, cfg.vllm_startup_timeout)
 
+    def _tokenizer_args(self) -> tuple[str, ...]:
+        """``--tokenizer MODEL_DIR`` in front of real vLLM replicas (unless the router args name one): prompts are
+        keyed in the engines' own token ids, so prefix matches and predicted cached tokens are the engines'."""
+        if self._model_dir is None or any(a.split("=", 1)[0] == "--tokenizer" for a in self.settings.router_args):
+            return ()
+        return ("--tokenizer", str(self._model_dir))
+
     def _start_router(self, config: str) -> None:
         cfg = self.settings
         port = cfg.port or free_port(cfg.host)
         self.router_url = f"http://{cfg.host}:{port}"
         argv = _cli("router", "--host", cfg.host, "--port", str(port), "--config", config,
                     "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed), "--admin",
-                    *cfg.router_args)
+                    *self._tokenizer_args(), *cfg.router_args)
         self._router = self._spawn("router", argv, self.router_url)
 
     def _start_gateway(self, config: str) -> None:
@@ -253,7 +263,7 @@ class LocalStack:
         grpc_port, metrics_port, admin_port = free_port(cfg.host), free_port(cfg.host), free_port("127.0.0.1")
         argv = _cli("epp", "--host", cfg.host, "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
                     "--config", config, "--endpoints", ",".join(pool), "--seed", str(cfg.seed),
-                    "--response-mode", cfg.response_mode, *cfg.router_args)
+                    "--response-mode", cfg.response_mode, *self._tokenizer_args(), *cfg.router_args)
         self._router = self._spawn("epp", argv, f"http://{cfg.host}:{metrics_port}")
         self._epp_argv, self._epp_started = argv, time.monotonic()
         # Envoy health-checks the EPP from its start: bring the EPP (and the sidecars) up first

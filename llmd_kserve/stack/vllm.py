@@ -15,6 +15,7 @@ CPU build that registers no ``vllm`` distribution) with prefix caching, ZMQ KV e
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -96,7 +97,19 @@ class VllmReplica:
 
     @property
     def kv_endpoint(self) -> str:
+        """Where routers subscribe to this replica's KV events. vLLM binds its PUB socket only to a wildcard
+        (``tcp://*:port``) or an ``ipc://`` address and *connects* to any other (then nothing reaches a router), so a
+        replica on a loopback host publishes on an abstract ipc socket (this machine only, as loopback is) and any
+        other binds ``tcp://*:kv_port``, which routers dial at the replica's host."""
+        if _is_loopback(self.host):
+            return f"ipc://@llmd-kv-{self.port}-{self.kv_port}"
         return f"tcp://{_url_host(self.host)}:{self.kv_port}"
+
+    @property
+    def kv_publish_endpoint(self) -> str:
+        """The address vLLM is told to publish on (a form it binds, see :attr:`kv_endpoint`)."""
+        endpoint = self.kv_endpoint
+        return endpoint if endpoint.startswith("ipc://") else f"tcp://*:{self.kv_port}"
 
     @property
     def replay_endpoint(self) -> str:
@@ -122,7 +135,7 @@ class VllmReplica:
         return min(self.model.max_positions, fits)
 
     def kv_events_config(self) -> dict[str, object]:
-        return {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": self.kv_endpoint,
+        return {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": self.kv_publish_endpoint,
                 "replay_endpoint": self.replay_endpoint, "topic": f"kv@{self.host}:{self.port}@{self.model.name}"}
 
     def argv(self, python: str | Path) -> list[str]:
@@ -205,6 +218,13 @@ def startup_failure(log_text: str) -> str:
     if not specific and any("died unexpectedly" in text or "exit code: -9" in text for _, text in parsed):
         reason += " (a process was killed: out of memory?)"
     return " ".join(reason.split())[:400]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _url_host(host: str) -> str:

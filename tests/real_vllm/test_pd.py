@@ -13,6 +13,7 @@ import pytest
 from tests.real_vllm.conftest import RealStack, get, post, running_up
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]
+OWN_STACK = True
 
 
 @pytest.fixture(scope="module")
