@@ -4,13 +4,12 @@ KV cache between two CPU replicas (UCX); the router's P/D handshake runs end to 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.real_vllm.conftest import RealStack, get, post, running_up
+from tests.real_vllm.conftest import RealStack, counter, get, post, running_up
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]
 OWN_STACK = True
@@ -21,15 +20,6 @@ def pd_up(vllm_python: Path, tiny_model_dir: Path, tmp_path_factory: pytest.Temp
     with running_up(vllm_python, tiny_model_dir, tmp_path_factory.mktemp("pd"), "--prefill", "1", "--decode", "1",
                     "--config", "pd-always") as stack:
         yield stack
-
-
-def _counter(metrics: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in metrics.splitlines():
-        m = re.match(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 def test_decode_gets_the_prompt_from_prefill_over_nixl(pd_up: RealStack) -> None:
@@ -45,13 +35,13 @@ def test_decode_gets_the_prompt_from_prefill_over_nixl(pd_up: RealStack) -> None
     assert decision["prefill"].rstrip("/") == prefill and decision["outcome"] == "ok"
     after = get(f"{decode}/metrics")
     source = "vllm:prompt_tokens_by_source_total"
-    transferred = _counter(after, source, source="external_kv_transfer") - _counter(before, source,
+    transferred = counter(after, source, source="external_kv_transfer") - counter(before, source,
                                                                                      source="external_kv_transfer")
-    computed = _counter(after, source, source="local_compute") - _counter(before, source, source="local_compute")
+    computed = counter(after, source, source="local_compute") - counter(before, source, source="local_compute")
     prompt_tokens = out["usage"]["prompt_tokens"]
     assert prompt_tokens - 32 < transferred <= prompt_tokens  # the prompt's KV came from the prefill replica
     assert computed < 32  # the decode replica computed little or nothing of it
     xfers = "vllm:nixl_xfer_time_seconds_count"
-    assert _counter(after, xfers) == _counter(before, xfers) + 1
+    assert counter(after, xfers) == counter(before, xfers) + 1
     routed = get(f"{pd_up.router_url}/metrics")  # the router counts what the prefill engine said it holds
-    assert _counter(routed, "llmd_router_pd_kv_transfer_tokens_total") == prompt_tokens
+    assert counter(routed, "llmd_router_pd_kv_transfer_tokens_total") == prompt_tokens
