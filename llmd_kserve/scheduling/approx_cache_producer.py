@@ -10,7 +10,14 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd_kserve.kvcache.hashing import block_keys
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+)
 from llmd_kserve.types import BlockKey, EndpointId, EndpointState
 
 MIN_BLOCK_TOKENS = 64
@@ -50,7 +57,7 @@ def match_info(state: CycleState, producer: str, block_size: int) -> PrefixMatch
     return info
 
 
-class ApproxPrefixCacheProducer:
+class ApproxPrefixCacheProducer(OnScheduled, EndpointRemoved):
     """llm-d's approximate prefix cache: per endpoint, an LRU of the prompt blocks the router sent it, as large as
     its KV cache (``num_gpu_blocks`` with ``autoTune``, else ``lruCapacityPerServer``). A request's prompt is cut
     into blocks of the engine's block size (``autoTune``, from ``vllm:cache_config_info``; else

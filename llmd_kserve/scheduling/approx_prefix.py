@@ -8,11 +8,18 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+)
 from llmd_kserve.types import BlockKey, EndpointId, EndpointState
 
 
-class ApproxPrefixProducer:
+class ApproxPrefixProducer(OnScheduled, EndpointRemoved):
     """Remembers, per endpoint, the block keys of the prompts the router sent it, in an LRU as large as the
     endpoint's KV cache (``num_gpu_blocks`` from ``vllm:cache_config_info``, else ``lruCapacityPerServer``),
     like llm-d's estimated prefix-cache scorer. Matches go to ``state.prefix_hits["approx"]``.
