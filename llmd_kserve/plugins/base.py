@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from llmd_kserve.errors import ConfigError
@@ -173,6 +173,13 @@ class PluginParams(BaseModel):
     """Base of every plugin's parameters: frozen, camelCase in YAML (snake_case accepted), unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class PickerParams(PluginParams):
+    """The parameter llm-d's pickers share."""
+
+    max_num_of_endpoints: int = Field(1, ge=1, le=1)
+    """llm-d's: endpoints to return; this router sends a request to one (it re-schedules a failed attempt)."""
 
 
 @runtime_checkable
