@@ -21,7 +21,7 @@ from llmd_kserve.kvcache.events import BlockStored
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.latency import load_profile
 from llmd_kserve.plugins.base import PluginContext
-from llmd_kserve.scheduling.scheduler import SchedulingResult
+from llmd_kserve.scheduling.interface import SchedulingResult
 from llmd_kserve.tokenizer import SimTokenizer
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, LLMRequest, RequestOutcome
 

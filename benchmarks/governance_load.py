@@ -38,6 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
+from llmd_kserve.bench.stats import percentile
 from llmd_kserve.governance.audit import verify
 from llmd_kserve.governance.keys import add_key
 from llmd_kserve.governance.limits import DEFAULT_MAX_TOKENS
@@ -119,8 +120,9 @@ async def one(s: aiohttp.ClientSession, url: str, key: str, prompt: str, max_tok
 
 
 def q(xs: list[float], p: float) -> float | None:
-    xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(p * len(xs)))], 4) if xs else None
+    """The ``p``-quantile (0-1) of ``xs`` in seconds, rounded; None for none."""
+    v = percentile(xs, p * 100)
+    return None if v is None else round(v, 4)
 
 
 def _keys(tmp: Path) -> dict[str, str]:

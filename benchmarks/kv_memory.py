@@ -19,6 +19,7 @@ import statistics
 import time
 import tracemalloc
 
+from llmd_kserve.bench.stats import percentile
 from llmd_kserve.kvcache.events import BlockStored
 from llmd_kserve.kvcache.hashing import block_keys
 from llmd_kserve.kvcache.index import KVIndex
@@ -61,8 +62,7 @@ def lookup_latency(index: KVIndex, keys_list: list[list[int]], endpoints, repeat
         t0 = time.perf_counter()
         index.match(keys, endpoints)
         samples.append(time.perf_counter() - t0)
-    samples.sort()
-    return statistics.median(samples) * 1e6, samples[int(0.99 * len(samples))] * 1e6
+    return statistics.median(samples) * 1e6, (percentile(samples, 99) or 0.0) * 1e6
 
 
 def main() -> None:

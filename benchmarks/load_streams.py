@@ -25,6 +25,8 @@ from pathlib import Path
 
 import aiohttp
 
+from llmd_kserve.bench.stats import percentile
+
 
 def _router_pid(up_pid: int) -> int:
     for d in Path("/proc").iterdir():
@@ -130,7 +132,8 @@ def main() -> int:
         up.wait(60)
 
     def q(p: float) -> float | None:
-        return round(ttft[min(len(ttft) - 1, int(p * len(ttft)))], 3) if ttft else None
+        v = percentile(ttft, p * 100)
+        return None if v is None else round(v, 3)
 
     print(json.dumps({"streams": a.streams, "max_tokens": a.max_tokens, "engines": a.engines,
                       "router_nofile_soft_hard": limits.split()[3:5], "outcomes": outcomes,

@@ -28,6 +28,7 @@ from contextlib import ExitStack
 import aiohttp
 
 from llmd_kserve.aio import run as aio_run
+from llmd_kserve.bench.stats import percentile
 from llmd_kserve.stack.procs import free_port
 
 PY = sys.executable
@@ -124,10 +125,6 @@ async def throughput_round(session, urls: list[str], conns: int, seconds: float,
     return done / (time.perf_counter() - t0)
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
 async def main(a: argparse.Namespace) -> dict:
     rng = random.Random(a.seed)
     with ExitStack() as stack:
@@ -160,7 +157,7 @@ async def main(a: argparse.Namespace) -> dict:
                 for name in order:
                     t = await streaming_round(s, targets[name], a.streams, a.stream_seconds, a.model, rng)
                     ttft[name] += t
-                    p50[name] = pct(t, 50)
+                    p50[name] = percentile(t, 50)
                     n_streamed[name] += len(t)
                 deltas.append(p50["router"] - p50["direct"])
                 for name in order:
@@ -174,10 +171,10 @@ async def main(a: argparse.Namespace) -> dict:
                      "prompt_words": 24, "machine": f"{os.cpu_count()}-core CPU sandbox"},
         "streamed_requests_measured": n_streamed,
         "added_ttft_p50_ms_per_round": [d * 1e3 for d in deltas],
-        "ttft_p50_ms": {k: pct(v, 50) * 1e3 for k, v in ttft.items()},
-        "ttft_p90_ms": {k: pct(v, 90) * 1e3 for k, v in ttft.items()},
+        "ttft_p50_ms": {k: percentile(v, 50) * 1e3 for k, v in ttft.items()},
+        "ttft_p90_ms": {k: percentile(v, 90) * 1e3 for k, v in ttft.items()},
         "added_ttft_p50_ms_median_of_rounds": statistics.median(deltas) * 1e3,
-        "added_ttft_p50_ms_pooled": (pct(ttft["router"], 50) - pct(ttft["direct"], 50)) * 1e3,
+        "added_ttft_p50_ms_pooled": (percentile(ttft["router"], 50) - percentile(ttft["direct"], 50)) * 1e3,
         "req_per_s": {k: statistics.median(v) for k, v in rps.items()},
     }
     return out

@@ -37,7 +37,7 @@ from llmd_kserve.bench.stats import SLO, summarize  # noqa: E402
 from llmd_kserve.bench.workloads import SharedPrefixSpec  # noqa: E402
 from llmd_kserve.cluster_sim.sim import ClusterSim  # noqa: E402
 from llmd_kserve.latency import load_profile  # noqa: E402
-from llmd_kserve.scheduling.scheduler import SchedulingResult  # noqa: E402
+from llmd_kserve.scheduling.interface import SchedulingResult  # noqa: E402
 
 SPLIT = 0.6
 

@@ -23,6 +23,7 @@ import statistics
 import time
 from array import array
 
+from llmd_kserve.bench.stats import percentile
 from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.kvcache.events import BlockStored
 from llmd_kserve.kvcache.hashing import block_keys
@@ -54,11 +55,6 @@ def fill_index(n_blocks: int, eps: list[EndpointState], rng: random.Random) -> t
             hashes = [hash((ep, k)) for k in block_keys(p, BS)]
             index.apply(ep, [BlockStored(hashes, None, p, BS)])
     return index, prompts
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def fresh_text(rng: random.Random, words: list[str], n_tokens: int) -> str:
@@ -103,7 +99,7 @@ def run(config: str, ctx: PluginContext, eps, prompts, n: int, text: str | None,
         assert res.prompt_tokens == len(tok.encode(body["prompt"])) == PROMPT, res.prompt_tokens
     return {
         "config": config, "input": text or "token ids", "n": n,
-        "p50_ms": percentile(lat, 0.50) * 1e3, "p99_ms": percentile(lat, 0.99) * 1e3,
+        "p50_ms": percentile(lat, 50) * 1e3, "p99_ms": percentile(lat, 99) * 1e3,
         "mean_ms": statistics.fmean(lat) * 1e3, "max_ms": max(lat) * 1e3,
     }
 

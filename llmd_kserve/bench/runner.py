@@ -7,7 +7,7 @@ Public API::
     make_arrivals(rate=None, concurrency=None, sweep=None, pattern="poisson", trace=False) -> list[ArrivalSpec]
     workload_info(spec, arrivals, **extra) -> dict                   the report's ``workload`` section
     BenchOptions(...)                                                 everything ``llmd-kserve bench`` accepts
-    run_bench(options, simulator=None, write_html=None) -> int     what the CLI calls
+    bench_command(options, simulator=None, write_html=None) -> int the ``llmd-kserve bench`` command (exit code)
     fit_to_context(spec, sim, target=None, model=None) -> WorkloadSpec   a trace's ``max_model_len`` set
     sim_context_len() -> int                                          the simulated engines' max_model_len
     target_context(target, model=None) -> int | None                  the target's, from ``GET /v1/models``
@@ -180,8 +180,10 @@ class BenchOptions:
     """What ``json_path`` holds: ``bench`` (the bench JSON) or ``llmd-br`` (Benchmark Reports v0.2.1, one a run)."""
 
 
-def run_bench(options: BenchOptions, simulator: SimRunner | None = None, write_html: HtmlWriter | None = None) -> int:
-    """Run the benchmark ``options`` describe; print the table; write ``json_path`` / ``html_path`` when given
+def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
+                  write_html: HtmlWriter | None = None) -> int:
+    """The ``llmd-kserve bench`` command (not to be confused with ``cluster_sim.run_bench``, the simulator it may
+    be handed, which returns ``runs[]`` items): run the benchmark ``options`` describe; print the table; write ``json_path`` / ``html_path`` when given
     (the page with ``write_html``, e.g. ``llmd_kserve.viz.report_page.write_html``: drawing lives above bench).
 
     ``prefill``/``decode`` (``sim`` only): a disaggregated simulated cluster of that many prefill and decode

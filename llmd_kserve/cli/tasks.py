@@ -68,7 +68,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
-    from llmd_kserve.bench.runner import BenchOptions, run_bench
+    from llmd_kserve.bench.runner import BenchOptions, bench_command
 
     check_output(a.json, "json")
     check_output(a.html, "html")
@@ -90,7 +90,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         decode=a.decode, progress=not a.no_progress, timeout=a.timeout, trace_format=a.trace_format,
         time_scale=a.time_scale, max_requests=a.max_requests, window=a.window, block_tokens=a.block_tokens,
         max_model_len=a.max_model_len, fit=a.fit, describe=a.describe, report_format=a.report_format)
-    return run_bench(options, simulator, write_html)
+    return bench_command(options, simulator, write_html)
 
 
 # --- render ---------------------------------------------------------------------------------------------------

@@ -25,8 +25,10 @@ def engine_id(role: Role, i: int) -> EndpointId:
     return EndpointId(f"http://sim-{'engine' if role == 'both' else role}-{i}:8000")
 
 
-class SimEngine:
-    """One replica: its endpoint (with role), its core, the step in progress, KV events in flight, the last scrape."""
+class VirtualReplica:
+    """One replica on the simulator's virtual clock: its endpoint (with role), its core, the step in progress, KV
+    events in flight, the last scrape. (The same ``EngineCore`` served over HTTP on the real clock is
+    ``engine_sim.server.EngineServer``.)"""
 
     __slots__ = ("id", "endpoint", "core", "out", "kv", "state")
 
@@ -52,18 +54,18 @@ class SimEngine:
 
 def build_engines(profile: LatencyProfile | Sequence[LatencyProfile], roles: Sequence[Role], *,
                   num_blocks: int | None, max_num_seqs: int | None, max_num_batched_tokens: int | None, seed: int,
-                  enable_kv_events: bool, labels: Sequence[Mapping[str, str]] | None = None) -> list[SimEngine]:
+                  enable_kv_events: bool, labels: Sequence[Mapping[str, str]] | None = None) -> list[VirtualReplica]:
     """Fresh engines, one per role (and per profile when given a sequence); engine ``i`` gets core seed ``seed + i``
     and the endpoint labels ``labels[i]`` (when given)."""
     profiles = [profile] * len(roles) if isinstance(profile, LatencyProfile) else list(profile)
-    return [SimEngine(engine_id(role, i), role,
+    return [VirtualReplica(engine_id(role, i), role,
                       EngineCore(profiles[i], num_blocks=num_blocks, max_num_seqs=max_num_seqs,
                                  max_num_batched_tokens=max_num_batched_tokens, seed=seed + i,
                                  enable_kv_events=enable_kv_events), labels[i] if labels else None)
             for i, role in enumerate(roles)]
 
 
-def engine_counters(engines: Sequence[SimEngine]) -> tuple[float | None, dict[str, float]]:
+def engine_counters(engines: Sequence[VirtualReplica]) -> tuple[float | None, dict[str, float]]:
     """(engine-side prefix hit rate, summed counters) over ``engines``."""
     q = sum(e.core.stats.prefix_queries for e in engines)
     h = sum(e.core.stats.prefix_hits for e in engines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmd_kserve.bench.workloads import RequestSpec
-from llmd_kserve.scheduling.scheduler import SchedulingResult
+from llmd_kserve.scheduling.interface import SchedulingResult
 from llmd_kserve.types import LLMRequest
 
 

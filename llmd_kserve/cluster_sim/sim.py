@@ -34,7 +34,7 @@ from typing import Any
 from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.cluster_sim.accelerator import SharedAccelerators
-from llmd_kserve.cluster_sim.engines import SimEngine, build_engines, engine_counters
+from llmd_kserve.cluster_sim.engines import VirtualReplica, build_engines, engine_counters
 from llmd_kserve.cluster_sim.events import (
     Arrive,
     Deliver,
@@ -76,7 +76,7 @@ class ClusterSim:
         per_engine = [p if isinstance(p, LatencyProfile) else load_profile(p) for p in opt.engine_profiles or ()]
         labels = ([{PROFILE_LABEL: p} if isinstance(p, str) else {} for p in opt.engine_profiles]
                   if opt.engine_profiles and opt.label_profiles else None)
-        self.engines: list[SimEngine] = build_engines(
+        self.engines: list[VirtualReplica] = build_engines(
             per_engine or self.profile, roles, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
             max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index,
             labels=labels)
@@ -220,7 +220,7 @@ class ClusterSim:
                 self.push(t, Arrive(backlog.popleft()))
         return remaining - n
 
-    def _on_step(self, i: int, eng: SimEngine, out: StepOutput, t: float, live: dict[str, LiveRequest],
+    def _on_step(self, i: int, eng: VirtualReplica, out: StepOutput, t: float, live: dict[str, LiveRequest],
                  results: list[RequestResult]) -> int:
         """Hand a finished step's tokens to their requests; returns how many requests finished."""
         if out.kv_events:

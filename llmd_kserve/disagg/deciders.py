@@ -7,8 +7,8 @@ it can matter:
 * ``precheck(state, decode)`` -> a final *local* :class:`PDVerdict`, or ``None`` to look for a prefill endpoint;
 * ``decide(state, decode, prefill)`` -> the verdict given the prefill profile's pick.
 
-A decider may also have the scheduler's lifecycle hooks (``on_scheduled``, ``remove_endpoint``); the handler
-forwards them.
+A decider may also declare the scheduler's lifecycle hooks ``OnScheduled`` and ``EndpointRemoved`` (as base
+classes, like a plugin); the handler forwards them.
 
 Built-ins (:data:`DECIDERS`): ``always``, ``never``, ``uncached-tokens`` (llm-d's prefix-based decider: remote when
 the decode endpoint lacks more than ``threshold`` prompt tokens) and ``predicted-ttft`` (remote when the latency
@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+)
 from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState, PDVerdict
 
 if TYPE_CHECKING:
@@ -132,7 +139,7 @@ class UncachedTokensDecider:
         return PDVerdict(True, f"uncached {n} > {self.params.threshold}", n)
 
 
-class PredictedTTFTDecider:
+class PredictedTTFTDecider(OnScheduled, EndpointRemoved):
     """Remote prefill when the latency model (``ctx.profile``) predicts an earlier first token than a local one.
 
     With ``n`` prompt tokens, the decode endpoint D lacking ``u_d`` of them and running ``R`` sequences::

@@ -26,14 +26,14 @@ from llmd_kserve.errors import HTTPError, InvalidRequestError, NotFound
 from llmd_kserve.http_errors import error_response, openai_errors
 
 if TYPE_CHECKING:
-    from llmd_kserve.engine_sim.server import SimEngine
+    from llmd_kserve.engine_sim.server import EngineServer
 
 log = logging.getLogger(__name__)
-ENGINE: web.AppKey[SimEngine] = web.AppKey("engine")
+ENGINE: web.AppKey[EngineServer] = web.AppKey("engine")
 _decode_json = msgspec.json.Decoder()
 
 
-def build_app(eng: SimEngine) -> web.Application:
+def build_app(eng: EngineServer) -> web.Application:
     """The engine's app: vLLM's endpoints, answered from ``eng``."""
     app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[openai_errors])
     app[ENGINE] = eng

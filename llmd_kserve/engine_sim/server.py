@@ -40,13 +40,15 @@ from llmd_kserve.latency import load_profile
 from llmd_kserve.tokenizer import load_tokenizer
 from llmd_kserve.types import Endpoint, EndpointId
 
-__all__ = ["EngineOptions", "SimEngine", "running_engine", "serve"]
+__all__ = ["EngineOptions", "EngineServer", "running_engine", "serve"]
 
 log = logging.getLogger(__name__)
 
 
-class SimEngine:
-    """One engine: core + real-time driver + metrics + optional KV-event publisher + aiohttp app."""
+class EngineServer:
+    """One simulated engine served over HTTP on the real clock: core + real-time driver + metrics + optional
+    KV-event publisher + aiohttp app. (The cluster simulator drives the same ``EngineCore`` on a virtual clock,
+    without HTTP: ``cluster_sim.engines.VirtualReplica``.)"""
 
     def __init__(self, opts: EngineOptions) -> None:
         check_options(opts)
@@ -172,10 +174,10 @@ class SimEngine:
 
 @asynccontextmanager
 async def running_engine(port: int = 0, host: str = "127.0.0.1", *, options: EngineOptions | None = None,
-                         **opts: Any) -> AsyncIterator[SimEngine]:
+                         **opts: Any) -> AsyncIterator[EngineServer]:
     """Start one engine in this event loop; stopped (connections closed, socket unbound) on exit. ``options``
     (an EngineOptions) or ``opts`` (its fields; an unknown name is a TypeError) say what to run."""
-    eng = SimEngine(options if options is not None else EngineOptions(host=host, port=port, **opts))
+    eng = EngineServer(options if options is not None else EngineOptions(host=host, port=port, **opts))
     try:
         await eng.start()
         yield eng

@@ -17,7 +17,7 @@ from llmd_kserve.errors import InvalidRequestError
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from llmd_kserve.engine_sim.server import SimEngine
+    from llmd_kserve.engine_sim.server import EngineServer
 
 
 class _Text:
@@ -50,7 +50,7 @@ class _Text:
         return out
 
 
-async def generate(eng: SimEngine, request: web.Request, req: GenRequest, rid: str, base: str) -> web.StreamResponse:
+async def generate(eng: EngineServer, request: web.Request, req: GenRequest, rid: str, base: str) -> web.StreamResponse:
     """Run ``req`` on ``eng`` and answer it (validation already done); InvalidRequestError before anything is sent."""
     created = int(time.time())
     kvtp = req.kv_transfer_params if eng.opts.kv_connector else None
@@ -119,7 +119,7 @@ def _usage(req: GenRequest, subs: list[tuple[str, Stream]]) -> dict:
     return usage(n_prompt, n_out, sum(s.cached_tokens for _c, s in subs))
 
 
-async def _collect(eng: SimEngine, cid: str, s: Stream, t: _Text) -> list[str]:
+async def _collect(eng: EngineServer, cid: str, s: Stream, t: _Text) -> list[str]:
     out: list[str] = []
     while True:
         toks = await s.next_batch()
@@ -131,7 +131,7 @@ async def _collect(eng: SimEngine, cid: str, s: Stream, t: _Text) -> list[str]:
             return out
 
 
-async def _stream(eng: SimEngine, request: web.Request, req: GenRequest, rid: str, base: str, created: int,
+async def _stream(eng: EngineServer, request: web.Request, req: GenRequest, rid: str, base: str, created: int,
                   subs: list[tuple[str, Stream]], texts: list[_Text]) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                        "Cache-Control": "no-cache", "x-request-id": base})

@@ -10,8 +10,9 @@ returns ``["decode"]``; once the decode result is in, it asks a decider (prefix 
 endpoint? prompt short?) and returns ``["prefill"]`` or nothing; ``process_results`` then names the decode target
 and the prefill endpoint.
 
-Stateful plugins (in-flight load, approximate prefix LRU, session affinity, round-robin) may also implement the
-optional hooks of :class:`Stateful`; the scheduler calls them for every configured plugin that has them.
+Stateful plugins (in-flight load, approximate prefix LRU, session affinity) declare lifecycle hooks by naming hook
+Protocols among their base classes (``class P(OnScheduled, EndpointRemoved)``); the scheduler calls the declared
+hooks of every plugin it runs, and refuses (``ConfigError``) a plugin that declares a hook it does not implement.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from llmd_kserve.errors import ConfigError
 from llmd_kserve.types import BlockKey, Endpoint, EndpointId, EndpointState, LLMRequest, Load, PDVerdict, RequestOutcome
 
 if TYPE_CHECKING:  # heavy or not-yet-written modules: only for annotations
@@ -173,6 +175,13 @@ class PluginParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
+class PickerParams(PluginParams):
+    """The parameter llm-d's pickers share."""
+
+    max_num_of_endpoints: int = Field(1, ge=1, le=1)
+    """llm-d's: endpoints to return; this router sends a request to one (it re-schedules a failed attempt)."""
+
+
 @runtime_checkable
 class Plugin(Protocol):
     """Every plugin has its configured instance name and its registry type."""
@@ -235,16 +244,50 @@ class ProfileHandler(Plugin, Protocol):
         ...
 
 
-class Stateful(Protocol):
-    """Optional lifecycle hooks of stateful plugins (any subset; the scheduler checks with ``hasattr``)."""
+class OnScheduled(Protocol):
+    """Hook: sees every decision before ``Scheduler.schedule`` returns it."""
 
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None: ...
+
+
+class OnComplete(Protocol):
+    """Hook: a scheduled request finished, OK or not (once per decision)."""
+
     def on_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None: ...
-    def on_prefill_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
-        """The remote prefill leg (``decision.prefill``) ended, OK or not; the decode leg goes on until
-        ``on_complete``, which follows for every scheduled request."""
-        ...
+
+
+class OnPrefillComplete(Protocol):
+    """Hook: the remote prefill leg (``decision.prefill``) ended, OK or not; the decode leg goes on until
+    ``on_complete``, which follows for every scheduled request."""
+
+    def on_prefill_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None: ...
+
+
+class EndpointRemoved(Protocol):
+    """Hook: an endpoint left the pool; forget what is kept about it."""
+
     def remove_endpoint(self, endpoint_id: EndpointId) -> None: ...
+
+
+HOOKS: Mapping[type, str] = {OnScheduled: "on_scheduled", OnComplete: "on_complete",
+                             OnPrefillComplete: "on_prefill_complete", EndpointRemoved: "remove_endpoint"}
+"""Each hook Protocol and the method it names."""
+
+
+def declared_hooks(plugin: object) -> dict[type, Callable[..., None]]:
+    """The hooks ``plugin`` declares (hook Protocols among its base classes) -> its bound implementations.
+    ConfigError when it declares one that it does not implement (it only inherits the Protocol's stub)."""
+    cls = type(plugin)
+    found: dict[type, Callable[..., None]] = {}
+    for hook, method in HOOKS.items():
+        if hook not in cls.__mro__:
+            continue
+        if getattr(cls, method, None) is getattr(hook, method):
+            name = getattr(plugin, "name", cls.__name__)
+            raise ConfigError(f"plugin {name!r} ({cls.__name__}) declares hook {hook.__name__} but does not "
+                              f"implement {method}()", "plugins")
+        found[hook] = getattr(plugin, method)
+    return found
 
 
 KIND_PROTOCOLS: Mapping[PluginKind, Any] = {

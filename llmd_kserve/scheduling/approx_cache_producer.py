@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -10,7 +9,15 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmd_kserve.kvcache.hashing import block_keys
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+)
+from llmd_kserve.scheduling.endpoint_lru import EndpointLRU
 from llmd_kserve.types import BlockKey, EndpointId, EndpointState
 
 MIN_BLOCK_TOKENS = 64
@@ -50,7 +57,7 @@ def match_info(state: CycleState, producer: str, block_size: int) -> PrefixMatch
     return info
 
 
-class ApproxPrefixCacheProducer:
+class ApproxPrefixCacheProducer(OnScheduled, EndpointRemoved):
     """llm-d's approximate prefix cache: per endpoint, an LRU of the prompt blocks the router sent it, as large as
     its KV cache (``num_gpu_blocks`` with ``autoTune``, else ``lruCapacityPerServer``). A request's prompt is cut
     into blocks of the engine's block size (``autoTune``, from ``vllm:cache_config_info``; else
@@ -91,8 +98,7 @@ class ApproxPrefixCacheProducer:
         self._block_tokens = block
         self._router_block = ctx.block_size
         self._seed = ctx.hash_seed
-        self._holders: dict[BlockKey, set[EndpointId]] = {}
-        self._lru: dict[EndpointId, OrderedDict[BlockKey, None]] = {}
+        self._lru = EndpointLRU()
 
     def block_size(self, candidates: Sequence[EndpointState]) -> int:
         """Tokens per matched block: the first candidate's engine block size (``autoTune``) or
@@ -115,7 +121,7 @@ class ApproxPrefixCacheProducer:
         cap = self.max_blocks(size)
         if cap is not None:
             keys = keys[:cap]
-        hits = self.match(keys, {c.endpoint.id for c in state.candidates})
+        hits = self._lru.held_until_gap(keys, {c.endpoint.id for c in state.candidates})
         info = PrefixMatchInfo(hits, len(keys), size)
         infos = state.data.setdefault(MATCH_INFO, {})
         infos.setdefault(self.type, info)
@@ -133,24 +139,13 @@ class ApproxPrefixCacheProducer:
             return state.block_keys[step - 1::step]
         return block_keys(state.token_ids, size, self._seed)
 
-    def match(self, keys: Sequence[BlockKey], candidates: set[EndpointId]) -> dict[EndpointId, int]:
-        """Per candidate, how many of ``keys`` it holds, counted until a key no endpoint holds."""
-        hits: dict[EndpointId, int] = {}
-        for key in keys:
-            holders = self._holders.get(key)
-            if not holders:
-                break
-            for ep in holders & candidates:
-                hits[ep] = hits.get(ep, 0) + 1
-        return hits
-
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
         keys = (state.data.get(_KEYS) or {}).get(self.name)
         if not keys:
             return
         for endpoint_id in (decision.target, decision.prefill):
             if endpoint_id is not None:
-                self.record(endpoint_id, keys, self._capacity(state, endpoint_id))
+                self._lru.record(endpoint_id, keys, self._capacity(state, endpoint_id))
 
     def _capacity(self, state: CycleState, endpoint_id: EndpointId) -> int:
         if self.params.auto_tune:
@@ -159,26 +154,5 @@ class ApproxPrefixCacheProducer:
                     return c.metrics.num_gpu_blocks
         return self.params.lru_capacity_per_server
 
-    def record(self, endpoint_id: EndpointId, keys: Sequence[BlockKey], capacity: int) -> None:
-        """``endpoint_id`` now caches ``keys`` (most recently used); its oldest blocks beyond ``capacity`` go."""
-        lru = self._lru.setdefault(endpoint_id, OrderedDict())
-        for key in keys:
-            if key in lru:
-                lru.move_to_end(key)
-            else:
-                lru[key] = None
-                self._holders.setdefault(key, set()).add(endpoint_id)
-        while len(lru) > capacity:
-            old, _ = lru.popitem(last=False)
-            self._forget(old, endpoint_id)
-
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
-        for key in self._lru.pop(endpoint_id, None) or ():
-            self._forget(key, endpoint_id)
-
-    def _forget(self, key: BlockKey, endpoint_id: EndpointId) -> None:
-        holders = self._holders.get(key)
-        if holders is not None:
-            holders.discard(endpoint_id)
-            if not holders:
-                del self._holders[key]
+        self._lru.remove(endpoint_id)

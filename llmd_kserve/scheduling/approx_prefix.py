@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+)
+from llmd_kserve.scheduling.endpoint_lru import EndpointLRU
 from llmd_kserve.types import BlockKey, EndpointId, EndpointState
 
 
-class ApproxPrefixProducer:
+class ApproxPrefixProducer(OnScheduled, EndpointRemoved):
     """Remembers, per endpoint, the block keys of the prompts the router sent it, in an LRU as large as the
     endpoint's KV cache (``num_gpu_blocks`` from ``vllm:cache_config_info``, else ``lruCapacityPerServer``),
     like llm-d's estimated prefix-cache scorer. Matches go to ``state.prefix_hits["approx"]``.
 
-    Lookup walks the prompt's keys once over a global ``key -> endpoints`` map, so it costs O(matched depth),
-    not O(endpoints x blocks). Blocks are recorded when a request is scheduled (on the prefill endpoint too), in
-    the endpoint's own block size, so that the LRU counts its blocks as its KV cache does.
+    Lookup (:class:`EndpointLRU`) costs O(matched depth), not O(endpoints x blocks). Blocks are recorded when a
+    request is scheduled (on the prefill endpoint too), in the endpoint's own block size, so that the LRU counts
+    its blocks as its KV cache does.
     """
 
     type: ClassVar[str] = "approx-prefix-producer"
@@ -37,8 +44,7 @@ class ApproxPrefixProducer:
         self.name = name
         self._default_capacity = params.lru_capacity_per_server
         self._max = params.max_prefix_blocks_to_match
-        self._holders: dict[BlockKey, set[EndpointId]] = {}
-        self._lru: dict[EndpointId, OrderedDict[BlockKey, None]] = {}
+        self._lru = EndpointLRU()
         self._capacity: dict[EndpointId, int] = {}
 
     def produce(self, state: CycleState) -> None:
@@ -51,7 +57,7 @@ class ApproxPrefixProducer:
         for keys, ids in state.by_block_size(endpoints):
             if self._max and len(keys) > self._max:
                 keys = keys[: self._max]
-            hits.update(self.match(keys, ids))
+            hits.update(self._lru.leading(keys, ids))
         return hits
 
     def update_capacity(self, candidates: Sequence[EndpointState]) -> None:
@@ -60,30 +66,6 @@ class ApproxPrefixProducer:
             blocks = c.metrics.num_gpu_blocks
             self._capacity[c.endpoint.id] = blocks if blocks else self._default_capacity
 
-    def match(self, keys: Sequence[BlockKey], endpoints: Sequence[EndpointId]) -> dict[EndpointId, int]:
-        """Leading blocks of ``keys`` each of ``endpoints`` is believed to hold (endpoints with 0 omitted)."""
-        hits: dict[EndpointId, int] = {}
-        alive = set(endpoints)
-        depth = 0
-        holders_of = self._holders
-        for key in keys:
-            holders = holders_of.get(key)
-            if not holders:
-                break
-            if not alive <= holders:
-                dropped = alive - holders
-                if depth:
-                    for ep in dropped:
-                        hits[ep] = depth
-                alive -= dropped
-                if not alive:
-                    break
-            depth += 1
-        if depth:
-            for ep in alive:
-                hits[ep] = depth
-        return hits
-
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
         self.record(decision.target, state.keys_for(decision.target))
         if decision.prefill is not None:
@@ -91,34 +73,8 @@ class ApproxPrefixProducer:
 
     def record(self, endpoint_id: EndpointId, keys: Sequence[BlockKey]) -> None:
         """Note that ``endpoint_id`` now caches ``keys`` (most recently used), evicting its oldest blocks."""
-        lru = self._lru.get(endpoint_id)
-        if lru is None:
-            lru = self._lru[endpoint_id] = OrderedDict()
-        holders_of = self._holders
-        for key in keys:
-            if key in lru:
-                lru.move_to_end(key)
-            else:
-                lru[key] = None
-                holders = holders_of.get(key)
-                if holders is None:
-                    holders_of[key] = {endpoint_id}
-                else:
-                    holders.add(endpoint_id)
-        capacity = self._capacity.get(endpoint_id, self._default_capacity)
-        while len(lru) > capacity:
-            old, _ = lru.popitem(last=False)
-            self._forget(old, endpoint_id)
+        self._lru.record(endpoint_id, keys, self._capacity.get(endpoint_id, self._default_capacity))
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
-        lru = self._lru.pop(endpoint_id, None)
+        self._lru.remove(endpoint_id)
         self._capacity.pop(endpoint_id, None)
-        for key in lru or ():
-            self._forget(key, endpoint_id)
-
-    def _forget(self, key: BlockKey, endpoint_id: EndpointId) -> None:
-        holders = self._holders.get(key)
-        if holders is not None:
-            holders.discard(endpoint_id)
-            if not holders:
-                del self._holders[key]

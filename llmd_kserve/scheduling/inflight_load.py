@@ -9,7 +9,17 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, Scores
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnComplete,
+    OnPrefillComplete,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+    Scores,
+)
 from llmd_kserve.scheduling.inflight_tokens import TokenLedger
 from llmd_kserve.scheduling.ttft import endpoint_profile
 from llmd_kserve.types import NO_LOAD, EndpointId, EndpointState, LLMRequest, Load, RequestOutcome
@@ -55,7 +65,7 @@ class _Lazy(Mapping[EndpointId, Load]):
         return len(self._get())
 
 
-class InflightLoadProducer:
+class InflightLoadProducer(OnScheduled, OnComplete, OnPrefillComplete, EndpointRemoved):
     """The router's own, instantly updated view of load (metrics lag by a scrape interval):
     ``state.inflight[endpoint] = Load(requests, uncached prompt tokens)``, and the part of it charged after the
     endpoint's last metrics scrape, ``state.unscraped`` (load the scraped ``waiting``/``kv_usage`` cannot show yet;

@@ -9,7 +9,16 @@ from pydantic import Field, model_validator
 
 from llmd_kserve.disagg.deciders import DECIDERS, Decider, build_decider
 from llmd_kserve.errors import NoEndpointError
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, ProfileResult
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+    ProfileResult,
+    declared_hooks,
+)
 from llmd_kserve.types import EndpointId, EndpointState, PDVerdict
 
 PREFILL_PROFILE = "prefill"
@@ -18,7 +27,7 @@ VERDICT_KEY = "pd-verdict"
 puts the cycle's verdict into the HandlerDecision (``pd``)."""
 
 
-class PDProfileHandler:
+class PDProfileHandler(OnScheduled, EndpointRemoved):
     """llm-d's ``pd-profile-handler``. Profiles: one named ``prefill`` (e.g. ``prefill-filter`` + prefix + load
     scorers) and one other, the decode profile (e.g. ``decode-filter`` + ...); a single profile means decode only
     (P/D off). Round 1 runs the decode profile; unless the decider's precheck settles on a local prefill, round 2
@@ -44,14 +53,16 @@ class PDProfileHandler:
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name
         self.decider: Decider = build_decider(params.decider, params.decider_parameters, ctx)
+        self._decider_hooks = declared_hooks(self.decider)
+        """The hooks the decider declares; the handler forwards them."""
 
     def on_scheduled(self, state: CycleState, decision: HandlerDecision) -> None:
-        hook = getattr(self.decider, "on_scheduled", None)
+        hook = self._decider_hooks.get(OnScheduled)
         if hook is not None:
             hook(state, decision)
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
-        hook = getattr(self.decider, "remove_endpoint", None)
+        hook = self._decider_hooks.get(EndpointRemoved)
         if hook is not None:
             hook(endpoint_id)
 

@@ -8,12 +8,19 @@ from pydantic import Field
 
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.kvcache.speculative import SpeculativeBlocks
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+)
 from llmd_kserve.scheduling.approx_prefix import ApproxPrefixProducer
 from llmd_kserve.types import EndpointId, EndpointState
 
 
-class PrecisePrefixProducer:
+class PrecisePrefixProducer(OnScheduled, EndpointRemoved):
     """Looks the prompt's block keys up in the router's KV index (fed by the engines' KV events) and records,
     per candidate, how many leading blocks it holds, under ``state.prefix_hits["precise"]``.
 

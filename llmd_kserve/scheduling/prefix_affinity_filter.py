@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
-from llmd_kserve.scheduling.ttft import estimate_ttft
+from llmd_kserve.plugins.base import CycleState, PluginContext
+from llmd_kserve.scheduling.ttft import TTFTEstimator, TTFTParams
 from llmd_kserve.types import EndpointState
 
 
@@ -24,26 +24,21 @@ class PrefixAffinityFilter:
     type: ClassVar[str] = "prefix-affinity-filter"
     kind: ClassVar[str] = "filter"
 
-    class Params(PluginParams):
+    class Params(TTFTParams):
+        """``mode`` also says which prefix match decides stickiness."""
+
         threshold: float = Field(0.5, ge=0.0, le=1.0)
         """Fraction of the prompt's full blocks an endpoint must hold to be sticky."""
         ttft_margin: float = Field(0.5, ge=0.0)
         """Release when a sticky endpoint's TTFT exceeds the best other's by this fraction of it..."""
         min_margin_s: float = Field(0.05, ge=0.0)
         """...or by this many seconds, whichever is larger."""
-        mode: Literal["precise", "approx"] = "precise"
-        """Which prefix match decides stickiness."""
-        tokens_per_waiting_request: int = Field(512, ge=0)
-        backlog: Literal["inflight", "queue"] = "inflight"
-        """The router's view of each endpoint's prefill backlog (``ttft.estimate_ttft``): every in-flight request's
-        uncached tokens, or the prefill seconds not yet worked off (requests past their prefill leave it)."""
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name
         self.params = params
-        self.requires = ("tokenize-producer", f"{params.mode}-prefix-producer", "inflight-load-producer")
-        self._profile = ctx.profile
-        self._block_size = ctx.block_size
+        self._ttft = TTFTEstimator(params, ctx)
+        self.requires = self._ttft.requires
 
     def filter(self, state: CycleState, endpoints: Sequence[EndpointState]) -> Sequence[EndpointState]:
         p = self.params
@@ -57,8 +52,7 @@ class PrefixAffinityFilter:
         if not sticky or len(sticky) == len(endpoints):
             return endpoints
         sticky_ids = {e.endpoint.id for e in sticky}
-        args = (self._profile, self._block_size, p.mode, p.tokens_per_waiting_request, p.backlog)
-        best_other = min(estimate_ttft(state, e, *args) for e in endpoints if e.endpoint.id not in sticky_ids)
+        best_other = min(self._ttft(state, e) for e in endpoints if e.endpoint.id not in sticky_ids)
         limit = best_other + max(p.ttft_margin * best_other, p.min_margin_s)
-        kept = [e for e in sticky if estimate_ttft(state, e, *args) <= limit]
+        kept = [e for e in sticky if self._ttft(state, e) <= limit]
         return kept or endpoints

@@ -4,42 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from llmd_kserve.errors import NoEndpointError
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, ProfileResult
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnComplete,
+    OnPrefillComplete,
+    OnScheduled,
+    PluginContext,
+    ProfileResult,
+    declared_hooks,
+)
+from llmd_kserve.scheduling.interface import SchedulerInterface, SchedulingResult
 from llmd_kserve.scheduling.runner import ProfileRunner
-from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, PDVerdict, RequestOutcome
+from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 __all__ = ["PluginContext", "ProfileSpec", "Scheduler", "SchedulingResult"]
 
 logger = logging.getLogger(__name__)
 _MAX_ROUNDS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulingResult:
-    """One scheduling decision, with every scorer's raw score for ``/debug/decisions``."""
-
-    request_id: str
-    target: EndpointId
-    prefill: EndpointId | None
-    prompt_tokens: int
-    predicted_cached_tokens: int
-    """Prompt tokens the target should find cached (best known prefix match, vLLM's last-token rule applied)."""
-    profile: str
-    """The primary profile (whose target serves the request)."""
-    scores: Mapping[str, Mapping[EndpointId, float]]
-    """``"<profile>/<scorer name>"`` -> endpoint -> raw score."""
-    totals: Mapping[EndpointId, float]
-    """Weighted totals of the primary profile's candidates (after its filters)."""
-    config_hash: str = ""
-    """``SchedulerConfig.digest()`` of the config that made this decision."""
-    weights: Mapping[str, float] | None = None
-    """``"<profile>/<scorer name>"`` -> weight (the keys of ``scores``) in that config."""
-    pd: PDVerdict | None = None
-    """P/D configs: the decider's verdict (remote prefill or not, why, predicted local and remote TTFT)."""
 
 
 class ProfileSpec(NamedTuple):
@@ -49,7 +35,7 @@ class ProfileSpec(NamedTuple):
     plugins: tuple[tuple[str, float | None], ...]
 
 
-class Scheduler:
+class Scheduler(SchedulerInterface):
     """Picks an endpoint per request. Synchronous, no I/O; not thread-safe (one event loop calls it).
 
     Built by :func:`llmd_kserve.config.build.build_scheduler` from a validated config. ``builtin(type)`` makes a
@@ -91,12 +77,15 @@ class Scheduler:
                                              for scorer, weight in runner.scorers}
         self.producers = self._order_producers([p for n, p in self.plugins.items() if kinds[n] == "producer"])
         every = [*self.plugins.values(), *self.producers, self.handler, *(r.picker for r in self.runners.values())]
-        unique = list({id(p): p for p in every}.values())
-        self._on_scheduled: list[Callable[[CycleState, HandlerDecision], None]] = [p.on_scheduled for p in unique if hasattr(p, "on_scheduled")]
-        self._on_complete: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [p.on_complete for p in unique if hasattr(p, "on_complete")]
+        hooks = [declared_hooks(p) for p in {id(p): p for p in every}.values()]
+        self._on_scheduled: list[Callable[[CycleState, HandlerDecision], None]] = [
+            h[OnScheduled] for h in hooks if OnScheduled in h]
+        self._on_complete: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [
+            h[OnComplete] for h in hooks if OnComplete in h]
         self._on_prefill: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [
-            p.on_prefill_complete for p in unique if hasattr(p, "on_prefill_complete")]
-        self._on_remove: list[Callable[[EndpointId], None]] = [p.remove_endpoint for p in unique if hasattr(p, "remove_endpoint")]
+            h[OnPrefillComplete] for h in hooks if OnPrefillComplete in h]
+        self._on_remove: list[Callable[[EndpointId], None]] = [h[EndpointRemoved] for h in hooks if EndpointRemoved in h]
+        self._in_flight = 0
 
     def reused_plugins(self, other: Scheduler) -> list[str]:
         """Names of the plugin instances this scheduler shares with ``other`` (carried over by a reload)."""
@@ -107,7 +96,7 @@ class Scheduler:
         self, request: LLMRequest, endpoints: Sequence[EndpointState], exclude: Collection[EndpointId] = ()
     ) -> SchedulingResult:
         """Decide where ``request`` goes among ``endpoints`` minus ``exclude``; raises NoEndpointError when none
-        is eligible. Stateful plugins see the decision (``on_scheduled``) before this returns."""
+        is eligible. Plugins that declare ``OnScheduled`` see the decision before this returns."""
         if exclude:
             excluded = set(exclude)
             endpoints = [e for e in endpoints if e.endpoint.id not in excluded]
@@ -126,6 +115,7 @@ class Scheduler:
         decision: HandlerDecision = self.handler.process_results(state, results)
         for hook in self._on_scheduled:
             hook(state, decision)
+        self._in_flight += 1
         scores = {f"{r.profile}/{s}": v for r in results.values() for s, v in r.scores.items()}
         return SchedulingResult(
             request_id=request.request_id,
@@ -143,6 +133,7 @@ class Scheduler:
 
     def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None:
         """A scheduled request finished (or failed): release its in-flight load etc. Call once per ``schedule``."""
+        self._in_flight = max(0, self._in_flight - 1)
         decision = HandlerDecision(result.profile, result.target, result.prefill)
         for hook in self._on_complete:
             hook(request, decision, outcome)
@@ -162,6 +153,10 @@ class Scheduler:
         """Forget everything plugins remember about an endpoint that left the pool."""
         for hook in self._on_remove:
             hook(endpoint_id)
+
+    def in_flight(self) -> int:
+        """Results scheduled and not completed yet."""
+        return self._in_flight
 
     def _order_producers(self, configured: list[Any]) -> list[Any]:
         by_type: dict[str, Any] = {}

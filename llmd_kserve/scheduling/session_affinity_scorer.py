@@ -8,11 +8,19 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from llmd_kserve.plugins.base import CycleState, HandlerDecision, PluginContext, PluginParams, Scores
+from llmd_kserve.plugins.base import (
+    CycleState,
+    EndpointRemoved,
+    HandlerDecision,
+    OnScheduled,
+    PluginContext,
+    PluginParams,
+    Scores,
+)
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest
 
 
-class SessionAffinityScorer:
+class SessionAffinityScorer(OnScheduled, EndpointRemoved):
     """Score 1.0 for the endpoint the request's session was last scheduled on, 0.0 elsewhere (and everywhere for
     a request without a session). The session is ``request.session_id``, else the ``header`` request header.
     Remembers the ``maxSessions`` most recent sessions."""

@@ -1,13 +1,16 @@
-"""Time-to-first-token estimate of a request on one endpoint, from its latency profile (memoised per cycle)."""
+"""Time-to-first-token estimate of a request on one endpoint, from its latency profile (memoised per cycle), and the
+parameters and binding that the plugins timing endpoints with it share."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
 
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.plugins.base import CycleState
+from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
 from llmd_kserve.types import NO_LOAD, PROFILE_LABEL, Endpoint, EndpointId, EndpointState
 
 if TYPE_CHECKING:
@@ -83,3 +86,30 @@ def estimate_ttft(
             t += profile.prefill_time(waiting, 0)
     memo[key] = t
     return t
+
+
+class TTFTParams(PluginParams):
+    """Parameters of the plugins that time endpoints with :func:`estimate_ttft`."""
+
+    mode: Literal["precise", "approx"] = "precise"
+    """Which prefix match tells the cached tokens."""
+    tokens_per_waiting_request: int = Field(512, ge=0)
+    """Prompt tokens assumed per waiting request reported by the metrics."""
+    backlog: Literal["inflight", "queue"] = "inflight"
+    """The router's view of each endpoint's prefill backlog (``ttft.estimate_ttft``): every in-flight request's
+    uncached tokens, or the prefill seconds not yet worked off (requests past their prefill leave it)."""
+
+
+class TTFTEstimator:
+    """:func:`estimate_ttft` bound to a plugin's :class:`TTFTParams` and context: ``estimator(state, endpoint)``."""
+
+    __slots__ = ("requires", "_args")
+
+    def __init__(self, params: TTFTParams, ctx: PluginContext) -> None:
+        self.requires: tuple[str, ...] = ("tokenize-producer", f"{params.mode}-prefix-producer",
+                                          "inflight-load-producer")
+        """The producers whose output the estimate reads."""
+        self._args = (ctx.profile, ctx.block_size, params.mode, params.tokens_per_waiting_request, params.backlog)
+
+    def __call__(self, state: CycleState, endpoint: EndpointState) -> float:
+        return estimate_ttft(state, endpoint, *self._args)

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import ClassVar
 
-from pydantic import Field
-
-from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
+from llmd_kserve.plugins.base import CycleState, PickerParams, PluginContext
 from llmd_kserve.types import EndpointState
 
 
@@ -19,9 +17,8 @@ class WeightedRandomPicker:
     type: ClassVar[str] = "weighted-random-picker"
     kind: ClassVar[str] = "picker"
 
-    class Params(PluginParams):
-        max_num_of_endpoints: int = Field(1, ge=1, le=1)
-        """llm-d's: endpoints to return; this router sends a request to one (it re-schedules a failed attempt)."""
+    class Params(PickerParams):
+        pass
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from llmd_kserve.bench.loadgen import LoadConfig, run_load, run_sweep
-from llmd_kserve.bench.runner import BenchOptions, run_bench
+from llmd_kserve.bench.runner import BenchOptions, bench_command
 from llmd_kserve.bench.workloads import ArrivalSpec, ChatSpec, SharedPrefixSpec, build_requests, make_workload
 from llmd_kserve.viz.report_page import write_html
 
@@ -60,11 +60,11 @@ async def test_errors_are_results_not_exceptions():
     assert s["n"] == 4 and s["errors"] == 4 and s["ttft_p50"] is None and s["goodput_rps"] == 0
 
 
-async def test_run_bench_writes_json_and_html(tmp_path):
+async def test_bench_command_writes_json_and_html(tmp_path):
     async with running_engine(port=0) as eng:
         import asyncio
 
-        code = await asyncio.to_thread(run_bench, BenchOptions(
+        code = await asyncio.to_thread(bench_command, BenchOptions(
             target=eng.url, workload="reasoning", overrides=("input_len_max=64", "output_len_min=4", "output_len_max=8"),
             num_requests=5, concurrency=2, slo_ttft=10.0, json_path=str(tmp_path / "b.json"),
             html_path=str(tmp_path / "b.html"), policy_label="direct", progress=False), None, write_html)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from llmd_kserve.bench.llmd_br import benchmark_reports, write_benchmark_reports
-from llmd_kserve.bench.runner import BenchOptions, run_bench
+from llmd_kserve.bench.runner import BenchOptions, bench_command
 from llmd_kserve.errors import ConfigError
 
 br = pytest.importorskip("llmd_benchmark_report", reason="llmd-benchmark-report not installed (dev extra)")
@@ -33,7 +33,7 @@ def test_a_bench_sweep_writes_one_valid_report_per_run(tmp_path):
     from llmd_kserve.cluster_sim import run_bench as simulator
 
     out = tmp_path / "br.json"
-    code = run_bench(BenchOptions(sim=True, engines=2, sweep=(4.0, 8.0), num_requests=12, seed=1,
+    code = bench_command(BenchOptions(sim=True, engines=2, sweep=(4.0, 8.0), num_requests=12, seed=1,
                                   overrides=("num_groups=2", "prompts_per_group=6", "system_prompt_len=512",
                                              "question_len=32", "output_len=8"),
                                   json_path=str(out), report_format="llmd-br", progress=False), simulator)
@@ -64,7 +64,7 @@ def test_a_trace_replay_report_is_valid_yaml_with_the_trace_rate(tmp_path):
     from llmd_kserve.cluster_sim import run_bench as simulator
 
     out = tmp_path / "trace.yaml"
-    assert run_bench(BenchOptions(trace=str(TRACE), sim=True, engines=4, max_requests=30, json_path=str(out),
+    assert bench_command(BenchOptions(trace=str(TRACE), sim=True, engines=4, max_requests=30, json_path=str(out),
                                   report_format="llmd-br", progress=False), simulator) == 0
     doc = yaml.safe_load(out.read_text())
     _valid(doc)
@@ -88,5 +88,5 @@ def test_a_live_report_without_stack_details_is_still_valid():
 
 def test_llmd_br_needs_a_path(tmp_path):
     with pytest.raises(ConfigError, match="--json"):
-        run_bench(BenchOptions(sim=True, report_format="llmd-br"))
+        bench_command(BenchOptions(sim=True, report_format="llmd-br"))
     assert write_benchmark_reports({"workload": {}, "runs": []}, tmp_path / "none.json") == []

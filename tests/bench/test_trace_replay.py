@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmd_kserve.bench.runner import BenchOptions, run_bench
+from llmd_kserve.bench.runner import BenchOptions, bench_command
 from llmd_kserve.bench.workloads import (
     TraceEntry,
     TraceSpec,
@@ -116,7 +116,7 @@ def test_bench_sim_replays_a_trace_and_reports_what_was_clipped(tmp_path, capsys
     from llmd_kserve.cluster_sim import run_bench as simulator
 
     out = tmp_path / "run.json"
-    code = run_bench(BenchOptions(trace=str(EXCERPTS["mooncake_conversation_500.jsonl"]), sim=True, engines=4,
+    code = bench_command(BenchOptions(trace=str(EXCERPTS["mooncake_conversation_500.jsonl"]), sim=True, engines=4,
                                   max_requests=40, time_scale=0.5, json_path=str(out), progress=False), simulator)
     assert code == 0
     printed = capsys.readouterr().out
@@ -134,15 +134,15 @@ def test_bench_sim_replays_a_trace_and_reports_what_was_clipped(tmp_path, capsys
 
 def test_describe_writes_json_and_runs_nothing(tmp_path, capsys):
     out = tmp_path / "d.json"
-    assert run_bench(BenchOptions(trace=str(EXCERPTS["mooncake_synthetic_500.jsonl"]), describe=True,
+    assert bench_command(BenchOptions(trace=str(EXCERPTS["mooncake_synthetic_500.jsonl"]), describe=True,
                                   json_path=str(out))) == 0
     assert "500 requests" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["requests"] == 500 and doc["max_model_len"] == 16384 and doc["top_prefixes"]
     with pytest.raises(ConfigError, match="--describe needs --trace"):
-        run_bench(BenchOptions(describe=True))
+        bench_command(BenchOptions(describe=True))
     with pytest.raises(ConfigError, match="cannot be combined"):
-        run_bench(BenchOptions(trace=str(out), workload="chat"))
+        bench_command(BenchOptions(trace=str(out), workload="chat"))
 
 
 async def test_live_replay_fits_to_the_context_the_target_reports(tmp_path):
@@ -156,7 +156,7 @@ async def test_live_replay_fits_to_the_context_the_target_reports(tmp_path):
     ])
     async with running_engine(port=0, max_model_len=512) as eng:
         out = tmp_path / "live.json"
-        code = await asyncio.to_thread(run_bench, BenchOptions(
+        code = await asyncio.to_thread(bench_command, BenchOptions(
             target=eng.url, trace=str(path), json_path=str(out), progress=False))
     assert code == 0
     report = json.loads(out.read_text())

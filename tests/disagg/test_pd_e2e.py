@@ -18,7 +18,7 @@ from recorder import Recorder, recording
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PREFILL_REQUEST_PARAMS, REMOTE_PREFILL_KEYS
-from llmd_kserve.engine_sim.server import SimEngine, running_engine
+from llmd_kserve.engine_sim.server import EngineServer, running_engine
 from llmd_kserve.router.app import RunningRouter, running_router
 from llmd_kserve.stack.procs import free_port as _free_port
 
@@ -29,8 +29,8 @@ PROMPT = " ".join(f"w{i % 97}x{i % 13}" for i in range(300))  # a few hundred to
 @dataclass
 class PD:
     router: RunningRouter
-    prefill: SimEngine | None
-    decode: SimEngine
+    prefill: EngineServer | None
+    decode: EngineServer
     rec_p: Recorder | None
     rec_d: Recorder
     session: aiohttp.ClientSession
