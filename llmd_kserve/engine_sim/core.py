@@ -170,6 +170,9 @@ class EngineCore:
             with contextlib.suppress(ValueError):
                 self.waiting.remove(req)
         self._free(req)
+        if not self.has_work():  # nothing left to schedule: the last step's outputs are processed now
+            self._pipelined = False
+            self._free_finishing()
         return True
 
     def release(self, req_id: str) -> bool:

@@ -52,7 +52,8 @@ async def test_client_disconnect_aborts_a_non_streaming_request():
         assert eng.core.num_running == 0 and eng.core.num_waiting == 0
 
 
-@pytest.mark.parametrize("opts, field", [({"num_blocks": -5}, "num_blocks"), ({"block_size": 0}, "block_size"),
+@pytest.mark.parametrize("opts, field", [({"num_blocks": -5}, "num_blocks"), ({"num_blocks": 1}, "num_blocks"),
+                                         ({"block_size": 0}, "block_size"),
                                          ({"max_num_seqs": 0}, "max_num_seqs"), ({"error_rate": 2.0}, "error_rate"),
                                          ({"time_scale": -1.0}, "time_scale"), ({"port": 99999}, "port"),
                                          ({"kv_link_gbps": 0.0}, "kv_link_gbps"),

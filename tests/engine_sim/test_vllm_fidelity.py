@@ -227,3 +227,16 @@ def test_async_scheduling_frees_a_finished_request_after_the_next_schedule(profi
         results[async_on] = (admitted_at, core.stats.prefix_queries)
     assert results[False] == (3, 200 + 200 * 3)  # a once; b tried at steps 1, 2, 3
     assert results[True] == (4, 200 + 200 * 4)  # one more attempt while a's blocks are still held
+
+
+def test_aborting_the_last_request_frees_the_finished_ones_too(profile):
+    """Async scheduling defers a finished request's free to the next schedule; when an abort leaves nothing to
+    schedule, vLLM's engine loop still processes the last step's outputs (``update_from_output``) before it idles, so
+    no block stays held and ``reset_prefix_cache`` succeeds."""
+    core = EngineCore(profile, num_blocks=100, block_size=16)
+    core.add_request("a", prompt(100, 1), 1)  # finishes in its first step
+    core.add_request("b", prompt(100, 2), 50)
+    out = core.step(0.0)
+    assert out.finished == {"a": "length"} and core.kv_usage > 0
+    assert core.abort("b")
+    assert core.kv_usage == 0 and core.reset_prefix_cache()
