@@ -22,6 +22,8 @@ class EngineOptions:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
+    async_scheduling: bool = True
+    """vLLM's ``--async-scheduling`` (its default): step N+1 is scheduled while step N runs."""
     kv_events_endpoint: str | None = None
     kv_events_topic: str | None = None
     kv_events_replay_endpoint: str | None = None

@@ -74,3 +74,17 @@ async def test_port_in_use_is_a_config_error():
             async with running_engine(port=port, host="127.0.0.1"):
                 pass
         assert exc.value.path == "port"
+
+
+async def test_async_scheduling_can_be_turned_off_like_vllm():
+    """``llmd-kserve engine --no-async-scheduling`` mirrors vLLM's flag: the core then schedules each step after the
+    previous one's outputs (on by default, as in vLLM 0.26)."""
+    from llmd_kserve.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["engine"]).async_scheduling is True
+    assert parser.parse_args(["engine", "--no-async-scheduling"]).async_scheduling is False
+    async with running_engine(async_scheduling=False) as eng:
+        assert eng.core.async_scheduling is False
+    async with running_engine() as eng:
+        assert eng.core.async_scheduling is True
