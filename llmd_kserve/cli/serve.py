@@ -34,6 +34,8 @@ def add_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-num-seqs", type=int, default=None, help="default: the profile's (1024 for h100-llama8b)")
     p.add_argument("--max-num-batched-tokens", type=int, default=None, help="per-step token budget")
     p.add_argument("--max-model-len", type=int, default=None, help="default: the profile's (16384)")
+    p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=True,
+                   help="schedule the next step while the current one runs, as vLLM does by default (on)")
     p.add_argument("--kv-events-endpoint", default=None, help="ZMQ PUB bind address, e.g. tcp://*:5557")
     p.add_argument("--kv-events-topic", default=None, help="default kv@<host:port>@<model>")
     p.add_argument("--kv-events-replay-endpoint", default=None,
@@ -55,7 +57,7 @@ def _cmd_engine(a: argparse.Namespace) -> int:
     return serve(EngineOptions(
         host=a.host, port=a.port, model=a.model, profile=a.profile, num_blocks=a.num_blocks, block_size=a.block_size,
         max_num_seqs=a.max_num_seqs, max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
-        kv_events_endpoint=a.kv_events_endpoint, kv_events_topic=a.kv_events_topic, role=a.role,
+        async_scheduling=a.async_scheduling, kv_events_endpoint=a.kv_events_endpoint, kv_events_topic=a.kv_events_topic, role=a.role,
         kv_events_replay_endpoint=a.kv_events_replay_endpoint,
         kv_link_gbps=a.kv_link_gbps, time_scale=a.time_scale, seed=a.seed, error_rate=a.error_rate,
         crash_after=a.crash_after, crash_exits_process=True, slow_start=a.slow_start))

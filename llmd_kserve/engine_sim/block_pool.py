@@ -8,7 +8,8 @@ evicted (``BlockRemoved``). Full blocks are registered under their chained hash 
 tokens and parent hash); like vLLM's ``BlockHashToBlockMap`` identical blocks computed by two requests are both
 registered, a lookup returns the earliest registered one, and evicting one copy leaves the other hittable. Events are
 buffered and drained by the caller (:meth:`take_events`) when ``enable_events`` is set; otherwise none are built.
-Not mirrored: vLLM reserves one of its ``num_gpu_blocks`` as the null block (one block of capacity).
+Like vLLM, block 0 is the null block (``BlockPool.__init__`` pops it off the free queue): it is never allocated, so
+``num_blocks`` blocks give ``num_blocks - 1`` usable ones, and ``usage`` divides by that (``get_usage``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ MEDIUM = "GPU"
 
 
 class BlockPool:
-    """``num_blocks`` KV blocks of ``block_size`` tokens; synchronous, no I/O."""
+    """``num_blocks`` KV blocks of ``block_size`` tokens (block 0 reserved as the null block); synchronous, no I/O."""
 
     def __init__(self, num_blocks: int, block_size: int, enable_events: bool = False) -> None:
-        if num_blocks <= 0 or block_size <= 0:
-            raise ValueError("num_blocks and block_size must be positive")
+        if num_blocks < 2 or block_size <= 0:
+            raise ValueError("num_blocks must be at least 2 (one is the null block) and block_size positive")
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.enable_events = enable_events
@@ -36,10 +37,15 @@ class BlockPool:
         """hash -> block id of the earliest registered full block with that hash (free or in use)."""
         self._dups: dict[int, list[int]] = {}
         """hash -> later-registered copies, oldest first (vLLM does not de-duplicate cached blocks)."""
-        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(1, num_blocks))  # block 0: the null block
         self._events: list[KVEvent] = []
 
     # --- queries ------------------------------------------------------------------------------------------------
+    @property
+    def num_usable(self) -> int:
+        """Blocks a request can ever hold: all but the null block."""
+        return self.num_blocks - 1
+
     @property
     def num_free(self) -> int:
         """Blocks allocatable now (free, including free blocks that still hold a cached hash)."""
@@ -47,8 +53,8 @@ class BlockPool:
 
     @property
     def usage(self) -> float:
-        """Fraction of blocks in use (vLLM's ``kv_cache_usage_perc``; free cached blocks count as free)."""
-        return 1.0 - len(self._free) / self.num_blocks
+        """Fraction of usable blocks in use (vLLM's ``kv_cache_usage_perc``; free cached blocks count as free)."""
+        return 1.0 - len(self._free) / (self.num_blocks - 1)
 
     def lookup(self, hashes: Sequence[int], max_blocks: int | None = None) -> list[int]:
         """Block ids of the longest cached prefix of ``hashes`` (at most ``max_blocks``); touches nothing."""
@@ -152,7 +158,7 @@ class BlockPool:
 
     def reset(self) -> bool:
         """Drop every cached hash (``AllBlocksCleared``); refused (False) while any block is in use, as in vLLM."""
-        if len(self._free) != self.num_blocks:
+        if len(self._free) != self.num_blocks - 1:
             return False
         self.cached.clear()
         self._dups.clear()

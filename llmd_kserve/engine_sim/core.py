@@ -4,7 +4,8 @@ Pure and clock-driven: no I/O, no threads, no wall clock. A driver (the HTTP ser
 simulator on a virtual one) owns time. API::
 
     core = EngineCore(profile, num_blocks=None, block_size=None, max_num_seqs=None, max_num_batched_tokens=None,
-                      max_model_len=None, seed=0, event_sink=None, enable_kv_events=False)
+                      max_model_len=None, seed=0, event_sink=None, enable_kv_events=False,
+                      async_scheduling=True)
     core.add_request(req_id, prompt_token_ids, max_tokens, *, output_len=None, hold_on_finish=False,
                      remote_kv=False)        # -> None; ValueError on misuse (duplicate id, too long, ...)
     out = core.step(now)                             # -> StepOutput: schedules one step and completes it at once
@@ -28,9 +29,16 @@ step will compute are registered in the prefix cache when the step is scheduled 
 so a request admitted later in the same step already hits them. The step's duration comes from
 ``profile.step_time``; the counters follow vLLM's (see ``EngineStats``). A request finishes after ``max_tokens``
 outputs (reason ``length``) or after ``output_len`` (reason ``stop``, a simulated EOS). Output tokens are
-deterministic in (seed, prompt), like greedy decoding. ``remote_kv=True`` means the prompt's KV arrived from a prefill engine (P/D decode side): the
-request starts with its whole prompt computed but the last token, so its first step is a one-token step.
-``hold_on_finish=True`` (P/D prefill side) keeps the finished request's blocks until ``release``.
+deterministic in (seed, prompt), like greedy decoding. ``remote_kv=True`` means the prompt's KV arrived from a
+prefill engine (P/D decode side): the request starts with its whole prompt computed but the last token, so its first
+step is a one-token step. ``hold_on_finish=True`` (P/D prefill side) keeps the finished request's blocks until
+``release``.
+
+``async_scheduling`` (vLLM 0.26's default; ``EngineCore.step_with_batch_queue`` with a batch queue of 2) schedules
+step N+1 when step N is launched, before N's outputs are processed. So when steps run back to back (the last one left
+work), a step admits only requests added before the previous ``step()`` call, and the requests that finished in the
+previous step keep their blocks until this step has been scheduled. After an idle gap nothing lags. Not mirrored: a
+request that stops early (simulated EOS) is not given the one wasted decode token vLLM schedules for it.
 
 KV events (vLLM ``BlockStored``/``BlockRemoved``/``AllBlocksCleared`` structs from ``kvcache.events``) are built only
 when ``enable_kv_events`` or ``event_sink`` is set; each step's events go to ``event_sink(events)`` once (one ZMQ
@@ -67,6 +75,7 @@ class EngineCore:
         seed: int = 0,
         event_sink: Callable[[list[KVEvent]], None] | None = None,
         enable_kv_events: bool = False,
+        async_scheduling: bool = True,
     ) -> None:
         self.profile = profile
         self.block_size = block_size or profile.block_size
@@ -82,6 +91,10 @@ class EngineCore:
         self.running: list[CoreRequest] = []
         self.requests: dict[str, CoreRequest] = {}
         self.held: dict[str, CoreRequest] = {}
+        self.async_scheduling = async_scheduling
+        self._calls = 0  # step() calls so far; a request added after call k has epoch k
+        self._pipelined = False  # the next step was scheduled while the last one ran (async scheduling)
+        self._finishing: list[CoreRequest] = []  # finished in the last step; blocks freed after the next schedule
 
     # --- queries ------------------------------------------------------------------------------------------------
     @property
@@ -137,11 +150,12 @@ class EngineCore:
             raise ValueError("max_tokens must be >= 1")
         if n + max_tokens > self.max_model_len:
             raise ValueError(f"prompt ({n}) + max_tokens ({max_tokens}) exceeds max_model_len {self.max_model_len}")
-        if -(-(n + max_tokens) // self.block_size) > self.num_blocks:
+        if -(-(n + max_tokens) // self.block_size) > self.pool.num_usable:
             raise ValueError("request needs more KV blocks than the engine has")
         out_len = max_tokens if output_len is None else max(1, min(output_len, max_tokens))
         req = CoreRequest(req_id, list(prompt_token_ids), max_tokens, out_len, hold_on_finish, remote_kv, self.seed,
                           self.block_size)
+        req.epoch = self._calls
         self.requests[req_id] = req
         self.waiting.append(req)
 
@@ -156,6 +170,9 @@ class EngineCore:
             with contextlib.suppress(ValueError):
                 self.waiting.remove(req)
         self._free(req)
+        if not self.has_work():  # nothing left to schedule: the last step's outputs are processed now
+            self._pipelined = False
+            self._free_finishing()
         return True
 
     def release(self, req_id: str) -> bool:
@@ -177,6 +194,10 @@ class EngineCore:
     def step(self, now: float) -> StepOutput:
         """Schedule one step at ``now``, run it, and return its outputs (which exist at ``now + duration``)."""
         pool, bs = self.pool, self.block_size
+        # async scheduling: a step that follows a busy one was scheduled when that one started, so requests added
+        # since then wait one more step (vLLM EngineCore.step_with_batch_queue schedules before it blocks)
+        admit_before = self._calls if self._pipelined else self._calls + 1
+        self._calls += 1
         budget = self.max_num_batched_tokens
         sched: list[tuple[CoreRequest, int]] = []
         preempted: list[str] = []
@@ -206,13 +227,17 @@ class EngineCore:
         first: list[str] = []
         cached: dict[str, int] = {}
         if not preempted:
-            self._admit(budget, sched, first, cached)
+            self._admit(budget, sched, first, cached, admit_before)
+        self._free_finishing()  # the last step's outputs are processed after this step was scheduled
         return self._run(now, sched, first, cached, preempted)
 
-    def _admit(self, budget: int, sched: list, first: list[str], cached: dict[str, int]) -> None:
+    def _admit(self, budget: int, sched: list[tuple[CoreRequest, int]], first: list[str], cached: dict[str, int],
+               admit_before: int) -> None:
         pool, bs, waiting, running = self.pool, self.block_size, self.waiting, self.running
         while waiting and budget > 0 and len(running) < self.max_num_seqs:
             req = waiting[0]
+            if req.epoch >= admit_before:
+                break  # arrived after this step was scheduled (FCFS: everyone behind it arrived later still)
             total = len(req.tokens)
             hit = pool.lookup(req.hashes, (total - 1) // bs)
             # KV pulled from the prefill engine: only the last token to run
@@ -243,7 +268,8 @@ class EngineCore:
             sched.append((req, num_new))
             budget -= num_new
 
-    def _run(self, now: float, sched: list, first: list[str], cached: dict[str, int], preempted: list[str]) -> StepOutput:
+    def _run(self, now: float, sched: list[tuple[CoreRequest, int]], first: list[str], cached: dict[str, int],
+             preempted: list[str]) -> StepOutput:
         p_tok = p_ctx = p_attn = d_seqs = d_ctx = 0
         for req, n in sched:
             total = len(req.tokens)
@@ -257,7 +283,7 @@ class EngineCore:
                 p_attn += n * end
         duration = self.profile.step_time(p_tok, p_ctx, d_seqs, d_ctx, p_attn)
         stats = self.stats
-        stats.num_steps += 1
+        stats.num_steps += 1 if sched else 0
         stats.busy_time += duration
         stats.prefill_tokens_run += p_tok
         new_tokens: dict[str, int] = {}
@@ -284,7 +310,10 @@ class EngineCore:
                 if req.hold:
                     self.held[rid] = req
                 else:
-                    self._free(req)
+                    self._finishing.append(req)
+        self._pipelined = self.async_scheduling and self.has_work()
+        if not self._pipelined:  # idle next (or synchronous): the outputs are processed before anything is scheduled
+            self._free_finishing()
         events = self._flush_events()
         return StepOutput(now, duration, new_tokens, tuple(first_token), finished, tuple(first), cached,
                           tuple(preempted), p_tok, d_seqs, tuple(events))
@@ -315,6 +344,11 @@ class EngineCore:
         self.pool.cache_blocks(req.blocks[lo:full], hashes[lo:full], prev,
                                req.tokens[lo * bs : full * bs] if self.pool.enable_events else ())
         req.num_cached_blocks = full
+
+    def _free_finishing(self) -> None:
+        for req in self._finishing:
+            self._free(req)
+        self._finishing.clear()
 
     def _preempt(self, req: CoreRequest) -> None:
         self._free(req)

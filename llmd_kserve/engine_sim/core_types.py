@@ -74,7 +74,7 @@ class CoreRequest:
 
     __slots__ = ("id", "tokens", "num_prompt", "max_tokens", "output_len", "num_computed", "blocks", "hashes",
                  "num_cached_blocks", "hold", "remote_kv", "tok_a", "tok_b", "scheduled", "num_preemptions",
-                 "cached_local", "cached_external")
+                 "cached_local", "cached_external", "epoch")
 
     def __init__(self, req_id: str, prompt: list[int], max_tokens: int, output_len: int, hold: bool,
                  remote_kv: bool, seed: int, block_size: int) -> None:
@@ -97,3 +97,4 @@ class CoreRequest:
         self.num_preemptions = 0
         self.cached_local = 0
         self.cached_external = 0
+        self.epoch = 0  # the engine's step() count when the request was added

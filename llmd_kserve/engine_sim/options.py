@@ -22,6 +22,8 @@ class EngineOptions:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
+    async_scheduling: bool = True
+    """vLLM's ``--async-scheduling`` (its default): step N+1 is scheduled while step N runs."""
     kv_events_endpoint: str | None = None
     kv_events_topic: str | None = None
     kv_events_replay_endpoint: str | None = None
@@ -56,5 +58,7 @@ def check_options(o: EngineOptions) -> None:
             raise ConfigError(f"must be >= 0, got {getattr(o, name)}", name)
     if not 0.0 <= o.error_rate <= 1.0:
         raise ConfigError(f"must be in [0, 1], got {o.error_rate}", "error_rate")
+    if o.num_blocks == 1:
+        raise ConfigError("must be >= 2 (block 0 is vLLM's null block, never allocated)", "num_blocks")
     if o.kv_link_gbps is not None and o.kv_link_gbps <= 0:
         raise ConfigError(f"must be > 0, got {o.kv_link_gbps}", "kv_link_gbps")

@@ -15,7 +15,7 @@ def _cache(pool: BlockPool, hashes: list[int], parent=None) -> list[int]:
 
 
 def test_hit_after_free_and_miss_after_eviction():
-    pool = BlockPool(4, 2, enable_events=True)
+    pool = BlockPool(5, 2, enable_events=True)  # block 0 is the null block: 4 usable
     a = _cache(pool, [11, 12])
     pool.free(a[::-1])
     assert pool.num_free == 4 and pool.usage == 0.0
@@ -24,14 +24,14 @@ def test_hit_after_free_and_miss_after_eviction():
     assert pool.num_free == 2 and pool.usage == 0.5
     pool.free(a[::-1])
     fresh = pool.allocate(4)  # takes every block: the never-cached ones first, then evicts the cached ones
-    assert fresh[:2] == [2, 3]
+    assert fresh[:2] == [3, 4]
     assert pool.lookup([11]) == []
     removed = [e for e in pool.take_events() if isinstance(e, BlockRemoved)]
     assert [e.block_hashes for e in removed] == [[12], [11]]  # tail block evicted first (freed in reverse)
 
 
 def test_lru_order_across_requests():
-    pool = BlockPool(4, 1, enable_events=False)
+    pool = BlockPool(5, 1, enable_events=False)
     a = _cache(pool, [1])
     b = _cache(pool, [2])
     pool.free(b)

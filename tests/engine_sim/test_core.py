@@ -65,7 +65,7 @@ def test_chunked_prefill_under_token_budget(profile):
 
 
 def test_running_requests_first_then_waiting(profile):
-    core = EngineCore(profile, num_blocks=2000, max_num_batched_tokens=600)
+    core = EngineCore(profile, num_blocks=2000, max_num_batched_tokens=600, async_scheduling=False)
     core.add_request("a", prompt(100, 1), 5)
     core.step(0.0)
     core.add_request("b", prompt(2000, 2), 5)
@@ -113,7 +113,7 @@ def test_output_len_simulates_eos(profile):
 
 
 def test_eviction_emits_removed_events(profile):
-    core = EngineCore(profile, num_blocks=8, block_size=16, enable_kv_events=True)
+    core = EngineCore(profile, num_blocks=9, block_size=16, enable_kv_events=True)  # 8 usable
     core.add_request("a", prompt(64, 1), 1)
     t, *_ = run(core)
     core.add_request("b", prompt(120, 2), 1)

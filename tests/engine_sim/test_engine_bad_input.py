@@ -52,7 +52,8 @@ async def test_client_disconnect_aborts_a_non_streaming_request():
         assert eng.core.num_running == 0 and eng.core.num_waiting == 0
 
 
-@pytest.mark.parametrize("opts, field", [({"num_blocks": -5}, "num_blocks"), ({"block_size": 0}, "block_size"),
+@pytest.mark.parametrize("opts, field", [({"num_blocks": -5}, "num_blocks"), ({"num_blocks": 1}, "num_blocks"),
+                                         ({"block_size": 0}, "block_size"),
                                          ({"max_num_seqs": 0}, "max_num_seqs"), ({"error_rate": 2.0}, "error_rate"),
                                          ({"time_scale": -1.0}, "time_scale"), ({"port": 99999}, "port"),
                                          ({"kv_link_gbps": 0.0}, "kv_link_gbps"),
@@ -73,3 +74,17 @@ async def test_port_in_use_is_a_config_error():
             async with running_engine(port=port, host="127.0.0.1"):
                 pass
         assert exc.value.path == "port"
+
+
+async def test_async_scheduling_can_be_turned_off_like_vllm():
+    """``llmd-kserve engine --no-async-scheduling`` mirrors vLLM's flag: the core then schedules each step after the
+    previous one's outputs (on by default, as in vLLM 0.26)."""
+    from llmd_kserve.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["engine"]).async_scheduling is True
+    assert parser.parse_args(["engine", "--no-async-scheduling"]).async_scheduling is False
+    async with running_engine(async_scheduling=False) as eng:
+        assert eng.core.async_scheduling is False
+    async with running_engine() as eng:
+        assert eng.core.async_scheduling is True

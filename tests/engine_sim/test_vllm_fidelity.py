@@ -46,7 +46,7 @@ def test_preempted_requests_add_nothing_to_the_prefix_counters(profile):
     """``PrefixCacheStats.record(preempted=request.num_preemptions > 0)`` puts a resumed request's lookup into
     ``preempted_queries``/``preempted_hits``, which ``PrometheusStatLogger.record`` does not export: only
     ``queries``/``hits`` reach ``vllm:prefix_cache_{queries,hits}_total``."""
-    core = EngineCore(profile, num_blocks=14, block_size=16)
+    core = EngineCore(profile, num_blocks=15, block_size=16)  # 14 usable
     core.add_request("a", prompt(100, 1), 100)  # 7 blocks now, 13 by the end
     core.add_request("b", prompt(100, 2), 100)
     run(core)
@@ -70,7 +70,7 @@ def test_prompt_tokens_count_whole_prompts_once(profile):
     assert st.prompt_tokens == 2050 == st.prefix_queries
     assert (st.prompt_tokens_local_hit, st.prompt_tokens_computed) == (992, 2050 - 992) and st.prefix_hits == 992
 
-    pressed = EngineCore(profile, num_blocks=14, block_size=16)
+    pressed = EngineCore(profile, num_blocks=15, block_size=16)  # 14 usable
     pressed.add_request("a", prompt(100, 1), 100)
     pressed.add_request("b", prompt(100, 2), 100)
     run(pressed)
@@ -94,7 +94,7 @@ def test_blocks_scheduled_this_step_are_hits_for_requests_admitted_after(profile
 def test_chunked_prefill_exposes_each_chunk_as_it_is_scheduled(profile):
     """The same rule for a prompt longer than the token budget: a newcomer admitted in the step that schedules the
     prompt's last chunk hits that chunk's full blocks too, not only the chunks computed before."""
-    core = EngineCore(profile, num_blocks=500, block_size=16, max_num_batched_tokens=1000)
+    core = EngineCore(profile, num_blocks=500, block_size=16, max_num_batched_tokens=1000, async_scheduling=False)
     p = prompt(1500, 1)
     core.add_request("a", p, 2)
     t = core.step(0.0).end  # a's first 1000 tokens (62 full blocks)
@@ -143,19 +143,19 @@ def test_full_prompt_hit_recomputes_the_last_block(profile):
 def test_unhashed_blocks_are_reused_before_cached_ones():
     """``BlockPool.free_blocks``: blocks without a hash are ``prepend_n``-ed to the free queue (reused first, in the
     order given), blocks with a hash ``append_n``-ed to its tail; ``get_new_blocks`` pops from the head."""
-    pool = BlockPool(6, 4)
-    blocks = pool.allocate(3)  # 0, 1, 2; 3..5 stay free
-    pool.cache_blocks(blocks[:2], [11, 12], None, ())  # block 2 is a partial tail: no hash
+    pool = BlockPool(7, 4)  # block 0 is the null block
+    blocks = pool.allocate(3)  # 1, 2, 3; 4..6 stay free
+    pool.cache_blocks(blocks[:2], [11, 12], None, ())  # block 3 is a partial tail: no hash
     pool.free(blocks[::-1])  # a request's blocks are freed tail-first (SingleTypeKVCacheManager.free)
-    assert pool.allocate(1) == [2]  # the unhashed block, ahead of the never-used 3..5
-    assert pool.allocate(3) == [3, 4, 5]
-    assert pool.allocate(1) == [1] and pool.lookup([11, 12]) == [0]  # then the cached tail block is evicted first
+    assert pool.allocate(1) == [3]  # the unhashed block, ahead of the never-used 4..6
+    assert pool.allocate(3) == [4, 5, 6]
+    assert pool.allocate(1) == [2] and pool.lookup([11, 12]) == [1]  # then the cached tail block is evicted first
 
 
 def test_a_duplicate_cached_block_survives_eviction_of_the_first_copy():
     """``BlockHashToBlockMap``: vLLM does not de-duplicate cached blocks (``insert`` keeps both ids under the hash),
     ``get_one_block`` returns the earliest one, and evicting one copy (``pop(key, block_id)``) keeps the other."""
-    pool = BlockPool(4, 4, enable_events=True)
+    pool = BlockPool(5, 4, enable_events=True)  # 4 usable
     first = pool.allocate(1)
     pool.cache_blocks(first, [7], None, list(range(4)))
     second = pool.allocate(1)
@@ -167,3 +167,76 @@ def test_a_duplicate_cached_block_survives_eviction_of_the_first_copy():
     assert pool.lookup([7]) == second  # ... the second still hits
     removed = [e.block_hashes for e in pool.take_events() if isinstance(e, BlockRemoved)]
     assert removed == [[7]]
+
+
+def test_block_zero_is_the_null_block():
+    """``BlockPool.__init__`` pops block 0 off the free queue as ``null_block`` (never allocated, never freed), and
+    ``BlockPool.get_usage`` divides by ``num_gpu_blocks - 1``: ``num_gpu_blocks`` blocks hold one block less."""
+    pool = BlockPool(5, 4)
+    assert pool.num_free == 4 and pool.num_usable == 4
+    got = pool.allocate(4)
+    assert sorted(got) == [1, 2, 3, 4] and pool.usage == 1.0
+    pool.free(got[:2])
+    assert pool.usage == 0.5
+
+
+def test_a_request_needing_every_block_is_refused(profile):
+    """With the null block reserved, a request whose sequence needs all ``num_gpu_blocks`` can never be scheduled."""
+    core = EngineCore(profile, num_blocks=4, block_size=16)
+    core.add_request("fits", prompt(47, 1), 1)  # 48 tokens: 3 blocks
+    try:
+        core.add_request("too-big", prompt(63, 2), 1)  # 64 tokens: 4 blocks
+    except ValueError as exc:
+        assert "more KV blocks" in str(exc)
+    else:
+        raise AssertionError("a 4-block request was accepted by a 4-block engine")
+
+
+# --- async scheduling (on by default in vLLM 0.26) ---------------------------------------------------------------
+def test_async_scheduling_admits_a_newcomer_one_step_later(profile):
+    """``EngineCore.step_with_batch_queue`` (batch queue of 2 with async scheduling) schedules the next step as soon
+    as the current one is launched, before blocking on its result: a request that arrives while a step runs misses
+    the step already scheduled behind it and joins the one after. An idle engine schedules an arrival at once."""
+    for async_on, admitted_at in ((True, 3), (False, 2)):
+        core = EngineCore(profile, num_blocks=500, async_scheduling=async_on)
+        core.add_request("a", prompt(100, 1), 20)
+        t = core.step(0.0).end  # step 1: a's prefill (the engine was idle: a is scheduled at once)
+        core.add_request("b", prompt(100, 2), 4)  # arrives during step 1
+        for k in (2, 3):
+            out = core.step(t)
+            t = out.end
+            assert ("b" in out.scheduled_first) == (k == admitted_at), (async_on, k)
+
+
+def test_async_scheduling_frees_a_finished_request_after_the_next_schedule(profile):
+    """With async scheduling ``update_from_output`` (which frees a finished request's blocks through
+    ``_free_request``) runs for step N after step N+1 has been scheduled: a waiting head that needs those blocks is
+    tried once more in N+1 (and counted again in the prefix queries) and gets in at N+2."""
+    results = {}
+    for async_on in (True, False):
+        core = EngineCore(profile, num_blocks=21, block_size=16, async_scheduling=async_on)  # 20 usable
+        core.add_request("a", prompt(200, 1), 2)  # 13 blocks; finishes at the end of step 2
+        core.add_request("b", prompt(200, 2), 2)  # 13 blocks: waits for a's
+        t, admitted_at = 0.0, None
+        for k in range(1, 6):
+            out = core.step(t)
+            t = out.end
+            if "b" in out.scheduled_first:
+                admitted_at = k
+                break
+        results[async_on] = (admitted_at, core.stats.prefix_queries)
+    assert results[False] == (3, 200 + 200 * 3)  # a once; b tried at steps 1, 2, 3
+    assert results[True] == (4, 200 + 200 * 4)  # one more attempt while a's blocks are still held
+
+
+def test_aborting_the_last_request_frees_the_finished_ones_too(profile):
+    """Async scheduling defers a finished request's free to the next schedule; when an abort leaves nothing to
+    schedule, vLLM's engine loop still processes the last step's outputs (``update_from_output``) before it idles, so
+    no block stays held and ``reset_prefix_cache`` succeeds."""
+    core = EngineCore(profile, num_blocks=100, block_size=16)
+    core.add_request("a", prompt(100, 1), 1)  # finishes in its first step
+    core.add_request("b", prompt(100, 2), 50)
+    out = core.step(0.0)
+    assert out.finished == {"a": "length"} and core.kv_usage > 0
+    assert core.abort("b")
+    assert core.kv_usage == 0 and core.reset_prefix_cache()
