@@ -83,7 +83,7 @@ class BlockPool:
         free, ref, bh = self._free, self.ref_cnt, self.block_hash
         out: list[int] = []
         for _ in range(n):
-            b, _v = free.popitem(last=True)
+            b, _v = free.popitem(last=False)
             h = bh[b]
             if h is not None:
                 bh[b] = None
