@@ -21,7 +21,8 @@ Workloads (built by ``llmd_kserve.bench.workloads`` with ``--seed``, so every ta
 A P/D pair (``--pd-http NAME=P,D`` or ``--pd-sim NAME``) is a target too: every request's prefill leg goes to P
 (vLLM's NixlConnector ``kv_transfer_params`` handshake, ``max_tokens: 1``), its streamed decode to D.
 
-Columns: TTFT mean/p50/p90 (client-side), prefix-cache hit rate from the engines' own counters
+Columns: TTFT mean/p50/p90 (client-side), the engines' own mean TTFT over HTTP (``vllm:time_to_first_token_seconds``
+sum/count deltas: no stream back to the client in it), TPOT p50, prefix-cache hit rate from the engines' own counters
 (``vllm:prefix_cache_{hits,queries}_total`` deltas) and from ``usage.cached_tokens``, waiting-queue depth (mean and max
 of ``vllm:num_requests_waiting`` polled every 0.25 s, or per step in virtual time), preemptions
 (``vllm:num_preemptions_total`` delta). Example (2 simulated replicas of 2,195 and 6,741 blocks, virtual time)::
@@ -101,6 +102,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         len(ok), "ttft_mean": sum(ttft) / len(ttft) if ttft else None, "ttft_p50": percentile(ttft, 50),
         "ttft_p90": percentile(ttft, 90),
         "tpot_p50": percentile([r["tpot"] for r in ok if r.get("tpot") is not None], 50),
+        "ttft_engine_mean": run.get("engine_ttft_mean"),
         "hit_rate_engine": c["hits"] / c["queries"] if c.get("queries") else None,
         "hit_rate_usage": (sum(r["cached_tokens"] for r in used) / sum(r["prompt_tokens"] for r in used)
                            if used else None),
@@ -115,12 +117,12 @@ def _f(v: Any, fmt: str) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The side-by-side markdown table."""
-    head = ("| target | routing | n | err | TTFT mean ms | TTFT p50 ms | TTFT p90 ms | TPOT p50 ms | hit rate (engine) | "
-            "hit rate (usage) | queue mean | queue max | preemptions |")
-    lines = [head, "|" + "---|" * 2 + "---:|" * 11]
+    head = ("| target | routing | n | err | TTFT mean ms | TTFT p50 ms | TTFT p90 ms | engine TTFT mean ms | TPOT p50 ms | "
+            "hit rate (engine) | hit rate (usage) | queue mean | queue max | preemptions |")
+    lines = [head, "|" + "---|" * 2 + "---:|" * 12]
     for r in rows:
         ms = [_f(None if r.get(k) is None else r[k] * 1e3, ".1f")
-              for k in ("ttft_mean", "ttft_p50", "ttft_p90", "tpot_p50")]
+              for k in ("ttft_mean", "ttft_p50", "ttft_p90", "ttft_engine_mean", "tpot_p50")]
         lines.append(f"| {r['target']} | {r['routing']} | {r['n']} | {r['errors']} | {' | '.join(ms)} | "
                      f"{_f(r['hit_rate_engine'], '.3f')} | {_f(r['hit_rate_usage'], '.3f')} | "
                      f"{_f(r['queue_mean'], '.2f')} | {_f(r['queue_max'], '.0f')} | {_f(r['preemptions'], '.0f')} |")

@@ -25,6 +25,9 @@ ROUTINGS = ("round-robin", "affinity")
 POLL_S = 0.25
 _COUNTERS = {"vllm:prefix_cache_queries_total": "queries", "vllm:prefix_cache_hits_total": "hits",
              "vllm:num_preemptions_total": "preemptions", "vllm:prompt_tokens_total": "prompt_tokens"}
+_TTFT_HIST = {"vllm:time_to_first_token_seconds_sum": "ttft_sum", "vllm:time_to_first_token_seconds_count": "ttft_count"}
+"""The engines' TTFT histogram: its sum and count give their own mean TTFT (from arrival at the engine to the first
+token, without the HTTP stream back to the client)."""
 PD_REQUEST = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
               "remote_block_ids": None, "remote_host": None, "remote_port": None}
 
@@ -148,7 +151,8 @@ async def _scrape(s: aiohttp.ClientSession, url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         for sm in fam.samples:
-            key = _COUNTERS.get(sm.name) or ("waiting" if sm.name == "vllm:num_requests_waiting" else None)
+            key = (_COUNTERS.get(sm.name) or _TTFT_HIST.get(sm.name)
+                   or ("waiting" if sm.name == "vllm:num_requests_waiting" else None))
             if key:
                 out[key] = out.get(key, 0.0) + sm.value
     return out
@@ -229,13 +233,15 @@ async def run_http(urls: Sequence[str], routing: str, requests: Sequence[Request
         stop.set()
         await poller
         after = [await _scrape(s, u) for u in urls]
-    counters = {k: sum(a.get(k, 0.0) - b.get(k, 0.0) for a, b in zip(after, before, strict=True))
-                for k in _COUNTERS.values()}
+    delta = {k: sum(a.get(k, 0.0) - b.get(k, 0.0) for a, b in zip(after, before, strict=True))
+             for k in (*_COUNTERS.values(), *_TTFT_HIST.values())}
+    counters = {k: delta[k] for k in _COUNTERS.values()}
+    engine_ttft = delta["ttft_sum"] / delta["ttft_count"] if delta["ttft_count"] else None
     recs = [{"request_id": x.request_id, "ok": x.ok, "ttft": x.ttft, "tpot": x.tpot, "prompt_tokens": len(r.prompt),
              "cached_tokens": x.cached_tokens, "endpoint": x.endpoint, "error": x.error, "arrival_s": r.arrival_s}
             for x, r in zip(results, ordered, strict=True)]
     return {"results": recs, "counters": counters, "queue_mean": sum(samples) / len(samples) if samples else None,
-            "queue_max": max(samples) if samples else None}
+            "queue_max": max(samples) if samples else None, "engine_ttft_mean": engine_ttft}
 
 
 async def run_target(t: Target, routing: str, requests: Sequence[RequestSpec], profile: str,
