@@ -98,13 +98,14 @@ def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestS
         arrivals.append(((r.arrival_s or 0.0) + prof.request_overhead(len(ids)), seq, r, e, ids))
     arrivals.sort(key=lambda a: (a[0], a[1]))
     active: dict[int, list] = {}  # replica -> [remaining work (s), StepOutput]
-    now = area = 0.0
+    now = area = busy = 0.0
     q_max, ai = 0, 0
 
     def start(e: int) -> None:
-        nonlocal q_max, area
+        nonlocal q_max, area, busy
         out = cores[e].step(now)
         active[e] = [out.duration, out]
+        busy += out.duration
         q_max = max(q_max, sum(c.num_waiting for c in cores))
         area += cores[e].num_waiting * out.duration
 
@@ -142,7 +143,7 @@ def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestS
                 "preemptions": float(sum(s.num_preemptions for s in st)),
                 "prompt_tokens": float(sum(s.prompt_tokens for s in st))}
     return {"results": list(recs.values()), "counters": counters, "queue_mean": area / now if now else 0.0,
-            "queue_max": float(q_max)}
+            "queue_max": float(q_max), "engine_busy_s": busy}
 
 
 async def _scrape(s: aiohttp.ClientSession, url: str) -> dict[str, float]:
