@@ -103,6 +103,8 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
         "ttft_p90": percentile(ttft, 90),
         "tpot_p50": percentile([r["tpot"] for r in ok if r.get("tpot") is not None], 50),
         "ttft_engine_mean": run.get("engine_ttft_mean"),
+        "pd_prefill_p50": percentile([r["prefill_s"] for r in ok if r.get("prefill_s") is not None], 50),
+        "pd_decode_ttft_p50": percentile([r["decode_ttft_s"] for r in ok if r.get("decode_ttft_s") is not None], 50),
         "hit_rate_engine": c["hits"] / c["queries"] if c.get("queries") else None,
         "hit_rate_usage": (sum(r["cached_tokens"] for r in used) / sum(r["prompt_tokens"] for r in used)
                            if used else None),
@@ -215,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             + "\n\n" + table(rows) + "\n")
     if a.workload == "calibration":
         text += "\n" + per_request_table(runs) + "\n"
+    pd_rows = [r for r in rows if r["pd_prefill_p50"] is not None]
+    if pd_rows:
+        text += "\n| P/D target | prefill leg p50 ms | decode leg TTFT p50 ms (KV pull + first token) |\n|---|---:|---:|\n"
+        text += "".join(f"| {r['target']} | {_f(r['pd_prefill_p50'] * 1e3, '.1f')} | "
+                        f"{_f(r['pd_decode_ttft_p50'] and r['pd_decode_ttft_p50'] * 1e3, '.1f')} |\n" for r in pd_rows)
     print(text)
     if a.out:
         a.out.write_text(text)

@@ -179,6 +179,7 @@ async def _pd_one(s: aiohttp.ClientSession, r: RequestSpec, pre: str, dec: str, 
             first = await resp.json()
             if resp.status != 200:
                 return RequestResult(ok=False, error=f"prefill HTTP {resp.status}", status=resp.status, **common)
+        decode_start = time.perf_counter()
         body = {"model": model, "prompt": r.prompt, "max_tokens": r.max_tokens, "stream": True, "ignore_eos": True,
                 "stream_options": {"include_usage": True}, "kv_transfer_params": first.get("kv_transfer_params")}
         ttft, usage = None, {}
@@ -194,15 +195,17 @@ async def _pd_one(s: aiohttp.ClientSession, r: RequestSpec, pre: str, dec: str, 
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return RequestResult(ok=False, error=f"{type(exc).__name__}: {exc}", **common)
     cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) if usage else None
-    return RequestResult(ok=ttft is not None, ttft=ttft, cached_tokens=cached, endpoint=dec, **common)
+    legs = {"prefill_s": decode_start - start, "decode_ttft_s": None if ttft is None else start + ttft - decode_start}
+    return RequestResult(ok=ttft is not None, ttft=ttft, cached_tokens=cached, endpoint=dec, extra=legs, **common)
 
 
 async def run_http(urls: Sequence[str], routing: str, requests: Sequence[RequestSpec], *,
                    pd: bool = False, tag: str = "", vocab: int | None = None) -> dict[str, Any]:
     """Open-loop run over HTTP: caches reset, counters scraped before and after, waiting polled meanwhile.
 
-    Prompts go as token ids (``SimTokenizer``'s, < 32,000; vLLM and the simulated engine both accept them), so every
-    target computes exactly the same tokens whatever its own tokenizer would make of the text."""
+    Prompts go as token ids (:func:`token_prompts`, folded into ``vocab`` when given), so every target computes
+    exactly the same tokens whatever its own tokenizer would make of the text. P/D requests also record their legs:
+    ``prefill_s`` (the prefill answer) and ``decode_ttft_s`` (decode sent to its first token: KV pull included)."""
     urls = [u.rstrip("/") for u in urls]
     requests = token_prompts(requests, vocab)
     timeout = aiohttp.ClientTimeout(total=1800, sock_connect=10)
@@ -239,8 +242,8 @@ async def run_http(urls: Sequence[str], routing: str, requests: Sequence[Request
     counters = {k: delta[k] for k in _COUNTERS.values()}
     engine_ttft = delta["ttft_sum"] / delta["ttft_count"] if delta["ttft_count"] else None
     recs = [{"request_id": x.request_id, "ok": x.ok, "ttft": x.ttft, "tpot": x.tpot, "prompt_tokens": len(r.prompt),
-             "cached_tokens": x.cached_tokens, "endpoint": x.endpoint, "error": x.error, "arrival_s": r.arrival_s}
-            for x, r in zip(results, ordered, strict=True)]
+             "cached_tokens": x.cached_tokens, "endpoint": x.endpoint, "error": x.error, "arrival_s": r.arrival_s,
+             **x.extra} for x, r in zip(results, ordered, strict=True)]
     return {"results": recs, "counters": counters, "queue_mean": sum(samples) / len(samples) if samples else None,
             "queue_max": max(samples) if samples else None, "engine_ttft_mean": engine_ttft}
 
