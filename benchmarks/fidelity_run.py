@@ -25,6 +25,9 @@ ROUTINGS = ("round-robin", "affinity")
 POLL_S = 0.25
 _COUNTERS = {"vllm:prefix_cache_queries_total": "queries", "vllm:prefix_cache_hits_total": "hits",
              "vllm:num_preemptions_total": "preemptions", "vllm:prompt_tokens_total": "prompt_tokens"}
+_TTFT_HIST = {"vllm:time_to_first_token_seconds_sum": "ttft_sum", "vllm:time_to_first_token_seconds_count": "ttft_count"}
+"""The engines' TTFT histogram: its sum and count give their own mean TTFT (from arrival at the engine to the first
+token, without the HTTP stream back to the client)."""
 PD_REQUEST = {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
               "remote_block_ids": None, "remote_host": None, "remote_port": None}
 
@@ -54,13 +57,27 @@ class Router:
         return (self.i - 1) % self.n
 
 
+def token_prompts(requests: Sequence[RequestSpec], vocab: int | None = None) -> list[RequestSpec]:
+    """Each prompt as token ids (``SimTokenizer``'s, < 32,000), folded into ``[3, vocab)`` when a model's vocabulary
+    is smaller (the tiny model's: 8,192), so that every target computes exactly the same tokens; chat turns go as
+    completions of their rendered text."""
+    tok = PrefixTokenCache()
+    out = []
+    for r in requests:
+        ids = r.prompt if isinstance(r.prompt, list) else tok.encode(r.prompt, r.group)
+        if vocab is not None:
+            ids = [3 + i % (vocab - 3) for i in ids]
+        out.append(replace(r, prompt=ids, kind="completion", messages=None))  # type: ignore[arg-type]
+    return out
+
+
 def _record(r: RequestSpec, endpoint: str, prompt_tokens: int) -> dict[str, Any]:
-    return {"request_id": r.request_id, "ok": False, "ttft": None, "prompt_tokens": prompt_tokens,
+    return {"request_id": r.request_id, "ok": False, "ttft": None, "tpot": None, "prompt_tokens": prompt_tokens,
             "cached_tokens": None, "endpoint": endpoint, "error": None, "arrival_s": r.arrival_s}
 
 
 def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestSpec], profile: str,
-                gpus: Sequence[int] | None = None) -> dict[str, Any]:
+                gpus: Sequence[int] | None = None, vocab: int | None = None) -> dict[str, Any]:
     """Simulated engine cores in virtual time: front-end latency (``profile.request_overhead``), then the engine.
 
     ``gpus[i]`` is replica ``i``'s accelerator (default: one each). Replicas on one accelerator share it by
@@ -71,22 +88,24 @@ def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestS
     gpu = list(gpus) if gpus is not None else list(range(len(cores)))
     if len(gpu) != len(cores):
         raise ValueError("one accelerator index per replica")
-    router, tok = Router(routing, len(cores)), PrefixTokenCache()
+    router = Router(routing, len(cores))
     arrivals: list[tuple[float, int, RequestSpec, int, list[int]]] = []
     recs: dict[str, dict[str, Any]] = {}
-    for seq, r in enumerate(sorted(requests, key=lambda x: x.arrival_s or 0.0)):
-        e, ids = router.pick(r), tok.encode(r.prompt, r.group)
+    max_tokens = {r.request_id: r.max_tokens for r in requests}
+    for seq, r in enumerate(sorted(token_prompts(requests, vocab), key=lambda x: x.arrival_s or 0.0)):
+        e, ids = router.pick(r), list(r.prompt)
         recs[r.request_id] = _record(r, f"sim-{e}", len(ids))
         arrivals.append(((r.arrival_s or 0.0) + prof.request_overhead(len(ids)), seq, r, e, ids))
     arrivals.sort(key=lambda a: (a[0], a[1]))
     active: dict[int, list] = {}  # replica -> [remaining work (s), StepOutput]
-    now = area = 0.0
+    now = area = busy = 0.0
     q_max, ai = 0, 0
 
     def start(e: int) -> None:
-        nonlocal q_max, area
+        nonlocal q_max, area, busy
         out = cores[e].step(now)
         active[e] = [out.duration, out]
+        busy += out.duration
         q_max = max(q_max, sum(c.num_waiting for c in cores))
         area += cores[e].num_waiting * out.duration
 
@@ -113,6 +132,10 @@ def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestS
         for rid in out.first_token:
             recs[rid]["ttft"] = now - recs[rid]["arrival_s"]
             recs[rid]["ok"] = True
+        for rid in out.finished:
+            rec, n_out = recs[rid], max_tokens[rid]
+            if rec["ttft"] is not None and n_out > 1:
+                rec["tpot"] = (now - rec["arrival_s"] - rec["ttft"]) / (n_out - 1)
         if cores[done].has_work():
             start(done)
     st = [c.stats for c in cores]
@@ -120,7 +143,7 @@ def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestS
                 "preemptions": float(sum(s.num_preemptions for s in st)),
                 "prompt_tokens": float(sum(s.prompt_tokens for s in st))}
     return {"results": list(recs.values()), "counters": counters, "queue_mean": area / now if now else 0.0,
-            "queue_max": float(q_max)}
+            "queue_max": float(q_max), "engine_busy_s": busy}
 
 
 async def _scrape(s: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -129,7 +152,8 @@ async def _scrape(s: aiohttp.ClientSession, url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         for sm in fam.samples:
-            key = _COUNTERS.get(sm.name) or ("waiting" if sm.name == "vllm:num_requests_waiting" else None)
+            key = (_COUNTERS.get(sm.name) or _TTFT_HIST.get(sm.name)
+                   or ("waiting" if sm.name == "vllm:num_requests_waiting" else None))
             if key:
                 out[key] = out.get(key, 0.0) + sm.value
     return out
@@ -155,6 +179,7 @@ async def _pd_one(s: aiohttp.ClientSession, r: RequestSpec, pre: str, dec: str, 
             first = await resp.json()
             if resp.status != 200:
                 return RequestResult(ok=False, error=f"prefill HTTP {resp.status}", status=resp.status, **common)
+        decode_start = time.perf_counter()
         body = {"model": model, "prompt": r.prompt, "max_tokens": r.max_tokens, "stream": True, "ignore_eos": True,
                 "stream_options": {"include_usage": True}, "kv_transfer_params": first.get("kv_transfer_params")}
         ttft, usage = None, {}
@@ -170,18 +195,19 @@ async def _pd_one(s: aiohttp.ClientSession, r: RequestSpec, pre: str, dec: str, 
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return RequestResult(ok=False, error=f"{type(exc).__name__}: {exc}", **common)
     cached = ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) if usage else None
-    return RequestResult(ok=ttft is not None, ttft=ttft, cached_tokens=cached, endpoint=dec, **common)
+    legs = {"prefill_s": decode_start - start, "decode_ttft_s": None if ttft is None else start + ttft - decode_start}
+    return RequestResult(ok=ttft is not None, ttft=ttft, cached_tokens=cached, endpoint=dec, extra=legs, **common)
 
 
 async def run_http(urls: Sequence[str], routing: str, requests: Sequence[RequestSpec], *,
-                   pd: bool = False, tag: str = "") -> dict[str, Any]:
+                   pd: bool = False, tag: str = "", vocab: int | None = None) -> dict[str, Any]:
     """Open-loop run over HTTP: caches reset, counters scraped before and after, waiting polled meanwhile.
 
-    Prompts go as token ids (``SimTokenizer``'s, < 32,000; vLLM and the simulated engine both accept them), so every
-    target computes exactly the same tokens whatever its own tokenizer would make of the text."""
+    Prompts go as token ids (:func:`token_prompts`, folded into ``vocab`` when given), so every target computes
+    exactly the same tokens whatever its own tokenizer would make of the text. P/D requests also record their legs:
+    ``prefill_s`` (the prefill answer) and ``decode_ttft_s`` (decode sent to its first token: KV pull included)."""
     urls = [u.rstrip("/") for u in urls]
-    tok = PrefixTokenCache()
-    requests = [replace(r, prompt=tok.encode(r.prompt, r.group)) for r in requests]  # type: ignore[arg-type]
+    requests = token_prompts(requests, vocab)
     timeout = aiohttp.ClientTimeout(total=1800, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as s:
         model = await discover_model(s, urls[0])
@@ -211,31 +237,34 @@ async def run_http(urls: Sequence[str], routing: str, requests: Sequence[Request
         stop.set()
         await poller
         after = [await _scrape(s, u) for u in urls]
-    counters = {k: sum(a.get(k, 0.0) - b.get(k, 0.0) for a, b in zip(after, before, strict=True))
-                for k in _COUNTERS.values()}
-    recs = [{"request_id": x.request_id, "ok": x.ok, "ttft": x.ttft, "prompt_tokens": len(r.prompt),
-             "cached_tokens": x.cached_tokens, "endpoint": x.endpoint, "error": x.error, "arrival_s": r.arrival_s}
-            for x, r in zip(results, ordered, strict=True)]
+    delta = {k: sum(a.get(k, 0.0) - b.get(k, 0.0) for a, b in zip(after, before, strict=True))
+             for k in (*_COUNTERS.values(), *_TTFT_HIST.values())}
+    counters = {k: delta[k] for k in _COUNTERS.values()}
+    engine_ttft = delta["ttft_sum"] / delta["ttft_count"] if delta["ttft_count"] else None
+    recs = [{"request_id": x.request_id, "ok": x.ok, "ttft": x.ttft, "tpot": x.tpot, "prompt_tokens": len(r.prompt),
+             "cached_tokens": x.cached_tokens, "endpoint": x.endpoint, "error": x.error, "arrival_s": r.arrival_s,
+             **x.extra} for x, r in zip(results, ordered, strict=True)]
     return {"results": recs, "counters": counters, "queue_mean": sum(samples) / len(samples) if samples else None,
-            "queue_max": max(samples) if samples else None}
+            "queue_max": max(samples) if samples else None, "engine_ttft_mean": engine_ttft}
 
 
 async def run_target(t: Target, routing: str, requests: Sequence[RequestSpec], profile: str,
-                     time_scale: float = 1.0) -> dict[str, Any]:
+                     time_scale: float = 1.0, vocab: int | None = None) -> dict[str, Any]:
     """One run of ``requests`` on target ``t`` with ``routing``; the raw record ``fidelity.summarize`` reads."""
     tag = f"{t.name}-{routing}-"
     if t.kind in ("sim", "sim-shared"):
         gpus = [0] * len(t.parts) if t.kind == "sim-shared" else None
-        run = run_virtual([int(b) for b in t.parts], routing, requests, profile, gpus)
+        run = run_virtual([int(b) for b in t.parts], routing, requests, profile, gpus, vocab)
     elif t.kind in ("http", "pd-http"):
-        run = await run_http(t.parts, routing, requests, pd=t.kind == "pd-http", tag=tag)
+        run = await run_http(t.parts, routing, requests, pd=t.kind == "pd-http", tag=tag, vocab=vocab)
     elif t.kind in ("http-sim", "pd-http-sim"):
         roles = ("prefill", "decode") if t.kind == "pd-http-sim" else ("both",) * len(t.parts)
         async with contextlib.AsyncExitStack() as stack:
             engines = [await stack.enter_async_context(running_engine(
                 num_blocks=int(b), profile=profile, time_scale=time_scale, seed=i, role=role))
                 for i, (b, role) in enumerate(zip(t.parts, roles, strict=True))]
-            run = await run_http([e.url for e in engines], routing, requests, pd=t.kind == "pd-http-sim", tag=tag)
+            run = await run_http([e.url for e in engines], routing, requests, pd=t.kind == "pd-http-sim", tag=tag,
+                                 vocab=vocab)
     else:
         raise ValueError(f"unknown target kind {t.kind!r}")
     return {"target": t.name, "kind": t.kind, "routing": routing, **run}

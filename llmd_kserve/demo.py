@@ -49,14 +49,14 @@ from llmd_kserve.demo_sweep import ATTAINMENT, FACTORS, MATCHED_REQUESTS, matche
 log = logging.getLogger(__name__)
 
 def run_sim(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO_DEMO,
-            console: Console | None = None) -> list[dict]:
+            console: Console | None = None, profile: str = DEFAULT_PROFILE) -> list[dict]:
     """Every policy on a fresh simulated cluster; ``runs[]`` items with ``scale="sim"``."""
     arrival, reqs = requests_for(scale, seed)
     runs = []
     for policy in policies:
         t0 = time.perf_counter()
-        run = simulate(reqs, policy, SimOptions(engines=scale.engines, num_blocks=scale.num_blocks, seed=seed),
-                       arrival)
+        run = simulate(reqs, policy, SimOptions(engines=scale.engines, num_blocks=scale.num_blocks, seed=seed,
+                                                profile=profile), arrival)
         runs.append(sim_entry(run, policy, slo, scale="sim", arrival=arrival.label, engines=scale.engines))
         print_progress(console, runs[-1], time.perf_counter() - t0)
     return runs
@@ -106,11 +106,13 @@ def _pct(v: float | None) -> str:
 
 def run_demo(*, quick: bool = False, json: str | None = None, html: str | None = "llmd-demo.html",
              live: bool = True, sim: bool = True, policies: Sequence[str] | None = None, seed: int = 0,
-             engine: str = "sim", vllm_python: str | None = None, console: Console | None = None) -> dict:
+             engine: str = "sim", vllm_python: str | None = None, console: Console | None = None,
+             profile: str = DEFAULT_PROFILE) -> dict:
     """Run the demo, print the table and ratios, write the reports; returns the bench JSON document.
 
     ``engine="vllm"``: the live phase on real vLLM replicas (see :func:`plan`), the policies of
-    :data:`VLLM_POLICIES` unless ``policies`` are given; the simulated phase is unchanged."""
+    :data:`VLLM_POLICIES` unless ``policies`` are given; the simulated phase is unchanged. ``profile``: the
+    simulated engines' latency profile (the scales are sized for the default, ``h100-llama8b``)."""
     if html:
         require_plotly("html")  # before minutes of runs, not after them
     sim_scale, live_scale = plan(quick, engine)
@@ -132,30 +134,32 @@ def run_demo(*, quick: bool = False, json: str | None = None, html: str | None =
         console.print(f"[bold]cluster simulator[/bold]: {sim_scale.engines} engines, {sim_scale.num_requests} "
                       f"requests at {sim_scale.rate:g} req/s")
         runs += [dict(r, offered_rps=sim_scale.rate, engine="sim")
-                 for r in run_sim(sim_scale, sim_policies, seed, console=console)]
+                 for r in run_sim(sim_scale, sim_policies, seed, console=console, profile=profile)]
     if live:
         what = (f"real vLLM replicas ({ENGINE_LABEL['vllm']}, {live_scale.kv_cache_tokens:,}-token KV cache each)"
                 if engine == "vllm" else "simulated engine processes")
         console.print(f"[bold]live over HTTP[/bold]: {live_scale.engines} {what} + router, "
                       f"{live_scale.num_requests} requests at {live_scale.rate:g} req/s per policy")
         runs += [dict(r, offered_rps=live_scale.rate)
-                 for r in demo_live.run_live(live_scale, live_policies, seed, console=console, vllm_python=vllm_python)]
+                 for r in demo_live.run_live(live_scale, live_policies, seed, console=console, vllm_python=vllm_python,
+                                             profile=profile)]
     rate_sweep: list[dict] = []
     if sim:
         console.print(f"[bold]rate sweep[/bold] (simulator): {', '.join(f'{f:g}x' for f in FACTORS)} of "
                       f"{sim_scale.rate:g} req/s, {sweep_requests(sim_scale)} requests per run")
         rate_sweep = sweep(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, sim_scale.rate,
-                           sim_policies, num_requests=sweep_requests(sim_scale), slo=SLO_DEMO, seed=seed)
+                           sim_policies, num_requests=sweep_requests(sim_scale), slo=SLO_DEMO, seed=seed,
+                           profile=profile)
     matched = (matched_load(sim_scale.workload, sim_scale.engines, sim_scale.num_blocks, rate_sweep,
                             sim_policies, num_requests=sweep_requests(sim_scale) if quick else MATCHED_REQUESTS, slo=SLO_DEMO,
-                            seed=seed) if rate_sweep else None)
+                            seed=seed, profile=profile) if rate_sweep else None)
     claims = [c for scale in ("sim", "live") if (c := ratios(runs, scale)) is not None]
     for c in claims:  # the claim is stated for simulated H100 engines; on vLLM CPU the ratios are measurements
         c["engine"] = "sim" if c["scale"] == "sim" else live_scale.engine
         c["claim_applies"] = c["engine"] == "sim"
     info = {"demo": "shared-prefix under KV pressure", "quick": quick, "seed": seed,
             "slo": {"ttft": SLO_DEMO.ttft, "tpot": SLO_DEMO.tpot}, "machine": "2-core CPU sandbox",
-            "profile": DEFAULT_PROFILE, "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
+            "profile": profile, "scales": {s.name: s.info() for s in (sim_scale, live_scale)},
             "engines": {"sim": "sim", "live": live_scale.engine}, "claims": claims, "rate_sweep": rate_sweep, "matched_load": matched, "elapsed_s": None}
     report = build_report(info, runs)
     console.print(table(runs))

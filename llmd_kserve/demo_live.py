@@ -15,23 +15,26 @@ from rich.console import Console
 
 from llmd_kserve.bench.report import run_entry_from
 from llmd_kserve.bench.stats import SLO
+from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.demo_plan import SLO_DEMO, Scale, print_progress, requests_for
 
 
 def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO_DEMO,
              console: Console | None = None, vllm_python: str | None = None,
-             observe: Callable[[Any, str], None] | None = None) -> list[dict[str, Any]]:
+             observe: Callable[[Any, str], None] | None = None,
+             profile: str = DEFAULT_PROFILE) -> list[dict[str, Any]]:
     """Every policy live: one LocalStack (engines stay up), the router restarted per policy, caches reset.
     ``scale.engine == "vllm"``: real vLLM replicas of the tiny model (``vllm_python``: the interpreter with vLLM;
     default the nearest ``.venv-vllm``), the router keying prompts with the model's tokenizer. ``observe(stack,
     phase)`` is called once the stack is up (``"started"``), after each policy's run (the policy's name, while its
-    router still runs) and at the end (``"done"``)."""
+    router still runs) and at the end (``"done"``). ``profile``: the simulated engines' latency profile and the
+    router's latency model."""
     from llmd_kserve.bench.loadgen import LoadConfig, run_load
     from llmd_kserve.stack import LocalStack
 
     arrival, reqs = requests_for(scale, seed)
     runs: list[dict[str, Any]] = []
-    with LocalStack(**stack_options(scale, policies[0], seed, vllm_python)) as stack:
+    with LocalStack(**stack_options(scale, policies[0], seed, vllm_python, profile)) as stack:
         if observe is not None:
             observe(stack, "started")
         if scale.engine == "vllm":
@@ -54,9 +57,11 @@ def run_live(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SL
     return runs
 
 
-def stack_options(scale: Scale, config: str, seed: int, vllm_python: str | None) -> dict[str, Any]:
+def stack_options(scale: Scale, config: str, seed: int, vllm_python: str | None,
+                  profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
     """LocalStack options for the live phase."""
-    options: dict[str, Any] = {"engines": scale.engines, "config": config, "prometheus": False, "seed": seed}
+    options: dict[str, Any] = {"engines": scale.engines, "config": config, "prometheus": False, "seed": seed,
+                               "profile": profile}
     if scale.engine == "vllm":
         from llmd_kserve.tiny_model import ensure_tiny_model
 

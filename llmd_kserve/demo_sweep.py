@@ -17,6 +17,7 @@ from llmd_kserve.bench.stats import SLO, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.cluster_sim.run import simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
+from llmd_kserve.defaults import DEFAULT_PROFILE
 
 FACTORS = (0.6, 1.0, 1.4, 1.8)
 """Offered rates of the sweep, as multiples of the demo's own rate."""
@@ -44,7 +45,7 @@ def matched_rate(baseline_max_rates: Sequence[float], fraction: float = MATCHED_
 
 def matched_load(workload: SharedPrefixSpec, engines: int, num_blocks: int | None, rows: Sequence[dict[str, Any]],
                  policies: Sequence[str], *, num_requests: int = MATCHED_REQUESTS, slo: SLO, seed: int = 0,
-                 baseline: str = "round-robin") -> dict[str, Any] | None:
+                 baseline: str = "round-robin", profile: str = DEFAULT_PROFILE) -> dict[str, Any] | None:
     """Every policy at the matched rate (:func:`matched_rate` of ``baseline``'s max rate in ``rows``, a
     :func:`sweep`'s result), one long run each: ``{"rate", "requests", "points": {policy: {ttft_p50, ttft_p90,
     slo_attainment, hit}}}``; None when ``baseline`` was not swept."""
@@ -57,7 +58,8 @@ def matched_load(workload: SharedPrefixSpec, engines: int, num_blocks: int | Non
     reqs = make_workload(workload, arrival, random.Random(seed), num_requests)
     points = {}
     for policy in policies:
-        run = simulate(reqs, policy, SimOptions(engines=engines, num_blocks=num_blocks, seed=seed), arrival)
+        run = simulate(reqs, policy, SimOptions(engines=engines, num_blocks=num_blocks, seed=seed, profile=profile),
+                       arrival)
         s = summarize(run.results, run.wall_s, slo, engine_hit_rate=run.engine_hit_rate)
         points[policy] = {"ttft_p50": s["ttft_p50"], "ttft_p90": s["ttft_p90"],
                           "slo_attainment": s["slo_attainment"] or 0.0, "hit": run.engine_hit_rate}
@@ -66,7 +68,7 @@ def matched_load(workload: SharedPrefixSpec, engines: int, num_blocks: int | Non
 
 def sweep(workload: SharedPrefixSpec, engines: int, num_blocks: int | None, base_rate: float,
           policies: Sequence[str], *, num_requests: int, slo: SLO, seed: int = 0,
-          factors: Sequence[float] = FACTORS) -> list[dict[str, Any]]:
+          factors: Sequence[float] = FACTORS, profile: str = DEFAULT_PROFILE) -> list[dict[str, Any]]:
     """Per policy: ``{"policy", "points": [{rate, ttft_p90, slo_attainment, hit}], "max_rate_in_slo"}``."""
     out = []
     for policy in policies:
@@ -75,7 +77,8 @@ def sweep(workload: SharedPrefixSpec, engines: int, num_blocks: int | None, base
             rate = round(base_rate * f, 1)
             arrival = ArrivalSpec(pattern="poisson", rate=rate)
             reqs = make_workload(workload, arrival, random.Random(seed), num_requests)
-            run = simulate(reqs, policy, SimOptions(engines=engines, num_blocks=num_blocks, seed=seed), arrival)
+            run = simulate(reqs, policy, SimOptions(engines=engines, num_blocks=num_blocks, seed=seed,
+                                                    profile=profile), arrival)
             s = summarize(run.results, run.wall_s, slo, engine_hit_rate=run.engine_hit_rate)
             points.append({"rate": rate, "ttft_p90": s["ttft_p90"], "slo_attainment": s["slo_attainment"] or 0.0,
                            "hit": run.engine_hit_rate})

@@ -8,10 +8,10 @@ Public API::
     workload_info(spec, arrivals, **extra) -> dict                   the report's ``workload`` section
     BenchOptions(...)                                                 everything ``llmd-kserve bench`` accepts
     bench_command(options, simulator=None, write_html=None) -> int the ``llmd-kserve bench`` command (exit code)
-    fit_to_context(spec, sim, target=None, model=None) -> WorkloadSpec   a trace's ``max_model_len`` set
-    sim_context_len() -> int                                          the simulated engines' max_model_len
+    fit_to_context(spec, sim, target=None, profile=…, model=None) -> WorkloadSpec   a trace's ``max_model_len`` set
+    sim_context_len(profile=…) -> int                                 the simulated engines' max_model_len
     target_context(target, model=None) -> int | None                  the target's, from ``GET /v1/models``
-    stack_info(config, engines) -> dict                               ``workload.stack`` of simulated engines
+    stack_info(config, engines, profile=…) -> dict                    ``workload.stack`` of simulated engines
 
 A trace (``--trace FILE``) is fitted to the model's context before it runs: ``max_model_len`` from the options,
 else the simulated engines' (``--sim``), else the target's ``/v1/models`` card; one line says what was clipped and
@@ -106,20 +106,20 @@ def workload_info(spec: WorkloadSpec, arrivals: Sequence[ArrivalSpec], **extra: 
     return {**info, "arrivals": [a.model_dump(exclude_none=True) for a in arrivals], **extra}
 
 
-def fit_to_context(spec: WorkloadSpec, *, sim: bool, target: str | None = None,
+def fit_to_context(spec: WorkloadSpec, *, sim: bool, target: str | None = None, profile: str = DEFAULT_PROFILE,
                    model: str | None = None) -> WorkloadSpec:
     """A trace with ``max_model_len`` set: kept when set, else the simulated engines' (``sim``), else what
     ``target`` reports; any other workload unchanged."""
     if not isinstance(spec, TraceSpec) or spec.max_model_len is not None:
         return spec
     if sim:
-        return spec.model_copy(update={"max_model_len": sim_context_len()})
+        return spec.model_copy(update={"max_model_len": sim_context_len(profile)})
     return spec.model_copy(update={"max_model_len": target_context(target, model)}) if target else spec
 
 
-def sim_context_len() -> int:
-    """The context length of the simulated engines (their default latency profile's ``max_model_len``)."""
-    return load_profile(DEFAULT_PROFILE).max_model_len
+def sim_context_len(profile: str = DEFAULT_PROFILE) -> int:
+    """The context length of the simulated engines (their latency profile's ``max_model_len``)."""
+    return load_profile(profile).max_model_len
 
 
 def _parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
@@ -159,6 +159,8 @@ class BenchOptions:
     sim: bool = False
     engines: int = 8
     config: str = "default"
+    profile: str = DEFAULT_PROFILE
+    """``sim`` only: the simulated engines' latency profile (a built-in name or a YAML/JSON file)."""
     prefill: int = 0
     decode: int = 0
     progress: bool = True
@@ -192,6 +194,8 @@ def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
     target, workload, trace, rate, concurrency, sweep = o.target, o.workload, o.trace, o.rate, o.concurrency, o.sweep
     num_requests, slo_ttft, slo_tpot, seed, sim, engines = o.num_requests, o.slo_ttft, o.slo_tpot, o.seed, o.sim, o.engines
     config, prefill, decode = o.config, o.prefill, o.decode
+    if o.profile != DEFAULT_PROFILE and not sim:
+        raise ConfigError("--profile sets the simulated engines' speed: it needs --sim", "profile")
     if prefill or decode:
         if not sim:
             raise ConfigError("--prefill/--decode need --sim (a live target is benchmarked as it is)", "prefill")
@@ -212,7 +216,7 @@ def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
                      max_model_len=o.max_model_len, fit=o.fit) if trace else make_spec(
                          workload, None, _parse_sets(o.overrides))
     if isinstance(spec, TraceSpec):
-        spec = fit_to_context(spec, sim=sim or o.describe, target=target, model=o.model)
+        spec = fit_to_context(spec, sim=sim or o.describe, target=target, model=o.model, profile=o.profile)
         if o.describe:
             stats = describe_trace(spec)
             print("\n".join(stats.lines()))
@@ -231,9 +235,10 @@ def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
         roles = ("prefill",) * prefill + ("decode",) * decode if prefill else None
         with RunProgress(o.progress) as bar:
             runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
-                             engines=engines, config=config, policy_label=label, roles=roles, progress=bar)
+                             engines=engines, config=config, policy_label=label, roles=roles, progress=bar,
+                             profile=o.profile)
         info |= {"mode": "sim", "engines": prefill + decode if roles else engines,
-                 "stack": stack_info(config, prefill + decode if roles else engines)}
+                 "stack": stack_info(config, prefill + decode if roles else engines, o.profile)}
         if roles:
             info |= {"prefill": prefill, "decode": decode}
     else:
@@ -293,7 +298,7 @@ def target_context(target: str, model: str | None = None) -> int | None:
     return found
 
 
-def stack_info(config: str, engines: int) -> dict[str, Any]:
+def stack_info(config: str, engines: int, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
     """A stack of simulated engines running ``config``, for the report's ``workload.stack``."""
     from llmd_kserve.config.loader import read_config
 
@@ -302,4 +307,4 @@ def stack_info(config: str, engines: int) -> dict[str, Any]:
     except LlmdError:
         router_yaml = None
     return {"router_config": config, "router_config_yaml": router_yaml, "engines": engines,
-            "profile": DEFAULT_PROFILE, "model": DEFAULT_MODEL}
+            "profile": profile, "model": DEFAULT_MODEL}

@@ -304,6 +304,9 @@ def add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine-arg", dest="engine_args", action="append", default=None, metavar="FLAG",
                    help="extra flag for every engine, e.g. --engine-arg=--num-blocks=2000 (repeat)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help="latency profile of the simulated engines and the router's latency model: a built-in name "
+                        "(h100-llama8b, cpu-tiny-llama, ...) or a YAML/JSON file")
     p.add_argument("--log-dir", default=None, help="keep process logs here (default: a temp dir, removed on exit)")
     p.add_argument("--state-file", default=None, help="write URLs and pids as JSON here once healthy (removed on exit)")
     p.add_argument("--gateway", choices=["none", "envoy"], default="none",
@@ -333,7 +336,7 @@ def _cmd_up(a: argparse.Namespace) -> int:
     return run_up(StackConfig(
         engines=a.engines, engine=a.engine, prefill=a.prefill, decode=a.decode, config=a.config,
         vllm_urls=tuple(a.vllm or ()), host=a.host, port=a.port, time_scale=a.time_scale, prometheus=a.prometheus,
-        engine_args=tuple(a.engine_args or ()), seed=a.seed, log_dir=a.log_dir, gateway=a.gateway,
+        engine_args=tuple(a.engine_args or ()), seed=a.seed, profile=a.profile, log_dir=a.log_dir, gateway=a.gateway,
         response_mode=a.response_mode, fail_open=a.fail_open, model=a.model, kv_cache_tokens=a.kv_cache_tokens,
         vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None), state_file=a.state_file)
 

@@ -10,6 +10,7 @@ import sys
 
 from llmd_kserve.cli.args import check_output, csv_list, positive_float, positive_int, rates
 from llmd_kserve.defaults import (
+    DEFAULT_PROFILE,
     WORKLOAD_KINDS,
 )
 
@@ -64,6 +65,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode", type=int, default=0, help="simulated decode engines (--sim, with --prefill)")
     p.add_argument("--config", default="default",
                    help="router config for --sim (with --prefill: default = pd-predicted-ttft)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help="latency profile of the simulated engines (--sim): a built-in name such as cpu-tiny-llama, "
+                        "or a YAML/JSON file")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -86,7 +90,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         sweep=tuple(a.sweep or ()), arrival=a.arrival, num_requests=a.num_requests, slo_ttft=a.slo_ttft,
         slo_tpot=a.slo_tpot, json_path=a.json, html_path=a.html, seed=a.seed,
         engines_metrics=tuple(a.engines_metrics or ()), policy_label=a.policy_label, model=a.model,
-        overrides=tuple(a.set or ()), sim=a.sim, engines=a.engines, config=a.config, prefill=a.prefill,
+        overrides=tuple(a.set or ()), sim=a.sim, engines=a.engines, config=a.config, profile=a.profile,
+        prefill=a.prefill,
         decode=a.decode, progress=not a.no_progress, timeout=a.timeout, trace_format=a.trace_format,
         time_scale=a.time_scale, max_requests=a.max_requests, window=a.window, block_tokens=a.block_tokens,
         max_model_len=a.max_model_len, fit=a.fit, describe=a.describe, report_format=a.report_format)
@@ -129,6 +134,9 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
                         "on CPU (llmd-kserve vllm install; adds about 5 minutes)")
     p.add_argument("--vllm-python", default=None,
                    help="interpreter with vLLM (default: env LLMD_VLLM_PYTHON, else the nearest .venv-vllm)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help="latency profile of the simulated engines (a built-in name such as cpu-tiny-llama, or a "
+                        "YAML/JSON file); the demo's rates are sized for the default")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
@@ -142,7 +150,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     if a.html:
         require_plotly("html")
     report = run_demo(quick=a.quick, json=a.json, html=a.html or None, live=a.live, sim=a.sim, policies=a.policies,
-                      seed=a.seed, engine=a.engine,
+                      seed=a.seed, engine=a.engine, profile=a.profile,
                       vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None)
     return 0 if all(c["claim_met"] for c in report["workload"]["claims"] if c["claim_applies"]) else 1
 

@@ -16,6 +16,7 @@ from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, WorkloadSpec, 
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
 from llmd_kserve.cluster_sim.sim import ClusterSim
 from llmd_kserve.config.schema import SchedulerConfig
+from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.types import Role
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,13 @@ def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_re
               seed: int = 0, slo: SLO | None = None, engines: int = 8, config: str | Path = "default",
               policy_label: str | None = None, options: SimOptions | None = None,
               roles: Sequence[Role] | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> list[dict[str, Any]]:
+              progress: Callable[[str, int, int], None] | None = None,
+              profile: str = DEFAULT_PROFILE) -> list[dict[str, Any]]:
     """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds);
     ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones.
-    ``progress(label, done, total)`` hears how far each run is."""
-    opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed)
+    ``progress(label, done, total)`` hears how far each run is; ``profile`` is the engines' latency profile (a
+    built-in name or a file; ignored when ``options`` are given)."""
+    opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed, profile=profile)
     label = policy_label or str(config)
     runs = []
     for i, arrival in enumerate(arrivals):

@@ -5,10 +5,11 @@ Public API::
 
     StackConfig(engines=2, engine="sim", prefill=0, decode=0, config="default", vllm_urls=(), host="127.0.0.1",
                 port=0, time_scale=1.0, prometheus=None, engine_args=(), router_args=(), startup_timeout=60.0, seed=0,
-                model=None, kv_cache_tokens=16384, vllm_python=None, vllm_startup_timeout=600.0)
+                model=None, kv_cache_tokens=16384, vllm_python=None, vllm_startup_timeout=600.0, profile="h100-llama8b")
         ``port=0`` picks a free router port; ``prometheus=None`` runs it when the binary is on PATH;
         ``engine="vllm"``: real vLLM servers (``stack.vllm``) from the vLLM venv (``llmd_kserve.vllm_env``) on
-        ``model`` (default: the tiny model, ``llmd_kserve.tiny_model``), ``engine_args`` passed to each.
+        ``model`` (default: the tiny model, ``llmd_kserve.tiny_model``), ``engine_args`` passed to each; ``profile``:
+        the simulated engines' latency profile and the router's latency model.
     LocalStack(settings=None, **fields)     context manager; fields override ``settings`` (``config="round-robin"``)
         ``start()`` / ``stop()`` / ``restart_router(config)``
         .router_url, .engine_urls (router endpoint specs with ``#role=…&kv=…``), .engine_base_urls,

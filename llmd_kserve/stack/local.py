@@ -18,7 +18,9 @@ from typing import Any
 
 from rich.table import Table
 
+from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError, LlmdError
+from llmd_kserve.latency import load_profile
 from llmd_kserve.stack.procs import Proc, check_port_free, free_port, spawn, terminate, wait_healthy
 from llmd_kserve.stack.prometheus import prometheus_argv, prometheus_available
 from llmd_kserve.stack.vllm import DEFAULT_KV_CACHE_TOKENS
@@ -44,6 +46,8 @@ class StackConfig:
     vllm_python: str | None = None
     """With ``engine="vllm"``: the interpreter to run vLLM with (default: the nearest ``.venv-vllm``'s)."""
     vllm_startup_timeout: float = 600.0
+    profile: str = DEFAULT_PROFILE
+    """The simulated engines' latency profile and the router's latency model (a built-in name or a file)."""
     prefill: int = 0
     decode: int = 0
     config: str = "default"
@@ -140,6 +144,7 @@ class LocalStack:
             raise ConfigError(f"must be sim or vllm, got {cfg.engine!r}", "engine")
         if cfg.gateway not in ("none", "envoy"):
             raise ConfigError(f"must be none or envoy, got {cfg.gateway!r}", "gateway")
+        load_profile(cfg.profile)  # a bad name fails here, in one line, before anything starts
         if cfg.prometheus and not prometheus_available():
             raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
         if not cfg.log_dir:
@@ -191,7 +196,7 @@ class LocalStack:
             argv = _cli("engine", "--host", cfg.host, "--port", str(port), "--kv-events-endpoint", kv,
                         "--kv-events-replay-endpoint", replay,
                         "--role", role, "--time-scale", str(cfg.time_scale), "--seed", str(cfg.seed + i),
-                        *cfg.engine_args)
+                        "--profile", cfg.profile, *cfg.engine_args)
             self._spawn(f"engine-{i}-{role}", argv, url)
             frag = (f"role={role}&" if role != "both" else "") + f"kv={kv}&replay={replay}"
             self.engine_urls.append(f"{url}#{frag}")
@@ -238,7 +243,7 @@ class LocalStack:
         self.router_url = f"http://{cfg.host}:{port}"
         argv = _cli("router", "--host", cfg.host, "--port", str(port), "--config", config,
                     "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed), "--admin",
-                    *self._tokenizer_args(), *cfg.router_args)
+                    "--profile", cfg.profile, *self._tokenizer_args(), *cfg.router_args)
         self._router = self._spawn("router", argv, self.router_url)
 
     def _start_gateway(self, config: str) -> None:
@@ -263,7 +268,8 @@ class LocalStack:
         grpc_port, metrics_port, admin_port = free_port(cfg.host), free_port(cfg.host), free_port("127.0.0.1")
         argv = _cli("epp", "--host", cfg.host, "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
                     "--config", config, "--endpoints", ",".join(pool), "--seed", str(cfg.seed),
-                    "--response-mode", cfg.response_mode, *self._tokenizer_args(), *cfg.router_args)
+                    "--response-mode", cfg.response_mode, "--profile", cfg.profile, *self._tokenizer_args(),
+                    *cfg.router_args)
         self._router = self._spawn("epp", argv, f"http://{cfg.host}:{metrics_port}")
         self._epp_argv, self._epp_started = argv, time.monotonic()
         # Envoy health-checks the EPP from its start: bring the EPP (and the sidecars) up first

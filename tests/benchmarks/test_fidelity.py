@@ -100,3 +100,26 @@ def test_replicas_sharing_one_accelerator_slow_each_other_down():
     front = prof.request_overhead(116)
     for indep, shared in zip(ttft["sim", "both"], ttft["sim-shared", "both"], strict=True):
         assert shared - front == pytest.approx(2 * (indep - front))
+
+
+def test_token_ids_fold_into_a_small_vocabulary_and_chat_turns_go_as_completions():
+    from fidelity_run import token_prompts
+
+    reqs = fidelity.pressure_requests(1, 4.0, 8, fidelity.workload_spec("multi-turn", groups=2, prefix_len=64,
+                                                                      question_len=16, output_len=4))
+    assert {r.kind for r in reqs} == {"chat"}
+    wide, narrow = token_prompts(reqs), token_prompts(reqs, vocab=100)
+    assert max(max(r.prompt) for r in wide) >= 100
+    assert all(3 <= i < 100 for r in narrow for i in r.prompt)
+    assert [len(r.prompt) for r in narrow] == [len(r.prompt) for r in wide]
+    assert {r.kind for r in narrow} == {"completion"} and all(r.messages is None for r in narrow)
+    # later turns of a session extend the earlier ones: the folded ids keep the shared prefix
+    by_id = {r.request_id: r.prompt for r in narrow}
+    assert by_id["chat-s0-t1"][:len(by_id["chat-s0-t0"])] == by_id["chat-s0-t0"]
+
+
+def test_workload_shape_flags_reshape_the_pressure_cell():
+    spec = fidelity.workload_spec("pressure", groups=5, prefix_len=128, output_len=3)
+    assert (spec.num_groups, spec.system_prompt_len, spec.question_len, spec.output_len) == (5, 128, 256, 3)
+    reqs = fidelity.pressure_requests(0, 2.0, 10, spec, arrival="constant")
+    assert [r.arrival_s for r in reqs] == pytest.approx([0.5 * i for i in range(10)])
