@@ -121,3 +121,27 @@ def test_up_cli_stops_everything_on_signal(sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_up_cli_a_second_ctrl_c_while_stopping_leaves_nothing_behind():
+    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--port", "0",
+                             "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        kids = _children(proc.pid)
+        assert len(kids) == 2, "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        for line in proc.stdout:
+            if "stopping" in line:
+                break
+        proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C, while the engine and router stop
+        assert proc.wait(timeout=60) in (0, 130)  # 130: the second Ctrl-C, raised once everything has stopped
+        assert not any(_alive(k) for k in kids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
