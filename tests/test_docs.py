@@ -68,11 +68,14 @@ def test_the_notebook_tables_list_exactly_the_notebooks():
         assert _notebook_rows(page) == notebooks, page.name
 
 
-def _options(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
-    """Subcommand → its flags and those of its own subcommands (``pipeline run``, ``keys add``…)."""
-    def flags(p: argparse.ArgumentParser) -> set[str]:
-        out = {s for a in p._actions for s in a.option_strings}
+def _options(parser: argparse.ArgumentParser) -> dict[str, dict[str, set[str] | None]]:
+    """Subcommand → its flags and those of its own subcommands (``pipeline run``, ``keys add``…), each with its
+    choices (None: any value)."""
+    def flags(p: argparse.ArgumentParser) -> dict[str, set[str] | None]:
+        out: dict[str, set[str] | None] = {}
         for a in p._actions:
+            for s in a.option_strings:
+                out[s] = {str(c) for c in a.choices} if a.choices and not isinstance(a.choices, dict) else None
             if isinstance(a, argparse._SubParsersAction):
                 for child in a.choices.values():
                     out |= flags(child)
@@ -101,8 +104,15 @@ def test_every_llmd_kserve_flag_shown_exists():
             if not words or words[0] not in options:
                 continue
             seen += 1
-            for word in words[1:]:
-                flag = word.strip("[](){}…,.:").split("=")[0]
-                if flag.startswith("--") and len(flag) > 2:
-                    assert flag in options[words[0]], f"{page.name}: llmd-kserve {words[0]} has no {flag}: {command}"
+            known = options[words[0]]
+            for i, word in enumerate(words[1:], start=1):
+                following = words[i + 1] if i + 1 < len(words) else ""
+                flag, _, value = word.strip("[](){}…,.:").partition("=")
+                if not flag.startswith("--") or len(flag) == 2:
+                    continue
+                assert flag in known, f"{page.name}: llmd-kserve {words[0]} has no {flag}: {command}"
+                value = value or following.strip("[](){}…,.:'")
+                choices = known[flag]
+                if choices and re.fullmatch(r"[a-z][\w-]*", value):  # a literal value, not a placeholder
+                    assert value in choices, f"{page.name}: {flag} {value} is not one of {sorted(choices)}: {command}"
     assert seen > 40
