@@ -121,3 +121,48 @@ def test_up_cli_stops_everything_on_signal(sig):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_up_cli_a_second_ctrl_c_while_stopping_leaves_nothing_behind():
+    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--port", "0",
+                             "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        kids = _children(proc.pid)
+        assert len(kids) == 2, "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        for line in proc.stdout:
+            if "stopping" in line:
+                break
+        proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C, while the engine and router stop
+        assert proc.wait(timeout=60) in (0, 130)  # 130: the second Ctrl-C, raised once everything has stopped
+        assert not any(_alive(k) for k in kids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_cli_a_ctrl_c_during_startup_stops_what_started():
+    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "2", "--port", "0",
+                             "--no-prometheus"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_default_sigint)
+    try:
+        kids: set[int] = set()
+        while not kids:  # the first engine has started; the second engine and the router have not yet
+            assert proc.poll() is None
+            kids.update(_children(proc.pid))
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        while proc.poll() is None:
+            kids.update(_children(proc.pid))
+            time.sleep(0.01)
+        assert proc.returncode in (0, 130)
+        assert not any(_alive(k) for k in kids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

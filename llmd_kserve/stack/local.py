@@ -21,7 +21,7 @@ from rich.table import Table
 from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError, LlmdError
 from llmd_kserve.latency import load_profile
-from llmd_kserve.stack.procs import Proc, check_port_free, free_port, spawn, terminate, wait_healthy
+from llmd_kserve.stack.procs import Proc, check_port_free, free_port, signals_held, spawn, terminate, wait_healthy
 from llmd_kserve.stack.prometheus import prometheus_argv, prometheus_available
 from llmd_kserve.stack.vllm import DEFAULT_KV_CACHE_TOKENS
 
@@ -176,8 +176,9 @@ class LocalStack:
 
     def _spawn(self, name: str, argv: Sequence[str], url: str, health: str = "/health", **options: Any) -> Proc:
         assert self.log_dir is not None
-        proc = spawn(name, argv, self.log_dir, url, health, **options)
-        self._procs.append(proc)
+        with signals_held():  # a Ctrl-C now is raised once the child is on the list stop() works through
+            proc = spawn(name, argv, self.log_dir, url, health, **options)
+            self._procs.append(proc)
         return proc
 
     def _start_engines(self, roles: Sequence[str]) -> None:
@@ -287,8 +288,9 @@ class LocalStack:
     def restart_router(self, config: str) -> None:
         """Replace the router process with one running another scheduler config (engines keep running)."""
         if self._router is not None:
-            terminate([self._router])
-            self._procs.remove(self._router)
+            with signals_held():
+                terminate([self._router])
+                self._procs.remove(self._router)
         port = int(self.router_url.rsplit(":", 1)[1]) if self.router_url else 0
         self.settings = replace(self.settings, config=config, port=port)
         self._start_router(config)
@@ -327,23 +329,26 @@ class LocalStack:
             return False
         log.warning("epp exited with code %s; restarting it (log: %s)", old.popen.returncode, old.log.name)
         old.log.close()
-        new = spawn("epp", self._epp_argv, self.log_dir, old.url, old.health)
-        self._procs[self._procs.index(old)] = self._router = new
+        with signals_held():
+            new = spawn("epp", self._epp_argv, self.log_dir, old.url, old.health)
+            self._procs[self._procs.index(old)] = self._router = new
         self._epp_started = time.monotonic()
         self.epp_restarts += 1
         return True
 
     def stop(self) -> None:
-        """Stop everything (idempotent): SIGTERM each process group, SIGKILL after a grace period."""
-        procs, self._procs, self._router = list(self._procs), [], None
-        if procs:
-            terminate(list(reversed(procs)))
-            log.info("stopped %d processes", len(procs))
-        with contextlib.suppress(Exception):
-            atexit.unregister(self.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        """Stop everything (idempotent): SIGTERM each process group, SIGKILL after a grace period; returns when every
+        group is gone. A Ctrl-C meanwhile is raised after that, so it cannot leave a process behind."""
+        with signals_held():
+            procs, self._procs, self._router = list(self._procs), [], None
+            if procs:
+                terminate(list(reversed(procs)))
+                log.info("stopped %d processes", len(procs))
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
 
     def describe(self) -> Table:
         table = Table(title="llmd-kserve local stack")

@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -99,6 +99,37 @@ class Proc:
         return ""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+KILL_WAIT_S = 30.0
+"""After SIGKILL, how long :func:`terminate` waits for a process group to be gone (only the kernel can delay it)."""
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the handlers they had (main thread only:
+    elsewhere a no-op). A Ctrl-C that comes while a child starts is raised once the child is on the list that stops
+    it; one that comes while the stack stops, once it has stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    held = [sig for sig, handler in saved.items() if handler not in (signal.SIG_IGN, None)]
+    for sig in held:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig in held:
+            signal.signal(sig, saved[sig])
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -107,7 +138,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def spawn(name: str, argv: Sequence[str], log_dir: Path, url: str = "", health: str = "/health",
           env: Mapping[str, str] | None = None, diagnose: Callable[[str], str] | None = None) -> Proc:
     """Start ``argv`` in a new session, output to ``<log_dir>/<name>.log``; it dies with us (from the main thread).
-    ``env``: its whole environment (default: ours)."""
+    ``env``: its whole environment (default: ours). Call it inside :func:`signals_held` with whatever records the
+    child, so that a Ctrl-C cannot come between its start and its record."""
     logf = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in terminate()
     main_thread = threading.current_thread() is threading.main_thread()
     popen = subprocess.Popen(list(argv), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -157,7 +189,8 @@ def wait_healthy(procs: Sequence[Proc], timeout: float) -> None:
 
 
 def terminate(procs: Sequence[Proc], grace: float = 5.0) -> None:
-    """SIGTERM each process group, wait up to ``grace``, then SIGKILL the groups; closes the logs."""
+    """SIGTERM each process group, wait up to ``grace``, then SIGKILL the groups and return once each is gone (its
+    leader reaped, no member left), or after :data:`KILL_WAIT_S` with a warning; closes the logs."""
     for p in procs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.popen.pid, signal.SIGTERM)  # the whole group: the child and anything it spawned
@@ -168,6 +201,27 @@ def terminate(procs: Sequence[Proc], grace: float = 5.0) -> None:
     for p in procs:  # stragglers: leaders that ignored SIGTERM, group members that outlived their leader
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            p.popen.wait(timeout=grace)
+    deadline = time.monotonic() + KILL_WAIT_S
+    for p in procs:
+        if not _wait_gone(p, deadline):
+            log.warning("%s (process group %d) still there %gs after SIGKILL", p.name, p.popen.pid, KILL_WAIT_S)
         p.log.close()
+
+
+def _wait_gone(p: Proc, deadline: float) -> bool:
+    """Wait until ``p``'s process group is empty: its leader reaped, and its other members (reparented on the
+    leader's death, so reaped by init, or by us where we are init or a subreaper) exited and reaped."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+    pgid = p.popen.pid
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-pgid, os.WNOHANG)[0]:
+                pass
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)

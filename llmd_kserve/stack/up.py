@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llmd_kserve.aio import raise_fd_limit
 from llmd_kserve.stack.local import LocalStack, StackConfig
+from llmd_kserve.stack.procs import signals_held
 
 
 def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
@@ -58,11 +59,14 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
         console.print("stopping…")
         return 0
     finally:
-        stack.stop()
-        signal.signal(signal.SIGTERM, old)
-        signal.signal(signal.SIGINT, old_int)
-        if state_file:
-            Path(state_file).unlink(missing_ok=True)
+        try:
+            with signals_held():  # a second Ctrl-C is raised after the clean-up, not in the middle of it
+                stack.stop()
+                if state_file:
+                    Path(state_file).unlink(missing_ok=True)
+        finally:
+            signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGINT, old_int)
 
 
 def _write_state(path: str, stack: LocalStack) -> None:
