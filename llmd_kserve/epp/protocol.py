@@ -49,8 +49,9 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     """Envoy's header list as a dict of lower-case names (``raw_value`` preferred, as Envoy fills it)."""
     out: dict[str, str] = {}
     for h in headers.headers.headers:
+        key = h.key.lower()
         value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        out[h.key.lower()] = f"{out[h.key.lower()]},{value}" if h.key.lower() in out else value
+        out[key] = f"{out[key]},{value}" if key in out else value
     return out
 
 
@@ -133,18 +134,22 @@ def request_headers_response(destination: str, headers: Mapping[str, str] = {}, 
     return out
 
 
+def body_chunk(piece: bytes, *, response: bool, end_of_stream: bool) -> pb.ProcessingResponse:
+    """One ``streamed_response`` body message (``piece`` at most :data:`BODY_CHUNK_LIMIT` bytes)."""
+    mutation = pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(body=piece, end_of_stream=end_of_stream))
+    common = pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation))
+    return pb.ProcessingResponse(response_body=common) if response else pb.ProcessingResponse(request_body=common)
+
+
 def body_chunks(body: bytes, *, response: bool, end_of_stream: bool = True,
                 limit: int = BODY_CHUNK_LIMIT) -> list[pb.ProcessingResponse]:
     """``body`` handed back in ``streamed_response`` chunks of at most ``limit`` bytes (one, possibly empty,
     when ``body`` is short); the last one carries ``end_of_stream``."""
-    pieces = [body[i:i + limit] for i in range(0, len(body), limit)] or [b""]
-    out = []
-    for i, piece in enumerate(pieces):
-        mutation = pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(
-            body=piece, end_of_stream=end_of_stream and i == len(pieces) - 1))
-        common = pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation))
-        out.append(pb.ProcessingResponse(response_body=common) if response else pb.ProcessingResponse(request_body=common))
-    return out
+    if len(body) <= limit:  # the usual case, without slicing
+        return [body_chunk(body, response=response, end_of_stream=end_of_stream)]
+    last = (len(body) - 1) // limit * limit
+    return [body_chunk(body[i:i + limit], response=response, end_of_stream=end_of_stream and i == last)
+            for i in range(0, len(body), limit)]
 
 
 def response_headers_response(headers: Mapping[str, str] = {}) -> pb.ProcessingResponse:
