@@ -9,6 +9,8 @@ completions (short prompt, ``--max-tokens`` output tokens, ``ignore_eos``) from 
 workers; the CPU seconds (user + system, all threads; psutil) of that target's proxy processes only (Envoy + EPP,
 or the router; not the engines, not this client) over the round, per 1,000 requests. Rounds rotate the order of
 the targets. ``--profile-epp MODE`` runs that mode's EPP under cProfile and prints its top functions at the end.
+``--null-epp`` adds a floor: Envoy (``headers`` bootstrap) + a no-op ext_proc server on the same gRPC stack
+(``grpc.aio`` on uvloop) that answers every message with a fixed pick, no scheduling: what the transport alone costs.
 
     .venv/bin/python benchmarks/epp_cpu.py [--rounds 5] [--requests 400] [--json out.json]
 """
@@ -84,6 +86,42 @@ def gateway_bootstrap(epp: str, port: int, admin: int, mode: str, tree: str | No
     out = subprocess.run([PY, "-c", code], cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out)  # type: ignore[no-any-return]
+
+
+async def serve_null_epp(port: int, target: str) -> None:
+    """A no-op ext_proc server: the fixed pick ``target`` once the request body ends, the body handed back; gRPC
+    health SERVING."""
+    import grpc  # type: ignore[import-untyped]
+    from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc  # type: ignore[import-untyped]
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+
+    from llmd_kserve.epp import protocol
+
+    class NullProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+        async def Process(self, _: Any, context: Any) -> None:  # noqa: N802 - gRPC name
+            body = b""
+            while (req := await context.read()) is not grpc.aio.EOF:
+                which = req.WhichOneof("request")
+                if which == "request_body":
+                    body += req.request_body.body
+                    if req.request_body.end_of_stream:
+                        await context.write(protocol.request_headers_response(target, {"content-length": str(len(body))}))
+                        for chunk in protocol.body_chunks(body, response=False):
+                            await context.write(chunk)
+                elif which == "response_headers":
+                    await context.write(protocol.response_headers_response())
+                elif which in ("request_trailers", "response_trailers"):
+                    await context.write(protocol.trailers_response(which == "response_trailers"))
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_ExternalProcessorServicer_to_server(NullProcessor(), server)
+    checks = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    for name in ("", protocol.EXT_PROC_SERVICE):
+        await checks.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> list[float]:
@@ -164,6 +202,14 @@ async def main(a: argparse.Namespace) -> dict[str, Any]:
                                     tmp / f"envoy-{len(urls)}.json", stack)
                 urls[name] = f"http://127.0.0.1:{port}"
                 procs[name] = {"envoy": envoy, "epp": epp}
+        if a.null_epp:
+            gport, port, admin = free_port(), free_port(), free_port()
+            null = subprocess.Popen([PY, __file__, "--serve-null-epp", str(gport), f"127.0.0.1:{engine_ports[0]}"])
+            stack.callback(lambda: (null.terminate(), null.wait(10)))  # type: ignore[func-returns-value]
+            envoy = start_envoy(gateway_bootstrap(f"127.0.0.1:{gport}", port, admin, "headers", None),
+                                tmp / "envoy-null.json", stack)
+            urls["envoy+null ext_proc"] = f"http://127.0.0.1:{port}"
+            procs["envoy+null ext_proc"] = {"envoy": envoy, "null ext_proc": null}
         rport = free_port()
         router = spawn(["router", "--host", "127.0.0.1", "--port", str(rport), "--config", a.config,
                         "--endpoints", spec], stack)
@@ -225,9 +271,16 @@ def cli() -> None:
     p.add_argument("--baseline", default=None, metavar="TREE",
                    help="also run each mode's EPP (and its Envoy bootstrap) from this source tree, e.g. a git "
                         "worktree of main: before and after in the same interleaved rounds")
+    p.add_argument("--null-epp", action="store_true", help="add Envoy + a no-op ext_proc server (the transport's floor)")
+    p.add_argument("--serve-null-epp", nargs=2, metavar=("PORT", "TARGET"), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result here")
     a = p.parse_args()
+    if a.serve_null_epp:
+        import uvloop
+
+        uvloop.run(serve_null_epp(int(a.serve_null_epp[0]), a.serve_null_epp[1]))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         a.tmp = tmp
         result = asyncio.run(main(a))
