@@ -190,8 +190,9 @@ class Exchange:
         """The stream ended: a request still open completes now (in ``headers`` mode this is the normal end)."""
         if self.pick is None or self.pick.done:
             return
-        if self.response_mode == "headers":  # Envoy ends (cancels) the stream when the HTTP exchange is over; without
-            # response headers (the default in this mode) the status is not known: the exchange ended, count it ok
+        # headers mode: Envoy ends (cancels) the stream when the HTTP exchange is over; without response headers (the
+        # default in this mode) the status is unknown, and the exchange's end counts as ok
+        if self.response_mode == "headers":
             self._finish(self.status is None or self.status < 400)
         else:
             self._finish(False, "client_disconnected" if self.status is not None else "aborted")
