@@ -220,8 +220,8 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-ports", type=csv_list, default=["8000"], help="pool targetPorts (data-parallel ranks)")
     p.add_argument("--kv-events-port", type=port_number, default=5557, help="KV-event port of rank 0 on each pod")
     p.add_argument("--response-mode", choices=["full", "headers"], default="full",
-                   help="full: response bodies stream through the EPP (usage, cache accounting); headers: headers "
-                        "and trailers only (cheaper; load released at end of stream). Must match Envoy's config")
+                   help="full: response bodies stream through the EPP (usage, cache accounting); headers: no response "
+                        "bodies (cheaper; no usage; load released at end of stream). Must match Envoy's config")
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")

@@ -5,14 +5,18 @@ The bootstrap follows the Gateway API Inference Extension's reference Envoy setu
 * the listener normalises paths (RFC 3986, merged slashes; an escaped ``/`` or ``\\`` is refused) and accepts
   HTTP/1.0; before routing, an early header mutation strips any client-sent ``x-gateway-destination-endpoint`` and
   ``x-prefiller-host-port`` (only the EPP may set them);
-* HTTP filters: ``ext_proc`` to the EPP (request body ``FULL_DUPLEX_STREAMED``; response body
-  ``FULL_DUPLEX_STREAMED`` or ``NONE``; ``allow_mode_override``; ``failure_mode_allow`` as configured;
-  ``envoy.lb`` / ``envoy.lb.subset_hint`` metadata forwarded and ``envoy.lb`` received), then, with a fallback, a Lua
+* HTTP filters: ``ext_proc`` to the EPP (request body ``FULL_DUPLEX_STREAMED``; response headers and body
+  ``SEND`` + ``FULL_DUPLEX_STREAMED`` in ``full`` mode, ``SKIP`` (``response_headers``) + ``NONE`` in ``headers``
+  mode, where the response trailers' ``SEND`` keeps the stream open until the HTTP exchange ends (Envoy ignores a
+  ``mode_override`` once the request body is ``FULL_DUPLEX_STREAMED``); ``allow_mode_override``;
+  ``failure_mode_allow`` as configured; ``envoy.lb`` / ``envoy.lb.subset_hint`` metadata forwarded and ``envoy.lb``
+  received), then, with a fallback, a Lua
   filter that only the fallback routes run (it drops ``kv_transfer_params`` from bodies the EPP did not see), then
   the router;
 * routes only for the paths the EPP allows (exact matches; anything else is a 404): taken when the EPP has set
   ``x-gateway-destination-endpoint`` (the route cache is cleared by the pick), the ``ORIGINAL_DST`` cluster connects
-  to exactly that ``ip:port``; otherwise (the EPP is down and ``failure_mode_allow`` let the request through) a
+  to exactly that ``ip:port`` and the response gets ``x-llmd-endpoint`` from the pick's ``envoy.lb`` metadata;
+  otherwise (the EPP is down and ``failure_mode_allow`` let the request through) a
   round-robin fallback cluster over ``fallback`` endpoints, or a 503 when there are none;
 * generous timeouts and circuit breakers (LLM streams are long), admin on 127.0.0.1.
 
@@ -36,6 +40,7 @@ from typing import Any, Literal
 from llmd_kserve.epp.protocol import (
     DESTINATION_HEADER,
     DESTINATION_NAMESPACE,
+    ENDPOINT_HEADER,
     EXT_PROC_SERVICE,
     PREFILL_HEADER,
     REASON_HEADER,
@@ -223,6 +228,10 @@ class EnvoyConfig:
     failure_mode_allow: bool = False
     fallback: tuple[str, ...] = ()
     """``host:port`` of endpoints to round-robin over when the EPP is down and ``failure_mode_allow`` is on."""
+    response_headers: bool | None = None
+    """Send response headers to the EPP: by default in ``full`` mode only. ``headers`` mode runs without them (two
+    gRPC messages fewer per request; no status in the decision log); turn them on for a P/D pool, so that the prefill
+    endpoint's load is released when decode starts rather than when the response ends."""
     message_timeout_s: float = 30.0
     max_body_bytes: int = 16 << 20
     """The largest request body a fallback route takes (its filter reads whole bodies); 413 above."""
@@ -238,9 +247,13 @@ class EnvoyConfig:
         lua_off = {"typed_per_filter_config": {"envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "disabled": True}}}
         off = lua_off if self.fallback else {}
         routes: list[dict[str, Any]] = []
+        endpoint_header = [{"header": {"key": ENDPOINT_HEADER,
+                                       "value": f"%DYNAMIC_METADATA({DESTINATION_NAMESPACE}:{ENDPOINT_HEADER})%"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
         for path in ALLOWED_PATHS:
             routes.append({"match": {"path": path, "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
-                           "route": {"cluster": "pool", "timeout": "0s", "idle_timeout": _LONG}, **off})
+                           "route": {"cluster": "pool", "timeout": "0s", "idle_timeout": _LONG},
+                           "response_headers_to_add": endpoint_header, **off})
             if not self.fallback:
                 routes.append({"match": {"path": path},
                                "direct_response": {"status": 503, "body": {"inline_string": _NO_PICK}}})
@@ -255,16 +268,18 @@ class EnvoyConfig:
         return routes
 
     def bootstrap(self) -> dict[str, Any]:
-        body_mode = "FULL_DUPLEX_STREAMED" if self.response_mode == "full" else "NONE"
+        full = self.response_mode == "full"
+        send_headers = full if self.response_headers is None else self.response_headers
         ext_proc = {
             "@type": _EXT_PROC,
             "grpc_service": {"envoy_grpc": {"cluster_name": "epp"}, "timeout": "10s"},
             "failure_mode_allow": self.failure_mode_allow,
             "allow_mode_override": True,
             "message_timeout": f"{self.message_timeout_s}s",
-            "processing_mode": {
-                "request_header_mode": "SEND", "response_header_mode": "SEND",
-                "request_body_mode": "FULL_DUPLEX_STREAMED", "response_body_mode": body_mode,
+            "processing_mode": {  # the response trailers' SEND keeps the stream open until the exchange ends
+                "request_header_mode": "SEND", "response_header_mode": "SEND" if send_headers else "SKIP",
+                "request_body_mode": "FULL_DUPLEX_STREAMED",
+                "response_body_mode": "FULL_DUPLEX_STREAMED" if full else "NONE",
                 "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"},
             "metadata_options": {"forwarding_namespaces": {"untyped": [SUBSET_NAMESPACE, DESTINATION_NAMESPACE]},
                                  "receiving_namespaces": {"untyped": [DESTINATION_NAMESPACE]}},

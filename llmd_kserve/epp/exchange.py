@@ -8,8 +8,10 @@ by the body the picker admitted, in chunks: the EPP's own encoding, never the cl
 
 * ``full`` — response bodies stream through the EPP (``FULL_DUPLEX_STREAMED``): every chunk is handed straight back,
   the tail is kept to read ``usage`` (SSE or JSON), and the request completes at the body's end;
-* ``headers`` — response headers and trailers only (no body crosses gRPC): cheaper, no ``usage``; the request
-  completes at the trailers or when Envoy closes the stream at the end of the HTTP exchange.
+* ``headers`` — no response body crosses gRPC, and our Envoy config does not send response headers either
+  (``EnvoyConfig.response_headers``): cheaper, no ``usage``, no status; the request completes at the trailers or when
+  Envoy closes the stream at the end of the HTTP exchange. Response headers that do arrive are read as in ``full``
+  (status, ``x-llmd-endpoint``, and a P/D pick's prefill endpoint released there rather than at the end).
 
 Pure apart from the picker it calls: no gRPC here, so the whole protocol is testable with plain messages.
 """
@@ -96,7 +98,8 @@ class Exchange:
         if result.prefill is not None:
             extra[protocol.PREFILL_HEADER] = protocol.host_port(result.prefill)
         remove = [] if result.prefill is not None else [protocol.PREFILL_HEADER]
-        out = [protocol.request_headers_response(protocol.host_port(result.target), extra, remove)]
+        out = [protocol.request_headers_response(protocol.host_port(result.target), extra, remove,
+                                                 endpoint=result.target)]
         self._picked_sent = True
         if not self.headers_only_request:
             out += protocol.body_chunks(body, response=False, end_of_stream=end_of_stream)
@@ -130,20 +133,15 @@ class Exchange:
 
     # --- response side ------------------------------------------------------------------------------------------
     def _response_headers(self, msg: pb.HttpHeaders, req: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
-        headers = protocol.header_map(msg)
-        try:
-            self.status = int(headers.get(":status", "0"))
-        except ValueError:
-            self.status = 0
-        self.served = protocol.served_endpoint(protocol.filter_metadata(req))
-        self._sse = headers.get("content-type", "").startswith("text/event-stream")
-        set_headers = {}
-        if self.pick is not None:
-            self.picker.response_started(self.pick, self.status)
-            set_headers[protocol.ENDPOINT_HEADER] = self.pick.target
-            if msg.end_of_stream:
-                self._finish(self.status < 400)
-        return [protocol.response_headers_response(set_headers)]
+        self.status, content_type = protocol.response_status(msg)
+        self.served = protocol.served_endpoint(req)
+        self._sse = content_type.startswith("text/event-stream")
+        if self.pick is None:
+            return [protocol.response_headers_response()]
+        self.picker.response_started(self.pick, self.status)
+        if msg.end_of_stream:
+            self._finish(self.status < 400)
+        return [protocol.endpoint_header_response(self.pick.target)]
 
     def _response_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
         chunk = msg.body
@@ -192,7 +190,9 @@ class Exchange:
         """The stream ended: a request still open completes now (in ``headers`` mode this is the normal end)."""
         if self.pick is None or self.pick.done:
             return
-        if self.response_mode == "headers":  # Envoy ends (cancels) the stream when the HTTP exchange is over
-            self._finish(self.status is not None and self.status < 400)
+        # headers mode: Envoy ends (cancels) the stream when the HTTP exchange is over; without response headers (the
+        # default in this mode) the status is unknown, and the exchange's end counts as ok
+        if self.response_mode == "headers":
+            self._finish(self.status is None or self.status < 400)
         else:
             self._finish(False, "client_disconnected" if self.status is not None else "aborted")

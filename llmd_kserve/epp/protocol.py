@@ -17,13 +17,14 @@ chunks, each at most :data:`BODY_CHUNK_LIMIT` bytes (Envoy takes 64 KiB per mess
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 DESTINATION_NAMESPACE = "envoy.lb"
@@ -48,16 +49,32 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     """Envoy's header list as a dict of lower-case names (``raw_value`` preferred, as Envoy fills it)."""
     out: dict[str, str] = {}
     for h in headers.headers.headers:
+        key = h.key.lower()
         value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        out[h.key.lower()] = f"{out[h.key.lower()]},{value}" if h.key.lower() in out else value
+        out[key] = f"{out[key]},{value}" if key in out else value
     return out
 
 
+def response_status(headers: pb.HttpHeaders) -> tuple[int, str]:
+    """``:status`` (0 when missing or not a number) and ``content-type`` of response headers, nothing else decoded."""
+    status, ctype = 0, ""
+    for h in headers.headers.headers:
+        key = h.key
+        if key == ":status":
+            value = h.raw_value or h.value.encode()
+            status = int(value) if value.isdigit() else 0
+        elif key.lower() == "content-type":
+            ctype = (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value).lower()
+    return status, ctype
+
+
 def filter_metadata(req: pb.ProcessingRequest) -> dict[str, dict[str, Any]]:
-    """``metadata_context.filter_metadata`` as plain dicts (namespace → key → value)."""
-    if not req.HasField("metadata_context"):
+    """``metadata_context.filter_metadata`` as plain dicts (namespace → key → value); ``{}`` without converting
+    anything when there is none (the usual case on the request path)."""
+    namespaces = req.metadata_context.filter_metadata
+    if not namespaces:
         return {}
-    return {ns: json_format.MessageToDict(s) for ns, s in req.metadata_context.filter_metadata.items()}
+    return {ns: json_format.MessageToDict(s) for ns, s in namespaces.items()}
 
 
 def subset_hint(metadata: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...] | None:
@@ -85,10 +102,15 @@ def in_subset(endpoint_id: str, subset: Sequence[str]) -> bool:
     return any(item in (hp, host) for item in subset)
 
 
-def served_endpoint(metadata: Mapping[str, Mapping[str, Any]]) -> str | None:
-    ns = metadata.get(DESTINATION_NAMESPACE)
-    value = ns.get(SERVED_KEY) if isinstance(ns, Mapping) else None
-    return value if isinstance(value, str) and value else None
+def served_endpoint(req: pb.ProcessingRequest) -> str | None:
+    """``envoy.lb`` → ``x-gateway-destination-endpoint-served`` of a message's metadata (read in place), if any."""
+    namespaces = req.metadata_context.filter_metadata
+    if DESTINATION_NAMESPACE not in namespaces:
+        return None
+    fields = namespaces[DESTINATION_NAMESPACE].fields
+    if SERVED_KEY not in fields:
+        return None
+    return fields[SERVED_KEY].string_value or None
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -96,36 +118,38 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
                                       append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
 
 
-def _struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(data)
-    return s
-
-
-def request_headers_response(destination: str, headers: Mapping[str, str] = {},
-                             remove: Sequence[str] = ()) -> pb.ProcessingResponse:
-    """The pick: ``x-gateway-destination-endpoint`` header and ``envoy.lb`` metadata (one value), route cache cleared."""
+def request_headers_response(destination: str, headers: Mapping[str, str] = {}, remove: Sequence[str] = (), *,
+                             endpoint: str | None = None) -> pb.ProcessingResponse:
+    """The pick: ``x-gateway-destination-endpoint`` header and ``envoy.lb`` metadata (one value), route cache cleared;
+    ``endpoint``: also ``envoy.lb`` → ``x-llmd-endpoint`` (our Envoy's routes copy it into the response)."""
     mutation = pb.HeaderMutation(set_headers=[_header(DESTINATION_HEADER, destination),
                                               *(_header(k, v) for k, v in headers.items())],
                                  remove_headers=list(remove))
-    return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation,
-                                                                      clear_route_cache=True)),
-        dynamic_metadata=_struct({DESTINATION_NAMESPACE: {DESTINATION_HEADER: destination}}))
+    out = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(
+        header_mutation=mutation, clear_route_cache=True)))
+    fields = out.dynamic_metadata.fields[DESTINATION_NAMESPACE].struct_value.fields
+    fields[DESTINATION_HEADER].string_value = destination
+    if endpoint is not None:
+        fields[ENDPOINT_HEADER].string_value = endpoint
+    return out
+
+
+def body_chunk(piece: bytes, *, response: bool, end_of_stream: bool) -> pb.ProcessingResponse:
+    """One ``streamed_response`` body message (``piece`` at most :data:`BODY_CHUNK_LIMIT` bytes)."""
+    mutation = pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(body=piece, end_of_stream=end_of_stream))
+    common = pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation))
+    return pb.ProcessingResponse(response_body=common) if response else pb.ProcessingResponse(request_body=common)
 
 
 def body_chunks(body: bytes, *, response: bool, end_of_stream: bool = True,
                 limit: int = BODY_CHUNK_LIMIT) -> list[pb.ProcessingResponse]:
     """``body`` handed back in ``streamed_response`` chunks of at most ``limit`` bytes (one, possibly empty,
     when ``body`` is short); the last one carries ``end_of_stream``."""
-    pieces = [body[i:i + limit] for i in range(0, len(body), limit)] or [b""]
-    out = []
-    for i, piece in enumerate(pieces):
-        mutation = pb.BodyMutation(streamed_response=pb.StreamedBodyResponse(
-            body=piece, end_of_stream=end_of_stream and i == len(pieces) - 1))
-        common = pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation))
-        out.append(pb.ProcessingResponse(response_body=common) if response else pb.ProcessingResponse(request_body=common))
-    return out
+    if len(body) <= limit:  # the usual case, without slicing
+        return [body_chunk(body, response=response, end_of_stream=end_of_stream)]
+    last = (len(body) - 1) // limit * limit
+    return [body_chunk(body[i:i + limit], response=response, end_of_stream=end_of_stream and i == last)
+            for i in range(0, len(body), limit)]
 
 
 def response_headers_response(headers: Mapping[str, str] = {}) -> pb.ProcessingResponse:
@@ -134,10 +158,20 @@ def response_headers_response(headers: Mapping[str, str] = {}) -> pb.ProcessingR
         header_mutation=mutation)))
 
 
+@lru_cache(maxsize=1024)
+def endpoint_header_response(endpoint: str) -> pb.ProcessingResponse:
+    """The response-headers answer that names the endpoint in ``x-llmd-endpoint``: built once per endpoint (shared:
+    never mutate it)."""
+    return response_headers_response({ENDPOINT_HEADER: endpoint})
+
+
+_TRAILERS = {True: pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
+             False: pb.ProcessingResponse(request_trailers=pb.TrailersResponse())}
+
+
 def trailers_response(response: bool) -> pb.ProcessingResponse:
-    if response:
-        return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
-    return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+    """The (shared, never mutated) answer to response or request trailers: nothing to change."""
+    return _TRAILERS[response]
 
 
 def immediate_response(status: int, body: bytes, headers: Mapping[str, str] = {},

@@ -84,14 +84,15 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         self.metrics.streams.inc()
         self.metrics.active_streams.inc()
         cancelled = False
+        read, write, eof = context.read, context.write, grpc.aio.EOF
         try:
-            async for req in request_iterator:
+            while (req := await read()) is not eof:  # read() skips the request iterator's async generator
                 for resp in ex.handle(req):
-                    await context.write(resp)
+                    await write(resp)
                 if ex.admission_due:  # a big body: decode, check and tokenize it off the event loop
                     answer = await asyncio.to_thread(self.picker.admit, ex.headers, ex.body)
                     for resp in ex.admitted(answer):
-                        await context.write(resp)
+                        await write(resp)
         except asyncio.CancelledError:
             cancelled = True
             raise

@@ -277,9 +277,10 @@ class LocalStack:
         wait_healthy(self._procs, cfg.startup_timeout)
         port = cfg.port or free_port(cfg.host)
         fallback = tuple(host_port(u) for u in self.engine_base_urls) if cfg.fail_open else ()
+        # P/D: response headers reach the EPP in either mode (the prefill endpoint's load is released at decode start)
         envoy_cfg = EnvoyConfig(epp=f"{cfg.host}:{grpc_port}", host=cfg.host, port=port, admin_port=admin_port,
                                 response_mode=cfg.response_mode, failure_mode_allow=cfg.fail_open,  # type: ignore[arg-type]
-                                fallback=fallback)
+                                fallback=fallback, response_headers=True if prefill else None)
         path = self.log_dir / "envoy.json"
         path.write_text(json.dumps(envoy_cfg.bootstrap(), indent=1))
         self._spawn("envoy", envoy_argv(path), f"http://127.0.0.1:{admin_port}", "/ready")

@@ -166,6 +166,31 @@ def test_stream_closed_mid_response_releases_as_failed_and_headers_mode_as_ok():
     assert p.decisions.recent()[-1]["outcome"] == "ok"
 
 
+def test_headers_mode_without_response_headers_completes_ok_when_the_stream_ends():
+    p = picker()
+    ex = Exchange(p, response_mode="headers")
+    out = request(ex, b'{"prompt": "hi"}')
+    meta = out[0].dynamic_metadata.fields[protocol.DESTINATION_NAMESPACE].struct_value.fields
+    assert meta[protocol.ENDPOINT_HEADER].string_value == A  # Envoy's route copies it into the response
+    assert ex.pick is not None and not ex.pick.done
+    ex.close()  # Envoy ends the stream when the HTTP exchange is over; no response message came before
+    d = p.decisions.recent()[-1]
+    assert ex.pick.done and d["outcome"] == "ok" and d["status"] is None
+    full = Exchange(p)
+    request(full, b'{"prompt": "hi"}')
+    full.close()  # in full mode a stream that ends before any response is a failure
+    assert p.decisions.recent()[-1]["outcome"] == "aborted"
+
+
+def test_response_status_reads_only_status_and_content_type():
+    msg = resp_headers(503, "Text/Event-Stream; charset=utf-8").response_headers
+    assert protocol.response_status(msg) == (503, "text/event-stream; charset=utf-8")
+    bad = pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", value="2x")]))
+    assert protocol.response_status(bad) == (0, "")
+    assert protocol.served_endpoint(resp_headers(served="10.0.0.9:8000")) == "10.0.0.9:8000"
+    assert protocol.served_endpoint(resp_headers()) is None
+
+
 def test_pd_pick_names_the_prefill_endpoint_and_releases_it_at_response_headers():
     eps = ["http://10.0.0.1:8000#role=prefill", "http://10.0.0.2:8000#role=decode"]
     p = picker("pd-always", eps)

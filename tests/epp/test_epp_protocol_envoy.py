@@ -11,6 +11,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmd_kserve.epp.envoy import EnvoyConfig
 from llmd_kserve.epp.picker import PRIORITY_HEADER, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE, REASON_HEADER, SUBSET_KEY, SUBSET_NAMESPACE
 from llmd_kserve.epp.run import expand_target_ports
@@ -113,6 +114,7 @@ async def test_sse_and_json_unchanged_and_load_released(tmp_path, mode):
             streamed = await c.post("/v1/completions", json={**BODY, "stream": True})
             assert streamed.status_code == 200 and streamed.content == sse_body()
             assert streamed.headers["content-type"].startswith("text/event-stream")
+            assert streamed.headers["x-llmd-endpoint"] == a.url  # from the EPP (full) or Envoy's route (headers)
             via = await c.post("/v1/completions", json=BODY)
             ref = await direct.post("/v1/completions", json=BODY)
             assert {k: v for k, v in via.json().items() if k != "destination"} == \
@@ -125,6 +127,21 @@ async def test_sse_and_json_unchanged_and_load_released(tmp_path, mode):
         assert all(not any(v != (0, 0) for v in load.values()) for load in loads)
         reported = [d["reported_cached_tokens"] for d in decisions]
         assert reported == ([64, 32] if mode == "full" else [None, None])  # usage is only seen in full mode
+        # headers mode: Envoy sends no response headers (two messages fewer), so no status is recorded
+        assert [d["status"] for d in decisions] == ([200, 200] if mode == "full" else [None, None])
+
+
+def test_response_headers_are_sent_in_full_mode_and_on_request_in_headers_mode():
+    def response_header_mode(**kw: object) -> str:
+        hcm = EnvoyConfig(epp="127.0.0.1:9002", **kw).bootstrap()["static_resources"]["listeners"][0][
+            "filter_chains"][0]["filters"][0]["typed_config"]
+        ext = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
+        assert ext["processing_mode"]["response_trailer_mode"] == "SEND"  # keeps the stream open to the end
+        return ext["processing_mode"]["response_header_mode"]
+
+    assert response_header_mode(response_mode="full") == "SEND"
+    assert response_header_mode(response_mode="headers") == "SKIP"
+    assert response_header_mode(response_mode="headers", response_headers=True) == "SEND"
 
 
 async def test_body_larger_than_one_chunk_arrives_intact(tmp_path):
