@@ -177,8 +177,8 @@ def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
 
 
 def _cmd_router(a: argparse.Namespace) -> int:
+    from llmd_kserve.control.settings import RouterSettings
     from llmd_kserve.router.app import serve
-    from llmd_kserve.router.state import RouterSettings
 
     keys = csv_list(os.environ.get("LLMD_ROUTER_API_KEYS", ""))
     if a.api_keys_file:
@@ -239,10 +239,10 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_epp(a: argparse.Namespace) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C core logs to stderr; our errors say it in one line
+    from llmd_kserve.control.settings import RouterSettings
     from llmd_kserve.epp.picker import Saturation
     from llmd_kserve.epp.run import serve
     from llmd_kserve.epp.server import EppSettings
-    from llmd_kserve.router.state import RouterSettings
 
     try:
         ports = tuple(int(p) for p in a.target_ports)

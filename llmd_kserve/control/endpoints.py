@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import aiohttp
 import yaml
 
+from llmd_kserve.control.engine_api import EngineCall
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.types import ROLES, Endpoint, EndpointId
 
@@ -250,13 +250,13 @@ class KVEventSourceDiscovery:
     asked again; one that cannot be reached yet is asked again every ``retry_s`` seconds.
     """
 
-    def __init__(self, pool: EndpointPool, session: Callable[[], aiohttp.ClientSession], wanted: Callable[[], bool],
+    def __init__(self, pool: EndpointPool, call: EngineCall, wanted: Callable[[], bool],
                  retry_s: float = 2.0, timeout_s: float = 2.0) -> None:
         self.pool = pool
-        self._session = session
+        self._call = call
         self._wanted = wanted
         self.retry_s = retry_s
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout = timeout_s
         self._settled: set[EndpointId] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -270,9 +270,8 @@ class KVEventSourceDiscovery:
 
     async def _ask(self, eid: EndpointId) -> None:
         try:
-            async with self._session().get(f"{eid}/kv_event_sources", timeout=self._timeout) as resp:
-                status, raw = resp.status, await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # not up yet: ask again next round
+            status, raw = await self._call(eid, "/kv_event_sources", None, self._timeout)
+        except (OSError, TimeoutError, ValueError) as exc:  # not up yet: ask again next round
             log.debug("asking %s for its KV-event sources failed: %s", eid, exc)
             return
         try:
