@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -35,6 +36,19 @@ PRIORITY_HEADER = "x-llmd-priority"
 """Requests with a negative priority are sheddable (GIE's InferenceObjective priority < 0): 429 when saturated."""
 _REASONS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "request_too_large", 429: "rate_limited",
             503: "unavailable"}
+
+
+class Headers(dict[str, str]):
+    """Envoy's header map (names in lower case) looked up by any case, as the director reads HTTP headers."""
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +140,7 @@ class EndpointPicker:
         if kind is None and path not in OTHER_PATHS:
             return Reject(404, "not_found", NOT_FOUND_MESSAGE)
         try:
-            identity = self.director.authenticate(headers)
+            identity = self.director.authenticate(Headers(headers))
         except HTTPError as exc:
             return Reject.of(exc)
         return (kind, identity) if kind is not None else Admitted(None)
@@ -145,7 +159,7 @@ class EndpointPicker:
         if not isinstance(route, tuple):
             return route
         try:
-            ticket = await self.director.admit(headers, body, route[0], headers.get("x-forwarded-for"),
+            ticket = await self.director.admit(Headers(headers), body, route[0], headers.get("x-forwarded-for"),
                                                identity=route[1])
         except HTTPError as exc:
             return Reject.of(exc)
@@ -159,7 +173,8 @@ class EndpointPicker:
         if not self.director.admits_synchronously:
             raise RuntimeError("this director admits asynchronously: use EndpointPicker.admit")
         try:
-            ticket = self.director.prepare(headers, body, route[0], headers.get("x-forwarded-for"), route[1])
+            ticket = self.director.prepare(Headers(headers), body, route[0], headers.get("x-forwarded-for"),
+                                           route[1])
         except HTTPError as exc:
             return Reject.of(exc)
         return self._admitted(ticket)
