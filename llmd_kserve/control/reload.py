@@ -24,9 +24,9 @@ from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import parse_text, read_mapping
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.config.validate import check
+from llmd_kserve.control.holder import SchedulerHolder
 from llmd_kserve.errors import ConfigError, LlmdError
 from llmd_kserve.scheduling.scheduler import Scheduler
-from llmd_kserve.types import EndpointId
 
 log = logging.getLogger(__name__)
 
@@ -53,43 +53,6 @@ class ActiveConfig:
     """Unix time, seconds."""
     generation: int
     """0 at startup, +1 per applied change."""
-
-
-class SchedulerHolder:
-    """The scheduler new requests are scheduled with (``current``); a config change swaps it. A request keeps the
-    scheduler that scheduled it (``acquire``, on its ticket) and is settled there (``release``), so a swap in the
-    middle of a request changes nothing for it."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.current = scheduler
-        self._busy: dict[int, tuple[Scheduler, int]] = {}
-        """id -> (scheduler, results it made that are not completed): the object is held, so its id is its own."""
-
-    def swap(self, scheduler: Scheduler) -> None:
-        self.current = scheduler
-
-    def acquire(self) -> Scheduler:
-        """The current scheduler, counted busy until :meth:`release`."""
-        sched = self.current
-        _, n = self._busy.get(id(sched), (sched, 0))
-        self._busy[id(sched)] = (sched, n + 1)
-        return sched
-
-    def release(self, sched: Scheduler) -> None:
-        _, n = self._busy.get(id(sched), (sched, 1))
-        if n <= 1:
-            self._busy.pop(id(sched), None)
-        else:
-            self._busy[id(sched)] = (sched, n - 1)
-
-    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
-        """Forget the endpoint in the current scheduler and in every older one still serving requests."""
-        for sched in {id(self.current): self.current, **{k: v[0] for k, v in self._busy.items()}}.values():
-            sched.remove_endpoint(endpoint_id)
-
-    def in_flight(self) -> int:
-        """Results scheduled and not completed yet (all configs)."""
-        return sum(n for _, n in self._busy.values())
 
 
 def parse_document(raw: bytes | str, content_type: str = "", source: str = "body") -> Any:

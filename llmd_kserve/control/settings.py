@@ -1,13 +1,18 @@
-"""What ``llmd-kserve serve``/``router``/``epp`` can be told about the runtime (besides its endpoints)."""
+"""What ``llmd-kserve router``/``epp`` can be told about the runtime (besides its endpoints), and the governance
+pipeline those settings describe."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from llmd_kserve.defaults import DEFAULT_CONFIG, DEFAULT_PROFILE, MAX_PROMPT_CHARS, SCRAPE_INTERVAL_S
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.governance.pipeline import AuditMode
+from llmd_kserve.governance.build import build_gateway
+from llmd_kserve.governance.gateway import Gateway
+from llmd_kserve.governance.pipeline import AuditMode, BearerTokenAuth, Governance, Limits
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -104,3 +109,42 @@ class RouterSettings:
                 raise ConfigError(f"must be > 0 (or unset), got {getattr(self, name)}", name)
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
+
+
+class _KeyStoreAuth:
+    """``AuthHook`` over the gateway's key store (virtual keys and plain tokens); the principal is the key id."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def check(self, headers: Mapping[str, str]) -> str | None:
+        key = self.gateway.authenticate(headers)
+        return key.id if key is not None else None
+
+
+def gateway_of(s: RouterSettings, registry: Any = None, pool_size: Callable[[], int] = lambda: 1) -> Gateway:
+    """The settings' virtual keys, guardrails, flow control and audit trail."""
+    per = s.flow_per_endpoint
+    return build_gateway(
+        keys_file=s.keys_file, legacy_keys=s.api_keys, guardrails_file=s.guardrails_file, audit_file=s.audit_file,
+        audit_content="full" if s.audit == "full" else "hash", audit_fsync=s.audit_fsync,
+        audit_fsync_interval=s.audit_fsync_interval, audit_max_bytes=s.audit_max_bytes,
+        audit_max_age_s=s.audit_max_age_s, flow_band_capacity=s.flow_band_capacity, flow_ttl_s=s.flow_ttl_s,
+        flow_headroom=s.flow_headroom,
+        flow_capacity=(lambda: per * max(1, pool_size())) if per else None,
+        salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry, audit_chain_key=s.audit_chain_key)
+
+
+def governance_of(s: RouterSettings, gateway: Gateway | None = None) -> Governance:
+    """The settings' one governance pipeline: auth, limits, the audit line, and ``gateway``'s parts."""
+    limits = Limits(s.max_prompt_chars, s.max_prompt_tokens, s.max_batch_size)
+    if gateway is not None and gateway.keys is not None and gateway.keys.enabled:
+        auth: Any = _KeyStoreAuth(gateway)
+    else:
+        auth = BearerTokenAuth(s.api_keys) if s.api_keys else None
+    if s.audit_file:  # the JSONL trail replaces the logger lines
+        s = replace(s, audit="off")
+    gateway = gateway if gateway is not None else Gateway()
+    if s.audit_salt:
+        return Governance(auth, limits, s.audit, s.audit_salt.encode(), gateway, s.api_keys)
+    return Governance(auth, limits, s.audit, gateway=gateway, operator_tokens=s.api_keys)

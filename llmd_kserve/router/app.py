@@ -16,7 +16,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +34,17 @@ from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
 from llmd_kserve.governance.keys import Forbidden
 from llmd_kserve.http_errors import Handler, error_response, json_parser_errors, openai_errors
 from llmd_kserve.router.admin import AdminAPI
+from llmd_kserve.router.pages import STATE_KEY, add_pages
 from llmd_kserve.router.proxy import ANSWERED_KEY, STATUS_KEY, Proxy
 from llmd_kserve.router.timeouts import UpstreamTimeouts
 from llmd_kserve.types import Endpoint, EndpointId
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-STATE_KEY = web.AppKey("router_state", Runtime)
 DIRECTOR_KEY = web.AppKey("router_director", Director)
 PROXY_KEY = web.AppKey("router_proxy", Proxy)
 IDENTITY_KEY: Any = web.RequestKey("llmd_identity", tuple) if hasattr(web, "RequestKey") else "llmd_identity"
 """(virtual key, principal) of a request, once the key middleware checked it."""
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(data), status=status, content_type="application/json")
 
 
 async def _read_body(request: web.Request, timeout: float) -> bytes:
@@ -100,58 +96,6 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _openai(request, "chat", "/v1/chat/completions")
-
-
-async def models(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    if state.settings.served_models:
-        cards = [{"id": m, "object": "model", "owned_by": "llmd-kserve"} for m in state.settings.served_models]
-    else:
-        if not state.model_cards:  # engines not answering yet when the router started: ask again now
-            await state.refresh_models()
-        cards = list(state.model_cards)
-    return _json({"object": "list", "data": cards})
-
-
-async def health(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    states = state.endpoint_states()
-    fresh = sum(1 for s in states if not s.metrics.stale)
-    body: dict[str, Any] = {"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states),
-                            "healthy": fresh}
-    blind = state.kv_blind_endpoints()
-    if blind:  # precise prefix routing without KV events for these: they are routed on the router-side estimate
-        body["details"] = {"no_kv_events": blind, "prefix_fallback": "approx"}
-    keys = state.governance.gateway.keys
-    if keys is not None and keys.path is not None:  # "stale": the file cannot be applied; the last good keys serve
-        keys.maybe_reload()
-        body["keys"] = keys.health()
-    return _json(body, 200 if fresh else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[STATE_KEY].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-async def debug_decisions(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    try:
-        limit = int(request.query["limit"]) if "limit" in request.query else None
-    except ValueError:
-        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"))
-    return _json({"decisions": state.decisions.recent(limit, request.query.get("request_id"))})
-
-
-async def debug_endpoints(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    out = []
-    for s in state.endpoint_states():
-        m = s.metrics
-        out.append({"id": s.id, "role": s.endpoint.role, "kv_events": s.endpoint.kv_events,
-                    "metrics": {f.name: getattr(m, f.name) for f in fields(m)}})
-    return _json({"endpoints": out, "models": list(state.models),
-                  "index_keys": len(state.index) if state.index is not None else None})
 
 
 _OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
@@ -221,11 +165,7 @@ def build_app(router_state: Runtime, listen_host: str | None = None) -> web.Appl
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/debug/decisions", debug_decisions)
-    app.router.add_get("/debug/endpoints", debug_endpoints)
+    add_pages(app)
     AdminAPI(lambda: router_state.reloader, _operator_id,
              enabled=router_state.settings.admin, keys_configured=router_state.governance.auth is not None,
              listen_host=listen_host, body_timeout=router_state.settings.body_timeout).add_routes(app)

@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from llmd_kserve.control.endpoints import EndpointPool, KVEventSourceDiscovery, kv_sources_of, parse_endpoints
+from llmd_kserve.control.endpoints import EndpointPool, parse_endpoints
+from llmd_kserve.control.kv_sources import KVEventSourceDiscovery, kv_sources_of
 from llmd_kserve.stack.procs import free_port
 from llmd_kserve.types import Endpoint, EndpointId
 from tests.control.engines import lean_call
@@ -40,7 +41,7 @@ def test_no_reachable_publisher(sources):
 
 def test_data_parallel_ranks_follow_rank_0_and_say_so(caplog):
     ranks = {"1": {**SOURCES["0"], "endpoint": "tcp://*:15601"}, "0": SOURCES["0"]}
-    with caplog.at_level(logging.WARNING, "llmd_kserve.control.endpoints"):
+    with caplog.at_level(logging.WARNING, "llmd_kserve.control.kv_sources"):
         assert kv_sources_of("http://h:8000", ranks)[0] == "tcp://h:15600"
     assert "2 data-parallel ranks" in caplog.text
 
@@ -85,7 +86,7 @@ async def test_discovery_fills_in_the_pool_and_keeps_it_across_reloads(engines, 
         await discovery.discover_once()
         assert new.asked == old.asked == 0  # not routing on KV events: nothing asked
         wanted[0] = True
-        with caplog.at_level(logging.INFO, "llmd_kserve.control.endpoints"):
+        with caplog.at_level(logging.INFO, "llmd_kserve.control.kv_sources"):
             await discovery.discover_once()
             await discovery.discover_once()  # each engine answered: asked once only
     assert new.asked == old.asked == 1

@@ -7,7 +7,8 @@ import random
 
 from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import load_config, parse_config
-from llmd_kserve.control.reload import ConfigReloader, SchedulerHolder, config_document
+from llmd_kserve.control.holder import SchedulerHolder
+from llmd_kserve.control.reload import ConfigReloader, config_document
 from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.latency import load_profile
 from llmd_kserve.plugins.base import PluginContext
