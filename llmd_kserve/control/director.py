@@ -219,7 +219,7 @@ class Director:
         if status is not None:
             p.decision.status = status
         self.note_failure(p.result.target, reason)
-        self._complete(ticket, p, False, None)
+        self._complete(ticket, p, False, None, answered=False)
 
     def note_failure(self, endpoint: EndpointId, reason: str) -> None:
         self.rt.metrics.upstream_errors.labels(endpoint, reason).inc()
@@ -227,24 +227,29 @@ class Director:
             self.rt.outliers.failure(endpoint, reason)
 
     def _complete(self, ticket: Ticket, p: Placement, ok: bool, usage: Usage | None,
-                  served: EndpointId | None = None) -> None:
+                  served: EndpointId | None = None, *, answered: bool = True) -> None:
+        """Close one attempt on the scheduler that made it; ``answered``: an engine's answer began (then cached
+        tokens are accounted and the decision gets them)."""
         p.done = True
         self.prefill_done(ticket, ok)
         if self.activity is not None:
             self.activity.finished(p.result.target)
         if ok:
             self.rt.outliers.success(p.result.target)
-        cached, prompt, completion = None, 0, 0
-        if usage is not None:
-            prompt, completion = usage.prompt_tokens, usage.completion_tokens
-            if usage.prompt_tokens_details is not None:
-                cached = usage.prompt_tokens_details.cached_tokens
-        p.decision.cached_tokens, p.decision.prompt_tokens = cached, (prompt or None)
-        self.rt.metrics.observe_cached(served or p.result.target, p.result.predicted_cached_tokens, cached, prompt)
+        outcome = RequestOutcome(ok=False)
+        if answered:
+            cached, prompt, completion = None, 0, 0
+            if usage is not None:
+                prompt, completion = usage.prompt_tokens, usage.completion_tokens
+                if usage.prompt_tokens_details is not None:
+                    cached = usage.prompt_tokens_details.cached_tokens
+            p.decision.cached_tokens, p.decision.prompt_tokens = cached, (prompt or None)
+            self.rt.metrics.observe_cached(served or p.result.target, p.result.predicted_cached_tokens, cached,
+                                           prompt)
+            outcome = RequestOutcome(ok=ok, prompt_tokens=prompt or p.result.prompt_tokens, cached_tokens=cached,
+                                     completion_tokens=completion)
         try:
-            p.scheduler.on_complete(ticket.request, p.result, RequestOutcome(
-                ok=ok, prompt_tokens=prompt or p.result.prompt_tokens, cached_tokens=cached,
-                completion_tokens=completion))
+            p.scheduler.on_complete(ticket.request, p.result, outcome)
         finally:
             self.rt.scheduler.release(p.scheduler)
 
@@ -259,7 +264,7 @@ class Director:
         usage = usage if usage is not None else ticket.usage
         p = ticket.placement
         if p is not None and not p.done:
-            self._complete(ticket, p, status < 400, usage, served)
+            self._complete(ticket, p, status < 400, usage, served, answered=p.decision.status is not None)
         adm = ticket.admission
         if adm is None:
             return None

@@ -133,17 +133,18 @@ class EndpointPicker:
         states = list(self.endpoint_states())
         return states if subset is None else [s for s in states if in_subset(s.id, subset)]
 
-    def _route(self, headers: Mapping[str, str]) -> tuple[Kind, Identity] | Admitted | Reject:
+    def _route(self, headers: Mapping[str, str]) -> tuple[Kind, Identity, Headers] | Admitted | Reject:
         """The path allowlist, then the caller's key (401 before the body is looked at)."""
         path = headers.get(":path", "").split("?", 1)[0]
         kind: Kind | None = INFERENCE_PATHS.get(path)
         if kind is None and path not in OTHER_PATHS:
             return Reject(404, "not_found", NOT_FOUND_MESSAGE)
+        any_case = Headers(headers)
         try:
-            identity = self.director.authenticate(Headers(headers))
+            identity = self.director.authenticate(any_case)
         except HTTPError as exc:
             return Reject.of(exc)
-        return (kind, identity) if kind is not None else Admitted(None)
+        return (kind, identity, any_case) if kind is not None else Admitted(None)
 
     def _admitted(self, ticket: Ticket) -> Admitted:
         forward = ticket.parsed.body
@@ -159,8 +160,8 @@ class EndpointPicker:
         if not isinstance(route, tuple):
             return route
         try:
-            ticket = await self.director.admit(Headers(headers), body, route[0], headers.get("x-forwarded-for"),
-                                               identity=route[1])
+            kind, identity, any_case = route
+            ticket = await self.director.admit(any_case, body, kind, headers.get("x-forwarded-for"), identity=identity)
         except HTTPError as exc:
             return Reject.of(exc)
         return self._admitted(ticket)
@@ -173,8 +174,8 @@ class EndpointPicker:
         if not self.director.admits_synchronously:
             raise RuntimeError("this director admits asynchronously: use EndpointPicker.admit")
         try:
-            ticket = self.director.prepare(Headers(headers), body, route[0], headers.get("x-forwarded-for"),
-                                           route[1])
+            kind, identity, any_case = route
+            ticket = self.director.prepare(any_case, body, kind, headers.get("x-forwarded-for"), identity)
         except HTTPError as exc:
             return Reject.of(exc)
         return self._admitted(ticket)
