@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,17 @@ from llmd_kserve.types import Endpoint, EndpointState
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
+
+
+def _routes_on_kv_events(holder: SchedulerHolder) -> bool:
+    return any(getattr(p, "type", None) == "precise-prefix-producer" for p in holder.current.producers)
+
+
+def _render_endpoint(pool: EndpointPool, scraper: MetricsScraper) -> str | None:
+    """An engine to render prompts on: the first with fresh metrics, else the first."""
+    ids = [e.id for e in pool.snapshot]
+    fresh = [i for i in ids if not scraper.get(i).stale]
+    return (fresh or ids)[0] if ids else None
 
 
 def _streams_kv_events(endpoint: Endpoint) -> bool:
@@ -124,11 +136,10 @@ class Runtime:
         rt = cls(settings=s, pool=pool, scheduler=holder, reloader=reloader, scraper=scraper, index=index,
                  subscriber=subscriber, block_sizes=block_sizes, metrics=metrics, decisions=DecisionLog(s.decisions_size),
                  governance=governance_of(s, gateway), outliers=outliers, http=http, tokenizer=tokenizer,
-                 render=None, kv_discovery=KVEventSourceDiscovery(pool, call, lambda: False),
+                 render=RenderTokenizer(call, partial(_render_endpoint, pool, scraper))
+                 if s.tokenizer == "render" else None,
+                 kv_discovery=KVEventSourceDiscovery(pool, call, partial(_routes_on_kv_events, holder)),
                  endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models))
-        rt.kv_discovery = KVEventSourceDiscovery(pool, call, rt.routes_on_kv_events)
-        if s.tokenizer == "render":
-            rt.render = RenderTokenizer(call, rt._pick_render_endpoint)
         metrics.registry.register(RouterStatsCollector(subscriber.stats, scraper.stats, outliers.ejected_now))
         return rt
 
@@ -145,8 +156,7 @@ class Runtime:
 
     def routes_on_kv_events(self) -> bool:
         """Whether the scheduler (as configured now) routes on the KV-event index (precise prefix)."""
-        producers = self.scheduler.current.producers
-        return any(getattr(p, "type", None) == "precise-prefix-producer" for p in producers)
+        return _routes_on_kv_events(self.scheduler)
 
     def kv_blind_endpoints(self) -> list[str]:
         """Endpoints without a KV-event stream while the scheduler routes on the KV-event index (precise prefix);
@@ -163,11 +173,6 @@ class Runtime:
                         "router-side (approximate prefix index) instead", len(blind), len(self.pool.snapshot),
                         ", ".join(sorted(blind)))
         self._warned_blind = blind
-
-    def _pick_render_endpoint(self) -> str | None:
-        states = self.endpoint_states()
-        fresh = [s for s in states if not s.metrics.stale]
-        return (fresh or states)[0].id if states else None
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def spawn(self, result: Any) -> asyncio.Future[Any] | None:
