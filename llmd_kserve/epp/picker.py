@@ -171,7 +171,7 @@ class EndpointPicker:
         route = self._route(headers)
         if not isinstance(route, tuple):
             return route
-        if not self.director.admits_synchronously:
+        if body and not self.director.admits_synchronously:  # (no body: refused as invalid right away)
             raise RuntimeError("this director admits asynchronously: use EndpointPicker.admit")
         try:
             kind, identity, any_case = route

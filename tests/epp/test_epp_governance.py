@@ -11,11 +11,17 @@ import httpx
 import yaml
 
 from llmd_kserve.config.loader import load_config
+from llmd_kserve.control.director import Director
 from llmd_kserve.control.reload import config_document
+from llmd_kserve.control.settings import RouterSettings
+from llmd_kserve.epp.exchange import Exchange
+from llmd_kserve.epp.picker import EndpointPicker
 from llmd_kserve.epp.protocol import REASON_HEADER
+from llmd_kserve.epp.server import epp_runtime
 from llmd_kserve.governance.audit import verify
 from llmd_kserve.governance.keys import add_key
 from tests.epp.gateway import gateway, require_envoy
+from tests.epp.test_epp_exchange import headers
 from tests.epp.upstream import running_upstream
 
 BODY = {"model": "m", "prompt": "hello", "max_tokens": 5}
@@ -74,3 +80,14 @@ async def test_keys_rate_limit_audit_and_config_reload_through_envoy(tmp_path):
     done = [r for r in records if r["event"] == "done"]
     assert len(done) == 3 and all(r["endpoint"] == up.url and r["prompt_tokens"] == 100 for r in done)
     assert any(r["event"] == "admin" and r.get("config_hash_after") == after for r in records)
+
+
+async def test_a_bodiless_inference_request_is_refused_with_governance_on(tmp_path):
+    """Headers with end_of_stream on an OpenAI route (no body at all): a 400 from the EPP, not a broken stream."""
+
+    keys = tmp_path / "keys.yaml"
+    key, _ = add_key(keys, tenant="t")
+    director = Director(epp_runtime(RouterSettings(config="round-robin", keys_file=str(keys)), ["http://10.0.0.1:8000"]))
+    assert not director.admits_synchronously
+    out = Exchange(EndpointPicker(director)).handle(headers(eos=True, authorization=f"Bearer {key}"))
+    assert out[0].immediate_response.status.code == 400
