@@ -4,7 +4,9 @@ Rules: (1) no import cycle among the top-level parts of the package (config, plu
 cluster_sim, ...): a cycle hides which one is the framework and which the catalog; (2) bench sits below cluster_sim
 (the simulator uses bench's workloads and records; bench gets the simulator injected); (3) the synchronous core
 (value types, latency model, plugins, scheduling, config, hashing, index, block pool, step model, cluster_sim) imports
-no asyncio, ZMQ, HTTP or Kubernetes client, not even through another llmd_kserve module.
+no asyncio, ZMQ, HTTP or Kubernetes client, not even through another llmd_kserve module; (4) the two front ends
+(router: HTTP, epp: Envoy ext_proc) never import each other, and what they share (control, governance) imports
+neither; control imports no server or client framework (aiohttp, gRPC), not even through another module.
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "llmd_kserve"
-IO_LIBS = frozenset({"asyncio", "zmq", "aiohttp", "uvloop", "kubernetes", "httpx", "requests", "urllib.request"})
+IO_LIBS = frozenset({"asyncio", "zmq", "aiohttp", "uvloop", "kubernetes", "httpx", "requests", "urllib.request",
+                     "grpc"})
+TRANSPORT_LIBS = frozenset({"aiohttp", "grpc", "httpx", "requests"})
+"""What a transport is made of: ``control`` (the director, the runtime) reaches none of them."""
 CORE = ("types", "errors", "latency", "tokenizer", "builtin", "config", "plugins", "scheduling", "cluster_sim",
         "kvcache.hashing", "kvcache.events", "kvcache.index", "engine_sim.block_pool", "engine_sim.core",
         "engine_sim.core_types", "disagg.deciders", "disagg.protocol", "metrics.parse")
 """Packages (every module in them) and modules that must stay free of I/O libraries."""
 BELOW = (("bench", "cluster_sim"),)
 """(lower, upper): the lower part never imports the upper one."""
+APART = (("router", "epp"), ("epp", "router"), ("control", "router"), ("control", "epp"), ("governance", "control"),
+         ("governance", "router"), ("governance", "epp"))
+"""(part, other): ``part`` never imports ``other`` (the front ends stand side by side on control and governance)."""
 
 
 def _module_name(path: Path, root: Path) -> str:
@@ -110,8 +118,9 @@ def part_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def io_in_core(graph: dict[str, set[str]], io: dict[str, set[str]], core: Iterable[str] = CORE) -> list[str]:
-    """``core module -> ... -> module: libs`` for every I/O import reachable from a core module."""
+def io_in_core(graph: dict[str, set[str]], io: dict[str, set[str]], core: Iterable[str] = CORE,
+               libs: frozenset[str] = IO_LIBS) -> list[str]:
+    """``core module -> ... -> module: libs`` for every import of ``libs`` reachable from a core module."""
     prefixes = tuple(f"{ROOT.name}.{c}" for c in core)
     problems = []
     for mod in sorted(graph):
@@ -120,8 +129,8 @@ def io_in_core(graph: dict[str, set[str]], io: dict[str, set[str]], core: Iterab
         seen, todo = {mod: [mod]}, [mod]
         while todo:
             cur = todo.pop()
-            if io[cur]:
-                problems.append(f"{' -> '.join(seen[cur])}: {', '.join(sorted(io[cur]))}")
+            if io[cur] & libs:
+                problems.append(f"{' -> '.join(seen[cur])}: {', '.join(sorted(io[cur] & libs))}")
             for dep in graph[cur]:
                 if dep not in seen:
                     seen[dep] = [*seen[cur], dep]
@@ -147,12 +156,23 @@ def test_core_does_no_io() -> None:
     assert io_in_core(graph, io) == []
 
 
+def test_front_ends_apart() -> None:
+    assert below_violations(import_graph()[0], APART) == []
+
+
+def test_control_is_transport_free() -> None:
+    graph, io = import_graph()
+    assert io_in_core(graph, io, ("control",), TRANSPORT_LIBS) == []
+
+
 def test_the_graph_sees_the_real_edges() -> None:
     graph, io = import_graph()
     assert "llmd_kserve.plugins.base" in graph["llmd_kserve.scheduling.scheduler"]
     assert "llmd_kserve.scheduling" in graph["llmd_kserve.builtin"]  # package __init__ counts as imported
     assert "aiohttp" in io["llmd_kserve.router.app"]
     assert "asyncio" not in io["llmd_kserve.scheduling.scheduler"]
+    assert "grpc" in io["llmd_kserve.epp.server"]
+    assert "llmd_kserve.control.director" in graph["llmd_kserve.epp.picker"]
 
 
 @pytest.fixture
@@ -211,3 +231,17 @@ def test_checker_catches_io_in_core_even_indirectly(fake_pkg: Path) -> None:
     (fake_pkg / "scheduling" / "a.py").write_text("import asyncio\nif TYPE_CHECKING:\n    import aiohttp\n")
     graph, io = import_graph(fake_pkg)
     assert io_in_core(graph, io, core=("scheduling",)) == ["llmd_kserve.scheduling.a: asyncio"]
+
+
+def test_checker_catches_front_ends_importing_each_other(fake_pkg: Path) -> None:
+    for rel, text in {"router/__init__.py": "", "router/app.py": "import aiohttp\n", "epp/__init__.py": "",
+                      "epp/picker.py": "from llmd_kserve.router.app import X\n", "control/__init__.py": "",
+                      "control/director.py": "from llmd_kserve.router import app\n"}.items():
+        (fake_pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fake_pkg / rel).write_text(text)
+    graph, io = import_graph(fake_pkg)
+    assert sorted(below_violations(graph, APART)) == [
+        f"llmd_kserve.{mod} imports llmd_kserve.{dep}" for mod in ("control.director", "epp.picker")
+        for dep in ("router", "router.app")]
+    assert io_in_core(graph, io, ("control",), TRANSPORT_LIBS) == [
+        "llmd_kserve.control.director -> llmd_kserve.router.app: aiohttp"]

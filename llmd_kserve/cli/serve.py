@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import Any
 
 from llmd_kserve.cli.args import csv_list, port_number, positive_float, positive_int, shipped_names
 from llmd_kserve.defaults import (
@@ -93,12 +94,6 @@ def add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-attempts", type=int, default=3, help="upstream attempts when failing before the first byte")
     p.add_argument("--served-model", action="append", dest="served_models", default=None,
                    help="model name to accept and list (repeatable; default: the endpoints' /v1/models)")
-    p.add_argument("--api-keys-file", default=None,
-                   help="file of operator bearer tokens, one per line (or env LLMD_ROUTER_API_KEYS=k1,k2): accepted "
-                        "on every route, /admin, /debug and /metrics included; give tenants virtual keys (--keys-file)")
-    p.add_argument("--audit", choices=["off", "hash", "full"], default="off",
-                   help="audit log of routed prompts on logger llmd_kserve.audit (hash: salted HMAC-SHA256 only; "
-                        "LLMD_AUDIT_SALT keeps the salt across restarts)")
     p.add_argument("--max-prompt-chars", type=int, default=MAX_PROMPT_CHARS,
                    help="reject requests whose text (prompt, every string in messages, tools, documents) has more "
                         "characters with 413; 0: no limit")
@@ -133,8 +128,15 @@ def _add_router_limits(p: argparse.ArgumentParser) -> None:
 
 
 def _add_router_governance(p: argparse.ArgumentParser) -> None:
-    """Virtual keys, guardrails, flow control and the audit trail (issue 14): RouterSettings fields of the same name."""
+    """Operator and virtual keys, guardrails, flow control and the audit trail (``router`` and ``epp``): RouterSettings
+    fields of the same name (:func:`_governance_settings`)."""
     g = p.add_argument_group("governance")
+    g.add_argument("--api-keys-file", default=None,
+                   help="file of operator bearer tokens, one per line (or env LLMD_ROUTER_API_KEYS=k1,k2): accepted "
+                        "on every route, /admin, /debug and /metrics included; give tenants virtual keys (--keys-file)")
+    g.add_argument("--audit", choices=["off", "hash", "full"], default="off",
+                   help="audit log of routed prompts on logger llmd_kserve.audit (hash: salted HMAC-SHA256 only; "
+                        "LLMD_AUDIT_SALT keeps the salt across restarts)")
     g.add_argument("--keys-file", default=None, help="YAML virtual keys (llmd-kserve keys add), reloaded on change")
     g.add_argument("--guardrails-file", default=None, help="YAML guardrail hooks (blocklist, pii-redaction)")
     g.add_argument("--audit-file", default=None,
@@ -178,10 +180,8 @@ def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
         raise ConfigError(str(exc), flag) from None
 
 
-def _cmd_router(a: argparse.Namespace) -> int:
-    from llmd_kserve.router.app import serve
-    from llmd_kserve.router.state import RouterSettings
-
+def _governance_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The RouterSettings fields of :func:`_add_router_governance`'s options (one-line errors for unreadable files)."""
     keys = csv_list(os.environ.get("LLMD_ROUTER_API_KEYS", ""))
     if a.api_keys_file:
         try:
@@ -189,18 +189,25 @@ def _cmd_router(a: argparse.Namespace) -> int:
                 keys += [line.strip() for line in f if line.strip() and not line.startswith("#")]
         except OSError as exc:
             raise ConfigError(f"cannot read API keys file: {exc.strerror or exc}", a.api_keys_file) from exc
+    if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
+        logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
+    return {"api_keys": tuple(keys), "audit": a.audit, "audit_salt": os.environ.get("LLMD_AUDIT_SALT") or None,
+            **{n: getattr(a, n) for n in _GOVERNANCE_FLAGS},
+            "audit_chain_key": audit_chain_key(a.audit_chain_key_file, "audit-chain-key-file") if a.audit_file else None}
+
+
+def _cmd_router(a: argparse.Namespace) -> int:
+    from llmd_kserve.control.settings import RouterSettings
+    from llmd_kserve.router.app import serve
+
     settings = RouterSettings(
         config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer, seed=a.seed, profile=a.profile,
         block_size=a.block_size, scrape_idle_interval=a.scrape_idle_interval or None, max_attempts=a.max_attempts,
-        api_keys=tuple(keys), audit=a.audit, max_prompt_chars=a.max_prompt_chars or None,
-        served_models=tuple(a.served_models or ()), audit_salt=os.environ.get("LLMD_AUDIT_SALT") or None,
+        max_prompt_chars=a.max_prompt_chars or None, served_models=tuple(a.served_models or ()),
         max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
-        drain_timeout=a.drain_timeout, admin=a.admin, **{n: getattr(a, n) for n in _GOVERNANCE_FLAGS},
-        audit_chain_key=audit_chain_key(a.audit_chain_key_file, "audit-chain-key-file") if a.audit_file else None)
-    if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
-        logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
+        drain_timeout=a.drain_timeout, admin=a.admin, **_governance_settings(a))
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)
 
@@ -236,15 +243,16 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=positive_int, default=None, help=_BLOCK_SIZE_HELP)
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
     p.add_argument("--seed", type=int, default=0)
+    _add_router_governance(p)
     p.set_defaults(func=_cmd_epp)
 
 
 def _cmd_epp(a: argparse.Namespace) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C core logs to stderr; our errors say it in one line
+    from llmd_kserve.control.settings import RouterSettings
     from llmd_kserve.epp.picker import Saturation
     from llmd_kserve.epp.run import serve
     from llmd_kserve.epp.server import EppSettings
-    from llmd_kserve.router.state import RouterSettings
 
     try:
         ports = tuple(int(p) for p in a.target_ports)
@@ -258,7 +266,8 @@ def _cmd_epp(a: argparse.Namespace) -> int:
     epp = EppSettings(response_mode=a.response_mode, saturation=Saturation(a.saturation_queue, a.saturation_kv),
                       drain_timeout=a.drain_timeout, **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
-                            profile=a.profile, seed=a.seed, block_size=a.block_size, **limits)
+                            profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
+                            **_governance_settings(a))
     return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
                  discover_namespace=a.discover_namespace, target_ports=ports, kv_events_port=a.kv_events_port,

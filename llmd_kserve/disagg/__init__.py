@@ -7,7 +7,7 @@ Modules (imported directly; this package imports nothing so the scheduler can us
                    PrefillAnswerError
     deciders       Decider Protocol (precheck / decide), PDVerdict, DECIDERS {always, never, uncached-tokens,
                    predicted-ttft}, build_decider(name, params, ctx), PrefillQueue
-    orchestrator   PDOrchestrator(session, metrics, handoff="params"|"storage"): client_body(rid, body),
+    orchestrator   PDOrchestrator(lean client, metrics, handoff="params"|"storage"): client_body(rid, body),
                    prefill_hop(...) -> PrefillAnswer | None
     metrics        DisaggMetrics.on(registry): llmd_router_pd_* series on the router's registry
 

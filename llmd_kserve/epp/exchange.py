@@ -23,9 +23,9 @@ from typing import Literal
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from llmd_kserve.control.usage import parse_usage
 from llmd_kserve.epp import protocol
 from llmd_kserve.epp.picker import Admitted, EndpointPicker, Pick, Reject
-from llmd_kserve.router.proxy import parse_usage
 
 log = logging.getLogger(__name__)
 ResponseMode = Literal["full", "headers"]
@@ -89,7 +89,8 @@ class Exchange:
             log.info("request %s rejected: %d %s", self.headers.get("x-request-id", "-"), result.status, result.reason)
             self._picked_sent = True
             return [protocol.immediate_response(result.status, result.body(),
-                                                {protocol.REASON_HEADER: result.reason}, result.reason)]
+                                                {protocol.REASON_HEADER: result.reason, **result.headers},
+                                                result.reason)]
         self.pick = result
         body = bytes(self._body) if result.body is None else result.body
         extra = {}

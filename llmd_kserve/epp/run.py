@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmd_kserve.aio import run, stop_on_signals
-from llmd_kserve.epp.server import EppServer, EppSettings
+from llmd_kserve.control.endpoints import load_endpoints_file
+from llmd_kserve.control.settings import RouterSettings
+from llmd_kserve.epp.server import EppServer, EppSettings, epp_runtime
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.router.endpoints import load_endpoints_file
-from llmd_kserve.router.state import RouterSettings, RouterState
 from llmd_kserve.types import Endpoint, EndpointId
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
     if endpoints_file:
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now
     s = router or RouterSettings(config=config, **settings)
-    state = RouterState.create(s, endpoints or (), endpoints_file, adaptive_scrape=False)  # no proxy: fixed-rate
+    state = epp_runtime(s, endpoints or (), endpoints_file)
     for ep in state.pool.snapshot:
         if not _is_ip(urlsplit(ep.id).hostname or ""):
             log.warning("endpoint %s is not an ip:port: Envoy's ORIGINAL_DST cluster cannot dial a host name", ep.id)

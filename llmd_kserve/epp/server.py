@@ -5,15 +5,16 @@ In-process use (tests, benchmarks, ``up --gateway envoy``)::
     async with running_epp(endpoints=["http://127.0.0.1:8001#kv=tcp://127.0.0.1:5557"], config="default") as epp:
         epp.grpc_address    # 127.0.0.1:<port>: point Envoy's ext_proc cluster here
         epp.metrics_url     # http://127.0.0.1:<port>/metrics
-        epp.state           # the RouterState the scheduler, KV index and scraper live in
+        epp.state           # the Runtime the scheduler, KV index, scraper and governance live in
 
 Health (gRPC Health Checking Protocol): ``liveness`` is SERVING while the process answers; ``readiness`` and
 ``envoy.service.ext_proc.v3.ExternalProcessor`` are SERVING while the pool has an endpoint and the EPP is not
 draining. On SIGTERM the EPP drains: readiness goes NOT_SERVING, open streams get ``drain_timeout`` to finish.
 
-Admission is the router's own (``RouterSettings`` limits: prompt characters and tokens, batch size); a body over the
-router's offload size is decoded, checked and tokenized in a worker thread, so one big prompt does not stall the
-other streams.
+Admission is the director's (``control.director``), as behind the HTTP router: keys, limits (prompt characters and
+tokens, batch size), rate limits and budgets, flow control, guardrails and the audit trail (``RouterSettings``); a
+body over the offload size is decoded, checked and tokenized in a worker thread, so one big prompt does not stall
+the other streams. A scheduler config file is watched and reloaded without a restart.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from llmd_kserve.control.director import OFFLOAD_BYTES, Director
+from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.control.settings import DEFAULT_MAX_BODY_BYTES, RouterSettings
 from llmd_kserve.epp.exchange import RESPONSE_MODES, Exchange, ResponseMode
 from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.picker import EndpointPicker, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.router.app import OFFLOAD_BYTES, _tokenize_and_limit
-from llmd_kserve.router.governance import Kind
-from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
 from llmd_kserve.types import Endpoint
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802 - gRPC name
                       context: grpc.aio.ServicerContext) -> None:
+        waits = not self.picker.director.admits_synchronously  # governance may wait (flow control, audit)
         ex = Exchange(self.picker, response_mode=self.settings.response_mode,
-                      max_body_bytes=self.settings.max_body_bytes, offload_bytes=OFFLOAD_BYTES)
+                      max_body_bytes=self.settings.max_body_bytes, offload_bytes=0 if waits else OFFLOAD_BYTES)
         self.active += 1
         self.idle.clear()
         self.metrics.streams.inc()
@@ -89,8 +91,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
             while (req := await read()) is not eof:  # read() skips the request iterator's async generator
                 for resp in ex.handle(req):
                     await write(resp)
-                if ex.admission_due:  # a big body: decode, check and tokenize it off the event loop
-                    answer = await asyncio.to_thread(self.picker.admit, ex.headers, ex.body)
+                if ex.admission_due:  # a big body, or governance that may wait: admitted without blocking the loop
+                    answer = await self.picker.admit(ex.headers, ex.body)
                     for resp in ex.admitted(answer):
                         await write(resp)
         except asyncio.CancelledError:
@@ -109,17 +111,16 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
 
 
 class EppServer:
-    """The gRPC server (ext_proc + health) and the metrics HTTP app around one ``RouterState``."""
+    """The gRPC server (ext_proc + health) and the metrics HTTP app around one :class:`Runtime` (built with
+    ``metrics=EppMetrics()``: :func:`epp_runtime`)."""
 
-    def __init__(self, state: RouterState, settings: EppSettings | None = None) -> None:
+    def __init__(self, state: Runtime, settings: EppSettings | None = None) -> None:
+        if not isinstance(state.metrics, EppMetrics):
+            raise ConfigError("build the EPP's runtime with epp_runtime() (its metrics are EppMetrics)", "metrics")
         self.state = state
         self.settings = settings or EppSettings()
-        self.metrics = EppMetrics()
-        def admit(raw: bytes, kind: Kind) -> tuple[Any, tuple[int, ...] | None]:
-            return _tokenize_and_limit(raw, kind, state)  # the router's validation and limits, as they are
-
-        self.picker = EndpointPicker(state.scheduler, state.endpoint_states, self.metrics, state.decisions,
-                                     saturation=self.settings.saturation, models=lambda: state.models, admit=admit)
+        self.metrics: EppMetrics = state.metrics
+        self.picker = EndpointPicker(Director(state), saturation=self.settings.saturation)
         self.service = ExtProcService(self.picker, self.settings, self.metrics)
         self.health = health.aio.HealthServicer()
         self.draining = False
@@ -230,6 +231,12 @@ class EppServer:
             await self.state.stop()
 
 
+def epp_runtime(settings: RouterSettings, endpoints: Sequence[str | Endpoint] = (),
+                endpoints_file: str | Path | None = None) -> Runtime:
+    """The EPP's runtime: fixed-rate metrics polling (in ``headers`` mode it does not see answers end), EPP metrics."""
+    return Runtime.build(settings, endpoints, endpoints_file, adaptive_scrape=False, metrics=EppMetrics())
+
+
 @dataclass(frozen=True, slots=True)
 class RunningEpp:
     grpc_address: str
@@ -237,7 +244,7 @@ class RunningEpp:
     server: EppServer
 
     @property
-    def state(self) -> RouterState:
+    def state(self) -> Runtime:
         return self.server.state
 
 
@@ -246,9 +253,7 @@ async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port:
                       endpoints: Sequence[str | Endpoint] = (), endpoints_file: str | Path | None = None,
                       epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
     """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
-    state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file,
-                               adaptive_scrape=False)  # no proxy here to report activity
-    server = EppServer(state, epp)
+    server = EppServer(epp_runtime(RouterSettings(**settings), endpoints, endpoints_file), epp)
     try:
         await server.start(host, grpc_port, metrics_port)
         yield RunningEpp(f"{host}:{server.grpc_port}",

@@ -31,6 +31,7 @@ from llmd_kserve.disagg.orchestrator import PDOrchestrator, PrefillFailed
 from llmd_kserve.disagg.protocol import KV_TRANSFER_PARAMS, decode_body, encode, strip_client_params
 from llmd_kserve.epp.protocol import PREFILL_HEADER, host_port
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.lean_http import StreamClient
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
@@ -52,7 +53,7 @@ class PDSidecar:
         self.registry = CollectorRegistry()
         self.metrics = DisaggMetrics(self.registry, namespace="llmd_sidecar")
         self.session: aiohttp.ClientSession | None = None
-        self.pd = PDOrchestrator(lambda: self.session, self.metrics, prefill_timeout_s=prefill_timeout_s)  # type: ignore[arg-type,return-value]
+        self.pd = PDOrchestrator(StreamClient(), self.metrics, prefill_timeout_s=prefill_timeout_s)
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -73,7 +74,7 @@ class PDSidecar:
                 return _error(403, f"Prefill endpoint {prefill!r} is not in the pool.", "PermissionDeniedError")
             self.metrics.requests.labels("disaggregated").inc()
             try:
-                answer = await self.pd.prefill(f"http://{prefill}{request.path}", body, headers)
+                answer = await self.pd.prefill(f"http://{prefill}", request.path, body, headers)
                 body = decode_body(body, answer.params)
             except PrefillFailed as exc:
                 self.metrics.fallbacks.labels(exc.reason).inc()
@@ -122,6 +123,7 @@ class PDSidecar:
                                                  auto_decompress=False)
 
         async def cleanup(_: web.Application) -> None:
+            self.pd.client.close()
             if self.session is not None:
                 await self.session.close()
 

@@ -1,5 +1,6 @@
-"""The governance pipeline a transport calls: authenticate → admit (model, guardrails, limits, flow control,
-audit) → observe the answer → finish (meter tokens, audit). Used by the router; the EPP uses the same parts.
+"""The gateway half of governance: authenticate → admit (model, guardrails, limits, flow control, audit) → observe
+the answer → finish (meter tokens, audit). The director reaches it through ``governance.pipeline.Governance``, under
+both front ends (the HTTP router and the EPP).
 
 Each request is one :class:`Admission`, handed from ``admit`` through the proxy to ``finish``; nothing is looked up
 by a client-chosen string. Its ``request_id`` is the router's own; the client's ``x-request-id`` is only a label

@@ -18,9 +18,9 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from llmd_kserve.control.reload import AuditUnavailable, Change, ConfigReloader
 from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
 from llmd_kserve.router.browser import browser_refusal
-from llmd_kserve.router.reload import AuditUnavailable, Change, ConfigReloader
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode

@@ -23,7 +23,7 @@ class AdminError(LlmdError):
 
 
 def _document(doc: Mapping[str, Any] | SchedulerConfig | str | Path) -> Mapping[str, Any]:
-    from llmd_kserve.router.reload import config_document
+    from llmd_kserve.control.reload import config_document
 
     if isinstance(doc, SchedulerConfig):
         return config_document(doc)

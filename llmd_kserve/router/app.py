@@ -5,7 +5,7 @@ In-process use (tests, benchmarks, ``up``, demos)::
     async with running_router(endpoints=["http://127.0.0.1:8001#kv=tcp://127.0.0.1:5557"],
                               config="precise-prefix") as router:
         router.url            # http://127.0.0.1:<port>
-        router.state          # RouterState: pool, scheduler, index, metrics, decisions ...
+        router.state          # Runtime: pool, scheduler, index, metrics, decisions, governance ...
         router.state.set_endpoints([...])   # replace the pool (e.g. from Kubernetes discovery)
 """
 
@@ -15,9 +15,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-import random
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,53 +24,27 @@ import msgspec
 from aiohttp import web
 
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
+from llmd_kserve.control.director import Director, Identity, Ticket, new_request_id
+from llmd_kserve.control.endpoints import load_endpoints_file
+from llmd_kserve.control.requests import Kind
+from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.defaults import ROUTER_PORT
 from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
-from llmd_kserve.governance.gateway import Admission
-from llmd_kserve.governance.keys import Forbidden, VirtualKey, legacy_key
+from llmd_kserve.governance.keys import Forbidden
 from llmd_kserve.http_errors import Handler, error_response, json_parser_errors, openai_errors
 from llmd_kserve.router.admin import AdminAPI
-from llmd_kserve.router.endpoints import load_endpoints_file
-from llmd_kserve.router.governance import Kind, ParsedRequest, request_id, validate_request
-from llmd_kserve.router.metering import count_prompt, estimate, known_prompt_tokens, metered
-from llmd_kserve.router.proxy import ANSWERED_KEY, STATUS_KEY
-from llmd_kserve.router.state import DEFAULT_MAX_BODY_BYTES, RouterSettings, RouterState
-from llmd_kserve.types import Endpoint, LLMRequest
+from llmd_kserve.router.pages import STATE_KEY, add_pages
+from llmd_kserve.router.proxy import ANSWERED_KEY, STATUS_KEY, Proxy
+from llmd_kserve.router.timeouts import UpstreamTimeouts
+from llmd_kserve.types import Endpoint, EndpointId
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-STATE_KEY = web.AppKey("router_state", RouterState)
-MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES
-PRINCIPAL_KEY: Any = web.RequestKey("llmd_principal", str) if hasattr(web, "RequestKey") else "llmd_principal"
-KEY_KEY: Any = web.RequestKey("llmd_key", VirtualKey) if hasattr(web, "RequestKey") else "llmd_key"
-OFFLOAD_BYTES = 256 * 1024
-"""Bodies larger than this are decoded, checked and tokenized in a worker thread, off the event loop."""
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(data), status=status, content_type="application/json")
-
-
-def _tokenize_and_limit(raw: bytes, kind: Kind, state: RouterState) -> tuple[ParsedRequest, tuple[int, ...] | None]:
-    """Decode, validate, apply the limits; text that could exceed the token limit is tokenized and counted here
-    (its ids go on to the scheduler, so they are computed once)."""
-    gov = state.governance
-    parsed = validate_request(raw, kind, state.models)
-    gov.check_policy(parsed)
-    if state.tokenizer is None or parsed.token_ids is not None or not gov.needs_token_count(parsed):
-        return parsed, None
-    tok = state.tokenizer
-    body = parsed.body
-    if kind == "chat":
-        ids = [tuple(tok.encode(tok.apply_chat_template(body["messages"])))]
-    else:
-        prompt = body["prompt"]
-        ids = [tuple(tok.encode(p)) for p in ([prompt] if isinstance(prompt, str) else prompt)]
-    gov.check_prompt_tokens(parsed, sum(len(i) for i in ids))
-    return parsed, ids[0]
-
-
-_ids = random.Random()  # request ids: 128 random bits, seeded from the OS; uuid4's urandom call per request is not needed
+DIRECTOR_KEY = web.AppKey("router_director", Director)
+PROXY_KEY = web.AppKey("router_proxy", Proxy)
+IDENTITY_KEY: Any = web.RequestKey("llmd_identity", tuple) if hasattr(web, "RequestKey") else "llmd_identity"
+"""(virtual key, principal) of a request, once the key middleware checked it."""
 
 
 async def _read_body(request: web.Request, timeout: float) -> bytes:
@@ -86,71 +59,35 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
 
 
 async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    rid = f"{_ids.getrandbits(128):032x}"  # the router's own id: audit, decisions, metering and load key on it
-    client_rid: str | None = None  # the client's x-request-id: forwarded and echoed, a label only
+    """Read the body → ``Director.admit`` → ``Proxy.forward`` (schedule, send, relay) → ``Director.settle``."""
+    app = request.app
+    director, metrics = app[DIRECTOR_KEY], app[STATE_KEY].metrics
+    ticket: Ticket | None = None
     try:
-        client_rid = request_id(request.headers)
-        principal = request.get(PRINCIPAL_KEY)
-        raw = await _read_body(request, state.settings.body_timeout)
-        big = len(raw) > OFFLOAD_BYTES
-        if big:  # decoding, tokenizing and the gateway's text work on a big body would stall every other request
-            parsed, token_ids = await asyncio.to_thread(_tokenize_and_limit, raw, kind, state)
-        else:
-            parsed, token_ids = _tokenize_and_limit(raw, kind, state)
+        raw = await _read_body(request, app[STATE_KEY].settings.body_timeout)
+        ticket = await director.admit(request.headers, raw, kind, request.remote,
+                                      identity=request.get(IDENTITY_KEY))
         del raw
-        token_ids = token_ids if token_ids is not None else parsed.token_ids
-        if token_ids is None and state.render is not None:
-            token_ids = await state.render.token_ids(parsed)
-            state.governance.check_prompt_tokens(parsed, len(token_ids or ()))
-        gw = state.gateway
-        key = request.get(KEY_KEY)
-        prompt_tokens = known_prompt_tokens(parsed, token_ids)
-        if gw.active and prompt_tokens is None and metered(key) and state.tokenizer is not None:
-            counted = (await asyncio.to_thread(count_prompt, parsed, state.tokenizer)
-                       if parsed.prompt_chars > OFFLOAD_BYTES else count_prompt(parsed, state.tokenizer))
-            if counted is not None:
-                prompt_tokens, first_ids = counted
-                token_ids = token_ids if token_ids is not None else first_ids  # the scheduler reuses them
-        body = parsed.body
-        session = request.headers.get("x-session-id") or body.get("user")
-        llm_req = LLMRequest(request_id=rid, model=parsed.model or "", body=body, kind=kind, token_ids=token_ids,
-                             max_tokens=parsed.max_tokens or 16,
-                             session_id=session if isinstance(session, str) else None, headers=request.headers)
-        gov = state.governance
-
-        def on_scheduled(endpoint: str) -> None:
-            gov.audit(rid, parsed, endpoint, principal, request.remote)
-
-        assert state.proxy is not None
-        if not gw.active:
-            resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled, client_request_id=client_rid)
-        else:  # keys, limits, guardrails, flow control, audit trail (llmd_kserve.governance)
-            adm = await gw.admit(key, rid, body, kind, parsed.model, request.remote, offload=big,
-                                 client_request_id=client_rid, tokens=estimate(parsed, prompt_tokens))
-            try:
-                resp = await state.proxy.forward(request, path, parsed, llm_req, on_scheduled, admission=adm,
-                                                 client_request_id=client_rid)
-            except BaseException as exc:
-                _finish_later(state, adm, exc.status if isinstance(exc, HTTPError) else request.get(ANSWERED_KEY, 499))
-                raise
-            await gw.finish(adm, resp.get(STATUS_KEY, resp.status), resp.headers.get("x-llmd-endpoint"))
+        resp = await app[PROXY_KEY].forward(request, path, ticket)
     except HTTPError as exc:
-        resp = error_response(exc, client_rid or rid)
+        resp = error_response(exc, ticket.label if ticket is not None else new_request_id())
         if exc.status == 408:
             resp.force_close()  # the rest of the body may still be on its way
-    except asyncio.CancelledError:  # the client went away: 499 like a cut stream, unless its answer was complete
-        state.metrics.request_count(path, str(request.get(ANSWERED_KEY, 499))).inc()
+    except BaseException as exc:  # the client went away (499 like a cut stream, unless its answer was complete)
+        status = request.get(ANSWERED_KEY, 499)
+        if ticket is not None:
+            director.settle(ticket, status)  # its audit and metering finish in the background
+        if isinstance(exc, asyncio.CancelledError):
+            metrics.request_count(path, str(status)).inc()
         raise
-    state.metrics.request_count(path, str(resp.get(STATUS_KEY, resp.status))).inc()
+    status = resp.get(STATUS_KEY, resp.status)
+    metrics.request_count(path, str(status)).inc()
+    if ticket is not None:
+        served = resp.headers.get("x-llmd-endpoint")
+        pending = director.settle(ticket, status, served=EndpointId(served) if served else None)
+        if pending is not None:  # the audit record is written before the answer ends (a client gone keeps it)
+            await asyncio.shield(pending)
     return resp
-
-
-def _finish_later(state: RouterState, adm: Admission, status: int) -> None:
-    """Free the flow-control slot now and settle tokens and write the ``done`` record in the background (the
-    handler is unwinding)."""
-    state.gateway.release(adm)
-    state._spawn(state.gateway.finish(adm, status, None))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -159,58 +96,6 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _openai(request, "chat", "/v1/chat/completions")
-
-
-async def models(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    if state.settings.served_models:
-        cards = [{"id": m, "object": "model", "owned_by": "llmd-kserve"} for m in state.settings.served_models]
-    else:
-        if not state.model_cards:  # engines not answering yet when the router started: ask again now
-            await state.refresh_models()
-        cards = list(state.model_cards)
-    return _json({"object": "list", "data": cards})
-
-
-async def health(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    states = state.endpoint_states()
-    fresh = sum(1 for s in states if not s.metrics.stale)
-    body: dict[str, Any] = {"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states),
-                            "healthy": fresh}
-    blind = state.kv_blind_endpoints()
-    if blind:  # precise prefix routing without KV events for these: they are routed on the router-side estimate
-        body["details"] = {"no_kv_events": blind, "prefix_fallback": "approx"}
-    keys = state.gateway.keys
-    if keys is not None and keys.path is not None:  # "stale": the file cannot be applied; the last good keys serve
-        keys.maybe_reload()
-        body["keys"] = keys.health()
-    return _json(body, 200 if fresh else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[STATE_KEY].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-async def debug_decisions(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    try:
-        limit = int(request.query["limit"]) if "limit" in request.query else None
-    except ValueError:
-        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"))
-    return _json({"decisions": state.decisions.recent(limit, request.query.get("request_id"))})
-
-
-async def debug_endpoints(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    out = []
-    for s in state.endpoint_states():
-        m = s.metrics
-        out.append({"id": s.id, "role": s.endpoint.role, "kv_events": s.endpoint.kv_events,
-                    "metrics": {f.name: getattr(m, f.name) for f in fields(m)}})
-    return _json({"endpoints": out, "models": list(state.models),
-                  "index_keys": len(state.index) if state.index is not None else None})
 
 
 _OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
@@ -222,29 +107,20 @@ def _operator_route(path: str) -> bool:
     return path == "/metrics" or path.startswith(("/admin/", "/debug/"))
 
 
-def _is_operator(state: RouterState, key: VirtualKey | None) -> bool:
-    """An operator key: a virtual key with ``admin: true``, or a plain ``--api-keys-file`` token (``None``: a token
-    checked by a plain token list)."""
-    return key is None or key.admin or any(key.id == legacy_key(t).id for t in state.settings.api_keys if t)
+def _identity(request: web.Request) -> Identity:
+    """The request's (key, principal), kept on the request; 401 when it has no valid key."""
+    if IDENTITY_KEY not in request:
+        request[IDENTITY_KEY] = request.app[DIRECTOR_KEY].authenticate(request.headers)
+    identity: Identity = request[IDENTITY_KEY]
+    return identity
 
 
-def _authenticate(state: RouterState, request: web.Request) -> VirtualKey | None:
-    """The request's key (``None``: a plain token checked by a token list), kept on the request with its principal;
-    401 when it is missing, unknown or revoked."""
-    if KEY_KEY not in request:
-        found = state.gateway.authenticate(request.headers)
-        request[PRINCIPAL_KEY] = found.id if found is not None else state.governance.authorize(request.headers)
-        request[KEY_KEY] = found
-    key: VirtualKey | None = request[KEY_KEY]
-    return key
-
-
-def _operator_id(state: RouterState, request: web.Request) -> str | None:
+def _operator_id(request: web.Request) -> str | None:
     """The operator key id of a request; 401 without a valid key, 403 for a tenant's key."""
-    if not _is_operator(state, _authenticate(state, request)):
+    key, principal = _identity(request)
+    if not request.app[DIRECTOR_KEY].governance.is_operator(key):
         raise Forbidden("This is a tenant key: /metrics, /debug/* and /admin/* need an operator key "
                         "(llmd-kserve keys add --admin).")
-    principal: str | None = request.get(PRINCIPAL_KEY)
     return principal
 
 
@@ -256,9 +132,9 @@ async def _require_key(request: web.Request, handler: Handler) -> web.StreamResp
     if request.path != "/health" and state.governance.auth is not None:
         try:
             if _operator_route(request.path):
-                _operator_id(state, request)
+                _operator_id(request)
             else:
-                _authenticate(state, request)
+                _identity(request)
         except HTTPError as exc:
             if request.path in _OPENAI_ROUTES:
                 state.metrics.requests.labels(request.path, str(exc.status)).inc()
@@ -266,12 +142,18 @@ async def _require_key(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-def build_app(router_state: RouterState, listen_host: str | None = None) -> web.Application:
+def build_app(router_state: Runtime, listen_host: str | None = None) -> web.Application:
     """The aiohttp app; its startup/cleanup start and stop the router's background parts. ``listen_host``: the
     name the router listens on (the admin API accepts it as ``Host`` besides IP addresses and localhost)."""
-    app = web.Application(client_max_size=router_state.settings.max_body_bytes,
-                          middlewares=[openai_errors, _require_key])
+    s = router_state.settings
+    app = web.Application(client_max_size=s.max_body_bytes, middlewares=[openai_errors, _require_key])
     app[STATE_KEY] = router_state
+    director = app[DIRECTOR_KEY] = Director(router_state)
+    profile = router_state.scheduler.current.ctx.profile  # the latency model, if any
+    app[PROXY_KEY] = Proxy(director, max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
+                           inject_stream_usage=s.inject_stream_usage,
+                           timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
+                           kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
 
     async def on_startup(_: web.Application) -> None:
         await router_state.start()
@@ -283,12 +165,8 @@ def build_app(router_state: RouterState, listen_host: str | None = None) -> web.
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/debug/decisions", debug_decisions)
-    app.router.add_get("/debug/endpoints", debug_endpoints)
-    AdminAPI(lambda: router_state.reloader, lambda request: _operator_id(router_state, request),
+    add_pages(app)
+    AdminAPI(lambda: router_state.reloader, _operator_id,
              enabled=router_state.settings.admin, keys_configured=router_state.governance.auth is not None,
              listen_host=listen_host, body_timeout=router_state.settings.body_timeout).add_routes(app)
     return app
@@ -299,17 +177,25 @@ class RunningRouter:
     """A router serving on a real port inside the current event loop."""
 
     url: str
-    state: RouterState
+    state: Runtime
     app: web.Application
+
+    @property
+    def director(self) -> Director:
+        return self.app[DIRECTOR_KEY]
+
+    @property
+    def proxy(self) -> Proxy:
+        return self.app[PROXY_KEY]
 
 
 @contextlib.asynccontextmanager
 async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: Sequence[str | Endpoint] = (),
-                         endpoints_file: str | Path | None = None, state: RouterState | None = None,
+                         endpoints_file: str | Path | None = None, state: Runtime | None = None,
                          **settings: Any) -> AsyncIterator[RunningRouter]:
     """Start a router in this event loop (``port=0``: a free port); ``settings`` are ``RouterSettings`` fields."""
     if state is None:
-        state = RouterState.create(RouterSettings(**settings), endpoints, endpoints_file)
+        state = Runtime.build(RouterSettings(**settings), endpoints, endpoints_file)
     app = build_app(state, host)
     s = state.settings
     # keepalive_timeout also bounds how long a connection may take to send its request headers (slowloris)
@@ -344,7 +230,7 @@ def serve(settings: RouterSettings, *, host: str = "127.0.0.1", port: int = ROUT
     s = settings
     if endpoints_file:
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now, not silently as an empty pool
-    state = RouterState.create(s, endpoints or (), endpoints_file)
+    state = Runtime.build(s, endpoints or (), endpoints_file)
 
     raise_fd_limit()
 

@@ -1,9 +1,9 @@
-"""Forwarding one OpenAI request: schedule, send, retry before the first byte, stream back, report the outcome.
+"""Forwarding one admitted request: schedule (the director), send, retry before the first byte, stream back.
 
-Upstream time limits (:class:`UpstreamTimeouts`): connecting (the session's), the first byte (response headers,
+Upstream time limits (:class:`UpstreamTimeouts`): connecting (the lean client's), the first byte (response headers,
 and for a stream its first event too) and the gap between two chunks. A first-byte timeout is retried on another
 endpoint like a connect error; a stream that stalls after its first event ends with an OpenAI-shaped SSE error
-event. Either way the endpoint is reported to the outlier ejector (``router.outliers``).
+event. Either way the director reports the endpoint to the outlier ejector (``control.outliers``).
 """
 
 from __future__ import annotations
@@ -12,29 +12,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
+from llmd_kserve.control.decisions import Decision
+from llmd_kserve.control.director import Director, Ticket
+from llmd_kserve.control.requests import ParsedRequest
+from llmd_kserve.control.usage import Usage, parse_usage
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
-from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, NoEndpointError, UpstreamFailed
-from llmd_kserve.governance.gateway import Admission
+from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, UpstreamFailed
 from llmd_kserve.http_errors import error_response
-from llmd_kserve.lean_http import Exchange, StreamClient, UpstreamBroken
-from llmd_kserve.metrics.router_metrics import RouterMetrics
-from llmd_kserve.router.decisions import Decision, DecisionLog
-from llmd_kserve.router.governance import ParsedRequest
-from llmd_kserve.router.outliers import OutlierEjector
+from llmd_kserve.lean_http import Exchange, UpstreamBroken
 from llmd_kserve.router.sse_relay import SseRelay
 from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, sse_error
-from llmd_kserve.router.usage import Usage, parse_usage
-from llmd_kserve.scheduling.scheduler import SchedulingResult
-from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.types import EndpointId
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -46,33 +42,6 @@ ANSWERED_KEY: Any = web.RequestKey("llmd_answered", int) if hasattr(web, "Reques
 (while the router still writes the stream's end or its records) got its answer and is not counted as gone."""
 
 
-class SchedulerLike(Protocol):
-    """The part of ``scheduling.scheduler.Scheduler`` the proxy uses."""
-
-    def schedule(self, request: LLMRequest, endpoints: Sequence[EndpointState],
-                 exclude: Collection[EndpointId] = ()) -> SchedulingResult: ...
-    def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None: ...
-    def on_prefill_complete(self, request: LLMRequest, result: SchedulingResult,
-                            outcome: RequestOutcome) -> None: ...
-
-
-class Activity(Protocol):
-    """Who is told which endpoints have requests on them (the adaptive metrics scraper)."""
-
-    def started(self, eid: EndpointId) -> None: ...
-    def finished(self, eid: EndpointId) -> None: ...
-    def refresh_idle(self) -> Awaitable[None] | None: ...
-
-
-class Observer(Protocol):
-    """Governance's view of an answer (``governance.gateway.Gateway``), given the request's own ``Admission``:
-    its bytes as relayed, and at its end the engine's usage or, without one, the content tokens relayed."""
-
-    def tap(self, adm: Admission) -> Callable[[bytes], None] | None: ...
-    def observe(self, adm: Admission, usage: tuple[int, int] | None, relayed_tokens: int = 0,
-                reached_engine: bool = True) -> None: ...
-
-
 class _Failed(Exception):
     """An attempt failed before the first byte; ``response`` is what to relay if no retry is left."""
 
@@ -81,34 +50,23 @@ class _Failed(Exception):
         self.reason, self.status, self.body, self.content_type = reason, status, body, content_type
 
 
-_OUTLIER_REASONS = frozenset({"connect", "disconnected", "timeout"})
-
-
 class Proxy:
-    """Sends requests to the endpoint the scheduler picks; the one place that owns the upstream HTTP clients."""
+    """Sends each ticket's request to the endpoint the director picks, over the runtime's lean HTTP client."""
 
-    def __init__(self, scheduler: SchedulerLike, endpoint_states: Callable[[], Sequence[EndpointState]],
-                 metrics: RouterMetrics, decisions: DecisionLog, session: Callable[[], aiohttp.ClientSession],
-                 *, max_attempts: int = 3, forward_authorization: bool = True, inject_stream_usage: bool = True,
-                 timeouts: UpstreamTimeouts = DEFAULT_TIMEOUTS, outliers: OutlierEjector | None = None,
+    def __init__(self, director: Director, *, max_attempts: int = 3, forward_authorization: bool = True,
+                 inject_stream_usage: bool = True, timeouts: UpstreamTimeouts = DEFAULT_TIMEOUTS,
                  kv_transfer_time: Callable[[int], float] | None = None,
-                 clock: Callable[[], float] = time.perf_counter, activity: Activity | None = None) -> None:
-        self.scheduler = scheduler
-        self.endpoint_states = endpoint_states
-        self.metrics = metrics
-        self.decisions = decisions
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.director = director
+        rt = director.rt
+        self.metrics = rt.metrics
         self.max_attempts = max(1, max_attempts)
         self.forward_authorization = forward_authorization
         self.inject_stream_usage = inject_stream_usage
         self.timeouts = timeouts
-        self.outliers = outliers
         self._clock = clock
-        self.activity = activity
-        self.http = StreamClient(connect_timeout=timeouts.connect)
-        """Every request to an engine goes through it (streamed answers without a task per chunk); the aiohttp
-        ``session`` serves the P/D prefill hop."""
-        self.observer: Observer | None = None
-        self.pd = PDOrchestrator(session, DisaggMetrics.on(metrics.registry), kv_transfer_time=kv_transfer_time,
+        self.http = rt.http
+        self.pd = PDOrchestrator(rt.http, DisaggMetrics.on(rt.metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
 
     def _client_body(self, req: ParsedRequest, rid: str, metered: bool) -> tuple[Mapping[str, Any], bool]:
@@ -124,56 +82,31 @@ class Proxy:
             return body, False
         return {**body, "stream_options": {**opts, "include_usage": True}}, True
 
-    def _failed(self, endpoint: EndpointId, reason: str) -> None:
-        self.metrics.upstream_errors.labels(endpoint, reason).inc()
-        if self.outliers is not None and reason in _OUTLIER_REASONS | {"stream_broken", "stream_timeout"}:
-            self.outliers.failure(endpoint, reason)
-
-    async def forward(self, request: web.Request, path: str, req: ParsedRequest, llm_req: LLMRequest,
-                      on_scheduled: Callable[[str], None] | None = None, *, admission: Admission | None = None,
-                      client_request_id: str | None = None) -> web.StreamResponse:
-        """Schedule, send and relay one request. ``llm_req.request_id`` is the router's own id; the client's
-        ``x-request-id`` (``client_request_id``) is forwarded and echoed as a label. With an ``admission``, the
-        observer hears how the answer ended (its usage, or the tokens relayed) through that object only."""
-        rid = llm_req.request_id
-        body, strip_usage = self._client_body(req, rid, admission is not None)
+    async def forward(self, request: web.Request, path: str, ticket: Ticket) -> web.StreamResponse:
+        """Schedule, send and relay one admitted request, retrying on another endpoint while no answer came. The
+        client's ``x-request-id`` is forwarded and echoed as a label; the ticket records how the answer ended."""
+        rid, label = ticket.request.request_id, ticket.label
+        body, strip_usage = self._client_body(ticket.parsed, rid, ticket.admission is not None)
         local_body: bytes | None = None  # encoded once, at send time
-        label = client_request_id or rid
         headers = {"Content-Type": "application/json", "x-request-id": label}
         for name in _FORWARD_HEADERS:
             if name in request.headers:
                 headers[name] = request.headers[name]
         if self.forward_authorization and "Authorization" in request.headers:
             headers["Authorization"] = request.headers["Authorization"]
+        director = self.director
         exclude: set[EndpointId] = set()
         last: _Failed | None = None
-        activity = self.activity
-        if activity is not None:
-            fresh = activity.refresh_idle()  # the first request after an idle spell: scrape the idle endpoints first
-            if fresh is not None:
-                await fresh
+        await director.ready()
         for attempt in range(self.max_attempts):
-            t0 = self._clock()
-            states = self.endpoint_states()
-            skip = exclude
-            if self.outliers is not None:
-                skip = exclude | self.outliers.ejected([s.id for s in states if s.id not in exclude])
             try:
-                result = self.scheduler.schedule(llm_req, states, skip)
-            except NoEndpointError as exc:
+                result = director.schedule(ticket, exclude)
+            except NoEndpoint:
                 if last is not None:
                     break
-                raise NoEndpoint(f"No endpoint available: {exc}") from None
-            sched_s = self._clock() - t0
-            self.metrics.scheduling_seconds.observe(sched_s)
-            self.metrics.decision_count(result.target, result.profile).inc()
-            decision = self.decisions.add(rid, attempt, result, sched_s * 1e3, client_request_id)
-            if on_scheduled is not None and attempt == 0:
-                on_scheduled(result.target)
-            if attempt:
-                self.metrics.retries.inc()
-            if activity is not None:
-                activity.started(result.target)
+                raise
+            placement = ticket.placement
+            assert placement is not None
             try:
                 if result.prefill is None:
                     self.pd.local()
@@ -181,29 +114,24 @@ class Proxy:
                         local_body = _encode(body)
                     send_body = local_body
                 else:
-                    send_body = await self._disaggregated(llm_req, result, path, body, headers)
-                exchange = await self._send(result.target, path, send_body, headers, t0, decision)
+                    send_body = await self._disaggregated(ticket, result, path, body, headers)
+                exchange = await self._send(result.target, path, send_body, headers, placement.started,
+                                            placement.decision)
             except _Failed as fail:
                 last = fail
-                decision.outcome, decision.status = fail.reason, fail.status
-                self._failed(result.target, fail.reason)
-                if activity is not None:
-                    activity.finished(result.target)
-                self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))
+                director.failed(ticket, fail.reason, fail.status)
                 exclude.add(result.target)
                 log.info("request %s: %s on %s (attempt %d)", rid, fail.reason, result.target, attempt + 1)
                 continue
             except BaseException as exc:  # client gone while waiting for upstream headers (cancelled), or a bug:
-                decision.outcome = "client_disconnected" if isinstance(exc, asyncio.CancelledError) else "error"
+                placement.decision.outcome = ("client_disconnected" if isinstance(exc, asyncio.CancelledError)
+                                              else "error")
                 if isinstance(exc, asyncio.CancelledError):
                     self.metrics.client_disconnects.inc()
-                if activity is not None:
-                    activity.finished(result.target)
-                self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=False))  # release in-flight load
-                if admission is not None and self.observer is not None:  # sent: the engine may have worked on it
-                    self.observer.observe(admission, None, 0, reached_engine=True)
+                ticket.reached_engine = True  # sent: the engine may have worked on it
                 raise
-            return await self._relay(request, exchange, llm_req, result, decision, strip_usage, t0, admission, label)
+            return await self._relay(request, exchange, ticket, result, placement.decision, strip_usage,
+                                     placement.started)
         assert last is not None
         if last.body is not None:  # relay the last upstream error as it was
             return web.Response(body=last.body, status=last.status, headers={
@@ -212,23 +140,16 @@ class Proxy:
             raise GatewayTimeout("All upstream attempts timed out before the first byte.")
         raise UpstreamFailed(f"All upstream attempts failed (last: {last.reason}).")
 
-    async def _disaggregated(self, llm_req: LLMRequest, result: Any, path: str, body: Mapping[str, Any],
+    async def _disaggregated(self, ticket: Ticket, result: Any, path: str, body: Mapping[str, Any],
                              headers: Mapping[str, str]) -> bytes:
-        """Prefill hop, then the decode body (the prefill's ``kv_transfer_params``, or none: local prefill)."""
+        """The P/D leg: prefill hop, then the decode body (the prefill's ``kv_transfer_params``, or none: local
+        prefill); the director hears when the leg ends (also when cancelled)."""
         answer: PrefillAnswer | None = None
-        if self.activity is not None and result.prefill is not None:
-            self.activity.started(result.prefill)
         try:
-            answer = await self.pd.prefill_hop(llm_req, result, path, body, headers)
-        finally:  # the prefill leg is over (also when cancelled): release its charge now
-            if self.activity is not None and result.prefill is not None:
-                self.activity.finished(result.prefill)
-            outcome = RequestOutcome(ok=answer is not None, prompt_tokens=answer.prompt_tokens if answer else 0,
-                                     cached_tokens=answer.cached_tokens if answer else None)
-            try:
-                self.scheduler.on_prefill_complete(llm_req, result, outcome)
-            except Exception:  # bookkeeping must not fail the request
-                log.exception("releasing the prefill leg of %s failed", llm_req.request_id)
+            answer = await self.pd.prefill_hop(ticket.request.request_id, result, path, body, headers)
+        finally:
+            self.director.prefill_done(ticket, answer is not None, answer.prompt_tokens if answer else 0,
+                                       answer.cached_tokens if answer else None)
         return _encode(decode_body(body, answer.params) if answer is not None else body)
 
     async def _send(self, target: EndpointId, path: str, body: bytes, headers: dict[str, str], t0: float,
@@ -268,7 +189,7 @@ class Proxy:
     def _body_failed(self, timed_out: bool, result: Any, decision: Decision, *, streaming: bool) -> HTTPError:
         """The error a client gets when the upstream went silent or broke in the middle of an answer's body."""
         decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
-        self._failed(result.target, "stream_timeout" if timed_out else "stream_broken")
+        self.director.note_failure(result.target, "stream_timeout" if timed_out else "stream_broken")
         if streaming:
             return (GatewayTimeout(f"upstream sent nothing for {self.timeouts.idle:g} s; stream closed")
                     if timed_out else UpstreamFailed("upstream connection lost mid-stream"))
@@ -276,28 +197,26 @@ class Proxy:
         return (GatewayTimeout if timed_out else UpstreamFailed)(f"upstream {what} while sending its answer")
 
     def _whole_answer(self, raw: bytes, status: int, headers: dict[str, str], decision: Decision,
-                      tap: Callable[[bytes], None] | None, t0: float) -> tuple[web.Response, bool, Usage | None]:
-        """A body read whole (not an event stream): the response, whether it succeeded, its usage."""
+                      tap: Callable[[bytes], None] | None, t0: float) -> tuple[web.Response, Usage | None]:
+        """A body read whole (not an event stream): the response and its usage."""
         self.metrics.ttfb_seconds.observe(self._clock() - t0)
         if tap is not None:
             tap(raw)
         ok = status < 400
         decision.outcome = "ok" if ok else f"http_{status}"
-        return web.Response(body=raw, status=status, headers=headers), ok, parse_usage(raw) if ok else None
+        return web.Response(body=raw, status=status, headers=headers), parse_usage(raw) if ok else None
 
-    async def _relay(self, request: web.Request, exchange: Exchange, llm_req: LLMRequest, result: Any,
-                     decision: Decision, strip_usage: bool, t0: float, admission: Admission | None = None,
-                     label: str | None = None) -> web.StreamResponse:
+    async def _relay(self, request: web.Request, exchange: Exchange, ticket: Ticket, result: Any,
+                     decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
         """The answer to the client: read whole, or an event stream whose chunks ``SseRelay`` writes as they come.
-        However it ends, the observer hears the engine's usage or, without one, the content tokens relayed."""
+        However it ends, the ticket records the engine's usage or, without one, the content tokens relayed."""
         head = exchange.head.result()
         status = decision.status = head.status
         content_type = head.get("content-type", "application/json")
-        label = label or llm_req.request_id
+        label = ticket.label
         out_headers = {"Content-Type": content_type, "x-request-id": label, "x-llmd-endpoint": result.target}
-        observer = self.observer if admission is not None else None
-        tap = observer.tap(admission) if observer is not None and admission is not None else None
-        ok, usage, close = False, None, False
+        tap = self.director.governance.tap(ticket.admission)
+        usage, close = None, False
         resp: web.StreamResponse | None = None
         relay: SseRelay | None = None
         try:
@@ -308,7 +227,7 @@ class Proxy:
                     close = True
                     failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
                     return error_response(failure, label)
-                answer, ok, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
+                answer, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
                 request[ANSWERED_KEY] = status
                 return answer
             out_headers["Cache-Control"] = "no-cache"
@@ -333,22 +252,20 @@ class Proxy:
                 await resp.write(sse_error(err))
                 await resp.write_eof()
                 return resp
-            ok = status < 400
-            decision.outcome = "ok" if ok else f"http_{status}"
+            decision.outcome = "ok" if status < 400 else f"http_{status}"
             request[ANSWERED_KEY] = status
             with contextlib.suppress(ConnectionResetError):  # gone after the last event: the answer was complete
                 await resp.write_eof()
             return resp
         except asyncio.CancelledError:
             close = True
-            ok = self._had_all(request, relay, status, decision) and status < 400
+            self._had_all(request, relay, status, decision)
             if ANSWERED_KEY not in request:
                 self._disconnected(decision, exchange)
             raise
         except ConnectionResetError:  # writing to a client that went away
             close = True
             if resp is not None and self._had_all(request, relay, status, decision):
-                ok = status < 400
                 return resp
             self._disconnected(decision, exchange)
             if resp is None:
@@ -360,14 +277,10 @@ class Proxy:
                 exchange.close()  # the engine sees the disconnect and aborts the request
             else:
                 exchange.release()
-            if ok and self.outliers is not None:
-                self.outliers.success(result.target)
             if relay is not None:
                 usage = relay.usage()  # also of a stream cut short: the engine's usage if it came
-            self._complete(llm_req, result, decision, ok, usage)
-            if observer is not None and admission is not None:
-                observer.observe(admission, (usage.prompt_tokens, usage.completion_tokens) if usage else None,
-                                 relay.tokens if relay is not None else 0, reached_engine=status < 400)
+            ticket.usage, ticket.reached_engine = usage, status < 400
+            ticket.relayed_tokens = relay.tokens if relay is not None else 0
 
     @staticmethod
     def _had_all(request: web.Request, relay: SseRelay | None, status: int, decision: Decision) -> bool:
@@ -381,18 +294,3 @@ class Proxy:
         decision.outcome = "client_disconnected"
         self.metrics.client_disconnects.inc()
         upstream.close()  # drop the connection so the engine aborts the request
-
-    def _complete(self, llm_req: LLMRequest, result: Any, decision: Decision, ok: bool, usage: Usage | None) -> None:
-        if self.activity is not None:
-            self.activity.finished(result.target)
-        cached = None
-        prompt_tokens = completion_tokens = 0
-        if usage is not None:
-            prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
-            if usage.prompt_tokens_details is not None:
-                cached = usage.prompt_tokens_details.cached_tokens
-        decision.cached_tokens, decision.prompt_tokens = cached, (prompt_tokens or None)
-        self.metrics.observe_cached(result.target, result.predicted_cached_tokens, cached, prompt_tokens)
-        self.scheduler.on_complete(llm_req, result, RequestOutcome(ok=ok, prompt_tokens=prompt_tokens or
-                                                                   result.prompt_tokens, cached_tokens=cached,
-                                                                   completion_tokens=completion_tokens))

@@ -13,8 +13,8 @@ import asyncio
 import re
 from collections.abc import Callable
 
+from llmd_kserve.control.usage import Usage, is_usage_only_event, usage_from_sse_tail
 from llmd_kserve.lean_http import Exchange
-from llmd_kserve.router.usage import Usage, is_usage_only_event, usage_from_sse_tail
 
 HIGH_WATER = 256 * 1024
 """Bytes queued to a slow client before the upstream read pauses (resumed below a quarter of it)."""

@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 
 from llmd_kserve.config.schema import SchedulerConfig
+from llmd_kserve.control.reload import config_document
 from llmd_kserve.errors import LlmdError
 from llmd_kserve.router.admin_client import AdminError, apply_config
-from llmd_kserve.router.reload import config_document
 
 CONFIG_KEY = "config.yaml"
 """The ConfigMap key the router pod reads (``kube.router.CONFIG_KEY``)."""

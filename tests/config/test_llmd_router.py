@@ -62,7 +62,7 @@ async def test_llmd_v1_config_routes_through_a_real_router(tmp_path: Path):
             if health["healthy"] == 3:
                 break
             await asyncio.sleep(0.02)
-        assert router.state.scheduler.config.api_version == "llm-d.ai/v1"
+        assert router.state.scheduler.current.config.api_version == "llm-d.ai/v1"
 
         # concurrent new prompts: each sees the others' tokens in flight and goes to a different engine
         firsts = await asyncio.gather(*(_complete(s, router.url, f"{_doc(g)} first?", 40) for g in range(3)))

@@ -178,7 +178,7 @@ async def test_fallback_when_the_prefill_engine_is_down():
 async def test_fallback_when_the_prefill_hop_times_out():
     path, body = client_body("completion")
     async with pd_cluster("pd-always", prefill_opts={"time_scale": 200.0}) as pd:  # prefill takes seconds
-        pd.router.state.proxy.pd.timeout = aiohttp.ClientTimeout(total=0.05)
+        pd.router.proxy.pd.timeout = 0.05
         await _assert_fell_back(pd, body, path, "timeout")
 
 
@@ -236,7 +236,7 @@ async def test_storage_handoff_takes_a_prefill_answer_without_params_as_a_handof
     ``handoff="storage"`` that is a successful hop, and the decode engine gets the original request."""
     path, body = client_body("completion")
     async with pd_cluster("pd-always", prefill_opts={"kv_connector": False}) as pd:
-        pd.router.state.proxy.pd.handoff = "storage"
+        pd.router.proxy.pd.handoff = "storage"
         _, text, usage = await stream(pd, body, path)
         assert text and usage["completion_tokens"] == 8
         (p,) = pd.rec_p.generations()

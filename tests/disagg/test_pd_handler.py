@@ -214,7 +214,7 @@ def test_predicted_ttft_itl_guard_spills_when_the_prefill_pool_is_congested():
 
 
 def test_the_verdict_reaches_the_scheduling_result_and_the_decision_log():
-    from llmd_kserve.router.decisions import DecisionLog
+    from llmd_kserve.control.decisions import DecisionLog
 
     remote = sched("pd-always").schedule(request("r1", prompt(1, 2000)), pool())
     local = sched("pd-never").schedule(request("r2", prompt(2, 2000)), pool())

@@ -29,6 +29,16 @@ def test_epp_bad_target_ports_and_response_mode():
     assert res.returncode == 2 and "invalid choice" in res.stderr
 
 
+def test_epp_takes_the_routers_governance_options(tmp_path):
+    """The same --keys-file, --api-keys-file, --audit-file options as ``router``: a bad keys file is refused at start."""
+    bad = tmp_path / "keys.yaml"
+    bad.write_text("")
+    _assert_one_line_error(_cli("epp", "--grpc-port", "0", "--metrics-port", "0", "--endpoints", "http://127.0.0.1:1",
+                                "--keys-file", str(bad)), "epp", "keys.yaml")
+    _assert_one_line_error(_cli("epp", "--grpc-port", "0", "--metrics-port", "0", "--endpoints", "http://127.0.0.1:1",
+                                "--api-keys-file", str(tmp_path / "missing")), "epp", "API keys file")
+
+
 def test_epp_busy_grpc_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,9 +16,9 @@ from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.workloads.arrivals import ArrivalSpec
 from llmd_kserve.bench.workloads.generators import build_requests
 from llmd_kserve.bench.workloads.specs import SharedPrefixSpec
+from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import running_router
-from llmd_kserve.router.state import RouterState
 from llmd_kserve.stack.procs import free_port as _free_port
 from tests.epp.gateway import gateway
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 MODEL = "llama-8b-shape"
 
 
-async def _wait_live(state: RouterState, engines: list) -> None:
+async def _wait_live(state: Runtime, engines: list) -> None:
     """ZMQ slow joiner: poke each engine until its KV events reach the index, and until it has been scraped."""
     rng = random.Random(7)
     async with aiohttp.ClientSession() as session:

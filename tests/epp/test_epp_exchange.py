@@ -9,13 +9,15 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
+from llmd_kserve.control.director import Director
+from llmd_kserve.control.endpoints import parse_endpoints
+from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.epp import protocol
 from llmd_kserve.epp.exchange import Exchange, usage_from_body
 from llmd_kserve.epp.picker import EndpointPicker, Saturation
 from llmd_kserve.epp.run import expand_target_ports
+from llmd_kserve.epp.server import epp_runtime
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.router.endpoints import parse_endpoints
-from llmd_kserve.router.state import RouterSettings, RouterState
 from llmd_kserve.types import EndpointMetrics, EndpointState
 
 A, B = "http://10.0.0.1:8000", "http://10.0.0.2:8000"
@@ -23,9 +25,9 @@ FRESH = EndpointMetrics(stale=False)
 
 
 def picker(config: str = "round-robin", endpoints=(A, B), metrics=FRESH) -> EndpointPicker:
-    state = RouterState.create(RouterSettings(config=config), endpoints)
-    return EndpointPicker(state.scheduler, lambda: [EndpointState(e, metrics) for e in state.pool.snapshot],
-                          decisions=state.decisions)
+    state = epp_runtime(RouterSettings(config=config), endpoints)
+    return EndpointPicker(Director(state), endpoint_states=lambda: [EndpointState(e, metrics)
+                                                                     for e in state.pool.snapshot])
 
 
 def headers(path="/v1/completions", eos=False, subset=None, **extra) -> pb.ProcessingRequest:
@@ -147,7 +149,7 @@ def test_full_response_is_echoed_and_usage_read_from_the_sse_tail():
           b'"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":3}}}\n\ndata: [DONE]\n\n'
     echoed = ex.handle(resp_body(sse[:40], False)) + ex.handle(resp_body(sse[40:], True))
     assert b"".join(m.response_body.response.body_mutation.streamed_response.body for m in echoed) == sse
-    d = p.decisions.recent()[-1]
+    d = p.director.rt.decisions.recent()[-1]
     assert d["outcome"] == "ok" and d["reported_cached_tokens"] == 3 and d["status"] == 200
     assert ex.pick is not None and ex.pick.done
 
@@ -158,12 +160,12 @@ def test_stream_closed_mid_response_releases_as_failed_and_headers_mode_as_ok():
     request(ex, b'{"prompt": "hi"}')
     ex.handle(resp_headers())
     ex.close(cancelled=True)
-    assert p.decisions.recent()[-1]["outcome"] == "client_disconnected"
+    assert p.director.rt.decisions.recent()[-1]["outcome"] == "client_disconnected"
     ex2 = Exchange(p, response_mode="headers")
     request(ex2, b'{"prompt": "hi"}')
     ex2.handle(resp_headers())
     ex2.close(cancelled=True)  # Envoy ends the stream when the HTTP exchange is over
-    assert p.decisions.recent()[-1]["outcome"] == "ok"
+    assert p.director.rt.decisions.recent()[-1]["outcome"] == "ok"
 
 
 def test_headers_mode_without_response_headers_completes_ok_when_the_stream_ends():
@@ -195,7 +197,7 @@ def test_pd_pick_names_the_prefill_endpoint_and_releases_it_at_response_headers(
     eps = ["http://10.0.0.1:8000#role=prefill", "http://10.0.0.2:8000#role=decode"]
     p = picker("pd-always", eps)
     released = []
-    p.scheduler.on_prefill_complete = lambda req, res, outcome: released.append(outcome.ok)  # type: ignore[method-assign]
+    p.director.rt.scheduler.current.on_prefill_complete = lambda req, res, outcome: released.append(outcome.ok)  # type: ignore[method-assign]
     ex = Exchange(p)
     out = request(ex, json.dumps({"prompt": "hello " * 200}).encode())
     common = out[0].request_headers.response

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmd_kserve.control.endpoints import parse_endpoints
 from llmd_kserve.epp.envoy import EnvoyConfig
 from llmd_kserve.epp.picker import PRIORITY_HEADER, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE, REASON_HEADER, SUBSET_KEY, SUBSET_NAMESPACE
 from llmd_kserve.epp.run import expand_target_ports
 from llmd_kserve.epp.server import EppSettings
-from llmd_kserve.router.endpoints import parse_endpoints
 from tests.epp.gateway import gateway
 from tests.epp.upstream import running_upstream, sse_body
 
@@ -122,7 +122,7 @@ async def test_sse_and_json_unchanged_and_load_released(tmp_path, mode):
         await asyncio.sleep(0.3)  # headers mode: load is released when Envoy ends the stream
         decisions = gw.epp.state.decisions.recent()
         assert [d["outcome"] for d in decisions] == ["ok", "ok"]
-        inflight = picker.scheduler.producers  # the in-flight producer's books are empty again
+        inflight = picker.director.rt.scheduler.current.producers  # the in-flight producer's books are empty again
         loads = [p._load for p in inflight if p.type == "inflight-load-producer"]
         assert all(not any(v != (0, 0) for v in load.values()) for load in loads)
         reported = [d["reported_cached_tokens"] for d in decisions]

@@ -22,11 +22,11 @@ import yaml
 from aiohttp import web
 
 from llmd_kserve.config.loader import load_config
+from llmd_kserve.control.reload import config_document
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.governance.audit import verify
 from llmd_kserve.governance.keys import add_key, legacy_key
 from llmd_kserve.router.app import RunningRouter, running_router
-from llmd_kserve.router.reload import config_document
 
 MODEL = "llama-8b-shape"
 SHIPPED = Path(__file__).resolve().parents[2] / "llmd_kserve" / "config" / "shipped"

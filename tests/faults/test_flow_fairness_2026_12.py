@@ -83,7 +83,7 @@ async def test_m4_a_tenant_holding_the_slots_leaves_room_for_a_vip(tmp_path):
     async with running_gated() as fake, running_router(endpoints=[fake.url], keys_file=str(keys),
                                                        flow_per_endpoint=4, flow_ttl_s=5) as router, \
             aiohttp.ClientSession() as s:
-        q = router.state.gateway.flow.queue
+        q = router.state.governance.gateway.flow.queue
         floods = [asyncio.ensure_future(_post(s, router.url, flood, f"hold{i}")) for i in range(12)]
         await _until(lambda: fake.holding == q.in_flight and fake.holding + sum(q.depth().values()) == 12,
                      "every flood request held upstream or queued")
@@ -124,7 +124,7 @@ async def test_m5_a_sibling_key_does_not_hold_up_an_idle_key(tmp_path):
         queued = asyncio.ensure_future(_post(s, router.url, s1, "hold-s1"))
         await _until(lambda: fake.holding == 4, "s1's own stream held")
         second = asyncio.ensure_future(_post(s, router.url, s1, "short"))  # s1 at its limit of 1: this one waits
-        q = router.state.gateway.flow.queue
+        q = router.state.governance.gateway.flow.queue
         await _until(lambda: q.depth() == {0: 1}, "s1's second request queued")
         assert (await _post(s, router.url, s2, "short"))[0] == 200  # ...and blocks nobody else of its tenant
         fake.gate.set()

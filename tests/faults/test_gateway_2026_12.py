@@ -15,10 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmd_kserve.control.director import Director
+from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.epp.picker import EndpointPicker
 from llmd_kserve.kube.gateway import http_route
 from llmd_kserve.kube.spec import DeploymentSpec
-from llmd_kserve.types import Endpoint, EndpointId, EndpointState
+from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState
 from tests.epp.gateway import Gateway, gateway, require_envoy
 from tests.epp.upstream import running_upstream
 from tests.faults.procs import Listener, cli, engine, metric, wait_for
@@ -153,8 +156,9 @@ async def test_engine_routes_are_not_reachable_through_the_gateway(tmp_path, eng
 
 def test_epp_answers_404_outside_the_openai_routes():
     """Behind a gateway that sends every path to the EPP, the EPP itself refuses what is not an OpenAI route."""
-    ep = Endpoint(EndpointId("10.0.0.1:8000"))
-    picker = EndpointPicker(None, lambda: [EndpointState(ep)])
+    ep = Endpoint(EndpointId("http://10.0.0.1:8000"))
+    picker = EndpointPicker(Director(Runtime.build(RouterSettings(config="round-robin"), [ep])),
+                            endpoint_states=lambda: [EndpointState(ep, EndpointMetrics(stale=False))])
     body = json.dumps(COMPLETION).encode()
     for path in ("/reset_prefix_cache", "/metrics", "/v1/completions/render", "/_sim/nixl/pull", "/v1/%63ompletions"):
         out = picker.pick({":path": path, ":method": "POST"}, body, None)

@@ -162,7 +162,7 @@ async def test_m15_keys_file_gone_empty_or_bad_keeps_the_last_good_keys_loudly(t
     good = path.read_bytes()
     async with running_fake() as fake, running_router(endpoints=[fake.url], keys_file=str(path)) as r, \
             aiohttp.ClientSession() as s:
-        store = r.state.gateway.keys
+        store = r.state.governance.gateway.keys
         store.poll_interval = 0.01
 
         async def status() -> int:

@@ -16,13 +16,14 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from llmd_kserve.control.outliers import EjectionPolicy, OutlierEjector
+from llmd_kserve.control.requests import validate_request
 from llmd_kserve.engine_sim.server import running_engine
+from llmd_kserve.governance.pipeline import Governance
 from llmd_kserve.kvcache.events import BlockStored, EventBatch, decode_payload, encode_payload
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.kvcache.subscriber import KVEventSubscriber
 from llmd_kserve.metrics.parse import MAX_COUNT, parse_vllm_metrics
-from llmd_kserve.router.governance import Governance, validate_request
-from llmd_kserve.router.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.types import Endpoint, EndpointId
 from tests.faults.procs import engine, metric, request, router, running, wait_for
 

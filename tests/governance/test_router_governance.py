@@ -62,7 +62,7 @@ async def test_keys_limits_guardrails_audit_through_the_router(tmp_path, caplog)
         assert 'llmd_gateway_tokens_total{kind="completion",tenant="gold"} 10.0' in metrics
         assert 'llmd_gateway_requests_total{outcome="rpm",tenant="gold"} 1.0' in metrics
         assert "llmd_gateway_in_flight 0.0" in metrics and "llmd_gateway_audit_head_seq" in metrics
-        assert router.state.gateway.limiter.used(gold_rec.id) == 0  # no tpm/budget on this key: nothing tracked
+        assert router.state.governance.gateway.limiter.used(gold_rec.id) == 0  # no tpm/budget on this key: nothing tracked
     rep = verify([audit])
     assert rep.ok, rep.errors
     recs = [json.loads(x) for x in audit.read_text().splitlines()]
@@ -89,13 +89,13 @@ async def test_flow_control_queues_by_tenant_and_drops_with_reason(tmp_path):
         await asyncio.sleep(0.05)  # two running (the third slot is kept for another tenant), three queued: band full
         st, raw, headers = await _post(s, router.url, a, body)
         assert st == 429 and headers["x-llmd-drop-reason"] == "band_full"
-        assert router.state.gateway.flow.queue.depth() == {0: 3}
-        router.state.gateway.flow.queue.policy = type(router.state.gateway.flow.queue.policy)(10, 30)
+        assert router.state.governance.gateway.flow.queue.depth() == {0: 3}
+        router.state.governance.gateway.flow.queue.policy = type(router.state.governance.gateway.flow.queue.policy)(10, 30)
         late_b = asyncio.ensure_future(_post(s, router.url, b, {**body, "prompt": "from-b"}))
         results = await asyncio.gather(*flood, late_b)
         assert all(r[0] == 200 for r in results)
         prompts = [x["body"]["prompt"] for x in fake.seen]
         # B came after A's three queued requests but went at once: the kept slot is for a tenant with none in flight
         assert len(prompts) == 6 and prompts.index("from-b") == 2
-        q = router.state.gateway.flow.queue
+        q = router.state.governance.gateway.flow.queue
         assert q.in_flight == 0 and q.tenant_in_flight == {} and q.depth() == {}

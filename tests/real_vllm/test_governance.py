@@ -57,7 +57,7 @@ async def test_tenant_billed_what_the_engines_counted(vllm_up: RealStack, tiny_m
         async with s.post(f"{router.url}/v1/completions", json={"model": model, "prompt": "hi"},
                           headers={"Authorization": f"Bearer {elsewhere}"}) as r:
             assert r.status == 403  # a key for another model: refused, nothing reaches an engine
-        gateway = router.state.gateway
+        gateway = router.state.governance.gateway
 
         async def settled() -> bool:
             return bool(gateway.limiter.used(record.id) > 0 and gateway.limiter.reserved(record.id) == 0)

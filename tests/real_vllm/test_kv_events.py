@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from llmd_kserve.control.endpoints import parse_endpoint_url
 from llmd_kserve.kvcache.hashing import block_keys
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.kvcache.subscriber import KVEventSubscriber
-from llmd_kserve.router.endpoints import parse_endpoint_url
 from tests.real_vllm.conftest import BLOCK, RealStack, held_blocks, router_over, token_ids, wait_for
 
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]

@@ -75,7 +75,7 @@ async def _run(config: str, prompts: list[list[int]]) -> tuple[float, dict, set[
 
 async def test_default_without_kv_events_warns_and_falls_back_to_the_approximate_index(caplog) -> None:
     prompts = _workload()
-    with caplog.at_level(logging.WARNING, logger="llmd_kserve.router.state"):
+    with caplog.at_level(logging.WARNING, logger="llmd_kserve.control.runtime"):
         default_rate, default_health, default_used = await _run("default", prompts)
     rr_rate, rr_health, rr_used = await _run("round-robin", prompts)
     print(f"engine-reported prefix hit rate: default {default_rate:.3f}, round-robin {rr_rate:.3f}")

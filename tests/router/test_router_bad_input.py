@@ -7,16 +7,17 @@ import asyncio
 import aiohttp
 import pytest
 
+from llmd_kserve.control.settings import DEFAULT_MAX_BODY_BYTES as MAX_BODY_BYTES
+from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.router.app import MAX_BODY_BYTES, running_router
-from llmd_kserve.router.state import RouterSettings
+from llmd_kserve.router.app import running_router
 
 MODEL = "llama-8b-shape"
 
 
 def _inflight(router) -> object:
-    return next(p for p in router.state.scheduler.producers if p.type == "inflight-load-producer")
+    return next(p for p in router.state.scheduler.current.producers if p.type == "inflight-load-producer")
 
 
 def _assert_openai_error(body: dict, status: int) -> None:

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from llmd_kserve.errors import ConfigError
-from llmd_kserve.router.endpoints import (
+from llmd_kserve.control.endpoints import (
     EndpointPool,
     EndpointsFileWatcher,
     load_endpoints_file,
     parse_endpoint_url,
     parse_endpoints,
 )
+from llmd_kserve.errors import ConfigError
 from llmd_kserve.types import Endpoint
 
 

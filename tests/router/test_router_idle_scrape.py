@@ -7,8 +7,9 @@ import contextlib
 import aiohttp
 from aiohttp import web
 
+from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.router.app import running_router
-from llmd_kserve.router.state import RouterSettings, RouterState
 from tests.metrics.test_scraper import FakeClock, wait_for
 from tests.router.fake_upstream import FakeUpstream
 
@@ -38,7 +39,7 @@ async def test_first_request_after_idle_minute_routes_on_fresh_load():
     waiting = {"a": 0, "b": 50}
     clock = FakeClock()
     async with _engine(waiting, "a") as a, _engine(waiting, "b") as b:
-        state = RouterState.create(RouterSettings(config="load-only", scrape_interval=0.02,
+        state = Runtime.build(RouterSettings(config="load-only", scrape_interval=0.02,
                                                   scrape_idle_interval=None), [a, b])
         scraper = state.scraper
         assert scraper is not None and scraper.adaptive

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from llmd_kserve.config.loader import load_config
+from llmd_kserve.control.reload import config_document, config_hash
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import running_router
-from llmd_kserve.router.reload import config_document, config_hash
 
 MODEL = "llama-8b-shape"
 
@@ -30,7 +30,7 @@ def _doc(queue_w: float, kv_w: float, active_w: float) -> dict:
 
 
 def _inflight(router) -> object:
-    return next(p for p in router.state.scheduler.producers if p.type == "inflight-load-producer")
+    return next(p for p in router.state.scheduler.current.producers if p.type == "inflight-load-producer")
 
 
 @contextlib.asynccontextmanager

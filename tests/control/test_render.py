@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from llmd_kserve.router.governance import ParsedRequest
-from llmd_kserve.router.render import RenderError, RenderTokenizer, token_ids_of
+from llmd_kserve.control.render import RenderError, RenderTokenizer, token_ids_of
+from llmd_kserve.control.requests import ParsedRequest
+from tests.control.engines import lean_call
 from tests.wire import GOLDEN, GOLDEN_032, golden032_json
 
 REQUESTS = golden032_json("requests.json")
@@ -57,8 +57,8 @@ async def served() -> AsyncIterator[tuple[GoldenEngine, RenderTokenizer]]:
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     engine.base = str(server.make_url("")).rstrip("/")
-    async with aiohttp.ClientSession() as session:
-        yield engine, RenderTokenizer(lambda: session, lambda: engine.base)
+    with lean_call() as call:
+        yield engine, RenderTokenizer(call, lambda: engine.base)
     await server.close()
 
 
@@ -80,7 +80,7 @@ async def test_both_render_shapes_give_the_engine_ids_and_are_cached(served):
 async def test_a_refusing_engine_is_said_once_then_asked_with_tokenize(served, caplog, status, said):
     engine, render = served
     engine.render = status
-    with caplog.at_level(logging.WARNING, "llmd_kserve.router.render"):
+    with caplog.at_level(logging.WARNING, "llmd_kserve.control.render"):
         for i in range(4):
             assert await render.token_ids(_req("completion", max_tokens=i)) == tuple(PROMPT_IDS)
             assert await render.token_ids(_req("chat", temperature=i)) == tuple(CHAT_IDS)
@@ -94,7 +94,7 @@ async def test_a_refusing_engine_is_said_once_then_asked_with_tokenize(served, c
 async def test_an_engine_refusing_tokenize_too_leaves_the_local_tokenizer(served, caplog):
     engine, render = served
     engine.render = engine.tokenize = 404
-    with caplog.at_level(logging.WARNING, "llmd_kserve.router.render"):
+    with caplog.at_level(logging.WARNING, "llmd_kserve.control.render"):
         for _ in range(3):
             assert await render.token_ids(_req("completion")) is None
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][1].count("local tokenizer") == 1
@@ -103,9 +103,9 @@ async def test_an_engine_refusing_tokenize_too_leaves_the_local_tokenizer(served
 
 
 async def test_other_failures_are_values_logged_once_per_kind(caplog):
-    async with aiohttp.ClientSession() as session:
-        render = RenderTokenizer(lambda: session, lambda: "http://127.0.0.1:9")  # nothing listens on port 9
-        with caplog.at_level(logging.WARNING, "llmd_kserve.router.render"):
+    with lean_call() as call:
+        render = RenderTokenizer(call, lambda: "http://127.0.0.1:9")  # nothing listens on port 9
+        with caplog.at_level(logging.WARNING, "llmd_kserve.control.render"):
             for i in range(3):
                 assert await render.token_ids(_req("completion", max_tokens=i)) is None
     assert render.failures == 3 and len(caplog.records) == 1

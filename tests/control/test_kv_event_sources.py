@@ -7,14 +7,15 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from llmd_kserve.router.endpoints import EndpointPool, KVEventSourceDiscovery, kv_sources_of, parse_endpoints
+from llmd_kserve.control.endpoints import EndpointPool, parse_endpoints
+from llmd_kserve.control.kv_sources import KVEventSourceDiscovery, kv_sources_of
 from llmd_kserve.stack.procs import free_port
 from llmd_kserve.types import Endpoint, EndpointId
+from tests.control.engines import lean_call
 from tests.wire import golden032_json
 
 SOURCES = golden032_json("kv_event_sources.json")  # {"0": {"endpoint": "tcp://*:15600", "replay_endpoint": ...}}
@@ -40,7 +41,7 @@ def test_no_reachable_publisher(sources):
 
 def test_data_parallel_ranks_follow_rank_0_and_say_so(caplog):
     ranks = {"1": {**SOURCES["0"], "endpoint": "tcp://*:15601"}, "0": SOURCES["0"]}
-    with caplog.at_level(logging.WARNING, "llmd_kserve.router.endpoints"):
+    with caplog.at_level(logging.WARNING, "llmd_kserve.control.kv_sources"):
         assert kv_sources_of("http://h:8000", ranks)[0] == "tcp://h:15600"
     assert "2 data-parallel ranks" in caplog.text
 
@@ -80,12 +81,12 @@ async def test_discovery_fills_in_the_pool_and_keeps_it_across_reloads(engines, 
     changes: list[tuple[Endpoint, ...]] = []
     pool.subscribe(lambda old_snap, new_snap: changes.append(new_snap))
     wanted = [False]
-    async with aiohttp.ClientSession() as session:
-        discovery = KVEventSourceDiscovery(pool, lambda: session, lambda: wanted[0])
+    with lean_call() as call:
+        discovery = KVEventSourceDiscovery(pool, call, lambda: wanted[0])
         await discovery.discover_once()
         assert new.asked == old.asked == 0  # not routing on KV events: nothing asked
         wanted[0] = True
-        with caplog.at_level(logging.INFO, "llmd_kserve.router.endpoints"):
+        with caplog.at_level(logging.INFO, "llmd_kserve.control.kv_sources"):
             await discovery.discover_once()
             await discovery.discover_once()  # each engine answered: asked once only
     assert new.asked == old.asked == 1
@@ -109,8 +110,8 @@ async def test_an_engine_not_up_yet_is_asked_again():
     engine = Engine()
     app = web.Application()
     app.router.add_get("/kv_event_sources", engine.handle)
-    async with aiohttp.ClientSession() as session:
-        discovery = KVEventSourceDiscovery(pool, lambda: session, lambda: True)
+    with lean_call() as call:
+        discovery = KVEventSourceDiscovery(pool, call, lambda: True)
         await discovery.discover_once()  # connection refused: not settled
         server = TestServer(app, host="127.0.0.1", port=port)
         await server.start_server()

@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,11 @@ from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import parse_text, read_mapping
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.config.validate import check
+from llmd_kserve.control.holder import SchedulerHolder
 from llmd_kserve.errors import ConfigError, LlmdError
-from llmd_kserve.scheduling.scheduler import Scheduler, SchedulingResult
-from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.scheduling.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
-MAX_TRACKED = 1_000_000
-"""Most scheduled-but-not-completed results remembered (each is a request in flight)."""
 
 
 def config_document(config: SchedulerConfig) -> dict[str, Any]:
@@ -55,57 +53,6 @@ class ActiveConfig:
     """Unix time, seconds."""
     generation: int
     """0 at startup, +1 per applied change."""
-
-
-class ReloadableScheduler:
-    """The scheduler the proxy holds: schedules with the current ``Scheduler``; routes each result's callbacks to
-    the scheduler that produced it; anything else (``producers``, ``ctx``, …) reads the current one."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self._current = scheduler
-        self._origin: dict[int, tuple[Scheduler, SchedulingResult]] = {}
-        """id(result) -> (its scheduler, the result: kept alive so its id stays unique) until ``on_complete``."""
-
-    @property
-    def current(self) -> Scheduler:
-        return self._current
-
-    def swap(self, scheduler: Scheduler) -> None:
-        self._current = scheduler
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
-
-    def schedule(self, request: LLMRequest, endpoints: Sequence[EndpointState],
-                 exclude: Collection[EndpointId] = ()) -> SchedulingResult:
-        sched = self._current
-        result = sched.schedule(request, endpoints, exclude)
-        self._origin[id(result)] = (sched, result)
-        if len(self._origin) > MAX_TRACKED:  # a caller that never completes: forget the oldest, do not grow
-            self._origin.pop(next(iter(self._origin)))
-        return result
-
-    def _owner(self, result: Any, pop: bool) -> Scheduler:
-        entry = self._origin.pop(id(result), None) if pop else self._origin.get(id(result))
-        return entry[0] if entry is not None and entry[1] is result else self._current
-
-    def on_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None:
-        self._owner(result, pop=True).on_complete(request, result, outcome)
-
-    def on_prefill_complete(self, request: LLMRequest, result: Any, outcome: RequestOutcome) -> None:
-        self._owner(result, pop=False).on_prefill_complete(request, result, outcome)
-
-    def remove_endpoint(self, endpoint_id: EndpointId) -> None:
-        """Forget the endpoint in the current scheduler and in every older one still serving requests."""
-        seen = {id(self._current): self._current}
-        for sched, _ in self._origin.values():
-            seen.setdefault(id(sched), sched)
-        for sched in seen.values():
-            sched.remove_endpoint(endpoint_id)
-
-    def in_flight(self) -> int:
-        """Results scheduled and not completed yet (all configs)."""
-        return len(self._origin)
 
 
 def parse_document(raw: bytes | str, content_type: str = "", source: str = "body") -> Any:
@@ -137,13 +84,13 @@ AuditHook = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ConfigReloader:
-    """Applies new configs to a ``ReloadableScheduler``; optionally watches a config file (by content hash).
+    """Applies new configs to a ``SchedulerHolder``; optionally watches a config file (by content hash).
 
     Every applied, unchanged or refused change is logged at WARNING with who asked, its source and the config
     hashes before and after; through :meth:`submit` (the admin API and the file watch) it is also written to the
     audit trail (``audit``), and a change that cannot be recorded there is not applied."""
 
-    def __init__(self, scheduler: ReloadableScheduler, source: str, watch: str | Path | None = None,
+    def __init__(self, scheduler: SchedulerHolder, source: str, watch: str | Path | None = None,
                  poll_interval: float = 1.0, on_change: Callable[[str, bool], None] | None = None,
                  clock: Callable[[], float] = time.time, audit: AuditHook | None = None) -> None:
         self.scheduler = scheduler
@@ -174,7 +121,7 @@ class ConfigReloader:
 
     def _build(self, config: SchedulerConfig) -> Scheduler:
         try:
-            return build_scheduler(config, self.scheduler.ctx, carry_over=self.scheduler.current)
+            return build_scheduler(config, self.scheduler.current.ctx, carry_over=self.scheduler.current)
         except (TypeError, ValueError, KeyError) as exc:  # a plugin factory refusing its parameters
             raise ConfigError(str(exc) or type(exc).__name__, "plugins") from exc
 

@@ -16,10 +16,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal
 
-import aiohttp
 import msgspec
 
-from llmd_kserve.router.governance import ParsedRequest
+from llmd_kserve.control.engine_api import EngineCall
+from llmd_kserve.control.requests import ParsedRequest
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -67,13 +67,13 @@ class RenderTokenizer:
     refused render) or ``none`` (it refused both: local tokenizer).
     """
 
-    def __init__(self, session: Callable[[], aiohttp.ClientSession], pick_endpoint: Callable[[], str | None],
+    def __init__(self, call: EngineCall, pick_endpoint: Callable[[], str | None],
                  max_entries: int = 4096, timeout: float = 5.0) -> None:
-        self._session = session
+        self._call = call
         self._pick = pick_endpoint
         self._cache: OrderedDict[bytes, tuple[int, ...]] = OrderedDict()
         self._max = max_entries
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._ways: dict[str, Way] = {}
         self._failing: str | None = None  # the kind of error last logged (logged again only after a success)
         self.hits = 0
@@ -115,14 +115,14 @@ class RenderTokenizer:
             if way == "render":
                 path = "/v1/chat/completions/render" if kind == "chat" else "/v1/completions/render"
                 try:
-                    ids = await self._post(base + path, payload)
+                    ids = await self._post(base, path, payload)
                 except RenderError as exc:
                     if exc.status not in _REFUSED:
                         raise
                     way = self._refused(base, path, exc.status, "tokenize")
             if way == "tokenize":
                 try:
-                    ids = await self._post(base + "/tokenize", _tokenize_payload(kind, payload))
+                    ids = await self._post(base, "/tokenize", _tokenize_payload(kind, payload))
                 except RenderError as exc:
                     if exc.status not in _REFUSED:
                         raise
@@ -139,12 +139,10 @@ class RenderTokenizer:
             log.info("rendering prompts on the engines works again")
         return ids
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int, ...]:
-        async with self._session().post(url, data=_encode(payload), timeout=self._timeout,
-                                        headers={"Content-Type": "application/json"}) as resp:
-            raw = await resp.read()
-            if resp.status != 200:
-                raise RenderError(f"HTTP {resp.status}: {raw[:200]!r}", resp.status)
+    async def _post(self, base: str, path: str, payload: dict[str, Any]) -> tuple[int, ...]:
+        status, raw = await self._call(base, path, _encode(payload), self._timeout)
+        if status != 200:
+            raise RenderError(f"HTTP {status}: {raw[:200]!r}", status)
         try:
             return token_ids_of(_decode(raw))
         except msgspec.DecodeError as exc:

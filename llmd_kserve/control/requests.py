@@ -1,48 +1,20 @@
-"""Gateway governance: request validation, bearer-token auth, audit logging and simple policy limits."""
+"""An OpenAI request parsed in one place: validation, the prompt shape, the client's request id, prompt tokens."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgspec
 
-from llmd_kserve.defaults import MAX_PROMPT_CHARS
-from llmd_kserve.errors import InvalidRequestError, NotFound, Unauthorized
+from llmd_kserve.errors import InvalidRequestError, NotFound
 from llmd_kserve.governance.request_text import request_chars
 
-audit_log = logging.getLogger("llmd_kserve.audit")
-"""Dedicated logger for the audit trail; route it with logging config (only llmd_kserve.cli configures logging)."""
-
+log = logging.getLogger(__name__)
 Kind = Literal["completion", "chat"]
-AuditMode = Literal["off", "hash", "full"]
 _json_decode = msgspec.json.Decoder().decode
-_json_encode = msgspec.json.Encoder().encode
-
-
-class AuthHook(Protocol):
-    """Checks a request's headers; returns the caller's principal or raises ``Unauthorized`` (401)."""
-
-    def check(self, headers: Mapping[str, str]) -> str | None: ...
-
-
-class BearerTokenAuth:
-    """``Authorization: Bearer <token>`` against a fixed set of tokens; the principal is a short token hash."""
-
-    def __init__(self, tokens: Collection[str]) -> None:
-        self._tokens = frozenset(t for t in tokens if t)
-
-    def check(self, headers: Mapping[str, str]) -> str | None:
-        value = headers.get("Authorization", "")
-        scheme, _, token = value.partition(" ")
-        if scheme.lower() != "bearer" or token.strip() not in self._tokens:
-            raise Unauthorized("Invalid or missing API key (Authorization: Bearer <key>).")
-        return hashlib.sha256(token.strip().encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,80 +140,34 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
     return ParsedRequest(kind, body, model, stream, max_tokens, chars, token_ids, n_ids, n_prompts)
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Per-request maximums; None: no limit."""
-
-    max_prompt_chars: int | None = MAX_PROMPT_CHARS
-    """Characters of every string the engine renders (``ParsedRequest.prompt_chars``)."""
-    max_prompt_tokens: int | None = 131_072
-    """Prompt tokens over all prompts of a request (token ids as sent, or text as the router tokenizes it)."""
-    max_batch_size: int | None = 256
-    """Prompts in one completions request."""
 
 
-def _too_large(message: str, param: str) -> InvalidRequestError:
-    return InvalidRequestError(message, param, status=413, type_="RequestTooLargeError")
+def prompts_of(req: ParsedRequest) -> list[Any]:
+    """What the tokenizer reads, one item per prompt: the chat's messages, or each completions prompt."""
+    if req.kind == "chat":
+        return [req.body["messages"]]
+    prompt = req.body["prompt"]
+    return [prompt] if isinstance(prompt, str) else list(prompt)
 
 
-@dataclass(frozen=True, slots=True)
-class Governance:
-    """Auth, policy limits and the audit trail; the router calls ``authorize`` then ``check_policy`` then ``audit``.
+def count_prompt(req: ParsedRequest, tokenizer: Any) -> tuple[int, tuple[int, ...]] | None:
+    """(prompt tokens over all prompts, the first prompt's ids) with the router's tokenizer; None when the request
+    sent token ids (they are counted already) or its template cannot be rendered."""
+    if req.token_ids is not None:
+        return None
+    try:
+        ids = [tuple(tokenizer.encode(tokenizer.apply_chat_template(p) if req.kind == "chat" else p))
+               for p in prompts_of(req)]
+    except Exception as exc:  # a template that cannot render this request: fall back to the estimate
+        log.debug("counting prompt tokens failed: %s", exc)
+        return None
+    return sum(len(i) for i in ids), ids[0]
 
-    ``audit_salt`` keys the prompt hash (HMAC-SHA256), so a short prompt cannot be confirmed from the audit log by
-    hashing guesses; by default it is random per process (hashes correlate within one router's life only).
-    """
 
-    auth: AuthHook | None = None
-    limits: Limits = Limits()
-    audit_mode: AuditMode = "off"
-    audit_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
-
-    @property
-    def max_prompt_chars(self) -> int | None:
-        return self.limits.max_prompt_chars
-
-    def authorize(self, headers: Mapping[str, str]) -> str | None:
-        return self.auth.check(headers) if self.auth is not None else None
-
-    def check_policy(self, req: ParsedRequest) -> None:
-        """Limits that need no tokenizer: characters, batch size, token ids sent as ids."""
-        lim, param = self.limits, "messages" if req.kind == "chat" else "prompt"
-        if lim.max_batch_size is not None and req.num_prompts > lim.max_batch_size:
-            raise _too_large(f"Request has {req.num_prompts} prompts; this gateway allows at most "
-                             f"{lim.max_batch_size} per request.", "prompt")
-        if lim.max_prompt_chars is not None and req.prompt_chars > lim.max_prompt_chars:
-            raise _too_large(f"Request text has {req.prompt_chars} characters (prompt, messages and every other "
-                             f"string the model reads); this gateway allows at most {lim.max_prompt_chars}.", param)
-        self.check_prompt_tokens(req, req.prompt_token_ids)
-
-    def needs_token_count(self, req: ParsedRequest) -> bool:
-        """Whether a text prompt could exceed ``max_prompt_tokens`` (a token covers at least one UTF-8 byte, so
-        at most 4 per character, plus a few template tokens per chat message): then tokenize and count it."""
-        lim = self.limits.max_prompt_tokens
-        if lim is None or req.prompt_token_ids:
-            return False
-        n_messages = len(req.body.get("messages") or ()) if req.kind == "chat" else 0
-        return 4 * req.prompt_chars + 16 * n_messages + 1 > lim
-
-    def check_prompt_tokens(self, req: ParsedRequest, tokens: int) -> None:
-        lim = self.limits.max_prompt_tokens
-        if lim is not None and tokens > lim:
-            raise _too_large(f"Prompt has {tokens} tokens; this gateway allows at most {lim}.",
-                             "messages" if req.kind == "chat" else "prompt")
-
-    def audit(self, request_id: str, req: ParsedRequest, endpoint: str, principal: str | None, client: str | None) -> None:
-        """One structured line per routed request; the prompt is hashed (salted) or logged in full per ``audit_mode``."""
-        if self.audit_mode == "off" or not audit_log.isEnabledFor(logging.INFO):
-            return
-        prompt = req.body.get("messages") if req.kind == "chat" else req.body.get("prompt")
-        prompt_bytes = _json_encode(prompt)
-        record: dict[str, Any] = {
-            "request_id": request_id, "kind": req.kind, "model": req.model, "endpoint": endpoint,
-            "principal": principal, "client": client, "stream": req.stream, "max_tokens": req.max_tokens,
-            "prompt_chars": req.prompt_chars,
-            "prompt_hmac_sha256": hmac.new(self.audit_salt, prompt_bytes, hashlib.sha256).hexdigest(),
-        }
-        if self.audit_mode == "full":
-            record["prompt"] = prompt
-        audit_log.info(_json_encode(record).decode())
+def known_prompt_tokens(req: ParsedRequest, token_ids: tuple[int, ...] | None) -> int | None:
+    """Prompt tokens already known: token ids the client sent, or the ids of a single prompt."""
+    if req.prompt_token_ids:
+        return req.prompt_token_ids
+    if token_ids is not None and req.num_prompts == 1:
+        return len(token_ids)
+    return None

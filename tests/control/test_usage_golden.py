@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from llmd_kserve.control.usage import is_usage_only_event, parse_usage, usage_from_sse_tail
 from llmd_kserve.errors import openai_error
-from llmd_kserve.router.usage import is_usage_only_event, parse_usage, usage_from_sse_tail
 from tests.wire import GOLDEN, GOLDEN_032
 
 

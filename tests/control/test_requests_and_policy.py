@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
+from llmd_kserve.control.requests import validate_request
 from llmd_kserve.errors import InvalidRequestError, NotFound, Unauthorized
-from llmd_kserve.router.governance import BearerTokenAuth, Governance, Limits, validate_request
+from llmd_kserve.governance.pipeline import BearerTokenAuth, Governance, Limits
 
 
 def _raw(obj) -> bytes:

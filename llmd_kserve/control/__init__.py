@@ -1,0 +1,1 @@
+"""Transport-free request control: runtime state, request parsing, the director (admit, schedule, settle)."""

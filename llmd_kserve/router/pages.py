@@ -1,0 +1,80 @@
+"""The router's read-only pages: ``/v1/models``, ``/health``, ``/metrics``, ``/debug/decisions``, ``/debug/endpoints``."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.errors import InvalidRequestError
+from llmd_kserve.http_errors import error_response
+
+_encode = msgspec.json.Encoder().encode
+STATE_KEY = web.AppKey("router_state", Runtime)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(data), status=status, content_type="application/json")
+
+
+async def models(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    if state.settings.served_models:
+        cards = [{"id": m, "object": "model", "owned_by": "llmd-kserve"} for m in state.settings.served_models]
+    else:
+        if not state.model_cards:  # engines not answering yet when the router started: ask again now
+            await state.refresh_models()
+        cards = list(state.model_cards)
+    return _json({"object": "list", "data": cards})
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    states = state.endpoint_states()
+    fresh = sum(1 for s in states if not s.metrics.stale)
+    body: dict[str, Any] = {"status": "ok" if fresh else "no_healthy_endpoint", "endpoints": len(states),
+                            "healthy": fresh}
+    blind = state.kv_blind_endpoints()
+    if blind:  # precise prefix routing without KV events for these: they are routed on the router-side estimate
+        body["details"] = {"no_kv_events": blind, "prefix_fallback": "approx"}
+    keys = state.governance.gateway.keys
+    if keys is not None and keys.path is not None:  # "stale": the file cannot be applied; the last good keys serve
+        keys.maybe_reload()
+        body["keys"] = keys.health()
+    return _json(body, 200 if fresh else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[STATE_KEY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def debug_decisions(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+    except ValueError:
+        return error_response(InvalidRequestError("'limit' must be an integer.", "limit"))
+    return _json({"decisions": state.decisions.recent(limit, request.query.get("request_id"))})
+
+
+async def debug_endpoints(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    out = []
+    for s in state.endpoint_states():
+        m = s.metrics
+        out.append({"id": s.id, "role": s.endpoint.role, "kv_events": s.endpoint.kv_events,
+                    "metrics": {f.name: getattr(m, f.name) for f in fields(m)}})
+    return _json({"endpoints": out, "models": list(state.models),
+                  "index_keys": len(state.index) if state.index is not None else None})
+
+
+def add_pages(app: web.Application) -> None:
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/decisions", debug_decisions)
+    app.router.add_get("/debug/endpoints", debug_endpoints)
