@@ -176,12 +176,12 @@ def test_headers_mode_without_response_headers_completes_ok_when_the_stream_ends
     assert meta[protocol.ENDPOINT_HEADER].string_value == A  # Envoy's route copies it into the response
     assert ex.pick is not None and not ex.pick.done
     ex.close()  # Envoy ends the stream when the HTTP exchange is over; no response message came before
-    d = p.decisions.recent()[-1]
+    d = p.director.rt.decisions.recent()[-1]
     assert ex.pick.done and d["outcome"] == "ok" and d["status"] is None
     full = Exchange(p)
     request(full, b'{"prompt": "hi"}')
     full.close()  # in full mode a stream that ends before any response is a failure
-    assert p.decisions.recent()[-1]["outcome"] == "aborted"
+    assert p.director.rt.decisions.recent()[-1]["outcome"] == "aborted"
 
 
 def test_response_status_reads_only_status_and_content_type():
