@@ -140,6 +140,21 @@ async def small_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, sec
     return {"requests": len(lat), "errors": errors, "latency_p50_ms": pct(lat, 50) * 1e3}
 
 
+def _py_spy(a: argparse.Namespace, proc: subprocess.Popen) -> subprocess.Popen | None:
+    """py-spy (the ``bench`` extra) recording ``proc`` into ``a.py_spy`` as collapsed stacks, when asked for."""
+    if not a.py_spy:
+        return None
+    exe = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    return subprocess.Popen([exe, "record", "-p", str(proc.pid), "-o", a.py_spy, "-f", "raw", "-r", "200",
+                             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_spy(spy: subprocess.Popen | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
+
+
 def _engines(a: argparse.Namespace, n: int, stack: ExitStack) -> tuple[list[str], list[str], list]:
     engines, specs, procs = [], [], []
     for _ in range(n):
@@ -232,24 +247,20 @@ async def main(a: argparse.Namespace) -> dict:
                 prompts = [f"{rng.choice(groups)} question {rng.randrange(10**9)}?" for _ in range(a.stream_requests)]
                 for name in order if a.stream_requests else ():
                     url, proc = routers[name]
-                    spy = None
-                    if a.py_spy and r == 0 and name == "llmd":
-                        spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "-p", str(proc.pid), "-o",
-                                                a.py_spy, "-f", "raw", "-r", "200", "--nonblocking"],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    spy = _py_spy(a, proc) if r == 0 and name == "llmd" else None
                     c0 = cpu_seconds(proc.pid)
                     res = await stream_phase(s, url, prompts, a.rate, a.out_tokens, a.model, rng)
                     row["stream_cpu_s_per_1000"][name] = (cpu_seconds(proc.pid) - c0) / max(res["ok"], 1) * 1e3
                     row.setdefault("stream_errors", {})[name] = res["errors"]
-                    if spy is not None:
-                        spy.send_signal(2)
-                        spy.wait(30)
+                    _stop_spy(spy)
                 row["small_p50_ms"]["direct"] = (await small_phase(s, engines, a.conns, a.seconds, a.model))[
                     "latency_p50_ms"]
                 for name in order:
                     url, proc = routers[name]
+                    spy = _py_spy(a, proc) if r == 0 and name == "llmd" and not a.stream_requests else None
                     c0 = cpu_seconds(proc.pid)
                     res = await small_phase(s, [url], a.conns, a.seconds, a.model)
+                    _stop_spy(spy)
                     row["small_cpu_ms_per_req"][name] = (cpu_seconds(proc.pid) - c0) / res["requests"] * 1e3
                     row["small_p50_ms"][name] = res["latency_p50_ms"]
                     row.setdefault("small_errors", {})[name] = res["errors"]
@@ -292,7 +303,8 @@ def cli() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline-src", default="", help="also run our router from this source tree (before/after)")
-    p.add_argument("--py-spy", default="", help="write a py-spy raw profile of our router's first stream phase here")
+    p.add_argument("--py-spy", default="", help="write a py-spy raw profile of our router's first stream phase (or, "
+                   "with --stream-requests 0, its first small phase) here")
     p.add_argument("--router-args", nargs=argparse.REMAINDER, default=[], help="extra `llmd-kserve router` flags")
     a = p.parse_args()
     result = aio_run(idle_main(a) if a.idle_engines else main(a))

@@ -107,7 +107,7 @@ class Exchange:
     async def wait(self, idle: float, paused: Callable[[], bool] = lambda: False) -> None:
         """Until the answer's end; ``TimeoutError`` after ``idle`` s without a byte from upstream (not while
         ``paused()``: the reading was paused for a slow client), ``UpstreamBroken`` when the connection broke."""
-        loop = asyncio.get_running_loop()
+        loop = self.conn.loop  # not asyncio.get_running_loop(): on CPython 3.11 that is a getpid() syscall
         done = self.done
         while not done.done():
             left = self.last_data + idle - loop.time()
@@ -311,10 +311,9 @@ class StreamClient:
 
     def _pooled(self, key: Address) -> Connection | None:
         idle = self._idle.get(key)
-        now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.idle_expiry:
+            if not conn.closed and conn.loop.time() - conn.idle_since < self.idle_expiry:
                 conn.reused = True
                 return conn
             conn.abort()

@@ -177,6 +177,7 @@ def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
 
 
 def _cmd_router(a: argparse.Namespace) -> int:
+    from llmd_kserve.aio import relax_gc
     from llmd_kserve.router.app import serve
     from llmd_kserve.router.state import RouterSettings
 
@@ -199,6 +200,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
         audit_chain_key=audit_chain_key(a.audit_chain_key_file, "audit-chain-key-file") if a.audit_file else None)
     if a.audit != "off":  # audit lines go to the root handler even when the rest logs at WARNING
         logging.getLogger("llmd_kserve.audit").setLevel(logging.INFO)
+    relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)
 
