@@ -15,6 +15,11 @@ router's CPU seconds (process and children, ``/proc``) around each phase:
 
     PYTHONPATH=. .venv/bin/python benchmarks/router_vs_vllm_router.py [--rounds 3] [--engines 4]
     (needs ``pip install vllm-router``: the ``bench`` extra)
+
+The small-request comparison of ``benchmarks/RESULTS.md`` is ``--engines 1 --stream-requests 0 --conns 64
+--vllm-policy round_robin,cache_aware``: one engine, 64 connections, vllm-router with both policies (its
+``cache_aware`` keeps a radix tree of request texts and costs it ~1.6x the CPU of ``round_robin``; ratios are to
+the first policy named). ``--py-spy FILE`` with ``--stream-requests 0`` profiles our router's first small phase.
 """
 
 from __future__ import annotations
@@ -184,7 +189,7 @@ async def idle_main(a: argparse.Namespace) -> dict:
             if a.baseline_src:
                 variants["llmd-before"] = ({"PYTHONPATH": a.baseline_src}, variants["llmd"][1])
             variants["vllm-router"] = ({}, [shutil.which("vllm-router") or str(Path(PY).parent / "vllm-router"),
-                                            "--policy", a.vllm_policy, "--log-level", "warning", "--worker-urls",
+                                            "--policy", a.vllm_policy.split(",")[0], "--log-level", "warning", "--worker-urls",
                                             *engines])
             for name, (env, argv) in variants.items():
                 with ExitStack() as one:
@@ -214,14 +219,16 @@ async def main(a: argparse.Namespace) -> dict:
         raise SystemExit("vllm-router not installed: pip install vllm-router (the 'bench' extra)")
     with ExitStack() as stack:
         engines, specs, procs = _engines(a, a.engines, stack)
-        ours_port, vr_port, vr_prom = free_port(), free_port(), free_port()
+        ours_port = free_port()
         ours = spawn([PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(ours_port),
                       "--config", a.config, "--endpoints", ",".join(specs), *a.router_args], stack)
-        theirs = spawn([vr, "--host", "127.0.0.1", "--port", str(vr_port), "--policy", a.vllm_policy,
-                        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(vr_prom), "--log-level", "warning",
-                        "--worker-urls", *engines], stack)
-        routers = {"llmd": (f"http://127.0.0.1:{ours_port}", ours), "vllm-router": (f"http://127.0.0.1:{vr_port}",
-                                                                                      theirs)}
+        routers = {"llmd": (f"http://127.0.0.1:{ours_port}", ours)}
+        for i, policy in enumerate(a.vllm_policy.split(",")):  # the first is "vllm-router", the ratios' denominator
+            vr_port, vr_prom = free_port(), free_port()
+            theirs = spawn([vr, "--host", "127.0.0.1", "--port", str(vr_port), "--policy", policy,
+                            "--prometheus-host", "127.0.0.1", "--prometheus-port", str(vr_prom), "--log-level",
+                            "warning", "--worker-urls", *engines], stack)
+            routers["vllm-router" if i == 0 else f"vllm-router/{policy}"] = (f"http://127.0.0.1:{vr_port}", theirs)
         if a.baseline_src:  # the same router from an older source tree (e.g. `git archive <commit> llmd_kserve`)
             base_port = free_port()
             base = spawn([PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(base_port),
@@ -289,7 +296,8 @@ def cli() -> None:
     p.add_argument("--engines", type=int, default=4)
     p.add_argument("--time-scale", type=float, default=1.0)
     p.add_argument("--config", default="default")
-    p.add_argument("--vllm-policy", default="cache_aware")
+    p.add_argument("--vllm-policy", default="cache_aware",
+                   help="vllm-router --policy; several, comma-separated: one vllm-router each (ratios to the first)")
     p.add_argument("--model", default="llama-8b-shape")
     p.add_argument("--stream-requests", type=int, default=400)
     p.add_argument("--rate", type=float, default=44.0)
