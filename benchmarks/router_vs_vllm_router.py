@@ -15,6 +15,11 @@ router's CPU seconds (process and children, ``/proc``) around each phase:
 
     PYTHONPATH=. .venv/bin/python benchmarks/router_vs_vllm_router.py [--rounds 3] [--engines 4]
     (needs ``pip install vllm-router``: the ``bench`` extra)
+
+The small-request comparison of ``benchmarks/RESULTS.md`` is ``--engines 1 --stream-requests 0 --conns 64
+--vllm-policy round_robin,cache_aware``: one engine, 64 connections, vllm-router with both policies (its
+``cache_aware`` keeps a radix tree of request texts and costs it ~1.6x the CPU of ``round_robin``; ratios are to
+the first policy named). ``--py-spy FILE`` with ``--stream-requests 0`` profiles our router's first small phase.
 """
 
 from __future__ import annotations
@@ -140,6 +145,21 @@ async def small_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, sec
     return {"requests": len(lat), "errors": errors, "latency_p50_ms": pct(lat, 50) * 1e3}
 
 
+def _py_spy(a: argparse.Namespace, proc: subprocess.Popen) -> subprocess.Popen | None:
+    """py-spy (the ``bench`` extra) recording ``proc`` into ``a.py_spy`` as collapsed stacks, when asked for."""
+    if not a.py_spy:
+        return None
+    exe = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    return subprocess.Popen([exe, "record", "-p", str(proc.pid), "-o", a.py_spy, "-f", "raw", "-r", "200",
+                             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_spy(spy: subprocess.Popen | None) -> None:
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
+
+
 def _engines(a: argparse.Namespace, n: int, stack: ExitStack) -> tuple[list[str], list[str], list]:
     engines, specs, procs = [], [], []
     for _ in range(n):
@@ -169,7 +189,7 @@ async def idle_main(a: argparse.Namespace) -> dict:
             if a.baseline_src:
                 variants["llmd-before"] = ({"PYTHONPATH": a.baseline_src}, variants["llmd"][1])
             variants["vllm-router"] = ({}, [shutil.which("vllm-router") or str(Path(PY).parent / "vllm-router"),
-                                            "--policy", a.vllm_policy, "--log-level", "warning", "--worker-urls",
+                                            "--policy", a.vllm_policy.split(",")[0], "--log-level", "warning", "--worker-urls",
                                             *engines])
             for name, (env, argv) in variants.items():
                 with ExitStack() as one:
@@ -199,14 +219,16 @@ async def main(a: argparse.Namespace) -> dict:
         raise SystemExit("vllm-router not installed: pip install vllm-router (the 'bench' extra)")
     with ExitStack() as stack:
         engines, specs, procs = _engines(a, a.engines, stack)
-        ours_port, vr_port, vr_prom = free_port(), free_port(), free_port()
+        ours_port = free_port()
         ours = spawn([PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(ours_port),
                       "--config", a.config, "--endpoints", ",".join(specs), *a.router_args], stack)
-        theirs = spawn([vr, "--host", "127.0.0.1", "--port", str(vr_port), "--policy", a.vllm_policy,
-                        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(vr_prom), "--log-level", "warning",
-                        "--worker-urls", *engines], stack)
-        routers = {"llmd": (f"http://127.0.0.1:{ours_port}", ours), "vllm-router": (f"http://127.0.0.1:{vr_port}",
-                                                                                      theirs)}
+        routers = {"llmd": (f"http://127.0.0.1:{ours_port}", ours)}
+        for i, policy in enumerate(a.vllm_policy.split(",")):  # the first is "vllm-router", the ratios' denominator
+            vr_port, vr_prom = free_port(), free_port()
+            theirs = spawn([vr, "--host", "127.0.0.1", "--port", str(vr_port), "--policy", policy,
+                            "--prometheus-host", "127.0.0.1", "--prometheus-port", str(vr_prom), "--log-level",
+                            "warning", "--worker-urls", *engines], stack)
+            routers["vllm-router" if i == 0 else f"vllm-router/{policy}"] = (f"http://127.0.0.1:{vr_port}", theirs)
         if a.baseline_src:  # the same router from an older source tree (e.g. `git archive <commit> llmd_kserve`)
             base_port = free_port()
             base = spawn([PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(base_port),
@@ -232,24 +254,20 @@ async def main(a: argparse.Namespace) -> dict:
                 prompts = [f"{rng.choice(groups)} question {rng.randrange(10**9)}?" for _ in range(a.stream_requests)]
                 for name in order if a.stream_requests else ():
                     url, proc = routers[name]
-                    spy = None
-                    if a.py_spy and r == 0 and name == "llmd":
-                        spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "-p", str(proc.pid), "-o",
-                                                a.py_spy, "-f", "raw", "-r", "200", "--nonblocking"],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    spy = _py_spy(a, proc) if r == 0 and name == "llmd" else None
                     c0 = cpu_seconds(proc.pid)
                     res = await stream_phase(s, url, prompts, a.rate, a.out_tokens, a.model, rng)
                     row["stream_cpu_s_per_1000"][name] = (cpu_seconds(proc.pid) - c0) / max(res["ok"], 1) * 1e3
                     row.setdefault("stream_errors", {})[name] = res["errors"]
-                    if spy is not None:
-                        spy.send_signal(2)
-                        spy.wait(30)
+                    _stop_spy(spy)
                 row["small_p50_ms"]["direct"] = (await small_phase(s, engines, a.conns, a.seconds, a.model))[
                     "latency_p50_ms"]
                 for name in order:
                     url, proc = routers[name]
+                    spy = _py_spy(a, proc) if r == 0 and name == "llmd" and not a.stream_requests else None
                     c0 = cpu_seconds(proc.pid)
                     res = await small_phase(s, [url], a.conns, a.seconds, a.model)
+                    _stop_spy(spy)
                     row["small_cpu_ms_per_req"][name] = (cpu_seconds(proc.pid) - c0) / res["requests"] * 1e3
                     row["small_p50_ms"][name] = res["latency_p50_ms"]
                     row.setdefault("small_errors", {})[name] = res["errors"]
@@ -278,7 +296,8 @@ def cli() -> None:
     p.add_argument("--engines", type=int, default=4)
     p.add_argument("--time-scale", type=float, default=1.0)
     p.add_argument("--config", default="default")
-    p.add_argument("--vllm-policy", default="cache_aware")
+    p.add_argument("--vllm-policy", default="cache_aware",
+                   help="vllm-router --policy; several, comma-separated: one vllm-router each (ratios to the first)")
     p.add_argument("--model", default="llama-8b-shape")
     p.add_argument("--stream-requests", type=int, default=400)
     p.add_argument("--rate", type=float, default=44.0)
@@ -292,7 +311,8 @@ def cli() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline-src", default="", help="also run our router from this source tree (before/after)")
-    p.add_argument("--py-spy", default="", help="write a py-spy raw profile of our router's first stream phase here")
+    p.add_argument("--py-spy", default="", help="write a py-spy raw profile of our router's first stream phase (or, "
+                   "with --stream-requests 0, its first small phase) here")
     p.add_argument("--router-args", nargs=argparse.REMAINDER, default=[], help="extra `llmd-kserve router` flags")
     a = p.parse_args()
     result = aio_run(idle_main(a) if a.idle_engines else main(a))

@@ -10,17 +10,20 @@ model lists.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httptools
 
 MAX_HEAD = 64 * 1024
+_bad_value = re.compile("[\r\n\0]").search
+_bad_name = re.compile("[\r\n\0: ]").search
 
 
 class UpstreamBroken(ConnectionError):
@@ -68,11 +71,6 @@ def _until_close(head: Head) -> bool:
             and head.status not in (204, 304))
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # an exception nobody awaits (the head failed, so the body is never read) is not logged
-
-
 class Exchange:
     """One request and its answer on a connection: ``head`` (a future), then body chunks to ``sink``, then ``done``."""
 
@@ -82,8 +80,6 @@ class Exchange:
         self.first: asyncio.Future[None] = loop.create_future()
         """Set when the first body byte arrived, or the body ended empty."""
         self.done: asyncio.Future[None] = loop.create_future()
-        for fut in (self.head, self.first, self.done):
-            fut.add_done_callback(_retrieve)
         self.sink: Callable[[bytes], None] | None = None
         self.pending: list[bytes] = []
         self.last_data = loop.time()
@@ -107,7 +103,7 @@ class Exchange:
     async def wait(self, idle: float, paused: Callable[[], bool] = lambda: False) -> None:
         """Until the answer's end; ``TimeoutError`` after ``idle`` s without a byte from upstream (not while
         ``paused()``: the reading was paused for a slow client), ``UpstreamBroken`` when the connection broke."""
-        loop = asyncio.get_running_loop()
+        loop = self.conn.loop  # not asyncio.get_running_loop(): on CPython 3.11 that is a getpid() syscall
         done = self.done
         while not done.done():
             left = self.last_data + idle - loop.time()
@@ -258,6 +254,7 @@ class Connection(asyncio.Protocol):
             for fut in (ex.head, ex.first, ex.done):
                 if not fut.done():
                     fut.set_exception(exc)
+                    fut.exception()  # retrieved: nobody may await it (the head failed, so the body is never read)
 
     def finish_use(self, ex: Exchange) -> None:
         if (self.exchange is ex or not self.keep_alive or self.closed or not ex.done.done() or ex.done.cancelled()
@@ -311,10 +308,9 @@ class StreamClient:
 
     def _pooled(self, key: Address) -> Connection | None:
         idle = self._idle.get(key)
-        now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.idle_expiry:
+            if not conn.closed and conn.loop.time() - conn.idle_since < self.idle_expiry:
                 conn.reused = True
                 return conn
             conn.abort()
@@ -363,7 +359,7 @@ def _request_bytes(method: str, path: str, host: str, port: int, body: bytes, he
     if body or method == "POST":
         lines.append(f"Content-Length: {len(body)}")
     for name, value in headers.items():
-        if any(c in value for c in "\r\n\0") or any(c in name for c in "\r\n\0: "):
+        if _bad_value(value) or _bad_name(name):
             raise ValueError(f"header {name!r} has a line break or NUL in it")
         lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body

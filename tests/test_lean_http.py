@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import shutil
 import ssl
@@ -290,3 +291,23 @@ async def test_interim_answers_are_skipped():
            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     feed(conn, raw, [10, 30, 60])
     assert ex.head.result().status == 200 and await ex.read_all(1.0) == b"ok"
+
+
+async def test_a_broken_exchange_leaves_no_unretrieved_exception():
+    """The head's failure is awaited; ``first`` and ``done`` are not, and must not be logged when collected."""
+    reported: list[dict] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, ctx: reported.append(ctx))
+    try:
+        conn, t, _ = connection()
+        ex = conn.start(b"x")
+        conn.data_received(b"not http at all\r\n\r\n")
+        with pytest.raises(UpstreamBroken):
+            await ex.head
+        assert t.aborted and ex.first.done() and ex.done.done()
+        del ex, conn
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert not [c for c in reported if "never retrieved" in c.get("message", "")]

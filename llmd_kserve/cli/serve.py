@@ -197,6 +197,7 @@ def _governance_settings(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_router(a: argparse.Namespace) -> int:
+    from llmd_kserve.aio import relax_gc
     from llmd_kserve.control.settings import RouterSettings
     from llmd_kserve.router.app import serve
 
@@ -208,6 +209,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
         drain_timeout=a.drain_timeout, admin=a.admin, **_governance_settings(a))
+    relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from llmd_kserve.metrics.loop_metrics import LoopCounter as Counter
+from llmd_kserve.metrics.loop_metrics import LoopHistogram as Histogram
 
 _LATENCY_BUCKETS = (5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5)
 _TOKEN_BUCKETS = (0, 16, 64, 256, 1024, 4096, 16384, 65536)
@@ -32,7 +35,8 @@ def children(metric: Any) -> Callable[..., Any]:
 
 
 class RouterMetrics:
-    """Metrics in a registry of their own (so several routers can live in one process, e.g. in tests)."""
+    """Metrics in a registry of their own (so several routers can live in one process, e.g. in tests); updated from
+    the event loop's thread only (``loop_metrics``: no lock per update)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "llmd_router") -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
