@@ -16,6 +16,7 @@ simulator on a virtual one) owns time. API::
     core.has_work() -> bool                          # anything waiting or running
     core.num_running, core.num_waiting, core.kv_usage, core.stats (EngineStats: counters for /metrics)
     core.held_blocks(req_id) -> list[int] | None     # block ids a finished hold_on_finish request keeps
+    core.held_cached_tokens(req_id) -> int | None    # the prompt tokens it found cached
     core.block_hashes(token_ids) -> list[int]        # this engine's hashes of the full blocks of token_ids
 
 Scheduling follows vLLM 0.26's v1 ``Scheduler.schedule`` (FCFS): each step first gives every running request its next
@@ -123,6 +124,11 @@ class EngineCore:
         """Block ids a finished ``hold_on_finish`` request still keeps, or None."""
         req = self.held.get(req_id)
         return None if req is None else list(req.blocks)
+
+    def held_cached_tokens(self, req_id: str) -> int | None:
+        """Prompt tokens a finished ``hold_on_finish`` request found cached (vLLM's ``num_cached_tokens``), or None."""
+        req = self.held.get(req_id)
+        return None if req is None else req.cached_local + req.cached_external
 
     def block_hashes(self, token_ids: Sequence[int]) -> list[int]:
         """This engine's chained hashes of the full blocks of ``token_ids``."""
