@@ -135,25 +135,27 @@ async def _post(s: aiohttp.ClientSession, url: str, body: dict) -> dict:
 async def test_pd_decode_reports_the_prefill_engines_cached_tokens(stream):
     """0.32 ``Scheduler.update_from_output`` adds ``remote_prefill_cached_tokens`` (the prefill's own
     ``num_cached_tokens``) to the prefill's ``kv_transfer_params``; the decode's ``OutputProcessor`` reports that
-    number as ``usage.prompt_tokens_details.cached_tokens`` instead of its own (the pulled KV). The by-source
-    counters still show the transfer."""
-    shared, tail = prompt(256, 5), prompt(44, 6)
-    opts = {"time_scale": 0.0, "vllm_version": "0.32", "block_size": 16}
+    number as ``usage.prompt_tokens_details.cached_tokens`` instead of its own (the pulled KV). The numbers are those
+    a real vLLM 0.32 CPU pair (NixlConnector, block size 32) gave for the same two prompts: A cold, then B sharing
+    A's first 640 tokens: usage 0 then 640; the decode's counters: queries 1,360, hits 640 (B's blocks pulled for A),
+    by source ``local_compute`` 0, ``local_cache_hit`` 640, ``external_kv_transfer`` 720."""
+    shared = prompt(640, 5)
+    opts = {"time_scale": 0.0, "vllm_version": "0.32", "block_size": 32}
     async with running_engine(role="prefill", **opts) as pre, running_engine(role="decode", **opts) as dec, \
             aiohttp.ClientSession() as s:
-        cold = await _post(s, pre.url, {"prompt": shared + prompt(44, 7), "max_tokens": 1,
-                                        "kv_transfer_params": PD_REQUEST})
-        assert cold["kv_transfer_params"]["remote_prefill_cached_tokens"] == 0
-        warm = await _post(s, pre.url, {"prompt": shared + tail, "max_tokens": 1, "kv_transfer_params": PD_REQUEST})
-        kvtp = warm["kv_transfer_params"]
-        assert kvtp["remote_prefill_cached_tokens"] == 256 == warm["usage"]["prompt_tokens_details"]["cached_tokens"]
-        body = {"prompt": shared + tail, "max_tokens": 4, "ignore_eos": True, "kv_transfer_params": kvtp}
-        if stream:
-            body |= {"stream": True, "stream_options": {"include_usage": True}}
-        out = await _post(s, dec.url, body)
-        assert out["usage"]["prompt_tokens_details"]["cached_tokens"] == 256  # the prefill's hit, not the pull
+        reported = []
+        for tail in (prompt(40, 6), prompt(40, 7)):
+            first = await _post(s, pre.url, {"prompt": shared + tail, "max_tokens": 1, "kv_transfer_params": PD_REQUEST})
+            kvtp = first["kv_transfer_params"]
+            assert kvtp["remote_prefill_cached_tokens"] == first["usage"]["prompt_tokens_details"]["cached_tokens"]
+            body = {"prompt": shared + tail, "max_tokens": 4, "ignore_eos": True, "kv_transfer_params": kvtp}
+            if stream:
+                body |= {"stream": True, "stream_options": {"include_usage": True}}
+            reported.append((await _post(s, dec.url, body))["usage"]["prompt_tokens_details"]["cached_tokens"])
+        assert reported == [0, 640]  # the prefill's hits, not the pulled KV
         st = dec.core.stats
-        assert (st.prompt_tokens_external, st.prompt_tokens_computed, st.prefix_hits) == (300, 0, 0)
+        assert (st.prefix_queries, st.prefix_hits) == (1360, 640)
+        assert (st.prompt_tokens_computed, st.prompt_tokens_local_hit, st.prompt_tokens_external) == (0, 640, 720)
 
 
 async def test_a_026_decode_reports_the_pulled_tokens_as_cached():
