@@ -35,6 +35,8 @@ File format (YAML or JSON, every field of :class:`LatencyProfile`; unknown keys 
     decode_ctx_s: 4.0e-8
     request_overhead_s: 0.0073
     request_overhead_per_token_s: 1.65e-6
+    vllm_version: "0.26"           # whose rules the simulated engine follows where vLLM versions differ
+    async_scheduling: true         # the measured vLLM's default (vLLM 0.32 turns it off on CPU)
 
 Load with ``load_profile("h100-llama8b")`` (a built-in name: a file in ``llmd_kserve/profiles/``) or
 ``load_profile("path/to/profile.yaml")``.
@@ -45,6 +47,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 import yaml
@@ -53,6 +56,9 @@ from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError, config_error_from
 
 _BUILTIN_DIR = Path(__file__).parent / "profiles"
+
+VllmVersion = Literal["0.26", "0.32"]
+"""The vLLM versions whose engine rules the simulated engine can follow (see ``engine_sim.core``)."""
 
 
 class LatencyProfile(pydantic.BaseModel, frozen=True, extra="forbid"):
@@ -75,6 +81,10 @@ class LatencyProfile(pydantic.BaseModel, frozen=True, extra="forbid"):
     decode_ctx_s: float = pydantic.Field(default=0.0, ge=0)
     request_overhead_s: float = pydantic.Field(default=0.0, ge=0)
     request_overhead_per_token_s: float = pydantic.Field(default=0.0, ge=0)
+    vllm_version: VllmVersion = "0.26"
+    """The vLLM the profile was measured on: the simulated engine follows its rules where versions differ."""
+    async_scheduling: bool = True
+    """Whether that vLLM ran with async scheduling (0.26 on GPU: yes; 0.32 on CPU: no, the platform turns it off)."""
 
     def step_time(
         self,

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # --- engine ---------------------------------------------------------------------------------------------------
 def add_engine(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("engine", help="run a simulated vLLM 0.26 replica (OpenAI API, /metrics, KV events)")
+    p = sub.add_parser("engine", help="run a simulated vLLM replica (OpenAI API, /metrics, KV events)")
     p.add_argument("--host", default="127.0.0.1",
                    help="listen address (default loopback; engines have no auth: expose them to the router only)")
     p.add_argument("--port", type=port_number, default=ENGINE_PORT, help="HTTP port (0: any free port)")
@@ -35,8 +35,12 @@ def add_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-num-seqs", type=int, default=None, help="default: the profile's (1024 for h100-llama8b)")
     p.add_argument("--max-num-batched-tokens", type=int, default=None, help="per-step token budget")
     p.add_argument("--max-model-len", type=int, default=None, help="default: the profile's (16384)")
-    p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=True,
-                   help="schedule the next step while the current one runs, as vLLM does by default (on)")
+    p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                   help="schedule the next step while the current one runs (default: the profile's; vLLM on GPU "
+                        "does, vLLM 0.32 on CPU does not)")
+    p.add_argument("--vllm-version", choices=["0.26", "0.32"], default=None,
+                   help="follow this vLLM's rules where versions differ: prefix-cache counting, cached tokens after a "
+                        "P/D transfer (default: the profile's)")
     p.add_argument("--kv-events-endpoint", default=None, help="ZMQ PUB bind address, e.g. tcp://*:5557")
     p.add_argument("--kv-events-topic", default=None, help="default kv@<host:port>@<model>")
     p.add_argument("--kv-events-replay-endpoint", default=None,
@@ -58,7 +62,7 @@ def _cmd_engine(a: argparse.Namespace) -> int:
     return serve(EngineOptions(
         host=a.host, port=a.port, model=a.model, profile=a.profile, num_blocks=a.num_blocks, block_size=a.block_size,
         max_num_seqs=a.max_num_seqs, max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
-        async_scheduling=a.async_scheduling, kv_events_endpoint=a.kv_events_endpoint, kv_events_topic=a.kv_events_topic, role=a.role,
+        async_scheduling=a.async_scheduling, vllm_version=a.vllm_version, kv_events_endpoint=a.kv_events_endpoint, kv_events_topic=a.kv_events_topic, role=a.role,
         kv_events_replay_endpoint=a.kv_events_replay_endpoint,
         kv_link_gbps=a.kv_link_gbps, time_scale=a.time_scale, seed=a.seed, error_rate=a.error_rate,
         crash_after=a.crash_after, crash_exits_process=True, slow_start=a.slow_start))

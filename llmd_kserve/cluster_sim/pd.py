@@ -9,7 +9,8 @@ request to :class:`PDFlow` instead of sending it to ``target`` at once:
   :class:`~llmd_kserve.disagg.orchestrator.PDOrchestrator` does), and the decode leg (step 3) reaches ``target``
   after the router hop, the decode front end and the KV transfer of the prompt tokens the decode engine does not
   already cache (``profile.kv_transfer_time``); it starts with the prompt computed (``remote_kv``) and the prefill
-  engine frees its blocks (the pull);
+  engine frees its blocks (the pull); engines following vLLM 0.32's rules report the prefill's cached tokens as the
+  request's (``remote_prefill_cached_tokens``), 0.26's the decode's own (the pulled KV counted as cached);
 * if the prefill engine refuses the leg (``http_400``) or it has not finished ``prefill_timeout_s`` after the router
   sent it (``timeout``: the router drops the connection, the engine aborts the leg), the prefill charge is released
   as failed and the original request goes to ``target``, which prefills locally; counted by reason.
@@ -95,7 +96,10 @@ class PDFlow:
         sim, prof = self.sim, self.sim.profile
         rec.held = (i, leg)
         tokens = rec.llm.token_ids or ()
-        local = sim.core(sim.index_of[rec.sched.target]).cached_prefix_tokens(tokens)
+        decode = sim.core(sim.index_of[rec.sched.target])
+        if sim.core(i).vllm_version == decode.vllm_version == "0.32":  # the decode reports the prefill's cached tokens
+            rec.cached = sim.core(i).held_cached_tokens(leg)
+        local = decode.cached_prefix_tokens(tokens)
         xfer = prof.kv_transfer_time(len(tokens) - local, sim.options.kv_link_gbps)
         self.transfers.append(xfer)
         self._release(rec, ok=True)

@@ -5,7 +5,7 @@ simulator on a virtual one) owns time. API::
 
     core = EngineCore(profile, num_blocks=None, block_size=None, max_num_seqs=None, max_num_batched_tokens=None,
                       max_model_len=None, seed=0, event_sink=None, enable_kv_events=False,
-                      async_scheduling=True)
+                      async_scheduling=None, vllm_version=None)  # None: the profile's
     core.add_request(req_id, prompt_token_ids, max_tokens, *, output_len=None, hold_on_finish=False,
                      remote_kv=False)        # -> None; ValueError on misuse (duplicate id, too long, ...)
     out = core.step(now)                             # -> StepOutput: schedules one step and completes it at once
@@ -16,6 +16,7 @@ simulator on a virtual one) owns time. API::
     core.has_work() -> bool                          # anything waiting or running
     core.num_running, core.num_waiting, core.kv_usage, core.stats (EngineStats: counters for /metrics)
     core.held_blocks(req_id) -> list[int] | None     # block ids a finished hold_on_finish request keeps
+    core.held_cached_tokens(req_id) -> int | None    # the prompt tokens it found cached
     core.block_hashes(token_ids) -> list[int]        # this engine's hashes of the full blocks of token_ids
 
 Scheduling follows vLLM 0.26's v1 ``Scheduler.schedule`` (FCFS): each step first gives every running request its next
@@ -34,7 +35,11 @@ prefill engine (P/D decode side): the request starts with its whole prompt compu
 step is a one-token step. ``hold_on_finish=True`` (P/D prefill side) keeps the finished request's blocks until
 ``release``.
 
-``async_scheduling`` (vLLM 0.26's default; ``EngineCore.step_with_batch_queue`` with a batch queue of 2) schedules
+``vllm_version`` picks the rules where vLLM versions differ: "0.26" counts prefix-cache queries and hits at every
+lookup of a waiting request, "0.32" once, when the request is admitted (``Scheduler.schedule``: "Record at admission
+so unscheduled lookups are not counted"); on a P/D decode "0.32" counts the whole prompt as pulled (the
+NixlConnector's ``get_num_new_matched_tokens`` returns the prompt length less the local hit), "0.26" all but the last
+token. ``async_scheduling`` (vLLM 0.26's default on GPU; vLLM 0.32 turns it off on CPU; ``EngineCore.step_with_batch_queue`` with a batch queue of 2) schedules
 step N+1 when step N is launched, before N's outputs are processed. So when steps run back to back (the last one left
 work), a step admits only requests added before the previous ``step()`` call, and the requests that finished in the
 previous step keep their blocks until this step has been scheduled. After an idle gap nothing lags. Not mirrored: a
@@ -55,7 +60,7 @@ from collections.abc import Callable, Sequence
 from llmd_kserve.engine_sim.block_pool import BlockPool
 from llmd_kserve.engine_sim.core_types import FIRST_ID, VOCAB, CoreRequest, EngineStats, StepOutput, extend_hashes
 from llmd_kserve.kvcache.events import KVEvent
-from llmd_kserve.latency import LatencyProfile
+from llmd_kserve.latency import LatencyProfile, VllmVersion
 
 __all__ = ["EngineCore", "EngineStats", "StepOutput"]
 
@@ -75,7 +80,8 @@ class EngineCore:
         seed: int = 0,
         event_sink: Callable[[list[KVEvent]], None] | None = None,
         enable_kv_events: bool = False,
-        async_scheduling: bool = True,
+        async_scheduling: bool | None = None,
+        vllm_version: VllmVersion | None = None,
     ) -> None:
         self.profile = profile
         self.block_size = block_size or profile.block_size
@@ -91,7 +97,9 @@ class EngineCore:
         self.running: list[CoreRequest] = []
         self.requests: dict[str, CoreRequest] = {}
         self.held: dict[str, CoreRequest] = {}
-        self.async_scheduling = async_scheduling
+        self.async_scheduling = profile.async_scheduling if async_scheduling is None else async_scheduling
+        self.vllm_version: VllmVersion = vllm_version or profile.vllm_version
+        self._vllm_032 = self.vllm_version == "0.32"
         self._calls = 0  # step() calls so far; a request added after call k has epoch k
         self._pipelined = False  # the next step was scheduled while the last one ran (async scheduling)
         self._finishing: list[CoreRequest] = []  # finished in the last step; blocks freed after the next schedule
@@ -116,6 +124,11 @@ class EngineCore:
         """Block ids a finished ``hold_on_finish`` request still keeps, or None."""
         req = self.held.get(req_id)
         return None if req is None else list(req.blocks)
+
+    def held_cached_tokens(self, req_id: str) -> int | None:
+        """Prompt tokens a finished ``hold_on_finish`` request found cached (vLLM's ``num_cached_tokens``), or None."""
+        req = self.held.get(req_id)
+        return None if req is None else req.cached_local + req.cached_external
 
     def block_hashes(self, token_ids: Sequence[int]) -> list[int]:
         """This engine's chained hashes of the full blocks of ``token_ids``."""
@@ -243,14 +256,16 @@ class EngineCore:
             # KV pulled from the prefill engine: only the last token to run
             computed = total - 1 if req.remote_kv and not req.scheduled else len(hit) * bs
             num_new = min(total - computed, budget)
-            if req.num_preemptions == 0:  # vLLM KVCacheManager.get_computed_blocks -> PrefixCacheStats.record
-                self.stats.prefix_queries += total
-                self.stats.prefix_hits += len(hit) * bs
+            counted = req.num_preemptions == 0  # preempted requests' lookups stay out of the exported counters
+            if counted and not self._vllm_032:  # 0.26 get_computed_blocks -> PrefixCacheStats.record
+                self._count_lookup(total, len(hit) * bs)
             need = (computed + num_new + bs - 1) // bs - len(hit)
             # vLLM allocate_slots(full_sequence_must_fit=True): the whole sequence must fit, not just this chunk
             need_full = (total + bs - 1) // bs - len(hit)
             if max(need, need_full) > pool.num_free - pool.num_free_among(hit):
                 break  # FCFS: the head does not fit, nobody behind it is tried this step
+            if counted and self._vllm_032:  # 0.32 Scheduler.schedule -> record_prefix_cache_stats
+                self._count_lookup(total, len(hit) * bs)
             waiting.popleft()
             pool.touch(hit)
             req.blocks = hit + pool.allocate(need)
@@ -261,7 +276,9 @@ class EngineCore:
                 first.append(req.id)
                 # like vLLM's num_cached_tokens: local prefix hits plus KV pulled from a remote prefill
                 req.cached_local = len(hit) * bs
-                req.cached_external = computed - req.cached_local if req.remote_kv else 0
+                # 0.32's NixlConnector pulls the whole prompt past the local hit; 0.26 counted all but the last token
+                pulled = total if self._vllm_032 else computed
+                req.cached_external = pulled - req.cached_local if req.remote_kv else 0
                 cached[req.id] = req.cached_local + req.cached_external
             self._cache_scheduled(req, num_new)
             running.append(req)
@@ -325,6 +342,10 @@ class EngineCore:
         full = min(req.num_computed + num_new, len(req.tokens)) // self.block_size
         if full > req.num_cached_blocks:
             self._cache(req, full)
+
+    def _count_lookup(self, queries: int, hits: int) -> None:
+        self.stats.prefix_queries += queries
+        self.stats.prefix_hits += hits
 
     def _count_prompt(self, req: CoreRequest) -> None:
         """vLLM's ``PromptTokenStats`` for a request's first token: the whole prompt, split by source (the split of

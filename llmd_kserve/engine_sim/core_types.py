@@ -41,14 +41,15 @@ class StepOutput:
 
 @dataclass(slots=True)
 class EngineStats:
-    """Monotonic counters for ``/metrics`` (vLLM names in comments), counted as vLLM 0.26 counts them.
+    """Monotonic counters for ``/metrics`` (vLLM names in comments), counted as the core's ``vllm_version`` does.
 
-    ``prefix_queries``/``prefix_hits`` add a waiting request's length and hit at every lookup (every step it is
-    tried, even when it then does not fit), except for requests re-queued by preemption, whose lookups vLLM keeps out
-    of the exported counters; ``prompt_tokens`` adds a request's whole prompt once, with its first token.
+    ``prefix_queries``/``prefix_hits`` add a waiting request's length and hit at every lookup (0.26: every step it is
+    tried, even when it then does not fit) or once, when it is admitted (0.32), except for requests re-queued by
+    preemption, whose lookups vLLM keeps out of the exported counters; ``prompt_tokens`` adds a request's whole prompt
+    once, with its first token.
     """
 
-    prefix_queries: int = 0  # vllm:prefix_cache_queries_total (tokens, every lookup of a never-preempted request)
+    prefix_queries: int = 0  # vllm:prefix_cache_queries_total (tokens, never-preempted requests)
     prefix_hits: int = 0  # vllm:prefix_cache_hits_total (tokens)
     num_preemptions: int = 0  # vllm:num_preemptions_total
     prompt_tokens: int = 0  # vllm:prompt_tokens_total (whole prompts, cached or not, counted at the first token)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.latency import VllmVersion
 from llmd_kserve.types import Role
 
 
@@ -22,8 +24,10 @@ class EngineOptions:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     max_model_len: int | None = None
-    async_scheduling: bool = True
-    """vLLM's ``--async-scheduling`` (its default): step N+1 is scheduled while step N runs."""
+    async_scheduling: bool | None = None
+    """vLLM's ``--async-scheduling``: step N+1 is scheduled while step N runs (None: the profile's)."""
+    vllm_version: VllmVersion | None = None
+    """Whose rules to follow where vLLM versions differ: "0.26" or "0.32" (None: the profile's)."""
     kv_events_endpoint: str | None = None
     kv_events_topic: str | None = None
     kv_events_replay_endpoint: str | None = None
@@ -62,3 +66,5 @@ def check_options(o: EngineOptions) -> None:
         raise ConfigError("must be >= 2 (block 0 is vLLM's null block, never allocated)", "num_blocks")
     if o.kv_link_gbps is not None and o.kv_link_gbps <= 0:
         raise ConfigError(f"must be > 0, got {o.kv_link_gbps}", "kv_link_gbps")
+    if o.vllm_version not in (None, *get_args(VllmVersion)):
+        raise ConfigError(f"must be one of {', '.join(get_args(VllmVersion))}, got {o.vllm_version!r}", "vllm_version")

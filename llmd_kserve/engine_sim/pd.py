@@ -3,8 +3,9 @@
 Prefill side (request carries ``do_remote_decode: true``): the engine prefills, answers after one token and keeps
 the request's blocks for a lease (``kv_lease_s``, vLLM's ``VLLM_NIXL_ABORT_REQUEST_TIMEOUT`` is 480 s), returning
 ``{do_remote_prefill: true, do_remote_decode: false, remote_block_ids, remote_engine_id, remote_request_id,
-remote_host, remote_port, tp_size}``. ``remote_port`` is the engine's HTTP port: the simulated NIXL side channel is
-``POST /_sim/nixl/pull`` there. Decode side (``do_remote_prefill: true``): the engine pulls (the prefill engine
+remote_host, remote_port, tp_size}`` (vLLM 0.32 adds ``remote_prefill_cached_tokens``, the prefill's own
+prefix-cache hit, which the decode then reports as its ``cached_tokens``). ``remote_port`` is the engine's HTTP
+port: the simulated NIXL side channel is ``POST /_sim/nixl/pull`` there. Decode side (``do_remote_prefill: true``): the engine pulls (the prefill engine
 checks the ids and frees its blocks), waits ``kv_bytes_per_token * tokens / link bandwidth`` for the tokens it does
 not already hold in its own prefix cache, then decodes without prefilling. A failed pull (unknown or expired ids,
 unreachable peer) falls back to a local prefill (vLLM's ``recompute`` policy) and counts in
@@ -21,6 +22,9 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 PULL_PATH = "/_sim/nixl/pull"
+PEER_CACHED = "remote_prefill_cached_tokens"
+"""vLLM 0.32: the prefill's prefix-cache hit (tokens) in its ``kv_transfer_params``; the decode reports it as its
+``cached_tokens`` (the KV it pulled is not counted as cached)."""
 
 
 def prefill_response_params(*, block_ids: list[int], engine_id: str, request_id: str, host: str,
@@ -29,6 +33,12 @@ def prefill_response_params(*, block_ids: list[int], engine_id: str, request_id:
     return {"do_remote_prefill": True, "do_remote_decode": False, "remote_block_ids": block_ids,
             "remote_engine_id": engine_id, "remote_request_id": request_id, "remote_host": host,
             "remote_port": port, "tp_size": 1}
+
+
+def peer_cached_tokens(kvtp: dict | None) -> int | None:
+    """The prefill's ``remote_prefill_cached_tokens`` from ``kvtp``, or None when absent or not a count."""
+    v = (kvtp or {}).get(PEER_CACHED)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
 def wants_remote_decode(kvtp: dict | None) -> bool:

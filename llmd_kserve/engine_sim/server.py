@@ -58,7 +58,7 @@ class EngineServer:
         self.core = EngineCore(self.profile, num_blocks=opts.num_blocks, block_size=opts.block_size,
                                max_num_seqs=opts.max_num_seqs, max_num_batched_tokens=opts.max_num_batched_tokens,
                                max_model_len=opts.max_model_len, seed=opts.seed,
-                               async_scheduling=opts.async_scheduling)
+                               async_scheduling=opts.async_scheduling, vllm_version=opts.vllm_version)
         self.metrics = EngineMetrics(self.core, opts.model)
         self.rng = random.Random(opts.seed)
         self.engine_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))

@@ -60,6 +60,8 @@ async def generate(eng: EngineServer, request: web.Request, req: GenRequest, rid
     scale = eng.opts.time_scale
     if scale > 0:  # the GPU server's front end: HTTP, validation, block hashing
         await asyncio.sleep(eng.profile.request_overhead(sum(map(len, req.prompts))) * scale)
+    # vLLM 0.32 (OutputProcessor): a decode reports the prefill engine's cached tokens, passed in kv_transfer_params
+    cached_override = pd.peer_cached_tokens(kvtp) if decode_side and eng.core.vllm_version == "0.32" else None
     remote_kv = False
     if decode_side:
         remote_kv = await eng.pull.pull(kvtp)  # type: ignore[arg-type]
@@ -84,7 +86,7 @@ async def generate(eng: EngineServer, request: web.Request, req: GenRequest, rid
     texts = [_Text(eng.tok, req.stop) for _ in subs]
     try:
         if req.stream:
-            return await _stream(eng, request, req, rid, base, created, subs, texts)
+            return await _stream(eng, request, req, rid, base, created, subs, texts, cached_override)
         pieces = await asyncio.gather(*(_collect(eng, cid, s, t) for (cid, s), t in zip(subs, texts, strict=True)))
     finally:
         for cid, s in subs:
@@ -99,7 +101,9 @@ async def generate(eng: EngineServer, request: web.Request, req: GenRequest, rid
             host = eng.url.removeprefix("http://").rsplit(":", 1)[0]
             out_kvtp = pd.prefill_response_params(block_ids=blocks, engine_id=eng.engine_id, request_id=cid,
                                                   host=host, port=eng.port)
-    use = _usage(req, subs)
+            if eng.core.vllm_version == "0.32":  # Scheduler.update_from_output: this engine's hits, for the decode
+                out_kvtp[pd.PEER_CACHED] = s.cached_tokens
+    use = _usage(req, subs, cached_override)
     choices = [("".join(p), _reason(s, t), t.stop_hit) for p, (_c, s), t in zip(pieces, subs, texts, strict=True)]
     if req.kind == "completion":
         body = completion_body(rid, created, req.model, choices, use, out_kvtp)
@@ -113,10 +117,11 @@ def _reason(s: Stream, t: _Text) -> str:
     return "stop" if t.stop_hit is not None else (s.finish_reason or "abort")
 
 
-def _usage(req: GenRequest, subs: list[tuple[str, Stream]]) -> dict:
+def _usage(req: GenRequest, subs: list[tuple[str, Stream]], cached: int | None = None) -> dict:
+    """``usage`` of the answer; ``cached``: the cached tokens to report instead of the engine's own."""
     n_prompt = sum(len(p) for p in req.prompts)
     n_out = sum(len(s.tokens) for _c, s in subs)
-    return usage(n_prompt, n_out, sum(s.cached_tokens for _c, s in subs))
+    return usage(n_prompt, n_out, sum(s.cached_tokens for _c, s in subs) if cached is None else cached)
 
 
 async def _collect(eng: EngineServer, cid: str, s: Stream, t: _Text) -> list[str]:
@@ -132,7 +137,7 @@ async def _collect(eng: EngineServer, cid: str, s: Stream, t: _Text) -> list[str
 
 
 async def _stream(eng: EngineServer, request: web.Request, req: GenRequest, rid: str, base: str, created: int,
-                  subs: list[tuple[str, Stream]], texts: list[_Text]) -> web.StreamResponse:
+                  subs: list[tuple[str, Stream]], texts: list[_Text], cached: int | None) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                        "Cache-Control": "no-cache", "x-request-id": base})
     await resp.prepare(request)
@@ -162,7 +167,7 @@ async def _stream(eng: EngineServer, request: web.Request, req: GenRequest, rid:
     try:
         await asyncio.gather(*(pump(i, cid, s, t) for i, ((cid, s), t) in enumerate(zip(subs, texts, strict=True))))
         if req.include_usage:
-            await resp.write(w.usage(_usage(req, subs)))
+            await resp.write(w.usage(_usage(req, subs, cached)))
         await resp.write(ChunkWriter.DONE)
         await resp.write_eof()
     except ConnectionResetError:  # the client went away mid-stream: the caller aborts what is left

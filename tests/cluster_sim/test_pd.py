@@ -63,6 +63,20 @@ def test_handoff_releases_every_charge_and_every_held_block():
     assert all(r.cached_tokens >= r.prompt_tokens - 16 for r in out.results)
 
 
+def test_vllm_032_engines_report_the_prefill_engines_cached_tokens():
+    """vLLM 0.32 (the ``cpu-tiny-llama`` profile's rules): the decode reports the prefill's own prefix-cache hit
+    (``remote_prefill_cached_tokens``), not the KV it pulled."""
+    reqs = _reqs(RagSpec(num_requests=12, num_documents=8, document_len=256, output_len=8))
+    sim = ClusterSim("pd-always", SimOptions(roles=PD, profile="cpu-tiny-llama"))
+    out = sim.run(reqs)
+    assert all(r.ok for r in out.results) and out.engine_counters["disaggregated"] == 12
+    prefill = sim.engines[0].core
+    assert prefill.vllm_version == "0.32" and prefill.stats.num_preemptions == 0
+    reported = sum(r.cached_tokens for r in out.results)
+    assert reported == prefill.stats.prefix_hits == prefill.stats.prompt_tokens_local_hit > 0
+    assert reported < sum(r.prompt_tokens for r in out.results) - 12 * 32  # not the whole prompt
+
+
 def test_prefill_timeout_falls_back_to_a_local_prefill():
     reqs = _reqs(RagSpec(num_documents=8, document_len=256, output_len=8), n=8)
     sim = ClusterSim("pd-always", SimOptions(roles=PD, prefill_timeout_s=1e-4))

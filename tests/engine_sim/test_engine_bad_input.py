@@ -76,15 +76,20 @@ async def test_port_in_use_is_a_config_error():
         assert exc.value.path == "port"
 
 
-async def test_async_scheduling_can_be_turned_off_like_vllm():
-    """``llmd-kserve engine --no-async-scheduling`` mirrors vLLM's flag: the core then schedules each step after the
-    previous one's outputs (on by default, as in vLLM 0.26)."""
+async def test_async_scheduling_and_vllm_rules_follow_the_profile_unless_given():
+    """``llmd-kserve engine --[no-]async-scheduling`` mirrors vLLM's flag and ``--vllm-version`` picks the rules;
+    without them the profile's apply (the H100 profile: vLLM 0.26 with async scheduling; ``cpu-tiny-llama``: vLLM 0.32
+    on CPU, without)."""
     from llmd_kserve.cli import build_parser
 
     parser = build_parser()
-    assert parser.parse_args(["engine"]).async_scheduling is True
+    default = parser.parse_args(["engine"])
+    assert default.async_scheduling is None and default.vllm_version is None
     assert parser.parse_args(["engine", "--no-async-scheduling"]).async_scheduling is False
+    assert parser.parse_args(["engine", "--vllm-version", "0.32"]).vllm_version == "0.32"
     async with running_engine(async_scheduling=False) as eng:
         assert eng.core.async_scheduling is False
     async with running_engine() as eng:
-        assert eng.core.async_scheduling is True
+        assert (eng.core.async_scheduling, eng.core.vllm_version) == (True, "0.26")
+    async with running_engine(profile="cpu-tiny-llama") as eng:
+        assert (eng.core.async_scheduling, eng.core.vllm_version) == (False, "0.32")
