@@ -6,7 +6,12 @@ import pytest
 
 from llmd_kserve.errors import InvalidRequestError
 from llmd_kserve.governance.request_text import prompt_text, request_text
+from llmd_kserve.plugins.base import CycleState
 from llmd_kserve.prompt import read_prompt
+from llmd_kserve.scheduling.tokenize import TokenizeProducer
+from llmd_kserve.tokenizer import SimTokenizer
+from llmd_kserve.types import LLMRequest
+from tests.scheduling.sched_fixtures import endpoint, make_ctx
 
 
 @pytest.mark.parametrize("prompt, texts, ids", [
@@ -53,3 +58,17 @@ def test_wrong_shapes_are_refused_with_the_field(kind, body, param):
     with pytest.raises(InvalidRequestError) as exc:
         read_prompt(body, kind)
     assert exc.value.status == 400 and exc.value.param == param
+
+
+def test_the_tokenize_producer_reads_the_prompt_the_router_read():
+    """The router's prompt goes with the request: the scheduler tokenizes it, not the body again."""
+    producer = TokenizeProducer("t", TokenizeProducer.Params(cache_size=0), make_ctx())
+    read = read_prompt({"prompt": ["first prompt", "second"]}, "completion")
+    state = CycleState(LLMRequest("r", "m", {"prompt": "not this"}, prompt=read), [endpoint(0)])
+    producer.produce(state)
+    assert list(state.token_ids) == SimTokenizer().encode("first prompt")
+    chat = read_prompt({"messages": [{"role": "user", "content": "hi"}]}, "chat")
+    state = CycleState(LLMRequest("r", "m", {}, kind="chat", prompt=chat), [endpoint(0)])
+    producer.produce(state)
+    assert list(state.token_ids) == SimTokenizer().encode(SimTokenizer().apply_chat_template(chat.sent),
+                                                          add_special_tokens=False)
