@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, NewType
 
+from llmd_kserve.prompt import Prompt
+
 EndpointId = NewType("EndpointId", str)
 """An endpoint's base URL, e.g. ``http://10.0.0.5:8000`` (no trailing slash)."""
 
@@ -103,6 +105,8 @@ class LLMRequest:
     max_tokens: int = 16
     session_id: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    prompt: Prompt | None = None
+    """The prompt as the router read it (None: read from ``body`` when a plugin needs it)."""
 
 
 @dataclass(frozen=True, slots=True)

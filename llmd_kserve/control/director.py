@@ -127,7 +127,8 @@ class Director:
         session = headers.get("x-session-id") or body.get("user")
         llm_req = LLMRequest(request_id=new_request_id(), model=parsed.model or "", body=body, kind=kind,
                              token_ids=token_ids, max_tokens=parsed.max_tokens or 16,
-                             session_id=session if isinstance(session, str) else None, headers=headers)
+                             session_id=session if isinstance(session, str) else None, headers=headers,
+                             prompt=parsed.prompt)
         prompt_tokens = counted if counted is not None else known_prompt_tokens(parsed, token_ids)
         return Ticket(parsed, llm_req, client_rid, key, principal, client, None, prompt_tokens=prompt_tokens)
 

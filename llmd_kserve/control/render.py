@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
-_CHAT_FIELDS = ("messages", "tools", "chat_template", "chat_template_kwargs", "add_generation_prompt",
+_CHAT_FIELDS = ("tools", "chat_template", "chat_template_kwargs", "add_generation_prompt",
                 "continue_final_message", "documents", "add_special_tokens")
-_COMPLETION_FIELDS = ("prompt", "add_special_tokens")
+_COMPLETION_FIELDS = ("add_special_tokens",)
 _TOKENIZE_CHAT_FIELDS = ("model", "messages", "tools", "chat_template", "chat_template_kwargs",
                          "add_generation_prompt", "continue_final_message", "add_special_tokens")
 _REFUSED = (403, 404, 405)
@@ -86,10 +86,9 @@ class RenderTokenizer:
     async def token_ids(self, req: ParsedRequest) -> tuple[int, ...] | None:
         if req.token_ids is not None:
             return req.token_ids
-        fields = _CHAT_FIELDS if req.kind == "chat" else _COMPLETION_FIELDS
-        payload: dict[str, Any] = {k: req.body[k] for k in fields if k in req.body}
-        if req.kind == "completion" and isinstance(payload.get("prompt"), list):
-            payload["prompt"] = payload["prompt"][0]  # schedule on the first prompt of a batch
+        chat = req.kind == "chat"  # a batch of completions is scheduled on its first prompt
+        payload: dict[str, Any] = {"messages": req.prompt.sent} if chat else {"prompt": req.prompt.texts[0]}
+        payload.update((k, req.body[k]) for k in (_CHAT_FIELDS if chat else _COMPLETION_FIELDS) if k in req.body)
         if req.model is not None:
             payload["model"] = req.model
         key = req.kind.encode() + _encode(payload)

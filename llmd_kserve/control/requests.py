@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from llmd_kserve.errors import InvalidRequestError, NotFound
-from llmd_kserve.governance.request_text import request_chars
+from llmd_kserve.prompt import Kind, Prompt, read_prompt
 
+__all__ = ["MAX_REQUEST_ID_CHARS", "Kind", "ParsedRequest", "count_prompt", "known_prompt_tokens", "request_id",
+           "validate_request"]
 log = logging.getLogger(__name__)
-Kind = Literal["completion", "chat"]
 _json_decode = msgspec.json.Decoder().decode
 
 
@@ -26,14 +27,13 @@ class ParsedRequest:
     model: str | None
     stream: bool
     max_tokens: int | None
-    prompt_chars: int
-    """Characters of every string the engine renders (all prompts of a batch and ``suffix``; every string in
-    ``messages``, ``role`` and ``name`` included, and in ``tools``, ``documents``, ``chat_template_kwargs``)."""
-    token_ids: tuple[int, ...] | None
-    """Prompt ids when the client sent token ids (a list of ints, or the first of a list of lists)."""
-    prompt_token_ids: int = 0
-    """Token ids the client sent, over all prompts of a batch (0 for text prompts)."""
-    num_prompts: int = 1
+    prompt: Prompt
+    """The prompt read once: its prompts (text or token ids) and every string the engine renders."""
+
+    @property
+    def token_ids(self) -> tuple[int, ...] | None:
+        """Prompt ids when the client sent token ids (a list of ints, or the first of a list of lists)."""
+        return self.prompt.first_ids
 
 
 MAX_REQUEST_ID_CHARS = 128
@@ -55,37 +55,6 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_prompt(prompt: Any) -> tuple[int, tuple[int, ...] | None, int, int]:
-    """(chars, token ids of the first prompt, token ids in all, prompts) of a completions prompt:
-    str, [str], [int] or [[int]]."""
-    if isinstance(prompt, str):
-        return len(prompt), None, 0, 1
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(p, str) for p in prompt):
-            return sum(len(p) for p in prompt), None, 0, len(prompt)
-        if all(_is_int(p) for p in prompt):
-            return 0, tuple(prompt), len(prompt), 1
-        if all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompt):
-            return 0, tuple(prompt[0]), sum(len(p) for p in prompt), len(prompt)
-    raise InvalidRequestError("'prompt' must be a string, a list of strings, or (lists of) token ids.", "prompt")
-
-
-def _check_messages(messages: Any) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("'messages' must be a non-empty list.", "messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise InvalidRequestError(f"messages[{i}] must be an object with a string 'role'.", f"messages[{i}]")
-        content = m.get("content")
-        if isinstance(content, list):
-            for part in content:
-                if not isinstance(part, dict):
-                    raise InvalidRequestError(f"messages[{i}].content parts must be objects.", f"messages[{i}].content")
-        elif content is not None and not isinstance(content, str):
-            raise InvalidRequestError(f"messages[{i}].content must be a string, a list of parts or null.",
-                                      f"messages[{i}].content")
-
-
 def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ()) -> ParsedRequest:
     """Decode and validate an OpenAI completions/chat body; raise ``InvalidRequestError`` (4xx) when malformed."""
     try:
@@ -101,19 +70,7 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
         raise InvalidRequestError("'model' must be a string.", "model")
     if model is not None and known_models and model not in known_models:
         raise NotFound(f"The model `{model}` does not exist.", "model")
-    token_ids: tuple[int, ...] | None = None
-    n_ids, n_prompts = 0, 1
-    if kind == "chat":
-        if "messages" not in body:
-            raise InvalidRequestError("'messages' is required.", "messages")
-        _check_messages(body["messages"])
-    else:
-        if "prompt" not in body:
-            raise InvalidRequestError("'prompt' is required.", "prompt")
-        _, token_ids, n_ids, n_prompts = _check_prompt(body["prompt"])
-        if body.get("suffix") is not None and not isinstance(body["suffix"], str):
-            raise InvalidRequestError("'suffix' must be a string.", "suffix")
-    chars = request_chars(body, kind)  # every string counts: names, image URLs, tool calls, not only text parts
+    prompt = read_prompt(body, kind)
     max_tokens = None
     for name in ("max_tokens", "max_completion_tokens"):
         v = body.get(name)
@@ -137,17 +94,7 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
     n = body.get("n")
     if n is not None and (not _is_int(n) or n < 1):
         raise InvalidRequestError("'n' must be an integer >= 1.", "n")
-    return ParsedRequest(kind, body, model, stream, max_tokens, chars, token_ids, n_ids, n_prompts)
-
-
-
-
-def prompts_of(req: ParsedRequest) -> list[Any]:
-    """What the tokenizer reads, one item per prompt: the chat's messages, or each completions prompt."""
-    if req.kind == "chat":
-        return [req.body["messages"]]
-    prompt = req.body["prompt"]
-    return [prompt] if isinstance(prompt, str) else list(prompt)
+    return ParsedRequest(kind, body, model, stream, max_tokens, prompt)
 
 
 def count_prompt(req: ParsedRequest, tokenizer: Any) -> tuple[int, tuple[int, ...]] | None:
@@ -157,7 +104,7 @@ def count_prompt(req: ParsedRequest, tokenizer: Any) -> tuple[int, tuple[int, ..
         return None
     try:
         ids = [tuple(tokenizer.encode(tokenizer.apply_chat_template(p) if req.kind == "chat" else p))
-               for p in prompts_of(req)]
+               for p in ((req.prompt.sent,) if req.kind == "chat" else req.prompt.texts)]
     except Exception as exc:  # a template that cannot render this request: fall back to the estimate
         log.debug("counting prompt tokens failed: %s", exc)
         return None
@@ -166,8 +113,8 @@ def count_prompt(req: ParsedRequest, tokenizer: Any) -> tuple[int, tuple[int, ..
 
 def known_prompt_tokens(req: ParsedRequest, token_ids: tuple[int, ...] | None) -> int | None:
     """Prompt tokens already known: token ids the client sent, or the ids of a single prompt."""
-    if req.prompt_token_ids:
-        return req.prompt_token_ids
-    if token_ids is not None and req.num_prompts == 1:
+    if req.prompt.ids:
+        return req.prompt.num_ids
+    if token_ids is not None and req.prompt.num_prompts == 1:
         return len(token_ids)
     return None

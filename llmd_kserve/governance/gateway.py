@@ -32,8 +32,9 @@ from llmd_kserve.governance.guardrails import Guardrails
 from llmd_kserve.governance.keys import LEGACY_TENANT, Forbidden, KeyStore, VirtualKey
 from llmd_kserve.governance.limits import RateLimiter, TokenEstimate
 from llmd_kserve.governance.metrics import GatewayMetrics
-from llmd_kserve.governance.request_text import Detokenize, request_text
+from llmd_kserve.governance.request_text import Detokenize, prompt_text, request_text
 from llmd_kserve.governance.trail import AuditTrail
+from llmd_kserve.prompt import Kind, Prompt
 
 AuditContent = Literal["hash", "full"]
 MAX_CAPTURE = 256 * 1024
@@ -156,10 +157,11 @@ class Gateway:
     def _who(self, key: VirtualKey) -> dict[str, Any]:
         return {"key": key.id, "tenant": key.tenant, "team": key.team}
 
-    def _prompt_fields(self, body: dict[str, Any], kind: str) -> dict[str, Any]:
+    def _prompt_fields(self, body: dict[str, Any], kind: Kind, prompt: Prompt | None) -> dict[str, Any]:
         """The text work of ``admit``: the request's text through the guardrails (raises ``Blocked``), then the
         admit record's prompt fields (HMAC; in ``full`` mode the redacted text, cut at ``AUDIT_TEXT_CHARS``)."""
-        req = request_text(body, kind, self.detokenize)
+        req = (prompt_text(prompt, self.detokenize) if prompt is not None
+               else request_text(body, kind, self.detokenize))
         if self.guardrails:
             self.guardrails.pre_request(req)
         if self.trail is None:
@@ -172,25 +174,26 @@ class Gateway:
             fields.update(_kept_text("prompt", self.guardrails.redact(req.text)))
         return fields
 
-    async def admit(self, key: VirtualKey | None, request_id: str, body: dict[str, Any], kind: str,
+    async def admit(self, key: VirtualKey | None, request_id: str, body: dict[str, Any], kind: Kind,
                     model: str | None, client: str | None, *, offload: bool = False,
-                    client_request_id: str | None = None, tokens: TokenEstimate | None = None) -> Admission:
+                    client_request_id: str | None = None, tokens: TokenEstimate | None = None,
+                    prompt: Prompt | None = None) -> Admission:
         """Checks before scheduling; raises an HTTPError (403, 400, 429, 503) after auditing the refusal.
 
         ``request_id`` is the router's own id; ``tokens`` is what the request may use at most (reserved from the
         key's budget and tokens per minute until ``finish`` settles it). ``offload``: do the text work (guardrails,
-        HMAC, redaction) in a worker thread (a big body)."""
+        HMAC, redaction) in a worker thread (a big body). ``prompt``: the body's prompt when read already."""
         key = key or ANONYMOUS
         adm = Admission(key, request_id, model, self.clock(), client_request_id, tokens or TokenEstimate(0, 0))
         base = {"event": "admit", "request_id": request_id, "client_request_id": client_request_id,
                 **self._who(key), "model": model, "client": client}
-        prompt: dict[str, Any] = {}
+        fields: dict[str, Any] = {}
         try:
             if not key.allows(model):
                 raise Forbidden(f"This API key may not use model `{model}`.", "model")
             if self.guardrails or self.trail is not None:
-                prompt = (await asyncio.to_thread(self._prompt_fields, body, kind) if offload
-                          else self._prompt_fields(body, kind))
+                fields = (await asyncio.to_thread(self._prompt_fields, body, kind, prompt) if offload
+                          else self._prompt_fields(body, kind, prompt))
             adm.reserved = self.limiter.admit(key, adm.estimate.total)
             if self.flow is not None:
                 t = self.clock()
@@ -210,7 +213,7 @@ class Gateway:
         if self.trail is not None:
             adm.hasher = hmac.new(self.salt, digestmod=hashlib.sha256)
             try:
-                await self._audit({**base, **prompt})
+                await self._audit({**base, **fields})
             except OSError:
                 self.release(adm)
                 self._unreserve(adm)

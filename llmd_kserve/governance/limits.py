@@ -21,6 +21,7 @@ from typing import Any
 
 from llmd_kserve.errors import HTTPError
 from llmd_kserve.governance.keys import VirtualKey
+from llmd_kserve.prompt import Prompt
 
 MAX_TRACKED_KEYS = 100_000
 DEFAULT_MAX_TOKENS = {"completion": 16, "chat": 1024}
@@ -62,16 +63,16 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def estimate_tokens(kind: str, body: Mapping[str, Any], prompt_tokens: int | None, prompt_chars: int,
-                    num_prompts: int = 1) -> TokenEstimate:
-    """``prompt_tokens`` when counted (else ``prompt_chars`` / 4) + prompts × ``n`` × the engine's ``max_tokens``
-    (chat: ``max_completion_tokens`` first, as vLLM reads it; absent: ``DEFAULT_MAX_TOKENS``)."""
+def estimate_tokens(prompt: Prompt, body: Mapping[str, Any], prompt_tokens: int | None) -> TokenEstimate:
+    """``prompt_tokens`` when counted (else the prompt's characters / 4) + prompts × ``n`` × the engine's
+    ``max_tokens`` (chat: ``max_completion_tokens`` first, as vLLM reads it; absent: ``DEFAULT_MAX_TOKENS``)."""
+    kind, num_prompts = prompt.kind, prompt.num_prompts
     mt = _int(body.get("max_completion_tokens")) if kind == "chat" else None
     mt = mt or _int(body.get("max_tokens")) or DEFAULT_MAX_TOKENS.get(kind, DEFAULT_MAX_TOKENS["chat"])
     completion = max(1, num_prompts) * (_int(body.get("n")) or 1) * mt
     if prompt_tokens is not None:
         return TokenEstimate(prompt_tokens, completion)
-    return TokenEstimate(max(num_prompts, -(-prompt_chars // CHARS_PER_TOKEN)), completion, prompt_counted=False)
+    return TokenEstimate(max(num_prompts, -(-prompt.chars // CHARS_PER_TOKEN)), completion, prompt_counted=False)
 
 
 @dataclass(slots=True)

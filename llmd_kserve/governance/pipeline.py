@@ -53,7 +53,7 @@ class Limits:
     """Per-request maximums; None: no limit."""
 
     max_prompt_chars: int | None = MAX_PROMPT_CHARS
-    """Characters of every string the engine renders (``ParsedRequest.prompt_chars``)."""
+    """Characters of every string the engine renders (``Prompt.chars``)."""
     max_prompt_tokens: int | None = 131_072
     """Prompt tokens over all prompts of a request (token ids as sent, or text as the router tokenizes it)."""
     max_batch_size: int | None = 256
@@ -71,7 +71,7 @@ def metered(key: VirtualKey | None) -> bool:
 
 def estimate(req: ParsedRequest, prompt_tokens: int | None) -> TokenEstimate:
     """The most a request may use: its prompt tokens (counted, else estimated) plus ``n × max_tokens``."""
-    return estimate_tokens(req.kind, req.body, prompt_tokens, req.prompt_chars, req.num_prompts)
+    return estimate_tokens(req.prompt, req.body, prompt_tokens)
 
 
 @dataclass(slots=True)
@@ -105,31 +105,29 @@ class Governance:
     # --- limits ---------------------------------------------------------------------------------------------------
     def check_policy(self, req: ParsedRequest) -> None:
         """Limits that need no tokenizer: characters, batch size, token ids sent as ids (413)."""
-        lim, param = self.limits, "messages" if req.kind == "chat" else "prompt"
-        if lim.max_batch_size is not None and req.num_prompts > lim.max_batch_size:
-            raise _too_large(f"Request has {req.num_prompts} prompts; this gateway allows at most "
+        lim, prompt = self.limits, req.prompt
+        if lim.max_batch_size is not None and prompt.num_prompts > lim.max_batch_size:
+            raise _too_large(f"Request has {prompt.num_prompts} prompts; this gateway allows at most "
                              f"{lim.max_batch_size} per request.", "prompt")
-        if lim.max_prompt_chars is not None and req.prompt_chars > lim.max_prompt_chars:
-            raise _too_large(f"Request text has {req.prompt_chars} characters (prompt, messages and every other "
-                             f"string the model reads); this gateway allows at most {lim.max_prompt_chars}.", param)
-        self.check_prompt_tokens(req, req.prompt_token_ids)
+        if lim.max_prompt_chars is not None and prompt.chars > lim.max_prompt_chars:
+            raise _too_large(f"Request text has {prompt.chars} characters (prompt, messages and every other string "
+                             f"the model reads); this gateway allows at most {lim.max_prompt_chars}.", prompt.field)
+        self.check_prompt_tokens(req, prompt.num_ids)
 
     def needs_token_count(self, req: ParsedRequest, key: VirtualKey | None) -> bool:
         """Whether the prompt must be tokenized and counted: the key's tokens are metered, or a text prompt could
         exceed ``max_prompt_tokens`` (at most 4 tokens per character, plus a few template tokens per message)."""
-        if req.prompt_token_ids:
+        if req.prompt.ids:
             return False
         if self.gateway.active and metered(key):
             return True
         lim = self.limits.max_prompt_tokens
-        n_messages = len(req.body.get("messages") or ()) if req.kind == "chat" else 0
-        return lim is not None and 4 * req.prompt_chars + 16 * n_messages + 1 > lim
+        return lim is not None and 4 * req.prompt.chars + 16 * req.prompt.num_messages + 1 > lim
 
     def check_prompt_tokens(self, req: ParsedRequest, tokens: int) -> None:
         lim = self.limits.max_prompt_tokens
         if lim is not None and tokens > lim:
-            raise _too_large(f"Prompt has {tokens} tokens; this gateway allows at most {lim}.",
-                             "messages" if req.kind == "chat" else "prompt")
+            raise _too_large(f"Prompt has {tokens} tokens; this gateway allows at most {lim}.", req.prompt.field)
 
     # --- admission and its end ------------------------------------------------------------------------------------
     async def admit(self, key: VirtualKey | None, request_id: str, req: ParsedRequest, client: str | None, *,
@@ -138,7 +136,8 @@ class Governance:
         if not self.gateway.active:
             return None
         return await self.gateway.admit(key, request_id, req.body, req.kind, req.model, client, offload=offload,
-                                        client_request_id=client_request_id, tokens=estimate(req, prompt_tokens))
+                                        client_request_id=client_request_id, tokens=estimate(req, prompt_tokens),
+                                        prompt=req.prompt)
 
     def tap(self, adm: Admission | None) -> Callable[[bytes], None] | None:
         return self.gateway.tap(adm) if adm is not None else None
@@ -160,11 +159,11 @@ class Governance:
         """One structured log line per routed request (``--audit`` without an audit trail file)."""
         if self.audit_mode == "off" or not audit_log.isEnabledFor(logging.INFO):
             return
-        prompt = req.body.get("messages") if req.kind == "chat" else req.body.get("prompt")
+        prompt = req.prompt.sent
         record: dict[str, Any] = {
             "request_id": request_id, "kind": req.kind, "model": req.model, "endpoint": endpoint,
             "principal": principal, "client": client, "stream": req.stream, "max_tokens": req.max_tokens,
-            "prompt_chars": req.prompt_chars,
+            "prompt_chars": req.prompt.chars,
             "prompt_hmac_sha256": hmac.new(self.audit_salt, _json_encode(prompt), hashlib.sha256).hexdigest(),
         }
         if self.audit_mode == "full":

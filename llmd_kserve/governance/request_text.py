@@ -1,10 +1,8 @@
 """The text an engine renders from an OpenAI request (what guardrails check and the audit trail records), and the
 normal form that keyword matching uses.
 
-Completions: ``prompt`` (strings, or token ids turned back into text when a detokenizer is given) and ``suffix``.
-Chat: every string value in ``messages`` (``role``, ``name``, content parts, tool calls), then every key and string
-of ``tools``, ``documents`` and ``chat_template_kwargs``, then a client's ``chat_template``. Pieces are joined by
-newlines.
+The text is the prompt's rendered strings (``llmd_kserve.prompt``), token-id prompts turned back into text first
+when a detokenizer is given; pieces are joined by newlines.
 """
 
 from __future__ import annotations
@@ -12,15 +10,15 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from llmd_kserve.prompt import Kind, Prompt, read_prompt
+
 Detokenize = Callable[[Sequence[int]], str]
 """Token ids → the text they stand for (a model tokenizer's ``decode``)."""
-
-_CHAT_EXTRAS = ("tools", "documents", "chat_template_kwargs", "chat_template")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,70 +42,20 @@ class RequestText:
         return data
 
 
-def _is_ids(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+def prompt_text(prompt: Prompt, detokenize: Detokenize | None = None) -> RequestText:
+    """The prompt's rendered text; token-id prompts are decoded with ``detokenize``, else kept as ``unread``."""
+    ids = prompt.ids
+    if not ids:
+        return RequestText("\n".join(prompt.strings))
+    n_ids = sum(len(p) for p in ids)
+    if detokenize is None:
+        return RequestText("\n".join(prompt.strings), n_ids, ids)
+    return RequestText("\n".join([*map(detokenize, ids), *prompt.strings]), n_ids)
 
 
-def _values(v: Any, keys: bool) -> Iterator[str]:
-    """Every string in a decoded JSON value (dict keys too when ``keys``), depth first, without recursion."""
-    stack = [v]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, str):
-            yield x
-        elif isinstance(x, dict):
-            items: list[Any] = []
-            for k, y in x.items():
-                if keys:
-                    items.append(k)
-                items.append(y)
-            stack.extend(reversed(items))
-        elif isinstance(x, list):
-            stack.extend(reversed(x))
-
-
-def _prompts(prompt: Any) -> list[str | list[int]]:
-    """A completions ``prompt`` as its prompts: text or token ids each."""
-    if isinstance(prompt, str) or _is_ids(prompt):
-        return [prompt]
-    if isinstance(prompt, list):
-        return [p for p in prompt if isinstance(p, str) or _is_ids(p)]
-    return []
-
-
-def pieces(body: dict[str, Any], kind: str) -> Iterator[str | list[int]]:
-    """The strings the engine renders, in order; a completions token-id prompt comes as its list of ids."""
-    if kind == "chat":
-        yield from _values(body.get("messages"), keys=False)
-        for name in _CHAT_EXTRAS:
-            if body.get(name) is not None:
-                yield from _values(body[name], keys=True)
-    else:
-        yield from _prompts(body.get("prompt"))
-        if isinstance(body.get("suffix"), str):
-            yield body["suffix"]
-
-
-def request_chars(body: dict[str, Any], kind: str) -> int:
-    """Characters of every string the engine renders (token-id prompts count 0: their ids are counted as tokens)."""
-    return sum(len(p) for p in pieces(body, kind) if isinstance(p, str))
-
-
-def request_text(body: dict[str, Any], kind: str, detokenize: Detokenize | None = None) -> RequestText:
-    """The request's rendered text; token-id prompts are decoded with ``detokenize``, else kept as ``unread``."""
-    out: list[str] = []
-    unread: list[tuple[int, ...]] = []
-    n_ids = 0
-    for p in pieces(body, kind):
-        if isinstance(p, str):
-            out.append(p)
-            continue
-        n_ids += len(p)
-        if detokenize is not None:
-            out.append(detokenize(p))
-        else:
-            unread.append(tuple(p))
-    return RequestText("\n".join(out), n_ids, tuple(unread))
+def request_text(body: Mapping[str, Any], kind: Kind, detokenize: Detokenize | None = None) -> RequestText:
+    """The rendered text of a decoded request body (``InvalidRequestError`` when its prompt's shape is wrong)."""
+    return prompt_text(read_prompt(body, kind), detokenize)
 
 
 @cache

@@ -9,9 +9,9 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from llmd_kserve.errors import InvalidRequestError
 from llmd_kserve.kvcache.hashing import block_keys
 from llmd_kserve.plugins.base import CycleState, PluginContext, PluginParams
+from llmd_kserve.prompt import read_prompt
 from llmd_kserve.types import BlockKey, LLMRequest
 
 logger = logging.getLogger(__name__)
@@ -168,28 +168,16 @@ class TokenizeProducer:
         flag = body.get("add_special_tokens")
         if request.token_ids is not None:
             return request.token_ids, False
+        prompt = request.prompt if request.prompt is not None else read_prompt(body, request.kind)
         if request.kind == "chat":
-            messages = body.get("messages")
-            if not isinstance(messages, Sequence) or isinstance(messages, str):
-                raise InvalidRequestError("'messages' must be a list of messages", param="messages")
             kwargs = body.get("chat_template_kwargs")
             variables = {str(k): v for k, v in kwargs.items() if k not in ("messages", "add_generation_prompt")
                          } if isinstance(kwargs, Mapping) else {}
             if body.get("tools") is not None:
                 variables["tools"] = body["tools"]
             add_generation = body.get("add_generation_prompt", True) is not False
-            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation, **variables)
+            text = self._tokenizer.apply_chat_template(prompt.sent, add_generation_prompt=add_generation, **variables)
             return text, flag is True
-        special = flag is not False
-        prompt = body.get("prompt", "")
-        if isinstance(prompt, str):
-            return prompt, special
-        if isinstance(prompt, Sequence) and prompt:
-            first = prompt[0]
-            if isinstance(first, int):  # a prompt given as token ids
-                return tuple(prompt), False
-            if isinstance(first, str):  # a batch of prompts: route by the first one
-                return first, special
-            if isinstance(first, Sequence) and not isinstance(first, (str, Mapping)):
-                return tuple(first), False
-        return (), False
+        if prompt.ids:  # a prompt given as token ids (a batch: route by the first one)
+            return prompt.ids[0], False
+        return prompt.texts[0], flag is not False

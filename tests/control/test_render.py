@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from llmd_kserve.control.render import RenderError, RenderTokenizer, token_ids_of
 from llmd_kserve.control.requests import ParsedRequest
+from llmd_kserve.prompt import read_prompt
 from tests.control.engines import lean_call
 from tests.wire import GOLDEN, GOLDEN_032, golden032_json
 
@@ -64,8 +65,8 @@ async def served() -> AsyncIterator[tuple[GoldenEngine, RenderTokenizer]]:
 
 def _req(kind: str, **extra: Any) -> ParsedRequest:
     body = dict(REQUESTS[kind], **extra)
-    return ParsedRequest(kind=kind, body=body, model="tiny", stream=False, max_tokens=None, prompt_chars=0,  # type: ignore[arg-type]
-                         token_ids=None)
+    return ParsedRequest(kind=kind, body=body, model="tiny", stream=False, max_tokens=None,  # type: ignore[arg-type]
+                         prompt=read_prompt(body, kind))  # type: ignore[arg-type]
 
 
 async def test_both_render_shapes_give_the_engine_ids_and_are_cached(served):

@@ -50,12 +50,12 @@ def test_unknown_model_is_404_when_models_known():
 
 def test_valid_requests_parse():
     r = validate_request(_raw({"model": "m", "prompt": [5, 6, 7], "max_tokens": 3, "stream": True}), "completion")
-    assert (r.token_ids, r.max_tokens, r.stream, r.prompt_chars) == ((5, 6, 7), 3, True, 0)
+    assert (r.token_ids, r.max_tokens, r.stream, r.prompt.chars) == ((5, 6, 7), 3, True, 0)
     c = validate_request(_raw({"model": "m", "messages": [{"role": "user", "content": "hello"},
                                                           {"role": "user", "content": [{"type": "text", "text": "ab"}]}],
                                "max_completion_tokens": 9}), "chat")
     # every string the engine renders counts: "user" + "hello" + "user" + "text" + "ab"
-    assert (c.kind, c.prompt_chars, c.max_tokens, c.stream) == ("chat", 19, 9, False)
+    assert (c.kind, c.prompt.chars, c.max_tokens, c.stream) == ("chat", 19, 9, False)
 
 
 def test_bearer_auth():
