@@ -86,8 +86,13 @@ class StallWatch:
 
     # --- attempts -------------------------------------------------------------------------------------------------
     def begin(self, state: EndpointState, prompt_tokens: int, cached_tokens: int, max_tokens: int,
-              stream: bool) -> Watch:
-        """Start watching an attempt sent to ``state`` now (before its first byte)."""
+              stream: bool) -> Watch | None:
+        """Start watching an attempt sent to ``state`` now (before its first byte); None outside an event loop
+        (nothing is sent there)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
         p, policy = endpoint_profile(state.endpoint, self.profile), self.policy
         eid = state.id
         waiting = self._waiting.setdefault(eid, set())
@@ -101,7 +106,6 @@ class StallWatch:
         w = Watch(eid, predicted, max(policy.floor_s, policy.factor * predicted),
                   max(policy.floor_s, policy.factor * step))
         waiting.add(w)
-        loop = asyncio.get_running_loop()
         w.started = loop.time()
         w.timer = loop.call_later(w.budget_s, self._expired, w)
         return w

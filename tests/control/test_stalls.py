@@ -40,11 +40,12 @@ async def _until(check, limit: int = 200) -> None:
 async def test_budget_is_the_predicted_time_times_the_factor_never_under_the_floor() -> None:
     watch = StallWatch(StallPolicy(factor=10.0, floor_s=2.0), load_profile("h100-llama8b"))
     short = watch.begin(STATE, 16, 0, 4, stream=True)
-    assert short.budget_s == 2.0 and short.predicted_s * 10 < 2.0
     long = watch.begin(STATE, 60_000, 0, 4, stream=True)
+    whole = watch.begin(STATE, 60_000, 0, 2000, stream=False)
+    assert short and long and whole
+    assert short.budget_s == 2.0 and short.predicted_s * 10 < 2.0
     assert long.budget_s == 10 * long.predicted_s > 2.0
     # an answer that is not streamed comes whole: its decode is in the budget; attempts already waiting add theirs
-    whole = watch.begin(STATE, 60_000, 0, 2000, stream=False)
     assert whole.predicted_s > long.predicted_s + short.predicted_s
     for w in (short, long, whole):
         watch.end(w)
