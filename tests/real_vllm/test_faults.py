@@ -111,9 +111,10 @@ async def test_a_stopped_replica_times_out_is_ejected_and_returns(replicas: Repl
     rng = random.Random(31)
     e0, e1 = replicas.urls
     # metrics polled every 5 s stay fresh for 20 s: the router still takes the stopped replica for a live one; the
-    # first-byte timeout leaves a loaded machine time for a first token, the ejection outlasts the next request
+    # first-byte timeout leaves a loaded machine time for a first token, the ejection outlasts the next request;
+    # stall detection off: this is the hard timeout's test (tests/faults/test_stalls.py has the stall's)
     async with router_over(replicas.specs, replicas.model_dir, first_byte_timeout=8.0, eject_s=15.0,
-                           scrape_interval=5.0, scrape_idle_interval=5.0) as router, aiohttp.ClientSession() as s:
+                           scrape_interval=5.0, scrape_idle_interval=5.0, stall_factor=0.0) as router, aiohttp.ClientSession() as s:
         held = [token_ids(8 * BLOCK, rng) for _ in range(2)]
         for prefix in held:
             await _warm(s, router, e1, prefix)
