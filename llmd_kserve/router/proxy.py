@@ -108,7 +108,7 @@ class Proxy:
         director = self.director
         exclude: set[EndpointId] = set()
         last: _Failed | None = None
-        stalled = False  # a stall is retried once
+        stalled = False  # a stall interrupts one attempt per request at most (one retry elsewhere)
         await director.ready()
         for attempt in range(self.max_attempts):
             try:
@@ -135,10 +135,7 @@ class Proxy:
                 director.failed(ticket, fail.reason, fail.status)
                 exclude.add(result.target)
                 log.info("request %s: %s on %s (attempt %d)", rid, fail.reason, result.target, attempt + 1)
-                if fail.reason == "stall":
-                    if stalled:
-                        break
-                    stalled = True
+                stalled = stalled or fail.reason == "stall"
                 continue
             except BaseException as exc:  # client gone while waiting for upstream headers (cancelled), or a bug:
                 placement.decision.outcome = ("client_disconnected" if isinstance(exc, asyncio.CancelledError)
