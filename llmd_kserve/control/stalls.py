@@ -49,6 +49,7 @@ class Watch:
     """One attempt on one endpoint, watched until its first byte (and, streamed, between chunks)."""
 
     endpoint: EndpointId
+    loop: asyncio.AbstractEventLoop = field(repr=False)
     predicted_s: float
     budget_s: float
     gap_s: float
@@ -79,6 +80,8 @@ class StallWatch:
         self._waiting: dict[EndpointId, set[Watch]] = {}
         self._progress: dict[EndpointId, float] = {}
         """Loop time an endpoint last answered something (a first byte, a chunk): alive, maybe just busy."""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The front end's loop, bound at start (on CPython 3.11 each ``get_running_loop()`` costs a syscall)."""
 
     @property
     def enabled(self) -> bool:
@@ -89,10 +92,12 @@ class StallWatch:
               stream: bool) -> Watch | None:
         """Start watching an attempt sent to ``state`` now (before its first byte); None outside an event loop
         (nothing is sent there)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
+        loop = self.loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return None
         p, policy = endpoint_profile(state.endpoint, self.profile), self.policy
         eid = state.id
         waiting = self._waiting.setdefault(eid, set())
@@ -103,7 +108,7 @@ class StallWatch:
             predicted += p.prefill_time(state.metrics.waiting * WAITING_PROMPT_TOKENS, 0)
         if not stream:
             predicted += max_tokens * step
-        w = Watch(eid, predicted, max(policy.floor_s, policy.factor * predicted),
+        w = Watch(eid, loop, predicted, max(policy.floor_s, policy.factor * predicted),
                   max(policy.floor_s, policy.factor * step))
         waiting.add(w)
         w.started = loop.time()
@@ -112,18 +117,18 @@ class StallWatch:
 
     def first_byte(self, w: Watch) -> None:
         """The attempt's first byte arrived: its first-byte budget no longer runs."""
-        self._progress[w.endpoint] = asyncio.get_running_loop().time()
+        self._progress[w.endpoint] = w.loop.time()
         self._unwait(w)
 
     def streaming(self, w: Watch, last_data: Callable[[], float], paused: Callable[[], bool]) -> None:
         """Watch a stream's gaps: ``last_data()`` (loop time of its last chunk), ``paused()`` (a slow client)."""
-        loop = asyncio.get_running_loop()
+        loop = w.loop
 
         def check() -> None:
             last = last_data()
             silent = loop.time() - last
             if silent >= w.gap_s and not paused():
-                self.mark(w.endpoint, f"no chunk for {silent:.1f} s mid-stream")
+                self.mark(w.endpoint, f"no chunk for {silent:.1f} s mid-stream", loop.time())
                 w.timer = None
                 return
             if last > self._progress.get(w.endpoint, 0.0):
@@ -148,20 +153,22 @@ class StallWatch:
     def _expired(self, w: Watch) -> None:
         """The budget ran out: a stall, unless the endpoint answered another request meanwhile (then it is alive
         and busy beyond the prediction, and the attempt gets another budget)."""
-        loop = asyncio.get_running_loop()
+        loop = w.loop
         if self._progress.get(w.endpoint, 0.0) > w.started:
             w.started = loop.time()
             w.timer = loop.call_later(w.budget_s, self._expired, w)
             return
         w.timer = None
-        self.mark(w.endpoint, f"no first byte after {w.budget_s:.1f} s (predicted {w.predicted_s:.2f} s)")
+        self.mark(w.endpoint, f"no first byte after {w.budget_s:.1f} s (predicted {w.predicted_s:.2f} s)",
+                  loop.time())
 
-    def mark(self, endpoint: EndpointId, why: str) -> None:
-        """A stall on ``endpoint``: count it, make it suspect, interrupt the attempts waiting on it."""
+    def mark(self, endpoint: EndpointId, why: str, now: float) -> None:
+        """A stall on ``endpoint`` found at loop time ``now``: count it, make it suspect, interrupt the attempts
+        waiting on it."""
         self.stalls[endpoint] = self.stalls.get(endpoint, 0) + 1
         if endpoint not in self.suspect:
             log.warning("endpoint %s is suspect: %s; no new requests until a probe answers", endpoint, why)
-            self.suspect[endpoint] = asyncio.get_running_loop().time()
+            self.suspect[endpoint] = now
         for w in list(self._waiting.pop(endpoint, ())):
             w.stalled = True
             if w.timer is not None:
@@ -202,11 +209,15 @@ class StallWatch:
         return True
 
     async def run_probes(self, call: EngineCall, model: Callable[[], str]) -> None:
-        """Probe every suspect endpoint each ``probe_interval_s`` until cancelled."""
-        while True:
-            await asyncio.sleep(self.policy.probe_interval_s)
-            if self.suspect:
-                await asyncio.gather(*(self.probe(call, e, model()) for e in list(self.suspect)))
+        """Probe every suspect endpoint each ``probe_interval_s`` until cancelled; binds the watch to this loop."""
+        self.loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await asyncio.sleep(self.policy.probe_interval_s)
+                if self.suspect:
+                    await asyncio.gather(*(self.probe(call, e, model()) for e in list(self.suspect)))
+        finally:
+            self.loop = None
 
     def describe(self, endpoint: EndpointId) -> dict[str, object]:
         """The line ``/debug/endpoints`` shows for ``endpoint``."""
