@@ -51,6 +51,8 @@ def add_engine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered with HTTP 500")
     p.add_argument("--crash-after", type=int, default=None, help="exit the process after N requests")
+    p.add_argument("--hang-after", type=int, default=None,
+                   help="fault: after N requests generation hangs for good while /health and /metrics still answer")
     p.add_argument("--slow-start", type=float, default=0.0, help="seconds /health answers 503 after start")
     p.set_defaults(func=_cmd_engine)
 
@@ -65,7 +67,8 @@ def _cmd_engine(a: argparse.Namespace) -> int:
         async_scheduling=a.async_scheduling, vllm_version=a.vllm_version, kv_events_endpoint=a.kv_events_endpoint, kv_events_topic=a.kv_events_topic, role=a.role,
         kv_events_replay_endpoint=a.kv_events_replay_endpoint,
         kv_link_gbps=a.kv_link_gbps, time_scale=a.time_scale, seed=a.seed, error_rate=a.error_rate,
-        crash_after=a.crash_after, crash_exits_process=True, slow_start=a.slow_start))
+        crash_after=a.crash_after, crash_exits_process=True, slow_start=a.slow_start,
+        hang_after=a.hang_after))
 
 
 # --- router ---------------------------------------------------------------------------------------------------
@@ -124,11 +127,21 @@ def _add_router_limits(p: argparse.ArgumentParser) -> None:
                    help="seconds an engine may send nothing mid-response (the stream then ends with an error event)")
     g.add_argument("--eject-s", type=positive_float, default=5.0,
                    help="seconds an engine that timed out or refused connections is left out (doubles on repeats)")
+    _add_stall_flags(g)
     g.add_argument("--header-timeout", type=positive_float, default=15.0,
                    help="seconds a client may take to send its request headers (and stay idle between requests)")
     g.add_argument("--body-timeout", type=positive_float, default=30.0, help="seconds a client may take to send a body")
     g.add_argument("--drain-timeout", type=positive_float, default=10.0,
                    help="on SIGTERM/SIGINT, seconds in-flight requests may finish (a second signal exits at once)")
+
+
+def _add_stall_flags(g: argparse._ArgumentGroup) -> None:
+    """Stall detection (``control.stalls``), for the router and the EPP."""
+    g.add_argument("--stall-factor", type=float, default=10.0,
+                   help="an engine sending nothing for this many times a request's predicted time (first token, or "
+                        "between tokens) is suspect: no new requests, waiting ones retried elsewhere (router), back "
+                        "when a one-token probe answers; 0: off")
+    g.add_argument("--stall-floor", type=positive_float, default=2.0, help="the shortest stall budget, seconds")
 
 
 def _add_router_governance(p: argparse.ArgumentParser) -> None:
@@ -212,6 +225,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_prompt_tokens=a.max_prompt_tokens or None, max_batch_size=a.max_batch_size or None,  # 0: no limit
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
+        stall_factor=a.stall_factor, stall_floor_s=a.stall_floor,
         drain_timeout=a.drain_timeout, admin=a.admin, **_governance_settings(a))
     relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
@@ -238,6 +252,7 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
+    _add_stall_flags(p.add_argument_group("stall detection"))
     g = p.add_argument_group("limits (checked before scheduling; each defaults to the router's own)")
     g.add_argument("--max-prompt-chars", type=int, default=None, help="reject prompts of more characters with 413; 0: none")
     g.add_argument("--max-prompt-tokens", type=int, default=None,
@@ -273,7 +288,7 @@ def _cmd_epp(a: argparse.Namespace) -> int:
                       drain_timeout=a.drain_timeout, **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
-                            **_governance_settings(a))
+                            stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, **_governance_settings(a))
     return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
                  discover_namespace=a.discover_namespace, target_ports=ports, kv_events_port=a.kv_events_port,

@@ -25,6 +25,7 @@ from llmd_kserve.control.requests import (
     validate_request,
 )
 from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.control.stalls import Watch
 from llmd_kserve.control.usage import Usage
 from llmd_kserve.errors import NoEndpoint, NoEndpointError
 from llmd_kserve.governance.gateway import Admission
@@ -56,6 +57,8 @@ class Placement:
     started: float
     prefill_open: bool
     done: bool = False
+    watch: Watch | None = None
+    """Its stall watch (``control.stalls``), when the front end sees answers begin."""
 
 
 @dataclass(slots=True, eq=False)
@@ -98,6 +101,8 @@ class Director:
         scraper = runtime.scraper
         self.activity = scraper if scraper.adaptive else None
         """Told which endpoints have requests on them (the adaptive scraper), or None."""
+        self.stalls = runtime.stalls if runtime.stalls.watches_attempts else None
+        """Watches attempts for stalls (``control.stalls``), or None."""
 
     def authenticate(self, headers: Mapping[str, str]) -> Identity:
         """(virtual key, principal); 401 when keys are configured and the request has none that is valid."""
@@ -170,7 +175,8 @@ class Director:
         """Pick the endpoint (and prefill endpoint) for the next attempt; ``NoEndpoint`` (503) when none fits."""
         rt, t0 = self.rt, self._clock()
         states = rt.endpoint_states() if candidates is None else candidates
-        skip = set(exclude) | rt.outliers.ejected([s.id for s in states if s.id not in exclude])
+        ids = [s.id for s in states if s.id not in exclude]
+        skip = set(exclude) | rt.outliers.ejected(ids) | rt.stalls.suspects(ids)
         sched = rt.scheduler.acquire()
         try:
             result = sched.schedule(ticket.request, states, skip)
@@ -190,11 +196,27 @@ class Director:
             rt.metrics.retries.inc()
         ticket.attempts += 1
         ticket.placement = Placement(sched, result, decision, t0, result.prefill is not None)
+        if self.stalls is not None and result.prefill is None:
+            state = next(s for s in states if s.id == result.target)
+            ticket.placement.watch = self.stalls.begin(state, result.prompt_tokens, result.predicted_cached_tokens,
+                                                       ticket.request.max_tokens, bool(ticket.parsed.stream))
         if self.activity is not None:
             self.activity.started(result.target)
             if result.prefill is not None:
                 self.activity.started(result.prefill)
         return result
+
+    def has_alternative(self, exclude: Collection[EndpointId]) -> bool:
+        """Whether an endpoint outside ``exclude`` is neither suspect nor ejected (a retry has somewhere to go)."""
+        rt = self.rt
+        return any(e.id not in exclude and e.id not in rt.stalls.suspect and not rt.outliers.is_ejected(e.id)
+                   for e in rt.pool.snapshot)
+
+    def first_byte(self, ticket: Ticket) -> None:
+        """The current attempt's answer began (its stall budget stops)."""
+        p = ticket.placement
+        if p is not None and p.watch is not None and self.stalls is not None:
+            self.stalls.first_byte(p.watch)
 
     def prefill_done(self, ticket: Ticket, ok: bool, prompt_tokens: int = 0, cached_tokens: int | None = None) -> None:
         """The prefill leg ended (also when it failed or was cancelled): release its charge now. Idempotent."""
@@ -232,6 +254,8 @@ class Director:
         """Close one attempt on the scheduler that made it; ``answered``: an engine's answer began (then cached
         tokens are accounted and the decision gets them)."""
         p.done = True
+        if self.stalls is not None:
+            self.stalls.end(p.watch)
         self.prefill_done(ticket, ok)
         if self.activity is not None:
             self.activity.finished(p.result.target)

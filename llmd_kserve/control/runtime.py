@@ -27,6 +27,7 @@ from llmd_kserve.control.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.control.reload import ConfigReloader, reload_counter
 from llmd_kserve.control.render import RenderTokenizer
 from llmd_kserve.control.settings import RouterSettings, gateway_of, governance_of
+from llmd_kserve.control.stalls import StallCollector, StallPolicy, StallWatch
 from llmd_kserve.defaults import BLOCK_SIZE
 from llmd_kserve.governance.pipeline import Governance
 from llmd_kserve.kvcache.block_sizes import EngineBlockSizes
@@ -83,6 +84,8 @@ class Runtime:
     decisions: DecisionLog
     governance: Governance
     outliers: OutlierEjector
+    stalls: StallWatch
+    """Stall detection: suspect endpoints (no new picks) and the probes that clear them."""
     http: StreamClient
     """The one HTTP client to the engines: forwarded requests, P/D prefill hops, models, KV sources, render."""
     tokenizer: Any
@@ -99,10 +102,12 @@ class Runtime:
     @classmethod
     def build(cls, settings: RouterSettings | None = None, endpoints: Sequence[str | Endpoint] = (),
               endpoints_file: str | Path | None = None, *, adaptive_scrape: bool = True,
-              metrics: RouterMetrics | None = None) -> Runtime:
+              metrics: RouterMetrics | None = None, sees_answers: bool | None = None) -> Runtime:
         """Build every part (scheduler from config, KV index, subscriber, scraper, governance); nothing runs until
         ``start``. ``adaptive_scrape``: poll endpoints by the requests on them (the router reports them); a front end
-        that does not see answers end (the EPP in ``headers`` mode) passes False and keeps fixed-rate polling."""
+        that does not see answers end (the EPP in ``headers`` mode) passes False and keeps fixed-rate polling.
+        ``sees_answers``: the front end hears each answer begin, so attempts are watched for stalls (default:
+        ``adaptive_scrape``)."""
         from llmd_kserve.config.build import build_scheduler
         from llmd_kserve.config.loader import shipped_configs
         from llmd_kserve.latency import load_profile
@@ -133,14 +138,17 @@ class Runtime:
         call = engine_call(http)
         scraper, subscriber = _scraper(s, adaptive_scrape), KVEventSubscriber(index)
         outliers = OutlierEjector(EjectionPolicy(base_ejection_s=s.eject_s))
+        stalls = StallWatch(StallPolicy(factor=s.stall_factor, floor_s=s.stall_floor_s), ctx.profile,
+                            sees_answers=adaptive_scrape if sees_answers is None else sees_answers)
         rt = cls(settings=s, pool=pool, scheduler=holder, reloader=reloader, scraper=scraper, index=index,
                  subscriber=subscriber, block_sizes=block_sizes, metrics=metrics, decisions=DecisionLog(s.decisions_size),
-                 governance=governance_of(s, gateway), outliers=outliers, http=http, tokenizer=tokenizer,
+                 governance=governance_of(s, gateway), outliers=outliers, stalls=stalls, http=http, tokenizer=tokenizer,
                  render=RenderTokenizer(call, partial(_render_endpoint, pool, scraper))
                  if s.tokenizer == "render" else None,
                  kv_discovery=KVEventSourceDiscovery(pool, call, partial(_routes_on_kv_events, holder)),
                  endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models))
         metrics.registry.register(RouterStatsCollector(subscriber.stats, scraper.stats, outliers.ejected_now))
+        metrics.registry.register(StallCollector(stalls))
         return rt
 
     # --- what handlers use ----------------------------------------------------------------------------------------
@@ -196,6 +204,7 @@ class Runtime:
                 self.block_sizes.forget(e.id)
                 self.scheduler.remove_endpoint(e.id)
                 self.outliers.forget(e.id)
+                self.stalls.forget(e.id)
                 self.index.remove_endpoint(e.id)
         if old and not self.settings.served_models:
             self.spawn(self.refresh_models())
@@ -246,6 +255,8 @@ class Runtime:
         if self._watcher is not None:
             self._watcher.start()
         self.reloader.start()
+        if self.stalls.enabled:
+            self.spawn(self.stalls.run_probes(engine_call(self.http), lambda: self.models[0] if self.models else ""))
         if not s.served_models:
             await self.refresh_models()
             self.spawn(self._models_loop())

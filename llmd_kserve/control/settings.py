@@ -57,6 +57,10 @@ class RouterSettings:
     """Seconds an upstream may send nothing in the middle of a response body."""
     eject_s: float = 5.0
     """First ejection of an endpoint that timed out or failed to connect (doubles while it keeps failing)."""
+    stall_factor: float = 10.0
+    """A request this many times past its predicted time without a byte marks its endpoint suspect (0: off)."""
+    stall_floor_s: float = 2.0
+    """The shortest stall budget, seconds."""
     header_timeout: float = 15.0
     """Seconds a client connection may take to send a request's headers (and may stay idle between requests)."""
     body_timeout: float = 30.0
@@ -104,6 +108,10 @@ class RouterSettings:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"must be >= 1, got {v}", name)
+        if not self.stall_factor >= 0:
+            raise ConfigError(f"must be >= 0 (0: off), got {self.stall_factor}", "stall_factor")
+        if not self.stall_floor_s > 0:
+            raise ConfigError(f"must be > 0, got {self.stall_floor_s}", "stall_floor_s")
         for name in ("scrape_idle_interval", "scrape_max_rate"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"must be > 0 (or unset), got {getattr(self, name)}", name)

@@ -90,6 +90,8 @@ class RealtimeDriver:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.steps = 0
+        self.hung = False
+        """Fault injection: set, the step loop stops for good (requests wait forever; HTTP still answers)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="engine-step-loop")
@@ -131,6 +133,8 @@ class RealtimeDriver:
                 self._wake.clear()
                 await self._wake.wait()
                 next_t = clock()
+            if self.hung:  # a hung engine (fault injection): no step ever runs again
+                await asyncio.Event().wait()
             now = clock()
             if now - next_t > self.max_lag:
                 next_t = now  # starved (CPU): resync instead of bursting to catch up

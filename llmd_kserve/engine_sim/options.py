@@ -42,6 +42,8 @@ class EngineOptions:
     error_rate: float = 0.0
     crash_after: int | None = None
     crash_exits_process: bool = False
+    hang_after: int | None = None
+    """Fault: after N requests generation stops for good (a hung engine) while ``/health`` and ``/metrics`` answer."""
     slow_start: float = 0.0
     default_output_len: int = 128
     tokenizer: str | None = None
@@ -60,6 +62,8 @@ def check_options(o: EngineOptions) -> None:
     for name in ("time_scale", "slow_start", "kv_lease_s"):
         if getattr(o, name) < 0:
             raise ConfigError(f"must be >= 0, got {getattr(o, name)}", name)
+    if o.hang_after is not None and o.hang_after < 0:
+        raise ConfigError(f"must be >= 0, got {o.hang_after}", "hang_after")
     if not 0.0 <= o.error_rate <= 1.0:
         raise ConfigError(f"must be in [0, 1], got {o.error_rate}", "error_rate")
     if o.num_blocks == 1:

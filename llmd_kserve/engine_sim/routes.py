@@ -107,6 +107,8 @@ async def _generate(request: web.Request, kind: str) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()  # this connection dies with the pod too
         raise web.HTTPServiceUnavailable()
+    if eng.opts.hang_after is not None and eng.n_requests > eng.opts.hang_after:
+        eng.hang()
     try:
         req = await _parse(request, kind)
         if eng.opts.error_rate > 0 and eng.rng.random() < eng.opts.error_rate:

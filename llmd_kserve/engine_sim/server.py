@@ -141,6 +141,12 @@ class EngineServer:
         if self._site is not None:
             asyncio.get_running_loop().create_task(self._site.stop())
 
+    def hang(self) -> None:
+        """Fault: generation stops for good (a hung GPU or engine core); ``/health`` and ``/metrics`` still answer."""
+        if self.driver is not None and not self.driver.hung:
+            log.warning("engine %s: simulated hang after %d requests", self.url, self.n_requests - 1)
+            self.driver.hung = True
+
     def ready(self) -> bool:
         """False while the simulated slow start lasts (``/health`` answers 503, generation too)."""
         return time.monotonic() >= self._ready_at

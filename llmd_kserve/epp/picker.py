@@ -231,6 +231,7 @@ class EndpointPicker:
         decision = ticket.placement.decision
         decision.status = status
         decision.ttfb_ms = (self._clock() - pick.started) * 1e3
+        self.director.first_byte(ticket)
         self.director.prefill_done(ticket, status < 400)
 
     def complete(self, pick: Pick, *, ok: bool, usage: Usage | None = None, served: str | None = None,

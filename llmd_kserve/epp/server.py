@@ -232,9 +232,11 @@ class EppServer:
 
 
 def epp_runtime(settings: RouterSettings, endpoints: Sequence[str | Endpoint] = (),
-                endpoints_file: str | Path | None = None) -> Runtime:
-    """The EPP's runtime: fixed-rate metrics polling (in ``headers`` mode it does not see answers end), EPP metrics."""
-    return Runtime.build(settings, endpoints, endpoints_file, adaptive_scrape=False, metrics=EppMetrics())
+                endpoints_file: str | Path | None = None, response_mode: ResponseMode = "full") -> Runtime:
+    """The EPP's runtime: fixed-rate metrics polling (in ``headers`` mode it does not see answers end), EPP metrics;
+    attempts are watched for stalls in ``full`` mode (there it sees each answer begin)."""
+    return Runtime.build(settings, endpoints, endpoints_file, adaptive_scrape=False, metrics=EppMetrics(),
+                         sees_answers=response_mode == "full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +255,8 @@ async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port:
                       endpoints: Sequence[str | Endpoint] = (), endpoints_file: str | Path | None = None,
                       epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
     """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
-    server = EppServer(epp_runtime(RouterSettings(**settings), endpoints, endpoints_file), epp)
+    server = EppServer(epp_runtime(RouterSettings(**settings), endpoints, endpoints_file,
+                                   epp.response_mode if epp is not None else "full"), epp)
     try:
         await server.start(host, grpc_port, metrics_port)
         yield RunningEpp(f"{host}:{server.grpc_port}",

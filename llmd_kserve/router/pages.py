@@ -67,7 +67,7 @@ async def debug_endpoints(request: web.Request) -> web.Response:
     for s in state.endpoint_states():
         m = s.metrics
         out.append({"id": s.id, "role": s.endpoint.role, "kv_events": s.endpoint.kv_events,
-                    "metrics": {f.name: getattr(m, f.name) for f in fields(m)}})
+                    "metrics": {f.name: getattr(m, f.name) for f in fields(m)}, **state.stalls.describe(s.id)})
     return _json({"endpoints": out, "models": list(state.models),
                   "index_keys": len(state.index) if state.index is not None else None})
 

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ from aiohttp import web
 from llmd_kserve.control.decisions import Decision
 from llmd_kserve.control.director import Director, Ticket
 from llmd_kserve.control.requests import ParsedRequest
+from llmd_kserve.control.stalls import Watch
 from llmd_kserve.control.usage import Usage, parse_usage
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
@@ -40,6 +42,15 @@ STATUS_KEY: Any = web.ResponseKey("llmd_status", int) if hasattr(web, "ResponseK
 ANSWERED_KEY: Any = web.RequestKey("llmd_answered", int) if hasattr(web, "RequestKey") else "llmd_answered"
 """Set on the request once its whole answer was relayed (its status): a client that hangs up after the last byte
 (while the router still writes the stream's end or its records) got its answer and is not counted as gone."""
+
+
+def _expire(deadline: asyncio.Timeout, watch: Watch, can_retry: Callable[[], bool]) -> None:
+    """Ends a first-byte wait now (its endpoint stalled) when a retry has somewhere to go; nothing once the wait
+    is over."""
+    if can_retry():
+        with contextlib.suppress(RuntimeError):
+            deadline.reschedule(0)
+            watch.interrupted = True
 
 
 class _Failed(Exception):
@@ -97,6 +108,7 @@ class Proxy:
         director = self.director
         exclude: set[EndpointId] = set()
         last: _Failed | None = None
+        stalled = False  # a stall interrupts one attempt per request at most (one retry elsewhere)
         await director.ready()
         for attempt in range(self.max_attempts):
             try:
@@ -115,13 +127,15 @@ class Proxy:
                     send_body = local_body
                 else:
                     send_body = await self._disaggregated(ticket, result, path, body, headers)
+                may_retry = not stalled and attempt + 1 < self.max_attempts
                 exchange = await self._send(result.target, path, send_body, headers, placement.started,
-                                            placement.decision)
+                                            placement.decision, placement.watch, exclude if may_retry else None)
             except _Failed as fail:
                 last = fail
                 director.failed(ticket, fail.reason, fail.status)
                 exclude.add(result.target)
                 log.info("request %s: %s on %s (attempt %d)", rid, fail.reason, result.target, attempt + 1)
+                stalled = stalled or fail.reason == "stall"
                 continue
             except BaseException as exc:  # client gone while waiting for upstream headers (cancelled), or a bug:
                 placement.decision.outcome = ("client_disconnected" if isinstance(exc, asyncio.CancelledError)
@@ -136,7 +150,7 @@ class Proxy:
         if last.body is not None:  # relay the last upstream error as it was
             return web.Response(body=last.body, status=last.status, headers={
                 "Content-Type": last.content_type or "application/json", "x-request-id": label})
-        if last.reason == "timeout":
+        if last.reason in ("timeout", "stall"):
             raise GatewayTimeout("All upstream attempts timed out before the first byte.")
         raise UpstreamFailed(f"All upstream attempts failed (last: {last.reason}).")
 
@@ -153,20 +167,28 @@ class Proxy:
         return _encode(decode_body(body, answer.params) if answer is not None else body)
 
     async def _send(self, target: EndpointId, path: str, body: bytes, headers: dict[str, str], t0: float,
-                    decision: Decision) -> Exchange:
-        """Response head (and a stream's first chunk) within ``first_byte`` s; raises ``_Failed``."""
+                    decision: Decision, watch: Watch | None = None,
+                    retry_exclude: Collection[EndpointId] | None = None) -> Exchange:
+        """Response head (and a stream's first chunk) within ``first_byte`` s, or until ``watch`` finds the endpoint
+        stalled (``control.stalls``) while a retry may go to an endpoint outside ``retry_exclude`` (None: no retry
+        left); raises ``_Failed``."""
         exchange: Exchange | None = None
         try:
-            async with asyncio.timeout(self.timeouts.first_byte):
+            async with asyncio.timeout(self.timeouts.first_byte) as deadline:
+                if watch is not None and retry_exclude is not None:
+                    watch.interrupt = partial(_expire, deadline, watch,
+                                              partial(self.director.has_alternative, retry_exclude))
                 exchange = await self.http.request(target, path, body, headers)
                 decision.ttfb_ms = (self._clock() - t0) * 1e3
                 head = exchange.head.result()
                 if head.status < 500 and head.get("content-type").startswith("text/event-stream"):
                     await exchange.first
+            if watch is not None and self.director.stalls is not None:
+                self.director.stalls.first_byte(watch)
         except TimeoutError as exc:
             if exchange is not None:
                 exchange.close()  # the engine sees the disconnect and aborts the request
-            raise _Failed("timeout", 504) from exc
+            raise _Failed("stall" if watch is not None and watch.interrupted else "timeout", 504) from exc
         except UpstreamBroken as exc:
             raise _Failed("disconnected") from exc
         except (OSError, ValueError) as exc:  # refused, unreachable, connect timeout; a URL it cannot speak to
@@ -241,6 +263,9 @@ class Proxy:
             relay = SseRelay(request.transport, exchange, strip_usage=strip_usage, tap=tap, chunked=chunked,
                              on_first=lambda: self.metrics.ttfb_seconds.observe(self._clock() - t0))
             exchange.attach(relay)
+            stalls, watch = self.director.stalls, ticket.placement.watch if ticket.placement else None
+            if stalls is not None and watch is not None:
+                stalls.streaming(watch, lambda: exchange.last_data, lambda: relay is not None and relay.paused)
             try:
                 await relay.wait(self.timeouts.idle)
             except (TimeoutError, UpstreamBroken) as exc:

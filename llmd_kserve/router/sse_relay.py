@@ -86,6 +86,11 @@ class SseRelay:
             if self._drain is not None:
                 self._drain.cancel()
 
+    @property
+    def paused(self) -> bool:
+        """The upstream read is paused for a slow client (its silence is not the engine's)."""
+        return self._drain is not None
+
     def usage(self) -> Usage | None:
         return usage_from_sse_tail(self.usage_event or self.prev + self.last)
 

@@ -1,5 +1,6 @@
 """Real replicas failing under the router: one stopped (SIGSTOP: the first-byte timeout retries elsewhere and ejects
-it; after SIGCONT it gets its prefixes again) and one killed in the middle of a stream (SIGKILL: the client gets an
+it; after SIGCONT it gets its prefixes again; with stall detection on, its stall budget catches it long before that
+timeout and a probe brings it back) and one killed in the middle of a stream (SIGKILL: the client gets an
 OpenAI-shaped SSE error, new requests are retried on the other replica, the dead one is ejected; restarted on the
 same ports it is routed to again and its KV events reach the index).
 
@@ -111,9 +112,10 @@ async def test_a_stopped_replica_times_out_is_ejected_and_returns(replicas: Repl
     rng = random.Random(31)
     e0, e1 = replicas.urls
     # metrics polled every 5 s stay fresh for 20 s: the router still takes the stopped replica for a live one; the
-    # first-byte timeout leaves a loaded machine time for a first token, the ejection outlasts the next request
+    # first-byte timeout leaves a loaded machine time for a first token, the ejection outlasts the next request;
+    # stall detection off: this is the hard timeout's test (tests/faults/test_stalls.py has the stall's)
     async with router_over(replicas.specs, replicas.model_dir, first_byte_timeout=8.0, eject_s=15.0,
-                           scrape_interval=5.0, scrape_idle_interval=5.0) as router, aiohttp.ClientSession() as s:
+                           scrape_interval=5.0, scrape_idle_interval=5.0, stall_factor=0.0) as router, aiohttp.ClientSession() as s:
         held = [token_ids(8 * BLOCK, rng) for _ in range(2)]
         for prefix in held:
             await _warm(s, router, e1, prefix)
@@ -138,6 +140,34 @@ async def test_a_stopped_replica_times_out_is_ejected_and_returns(replicas: Repl
         fresh = token_ids(8 * BLOCK, rng)
         await _warm(s, router, e1, fresh)
         assert await _ask(s, router, fresh + token_ids(20, rng), "continued") == e1
+
+
+async def test_a_stopped_replica_is_suspect_after_its_stall_budget_and_returns_after_a_probe(
+        replicas: Replicas) -> None:
+    rng = random.Random(33)
+    e0, e1 = replicas.urls
+    # the first-byte timeout left at its default (120 s): only stall detection catches the stopped replica in time;
+    # a floor that leaves a loaded machine time for a first token
+    async with router_over(replicas.specs, replicas.model_dir, stall_floor_s=4.0, scrape_interval=5.0,
+                           scrape_idle_interval=5.0) as router, aiohttp.ClientSession() as s:
+        held = token_ids(8 * BLOCK, rng)
+        await _warm(s, router, e1, held)
+        replicas.signal(1, signal.SIGSTOP)
+        try:
+            assert await _ask(s, router, held + token_ids(20, rng), "stalled-1") == e0
+            assert await _attempts(s, router, "stalled-1") == [(e1, "stall"), (e0, "ok")]
+            page = await _metrics(s, router)
+            assert counter(page, "llmd_router_stalls_total", endpoint=e1) == 1
+            assert counter(page, "llmd_router_endpoint_suspect", endpoint=e1) == 1
+            # suspect: a prefix only the stopped replica holds goes straight to the other one
+            assert await _ask(s, router, held + token_ids(20, rng), "stalled-2") == e0
+            assert await _attempts(s, router, "stalled-2") == [(e0, "ok")]
+        finally:
+            replicas.signal(1, signal.SIGCONT)
+        await wait_for(lambda: e1 not in router.state.stalls.suspect, "a probe answered by the continued replica")
+        fresh = token_ids(8 * BLOCK, rng)
+        await _warm(s, router, e1, fresh)
+        assert await _ask(s, router, fresh + token_ids(20, rng), "continued-2") == e1
 
 
 async def test_a_killed_replica_ends_the_stream_cleanly_and_returns_after_restart(replicas: Replicas) -> None:
