@@ -2,7 +2,7 @@
 
 Processes: two simulated engines (``llmd-kserve engine --time-scale 0.05``), one started with ``--hang-after 0`` (its
 generation hangs from the first request while ``/health`` and ``/metrics`` answer), and the router
-(``llmd-kserve router``, default config, ``--stall-factor F``). Per factor: 10 sequential completions (8 output
+(``llmd-kserve router``, default config, ``--stall-factor F --stall-floor 2``). Per factor: 10 sequential completions (8 output
 tokens, every other one streamed) with a 30 s client timeout, as a user would send them; reported: answers (200),
 client timeouts, decisions that sent a request to the hung engine, stalls the router counted, the wall time of the
 10 and the router's CPU seconds (psutil, user + system) over them.
@@ -30,7 +30,7 @@ from tests.faults.procs import engine, metric, request, router, running  # noqa:
 def run(tmp: Path, factor: str) -> dict:
     good, hung = engine(tmp, "good"), engine(tmp, "hung", "--hang-after", "0")
     with running(good, hung):
-        r = router(tmp, f"{good.url},{hung.url}", "--stall-factor", factor)
+        r = router(tmp, f"{good.url},{hung.url}", "--stall-factor", factor, "--stall-floor", "2")
         with running(r):
             proc = psutil.Process(r.pid)
             cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()

@@ -141,7 +141,7 @@ def _add_stall_flags(g: argparse._ArgumentGroup) -> None:
                    help="an engine sending nothing for this many times a request's predicted time (first token, or "
                         "between tokens) is suspect: no new requests, waiting ones retried elsewhere (router), back "
                         "when a one-token probe answers; 0: off")
-    g.add_argument("--stall-floor", type=positive_float, default=2.0, help="the shortest stall budget, seconds")
+    g.add_argument("--stall-floor", type=positive_float, default=10.0, help="the shortest stall budget, seconds (default 10)")
 
 
 def _add_router_governance(p: argparse.ArgumentParser) -> None:

@@ -59,7 +59,7 @@ class RouterSettings:
     """First ejection of an endpoint that timed out or failed to connect (doubles while it keeps failing)."""
     stall_factor: float = 10.0
     """A request this many times past its predicted time without a byte marks its endpoint suspect (0: off)."""
-    stall_floor_s: float = 2.0
+    stall_floor_s: float = 10.0
     """The shortest stall budget, seconds."""
     header_timeout: float = 15.0
     """Seconds a client connection may take to send a request's headers (and may stay idle between requests)."""

@@ -38,7 +38,7 @@ WAITING_PROMPT_TOKENS = 512
 class StallPolicy:
     factor: float = 10.0
     """Budget = ``factor`` x predicted time; 0 turns stall detection off."""
-    floor_s: float = 2.0
+    floor_s: float = 10.0
     """No budget is shorter (prediction errors, scheduling noise, a busy machine)."""
     probe_interval_s: float = 1.0
     probe_timeout_s: float = 5.0
