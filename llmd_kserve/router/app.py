@@ -47,9 +47,14 @@ IDENTITY_KEY: Any = web.RequestKey("llmd_identity", tuple) if hasattr(web, "Requ
 """(virtual key, principal) of a request, once the key middleware checked it."""
 
 
-async def _read_body(request: web.Request, timeout: float) -> bytes:
-    if request.content.is_eof():  # the whole body came with the headers: no waiting, so no timer
-        return await request.read()
+async def _read_body(request: web.Request, timeout: float, max_bytes: int) -> bytes:
+    """The request's body within ``timeout`` s; 413 over ``max_bytes``."""
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers: take it as it is (no timer, no copy)
+        raw = content.read_nowait()
+        if len(raw) > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_bytes, len(raw))
+        return raw
     try:
         async with asyncio.timeout(timeout):
             return await request.read()
@@ -77,7 +82,8 @@ class OpenAIRoutes:
         director, metrics = self.director, self.state.metrics
         ticket: Ticket | None = None
         try:
-            raw = await _read_body(request, self.state.settings.body_timeout)
+            settings = self.state.settings
+            raw = await _read_body(request, settings.body_timeout, settings.max_body_bytes)
             ticket = await director.admit(request.headers, raw, kind, request.remote,
                                           identity=request.get(IDENTITY_KEY))
             del raw
