@@ -179,10 +179,11 @@ def build_app(router_state: Runtime, listen_host: str | None = None) -> web.Appl
     app[STATE_KEY] = router_state
     director = app[DIRECTOR_KEY] = Director(router_state)
     profile = router_state.scheduler.current.ctx.profile  # the latency model, if any
-    proxy = app[PROXY_KEY] = Proxy(director, max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
-                           inject_stream_usage=s.inject_stream_usage,
-                           timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
-                           kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
+    proxy = app[PROXY_KEY] = Proxy(
+        director, max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
+        inject_stream_usage=s.inject_stream_usage,
+        timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
+        kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
 
     async def on_startup(_: web.Application) -> None:
         await router_state.start()
