@@ -40,9 +40,10 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from router_overhead import free_port, pct, wait_ready  # noqa: E402
+from router_overhead import free_port, wait_ready  # noqa: E402
 
 from llmd_kserve.aio import run as aio_run  # noqa: E402
+from llmd_kserve.bench.stats import percentile  # noqa: E402
 
 PY = sys.executable
 TICK = os.sysconf("SC_CLK_TCK")
@@ -112,7 +113,7 @@ async def stream_phase(s: aiohttp.ClientSession, url: str, prompts: list[str], r
         tasks.append(asyncio.create_task(one(p)))
         await asyncio.sleep(rng.expovariate(rate))
     await asyncio.gather(*tasks)
-    return {"ok": len(lat), "errors": errors, "latency_p50_s": pct(lat, 50) if lat else None}
+    return {"ok": len(lat), "errors": errors, "latency_p50_s": percentile(lat, 50) if lat else None}
 
 
 async def small_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, seconds: float, model: str) -> dict:
@@ -142,7 +143,7 @@ async def small_phase(s: aiohttp.ClientSession, urls: list[str], conns: int, sec
             lat.append(time.perf_counter() - t0)
 
     await asyncio.gather(*(worker(w) for w in range(conns)))
-    return {"requests": len(lat), "errors": errors, "latency_p50_ms": pct(lat, 50) * 1e3}
+    return {"requests": len(lat), "errors": errors, "latency_p50_ms": (percentile(lat, 50) or 0.0) * 1e3}
 
 
 def _py_spy(a: argparse.Namespace, proc: subprocess.Popen) -> subprocess.Popen | None:

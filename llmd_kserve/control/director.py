@@ -158,9 +158,10 @@ class Director:
             self.governance.check_prompt_tokens(parsed, len(token_ids or ()))
             ticket.request = replace(ticket.request, token_ids=token_ids)
             ticket.prompt_tokens = known_prompt_tokens(parsed, token_ids)
-        ticket.admission = await self.governance.admit(
-            ticket.key, ticket.request.request_id, parsed, client, client_request_id=ticket.client_request_id,
-            prompt_tokens=ticket.prompt_tokens, offload=big)
+        if self.governance.gateway.active:
+            ticket.admission = await self.governance.admit(
+                ticket.key, ticket.request.request_id, parsed, client, client_request_id=ticket.client_request_id,
+                prompt_tokens=ticket.prompt_tokens, offload=big)
         return ticket
 
     async def ready(self) -> None:

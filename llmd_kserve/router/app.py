@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,14 @@ IDENTITY_KEY: Any = web.RequestKey("llmd_identity", tuple) if hasattr(web, "Requ
 """(virtual key, principal) of a request, once the key middleware checked it."""
 
 
-async def _read_body(request: web.Request, timeout: float) -> bytes:
-    if request.content.is_eof():  # the whole body came with the headers: no waiting, so no timer
-        return await request.read()
+async def _read_body(request: web.Request, timeout: float, max_bytes: int) -> bytes:
+    """The request's body within ``timeout`` s; 413 over ``max_bytes``."""
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers: take it as it is (no timer, no copy)
+        raw = content.read_nowait()
+        if len(raw) > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_bytes, len(raw))
+        return raw
     try:
         async with asyncio.timeout(timeout):
             return await request.read()
@@ -58,44 +63,68 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
                                   type_="RequestTimeoutError") from None
 
 
-async def _openai(request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
-    """Read the body → ``Director.admit`` → ``Proxy.forward`` (schedule, send, relay) → ``Director.settle``."""
-    app = request.app
-    director, metrics = app[DIRECTOR_KEY], app[STATE_KEY].metrics
-    ticket: Ticket | None = None
-    try:
-        raw = await _read_body(request, app[STATE_KEY].settings.body_timeout)
-        ticket = await director.admit(request.headers, raw, kind, request.remote,
-                                      identity=request.get(IDENTITY_KEY))
-        del raw
-        resp = await app[PROXY_KEY].forward(request, path, ticket)
-    except HTTPError as exc:
-        resp = error_response(exc, ticket.label if ticket is not None else new_request_id())
-        if exc.status == 408:
-            resp.force_close()  # the rest of the body may still be on its way
-    except BaseException as exc:  # the client went away (499 like a cut stream, unless its answer was complete)
-        status = request.get(ANSWERED_KEY, 499)
+class OpenAIRoutes:
+    """``POST /v1/completions`` and ``/v1/chat/completions``: read the body → ``Director.admit`` →
+    ``Proxy.forward`` (schedule, send, relay) → ``Director.settle``."""
+
+    def __init__(self, state: Runtime, director: Director, proxy: Proxy) -> None:
+        self.state, self.director, self.proxy = state, director, proxy
+        self.by_path: dict[str, Handler] = {"/v1/completions": self.completions,
+                                            "/v1/chat/completions": self.chat_completions}
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._openai(request, "completion", "/v1/completions")
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._openai(request, "chat", "/v1/chat/completions")
+
+    async def _openai(self, request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
+        director, metrics = self.director, self.state.metrics
+        ticket: Ticket | None = None
+        try:
+            settings = self.state.settings
+            raw = await _read_body(request, settings.body_timeout, settings.max_body_bytes)
+            ticket = await director.admit(request.headers, raw, kind, request.remote,
+                                          identity=request.get(IDENTITY_KEY))
+            del raw
+            resp = await self.proxy.forward(request, path, ticket)
+        except HTTPError as exc:
+            resp = error_response(exc, ticket.label if ticket is not None else new_request_id())
+            if exc.status == 408:
+                resp.force_close()  # the rest of the body may still be on its way
+        except BaseException as exc:  # the client went away (499 like a cut stream, unless its answer was complete)
+            status = request.get(ANSWERED_KEY, 499)
+            if ticket is not None:
+                director.settle(ticket, status)  # its audit and metering finish in the background
+            if isinstance(exc, asyncio.CancelledError):
+                metrics.request_count(path, str(status)).inc()
+            raise
+        status = resp.get(STATUS_KEY, resp.status)
+        metrics.request_count(path, str(status)).inc()
         if ticket is not None:
-            director.settle(ticket, status)  # its audit and metering finish in the background
-        if isinstance(exc, asyncio.CancelledError):
-            metrics.request_count(path, str(status)).inc()
-        raise
-    status = resp.get(STATUS_KEY, resp.status)
-    metrics.request_count(path, str(status)).inc()
-    if ticket is not None:
-        served = resp.headers.get("x-llmd-endpoint")
-        pending = director.settle(ticket, status, served=EndpointId(served) if served else None)
-        if pending is not None:  # the audit record is written before the answer ends (a client gone keeps it)
-            await asyncio.shield(pending)
-    return resp
+            served = resp.headers.get("x-llmd-endpoint")
+            pending = director.settle(ticket, status, served=EndpointId(served) if served else None)
+            if pending is not None:  # the audit record is written before the answer ends (a client gone keeps it)
+                await asyncio.shield(pending)
+        return resp
+
+    def dispatcher(self, app: web.Application) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The server's request handler: a plain ``POST`` to an OpenAI route, while no API keys are configured,
+        goes straight to its handler (under the same error answers); everything else (other routes, methods,
+        query strings, ``Expect``, keys) through the app's URL dispatch and middlewares."""
+        by_path, gov, slow = self.by_path, self.state.governance, app._handle
+
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            if request.method == "POST" and gov.auth is None and "Expect" not in request.headers:
+                handler = by_path.get(request.raw_path)
+                if handler is not None:
+                    return await openai_errors(request, handler)
+            return await slow(request)
+
+        return dispatch
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await _openai(request, "completion", "/v1/completions")
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _openai(request, "chat", "/v1/chat/completions")
+ROUTES_KEY = web.AppKey("router_openai_routes", OpenAIRoutes)
 
 
 _OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
@@ -150,10 +179,11 @@ def build_app(router_state: Runtime, listen_host: str | None = None) -> web.Appl
     app[STATE_KEY] = router_state
     director = app[DIRECTOR_KEY] = Director(router_state)
     profile = router_state.scheduler.current.ctx.profile  # the latency model, if any
-    app[PROXY_KEY] = Proxy(director, max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
-                           inject_stream_usage=s.inject_stream_usage,
-                           timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
-                           kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
+    proxy = app[PROXY_KEY] = Proxy(
+        director, max_attempts=s.max_attempts, forward_authorization=not s.api_keys,
+        inject_stream_usage=s.inject_stream_usage,
+        timeouts=UpstreamTimeouts(s.connect_timeout, s.first_byte_timeout, s.idle_timeout),
+        kv_transfer_time=profile.kv_transfer_time if profile is not None else None)
 
     async def on_startup(_: web.Application) -> None:
         await router_state.start()
@@ -163,8 +193,9 @@ def build_app(router_state: Runtime, listen_host: str | None = None) -> web.Appl
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_post("/v1/chat/completions", chat_completions)
+    routes = app[ROUTES_KEY] = OpenAIRoutes(router_state, director, proxy)
+    app.router.add_post("/v1/completions", routes.completions)
+    app.router.add_post("/v1/chat/completions", routes.chat_completions)
     add_pages(app)
     AdminAPI(lambda: router_state.reloader, _operator_id,
              enabled=router_state.settings.admin, keys_configured=router_state.governance.auth is not None,
@@ -203,6 +234,8 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
                            shutdown_timeout=s.drain_timeout)
     await runner.setup()
     json_parser_errors(runner)
+    assert runner.server is not None
+    runner.server.request_handler = app[ROUTES_KEY].dispatcher(app)  # type: ignore[assignment]  # web.Request
     try:
         site = web.TCPSite(runner, host, port, backlog=2048)
         try:

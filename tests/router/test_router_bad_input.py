@@ -91,6 +91,29 @@ async def test_missing_content_type_is_accepted(stack):
         assert r.status == 200
 
 
+async def _chunks(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize("how", ["plain", "query", "expect-100", "chunked"])
+async def test_every_request_form_is_served_and_checked_alike(stack, how):
+    """The OpenAI routes answer a plain POST, one with a query string, one that waits for ``100 Continue`` and a
+    chunked body the same way: 200 for a good body, OpenAI-shaped 400 for a bad one."""
+    _eng, router, s = stack
+    url = router.url + "/v1/completions" + ("?trace=1" if how == "query" else "")
+    for body, status in ((b'{"model": "llama-8b-shape", "prompt": "hi", "max_tokens": 2}', 200), (b"{bad", 400)):
+        data = _chunks(body[:5], body[5:]) if how == "chunked" else body
+        async with s.post(url, data=data, expect100=how == "expect-100",
+                          headers={"Content-Type": "application/json"}) as r:
+            assert r.status == status
+            payload = await r.json()
+        if status == 200:
+            assert payload["choices"][0]["text"]
+        else:
+            _assert_openai_error(payload, status)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_client_disconnect_before_the_answer_releases_inflight_load(stream):
     async with running_engine(port=0, model=MODEL, time_scale=1.0) as eng, \
