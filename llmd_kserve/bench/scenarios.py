@@ -155,7 +155,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("llmd-shared-prefix", "llm-d's shared-prefix shape: 64 groups x 6,000-token prompts, 1,200-token "
              "questions, 1,000 output tokens",
              _poisson(SharedPrefixSpec(num_groups=64, system_prompt_len=6000, question_len=1200, output_len=1000)),
-             rates=(8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48), matched_rate=16, min_duration_s=30),
+             rates=(8, 12, 16, 24, 32, 40), matched_rate=12, min_duration_s=30),
     Scenario("rag-reasoning", "RAG (4-7 of 32 docs x 1,024 tokens, 64 out) mixed 3:1 with reasoning (1-2k out)",
              _mixed(RagSpec(num_requests=1, num_documents=32, document_len=1024, system_prompt_len=256),
                     ReasoningSpec(num_requests=1, output_len_min=1000, output_len_max=2000), 0.75),
