@@ -30,13 +30,14 @@ from typing import Any
 
 from llmd_kserve.bench.frontier import max_rate_within_slo
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
+from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, summarize
 from llmd_kserve.cluster_sim import SimOptions
 from llmd_kserve.cluster_sim.sim import ClusterSim
 from llmd_kserve.demo_sweep import matched_rate
 from llmd_kserve.latency import load_profile
 
-CONFIGS = "round-robin,load-only,approx-prefix,precise-prefix,default"
+CONFIGS = "round-robin,load-only,approx-prefix,precise-prefix,llm-d-optimized-baseline,default"
 
 
 def sim_options(sc: Scenario, seed: int) -> SimOptions:
@@ -51,7 +52,7 @@ def sim_options(sc: Scenario, seed: int) -> SimOptions:
 def one_run(sc: Scenario, config: str, seed: int, rate: float, n: int) -> dict[str, Any]:
     n = max(n, int(rate * sc.min_duration_s))  # long enough at every rate for queues to build (or not)
     reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), n)
-    sim = ClusterSim(config, sim_options(sc, seed))
+    sim = ClusterSim(sim_config(config), sim_options(sc, seed))
     inner = sim.scheduler.schedule
     cpu = [0.0]
 

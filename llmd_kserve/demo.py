@@ -1,13 +1,15 @@
-"""`llmd-kserve demo`: five routing policies on one shared-prefix workload under KV pressure, simulated and live.
+"""`llmd-kserve demo`: six routing policies on one shared-prefix workload under KV pressure, simulated and live.
 
 The workload is inference-perf's shared-prefix shape: many groups of long system prompts (6,000 tokens, like
 agent or RAG instructions), a 200-token question each, 128 output tokens. There are more distinct prefixes than
 one engine's KV cache holds but fewer than the whole cluster's, so where a request lands decides whether its
 prefix is already computed there. Arrivals are Poisson, 10-25% above the rate a cache-blind (round-robin)
 cluster sustains (the sweep in benchmarks/RESULTS.md shows the other loads). Each policy (round-robin,
-load-only, approx-prefix, precise-prefix and the project default) runs
+load-only, approx-prefix, precise-prefix, llm-d v1.0's default ``llm-d-optimized-baseline`` and the project
+default) runs
 
 * at full scale in the cluster simulator: 8 engines with the H100 profile's full KV cache (26,962 blocks each);
+  ``llm-d-optimized-baseline`` there has the simulated H100's ``peakPrefillThroughput`` (``bench.sim_configs``);
 * at small scale live over HTTP: 4 simulated engine processes (4,096 KV blocks each) behind the real router
   (`LocalStack`), the same prompt shapes with fewer groups, on freshly reset caches for every policy;
 * or, with ``engine="vllm"``, live on 2 real vLLM replicas (``demo_live``) (the CPU build, the tiny random-weights Llama, one core
@@ -30,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmd_kserve.bench.report import build_report, require_plotly, write_json
+from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO
 from llmd_kserve.cluster_sim.run import sim_entry, simulate
 from llmd_kserve.cluster_sim.sim import SimOptions
@@ -55,7 +58,7 @@ def run_sim(scale: Scale, policies: Sequence[str], seed: int = 0, slo: SLO = SLO
     runs = []
     for policy in policies:
         t0 = time.perf_counter()
-        run = simulate(reqs, policy, SimOptions(engines=scale.engines, num_blocks=scale.num_blocks, seed=seed,
+        run = simulate(reqs, sim_config(policy), SimOptions(engines=scale.engines, num_blocks=scale.num_blocks, seed=seed,
                                                 profile=profile), arrival)
         runs.append(sim_entry(run, policy, slo, scale="sim", arrival=arrival.label, engines=scale.engines))
         print_progress(console, runs[-1], time.perf_counter() - t0)

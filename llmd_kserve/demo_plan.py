@@ -13,7 +13,7 @@ from llmd_kserve.bench.stats import SLO
 from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.errors import ConfigError
 
-POLICIES = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
+POLICIES = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "llm-d-optimized-baseline", "default")
 VLLM_POLICIES = ("round-robin", "approx-prefix", "precise-prefix", "default")
 """The live phase on real vLLM runs these unless policies are given (each run takes about a minute on 2 cores)."""
 ENGINES = ("sim", "vllm")

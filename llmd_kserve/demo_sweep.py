@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo
+from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
 from llmd_kserve.cluster_sim.run import simulate
@@ -58,7 +59,7 @@ def matched_load(workload: SharedPrefixSpec, engines: int, num_blocks: int | Non
     reqs = make_workload(workload, arrival, random.Random(seed), num_requests)
     points = {}
     for policy in policies:
-        run = simulate(reqs, policy, SimOptions(engines=engines, num_blocks=num_blocks, seed=seed, profile=profile),
+        run = simulate(reqs, sim_config(policy), SimOptions(engines=engines, num_blocks=num_blocks, seed=seed, profile=profile),
                        arrival)
         s = summarize(run.results, run.wall_s, slo, engine_hit_rate=run.engine_hit_rate)
         points[policy] = {"ttft_p50": s["ttft_p50"], "ttft_p90": s["ttft_p90"],
@@ -77,7 +78,7 @@ def sweep(workload: SharedPrefixSpec, engines: int, num_blocks: int | None, base
             rate = round(base_rate * f, 1)
             arrival = ArrivalSpec(pattern="poisson", rate=rate)
             reqs = make_workload(workload, arrival, random.Random(seed), num_requests)
-            run = simulate(reqs, policy, SimOptions(engines=engines, num_blocks=num_blocks, seed=seed,
+            run = simulate(reqs, sim_config(policy), SimOptions(engines=engines, num_blocks=num_blocks, seed=seed,
                                                     profile=profile), arrival)
             s = summarize(run.results, run.wall_s, slo, engine_hit_rate=run.engine_hit_rate)
             points.append({"rate": rate, "ttft_p90": s["ttft_p90"], "slo_attainment": s["slo_attainment"] or 0.0,

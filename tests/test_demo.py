@@ -15,7 +15,8 @@ from llmd_kserve.demo import POLICIES, plan, ratios, run_demo
 def test_cli_wires_the_demo() -> None:
     a = build_parser().parse_args(["demo", "--quick", "--json", "out.json", "--no-live", "--policies", "default"])
     assert a.quick and a.json == "out.json" and not a.live and a.sim and a.policies == ["default"]
-    assert POLICIES == ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
+    assert POLICIES == ("round-robin", "load-only", "approx-prefix", "precise-prefix", "llm-d-optimized-baseline",
+                        "default")
 
 
 def test_plan_has_kv_pressure() -> None:

@@ -20,6 +20,10 @@ Why each exists (what a router must get right there):
 - ``burst``           new prefixes arriving in bursts of 8 within 20 ms, faster than KV events (a prefill of 4k
                       tokens takes ~0.1 s) and scrapes report them: the "burst affinity" problem.
 - ``agentic``         32k-token agent prefixes with short turns (a 128k-context variant of the H100 profile).
+- ``llmd-shared-prefix`` llm-d's own benchmark shape (inference-perf shared_prefix: 6,000-token system prompts,
+                      1,200-token questions, 1,000 output tokens), 64 groups on 4 replicas, run at a ramp of Poisson
+                      rates; each run lasts 30 virtual s of arrivals (a request decodes for ~25 s), so the decode
+                      batches reach their steady state.
 - ``rag-reasoning``   RAG (long in, short out) mixed with reasoning (short in, long out) on one pool.
 - ``rag-reasoning-pd`` the same requests on a P/D cluster (2 prefill + 2 decode engines), judged over the P/D
                       configs (``pd-never`` is its cache-blind-to-the-topology baseline): long RAG prefills on the
@@ -148,6 +152,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _poisson(ChatSpec(num_sessions=16, turns_per_session=4, system_prompt_len=32000, user_len=100,
                                output_len=50)),
              rates=(1, 2, 3, 4, 6, 8), matched_rate=2, max_model_len=131072, slo_ttft_s=3.0, sessions=True),
+    Scenario("llmd-shared-prefix", "llm-d's shared-prefix shape: 64 groups x 6,000-token prompts, 1,200-token "
+             "questions, 1,000 output tokens",
+             _poisson(SharedPrefixSpec(num_groups=64, system_prompt_len=6000, question_len=1200, output_len=1000)),
+             rates=(8, 12, 16, 24, 32, 40), matched_rate=12, min_duration_s=30),
     Scenario("rag-reasoning", "RAG (4-7 of 32 docs x 1,024 tokens, 64 out) mixed 3:1 with reasoning (1-2k out)",
              _mixed(RagSpec(num_requests=1, num_documents=32, document_len=1024, system_prompt_len=256),
                     ReasoningSpec(num_requests=1, output_len_min=1000, output_len_max=2000), 0.75),

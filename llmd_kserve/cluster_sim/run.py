@@ -38,7 +38,8 @@ def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) ->
 
 
 def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_requests: int | None = None,
-              seed: int = 0, slo: SLO | None = None, engines: int = 8, config: str | Path = "default",
+              seed: int = 0, slo: SLO | None = None, engines: int = 8,
+              config: str | Path | SchedulerConfig = "default",
               policy_label: str | None = None, options: SimOptions | None = None,
               roles: Sequence[Role] | None = None,
               progress: Callable[[str, int, int], None] | None = None,

@@ -59,3 +59,10 @@ def test_burst_scenario_brings_a_new_prefix_per_burst_within_its_window() -> Non
         groups.setdefault(r.group or "", []).append(r.arrival_s or 0.0)
     assert len(groups) == 8 and all(len(ts) == 8 for ts in groups.values())
     assert all(max(ts) - min(ts) <= 0.02 for ts in groups.values())
+
+
+def test_llmd_shared_prefix_has_llmds_token_shape() -> None:
+    sc = SCENARIOS["llmd-shared-prefix"]
+    reqs = sc.build(sc.matched_rate, random.Random(4), 64)
+    assert {(r.prompt_tokens, r.max_tokens) for r in reqs} == {(6000 + 1200, 1000)}
+    assert len({r.group for r in reqs}) > 16

@@ -190,6 +190,7 @@ class BenchPanel(Panel):
 
     async def _sim(self, spec: WorkloadSpec, arrivals: list[ArrivalSpec], n: int, policy: str,
                    label: str) -> list[dict[str, Any]]:
+        from llmd_kserve.bench.sim_configs import sim_config
         from llmd_kserve.cluster_sim import SimOptions, run_bench
 
         opts = SimOptions(engines=self.sim_engines, num_blocks=self.sim_num_blocks, seed=self.seed)
@@ -202,7 +203,7 @@ class BenchPanel(Panel):
                 self.progress.value = base + done
 
             out += await asyncio.to_thread(run_bench, workload=spec, arrivals=[arrival], num_requests=n,
-                                           seed=self.seed, slo=self.slo, config=policy, policy_label=label,
+                                           seed=self.seed, slo=self.slo, config=sim_config(policy), policy_label=label,
                                            options=opts, progress=moved)
             out[-1]["offered_rps"] = arrival.rate
             self.progress.value = base + out[-1]["summary"]["n"]
