@@ -16,6 +16,8 @@ from llmd_kserve.errors import ConfigError
 POLICIES = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "llm-d-optimized-baseline", "default")
 VLLM_POLICIES = ("round-robin", "approx-prefix", "precise-prefix", "default")
 """The live phase on real vLLM runs these unless policies are given (each run takes about a minute on 2 cores)."""
+POLICY_WIDTH = max(len(p) for p in POLICIES)
+"""Width of the policy column in progress lines."""
 ENGINES = ("sim", "vllm")
 ENGINE_LABEL = {"sim": "simulated", "vllm": "vLLM 0.32 CPU"}
 VLLM_KV_CACHE_TOKENS = 16384
@@ -85,7 +87,7 @@ def vllm_live_scale(num_requests: int, rate: float) -> Scale:
 def print_progress(console: Console | None, run: dict[str, Any], took: float) -> None:
     if console is not None:
         s = run["summary"]
-        console.print(f"  {run['scale']:4s} {run['policy']:15s} {s['n']} requests, TTFT p90 {_fmt_ms(s['ttft_p90'])} ms, "
+        console.print(f"  {run['scale']:4s} {run['policy']:{POLICY_WIDTH}s} {s['n']} requests, TTFT p90 {_fmt_ms(s['ttft_p90'])} ms, "
                       f"hit rate {_fmt_pct(s['cache_hit_rate'])} ({took:.1f}s)")
 
 
