@@ -14,6 +14,10 @@ ENGINE_PORT = 8000
 ROUTER_PORT = 8080
 BLOCK_SIZE = 16
 """Tokens per KV block (vLLM's default)."""
+STALL_FACTOR = 10.0
+"""A request's stall budget in multiples of its predicted time (``control.stalls``; 0: off)."""
+STALL_FLOOR_S = 10.0
+"""The shortest stall budget, seconds: a loaded engine's slow first token is not a stall."""
 MAX_PROMPT_CHARS = 1 << 20
 """Characters of a request's text the router accepts (8 per token of the default 131,072-token limit)."""
 SHIPPED_CONFIGS = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix",

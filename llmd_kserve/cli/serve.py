@@ -16,6 +16,8 @@ from llmd_kserve.defaults import (
     MAX_PROMPT_CHARS,
     ROUTER_PORT,
     SCRAPE_INTERVAL_S,
+    STALL_FACTOR,
+    STALL_FLOOR_S,
 )
 from llmd_kserve.errors import ConfigError
 
@@ -137,11 +139,12 @@ def _add_router_limits(p: argparse.ArgumentParser) -> None:
 
 def _add_stall_flags(g: argparse._ArgumentGroup) -> None:
     """Stall detection (``control.stalls``), for the router and the EPP."""
-    g.add_argument("--stall-factor", type=float, default=10.0,
+    g.add_argument("--stall-factor", type=float, default=STALL_FACTOR,
                    help="an engine sending nothing for this many times a request's predicted time (first token, or "
                         "between tokens) is suspect: no new requests, waiting ones retried elsewhere (router), back "
                         "when a one-token probe answers; 0: off")
-    g.add_argument("--stall-floor", type=positive_float, default=10.0, help="the shortest stall budget, seconds (default 10)")
+    g.add_argument("--stall-floor", type=positive_float, default=STALL_FLOOR_S,
+                   help="the shortest stall budget, seconds (default %(default)g)")
 
 
 def _add_router_governance(p: argparse.ArgumentParser) -> None:

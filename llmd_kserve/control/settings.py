@@ -8,7 +8,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from llmd_kserve.defaults import DEFAULT_CONFIG, DEFAULT_PROFILE, MAX_PROMPT_CHARS, SCRAPE_INTERVAL_S
+from llmd_kserve.defaults import (
+    DEFAULT_CONFIG,
+    DEFAULT_PROFILE,
+    MAX_PROMPT_CHARS,
+    SCRAPE_INTERVAL_S,
+    STALL_FACTOR,
+    STALL_FLOOR_S,
+)
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.build import build_gateway
 from llmd_kserve.governance.gateway import Gateway
@@ -57,9 +64,9 @@ class RouterSettings:
     """Seconds an upstream may send nothing in the middle of a response body."""
     eject_s: float = 5.0
     """First ejection of an endpoint that timed out or failed to connect (doubles while it keeps failing)."""
-    stall_factor: float = 10.0
+    stall_factor: float = STALL_FACTOR
     """A request this many times past its predicted time without a byte marks its endpoint suspect (0: off)."""
-    stall_floor_s: float = 10.0
+    stall_floor_s: float = STALL_FLOOR_S
     """The shortest stall budget, seconds."""
     header_timeout: float = 15.0
     """Seconds a client connection may take to send a request's headers (and may stay idle between requests)."""

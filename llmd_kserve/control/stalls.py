@@ -24,6 +24,7 @@ import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from llmd_kserve.control.engine_api import EngineCall
+from llmd_kserve.defaults import STALL_FACTOR, STALL_FLOOR_S
 from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.scheduling.ttft import endpoint_profile
 from llmd_kserve.types import EndpointId, EndpointState
@@ -36,9 +37,9 @@ WAITING_PROMPT_TOKENS = 512
 
 @dataclass(frozen=True, slots=True)
 class StallPolicy:
-    factor: float = 10.0
+    factor: float = STALL_FACTOR
     """Budget = ``factor`` x predicted time; 0 turns stall detection off."""
-    floor_s: float = 10.0
+    floor_s: float = STALL_FLOOR_S
     """No budget is shorter (prediction errors, scheduling noise, a busy machine)."""
     probe_interval_s: float = 1.0
     probe_timeout_s: float = 5.0
