@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,17 +102,35 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_up_cli_stops_everything_on_signal(sig):
-    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--port", "0",
-                             "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+@contextlib.contextmanager
+def _up_cli(engines: int = 1, output: int = subprocess.PIPE) -> Iterator[subprocess.Popen[str]]:
+    """``llmd-kserve up`` (simulated engines, no Prometheus) in a child; killed if the test leaves it running."""
+    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", str(engines), "--port", "0",
+                             "--no-prometheus"], stdout=output,
+                            stderr=subprocess.STDOUT if output == subprocess.PIPE else output, text=True,
                             preexec_fn=_default_sigint)
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _until_ready(proc: subprocess.Popen[str]) -> list[str]:
+    """``up``'s output lines up to the one saying it serves."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    return lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_cli_stops_everything_on_signal(sig):
+    with _up_cli() as proc:
+        lines = _until_ready(proc)
         assert proc.poll() is None, "".join(lines)
         assert any("/v1" in line for line in lines)
         kids = _children(proc.pid)
@@ -118,40 +138,25 @@ def test_up_cli_stops_everything_on_signal(sig):
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
         assert not any(_alive(k) for k in kids)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_up_cli_a_second_ctrl_c_while_stopping_leaves_nothing_behind():
-    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--port", "0",
-                             "--no-prometheus"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_default_sigint)
-    try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
+    with _up_cli() as proc:
+        lines = _until_ready(proc)
         kids = _children(proc.pid)
         assert len(kids) == 2, "".join(lines)
         proc.send_signal(signal.SIGINT)
+        assert proc.stdout is not None
         for line in proc.stdout:
             if "stopping" in line:
                 break
         proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C, while the engine and router stop
         assert proc.wait(timeout=60) in (0, 130)  # 130: the second Ctrl-C, raised once everything has stopped
         assert not any(_alive(k) for k in kids)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_up_cli_a_ctrl_c_during_startup_stops_what_started():
-    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "2", "--port", "0",
-                             "--no-prometheus"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=_default_sigint)
-    try:
+    with _up_cli(engines=2, output=subprocess.DEVNULL) as proc:
         kids: set[int] = set()
         while not kids:  # the first engine has started; the second engine and the router have not yet
             assert proc.poll() is None
@@ -163,6 +168,3 @@ def test_up_cli_a_ctrl_c_during_startup_stops_what_started():
             time.sleep(0.01)
         assert proc.returncode in (0, 130)
         assert not any(_alive(k) for k in kids)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
