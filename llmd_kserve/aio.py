@@ -52,6 +52,13 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (None: nothing to do) and wait until it has ended; its cancellation or error is swallowed."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (a server needs 2 fds per proxied stream); warn when it stays
     low. Returns the soft limit now in force (-1 where the platform has no such limit)."""

@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
+from llmd_kserve.aio import cancel_and_wait
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.types import ROLES, Endpoint, EndpointId
 
@@ -196,10 +197,8 @@ class EndpointsFileWatcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="endpoints-file-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 # --- KV-event publishers the engines report (vLLM >= 0.32) ------------------------------------------------------------

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
+from llmd_kserve.aio import cancel_and_wait
 from llmd_kserve.control.endpoints import EndpointPool
 from llmd_kserve.control.engine_api import EngineCall
 from llmd_kserve.types import EndpointId
@@ -113,7 +114,5 @@ class KVEventSourceDiscovery:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="kv-event-source-discovery")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmd_kserve.aio import cancel_and_wait
 from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.loader import parse_text, read_mapping
 from llmd_kserve.config.schema import SchedulerConfig
@@ -260,10 +261,8 @@ class ConfigReloader:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="config-file-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 def reload_counter(registry: Any) -> Callable[[str, bool], None]:
