@@ -249,9 +249,11 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discover-namespace", default=None, help="namespace to watch (default: the pod's own)")
     p.add_argument("--target-ports", type=csv_list, default=["8000"], help="pool targetPorts (data-parallel ranks)")
     p.add_argument("--kv-events-port", type=port_number, default=5557, help="KV-event port of rank 0 on each pod")
-    p.add_argument("--response-mode", choices=["full", "headers"], default="full",
+    p.add_argument("--response-mode", choices=["full", "headers", "none"], default="full",
                    help="full: response bodies stream through the EPP (usage, cache accounting); headers: no response "
-                        "bodies (cheaper; no usage; load released at end of stream). Must match Envoy's config")
+                        "bodies (cheaper; no usage; load released at end of stream); none: two gRPC round trips per "
+                        "request, nothing of the response (cheapest; load estimated from the engines' metrics). "
+                        "Must match Envoy's config")
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
@@ -344,8 +346,9 @@ def add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-file", default=None, help="write URLs and pids as JSON here once healthy (removed on exit)")
     p.add_argument("--gateway", choices=["none", "envoy"], default="none",
                    help="envoy: a real Envoy in front, our scheduler as its Endpoint Picker (ext_proc)")
-    p.add_argument("--response-mode", choices=["full", "headers"], default="full",
-                   help="with --gateway envoy: stream response bodies through the EPP, or headers/trailers only")
+    p.add_argument("--response-mode", choices=["full", "headers", "none"], default="full",
+                   help="with --gateway envoy: stream response bodies through the EPP, or only the end of each "
+                        "exchange (headers), or nothing of the response (none)")
     p.add_argument("--fail-open", action="store_true",
                    help="with --gateway envoy: while the EPP is down (up restarts it), send requests round-robin "
                         "to the engines, without its validation, limits and scheduling (client kv_transfer_params "

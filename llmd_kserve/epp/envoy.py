@@ -224,7 +224,7 @@ class EnvoyConfig:
     host: str = "127.0.0.1"
     port: int = 0
     admin_port: int = 0
-    response_mode: Literal["full", "headers"] = "full"
+    response_mode: Literal["full", "headers", "none"] = "full"
     failure_mode_allow: bool = False
     fallback: tuple[str, ...] = ()
     """``host:port`` of endpoints to round-robin over when the EPP is down and ``failure_mode_allow`` is on."""
@@ -268,7 +268,9 @@ class EnvoyConfig:
         return routes
 
     def bootstrap(self) -> dict[str, Any]:
-        full = self.response_mode == "full"
+        full, none = self.response_mode == "full", self.response_mode == "none"
+        # response mode none: ext_proc buffers the whole request body, up to the connection's buffer limit
+        buffer = {"per_connection_buffer_limit_bytes": self.max_body_bytes} if none else {}
         send_headers = full if self.response_headers is None else self.response_headers
         ext_proc = {
             "@type": _EXT_PROC,
@@ -280,7 +282,11 @@ class EnvoyConfig:
                 "request_header_mode": "SEND", "response_header_mode": "SEND" if send_headers else "SKIP",
                 "request_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_body_mode": "FULL_DUPLEX_STREAMED" if full else "NONE",
-                "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"},
+                "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"} if not none else {
+                # the body whole in one message, its answer the pick; nothing after it: Envoy ends the stream
+                "request_header_mode": "SEND", "response_header_mode": "SEND" if send_headers else "SKIP",
+                "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
             "metadata_options": {"forwarding_namespaces": {"untyped": [SUBSET_NAMESPACE, DESTINATION_NAMESPACE]},
                                  "receiving_namespaces": {"untyped": [DESTINATION_NAMESPACE]}},
         }
@@ -329,7 +335,7 @@ class EnvoyConfig:
         return {
             "admin": {"address": _address("127.0.0.1", self.admin_port)},
             "static_resources": {
-                "listeners": [{"name": "gateway", "address": _address(self.host, self.port),
+                "listeners": [{"name": "gateway", "address": _address(self.host, self.port), **buffer,
                                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                                "typed_config": hcm}]}]}],
                 "clusters": clusters,

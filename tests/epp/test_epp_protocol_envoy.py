@@ -105,7 +105,7 @@ async def test_shed_is_429_and_no_endpoint_is_503_each_with_reason(tmp_path):
         assert len(a.seen) == 2
 
 
-@pytest.mark.parametrize("mode", ["full", "headers"])
+@pytest.mark.parametrize("mode", ["full", "headers", "none"])
 async def test_sse_and_json_unchanged_and_load_released(tmp_path, mode):
     async with running_upstream() as a, gateway(tmp_path, [a.url], response_mode=mode) as gw:
         picker = gw.epp.server.picker
@@ -119,9 +119,9 @@ async def test_sse_and_json_unchanged_and_load_released(tmp_path, mode):
             ref = await direct.post("/v1/completions", json=BODY)
             assert {k: v for k, v in via.json().items() if k != "destination"} == \
                    {k: v for k, v in ref.json().items() if k != "destination"}
-        await asyncio.sleep(0.3)  # headers mode: load is released when Envoy ends the stream
+        await asyncio.sleep(0.3)  # headers mode: load is released when Envoy ends the stream; none: after the hold
         decisions = gw.epp.state.decisions.recent()
-        assert [d["outcome"] for d in decisions] == ["ok", "ok"]
+        assert [d["outcome"] for d in decisions] == ["handed_off" if mode == "none" else "ok"] * 2
         inflight = picker.director.rt.scheduler.current.producers  # the in-flight producer's books are empty again
         loads = [p._load for p in inflight if p.type == "inflight-load-producer"]
         assert all(not any(v != (0, 0) for v in load.values()) for load in loads)
@@ -144,14 +144,16 @@ def test_response_headers_are_sent_in_full_mode_and_on_request_in_headers_mode()
     assert response_header_mode(response_mode="headers", response_headers=True) == "SEND"
 
 
-async def test_body_larger_than_one_chunk_arrives_intact(tmp_path):
-    prompt = "".join(f"word{i} " for i in range(40_000))  # ~300 KB: several 62 KB chunks each way
-    async with running_upstream() as a, gateway(tmp_path, [a.url]) as gw:
+@pytest.mark.parametrize("mode", ["full", "none"])
+async def test_body_larger_than_one_chunk_arrives_intact(tmp_path, mode):
+    prompt = "".join(f"word{i} " for i in range(40_000))  # ~1.1 MB with "user": many 62 KB chunks each way (full),
+    # or one buffered body over Envoy's default 1 MiB buffer (none)
+    async with running_upstream() as a, gateway(tmp_path, [a.url], response_mode=mode) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
-            raw = httpx.Request("POST", "/", json={**BODY, "prompt": prompt}).content
+            raw = httpx.Request("POST", "/", json={**BODY, "prompt": prompt, "user": "u" * 800_000}).content
             r = await c.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
-        assert r.status_code == 200
-        assert len(raw) > 4 * 62_000
+        assert r.status_code == 200, r.text
+        assert len(raw) > 1 << 20
         assert r.json()["sha256"] == hashlib.sha256(raw).hexdigest() and r.json()["length"] == len(raw)
 
 
