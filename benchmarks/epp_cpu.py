@@ -9,8 +9,9 @@ completions (short prompt, ``--max-tokens`` output tokens, ``ignore_eos``) from 
 workers; the CPU seconds (user + system, all threads; psutil) of that target's proxy processes only (Envoy + EPP,
 or the router; not the engines, not this client) over the round, per 1,000 requests. Rounds rotate the order of
 the targets. ``--profile-epp MODE`` runs that mode's EPP under cProfile and prints its top functions at the end.
-``--null-epp`` adds a floor: Envoy (``headers`` bootstrap) + a no-op ext_proc server on the same gRPC stack
-(``grpc.aio`` on uvloop) that answers every message with a fixed pick, no scheduling: what the transport alone costs.
+``--null-epp [MODES]`` adds a floor per mode: Envoy (that mode's bootstrap, ``headers`` by default) + a no-op
+ext_proc server on the same gRPC stack (``grpc.aio`` on uvloop) that answers every message with a fixed pick, no
+scheduling: what the transport alone costs.
 
     .venv/bin/python benchmarks/epp_cpu.py [--rounds 5] [--requests 400] [--json out.json]
 """
@@ -88,9 +89,9 @@ def gateway_bootstrap(epp: str, port: int, admin: int, mode: str, tree: str | No
     return json.loads(out)  # type: ignore[no-any-return]
 
 
-async def serve_null_epp(port: int, target: str) -> None:
-    """A no-op ext_proc server: the fixed pick ``target`` once the request body ends, the body handed back; gRPC
-    health SERVING."""
+async def serve_null_epp(port: int, target: str, mode: str) -> None:
+    """A no-op ext_proc server for ``mode``'s Envoy bootstrap: the fixed pick ``target`` once the request body ends,
+    the body handed back; gRPC health SERVING."""
     import grpc  # type: ignore[import-untyped]
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc  # type: ignore[import-untyped]
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
@@ -102,7 +103,12 @@ async def serve_null_epp(port: int, target: str) -> None:
             body = b""
             while (req := await context.read()) is not grpc.aio.EOF:
                 which = req.WhichOneof("request")
-                if which == "request_body":
+                if which == "request_headers" and mode == "none":
+                    await context.write(protocol.headers_continue())
+                elif which == "request_body" and mode == "none":  # BUFFERED: the whole body in one message
+                    body = req.request_body.body
+                    await context.write(protocol.request_body_response(target, body, {"content-length": str(len(body))}))
+                elif which == "request_body":
                     body += req.request_body.body
                     if req.request_body.end_of_stream:
                         await context.write(protocol.request_headers_response(target, {"content-length": str(len(body))}))
@@ -202,14 +208,15 @@ async def main(a: argparse.Namespace) -> dict[str, Any]:
                                     tmp / f"envoy-{len(urls)}.json", stack)
                 urls[name] = f"http://127.0.0.1:{port}"
                 procs[name] = {"envoy": envoy, "epp": epp}
-        if a.null_epp:
+        for mode in a.null_epp or ():
             gport, port, admin = free_port(), free_port(), free_port()
-            null = subprocess.Popen([PY, __file__, "--serve-null-epp", str(gport), f"127.0.0.1:{engine_ports[0]}"])
-            stack.callback(lambda: (null.terminate(), null.wait(10)))  # type: ignore[func-returns-value]
-            envoy = start_envoy(gateway_bootstrap(f"127.0.0.1:{gport}", port, admin, "headers", None),
-                                tmp / "envoy-null.json", stack)
-            urls["envoy+null ext_proc"] = f"http://127.0.0.1:{port}"
-            procs["envoy+null ext_proc"] = {"envoy": envoy, "null ext_proc": null}
+            null = subprocess.Popen([PY, __file__, "--serve-null-epp", str(gport), f"127.0.0.1:{engine_ports[0]}",
+                                     mode])
+            stack.callback(lambda p=null: (p.terminate(), p.wait(10)))  # type: ignore[misc]
+            envoy = start_envoy(gateway_bootstrap(f"127.0.0.1:{gport}", port, admin, mode, None),
+                                tmp / f"envoy-null-{mode}.json", stack)
+            urls[f"envoy+null ext_proc {mode}"] = f"http://127.0.0.1:{port}"
+            procs[f"envoy+null ext_proc {mode}"] = {"envoy": envoy, "null ext_proc": null}
         rport = free_port()
         router = spawn(["router", "--host", "127.0.0.1", "--port", str(rport), "--config", a.config,
                         "--endpoints", spec], stack)
@@ -271,15 +278,17 @@ def cli() -> None:
     p.add_argument("--baseline", default=None, metavar="TREE",
                    help="also run each mode's EPP (and its Envoy bootstrap) from this source tree, e.g. a git "
                         "worktree of main: before and after in the same interleaved rounds")
-    p.add_argument("--null-epp", action="store_true", help="add Envoy + a no-op ext_proc server (the transport's floor)")
-    p.add_argument("--serve-null-epp", nargs=2, metavar=("PORT", "TARGET"), help=argparse.SUPPRESS)
+    p.add_argument("--null-epp", nargs="?", const="headers", type=lambda s: s.split(","), default=None,
+                   metavar="MODES", help="add Envoy + a no-op ext_proc server (the transport's floor) with these "
+                                         "modes' Envoy bootstrap (comma-separated; default headers)")
+    p.add_argument("--serve-null-epp", nargs=3, metavar=("PORT", "TARGET", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result here")
     a = p.parse_args()
     if a.serve_null_epp:
         import uvloop
 
-        uvloop.run(serve_null_epp(int(a.serve_null_epp[0]), a.serve_null_epp[1]))
+        uvloop.run(serve_null_epp(int(a.serve_null_epp[0]), a.serve_null_epp[1], a.serve_null_epp[2]))
         return
     with tempfile.TemporaryDirectory() as tmp:
         a.tmp = tmp
