@@ -283,7 +283,8 @@ class EnvoyConfig:
                 "request_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_body_mode": "FULL_DUPLEX_STREAMED" if full else "NONE",
                 "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"} if not none else {
-                # the body whole in one message, its answer the pick; nothing after it: Envoy ends the stream
+                # the body whole in one message, its answer the pick; nothing of the response: Envoy still keeps
+                # the stream open until the exchange ends (its end completes the request, as in headers mode)
                 "request_header_mode": "SEND", "response_header_mode": "SEND" if send_headers else "SKIP",
                 "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},

@@ -14,9 +14,8 @@ client's bytes. A body over ``offload_bytes`` is admitted by the caller off the 
   (status, ``x-llmd-endpoint``, and a P/D pick's prefill endpoint released there rather than at the end);
 * ``none`` — two round trips per request and nothing of the response: the request headers are answered at once
   with no change, the request body comes whole (``BUFFERED``) and its answer carries the pick (header, metadata,
-  new body); Envoy then ends the stream. The EPP never learns when the answer ends: at the stream's end the pick is
-  handed to :meth:`EndpointPicker.hand_off`, which settles it after a hold (the engine's scraped metrics show it by
-  then).
+  new body). Envoy keeps the stream open until the HTTP exchange ends and then closes it: the request completes
+  there, as in ``headers``.
 
 Pure apart from the picker it calls: no gRPC here, so the whole protocol is testable with plain messages.
 """
@@ -202,12 +201,9 @@ class Exchange:
         """The stream ended: a request still open completes now (in ``headers`` mode this is the normal end)."""
         if self.pick is None or self.pick.done:
             return
-        if self.response_mode == "none":  # the stream ends when the request is handed on: the answer runs on
-            self.picker.hand_off(self.pick)
-            return
-        # headers mode: Envoy ends (cancels) the stream when the HTTP exchange is over; without response headers (the
-        # default in this mode) the status is unknown, and the exchange's end counts as ok
-        if self.response_mode == "headers":
+        # headers and none modes: Envoy ends (cancels) the stream when the HTTP exchange is over; without response
+        # headers (the default in these modes) the status is unknown, and the exchange's end counts as ok
+        if self.response_mode != "full":
             self._finish(self.status is None or self.status < 400)
         else:
             self._finish(False, "client_disconnected" if self.status is not None else "aborted")

@@ -23,8 +23,5 @@ class EppMetrics(RouterMetrics):
         self.client_params_stripped = Counter("client_params_stripped", "Requests whose client-sent "
                                               "kv_transfer_params were dropped before they reached an engine",
                                               namespace="llmd_epp", registry=r)
-        self.handed_off = Counter("handed_off", "Requests whose end the EPP does not see (response mode none): "
-                                  "charged for two metrics scrapes after the pick, then settled",
-                                  namespace="llmd_epp", registry=r)
         self.stream_errors = Counter("stream_errors", "ext_proc streams that ended in an error", ["kind"],
                                      namespace="llmd_epp", registry=r)

@@ -11,7 +11,6 @@ decoded body, and the engine gets a body the EPP encoded itself, never the clien
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -121,11 +120,8 @@ class EndpointPicker:
 
     def __init__(self, director: Director, *, endpoint_states: Callable[[], Sequence[EndpointState]] | None = None,
                  metrics: EppMetrics | None = None, saturation: Saturation = Saturation(),
-                 clock: Callable[[], float] = time.perf_counter, hand_off_s: float | None = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.director = director
-        self.hand_off_s = 2 * director.rt.settings.scrape_interval if hand_off_s is None else hand_off_s
-        """How long a handed-off request (:meth:`hand_off`) stays charged: two metrics scrapes, after which the
-        engine's own counters (running, waiting, KV usage) show it."""
         self.endpoint_states = endpoint_states or director.rt.endpoint_states
         rt_metrics = director.rt.metrics
         self.metrics = metrics or (rt_metrics if isinstance(rt_metrics, EppMetrics) else EppMetrics())
@@ -259,23 +255,6 @@ class EndpointPicker:
             ticket.placement.decision.outcome = outcome or ("ok" if ok else "failed")
         ticket.reached_engine = pick.status is not None and pick.status < 400
         self.director.settle(ticket, status, usage, endpoint)
-
-
-    def hand_off(self, pick: Pick) -> None:
-        """The data plane took the request and the EPP will not see its end (response mode ``none``): keep its load
-        charged for :attr:`hand_off_s`, until the engine's scraped metrics show it, then settle it as ok (outcome
-        ``handed_off``, no status, no usage). Without a running event loop it settles at once."""
-        if pick.done:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or self.hand_off_s <= 0:
-            self.complete(pick, ok=True, outcome="handed_off")
-            return
-        self.metrics.handed_off.inc()
-        loop.call_later(self.hand_off_s, lambda: self.complete(pick, ok=True, outcome="handed_off"))
 
 
 def _priority(headers: Mapping[str, str]) -> int:
