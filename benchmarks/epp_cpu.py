@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gateway_overhead import plain_envoy  # noqa: E402
 from router_overhead import prompt, wait_ready  # noqa: E402
 
+from llmd_kserve.epp import protocol  # noqa: E402
 from llmd_kserve.epp.envoy import EnvoyConfig, envoy_argv  # noqa: E402
 from llmd_kserve.epp.exchange import RESPONSE_MODES  # noqa: E402
 from llmd_kserve.stack.procs import free_port  # noqa: E402
@@ -130,6 +131,43 @@ async def serve_null_epp(port: int, target: str, mode: str) -> None:
     await server.wait_for_termination()
 
 
+def authz_bootstrap(authz_port: int, port: int, admin: int) -> dict[str, Any]:
+    """Envoy with an HTTP callout in place of ext_proc: ``ext_authz`` over plain HTTP/1.1 with the whole request
+    body, the service's ``x-gateway-destination-endpoint`` copied into the request, the route cache cleared."""
+    bootstrap = EnvoyConfig(epp="127.0.0.1:1", port=port, admin_port=admin, response_mode="none").bootstrap()
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [{"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "http_service": {"server_uri": {"uri": f"http://127.0.0.1:{authz_port}", "cluster": "authz",
+                                        "timeout": "10s"},
+                         "path_prefix": "/pick", "authorization_response": {"allowed_upstream_headers": {
+                             "patterns": [{"exact": protocol.DESTINATION_HEADER}]}}},
+        "with_request_body": {"max_request_bytes": 16 << 20, "allow_partial_message": False},
+        "clear_route_cache": True, "transport_api_version": "V3"}}, hcm["http_filters"][-1]]
+    clusters = bootstrap["static_resources"]["clusters"]
+    clusters[:] = [c for c in clusters if c["name"] != "epp"] + [{
+        "name": "authz", "type": "STATIC", "connect_timeout": "5s",
+        "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": authz_port}}}}]}]}}]
+    return bootstrap
+
+
+async def serve_null_authz(port: int, target: str) -> None:
+    """A no-op HTTP pick service (aiohttp, as the router serves): reads the body, answers 200 naming ``target``."""
+    from aiohttp import web
+
+    async def pick(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(headers={protocol.DESTINATION_HEADER: target})
+
+    app = web.Application(client_max_size=16 << 20)
+    app.router.add_route("*", "/{tail:.*}", pick)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> list[float]:
     """User + system CPU seconds of each process (all its threads)."""
     return [t.user + t.system for t in (p.cpu_times() for p in procs)]
@@ -217,6 +255,13 @@ async def main(a: argparse.Namespace) -> dict[str, Any]:
                                 tmp / f"envoy-null-{mode}.json", stack)
             urls[f"envoy+null ext_proc {mode}"] = f"http://127.0.0.1:{port}"
             procs[f"envoy+null ext_proc {mode}"] = {"envoy": envoy, "null ext_proc": null}
+        if a.null_authz:
+            aport, port, admin = free_port(), free_port(), free_port()
+            authz = subprocess.Popen([PY, __file__, "--serve-null-authz", str(aport), f"127.0.0.1:{engine_ports[0]}"])
+            stack.callback(lambda: (authz.terminate(), authz.wait(10)))  # type: ignore[func-returns-value]
+            envoy = start_envoy(authz_bootstrap(aport, port, admin), tmp / "envoy-authz.json", stack)
+            urls["envoy+null http pick"] = f"http://127.0.0.1:{port}"
+            procs["envoy+null http pick"] = {"envoy": envoy, "null http pick": authz}
         rport = free_port()
         router = spawn(["router", "--host", "127.0.0.1", "--port", str(rport), "--config", a.config,
                         "--endpoints", spec], stack)
@@ -281,10 +326,18 @@ def cli() -> None:
     p.add_argument("--null-epp", nargs="?", const="headers", type=lambda s: s.split(","), default=None,
                    metavar="MODES", help="add Envoy + a no-op ext_proc server (the transport's floor) with these "
                                          "modes' Envoy bootstrap (comma-separated; default headers)")
+    p.add_argument("--null-authz", action="store_true",
+                   help="add Envoy + a no-op HTTP pick service over ext_authz (a plain-HTTP callout's floor)")
+    p.add_argument("--serve-null-authz", nargs=2, metavar=("PORT", "TARGET"), help=argparse.SUPPRESS)
     p.add_argument("--serve-null-epp", nargs=3, metavar=("PORT", "TARGET", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result here")
     a = p.parse_args()
+    if a.serve_null_authz:
+        import uvloop
+
+        uvloop.run(serve_null_authz(int(a.serve_null_authz[0]), a.serve_null_authz[1]))
+        return
     if a.serve_null_epp:
         import uvloop
 
