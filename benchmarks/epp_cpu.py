@@ -255,6 +255,16 @@ async def main(a: argparse.Namespace) -> dict[str, Any]:
                                 tmp / f"envoy-null-{mode}.json", stack)
             urls[f"envoy+null ext_proc {mode}"] = f"http://127.0.0.1:{port}"
             procs[f"envoy+null ext_proc {mode}"] = {"envoy": envoy, "null ext_proc": null}
+        if a.http_pick:
+            gport, mport, pport = free_port(), free_port(), free_port()
+            epp = spawn(["epp", "--host", "127.0.0.1", "--grpc-port", str(gport), "--metrics-port", str(mport),
+                         "--http-pick-port", str(pport), "--config", a.config, "--endpoints", spec], stack)
+            health.append((f"http://127.0.0.1:{mport}", epp))
+            port, admin = free_port(), free_port()
+            envoy = start_envoy(EnvoyConfig(epp=f"127.0.0.1:{gport}", pick_http=f"127.0.0.1:{pport}", port=port,
+                                            admin_port=admin).bootstrap(), tmp / "envoy-http-pick.json", stack)
+            urls["envoy+epp http pick"] = f"http://127.0.0.1:{port}"
+            procs["envoy+epp http pick"] = {"envoy": envoy, "epp": epp}
         if a.null_authz:
             aport, port, admin = free_port(), free_port(), free_port()
             authz = subprocess.Popen([PY, __file__, "--serve-null-authz", str(aport), f"127.0.0.1:{engine_ports[0]}"])
@@ -326,6 +336,8 @@ def cli() -> None:
     p.add_argument("--null-epp", nargs="?", const="headers", type=lambda s: s.split(","), default=None,
                    metavar="MODES", help="add Envoy + a no-op ext_proc server (the transport's floor) with these "
                                          "modes' Envoy bootstrap (comma-separated; default headers)")
+    p.add_argument("--http-pick", action="store_true",
+                   help="add Envoy + the EPP's HTTP pick over ext_authz (llmd-kserve epp --http-pick-port)")
     p.add_argument("--null-authz", action="store_true",
                    help="add Envoy + a no-op HTTP pick service over ext_authz (a plain-HTTP callout's floor)")
     p.add_argument("--serve-null-authz", nargs=2, metavar=("PORT", "TARGET"), help=argparse.SUPPRESS)

@@ -241,6 +241,9 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback; the manifests pass 0.0.0.0)")
     p.add_argument("--grpc-port", type=port_number, default=9002, help="ext_proc + gRPC health port (0: any free port)")
     p.add_argument("--metrics-port", type=port_number, default=9090, help="Prometheus /metrics, /health, /debug/decisions")
+    p.add_argument("--http-pick-port", type=port_number, default=None,
+                   help="also serve the pick over plain HTTP here, for an Envoy that calls it through ext_authz "
+                        "(cheaper than ext_proc; see docs/gateway.md for what it cannot do)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"shipped config name ({shipped_names()}) or EndpointPickerConfig YAML file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--endpoints", type=csv_list, default=None, help="URL[,URL…] of the pool (ip:port as Envoy dials them)")
@@ -294,7 +297,8 @@ def _cmd_epp(a: argparse.Namespace) -> int:
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
                             stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, **_governance_settings(a))
-    return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, endpoints=a.endpoints,
+    return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, pick_port=a.http_pick_port,
+                 endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
                  discover_namespace=a.discover_namespace, target_ports=ports, kv_events_port=a.kv_events_port,
                  epp=epp, router=router)

@@ -39,6 +39,8 @@ REASON_HEADER = "x-llmd-reject-reason"
 ENDPOINT_HEADER = "x-llmd-endpoint"
 BODY_CHUNK_LIMIT = 62_000
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+PICK_PREFIX = "/pick"
+"""The HTTP pick (``epp.http_pick``): the path prefix Envoy's ``ext_authz`` puts before the client's path."""
 
 
 def host_port(endpoint_id: str) -> str:

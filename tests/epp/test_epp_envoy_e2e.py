@@ -85,11 +85,12 @@ async def test_shared_prefix_hit_rate_matches_python_router(tmp_path):
     requests = build_requests(spec, random.Random(3))
     arrival = ArrivalSpec(pattern="concurrency", concurrency=2)
     rates = {}
-    for path in ("router", "envoy", "envoy none"):
+    for path in ("router", "envoy", "envoy none", "envoy http"):
         async with engines(num_blocks=2048) as engs:
             ctx = (running_router(endpoints=_specs(engs), config="precise-prefix", scrape_interval=0.02)
                    if path == "router" else gateway(tmp_path, _specs(engs), config="precise-prefix",
-                                                    response_mode="none" if path == "envoy none" else "full"))
+                                                    response_mode="none" if path == "envoy none" else "full",
+                                                    http_pick=path == "envoy http"))
             async with ctx as front:
                 state = front.state if path == "router" else front.epp.state
                 await _wait_live(state, engs)
@@ -101,3 +102,4 @@ async def test_shared_prefix_hit_rate_matches_python_router(tmp_path):
     assert rates["router"] > 0.5  # the workload does reuse prefixes
     assert abs(rates["router"] - rates["envoy"]) <= 0.05, rates
     assert abs(rates["router"] - rates["envoy none"]) <= 0.05, rates
+    assert abs(rates["router"] - rates["envoy http"]) <= 0.05, rates
