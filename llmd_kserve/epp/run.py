@@ -61,7 +61,8 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
     if endpoints_file:
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now
     s = router or RouterSettings(config=config, **settings)
-    state = epp_runtime(s, endpoints or (), endpoints_file, epp.response_mode if epp is not None else "full")
+    state = epp_runtime(s, endpoints or (), endpoints_file, epp.response_mode if epp is not None else "full",
+                        pick_port is not None)
     for ep in state.pool.snapshot:
         if not _is_ip(urlsplit(ep.id).hostname or ""):
             log.warning("endpoint %s is not an ip:port: Envoy's ORIGINAL_DST cluster cannot dial a host name", ep.id)

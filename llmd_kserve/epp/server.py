@@ -247,11 +247,13 @@ class EppServer:
 
 
 def epp_runtime(settings: RouterSettings, endpoints: Sequence[str | Endpoint] = (),
-                endpoints_file: str | Path | None = None, response_mode: ResponseMode = "full") -> Runtime:
+                endpoints_file: str | Path | None = None, response_mode: ResponseMode = "full",
+                http_pick: bool = False) -> Runtime:
     """The EPP's runtime: fixed-rate metrics polling (in ``headers`` mode it does not see answers end), EPP metrics;
-    attempts are watched for stalls in ``full`` mode (there it sees each answer begin)."""
+    attempts are watched for stalls in ``full`` mode (there it sees each answer begin), unless the HTTP pick is
+    served too (it never sees an answer)."""
     return Runtime.build(settings, endpoints, endpoints_file, adaptive_scrape=False, metrics=EppMetrics(),
-                         sees_answers=response_mode == "full")
+                         sees_answers=response_mode == "full" and not http_pick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +276,7 @@ async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port:
                       epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
     """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
     server = EppServer(epp_runtime(RouterSettings(**settings), endpoints, endpoints_file,
-                                   epp.response_mode if epp is not None else "full"), epp)
+                                   epp.response_mode if epp is not None else "full", pick_port is not None), epp)
     try:
         await server.start(host, grpc_port, metrics_port, pick_port)
         yield RunningEpp(f"{host}:{server.grpc_port}",

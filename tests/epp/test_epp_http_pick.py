@@ -80,3 +80,9 @@ async def test_load_held_for_the_hand_off_then_settled(tmp_path):
                 break
             await asyncio.sleep(0.05)
         assert [d["outcome"] for d in gw.epp.state.decisions.recent()] == ["pending", "handed_off"]
+
+
+async def test_no_stall_watch_when_the_http_pick_is_served(tmp_path):
+    """The HTTP pick never sees an answer begin: watching for first bytes would suspect every endpoint."""
+    async with running_upstream() as a, gateway(tmp_path, [a.url], http_pick=True) as gw:
+        assert gw.epp.server.settings.response_mode == "full" and gw.epp.server.picker.director.stalls is None
