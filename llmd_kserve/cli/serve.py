@@ -255,8 +255,8 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--response-mode", choices=["full", "headers", "none"], default="full",
                    help="full: response bodies stream through the EPP (usage, cache accounting); headers: no response "
                         "bodies (cheaper; no usage; load released at end of stream); none: two gRPC round trips per "
-                        "request, the body buffered by Envoy, nothing of the response (cheapest; as headers otherwise). "
-                        "Must match Envoy's config")
+                        "request, the body buffered by Envoy, nothing of the response (as headers otherwise; with "
+                        "Envoy failing open, answers under way survive the EPP going away). Must match Envoy's config")
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
