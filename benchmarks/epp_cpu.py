@@ -9,8 +9,9 @@ completions (short prompt, ``--max-tokens`` output tokens, ``ignore_eos``) from 
 workers; the CPU seconds (user + system, all threads; psutil) of that target's proxy processes only (Envoy + EPP,
 or the router; not the engines, not this client) over the round, per 1,000 requests. Rounds rotate the order of
 the targets. ``--profile-epp MODE`` runs that mode's EPP under cProfile and prints its top functions at the end.
-``--null-epp`` adds a floor: Envoy (``headers`` bootstrap) + a no-op ext_proc server on the same gRPC stack
-(``grpc.aio`` on uvloop) that answers every message with a fixed pick, no scheduling: what the transport alone costs.
+``--null-epp [MODES]`` adds a floor per mode: Envoy (that mode's bootstrap, ``headers`` by default) + a no-op
+ext_proc server on the same gRPC stack (``grpc.aio`` on uvloop) that answers every message with a fixed pick, no
+scheduling: what the transport alone costs.
 
     .venv/bin/python benchmarks/epp_cpu.py [--rounds 5] [--requests 400] [--json out.json]
 """
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gateway_overhead import plain_envoy  # noqa: E402
 from router_overhead import prompt, wait_ready  # noqa: E402
 
+from llmd_kserve.epp import protocol  # noqa: E402
 from llmd_kserve.epp.envoy import EnvoyConfig, envoy_argv  # noqa: E402
 from llmd_kserve.epp.exchange import RESPONSE_MODES  # noqa: E402
 from llmd_kserve.stack.procs import free_port  # noqa: E402
@@ -88,9 +90,9 @@ def gateway_bootstrap(epp: str, port: int, admin: int, mode: str, tree: str | No
     return json.loads(out)  # type: ignore[no-any-return]
 
 
-async def serve_null_epp(port: int, target: str) -> None:
-    """A no-op ext_proc server: the fixed pick ``target`` once the request body ends, the body handed back; gRPC
-    health SERVING."""
+async def serve_null_epp(port: int, target: str, mode: str) -> None:
+    """A no-op ext_proc server for ``mode``'s Envoy bootstrap: the fixed pick ``target`` once the request body ends,
+    the body handed back; gRPC health SERVING."""
     import grpc  # type: ignore[import-untyped]
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc  # type: ignore[import-untyped]
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
@@ -102,7 +104,12 @@ async def serve_null_epp(port: int, target: str) -> None:
             body = b""
             while (req := await context.read()) is not grpc.aio.EOF:
                 which = req.WhichOneof("request")
-                if which == "request_body":
+                if which == "request_headers" and mode == "none":
+                    await context.write(protocol.headers_continue())
+                elif which == "request_body" and mode == "none":  # BUFFERED: the whole body in one message
+                    body = req.request_body.body
+                    await context.write(protocol.request_body_response(target, body, {"content-length": str(len(body))}))
+                elif which == "request_body":
                     body += req.request_body.body
                     if req.request_body.end_of_stream:
                         await context.write(protocol.request_headers_response(target, {"content-length": str(len(body))}))
@@ -122,6 +129,43 @@ async def serve_null_epp(port: int, target: str) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
+
+
+def authz_bootstrap(authz_port: int, port: int, admin: int) -> dict[str, Any]:
+    """Envoy with an HTTP callout in place of ext_proc: ``ext_authz`` over plain HTTP/1.1 with the whole request
+    body, the service's ``x-gateway-destination-endpoint`` copied into the request, the route cache cleared."""
+    bootstrap = EnvoyConfig(epp="127.0.0.1:1", port=port, admin_port=admin, response_mode="none").bootstrap()
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [{"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "http_service": {"server_uri": {"uri": f"http://127.0.0.1:{authz_port}", "cluster": "authz",
+                                        "timeout": "10s"},
+                         "path_prefix": "/pick", "authorization_response": {"allowed_upstream_headers": {
+                             "patterns": [{"exact": protocol.DESTINATION_HEADER}]}}},
+        "with_request_body": {"max_request_bytes": 16 << 20, "allow_partial_message": False},
+        "clear_route_cache": True, "transport_api_version": "V3"}}, hcm["http_filters"][-1]]
+    clusters = bootstrap["static_resources"]["clusters"]
+    clusters[:] = [c for c in clusters if c["name"] != "epp"] + [{
+        "name": "authz", "type": "STATIC", "connect_timeout": "5s",
+        "load_assignment": {"cluster_name": "authz", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": authz_port}}}}]}]}}]
+    return bootstrap
+
+
+async def serve_null_authz(port: int, target: str) -> None:
+    """A no-op HTTP pick service (aiohttp, as the router serves): reads the body, answers 200 naming ``target``."""
+    from aiohttp import web
+
+    async def pick(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(headers={protocol.DESTINATION_HEADER: target})
+
+    app = web.Application(client_max_size=16 << 20)
+    app.router.add_route("*", "/{tail:.*}", pick)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
 
 
 def cpu_seconds(procs: list[psutil.Process]) -> list[float]:
@@ -202,14 +246,32 @@ async def main(a: argparse.Namespace) -> dict[str, Any]:
                                     tmp / f"envoy-{len(urls)}.json", stack)
                 urls[name] = f"http://127.0.0.1:{port}"
                 procs[name] = {"envoy": envoy, "epp": epp}
-        if a.null_epp:
+        for mode in a.null_epp or ():
             gport, port, admin = free_port(), free_port(), free_port()
-            null = subprocess.Popen([PY, __file__, "--serve-null-epp", str(gport), f"127.0.0.1:{engine_ports[0]}"])
-            stack.callback(lambda: (null.terminate(), null.wait(10)))  # type: ignore[func-returns-value]
-            envoy = start_envoy(gateway_bootstrap(f"127.0.0.1:{gport}", port, admin, "headers", None),
-                                tmp / "envoy-null.json", stack)
-            urls["envoy+null ext_proc"] = f"http://127.0.0.1:{port}"
-            procs["envoy+null ext_proc"] = {"envoy": envoy, "null ext_proc": null}
+            null = subprocess.Popen([PY, __file__, "--serve-null-epp", str(gport), f"127.0.0.1:{engine_ports[0]}",
+                                     mode])
+            stack.callback(lambda p=null: (p.terminate(), p.wait(10)))  # type: ignore[misc]
+            envoy = start_envoy(gateway_bootstrap(f"127.0.0.1:{gport}", port, admin, mode, None),
+                                tmp / f"envoy-null-{mode}.json", stack)
+            urls[f"envoy+null ext_proc {mode}"] = f"http://127.0.0.1:{port}"
+            procs[f"envoy+null ext_proc {mode}"] = {"envoy": envoy, "null ext_proc": null}
+        if a.http_pick:
+            gport, mport, pport = free_port(), free_port(), free_port()
+            epp = spawn(["epp", "--host", "127.0.0.1", "--grpc-port", str(gport), "--metrics-port", str(mport),
+                         "--http-pick-port", str(pport), "--config", a.config, "--endpoints", spec], stack)
+            health.append((f"http://127.0.0.1:{mport}", epp))
+            port, admin = free_port(), free_port()
+            envoy = start_envoy(EnvoyConfig(epp=f"127.0.0.1:{gport}", pick_http=f"127.0.0.1:{pport}", port=port,
+                                            admin_port=admin).bootstrap(), tmp / "envoy-http-pick.json", stack)
+            urls["envoy+epp http pick"] = f"http://127.0.0.1:{port}"
+            procs["envoy+epp http pick"] = {"envoy": envoy, "epp": epp}
+        if a.null_authz:
+            aport, port, admin = free_port(), free_port(), free_port()
+            authz = subprocess.Popen([PY, __file__, "--serve-null-authz", str(aport), f"127.0.0.1:{engine_ports[0]}"])
+            stack.callback(lambda: (authz.terminate(), authz.wait(10)))  # type: ignore[func-returns-value]
+            envoy = start_envoy(authz_bootstrap(aport, port, admin), tmp / "envoy-authz.json", stack)
+            urls["envoy+null http pick"] = f"http://127.0.0.1:{port}"
+            procs["envoy+null http pick"] = {"envoy": envoy, "null http pick": authz}
         rport = free_port()
         router = spawn(["router", "--host", "127.0.0.1", "--port", str(rport), "--config", a.config,
                         "--endpoints", spec], stack)
@@ -271,15 +333,27 @@ def cli() -> None:
     p.add_argument("--baseline", default=None, metavar="TREE",
                    help="also run each mode's EPP (and its Envoy bootstrap) from this source tree, e.g. a git "
                         "worktree of main: before and after in the same interleaved rounds")
-    p.add_argument("--null-epp", action="store_true", help="add Envoy + a no-op ext_proc server (the transport's floor)")
-    p.add_argument("--serve-null-epp", nargs=2, metavar=("PORT", "TARGET"), help=argparse.SUPPRESS)
+    p.add_argument("--null-epp", nargs="?", const="headers", type=lambda s: s.split(","), default=None,
+                   metavar="MODES", help="add Envoy + a no-op ext_proc server (the transport's floor) with these "
+                                         "modes' Envoy bootstrap (comma-separated; default headers)")
+    p.add_argument("--http-pick", action="store_true",
+                   help="add Envoy + the EPP's HTTP pick over ext_authz (llmd-kserve epp --http-pick-port)")
+    p.add_argument("--null-authz", action="store_true",
+                   help="add Envoy + a no-op HTTP pick service over ext_authz (a plain-HTTP callout's floor)")
+    p.add_argument("--serve-null-authz", nargs=2, metavar=("PORT", "TARGET"), help=argparse.SUPPRESS)
+    p.add_argument("--serve-null-epp", nargs=3, metavar=("PORT", "TARGET", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result here")
     a = p.parse_args()
+    if a.serve_null_authz:
+        import uvloop
+
+        uvloop.run(serve_null_authz(int(a.serve_null_authz[0]), a.serve_null_authz[1]))
+        return
     if a.serve_null_epp:
         import uvloop
 
-        uvloop.run(serve_null_epp(int(a.serve_null_epp[0]), a.serve_null_epp[1]))
+        uvloop.run(serve_null_epp(int(a.serve_null_epp[0]), a.serve_null_epp[1], a.serve_null_epp[2]))
         return
     with tempfile.TemporaryDirectory() as tmp:
         a.tmp = tmp

@@ -33,11 +33,16 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from router_overhead import free_port, pct, prompt, spawn, throughput_round, wait_ready  # noqa: E402
+from router_overhead import free_port, prompt, spawn, throughput_round, wait_ready  # noqa: E402
 
+from llmd_kserve.bench.stats import percentile  # noqa: E402
 from llmd_kserve.epp.envoy import EnvoyConfig, envoy_argv  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    return percentile(values, q) or 0.0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -241,6 +241,9 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback; the manifests pass 0.0.0.0)")
     p.add_argument("--grpc-port", type=port_number, default=9002, help="ext_proc + gRPC health port (0: any free port)")
     p.add_argument("--metrics-port", type=port_number, default=9090, help="Prometheus /metrics, /health, /debug/decisions")
+    p.add_argument("--http-pick-port", type=port_number, default=None,
+                   help="also serve the pick over plain HTTP here, for an Envoy that calls it through ext_authz "
+                        "(cheaper than ext_proc; see docs/gateway.md for what it cannot do)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"shipped config name ({shipped_names()}) or EndpointPickerConfig YAML file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--endpoints", type=csv_list, default=None, help="URL[,URL…] of the pool (ip:port as Envoy dials them)")
@@ -249,9 +252,11 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discover-namespace", default=None, help="namespace to watch (default: the pod's own)")
     p.add_argument("--target-ports", type=csv_list, default=["8000"], help="pool targetPorts (data-parallel ranks)")
     p.add_argument("--kv-events-port", type=port_number, default=5557, help="KV-event port of rank 0 on each pod")
-    p.add_argument("--response-mode", choices=["full", "headers"], default="full",
+    p.add_argument("--response-mode", choices=["full", "headers", "none"], default="full",
                    help="full: response bodies stream through the EPP (usage, cache accounting); headers: no response "
-                        "bodies (cheaper; no usage; load released at end of stream). Must match Envoy's config")
+                        "bodies (cheaper; no usage; load released at end of stream); none: two gRPC round trips per "
+                        "request, the body buffered by Envoy, nothing of the response (as headers otherwise; with "
+                        "Envoy failing open, answers under way survive the EPP going away). Must match Envoy's config")
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
@@ -292,7 +297,8 @@ def _cmd_epp(a: argparse.Namespace) -> int:
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
                             stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, **_governance_settings(a))
-    return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, endpoints=a.endpoints,
+    return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, pick_port=a.http_pick_port,
+                 endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
                  discover_namespace=a.discover_namespace, target_ports=ports, kv_events_port=a.kv_events_port,
                  epp=epp, router=router)
@@ -344,8 +350,9 @@ def add_up(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-file", default=None, help="write URLs and pids as JSON here once healthy (removed on exit)")
     p.add_argument("--gateway", choices=["none", "envoy"], default="none",
                    help="envoy: a real Envoy in front, our scheduler as its Endpoint Picker (ext_proc)")
-    p.add_argument("--response-mode", choices=["full", "headers"], default="full",
-                   help="with --gateway envoy: stream response bodies through the EPP, or headers/trailers only")
+    p.add_argument("--response-mode", choices=["full", "headers", "none"], default="full",
+                   help="with --gateway envoy: stream response bodies through the EPP, or only the end of each "
+                        "exchange (headers), or nothing of the response (none)")
     p.add_argument("--fail-open", action="store_true",
                    help="with --gateway envoy: while the EPP is down (up restarts it), send requests round-robin "
                         "to the engines, without its validation, limits and scheduling (client kv_transfer_params "

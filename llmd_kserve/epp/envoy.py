@@ -42,6 +42,7 @@ from llmd_kserve.epp.protocol import (
     DESTINATION_NAMESPACE,
     ENDPOINT_HEADER,
     EXT_PROC_SERVICE,
+    PICK_PREFIX,
     PREFILL_HEADER,
     REASON_HEADER,
     SUBSET_NAMESPACE,
@@ -55,6 +56,7 @@ _EARLY_MUTATION = "type.googleapis.com/envoy.extensions.http.early_header_mutati
 _LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 _LUA_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_EXT_AUTHZ = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 _CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
@@ -224,7 +226,7 @@ class EnvoyConfig:
     host: str = "127.0.0.1"
     port: int = 0
     admin_port: int = 0
-    response_mode: Literal["full", "headers"] = "full"
+    response_mode: Literal["full", "headers", "none"] = "full"
     failure_mode_allow: bool = False
     fallback: tuple[str, ...] = ()
     """``host:port`` of endpoints to round-robin over when the EPP is down and ``failure_mode_allow`` is on."""
@@ -235,6 +237,10 @@ class EnvoyConfig:
     message_timeout_s: float = 30.0
     max_body_bytes: int = 16 << 20
     """The largest request body a fallback route takes (its filter reads whole bodies); 413 above."""
+    pick_http: str | None = None
+    """The EPP's HTTP pick (``host:port``, ``llmd-kserve epp --http-pick-port``): call it through ``ext_authz`` with
+    the whole body instead of ext_proc (one HTTP exchange per request; see ``llmd_kserve.epp.http_pick`` for what
+    that transport cannot do). ``response_mode`` does not apply then."""
     extra_filters: tuple[Mapping[str, Any], ...] = ()
     """HTTP filters placed before ext_proc (e.g. ``set_metadata`` writing an ``envoy.lb.subset_hint``)."""
     strip_headers: tuple[str, ...] = field(default=(DESTINATION_HEADER, PREFILL_HEADER))
@@ -248,7 +254,8 @@ class EnvoyConfig:
         off = lua_off if self.fallback else {}
         routes: list[dict[str, Any]] = []
         endpoint_header = [{"header": {"key": ENDPOINT_HEADER,
-                                       "value": f"%DYNAMIC_METADATA({DESTINATION_NAMESPACE}:{ENDPOINT_HEADER})%"},
+                                       "value": f"%REQ({ENDPOINT_HEADER})%" if self.pick_http else
+                                       f"%DYNAMIC_METADATA({DESTINATION_NAMESPACE}:{ENDPOINT_HEADER})%"},
                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
         for path in ALLOWED_PATHS:
             routes.append({"match": {"path": path, "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
@@ -267,8 +274,26 @@ class EnvoyConfig:
                        **off})
         return routes
 
+    def _ext_authz(self) -> dict[str, Any]:
+        """The HTTP pick as an ``ext_authz`` call: method, path (after ``/pick``), every header and the whole body
+        go to the EPP; its 200 answer's pick headers are copied into the request and the route is chosen again; any
+        other answer goes to the client as it is."""
+        return {"name": "envoy.filters.http.ext_authz", "typed_config": {
+            "@type": _EXT_AUTHZ, "transport_api_version": "V3", "failure_mode_allow": self.failure_mode_allow,
+            "clear_route_cache": True,
+            "with_request_body": {"max_request_bytes": self.max_body_bytes, "allow_partial_message": False},
+            "http_service": {
+                "server_uri": {"uri": f"http://{self.pick_http}", "cluster": "epp",
+                               "timeout": f"{self.message_timeout_s}s"},
+                "path_prefix": PICK_PREFIX,
+                "authorization_request": {"allowed_headers": {"patterns": [{"safe_regex": {"regex": ".*"}}]}},
+                "authorization_response": {"allowed_upstream_headers": {"patterns": [
+                    {"exact": h} for h in (DESTINATION_HEADER, PREFILL_HEADER, ENDPOINT_HEADER)]}}}}}
+
     def bootstrap(self) -> dict[str, Any]:
-        full = self.response_mode == "full"
+        full, none = self.response_mode == "full", self.response_mode == "none"
+        # response mode none and the HTTP pick: the whole request body is buffered, up to the connection's limit
+        buffer = {"per_connection_buffer_limit_bytes": self.max_body_bytes} if none or self.pick_http else {}
         send_headers = full if self.response_headers is None else self.response_headers
         ext_proc = {
             "@type": _EXT_PROC,
@@ -280,7 +305,12 @@ class EnvoyConfig:
                 "request_header_mode": "SEND", "response_header_mode": "SEND" if send_headers else "SKIP",
                 "request_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_body_mode": "FULL_DUPLEX_STREAMED" if full else "NONE",
-                "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"},
+                "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"} if not none else {
+                # the body whole in one message, its answer the pick; nothing of the response: Envoy still keeps
+                # the stream open until the exchange ends (its end completes the request, as in headers mode)
+                "request_header_mode": "SEND", "response_header_mode": "SEND" if send_headers else "SKIP",
+                "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
             "metadata_options": {"forwarding_namespaces": {"untyped": [SUBSET_NAMESPACE, DESTINATION_NAMESPACE]},
                                  "receiving_namespaces": {"untyped": [DESTINATION_NAMESPACE]}},
         }
@@ -300,7 +330,7 @@ class EnvoyConfig:
                                                                 "routes": self._routes()}]},
             "http_filters": [
                 *[dict(f) for f in self.extra_filters],
-                {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc},
+                self._ext_authz() if self.pick_http else {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc},
                 *lua,
                 {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
             ],
@@ -326,10 +356,12 @@ class EnvoyConfig:
         ]
         if self.fallback:
             clusters.append(_static_cluster("pool_fallback", [_split(a) for a in self.fallback]))
+        if self.pick_http:
+            clusters[1] = _static_cluster("epp", [_split(self.pick_http)])
         return {
             "admin": {"address": _address("127.0.0.1", self.admin_port)},
             "static_resources": {
-                "listeners": [{"name": "gateway", "address": _address(self.host, self.port),
+                "listeners": [{"name": "gateway", "address": _address(self.host, self.port), **buffer,
                                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                                "typed_config": hcm}]}]}],
                 "clusters": clusters,

@@ -1,17 +1,21 @@
 """One ext_proc stream (one HTTP request through Envoy) as a state machine: ProcessingRequest in, responses out.
 
-The request side runs in ``FULL_DUPLEX_STREAMED``: body chunks are collected until the body ends (nothing is sent
-back meanwhile), then the pick goes out as the request-headers response (with the new ``content-length``), followed
-by the body the picker admitted, in chunks: the EPP's own encoding, never the client's bytes. A body over
-``offload_bytes`` is admitted by the caller off the event loop (:attr:`Exchange.admission_due`, then
-:meth:`Exchange.admitted`). The response side runs in one of two modes:
+In ``full`` and ``headers`` modes the request side runs in ``FULL_DUPLEX_STREAMED``: body chunks are collected
+until the body ends (nothing is sent back meanwhile), then the pick goes out as the request-headers response (with
+the new ``content-length``), followed by the body the picker admitted, in chunks: the EPP's own encoding, never the
+client's bytes. A body over ``offload_bytes`` is admitted by the caller off the event loop
+(:attr:`Exchange.admission_due`, then :meth:`Exchange.admitted`). The response side runs in one of three modes:
 
 * ``full`` — response bodies stream through the EPP (``FULL_DUPLEX_STREAMED``): every chunk is handed straight back,
   the tail is kept to read ``usage`` (SSE or JSON), and the request completes at the body's end;
 * ``headers`` — no response body crosses gRPC, and our Envoy config does not send response headers either
   (``EnvoyConfig.response_headers``): cheaper, no ``usage``, no status; the request completes at the trailers or when
   Envoy closes the stream at the end of the HTTP exchange. Response headers that do arrive are read as in ``full``
-  (status, ``x-llmd-endpoint``, and a P/D pick's prefill endpoint released there rather than at the end).
+  (status, ``x-llmd-endpoint``, and a P/D pick's prefill endpoint released there rather than at the end);
+* ``none`` — two round trips per request and nothing of the response: the request headers are answered at once
+  with no change, the request body comes whole (``BUFFERED``) and its answer carries the pick (header, metadata,
+  new body). Envoy keeps the stream open until the HTTP exchange ends and then closes it: the request completes
+  there, as in ``headers``.
 
 Pure apart from the picker it calls: no gRPC here, so the whole protocol is testable with plain messages.
 """
@@ -28,8 +32,8 @@ from llmd_kserve.epp import protocol
 from llmd_kserve.epp.picker import Admitted, EndpointPicker, Pick, Reject
 
 log = logging.getLogger(__name__)
-ResponseMode = Literal["full", "headers"]
-RESPONSE_MODES: tuple[ResponseMode, ...] = ("full", "headers")
+ResponseMode = Literal["full", "headers", "none"]
+RESPONSE_MODES: tuple[ResponseMode, ...] = ("full", "headers", "none")
 _TAIL = 16_384
 _JSON_KEEP = 1 << 20
 
@@ -83,6 +87,7 @@ class Exchange:
             self.admission_due, self._due_eos = True, end_of_stream
             return []
         self.admission_due = False
+        buffered = self.response_mode == "none" and not self.headers_only_request
         subset = protocol.subset_hint(self.metadata)
         result = self.picker.pick(self.headers, bytes(self._body), subset, admitted)
         if isinstance(result, Reject):
@@ -99,12 +104,15 @@ class Exchange:
         if result.prefill is not None:
             extra[protocol.PREFILL_HEADER] = protocol.host_port(result.prefill)
         remove = [] if result.prefill is not None else [protocol.PREFILL_HEADER]
+        self._picked_sent = True
+        self._body = bytearray()
+        if buffered:  # the answer to the whole body: header, metadata and (the EPP's) body in one message
+            return [protocol.request_body_response(protocol.host_port(result.target), result.body, extra, remove,
+                                                   endpoint=result.target)]
         out = [protocol.request_headers_response(protocol.host_port(result.target), extra, remove,
                                                  endpoint=result.target)]
-        self._picked_sent = True
         if not self.headers_only_request:
             out += protocol.body_chunks(body, response=False, end_of_stream=end_of_stream)
-        self._body = bytearray()
         return out
 
     def admitted(self, answer: Admitted | Reject) -> list[pb.ProcessingResponse]:
@@ -120,7 +128,7 @@ class Exchange:
         if msg.end_of_stream:  # no body (GET): decide now
             self.headers_only_request = True
             return self._decide(True)
-        return []
+        return [protocol.headers_continue()] if self.response_mode == "none" else []
 
     def _request_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
         if self._picked_sent or self.admission_due:  # late chunks of a rejected or decided request: nothing to add
@@ -130,6 +138,8 @@ class Exchange:
             self._picked_sent = True
             reject = Reject(413, "body_too_large", f"Request body exceeds {self.max_body_bytes} bytes.")
             return [protocol.immediate_response(413, reject.body(), {protocol.REASON_HEADER: reject.reason})]
+        if self.response_mode == "none":  # BUFFERED: the whole body in this one message
+            return self._decide(True)
         return self._decide(True) if msg.end_of_stream else []
 
     # --- response side ------------------------------------------------------------------------------------------
@@ -191,9 +201,9 @@ class Exchange:
         """The stream ended: a request still open completes now (in ``headers`` mode this is the normal end)."""
         if self.pick is None or self.pick.done:
             return
-        # headers mode: Envoy ends (cancels) the stream when the HTTP exchange is over; without response headers (the
-        # default in this mode) the status is unknown, and the exchange's end counts as ok
-        if self.response_mode == "headers":
+        # headers and none modes: Envoy ends (cancels) the stream when the HTTP exchange is over; without response
+        # headers (the default in these modes) the status is unknown, and the exchange's end counts as ok
+        if self.response_mode != "full":
             self._finish(self.status is None or self.status < 400)
         else:
             self._finish(False, "client_disconnected" if self.status is not None else "aborted")

@@ -11,7 +11,9 @@ Gateway API Inference Extension, ``docs/proposals/004-endpoint-picker-protocol``
 * on the response, ``envoy.lb`` → ``x-gateway-destination-endpoint-served`` names the endpoint that served it.
 
 In ``FULL_DUPLEX_STREAMED`` body mode the processor owns the body: it sends it back as ``streamed_response``
-chunks, each at most :data:`BODY_CHUNK_LIMIT` bytes (Envoy takes 64 KiB per message; GIE keeps a margin).
+chunks, each at most :data:`BODY_CHUNK_LIMIT` bytes (Envoy takes 64 KiB per message; GIE keeps a margin). In
+``BUFFERED`` body mode (the ``none`` response mode) the whole body comes in one message and the pick goes back as its
+answer (:func:`request_body_response`): header, metadata and the new body together.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ REASON_HEADER = "x-llmd-reject-reason"
 ENDPOINT_HEADER = "x-llmd-endpoint"
 BODY_CHUNK_LIMIT = 62_000
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+PICK_PREFIX = "/pick"
+"""The HTTP pick (``epp.http_pick``): the path prefix Envoy's ``ext_authz`` puts before the client's path."""
 
 
 def host_port(endpoint_id: str) -> str:
@@ -118,20 +122,50 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
                                       append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
 
 
-def request_headers_response(destination: str, headers: Mapping[str, str] = {}, remove: Sequence[str] = (), *,
-                             endpoint: str | None = None) -> pb.ProcessingResponse:
-    """The pick: ``x-gateway-destination-endpoint`` header and ``envoy.lb`` metadata (one value), route cache cleared;
-    ``endpoint``: also ``envoy.lb`` → ``x-llmd-endpoint`` (our Envoy's routes copy it into the response)."""
+def _pick_common(destination: str, headers: Mapping[str, str], remove: Sequence[str],
+                 body: bytes | None = None) -> pb.CommonResponse:
     mutation = pb.HeaderMutation(set_headers=[_header(DESTINATION_HEADER, destination),
                                               *(_header(k, v) for k, v in headers.items())],
                                  remove_headers=list(remove))
-    out = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse(
-        header_mutation=mutation, clear_route_cache=True)))
+    common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+    if body is not None:
+        common.body_mutation.body = body
+    return common
+
+
+def _name_pick(out: pb.ProcessingResponse, destination: str, endpoint: str | None) -> pb.ProcessingResponse:
     fields = out.dynamic_metadata.fields[DESTINATION_NAMESPACE].struct_value.fields
     fields[DESTINATION_HEADER].string_value = destination
     if endpoint is not None:
         fields[ENDPOINT_HEADER].string_value = endpoint
     return out
+
+
+def request_headers_response(destination: str, headers: Mapping[str, str] = {}, remove: Sequence[str] = (), *,
+                             endpoint: str | None = None) -> pb.ProcessingResponse:
+    """The pick: ``x-gateway-destination-endpoint`` header and ``envoy.lb`` metadata (one value), route cache cleared;
+    ``endpoint``: also ``envoy.lb`` → ``x-llmd-endpoint`` (our Envoy's routes copy it into the response)."""
+    out = pb.ProcessingResponse(request_headers=pb.HeadersResponse(
+        response=_pick_common(destination, headers, remove)))
+    return _name_pick(out, destination, endpoint)
+
+
+def request_body_response(destination: str, body: bytes | None, headers: Mapping[str, str] = {},
+                          remove: Sequence[str] = (), *, endpoint: str | None = None) -> pb.ProcessingResponse:
+    """The pick as the answer to a ``BUFFERED`` request body: the same header and metadata as
+    :func:`request_headers_response` (Envoy still holds the request headers, so they can change and the route is
+    chosen anew), and ``body`` in place of the client's (``None``: the client's, unchanged)."""
+    out = pb.ProcessingResponse(request_body=pb.BodyResponse(
+        response=_pick_common(destination, headers, remove, body)))
+    return _name_pick(out, destination, endpoint)
+
+
+_HEADERS_CONTINUE = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+
+
+def headers_continue() -> pb.ProcessingResponse:
+    """The (shared, never mutated) answer to request headers when the pick waits for the buffered body: no change."""
+    return _HEADERS_CONTINUE
 
 
 def body_chunk(piece: bytes, *, response: bool, end_of_stream: bool) -> pb.ProcessingResponse:

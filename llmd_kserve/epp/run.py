@@ -49,7 +49,8 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9090, config: str = "default",
+def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9090, pick_port: int | None = None,
+          config: str = "default",
           endpoints: Sequence[str] | None = None, endpoints_file: str | None = None,
           discover_selector: str | None = None, discover_namespace: str | None = None,
           target_ports: Sequence[int] = (8000,), kv_events_port: int = 5557, epp: EppSettings | None = None,
@@ -60,7 +61,8 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
     if endpoints_file:
         load_endpoints_file(endpoints_file)  # a missing or bad file fails now
     s = router or RouterSettings(config=config, **settings)
-    state = epp_runtime(s, endpoints or (), endpoints_file, epp.response_mode if epp is not None else "full")
+    state = epp_runtime(s, endpoints or (), endpoints_file, epp.response_mode if epp is not None else "full",
+                        pick_port is not None)
     for ep in state.pool.snapshot:
         if not _is_ip(urlsplit(ep.id).hostname or ""):
             log.warning("endpoint %s is not an ip:port: Envoy's ORIGINAL_DST cluster cannot dial a host name", ep.id)
@@ -68,7 +70,7 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
 
     async def main() -> None:
         stop = stop_on_signals()
-        await server.start(host, grpc_port, metrics_port)
+        await server.start(host, grpc_port, metrics_port, pick_port)
         discovery = None
         if discover_selector:
             from llmd_kserve.kube.discovery import watch_endpoints
@@ -82,7 +84,8 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
         gc.freeze()
         print(f"llmd-kserve epp: ext_proc + health on {host}:{server.grpc_port}, metrics on "
               f"http://{host}:{server.metrics_port}/metrics (config {s.config}, {len(state.pool.snapshot)} endpoints, "
-              f"response mode {server.settings.response_mode})", flush=True)
+              f"response mode {server.settings.response_mode})"
+              + (f", HTTP pick on {host}:{server.pick_port}" if pick_port is not None else ""), flush=True)
         try:
             await stop.wait()
             drained = await server.drain()

@@ -38,6 +38,7 @@ from llmd_kserve.control.director import OFFLOAD_BYTES, Director
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import DEFAULT_MAX_BODY_BYTES, RouterSettings
 from llmd_kserve.epp.exchange import RESPONSE_MODES, Exchange, ResponseMode
+from llmd_kserve.epp.http_pick import HttpPick
 from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.picker import EndpointPicker, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE
@@ -126,8 +127,10 @@ class EppServer:
         self.draining = False
         self._server: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
+        self._pick_runner: web.AppRunner | None = None
+        self.http_pick: HttpPick | None = None
         self._ready_task: asyncio.Task[None] | None = None
-        self.grpc_port = self.metrics_port = 0
+        self.grpc_port = self.metrics_port = self.pick_port = 0
         self._stopped = False
         self._state_started = False
 
@@ -142,15 +145,17 @@ class EppServer:
             await self._set_ready()
             await asyncio.sleep(0.5)
 
-    async def start(self, host: str = "127.0.0.1", grpc_port: int = 9002, metrics_port: int | None = 9090) -> None:
-        """Bind both ports, then start the runtime (scraper, KV subscriber) and serve; cleans up if any step fails."""
+    async def start(self, host: str = "127.0.0.1", grpc_port: int = 9002, metrics_port: int | None = 9090,
+                    pick_port: int | None = None) -> None:
+        """Bind the ports (``pick_port``: also the HTTP pick, :mod:`llmd_kserve.epp.http_pick`), then start the
+        runtime (scraper, KV subscriber) and serve; cleans up if any step fails."""
         try:
-            await self._start(host, grpc_port, metrics_port)
+            await self._start(host, grpc_port, metrics_port, pick_port)
         except BaseException:
             await self.stop(0)
             raise
 
-    async def _start(self, host: str, grpc_port: int, metrics_port: int | None) -> None:
+    async def _start(self, host: str, grpc_port: int, metrics_port: int | None, pick_port: int | None) -> None:
         # no SO_REUSEPORT: a second EPP on a busy port must fail, not silently share it
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20),
                                           ("grpc.max_send_message_length", 8 << 20), ("grpc.so_reuseport", 0)])
@@ -171,6 +176,15 @@ class EppServer:
                 raise ConfigError(f"cannot listen on {host}:{metrics_port}: {exc.strerror or exc}",
                                   "metrics_port") from exc
             self.metrics_port = self._runner.addresses[0][1]
+        if pick_port is not None:
+            self.http_pick = HttpPick(self.picker)
+            self._pick_runner = web.AppRunner(self.http_pick.app(), access_log=None)
+            await self._pick_runner.setup()
+            try:
+                await web.TCPSite(self._pick_runner, host, pick_port).start()
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{pick_port}: {exc.strerror or exc}", "pick_port") from exc
+            self.pick_port = self._pick_runner.addresses[0][1]
         await self.state.start()
         self._state_started = True
         await server.start()
@@ -225,18 +239,21 @@ class EppServer:
                 await self._ready_task
         if self._server is not None:
             await self._server.stop(grace)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in (self._runner, self._pick_runner):
+            if runner is not None:
+                await runner.cleanup()
         if self._state_started:
             await self.state.stop()
 
 
 def epp_runtime(settings: RouterSettings, endpoints: Sequence[str | Endpoint] = (),
-                endpoints_file: str | Path | None = None, response_mode: ResponseMode = "full") -> Runtime:
+                endpoints_file: str | Path | None = None, response_mode: ResponseMode = "full",
+                http_pick: bool = False) -> Runtime:
     """The EPP's runtime: fixed-rate metrics polling (in ``headers`` mode it does not see answers end), EPP metrics;
-    attempts are watched for stalls in ``full`` mode (there it sees each answer begin)."""
+    attempts are watched for stalls in ``full`` mode (there it sees each answer begin), unless the HTTP pick is
+    served too (it never sees an answer)."""
     return Runtime.build(settings, endpoints, endpoints_file, adaptive_scrape=False, metrics=EppMetrics(),
-                         sees_answers=response_mode == "full")
+                         sees_answers=response_mode == "full" and not http_pick)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +261,8 @@ class RunningEpp:
     grpc_address: str
     metrics_url: str | None
     server: EppServer
+    pick_address: str | None = None
+    """``host:port`` of the HTTP pick (``pick_port`` given), for Envoy's ``ext_authz``."""
 
     @property
     def state(self) -> Runtime:
@@ -252,14 +271,16 @@ class RunningEpp:
 
 @contextlib.asynccontextmanager
 async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port: int | None = 0, *,
+                      pick_port: int | None = None,
                       endpoints: Sequence[str | Endpoint] = (), endpoints_file: str | Path | None = None,
                       epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
     """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
     server = EppServer(epp_runtime(RouterSettings(**settings), endpoints, endpoints_file,
-                                   epp.response_mode if epp is not None else "full"), epp)
+                                   epp.response_mode if epp is not None else "full", pick_port is not None), epp)
     try:
-        await server.start(host, grpc_port, metrics_port)
+        await server.start(host, grpc_port, metrics_port, pick_port)
         yield RunningEpp(f"{host}:{server.grpc_port}",
-                         f"http://{host}:{server.metrics_port}" if metrics_port is not None else None, server)
+                         f"http://{host}:{server.metrics_port}" if metrics_port is not None else None, server,
+                         f"{host}:{server.pick_port}" if pick_port is not None else None)
     finally:
         await server.stop(0)

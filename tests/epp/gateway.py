@@ -68,14 +68,16 @@ def start_envoy(config: EnvoyConfig) -> EnvoyProcess:
 @contextlib.asynccontextmanager
 async def gateway(tmp_path: Path, endpoints: Sequence[str], *, config: str = "round-robin",
                   response_mode: str = "full", epp: EppSettings | None = None, router: Mapping[str, Any] = {},
-                  **envoy_kw: Any) -> AsyncIterator[Gateway]:
-    """``router``: RouterSettings fields for the EPP (limits, tokenizer); ``envoy_kw``: EnvoyConfig fields."""
+                  http_pick: bool = False, **envoy_kw: Any) -> AsyncIterator[Gateway]:
+    """``router``: RouterSettings fields for the EPP (limits, tokenizer); ``http_pick``: Envoy calls the EPP's HTTP
+    pick (ext_authz) instead of ext_proc; ``envoy_kw``: EnvoyConfig fields."""
     settings = epp or EppSettings(response_mode=response_mode)  # type: ignore[arg-type]
     async with running_epp(endpoints=endpoints, config=config, epp=settings, scrape_interval=0.05,
-                           **router) as running:
+                           pick_port=0 if http_pick else None, **router) as running:
         log = tmp_path / f"access-{time.monotonic_ns()}.log"
         envoy = await asyncio.to_thread(start_envoy, EnvoyConfig(
-            epp=running.grpc_address, response_mode=settings.response_mode, access_log=str(log), **envoy_kw))
+            epp=running.grpc_address, response_mode=settings.response_mode, access_log=str(log),
+            pick_http=running.pick_address, **envoy_kw))
         try:
             yield Gateway(running, envoy, log)
         finally:

@@ -55,7 +55,7 @@ def _specs(engs: list) -> list[str]:
     return [f"{e.url}#kv={e.kv_events_endpoint}" for e in engs]
 
 
-@pytest.mark.parametrize("mode", ["full", "headers"])
+@pytest.mark.parametrize("mode", ["full", "headers", "none"])
 async def test_openai_calls_through_envoy(tmp_path, mode):
     async with engines() as engs, gateway(tmp_path, _specs(engs), config="default", response_mode=mode) as gw:
         await _wait_live(gw.epp.state, engs)
@@ -85,10 +85,12 @@ async def test_shared_prefix_hit_rate_matches_python_router(tmp_path):
     requests = build_requests(spec, random.Random(3))
     arrival = ArrivalSpec(pattern="concurrency", concurrency=2)
     rates = {}
-    for path in ("router", "envoy"):
+    for path in ("router", "envoy", "envoy none", "envoy http"):
         async with engines(num_blocks=2048) as engs:
             ctx = (running_router(endpoints=_specs(engs), config="precise-prefix", scrape_interval=0.02)
-                   if path == "router" else gateway(tmp_path, _specs(engs), config="precise-prefix"))
+                   if path == "router" else gateway(tmp_path, _specs(engs), config="precise-prefix",
+                                                    response_mode="none" if path == "envoy none" else "full",
+                                                    http_pick=path == "envoy http"))
             async with ctx as front:
                 state = front.state if path == "router" else front.epp.state
                 await _wait_live(state, engs)
@@ -99,3 +101,5 @@ async def test_shared_prefix_hit_rate_matches_python_router(tmp_path):
     print("engine prefix-cache hit rate:", rates)
     assert rates["router"] > 0.5  # the workload does reuse prefixes
     assert abs(rates["router"] - rates["envoy"]) <= 0.05, rates
+    assert abs(rates["router"] - rates["envoy none"]) <= 0.05, rates
+    assert abs(rates["router"] - rates["envoy http"]) <= 0.05, rates

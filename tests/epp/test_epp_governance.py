@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import httpx
+import pytest
 import yaml
 
 from llmd_kserve.config.loader import load_config
@@ -35,7 +36,8 @@ async def _wait(predicate, what: str, timeout: float = 15.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_keys_rate_limit_audit_and_config_reload_through_envoy(tmp_path):
+@pytest.mark.parametrize("mode", ["full", "none"])
+async def test_keys_rate_limit_audit_and_config_reload_through_envoy(tmp_path, mode):
     require_envoy()
     keys = tmp_path / "keys.yaml"
     gold, _ = add_key(keys, tenant="gold", rpm=2)
@@ -45,7 +47,8 @@ async def test_keys_rate_limit_audit_and_config_reload_through_envoy(tmp_path):
     doc = config_document(load_config("load-only"))
     config.write_text(yaml.safe_dump(doc))
     settings = {"keys_file": str(keys), "audit_file": str(audit), "config_poll_interval": 0.1}
-    async with running_upstream() as up, gateway(tmp_path, [up.url], config=str(config), router=settings) as gw:
+    async with running_upstream() as up, gateway(tmp_path, [up.url], config=str(config), router=settings,
+                                                         response_mode=mode) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=20) as c:
             r = await c.post("/v1/completions", json=BODY)
             assert r.status_code == 401 and r.json()["error"]["type"] == "AuthenticationError", r.text
@@ -78,7 +81,9 @@ async def test_keys_rate_limit_audit_and_config_reload_through_envoy(tmp_path):
     assert events.count(("admit", "gold", None)) == 2 and events.count(("done", "gold", 200)) == 2
     assert ("deny", "gold", 429) in events
     done = [r for r in records if r["event"] == "done"]
-    assert len(done) == 3 and all(r["endpoint"] == up.url and r["prompt_tokens"] == 100 for r in done)
+    assert len(done) == 3 and all(r["endpoint"] == up.url for r in done)
+    # the engine's usage is read in full mode; none never sees the answer, so nothing is metered
+    assert [r["prompt_tokens"] for r in done] == [100 if mode == "full" else 0] * 3, done
     assert any(r["event"] == "admin" and r.get("config_hash_after") == after for r in records)
 
 

@@ -43,8 +43,10 @@ def subset_list(items: list[str]) -> dict:
         "metadata": [{"metadata_namespace": SUBSET_NAMESPACE, "value": {SUBSET_KEY: items}}]}}
 
 
-async def test_pick_as_header_and_metadata_agree_and_is_dialled(tmp_path):
-    async with running_upstream() as a, running_upstream() as b, gateway(tmp_path, [a.url, b.url]) as gw:
+@pytest.mark.parametrize("mode", ["full", "none"])
+async def test_pick_as_header_and_metadata_agree_and_is_dialled(tmp_path, mode):
+    async with running_upstream() as a, running_upstream() as b, \
+            gateway(tmp_path, [a.url, b.url], response_mode=mode) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=20) as c:
             for i in range(6):
                 path = "/v1/chat/completions" if i % 2 else "/v1/completions"
@@ -59,9 +61,10 @@ async def test_pick_as_header_and_metadata_agree_and_is_dialled(tmp_path):
             assert line["header"] == line["metadata"] == line["upstream"], line
 
 
-async def test_subset_as_string_restricts_empty_and_ineligible_are_503(tmp_path):
+@pytest.mark.parametrize("mode", ["full", "none"])
+async def test_subset_as_string_restricts_empty_and_ineligible_are_503(tmp_path, mode):
     async with running_upstream() as a, running_upstream() as b, \
-            gateway(tmp_path, [a.url, b.url], extra_filters=(subset_from_header(),)) as gw:
+            gateway(tmp_path, [a.url, b.url], response_mode=mode, extra_filters=(subset_from_header(),)) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=20) as c:
             for _ in range(4):
                 r = await c.post("/v1/completions", json=BODY, headers={"x-test-subset": f"{_hp(b.url)} , 10.9.9.9:80"})
@@ -82,8 +85,9 @@ async def test_subset_as_list(tmp_path):
         assert ports == [a.port] * 4 and not b.seen
 
 
-async def test_shed_is_429_and_no_endpoint_is_503_each_with_reason(tmp_path):
-    epp = EppSettings(saturation=Saturation(queue_threshold=5))
+@pytest.mark.parametrize("mode", ["full", "none"])
+async def test_shed_is_429_and_no_endpoint_is_503_each_with_reason(tmp_path, mode):
+    epp = EppSettings(response_mode=mode, saturation=Saturation(queue_threshold=5))
     async with running_upstream() as a, gateway(tmp_path, [a.url], epp=epp) as gw:
         a.waiting = 10
         await asyncio.sleep(0.4)  # a few scrapes
@@ -105,9 +109,9 @@ async def test_shed_is_429_and_no_endpoint_is_503_each_with_reason(tmp_path):
         assert len(a.seen) == 2
 
 
-@pytest.mark.parametrize("mode", ["full", "headers"])
+@pytest.mark.parametrize("mode", ["full", "headers", "none"])
 async def test_sse_and_json_unchanged_and_load_released(tmp_path, mode):
-    async with running_upstream() as a, gateway(tmp_path, [a.url], response_mode=mode) as gw:
+    async with running_upstream() as a, gateway(tmp_path, [a.url], config="load-only", response_mode=mode) as gw:
         picker = gw.epp.server.picker
         async with httpx.AsyncClient(base_url=gw.url, timeout=20) as c, \
                 httpx.AsyncClient(base_url=a.url, timeout=20) as direct:
@@ -119,12 +123,12 @@ async def test_sse_and_json_unchanged_and_load_released(tmp_path, mode):
             ref = await direct.post("/v1/completions", json=BODY)
             assert {k: v for k, v in via.json().items() if k != "destination"} == \
                    {k: v for k, v in ref.json().items() if k != "destination"}
-        await asyncio.sleep(0.3)  # headers mode: load is released when Envoy ends the stream
+        await asyncio.sleep(0.3)  # headers and none modes: load is released when Envoy ends the stream
         decisions = gw.epp.state.decisions.recent()
         assert [d["outcome"] for d in decisions] == ["ok", "ok"]
         inflight = picker.director.rt.scheduler.current.producers  # the in-flight producer's books are empty again
         loads = [p._load for p in inflight if p.type == "inflight-load-producer"]
-        assert all(not any(v != (0, 0) for v in load.values()) for load in loads)
+        assert loads and all(not any(v != (0, 0) for v in load.values()) for load in loads)
         reported = [d["reported_cached_tokens"] for d in decisions]
         assert reported == ([64, 32] if mode == "full" else [None, None])  # usage is only seen in full mode
         # headers mode: Envoy sends no response headers (two messages fewer), so no status is recorded
@@ -144,14 +148,16 @@ def test_response_headers_are_sent_in_full_mode_and_on_request_in_headers_mode()
     assert response_header_mode(response_mode="headers", response_headers=True) == "SEND"
 
 
-async def test_body_larger_than_one_chunk_arrives_intact(tmp_path):
-    prompt = "".join(f"word{i} " for i in range(40_000))  # ~300 KB: several 62 KB chunks each way
-    async with running_upstream() as a, gateway(tmp_path, [a.url]) as gw:
+@pytest.mark.parametrize("mode", ["full", "none"])
+async def test_body_larger_than_one_chunk_arrives_intact(tmp_path, mode):
+    prompt = "".join(f"word{i} " for i in range(40_000))  # ~1.1 MB with "user": many 62 KB chunks each way (full),
+    # or one buffered body over Envoy's default 1 MiB buffer (none)
+    async with running_upstream() as a, gateway(tmp_path, [a.url], response_mode=mode) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
-            raw = httpx.Request("POST", "/", json={**BODY, "prompt": prompt}).content
+            raw = httpx.Request("POST", "/", json={**BODY, "prompt": prompt, "user": "u" * 800_000}).content
             r = await c.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
-        assert r.status_code == 200
-        assert len(raw) > 4 * 62_000
+        assert r.status_code == 200, r.text
+        assert len(raw) > 1 << 20
         assert r.json()["sha256"] == hashlib.sha256(raw).hexdigest() and r.json()["length"] == len(raw)
 
 
@@ -193,7 +199,7 @@ async def test_epp_down_fail_open_routes_fail_closed_refuses(tmp_path, fail_open
 @pytest.mark.parametrize("mode", ["full", "headers"])
 async def test_epp_gone_mid_stream_resets_the_stream(tmp_path, mode):
     """A stream cut because the EPP went away never ends like a complete answer: Envoy resets it (HTTP/1.1: the
-    connection closes before the last chunk), so a client sees a transport error, in either response mode."""
+    connection closes before the last chunk), so a client sees a transport error, in either streamed mode."""
     from llmd_kserve.engine_sim.server import running_engine
 
     async with running_engine(time_scale=0.5) as eng, \
@@ -210,6 +216,37 @@ async def test_epp_gone_mid_stream_resets_the_stream(tmp_path, mode):
                         await gw.epp.server.stop(0)
                     assert line != "data: [DONE]"
         assert 20 <= events < 2_000
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+async def test_epp_gone_mid_answer_in_none_mode(tmp_path, fail_open):
+    """Response mode none: the body went out whole, so a failing ext_proc stream falls under failure_mode_allow. With
+    it, an answer under way finishes when the EPP goes away; without it, Envoy resets the answer."""
+    from llmd_kserve.engine_sim.server import running_engine
+
+    async with running_engine(time_scale=0.5) as eng, \
+            gateway(tmp_path, [eng.url], response_mode="none", failure_mode_allow=fail_open) as gw, \
+            httpx.AsyncClient(base_url=gw.url, timeout=60) as c:
+        events, done = 0, False
+
+        async def read() -> None:
+            nonlocal events, done
+            async with c.stream("POST", "/v1/completions", json={
+                    "prompt": "story", "max_tokens": 200, "ignore_eos": True, "stream": True}) as r:
+                assert r.status_code == 200
+                async for line in r.aiter_lines():
+                    events += line.startswith("data: {")
+                    if events == 20:
+                        await gw.epp.server.stop(0)
+                    done = done or line == "data: [DONE]"
+
+        if fail_open:
+            await read()
+            assert done and events == 200
+        else:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await read()
+            assert 20 <= events < 200 and not done
 
 
 async def test_grpc_health_services_and_drain(tmp_path):

@@ -12,9 +12,10 @@ from tests.epp.gateway import require_envoy
 pytestmark = pytest.mark.slow
 
 
-def test_local_stack_behind_envoy():
+@pytest.mark.parametrize("mode", ["headers", "none"])
+def test_local_stack_behind_envoy(mode):
     require_envoy()
-    with LocalStack(engines=2, gateway="envoy", response_mode="headers", fail_open=True, prometheus=False,
+    with LocalStack(engines=2, gateway="envoy", response_mode=mode, fail_open=True, prometheus=False,
                     time_scale=0.05) as stack:
         names = [p.name for p in stack._procs]
         assert names == ["engine-0-both", "engine-1-both", "epp", "envoy"]
