@@ -193,3 +193,20 @@ async def test_rate_limits_fail_open_when_told(tmp_path, redis_server):  # noqa:
         redis_server.stop()
         assert (await _post(s, router.url, rpm_key))[0] == 200
         assert (await _post(s, router.url, budget_key))[0] == 503  # budgets stay closed
+
+
+async def test_tokens_settled_while_redis_is_away_are_charged_when_it_is_back(redis_server):  # noqa: F811
+    key = VirtualKey("k", tenant="acme", token_budget=1000)
+    shared = SharedLimiter(StateStore(redis_server.url))
+    reserved = await shared.admit(key, 100)
+    redis_server.stop()
+    await shared.settle(key, reserved, 70)  # kept, not lost
+    redis_server.start()
+    await shared.close()  # writes what is pending
+    again = SharedLimiter(StateStore(redis_server.url))
+    try:
+        assert await again.used(key) == 70
+        with pytest.raises(RateLimited, match="has 930 left"):  # nothing is still reserved
+            await again.admit(key, 931)
+    finally:
+        await again.close()
