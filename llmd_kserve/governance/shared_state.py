@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,9 +37,12 @@ T = TypeVar("T")
 REPLICA_TTL_MS = 15_000
 """A replica's reservations count this long after its last sign of life."""
 HEARTBEAT_S = 3.0
+"""Seconds between a replica's signs of life (which also write settles kept while Redis was unreachable)."""
 MAX_PENDING_SETTLES = 10_000
 TIMEOUT_S = 0.5
-"""Connect and reply timeout of one Redis call (a request waits at most about this much on a dead Redis)."""
+"""Connect and reply timeout of one Redis call."""
+PAUSE_S = 1.0
+"""After a failed call, calls fail at once for this long (an unreachable Redis costs a request no timeout)."""
 
 _ADMIT = """
 local t = redis.call('TIME')
@@ -135,7 +139,8 @@ class StateStore:
     can use too. ``call`` runs one Redis operation; a failure is counted, logged once per outage, and re-raised as
     ``StateUnavailable``."""
 
-    def __init__(self, url: str, registry: Any = None, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(self, url: str, registry: Any = None, timeout_s: float = TIMEOUT_S, pause_s: float = PAUSE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         try:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
@@ -156,14 +161,22 @@ class StateStore:
                                   ["op"], registry=registry)
         self.down = False
         self.failures = 0
+        self.pause_s, self.clock, self._failed_at = pause_s, clock, -pause_s
+
+    def _failed(self, op: str) -> None:
+        self.failures += 1
+        if self.errors is not None:
+            self.errors.labels(op).inc()
 
     async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        if self.down and self.clock() - self._failed_at < self.pause_s:
+            self._failed(op)
+            raise StateUnavailable("paused after a failed call")
         try:
             result = await fn()
         except self._errors_type as exc:
-            self.failures += 1
-            if self.errors is not None:
-                self.errors.labels(op).inc()
+            self._failed(op)
+            self._failed_at = self.clock()
             if not self.down:
                 self.down = True
                 log.warning("shared state %s unreachable (%s: %s); failure policy applies until it is back",
@@ -201,6 +214,7 @@ class SharedLimiter:
         self._pending: deque[tuple[VirtualKey, int, int]] = deque(maxlen=MAX_PENDING_SETTLES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     def _keys(self, key: VirtualKey) -> list[str]:
         return [StateStore.key(key.tenant, "rate", key.id), StateStore.key(key.tenant, "spend", key.id)]
@@ -265,29 +279,31 @@ class SharedLimiter:
         return int(v or 0)
 
     def _start(self) -> None:
-        if self._heartbeat is None or self._heartbeat.done():
+        if not self._stop.is_set() and (self._heartbeat is None or self._heartbeat.done()):
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
         """Keep this replica's reservations alive, and write settles that failed once Redis answers again."""
         live = self._live + self.replica
-        while True:
+        while not self._stop.is_set():
             with contextlib.suppress(StateUnavailable):
                 await self.store.call("heartbeat", lambda: self.store.client.set(live, "1", px=REPLICA_TTL_MS))
-                while self._pending:
+                while self._pending and not self._stop.is_set():
                     await self._write(*self._pending[0])
                     self._pending.popleft()
-            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), HEARTBEAT_S)
 
     async def close(self) -> None:
         """Write what is pending (best effort), stop the heartbeat, close the connections."""
+        self._stop.set()  # not cancel(): redis-py may turn a cancellation inside a call into a connection error
+        if self._heartbeat is not None:
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.store.down = False  # one last try, now
         with contextlib.suppress(StateUnavailable):
             while self._pending:
                 await self._write(*self._pending[0])
                 self._pending.popleft()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.store.close()

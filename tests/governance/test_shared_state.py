@@ -19,7 +19,7 @@ import pytest
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.keys import VirtualKey, add_key
 from llmd_kserve.governance.limits import RateLimited, RateLimiter
-from llmd_kserve.governance.shared_state import FailurePolicy, SharedLimiter, StateStore
+from llmd_kserve.governance.shared_state import FailurePolicy, SharedLimiter, StateStore, StateUnavailable
 from llmd_kserve.router.app import running_router
 from llmd_kserve.stack.procs import free_port
 from tests.governance.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
@@ -176,12 +176,37 @@ async def test_redis_stopped_fails_closed_counted_logged_once_and_recovers(tmp_p
         assert registry.get_sample_value("llmd_router_state_errors_total", {"op": "admit"}) == 6
         assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1  # once per outage
         redis_server.start()  # same directory: the append-only file brings the spend back
-        st, _, _ = await _post(s, router.url, budget_key)
+        for _ in range(100):  # calls fail at once for a second after a failure, then Redis is tried again
+            st, _, headers = await _post(s, router.url, budget_key)
+            if st == 200:
+                break
+            assert st == 503 and headers["x-llmd-drop-reason"] == "state_unavailable"
+            await asyncio.sleep(0.05)
         assert st == 200
         assert sum("reachable again" in r.getMessage() for r in caplog.records) == 1
         shared = router.state.governance.gateway.shared
         key = router.state.governance.gateway.keys.authenticate({"Authorization": f"Bearer {budget_key}"})
         assert await shared.used(key) == 2 * first["usage"]["total_tokens"]
+
+
+async def test_after_a_failed_call_calls_fail_at_once_for_a_while():
+    pytest.importorskip("redis", reason="the redis package is not installed (pip install 'llmd-kserve[redis]')")
+    now = [0.0]
+    store = StateStore(f"redis://127.0.0.1:{free_port()}/0", clock=lambda: now[0])  # nothing listens there
+    tried = []
+
+    async def ping():
+        tried.append(now[0])
+        return await store.client.ping()
+
+    try:
+        for t in (0.0, 0.5, 0.99, 1.0, 1.5, 2.5):
+            now[0] = t
+            with pytest.raises(StateUnavailable):
+                await store.call("read", ping)
+        assert tried == [0.0, 1.0, 2.5] and store.failures == 6
+    finally:
+        await store.close()
 
 
 @pytest.mark.slow
