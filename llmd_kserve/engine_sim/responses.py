@@ -65,7 +65,7 @@ class ResponsesAPI:
                 raise InvalidRequestError("'previous_response_id' must be a string", param="previous_response_id")
             found = self.stored.get(prev)
             if found is None:
-                raise NotFound(f"Response with id '{prev}' not found.", "response_id")
+                raise NotFound(f"Response with id '{prev}' not found.", "response_id", type_="invalid_request_error")
             history = list(found)
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
