@@ -27,6 +27,7 @@ from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.control.director import Director, Identity, Ticket, new_request_id
 from llmd_kserve.control.endpoints import load_endpoints_file
 from llmd_kserve.control.requests import RouteKind
+from llmd_kserve.control.response_routing import place_response
 from llmd_kserve.control.responses import RESPONSES_PATH, ResponseHomes
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
@@ -37,7 +38,6 @@ from llmd_kserve.http_errors import Handler, error_response, json_parser_errors,
 from llmd_kserve.router.admin import AdminAPI
 from llmd_kserve.router.pages import STATE_KEY, add_pages
 from llmd_kserve.router.proxy import ANSWERED_KEY, STATUS_KEY, Proxy
-from llmd_kserve.router.responses import place_response
 from llmd_kserve.router.timeouts import UpstreamTimeouts
 from llmd_kserve.types import Endpoint, EndpointId
 

@@ -1,4 +1,5 @@
-"""``POST /v1/responses`` on the router: a continuation goes to the endpoint that stored its previous response."""
+"""A ``/v1/responses`` ticket placed by its ``previous_response_id`` (both front ends): pinned to the endpoint that
+stored the previous response, and its answer's response id learnt."""
 
 from __future__ import annotations
 
