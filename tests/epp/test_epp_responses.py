@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from llmd_kserve.epp.exchange import Exchange
-from tests.epp.test_epp_exchange import A, B, picker, pick_of, request, resp_body, resp_headers
+from tests.epp.test_epp_exchange import A, B, pick_of, picker, request, resp_body, resp_headers
 
 
 def answered(ex: Exchange, target: str, payload: bytes, ctype: str = "application/json") -> None:

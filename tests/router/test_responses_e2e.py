@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
-import pytest
 
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.router.app import RunningRouter, running_router
@@ -94,7 +93,7 @@ async def test_a_response_whose_endpoint_left_the_pool_is_404_and_unknown_ones_a
         assert status == 404
 
 
-@pytest.mark.parametrize(("body", "param"), [
+BAD = [
     ({"input": "x", "previous_response_id": 42}, "previous_response_id"),
     ({"input": "x", "previous_response_id": "not an id!"}, "previous_response_id"),
     ({"input": "x", "previous_response_id": ""}, "previous_response_id"),
@@ -103,9 +102,12 @@ async def test_a_response_whose_endpoint_left_the_pool_is_404_and_unknown_ones_a
     ({"input": [3]}, "input[0]"),
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": "x", "store": "yes"}, "store"),
-])
-async def test_malformed_responses_requests_get_openai_shaped_400s(body: dict, param: str) -> None:
+]
+
+
+async def test_malformed_responses_requests_get_openai_shaped_400s() -> None:
     async with stack(1) as (_engines, router, http):
-        async with http.post(f"{router.url}/v1/responses", json={"model": MODEL, **body}) as r:
-            assert r.status == 400
-            assert is_openai_error(await r.json(), param, 400)
+        for body, param in BAD:
+            async with http.post(f"{router.url}/v1/responses", json={"model": MODEL, **body}) as r:
+                assert r.status == 400, body
+                assert is_openai_error(await r.json(), param, 400), body
