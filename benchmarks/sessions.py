@@ -17,6 +17,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,12 @@ def measure(sim: ClusterSim, requests: list, slo: SLO) -> dict[str, Any]:
     s = summarize(run.results, run.wall_s, slo, engine_hit_rate=run.engine_hit_rate)
     filters = [p for p in sim.scheduler.plugins.values() if p.type == "session-affinity-filter"]
     moves = sum(sum(f.moves.values()) for f in filters)
-    moved = sum(1 for f in filters for e in f.table._homes.values() if e.moves)
+    moved = sum(f.table.moved() for f in filters)
     sessions = len({r.session_id for r in requests if r.session_id})
     return {"n": len(requests), "sessions": sessions, "hit": run.engine_hit_rate, "ttft_p50": s["ttft_p50"],
             "ttft_p90": s["ttft_p90"], "errors": s["errors"], "moves": moves if filters else None,
             "moved_sessions": moved if filters else None,
-            "reasons": dict(sum((f.moves for f in filters), start=__import__("collections").Counter())),
+            "reasons": dict(sum((f.moves for f in filters), start=Counter())),
             "sim_s": round(time.perf_counter() - t0, 1)}
 
 

@@ -71,5 +71,9 @@ class SessionTable:
             del self._homes[k]
         return gone
 
+    def moved(self) -> int:
+        """Sessions that moved at least once."""
+        return sum(1 for e in self._homes.values() if e.moves)
+
     def __len__(self) -> int:
         return len(self._homes)
