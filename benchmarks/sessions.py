@@ -1,6 +1,7 @@
 """Session affinity in the cluster simulator: the agentic and chat scenarios and the Mooncake conversation trace,
 each with the ``default`` config (prefix affinity, no notion of a session) and the ``sessions`` config (the default
-plus ``session-affinity-filter``). Per run: requests, engines' prefix-cache hit rate, TTFT p50/p90, session moves
+plus ``session-affinity-filter``), and with the cache-blind ``load-only`` without and with the filter
+(``load-only+sessions``: what session affinity does alone, where the router cannot see the engines' caches). Per run: requests, engines' prefix-cache hit rate, TTFT p50/p90, session moves
 and the sessions that moved at least once.
 
 The trace carries no session ids: a request whose block hash ids extend an earlier request's continues that
@@ -16,10 +17,13 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from llmd_kserve.bench.runner import sim_context_len
 from llmd_kserve.bench.scenarios import SCENARIOS
@@ -32,7 +36,23 @@ from llmd_kserve.cluster_sim.sim import ClusterSim
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from routing_scenarios import sim_options  # noqa: E402
 
-CONFIGS = ("default", "sessions")
+CONFIGS = ("default", "sessions", "load-only", "load-only+sessions")
+SHIPPED = Path(__file__).resolve().parents[1] / "llmd_kserve" / "config" / "shipped"
+
+
+def config_path(name: str, tmp: Path) -> str:
+    """A shipped config by name; ``NAME+sessions``: that config with ``session-affinity-filter`` as its first filter
+    after the role filter (written to ``tmp``)."""
+    base, plus, _ = name.partition("+")
+    if not plus:
+        return name
+    cfg = yaml.safe_load((SHIPPED / f"{base}.yaml").read_text())
+    cfg["plugins"].insert(1, {"type": "session-affinity-filter", "parameters": {"mode": "approx"}})
+    refs = cfg["schedulingProfiles"][0]["plugins"]
+    refs.insert(1, {"pluginRef": "session-affinity-filter"})
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
 
 
 def measure(sim: ClusterSim, requests: list, slo: SLO) -> dict[str, Any]:
@@ -69,6 +89,7 @@ def main() -> None:
     ap.add_argument("--engines", type=int, default=8, help="simulated engines for the trace")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sessions-bench-"))
     configs = a.configs.split(",")
     out: list[dict[str, Any]] = []
     print("| workload | config | requests | sessions | hit rate | TTFT p50 ms | TTFT p90 ms | session moves |")
@@ -80,7 +101,7 @@ def main() -> None:
             for seed in (int(s) for s in a.seeds.split(",")):
                 reqs = sc.build(rate, random.Random(seed * 7919 + int(rate * 1000)), sc.num_requests)
                 for config in configs:
-                    r = measure(ClusterSim(config, sim_options(sc, seed)), reqs, SLO(sc.slo_ttft_s, sc.slo_tpot_s))
+                    r = measure(ClusterSim(config_path(config, tmp), sim_options(sc, seed)), reqs, SLO(sc.slo_ttft_s, sc.slo_tpot_s))
                     label = f"{name} @ {rate:g}/s seed {seed}"
                     print(row(label, config, r), flush=True)
                     out.append({"workload": label, "config": config, **r})
@@ -88,7 +109,7 @@ def main() -> None:
         spec = load_trace(a.trace, window=parse_window(a.window), max_model_len=sim_context_len())
         reqs = with_sessions(spec, build_requests(spec, random.Random(0)))
         for config in configs:
-            r = measure(ClusterSim(config, SimOptions(engines=a.engines, seed=0)), reqs, SLO())
+            r = measure(ClusterSim(config_path(config, tmp), SimOptions(engines=a.engines, seed=0)), reqs, SLO())
             label = f"{a.trace.name} {a.window}"
             print(row(label, config, r), flush=True)
             out.append({"workload": label, "config": config, **r})
