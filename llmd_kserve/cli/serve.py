@@ -181,11 +181,14 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flow-headroom", type=positive_int, default=1, dest="flow_headroom",
                    help="flow-control slots kept for a tenant that has none in flight, so a flooding tenant cannot "
                         "take them all (default 1)")
+    g.add_argument("--no-turn-priority", action="store_false", dest="turn_priority",
+                   help="flow control: queue a live session's next turn like any other request (by default it goes "
+                        "before new sessions' first turns of its priority)")
 
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
                      "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
-                     "flow_headroom")
+                     "flow_headroom", "turn_priority")
 
 
 def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:

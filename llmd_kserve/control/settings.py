@@ -103,6 +103,8 @@ class RouterSettings:
     flow_ttl_s: float = 30.0
     flow_headroom: int = 1
     """Flow-control slots only a tenant with none in flight may take (a flooding tenant leaves them free)."""
+    turn_priority: bool = True
+    """Flow control: a queued turn of a live session goes before a new session's first turn (same band)."""
 
     def __post_init__(self) -> None:
         for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout",
@@ -145,7 +147,7 @@ def gateway_of(s: RouterSettings, registry: Any = None, pool_size: Callable[[], 
         audit_content="full" if s.audit == "full" else "hash", audit_fsync=s.audit_fsync,
         audit_fsync_interval=s.audit_fsync_interval, audit_max_bytes=s.audit_max_bytes,
         audit_max_age_s=s.audit_max_age_s, flow_band_capacity=s.flow_band_capacity, flow_ttl_s=s.flow_ttl_s,
-        flow_headroom=s.flow_headroom,
+        flow_headroom=s.flow_headroom, turn_priority=s.turn_priority,
         flow_capacity=(lambda: per * max(1, pool_size())) if per else None,
         salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry, audit_chain_key=s.audit_chain_key)
 

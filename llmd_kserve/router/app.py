@@ -26,7 +26,9 @@ from aiohttp import web
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.control.director import Director, Identity, Ticket, new_request_id
 from llmd_kserve.control.endpoints import load_endpoints_file
-from llmd_kserve.control.requests import Kind
+from llmd_kserve.control.requests import RouteKind
+from llmd_kserve.control.response_routing import place_response
+from llmd_kserve.control.responses import RESPONSES_PATH, ResponseHomes
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.defaults import ROUTER_PORT
@@ -64,13 +66,16 @@ async def _read_body(request: web.Request, timeout: float, max_bytes: int) -> by
 
 
 class OpenAIRoutes:
-    """``POST /v1/completions`` and ``/v1/chat/completions``: read the body → ``Director.admit`` →
-    ``Proxy.forward`` (schedule, send, relay) → ``Director.settle``."""
+    """``POST /v1/completions``, ``/v1/chat/completions`` and ``/v1/responses``: read the body →
+    ``Director.admit`` → ``Proxy.forward`` (schedule, send, relay) → ``Director.settle``."""
 
     def __init__(self, state: Runtime, director: Director, proxy: Proxy) -> None:
         self.state, self.director, self.proxy = state, director, proxy
+        self.response_homes = ResponseHomes()
+        """Which endpoint stored each response (``previous_response_id`` goes there)."""
         self.by_path: dict[str, Handler] = {"/v1/completions": self.completions,
-                                            "/v1/chat/completions": self.chat_completions}
+                                            "/v1/chat/completions": self.chat_completions,
+                                            RESPONSES_PATH: self.responses}
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._openai(request, "completion", "/v1/completions")
@@ -78,7 +83,10 @@ class OpenAIRoutes:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._openai(request, "chat", "/v1/chat/completions")
 
-    async def _openai(self, request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._openai(request, "responses", RESPONSES_PATH)
+
+    async def _openai(self, request: web.Request, kind: RouteKind, path: str) -> web.StreamResponse:
         director, metrics = self.director, self.state.metrics
         ticket: Ticket | None = None
         try:
@@ -87,6 +95,8 @@ class OpenAIRoutes:
             ticket = await director.admit(request.headers, raw, kind, request.remote,
                                           identity=request.get(IDENTITY_KEY))
             del raw
+            if kind == "responses":
+                place_response(self.response_homes, self.state, ticket)
             resp = await self.proxy.forward(request, path, ticket)
         except HTTPError as exc:
             resp = error_response(exc, ticket.label if ticket is not None else new_request_id())
@@ -127,7 +137,7 @@ class OpenAIRoutes:
 ROUTES_KEY = web.AppKey("router_openai_routes", OpenAIRoutes)
 
 
-_OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
+_OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", RESPONSES_PATH})
 
 
 def _operator_route(path: str) -> bool:
@@ -196,6 +206,7 @@ def build_app(router_state: Runtime, listen_host: str | None = None) -> web.Appl
     routes = app[ROUTES_KEY] = OpenAIRoutes(router_state, director, proxy)
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
+    app.router.add_post(RESPONSES_PATH, routes.responses)
     add_pages(app)
     AdminAPI(lambda: router_state.reloader, _operator_id,
              enabled=router_state.settings.admin, keys_configured=router_state.governance.auth is not None,

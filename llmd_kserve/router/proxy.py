@@ -53,6 +53,18 @@ def _expire(deadline: asyncio.Timeout, watch: Watch, can_retry: Callable[[], boo
             watch.interrupted = True
 
 
+def _both(a: Callable[[bytes], None] | None, b: Callable[[bytes], None] | None) -> Callable[[bytes], None] | None:
+    """One tap that feeds the answer's bytes to ``a`` and ``b`` (either may be None)."""
+    if a is None or b is None:
+        return a or b
+
+    def tap(chunk: bytes) -> None:
+        a(chunk)
+        b(chunk)
+
+    return tap
+
+
 class _Failed(Exception):
     """An attempt failed before the first byte; ``response`` is what to relay if no retry is left."""
 
@@ -237,7 +249,7 @@ class Proxy:
         content_type = head.get("content-type", "application/json")
         label = ticket.label
         out_headers = {"Content-Type": content_type, "x-request-id": label, "x-llmd-endpoint": result.target}
-        tap = self.director.governance.tap(ticket.admission)
+        tap = _both(self.director.governance.tap(ticket.admission), ticket.observe)
         usage, close = None, False
         resp: web.StreamResponse | None = None
         relay: SseRelay | None = None
