@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from llmd_kserve.aio import Deadline
 from llmd_kserve.control.decisions import Decision
 from llmd_kserve.control.director import Director, Ticket
 from llmd_kserve.control.requests import ParsedRequest
@@ -38,13 +39,12 @@ _encode = msgspec.json.Encoder().encode
 _FORWARD_HEADERS = ("traceparent", "tracestate", "x-session-id", "x-gateway-destination-endpoint-subset")
 
 
-def _expire(deadline: asyncio.Timeout, watch: Watch, can_retry: Callable[[], bool]) -> None:
+def _expire(deadline: Deadline, watch: Watch, can_retry: Callable[[], bool]) -> None:
     """Ends a first-byte wait now (its endpoint stalled) when a retry has somewhere to go; nothing once the wait
     is over."""
-    if can_retry():
-        with contextlib.suppress(RuntimeError):
-            deadline.reschedule(0)
-            watch.interrupted = True
+    if not deadline.done and can_retry():
+        deadline.expire()
+        watch.interrupted = True
 
 
 class _Failed(Exception):
@@ -70,6 +70,7 @@ class Proxy:
         self.inject_stream_usage = inject_stream_usage
         self.timeouts = timeouts
         self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.http = rt.http
         self.pd = PDOrchestrator(rt.http, DisaggMetrics.on(rt.metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
@@ -170,7 +171,8 @@ class Proxy:
         left); raises ``_Failed``."""
         exchange: Exchange | None = None
         try:
-            async with asyncio.timeout(self.timeouts.first_byte) as deadline:
+            loop = self._loop or self._bind_loop()
+            async with Deadline(loop, self.timeouts.first_byte) as deadline:
                 if watch is not None and retry_exclude is not None:
                     watch.interrupt = partial(_expire, deadline, watch,
                                               partial(self.director.has_alternative, retry_exclude))
@@ -203,6 +205,10 @@ class Proxy:
                 exchange.release()
             raise _Failed(f"http_{head.status}", head.status, raw, head.get("content-type"))
         return exchange
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def _body_failed(self, timed_out: bool, result: Any, decision: Decision, *, streaming: bool) -> HTTPError:
         """The error a client gets when the upstream went silent or broke in the middle of an answer's body."""
