@@ -14,7 +14,6 @@ a body over ``max_body_bytes`` gets 413 and the connection closes; a client that
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -165,11 +164,12 @@ class LeanProtocol(asyncio.Protocol):
             if isinstance(buf, bytes):  # a body in several reads: one buffer that grows in place
                 buf = self.buf = bytearray(buf)
             buf += data
-        if self.task is None:
+        answer = self.answer
+        if answer is None:
             self._next()
-        elif self.answer is not None and self.answer.body_waiter is not None:
-            self.answer.more_body()
-        elif len(self.buf) > PIPELINE_LIMIT and not self.paused:
+        elif not answer.body_read:  # the body of the request being served is still coming
+            answer.more_body()
+        elif len(self.buf) - answer.body_end > PIPELINE_LIMIT and not self.paused:
             self.paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
 
@@ -185,10 +185,13 @@ class LeanProtocol(asyncio.Protocol):
         if head is None:
             self._hand_off()
             return
+        kind, path, headers, length, close = head
+        if length > self.server.max_body_bytes:  # aiohttp answers 413 as before (reading what it may first)
+            self._hand_off()
+            return
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        kind, path, headers, length, close = head
         answer = self.answer = LeanAnswer(self, path, headers, end + 4, length, close)
         self.task = self.loop.create_task(self.server.serve(answer, kind, path))
         self.task.add_done_callback(self._done)
@@ -202,6 +205,8 @@ class LeanProtocol(asyncio.Protocol):
             answer.close = True
             if not answer.sent:
                 answer.error(HTTPError("Internal server error"), "")
+        if answer.out is not None and not transport.is_closing():
+            transport.write(answer.out)
         if (answer.close or not answer.sent or not answer.body_read or self.server.closing
                 or transport.is_closing()):
             transport.close()
@@ -233,7 +238,7 @@ class LeanProtocol(asyncio.Protocol):
 class LeanAnswer(Answer):
     """An :class:`Answer` written straight to the connection's transport."""
 
-    __slots__ = ("conn", "path", "body_start", "body_end", "close", "sent", "body_read", "body_waiter")
+    __slots__ = ("conn", "path", "body_start", "body_end", "close", "sent", "body_read", "body_waiter", "out")
 
     def __init__(self, conn: LeanProtocol, path: str, headers: CIMultiDict[str], body_start: int, length: int,
                  close: bool) -> None:
@@ -242,6 +247,8 @@ class LeanAnswer(Answer):
         self.body_start, self.body_end = body_start, body_start + length
         self.sent = self.body_read = False
         self.body_waiter: asyncio.Future[None] | None = None
+        self.out: bytes | None = None
+        """A whole answer, written when the request's handling is over."""
 
     async def body(self, timeout: float, max_bytes: int) -> bytes:
         size = self.body_end - self.body_start
@@ -277,9 +284,9 @@ class LeanAnswer(Answer):
         transport.write(data)
 
     def whole(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        """Kept until the request's handling ends (its audit record is written before the answer goes out)."""
         self.status, self.sent = status, True
-        with contextlib.suppress(ConnectionResetError):  # nobody to answer
-            self._write(response_head(status, headers, len(body), self.close) + body)
+        self.out = response_head(status, headers, len(body), self.close) + body
 
     def error(self, exc: HTTPError, request_id: str) -> None:
         headers = {"Content-Type": "application/json", **(getattr(exc, "headers", None) or {})}
