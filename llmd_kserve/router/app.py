@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,11 @@ from llmd_kserve.control.requests import Kind
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.defaults import ROUTER_PORT
-from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
+from llmd_kserve.errors import ConfigError, HTTPError
 from llmd_kserve.governance.keys import Forbidden
 from llmd_kserve.http_errors import Handler, error_response, json_parser_errors, openai_errors
 from llmd_kserve.router.admin import AdminAPI
-from llmd_kserve.router.answer import Answer
+from llmd_kserve.router.answer import AioAnswer, Answer
 from llmd_kserve.router.lean_server import LeanServer
 from llmd_kserve.router.pages import STATE_KEY, add_pages
 from llmd_kserve.router.proxy import Proxy
@@ -47,61 +47,6 @@ DIRECTOR_KEY = web.AppKey("router_director", Director)
 PROXY_KEY = web.AppKey("router_proxy", Proxy)
 IDENTITY_KEY: Any = web.RequestKey("llmd_identity", tuple) if hasattr(web, "RequestKey") else "llmd_identity"
 """(virtual key, principal) of a request, once the key middleware checked it."""
-
-
-def body_timeout_error(timeout: float) -> InvalidRequestError:
-    return InvalidRequestError(f"Request body not received within {timeout:g} s.", status=408,
-                               type_="RequestTimeoutError")
-
-
-class AioAnswer(Answer):
-    """An :class:`Answer` on aiohttp's server: ``response`` is what the handler returns."""
-
-    __slots__ = ("request", "response")
-
-    def __init__(self, request: web.Request) -> None:
-        super().__init__(request.headers, request.remote, request.version >= (1, 1))
-        self.request = request
-        self.response: web.StreamResponse | None = None
-
-    async def body(self, timeout: float, max_bytes: int) -> bytes:
-        content = self.request.content
-        if content.is_eof():  # the whole body came with the headers: take it as it is (no timer, no copy)
-            raw = content.read_nowait()
-            if len(raw) > max_bytes:
-                raise web.HTTPRequestEntityTooLarge(max_bytes, len(raw))
-            return raw
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.request.read()
-        except TimeoutError:
-            raise body_timeout_error(timeout) from None
-
-    def whole(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status, self.response = status, web.Response(body=body, status=status, headers=headers)
-
-    def error(self, exc: HTTPError, request_id: str) -> None:
-        self.status, self.response = exc.status, error_response(exc, request_id)
-        if exc.status == 408:
-            self.response.force_close()  # the rest of the body may still be on its way
-
-    async def start_stream(self, status: int, headers: Mapping[str, str]) -> asyncio.Transport:
-        self.status = status
-        resp = self.response = web.StreamResponse(status=status, headers=headers)
-        if self.chunked:
-            resp.enable_chunked_encoding()
-        await resp.prepare(self.request)
-        if self.request.transport is None:
-            raise ConnectionResetError
-        return self.request.transport
-
-    async def write(self, data: bytes) -> None:
-        assert self.response is not None
-        await self.response.write(data)
-
-    async def end(self) -> None:
-        assert self.response is not None
-        await self.response.write_eof()
 
 
 class OpenAIRoutes:

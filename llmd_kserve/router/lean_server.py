@@ -1,14 +1,11 @@
 """The router's lean HTTP/1.1 server: the two OpenAI routes on a plain asyncio protocol, everything else on aiohttp.
 
-Each connection starts on :class:`LeanProtocol`. A request it takes is a plain ``POST /v1/completions`` or
-``/v1/chat/completions`` over HTTP/1.1 with a ``Content-Length`` body and no ``Expect``, ``Transfer-Encoding`` or
-``Upgrade``, while no API keys are configured; it is served by the same ``OpenAIRoutes.serve`` (director, proxy,
-relay) as under aiohttp, without aiohttp's request and response objects. At the first request it does not take
-(another route or method, a chunked body, a header it does not parse strictly, a head over the limit, keys
-configured) it hands the connection, from that request's first byte, to aiohttp's protocol handler, which serves
-it and the rest of the connection as before. Keep-alive and pipelined requests are answered in order; the headers
-must come within ``header_timeout`` (also the idle limit between requests), the body within ``body_timeout`` (408);
-a body over ``max_body_bytes`` gets 413 and the connection closes; a client that goes away cancels its request.
+A connection starts on :class:`LeanProtocol`, which serves a plain HTTP/1.1 ``POST /v1/completions`` or
+``/v1/chat/completions`` with a ``Content-Length`` body (no ``Expect``, ``Transfer-Encoding`` or ``Upgrade``, no
+API keys configured) through the same ``OpenAIRoutes.serve`` as aiohttp, without aiohttp's request and response
+objects. At the first request it does not take, it hands the connection, from that request's first byte, to
+aiohttp's protocol handler for good. Keep-alive and pipelined requests are answered in order; headers within
+``header_timeout`` (also the idle limit), the body within ``body_timeout`` (408); a client gone cancels its request.
 """
 
 from __future__ import annotations
@@ -47,20 +44,15 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 Serve = Callable[[Answer, Kind, str], Coroutine[Any, Any, None]]
 
 
-class _Date:
+_date_cache = [0, ""]
+
+
+def _date() -> str:
     """The ``Date`` header's value, formatted at most once a second."""
-
-    def __init__(self) -> None:
-        self.second, self.value = 0, ""
-
-    def __call__(self) -> str:
-        now = int(time.time())
-        if now != self.second:
-            self.second, self.value = now, formatdate(now, usegmt=True)
-        return self.value
-
-
-_date = _Date()
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[:] = now, formatdate(now, usegmt=True)
+    return _date_cache[1]  # type: ignore[return-value]
 
 
 def response_head(status: int, headers: Mapping[str, str], length: int | None, close: bool) -> bytes:
