@@ -80,6 +80,8 @@ class RouterSettings:
     audit_salt: str | None = None
     """Key of the audit log's prompt HMAC (hashes then correlate across restarts); None: random per process."""
     inject_stream_usage: bool = True
+    http_server: str = "lean"
+    """The HTTP server: ``lean`` (the OpenAI routes on a lean protocol, the rest on aiohttp) or ``aiohttp`` (all)."""
     admin: bool = False
     """Serve ``GET/POST /admin/config`` (config hot reload): an operator key when keys are configured (a virtual key
     with ``admin: true`` or an ``api_keys`` token), else loopback clients only."""
@@ -124,6 +126,8 @@ class RouterSettings:
         for name in ("scrape_idle_interval", "scrape_max_rate"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"must be > 0 (or unset), got {getattr(self, name)}", name)
+        if self.http_server not in ("lean", "aiohttp"):
+            raise ConfigError(f"must be lean or aiohttp, got {self.http_server!r}", "http_server")
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
 
