@@ -84,7 +84,7 @@ async def main(a: argparse.Namespace, out: Path) -> float:
         else:
             router = [PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(rport),
                       "--config", a.config, "--scrape-interval", "5",
-                      "--endpoints", f"http://127.0.0.1:{port}#kv=tcp://127.0.0.1:{kv}"]
+                      "--endpoints", f"http://127.0.0.1:{port}#kv=tcp://127.0.0.1:{kv}", *a.router_args]
         proc = _spawn(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                        f"--callgrind-out-file={out}/callgrind.out.%p", *router], stack, env, src)
         url = f"http://127.0.0.1:{rport}"
@@ -114,6 +114,7 @@ def cli() -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--stream", action="store_true", help="8 streamed tokens per request instead of 1 whole")
+    p.add_argument("--router-args", nargs=argparse.REMAINDER, default=[], help="extra `llmd-kserve router` flags")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="router-callgrind-") as tmp:
         per_request = asyncio.run(main(a, Path(tmp)))

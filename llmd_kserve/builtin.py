@@ -29,6 +29,7 @@ from llmd_kserve.scheduling.queue_scorer import QueueScorer
 from llmd_kserve.scheduling.random_picker import RandomPicker
 from llmd_kserve.scheduling.role_filter import DecodeFilter, PrefillFilter, RoleFilter
 from llmd_kserve.scheduling.round_robin_picker import RoundRobinPicker
+from llmd_kserve.scheduling.session_affinity_filter import SessionAffinityFilter
 from llmd_kserve.scheduling.session_affinity_scorer import SessionAffinityScorer
 from llmd_kserve.scheduling.single_profile_handler import SingleProfileHandler
 from llmd_kserve.scheduling.token_load_scorer import TokenLoadScorer
@@ -71,6 +72,7 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         DecodeBudgetFilter,
         PrefixAffinityFilter,
         PrefixCacheAffinityFilter,  # llm-d v1.0
+        SessionAffinityFilter,
         # scorers
         PrefixCacheScorer,
         PrecisePrefixCacheScorer,

@@ -21,7 +21,7 @@ STALL_FLOOR_S = 10.0
 MAX_PROMPT_CHARS = 1 << 20
 """Characters of a request's text the router accepts (8 per token of the default 131,072-token limit)."""
 SHIPPED_CONFIGS = ("default", "round-robin", "random", "load-only", "approx-prefix", "precise-prefix",
-                   "llm-d-optimized-baseline")
+                   "llm-d-optimized-baseline", "sessions")
 """Single-profile scheduler configs in ``llmd_kserve/config/shipped/``, loadable by name."""
 PD_SHIPPED_CONFIGS = ("pd-predicted-ttft", "pd-always", "pd-uncached", "pd-never")
 """P/D configs (``pd-profile-handler``, profiles ``decode`` + ``prefill``), loadable by name."""

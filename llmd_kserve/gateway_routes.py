@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-INFERENCE_PATHS: dict[str, Literal["completion", "chat"]] = {
-    "/v1/completions": "completion", "/v1/chat/completions": "chat"}
+INFERENCE_PATHS: dict[str, Literal["completion", "chat", "responses"]] = {
+    "/v1/completions": "completion", "/v1/chat/completions": "chat", "/v1/responses": "responses"}
 """Scheduled by the EPP, after the router's validation and limits."""
 OTHER_PATHS = ("/v1/models", "/health")
 """Relayed to any endpoint as they came."""

@@ -135,6 +135,9 @@ def _add_router_limits(p: argparse.ArgumentParser) -> None:
     g.add_argument("--body-timeout", type=positive_float, default=30.0, help="seconds a client may take to send a body")
     g.add_argument("--drain-timeout", type=positive_float, default=10.0,
                    help="on SIGTERM/SIGINT, seconds in-flight requests may finish (a second signal exits at once)")
+    g.add_argument("--http-server", choices=("lean", "aiohttp"), default="lean",
+                   help="lean: the completion routes on a lean HTTP/1.1 protocol, other routes on aiohttp; "
+                   "aiohttp: every route on aiohttp")
 
 
 def _add_stall_flags(g: argparse._ArgumentGroup) -> None:
@@ -181,6 +184,9 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flow-headroom", type=positive_int, default=1, dest="flow_headroom",
                    help="flow-control slots kept for a tenant that has none in flight, so a flooding tenant cannot "
                         "take them all (default 1)")
+    g.add_argument("--no-turn-priority", action="store_false", dest="turn_priority",
+                   help="flow control: queue a live session's next turn like any other request (by default it goes "
+                        "before new sessions' first turns of its priority)")
     g.add_argument("--state-url", default=None,
                    help="redis://host:port/db: keep rate limits, token budgets and token spend in this Redis, shared "
                         "by every router and EPP replica pointing at it and kept across restarts (default: in memory)")
@@ -191,7 +197,7 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
                      "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
-                     "flow_headroom", "state_url", "state_failure_policy")
+                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy")
 
 
 def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
@@ -235,7 +241,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
         stall_factor=a.stall_factor, stall_floor_s=a.stall_floor,
-        drain_timeout=a.drain_timeout, admin=a.admin, **_governance_settings(a))
+        drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, **_governance_settings(a))
     relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)

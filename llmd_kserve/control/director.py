@@ -17,14 +17,15 @@ from dataclasses import dataclass, replace
 
 from llmd_kserve.control.decisions import Decision
 from llmd_kserve.control.requests import (
-    Kind,
     ParsedRequest,
+    RouteKind,
     count_prompt,
     known_prompt_tokens,
     request_id,
     validate_request,
 )
 from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.control.sessions import continues_session
 from llmd_kserve.control.stalls import Watch
 from llmd_kserve.control.usage import Usage
 from llmd_kserve.errors import NoEndpoint, NoEndpointError
@@ -85,6 +86,10 @@ class Ticket:
     """Whether an engine worked on the request (metering: an estimate is charged only then)."""
     prompt_tokens: int | None = None
     """Prompt tokens when known (counted, or sent as ids): what governance reserves."""
+    pin: EndpointId | None = None
+    """The only endpoint it may go to (the one holding its ``previous_response_id``), or None."""
+    observe: Callable[[bytes], None] | None = None
+    """Shown the answer's bytes as they are relayed (the Responses API learns response ids), or None."""
 
     @property
     def label(self) -> str:
@@ -108,7 +113,7 @@ class Director:
         """(virtual key, principal); 401 when keys are configured and the request has none that is valid."""
         return self.governance.authenticate(headers)
 
-    def _parse(self, raw: bytes, kind: Kind, key: VirtualKey | None,
+    def _parse(self, raw: bytes, kind: RouteKind, key: VirtualKey | None,
                ) -> tuple[ParsedRequest, tuple[int, ...] | None, int | None]:
         """Decode, validate and limit; the prompt is tokenized once, when a limit or metering needs its count."""
         gov, tok = self.governance, self.rt.tokenizer
@@ -121,7 +126,7 @@ class Director:
                 return parsed, counted[1], counted[0]
         return parsed, parsed.token_ids, None
 
-    def prepare(self, headers: Mapping[str, str], raw: bytes, kind: Kind, client: str | None,
+    def prepare(self, headers: Mapping[str, str], raw: bytes, kind: RouteKind, client: str | None,
                 identity: Identity) -> Ticket:
         """The synchronous part of admission (thread-safe: a big body runs it in a worker thread): the client's
         request id, decode and validate, limits, the prompt's tokens counted once (their ids go on to the scheduler)."""
@@ -130,7 +135,7 @@ class Director:
         parsed, token_ids, counted = self._parse(raw, kind, key)
         body = parsed.body
         session = headers.get("x-session-id") or body.get("user")
-        llm_req = LLMRequest(request_id=new_request_id(), model=parsed.model or "", body=body, kind=kind,
+        llm_req = LLMRequest(request_id=new_request_id(), model=parsed.model or "", body=body, kind=parsed.kind,
                              token_ids=token_ids, max_tokens=parsed.max_tokens or 16,
                              session_id=session if isinstance(session, str) else None, headers=headers,
                              prompt=parsed.prompt)
@@ -142,7 +147,7 @@ class Director:
         """Whether :meth:`prepare` alone admits a request (no engine rendering, no gateway part configured)."""
         return self.rt.render is None and not self.governance.gateway.active
 
-    async def admit(self, headers: Mapping[str, str], raw: bytes, kind: Kind, client: str | None, *,
+    async def admit(self, headers: Mapping[str, str], raw: bytes, kind: RouteKind, client: str | None, *,
                     identity: Identity | None = None) -> Ticket:
         """Everything before scheduling; raises an ``HTTPError`` (refusals are audited by governance).
         ``identity``: what :meth:`authenticate` said when the transport asked already."""
@@ -161,7 +166,8 @@ class Director:
         if self.governance.gateway.active:
             ticket.admission = await self.governance.admit(
                 ticket.key, ticket.request.request_id, parsed, client, client_request_id=ticket.client_request_id,
-                prompt_tokens=ticket.prompt_tokens, offload=big)
+                prompt_tokens=ticket.prompt_tokens, offload=big,
+                turn=continues_session(self.rt.scheduler, ticket.request))
         return ticket
 
     async def ready(self) -> None:
@@ -176,6 +182,8 @@ class Director:
         """Pick the endpoint (and prefill endpoint) for the next attempt; ``NoEndpoint`` (503) when none fits."""
         rt, t0 = self.rt, self._clock()
         states = rt.endpoint_states() if candidates is None else candidates
+        if ticket.pin is not None:
+            states = [s for s in states if s.id == ticket.pin]
         ids = [s.id for s in states if s.id not in exclude]
         skip = set(exclude) | rt.outliers.ejected(ids) | rt.stalls.suspects(ids)
         sched = rt.scheduler.acquire()

@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from llmd_kserve.control.responses import read_responses
 from llmd_kserve.errors import InvalidRequestError, NotFound
 from llmd_kserve.prompt import Kind, Prompt, read_prompt
 
-__all__ = ["MAX_REQUEST_ID_CHARS", "Kind", "ParsedRequest", "count_prompt", "known_prompt_tokens", "request_id",
-           "validate_request"]
+__all__ = ["MAX_REQUEST_ID_CHARS", "Kind", "ParsedRequest", "RouteKind", "count_prompt", "known_prompt_tokens",
+           "request_id", "validate_request"]
 log = logging.getLogger(__name__)
 _json_decode = msgspec.json.Decoder().decode
+RouteKind = Kind | Literal["responses"]
+"""What a route serves: completions, chat, or the Responses API (read as a chat conversation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +58,9 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ()) -> ParsedRequest:
-    """Decode and validate an OpenAI completions/chat body; raise ``InvalidRequestError`` (4xx) when malformed."""
+def validate_request(raw: bytes, kind: RouteKind, known_models: Collection[str] = ()) -> ParsedRequest:
+    """Decode and validate an OpenAI completions/chat/responses body; raise ``InvalidRequestError`` (4xx) when
+    malformed. A Responses request comes back as a chat request (its ``input`` as the conversation)."""
     try:
         body = _json_decode(raw)
     except msgspec.DecodeError as exc:
@@ -70,9 +74,13 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
         raise InvalidRequestError("'model' must be a string.", "model")
     if model is not None and known_models and model not in known_models:
         raise NotFound(f"The model `{model}` does not exist.", "model")
-    prompt = read_prompt(body, kind)
-    max_tokens = None
-    for name in ("max_tokens", "max_completion_tokens"):
+    if kind == "responses":
+        prompt, max_tokens = read_responses(body)
+        names: tuple[str, ...] = ()
+    else:
+        prompt, max_tokens = read_prompt(body, kind), None
+        names = ("max_tokens", "max_completion_tokens")
+    for name in names:
         v = body.get(name)
         if v is None:
             continue
@@ -94,7 +102,7 @@ def validate_request(raw: bytes, kind: Kind, known_models: Collection[str] = ())
     n = body.get("n")
     if n is not None and (not _is_int(n) or n < 1):
         raise InvalidRequestError("'n' must be an integer >= 1.", "n")
-    return ParsedRequest(kind, body, model, stream, max_tokens, prompt)
+    return ParsedRequest(prompt.kind, body, model, stream, max_tokens, prompt)
 
 
 def count_prompt(req: ParsedRequest, tokenizer: Any) -> tuple[int, tuple[int, ...]] | None:

@@ -26,6 +26,7 @@ from llmd_kserve.control.kv_sources import KVEventSourceDiscovery
 from llmd_kserve.control.outliers import EjectionPolicy, OutlierEjector
 from llmd_kserve.control.reload import ConfigReloader, reload_counter
 from llmd_kserve.control.render import RenderTokenizer
+from llmd_kserve.control.sessions import SessionCollector
 from llmd_kserve.control.settings import RouterSettings, gateway_of, governance_of
 from llmd_kserve.control.stalls import StallCollector, StallPolicy, StallWatch
 from llmd_kserve.defaults import BLOCK_SIZE
@@ -149,6 +150,7 @@ class Runtime:
                  endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models))
         metrics.registry.register(RouterStatsCollector(subscriber.stats, scraper.stats, outliers.ejected_now))
         metrics.registry.register(StallCollector(stalls))
+        metrics.registry.register(SessionCollector(holder))
         return rt
 
     # --- what handlers use ----------------------------------------------------------------------------------------

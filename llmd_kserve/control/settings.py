@@ -81,6 +81,8 @@ class RouterSettings:
     audit_salt: str | None = None
     """Key of the audit log's prompt HMAC (hashes then correlate across restarts); None: random per process."""
     inject_stream_usage: bool = True
+    http_server: str = "lean"
+    """The HTTP server: ``lean`` (the OpenAI routes on a lean protocol, the rest on aiohttp) or ``aiohttp`` (all)."""
     admin: bool = False
     """Serve ``GET/POST /admin/config`` (config hot reload): an operator key when keys are configured (a virtual key
     with ``admin: true`` or an ``api_keys`` token), else loopback clients only."""
@@ -104,6 +106,8 @@ class RouterSettings:
     flow_ttl_s: float = 30.0
     flow_headroom: int = 1
     """Flow-control slots only a tenant with none in flight may take (a flooding tenant leaves them free)."""
+    turn_priority: bool = True
+    """Flow control: a queued turn of a live session goes before a new session's first turn (same band)."""
     state_url: str | None = None
     """``redis://host:port/db``: rate limits, budgets and token spend kept there, shared by replicas (None: memory)."""
     state_failure_policy: str = "closed"
@@ -127,6 +131,8 @@ class RouterSettings:
         for name in ("scrape_idle_interval", "scrape_max_rate"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"must be > 0 (or unset), got {getattr(self, name)}", name)
+        if self.http_server not in ("lean", "aiohttp"):
+            raise ConfigError(f"must be lean or aiohttp, got {self.http_server!r}", "http_server")
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
         FailurePolicy.parse(self.state_failure_policy)
@@ -151,7 +157,7 @@ def gateway_of(s: RouterSettings, registry: Any = None, pool_size: Callable[[], 
         audit_content="full" if s.audit == "full" else "hash", audit_fsync=s.audit_fsync,
         audit_fsync_interval=s.audit_fsync_interval, audit_max_bytes=s.audit_max_bytes,
         audit_max_age_s=s.audit_max_age_s, flow_band_capacity=s.flow_band_capacity, flow_ttl_s=s.flow_ttl_s,
-        flow_headroom=s.flow_headroom,
+        flow_headroom=s.flow_headroom, turn_priority=s.turn_priority,
         flow_capacity=(lambda: per * max(1, pool_size())) if per else None,
         salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry, audit_chain_key=s.audit_chain_key,
         state_url=s.state_url, state_failure_policy=s.state_failure_policy)

@@ -79,6 +79,8 @@ class StallWatch:
         self.stalls: dict[EndpointId, int] = {}
         """Stalls detected per endpoint (``llmd_router_stalls_total``)."""
         self._waiting: dict[EndpointId, set[Watch]] = {}
+        self._waiting_s: dict[EndpointId, float] = {}
+        """The predicted seconds of each endpoint's waiting attempts, summed (kept as they come and go)."""
         self._progress: dict[EndpointId, float] = {}
         """Loop time an endpoint last answered something (a first byte, a chunk): alive, maybe just busy."""
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -104,7 +106,7 @@ class StallWatch:
         waiting = self._waiting.setdefault(eid, set())
         step = p.step_time(0, 0, max(1, state.metrics.running + 1), prompt_tokens + max_tokens)
         predicted = p.prefill_time(max(prompt_tokens - cached_tokens, 1), cached_tokens)
-        predicted += sum(w.predicted_s for w in waiting)
+        predicted += self._waiting_s.get(eid, 0.0) if waiting else 0.0
         if state.metrics.waiting:
             predicted += p.prefill_time(state.metrics.waiting * WAITING_PROMPT_TOKENS, 0)
         if not stream:
@@ -112,6 +114,7 @@ class StallWatch:
         w = Watch(eid, loop, predicted, max(policy.floor_s, policy.factor * predicted),
                   max(policy.floor_s, policy.factor * step))
         waiting.add(w)
+        self._waiting_s[eid] = self._waiting_s.get(eid, 0.0) + w.predicted_s if len(waiting) > 1 else w.predicted_s
         w.started = loop.time()
         w.timer = loop.call_later(w.budget_s, self._expired, w)
         return w
@@ -148,8 +151,10 @@ class StallWatch:
             w.timer.cancel()
             w.timer = None
         waiting = self._waiting.get(w.endpoint)
-        if waiting is not None:
-            waiting.discard(w)
+        if waiting is not None and w in waiting:
+            waiting.remove(w)
+            left = self._waiting_s.get(w.endpoint, 0.0) - w.predicted_s
+            self._waiting_s[w.endpoint] = left if waiting else 0.0  # none left: no rounding residue either
 
     def _expired(self, w: Watch) -> None:
         """The budget ran out: a stall, unless the endpoint answered another request meanwhile (then it is alive
@@ -170,6 +175,7 @@ class StallWatch:
         if endpoint not in self.suspect:
             log.warning("endpoint %s is suspect: %s; no new requests until a probe answers", endpoint, why)
             self.suspect[endpoint] = now
+        self._waiting_s.pop(endpoint, None)
         for w in list(self._waiting.pop(endpoint, ())):
             w.stalled = True
             if w.timer is not None:
@@ -190,6 +196,7 @@ class StallWatch:
         """The endpoint left the pool."""
         self.suspect.pop(endpoint, None)
         self._progress.pop(endpoint, None)
+        self._waiting_s.pop(endpoint, None)
         for w in self._waiting.pop(endpoint, ()):
             if w.timer is not None:
                 w.timer.cancel()

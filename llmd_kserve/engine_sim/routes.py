@@ -21,6 +21,7 @@ from llmd_kserve.engine_sim.openai_api import (
     parse_generate,
     render_body,
 )
+from llmd_kserve.engine_sim.responses import ResponsesAPI
 from llmd_kserve.engine_sim.serving import generate
 from llmd_kserve.errors import HTTPError, InvalidRequestError, NotFound
 from llmd_kserve.http_errors import error_response, openai_errors
@@ -40,6 +41,7 @@ def build_app(eng: EngineServer) -> web.Application:
     r = app.router
     r.add_post("/v1/completions", h_completions)
     r.add_post("/v1/chat/completions", h_chat)
+    r.add_post("/v1/responses", ResponsesAPI(eng).handle)
     r.add_post("/v1/completions/render", h_render_completions)
     r.add_post("/v1/chat/completions/render", h_render_chat)
     r.add_get("/v1/models", h_models)

@@ -156,6 +156,9 @@ class Exchange:
 
     def _response_body(self, msg: pb.HttpBody) -> list[pb.ProcessingResponse]:
         chunk = msg.body
+        ticket = self.pick.ticket if self.pick is not None else None
+        if ticket is not None and ticket.observe is not None:
+            ticket.observe(chunk)
         if self._sse:
             self._resp_tail += chunk
             if len(self._resp_tail) > 2 * _TAIL:

@@ -21,7 +21,9 @@ from typing import Any
 import msgspec
 
 from llmd_kserve.control.director import Director, Identity, Ticket
-from llmd_kserve.control.requests import Kind
+from llmd_kserve.control.requests import Kind, RouteKind
+from llmd_kserve.control.response_routing import place_response
+from llmd_kserve.control.responses import ResponseHomes
 from llmd_kserve.control.usage import Usage
 from llmd_kserve.disagg.protocol import has_client_params, strip_client_params
 from llmd_kserve.epp.metrics import EppMetrics
@@ -127,16 +129,18 @@ class EndpointPicker:
         self.metrics = metrics or (rt_metrics if isinstance(rt_metrics, EppMetrics) else EppMetrics())
         self.saturation = saturation
         self._clock = clock
+        self.response_homes = ResponseHomes()
+        """Which endpoint stored each response (``previous_response_id`` goes there)."""
         self._rr = itertools.count()
 
     def candidates(self, subset: Sequence[str] | None) -> list[EndpointState]:
         states = list(self.endpoint_states())
         return states if subset is None else [s for s in states if in_subset(s.id, subset)]
 
-    def _route(self, headers: Mapping[str, str]) -> tuple[Kind, Identity, Headers] | Admitted | Reject:
+    def _route(self, headers: Mapping[str, str]) -> tuple[RouteKind, Identity, Headers] | Admitted | Reject:
         """The path allowlist, then the caller's key (401 before the body is looked at)."""
         path = headers.get(":path", "").split("?", 1)[0]
-        kind: Kind | None = INFERENCE_PATHS.get(path)
+        kind: RouteKind | None = INFERENCE_PATHS.get(path)
         if kind is None and path not in OTHER_PATHS:
             return Reject(404, "not_found", NOT_FOUND_MESSAGE)
         any_case = Headers(headers)
@@ -162,9 +166,20 @@ class EndpointPicker:
         try:
             kind, identity, any_case = route
             ticket = await self.director.admit(any_case, body, kind, headers.get("x-forwarded-for"), identity=identity)
+            self._responses(kind, ticket)
         except HTTPError as exc:
             return Reject.of(exc)
         return self._admitted(ticket)
+
+    def _responses(self, kind: RouteKind, ticket: Ticket) -> None:
+        """A Responses request: pinned to the endpoint holding its ``previous_response_id`` (404 when that endpoint
+        left the pool), its answer's id learnt from the response body (``response_mode`` full)."""
+        if kind == "responses":
+            try:
+                place_response(self.response_homes, self.director.rt, ticket)
+            except HTTPError:
+                self.director.settle(ticket, 404)
+                raise
 
     def admit_now(self, headers: Mapping[str, str], body: bytes) -> Admitted | Reject:
         """Admission without waiting: only when the director admits synchronously (no gateway part configured)."""
@@ -176,6 +191,7 @@ class EndpointPicker:
         try:
             kind, identity, any_case = route
             ticket = self.director.prepare(any_case, body, kind, headers.get("x-forwarded-for"), identity)
+            self._responses(kind, ticket)
         except HTTPError as exc:
             return Reject.of(exc)
         return self._admitted(ticket)

@@ -23,7 +23,8 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
                   audit_content: str = "hash", audit_fsync: str = "every", audit_fsync_interval: float = 1.0,
                   audit_max_bytes: int | None = None, audit_max_age_s: float | None = None,
                   flow_capacity: Callable[[], int] | None = None, flow_band_capacity: int = 1024,
-                  flow_ttl_s: float = 30.0, flow_headroom: int = 1, salt: bytes | None = None,
+                  flow_ttl_s: float = 30.0, flow_headroom: int = 1, turn_priority: bool = True,
+                  salt: bytes | None = None,
                   registry: Any = None, audit_chain_key: bytes | None = None, state_url: str | None = None,
                   state_failure_policy: str = "closed") -> Gateway:
     """``state_url``: rate limits, budgets and token spend in that Redis (shared with other replicas), else in
@@ -47,7 +48,8 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
         raise ConfigError(f"must be >= 0, got {flow_headroom}", "flow_headroom")
     if flow_capacity is not None:
         flow = FlowController(FlowQueue(flow_capacity, FlowPolicy(flow_band_capacity, flow_ttl_s,
-                                                                  headroom=flow_headroom)))
+                                                                  headroom=flow_headroom,
+                                                                  turn_priority=turn_priority)))
     elif keys_file:
         flow = FlowController(FlowQueue(lambda: sys.maxsize, FlowPolicy(fair_share=False, headroom=0,
                                                                          wait_for_key_slot=False)))

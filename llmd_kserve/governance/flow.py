@@ -42,6 +42,9 @@ class FlowPolicy:
     """Slots kept for a tenant that holds none: one that holds some may start only below capacity - headroom."""
     wait_for_key_slot: bool = True
     """Over its key's ``max_concurrency`` a request queues (True) or is refused with 429 ``concurrency`` (False)."""
+    turn_priority: bool = True
+    """Inside a band, a queued turn that continues a live session is dispatched before a new session's first turn
+    (then tenant fairness decides among them)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -53,6 +56,8 @@ class Waiting:
     key: str = ""
     """The key ``max_concurrency`` counts against (empty: the tenant)."""
     dispatched: bool = False
+    turn: bool = False
+    """It continues a live session (turn priority)."""
 
     @property
     def counted_as(self) -> str:
@@ -115,9 +120,11 @@ class FlowQueue:
         self.tenant_in_flight[w.tenant] = self.tenant_in_flight.get(w.tenant, 0) + 1
         self.key_in_flight[w.counted_as] = self.key_in_flight.get(w.counted_as, 0) + 1
 
-    def offer(self, tenant: str, priority: int = 0, max_concurrency: int | None = None, key: str = "") -> Waiting:
-        """A request arrives: the returned ``Waiting`` is ``dispatched`` or queued; a full band raises 429."""
-        w = Waiting(tenant, priority, self.clock(), max_concurrency, key)
+    def offer(self, tenant: str, priority: int = 0, max_concurrency: int | None = None, key: str = "",
+              turn: bool = False) -> Waiting:
+        """A request arrives: the returned ``Waiting`` is ``dispatched`` or queued; a full band raises 429.
+        ``turn``: it continues a live session (``FlowPolicy.turn_priority``)."""
+        w = Waiting(tenant, priority, self.clock(), max_concurrency, key, turn=turn)
         self.last_seen[tenant] = w.enqueued_at
         key_ok = self._key_may_start(w)
         if not key_ok and not self.policy.wait_for_key_slot:
@@ -177,15 +184,19 @@ class FlowQueue:
     def _next(self) -> Waiting | None:
         bands = sorted((p for p, n in self.queued.items() if n), reverse=True)
         limit = self._tenant_limit() if bands else 0
+        turns = self.policy.turn_priority
         for p in bands:
             best, rank = None, None
             for tenant, q in self.bands[p].items():
                 if not q or not self._tenant_may_start(tenant, limit):
                     continue
-                w = next((w for w in q if self._key_may_start(w)), None)  # a key at its limit blocks only itself
+                w = next((w for w in q if w.turn and self._key_may_start(w)), None) if turns else None
+                if w is None:
+                    w = next((w for w in q if self._key_may_start(w)), None)  # a key at its limit blocks only itself
                 if w is None:
                     continue
-                r = (self.tenant_in_flight.get(tenant, 0), self.last_served.get(tenant, 0), w.enqueued_at)
+                r = (turns and not w.turn, self.tenant_in_flight.get(tenant, 0), self.last_served.get(tenant, 0),
+                     w.enqueued_at)
                 if rank is None or r < rank:
                     best, rank = w, r
             if best is not None:
@@ -212,8 +223,8 @@ class FlowController:
         self._futures: dict[int, asyncio.Future[None]] = {}
 
     async def acquire(self, tenant: str, priority: int = 0, max_concurrency: int | None = None,
-                      key: str = "") -> Waiting:
-        w = self.queue.offer(tenant, priority, max_concurrency, key)
+                      key: str = "", turn: bool = False) -> Waiting:
+        w = self.queue.offer(tenant, priority, max_concurrency, key, turn)
         if w.dispatched:
             return w
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

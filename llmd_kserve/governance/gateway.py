@@ -180,12 +180,13 @@ class Gateway:
     async def admit(self, key: VirtualKey | None, request_id: str, body: dict[str, Any], kind: Kind,
                     model: str | None, client: str | None, *, offload: bool = False,
                     client_request_id: str | None = None, tokens: TokenEstimate | None = None,
-                    prompt: Prompt | None = None) -> Admission:
+                    prompt: Prompt | None = None, turn: bool = False) -> Admission:
         """Checks before scheduling; raises an HTTPError (403, 400, 429, 503) after auditing the refusal.
 
         ``request_id`` is the router's own id; ``tokens`` is what the request may use at most (reserved from the
         key's budget and tokens per minute until ``finish`` settles it). ``offload``: do the text work (guardrails,
-        HMAC, redaction) in a worker thread (a big body). ``prompt``: the body's prompt when read already."""
+        HMAC, redaction) in a worker thread (a big body). ``prompt``: the body's prompt when read already. ``turn``: it
+        continues a live session (queued before new sessions' first turns)."""
         key = key or ANONYMOUS
         adm = Admission(key, request_id, model, self.clock(), client_request_id, tokens or TokenEstimate(0, 0))
         base = {"event": "admit", "request_id": request_id, "client_request_id": client_request_id,
@@ -201,7 +202,7 @@ class Gateway:
                             else await self.shared.admit(key, adm.estimate.total))
             if self.flow is not None:
                 t = self.clock()
-                adm.slot = await self.flow.acquire(key.tenant, key.priority, key.max_concurrency, key.id)
+                adm.slot = await self.flow.acquire(key.tenant, key.priority, key.max_concurrency, key.id, turn)
                 self._gauges()
                 if self.metrics is not None:
                     self.metrics.queue_wait.labels(str(key.priority)).observe(self.clock() - t)

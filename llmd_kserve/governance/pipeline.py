@@ -131,13 +131,14 @@ class Governance:
 
     # --- admission and its end ------------------------------------------------------------------------------------
     async def admit(self, key: VirtualKey | None, request_id: str, req: ParsedRequest, client: str | None, *,
-                    client_request_id: str | None, prompt_tokens: int | None, offload: bool) -> Admission | None:
+                    client_request_id: str | None, prompt_tokens: int | None, offload: bool,
+                    turn: bool = False) -> Admission | None:
         """The gateway's checks (403, 429 with ``Retry-After``, 503); None when no gateway part is configured."""
         if not self.gateway.active:
             return None
         return await self.gateway.admit(key, request_id, req.body, req.kind, req.model, client, offload=offload,
                                         client_request_id=client_request_id, tokens=estimate(req, prompt_tokens),
-                                        prompt=req.prompt)
+                                        prompt=req.prompt, turn=turn)
 
     def tap(self, adm: Admission | None) -> Callable[[bytes], None] | None:
         return self.gateway.tap(adm) if adm is not None else None

@@ -26,16 +26,20 @@ from aiohttp import web
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.control.director import Director, Identity, Ticket, new_request_id
 from llmd_kserve.control.endpoints import load_endpoints_file
-from llmd_kserve.control.requests import Kind
+from llmd_kserve.control.requests import RouteKind
+from llmd_kserve.control.response_routing import place_response
+from llmd_kserve.control.responses import RESPONSES_PATH, ResponseHomes
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.defaults import ROUTER_PORT
-from llmd_kserve.errors import ConfigError, HTTPError, InvalidRequestError
+from llmd_kserve.errors import ConfigError, HTTPError
 from llmd_kserve.governance.keys import Forbidden
 from llmd_kserve.http_errors import Handler, error_response, json_parser_errors, openai_errors
 from llmd_kserve.router.admin import AdminAPI
+from llmd_kserve.router.answer import AioAnswer, Answer
+from llmd_kserve.router.lean_server import LeanServer
 from llmd_kserve.router.pages import STATE_KEY, add_pages
-from llmd_kserve.router.proxy import ANSWERED_KEY, STATUS_KEY, Proxy
+from llmd_kserve.router.proxy import Proxy
 from llmd_kserve.router.timeouts import UpstreamTimeouts
 from llmd_kserve.types import Endpoint, EndpointId
 
@@ -47,66 +51,61 @@ IDENTITY_KEY: Any = web.RequestKey("llmd_identity", tuple) if hasattr(web, "Requ
 """(virtual key, principal) of a request, once the key middleware checked it."""
 
 
-async def _read_body(request: web.Request, timeout: float, max_bytes: int) -> bytes:
-    """The request's body within ``timeout`` s; 413 over ``max_bytes``."""
-    content = request.content
-    if content.is_eof():  # the whole body came with the headers: take it as it is (no timer, no copy)
-        raw = content.read_nowait()
-        if len(raw) > max_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_bytes, len(raw))
-        return raw
-    try:
-        async with asyncio.timeout(timeout):
-            return await request.read()
-    except TimeoutError:
-        raise InvalidRequestError(f"Request body not received within {timeout:g} s.", status=408,
-                                  type_="RequestTimeoutError") from None
-
-
 class OpenAIRoutes:
-    """``POST /v1/completions`` and ``/v1/chat/completions``: read the body → ``Director.admit`` →
-    ``Proxy.forward`` (schedule, send, relay) → ``Director.settle``."""
+    """``POST /v1/completions``, ``/v1/chat/completions`` and ``/v1/responses``: read the body →
+    ``Director.admit`` → ``Proxy.forward`` (schedule, send, relay) → ``Director.settle``, under either HTTP
+    server."""
 
     def __init__(self, state: Runtime, director: Director, proxy: Proxy) -> None:
         self.state, self.director, self.proxy = state, director, proxy
+        self.response_homes = ResponseHomes()
+        """Which endpoint stored each response (``previous_response_id`` goes there)."""
         self.by_path: dict[str, Handler] = {"/v1/completions": self.completions,
-                                            "/v1/chat/completions": self.chat_completions}
+                                            "/v1/chat/completions": self.chat_completions,
+                                            RESPONSES_PATH: self.responses}
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._openai(request, "completion", "/v1/completions")
+        return await self._aiohttp(request, "completion", "/v1/completions")
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._openai(request, "chat", "/v1/chat/completions")
+        return await self._aiohttp(request, "chat", "/v1/chat/completions")
 
-    async def _openai(self, request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._aiohttp(request, "responses", RESPONSES_PATH)
+
+    async def _aiohttp(self, request: web.Request, kind: RouteKind, path: str) -> web.StreamResponse:
+        answer = AioAnswer(request)
+        await self.serve(answer, kind, path, request.get(IDENTITY_KEY))
+        return answer.response if answer.response is not None else web.Response(status=499)
+
+    async def serve(self, answer: Answer, kind: RouteKind, path: str, identity: Identity | None = None) -> None:
+        """One OpenAI request from its body to its answer's end (an ``HTTPError`` answered as OpenAI JSON)."""
         director, metrics = self.director, self.state.metrics
         ticket: Ticket | None = None
         try:
             settings = self.state.settings
-            raw = await _read_body(request, settings.body_timeout, settings.max_body_bytes)
-            ticket = await director.admit(request.headers, raw, kind, request.remote,
-                                          identity=request.get(IDENTITY_KEY))
+            raw = await answer.body(settings.body_timeout, settings.max_body_bytes)
+            ticket = await director.admit(answer.headers, raw, kind, answer.client, identity=identity)
             del raw
-            resp = await self.proxy.forward(request, path, ticket)
+            if kind == "responses":
+                place_response(self.response_homes, self.state, ticket)
+            await self.proxy.forward(answer, path, ticket)
         except HTTPError as exc:
-            resp = error_response(exc, ticket.label if ticket is not None else new_request_id())
-            if exc.status == 408:
-                resp.force_close()  # the rest of the body may still be on its way
+            answer.error(exc, ticket.label if ticket is not None else new_request_id())
         except BaseException as exc:  # the client went away (499 like a cut stream, unless its answer was complete)
-            status = request.get(ANSWERED_KEY, 499)
+            status = answer.answered or 499
             if ticket is not None:
                 director.settle(ticket, status)  # its audit and metering finish in the background
             if isinstance(exc, asyncio.CancelledError):
                 metrics.request_count(path, str(status)).inc()
             raise
-        status = resp.get(STATUS_KEY, resp.status)
+        status = answer.status
         metrics.request_count(path, str(status)).inc()
         if ticket is not None:
-            served = resp.headers.get("x-llmd-endpoint")
+            served = answer.endpoint
             pending = director.settle(ticket, status, served=EndpointId(served) if served else None)
             if pending is not None:  # the audit record is written before the answer ends (a client gone keeps it)
                 await asyncio.shield(pending)
-        return resp
 
     def dispatcher(self, app: web.Application) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """The server's request handler: a plain ``POST`` to an OpenAI route, while no API keys are configured,
@@ -127,7 +126,7 @@ class OpenAIRoutes:
 ROUTES_KEY = web.AppKey("router_openai_routes", OpenAIRoutes)
 
 
-_OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
+_OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", RESPONSES_PATH})
 
 
 def _operator_route(path: str) -> bool:
@@ -196,6 +195,7 @@ def build_app(router_state: Runtime, listen_host: str | None = None) -> web.Appl
     routes = app[ROUTES_KEY] = OpenAIRoutes(router_state, director, proxy)
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
+    app.router.add_post(RESPONSES_PATH, routes.responses)
     add_pages(app)
     AdminAPI(lambda: router_state.reloader, _operator_id,
              enabled=router_state.settings.admin, keys_configured=router_state.governance.auth is not None,
@@ -236,15 +236,28 @@ async def running_router(host: str = "127.0.0.1", port: int = 0, *, endpoints: S
     json_parser_errors(runner)
     assert runner.server is not None
     runner.server.request_handler = app[ROUTES_KEY].dispatcher(app)  # type: ignore[assignment]  # web.Request
+    lean: LeanServer | None = None
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, host, port, backlog=2048)
         try:
-            await site.start()
+            if s.http_server == "lean":
+                lean = LeanServer(app[ROUTES_KEY].serve, runner.server,
+                                  keys_configured=lambda: state.governance.auth is not None,
+                                  header_timeout=s.header_timeout, body_timeout=s.body_timeout,
+                                  max_body_bytes=s.max_body_bytes)
+                listener = await asyncio.get_running_loop().create_server(lean, host, port, backlog=2048)
+                bound = listener.sockets[0].getsockname()
+            else:
+                site = web.TCPSite(runner, host, port, backlog=2048)
+                await site.start()
+                bound = runner.addresses[0]
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", "port") from exc
-        bound = runner.addresses[0]
         yield RunningRouter(url=f"http://{host}:{bound[1]}", state=state, app=app)
     finally:
+        if listener is not None and lean is not None:
+            listener.close()  # no new connections; requests in flight get the drain time
+            await lean.shutdown(s.drain_timeout)
         await runner.cleanup()
 
 

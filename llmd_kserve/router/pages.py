@@ -1,4 +1,5 @@
-"""The router's read-only pages: ``/v1/models``, ``/health``, ``/metrics``, ``/debug/decisions``, ``/debug/endpoints``."""
+"""The router's read-only pages: ``/v1/models``, ``/health``, ``/metrics``, ``/debug/decisions``, ``/debug/endpoints``,
+``/debug/sessions``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import msgspec
 from aiohttp import web
 
 from llmd_kserve.control.runtime import Runtime
-from llmd_kserve.errors import InvalidRequestError
+from llmd_kserve.control.sessions import describe_session
+from llmd_kserve.errors import InvalidRequestError, NotFound
 from llmd_kserve.http_errors import error_response
 
 _encode = msgspec.json.Encoder().encode
@@ -72,9 +74,21 @@ async def debug_endpoints(request: web.Request) -> web.Response:
                   "index_keys": len(state.index) if state.index is not None else None})
 
 
+async def debug_sessions(request: web.Request) -> web.Response:
+    """``/debug/sessions?session=ID[&agent=ID]``: a live session's home endpoint, turns and moves (404: not live)."""
+    session = request.query.get("session")
+    if not session:
+        return error_response(InvalidRequestError("'session' is required.", "session"))
+    found = describe_session(request.app[STATE_KEY].scheduler, session, request.query.get("agent") or None)
+    if found is None:
+        return error_response(NotFound(f"No live session {session!r}.", "session"))
+    return _json(found)
+
+
 def add_pages(app: web.Application) -> None:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/decisions", debug_decisions)
     app.router.add_get("/debug/endpoints", debug_endpoints)
+    app.router.add_get("/debug/sessions", debug_sessions)

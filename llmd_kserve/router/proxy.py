@@ -17,8 +17,8 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from aiohttp import web
 
+from llmd_kserve.aio import Deadline
 from llmd_kserve.control.decisions import Decision
 from llmd_kserve.control.director import Director, Ticket
 from llmd_kserve.control.requests import ParsedRequest
@@ -28,8 +28,8 @@ from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator
 from llmd_kserve.disagg.protocol import PrefillAnswer, decode_body
 from llmd_kserve.errors import GatewayTimeout, HTTPError, NoEndpoint, UpstreamFailed
-from llmd_kserve.http_errors import error_response
 from llmd_kserve.lean_http import Exchange, UpstreamBroken
+from llmd_kserve.router.answer import Answer
 from llmd_kserve.router.sse_relay import SseRelay
 from llmd_kserve.router.timeouts import DEFAULT_TIMEOUTS, UpstreamTimeouts, sse_error
 from llmd_kserve.types import EndpointId
@@ -37,20 +37,26 @@ from llmd_kserve.types import EndpointId
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _FORWARD_HEADERS = ("traceparent", "tracestate", "x-session-id", "x-gateway-destination-endpoint-subset")
-STATUS_KEY: Any = web.ResponseKey("llmd_status", int) if hasattr(web, "ResponseKey") else "llmd_status"
-"""Set on a streamed response whose status line said 200 but which ended in an error event (the metrics label)."""
-ANSWERED_KEY: Any = web.RequestKey("llmd_answered", int) if hasattr(web, "RequestKey") else "llmd_answered"
-"""Set on the request once its whole answer was relayed (its status): a client that hangs up after the last byte
-(while the router still writes the stream's end or its records) got its answer and is not counted as gone."""
 
 
-def _expire(deadline: asyncio.Timeout, watch: Watch, can_retry: Callable[[], bool]) -> None:
+def _expire(deadline: Deadline, watch: Watch, can_retry: Callable[[], bool]) -> None:
     """Ends a first-byte wait now (its endpoint stalled) when a retry has somewhere to go; nothing once the wait
     is over."""
-    if can_retry():
-        with contextlib.suppress(RuntimeError):
-            deadline.reschedule(0)
-            watch.interrupted = True
+    if not deadline.done and can_retry():
+        deadline.expire()
+        watch.interrupted = True
+
+
+def _both(a: Callable[[bytes], None] | None, b: Callable[[bytes], None] | None) -> Callable[[bytes], None] | None:
+    """One tap that feeds the answer's bytes to ``a`` and ``b`` (either may be None)."""
+    if a is None or b is None:
+        return a or b
+
+    def tap(chunk: bytes) -> None:
+        a(chunk)
+        b(chunk)
+
+    return tap
 
 
 class _Failed(Exception):
@@ -76,6 +82,7 @@ class Proxy:
         self.inject_stream_usage = inject_stream_usage
         self.timeouts = timeouts
         self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.http = rt.http
         self.pd = PDOrchestrator(rt.http, DisaggMetrics.on(rt.metrics.registry), kv_transfer_time=kv_transfer_time,
                                  clock=clock)
@@ -93,18 +100,20 @@ class Proxy:
             return body, False
         return {**body, "stream_options": {**opts, "include_usage": True}}, True
 
-    async def forward(self, request: web.Request, path: str, ticket: Ticket) -> web.StreamResponse:
-        """Schedule, send and relay one admitted request, retrying on another endpoint while no answer came. The
-        client's ``x-request-id`` is forwarded and echoed as a label; the ticket records how the answer ended."""
+    async def forward(self, answer: Answer, path: str, ticket: Ticket) -> None:
+        """Schedule, send and relay one admitted request into ``answer``, retrying on another endpoint while no
+        answer came (an error no retry cured: raised as ``HTTPError``). The client's ``x-request-id`` is forwarded
+        and echoed as a label; the ticket records how the answer ended."""
         rid, label = ticket.request.request_id, ticket.label
         body, strip_usage = self._client_body(ticket.parsed, rid, ticket.admission is not None)
         local_body: bytes | None = None  # encoded once, at send time
         headers = {"Content-Type": "application/json", "x-request-id": label}
+        client_headers = answer.headers
         for name in _FORWARD_HEADERS:
-            if name in request.headers:
-                headers[name] = request.headers[name]
-        if self.forward_authorization and "Authorization" in request.headers:
-            headers["Authorization"] = request.headers["Authorization"]
+            if name in client_headers:
+                headers[name] = client_headers[name]
+        if self.forward_authorization and "Authorization" in client_headers:
+            headers["Authorization"] = client_headers["Authorization"]
         director = self.director
         exclude: set[EndpointId] = set()
         last: _Failed | None = None
@@ -144,12 +153,12 @@ class Proxy:
                     self.metrics.client_disconnects.inc()
                 ticket.reached_engine = True  # sent: the engine may have worked on it
                 raise
-            return await self._relay(request, exchange, ticket, result, placement.decision, strip_usage,
+            return await self._relay(answer, exchange, ticket, result, placement.decision, strip_usage,
                                      placement.started)
         assert last is not None
         if last.body is not None:  # relay the last upstream error as it was
-            return web.Response(body=last.body, status=last.status, headers={
-                "Content-Type": last.content_type or "application/json", "x-request-id": label})
+            return answer.whole(last.status, {"Content-Type": last.content_type or "application/json",
+                                              "x-request-id": label}, last.body)
         if last.reason in ("timeout", "stall"):
             raise GatewayTimeout("All upstream attempts timed out before the first byte.")
         raise UpstreamFailed(f"All upstream attempts failed (last: {last.reason}).")
@@ -174,7 +183,8 @@ class Proxy:
         left); raises ``_Failed``."""
         exchange: Exchange | None = None
         try:
-            async with asyncio.timeout(self.timeouts.first_byte) as deadline:
+            loop = self._loop or self._bind_loop()
+            async with Deadline(loop, self.timeouts.first_byte) as deadline:
                 if watch is not None and retry_exclude is not None:
                     watch.interrupt = partial(_expire, deadline, watch,
                                               partial(self.director.has_alternative, retry_exclude))
@@ -208,6 +218,10 @@ class Proxy:
             raise _Failed(f"http_{head.status}", head.status, raw, head.get("content-type"))
         return exchange
 
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def _body_failed(self, timed_out: bool, result: Any, decision: Decision, *, streaming: bool) -> HTTPError:
         """The error a client gets when the upstream went silent or broke in the middle of an answer's body."""
         decision.outcome = "upstream_timeout" if timed_out else "upstream_broke"
@@ -218,18 +232,19 @@ class Proxy:
         what = "timed out" if timed_out else "connection lost"
         return (GatewayTimeout if timed_out else UpstreamFailed)(f"upstream {what} while sending its answer")
 
-    def _whole_answer(self, raw: bytes, status: int, headers: dict[str, str], decision: Decision,
-                      tap: Callable[[bytes], None] | None, t0: float) -> tuple[web.Response, Usage | None]:
-        """A body read whole (not an event stream): the response and its usage."""
+    def _whole_answer(self, answer: Answer, raw: bytes, status: int, headers: dict[str, str], decision: Decision,
+                      tap: Callable[[bytes], None] | None, t0: float) -> Usage | None:
+        """A body read whole (not an event stream): answered; its usage."""
         self.metrics.ttfb_seconds.observe(self._clock() - t0)
         if tap is not None:
             tap(raw)
         ok = status < 400
         decision.outcome = "ok" if ok else f"http_{status}"
-        return web.Response(body=raw, status=status, headers=headers), parse_usage(raw) if ok else None
+        answer.whole(status, headers, raw)
+        return parse_usage(raw) if ok else None
 
-    async def _relay(self, request: web.Request, exchange: Exchange, ticket: Ticket, result: Any,
-                     decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
+    async def _relay(self, answer: Answer, exchange: Exchange, ticket: Ticket, result: Any,
+                     decision: Decision, strip_usage: bool, t0: float) -> None:
         """The answer to the client: read whole, or an event stream whose chunks ``SseRelay`` writes as they come.
         However it ends, the ticket records the engine's usage or, without one, the content tokens relayed."""
         head = exchange.head.result()
@@ -237,9 +252,9 @@ class Proxy:
         content_type = head.get("content-type", "application/json")
         label = ticket.label
         out_headers = {"Content-Type": content_type, "x-request-id": label, "x-llmd-endpoint": result.target}
-        tap = self.director.governance.tap(ticket.admission)
-        usage, close = None, False
-        resp: web.StreamResponse | None = None
+        answer.endpoint = result.target
+        tap = _both(self.director.governance.tap(ticket.admission), ticket.observe)
+        usage, close, started = None, False, False
         relay: SseRelay | None = None
         try:
             if not content_type.startswith("text/event-stream"):
@@ -248,19 +263,15 @@ class Proxy:
                 except (TimeoutError, UpstreamBroken) as exc:
                     close = True
                     failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
-                    return error_response(failure, label)
-                answer, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
-                request[ANSWERED_KEY] = status
-                return answer
+                    answer.endpoint = None
+                    return answer.error(failure, label)
+                usage = self._whole_answer(answer, raw, status, out_headers, decision, tap, t0)
+                answer.answered = status
+                return None
             out_headers["Cache-Control"] = "no-cache"
-            resp = web.StreamResponse(status=status, headers=out_headers)
-            chunked = request.version >= (1, 1)  # an HTTP/1.0 client gets the bytes as they are, then a close
-            if chunked:
-                resp.enable_chunked_encoding()
-            await resp.prepare(request)
-            if request.transport is None:
-                raise ConnectionResetError
-            relay = SseRelay(request.transport, exchange, strip_usage=strip_usage, tap=tap, chunked=chunked,
+            transport = await answer.start_stream(status, out_headers)
+            started = True
+            relay = SseRelay(transport, exchange, strip_usage=strip_usage, tap=tap, chunked=answer.chunked,
                              on_first=lambda: self.metrics.ttfb_seconds.observe(self._clock() - t0))
             exchange.attach(relay)
             stalls, watch = self.director.stalls, ticket.placement.watch if ticket.placement else None
@@ -273,30 +284,28 @@ class Proxy:
                 if relay.client_gone:
                     raise ConnectionResetError from exc
                 err = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=True)
-                resp[STATUS_KEY] = err.status
-                await resp.write(sse_error(err))
-                await resp.write_eof()
-                return resp
+                answer.status = err.status
+                await answer.write(sse_error(err))
+                await answer.end()
+                return None
             decision.outcome = "ok" if status < 400 else f"http_{status}"
-            request[ANSWERED_KEY] = status
+            answer.answered = status
             with contextlib.suppress(ConnectionResetError):  # gone after the last event: the answer was complete
-                await resp.write_eof()
-            return resp
+                await answer.end()
+            return None
         except asyncio.CancelledError:
             close = True
-            self._had_all(request, relay, status, decision)
-            if ANSWERED_KEY not in request:
+            self._had_all(answer, relay, status, decision)
+            if answer.answered is None:
                 self._disconnected(decision, exchange)
             raise
         except ConnectionResetError:  # writing to a client that went away
             close = True
-            if resp is not None and self._had_all(request, relay, status, decision):
-                return resp
+            if started and self._had_all(answer, relay, status, decision):
+                return None
             self._disconnected(decision, exchange)
-            if resp is None:
-                return web.Response(status=499)
-            resp[STATUS_KEY] = 499
-            return resp
+            answer.status = 499
+            return None
         finally:
             if close:
                 exchange.close()  # the engine sees the disconnect and aborts the request
@@ -308,12 +317,12 @@ class Proxy:
             ticket.relayed_tokens = relay.tokens if relay is not None else 0
 
     @staticmethod
-    def _had_all(request: web.Request, relay: SseRelay | None, status: int, decision: Decision) -> bool:
+    def _had_all(answer: Answer, relay: SseRelay | None, status: int, decision: Decision) -> bool:
         """Whether a client that left had its whole answer (up to ``[DONE]``): then it was answered, not cut."""
-        if ANSWERED_KEY not in request and relay is not None and relay.complete:
-            request[ANSWERED_KEY] = status
+        if answer.answered is None and relay is not None and relay.complete:
+            answer.answered = status
             decision.outcome = "ok" if status < 400 else f"http_{status}"
-        return ANSWERED_KEY in request
+        return answer.answered is not None
 
     def _disconnected(self, decision: Decision, upstream: Exchange) -> None:
         decision.outcome = "client_disconnected"

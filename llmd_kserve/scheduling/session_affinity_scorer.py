@@ -23,7 +23,8 @@ from llmd_kserve.types import EndpointId, EndpointState, LLMRequest
 class SessionAffinityScorer(OnScheduled, EndpointRemoved):
     """Score 1.0 for the endpoint the request's session was last scheduled on, 0.0 elsewhere (and everywhere for
     a request without a session). The session is ``request.session_id``, else the ``header`` request header.
-    Remembers the ``maxSessions`` most recent sessions."""
+    Remembers the ``maxSessions`` most recent sessions. A preference among the others' scores, never more:
+    ``session-affinity-filter`` keeps a session on its endpoint until that saturates, then moves it once."""
 
     type: ClassVar[str] = "session-affinity-scorer"
     kind: ClassVar[str] = "scorer"

@@ -105,3 +105,23 @@ async def test_only_an_answered_probe_clears_a_suspect_and_a_hung_engine_still_a
             assert not await watch.probe(call, EndpointId(hung.url), "llama-8b-shape")
             assert await watch.probe(call, EndpointId(good.url), "llama-8b-shape")
         assert list(watch.suspect) == [hung.url]
+
+
+async def test_an_attempt_waits_behind_the_predicted_time_of_those_still_waiting() -> None:
+    watch = StallWatch(StallPolicy(), load_profile("h100-llama8b"))
+    alone = watch.begin(STATE, 100, 0, 4, True)
+    second = watch.begin(STATE, 100, 0, 4, True)
+    assert alone is not None and second is not None
+    assert abs(second.predicted_s - 2 * alone.predicted_s) < 1e-12  # behind the first one
+    third = watch.begin(STATE, 100, 0, 4, True)
+    assert third is not None and abs(third.predicted_s - (2 * alone.predicted_s + second.predicted_s)) < 1e-12
+    watch.first_byte(alone)
+    watch.first_byte(alone)  # twice: counted once
+    fourth = watch.begin(STATE, 100, 0, 4, True)
+    assert fourth is not None
+    assert abs(fourth.predicted_s - (alone.predicted_s + second.predicted_s + third.predicted_s)) < 1e-12
+    for w in (second, third, fourth):
+        watch.end(w)
+    again = watch.begin(STATE, 100, 0, 4, True)
+    assert again is not None and again.predicted_s == alone.predicted_s  # none waiting: nothing added
+    watch.end(again)

@@ -30,7 +30,7 @@ from tests.faults.test_h1_ssrf import _bodies
 pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 COMPLETION = {"prompt": "hi", "max_tokens": 2}
-OPENAI_PATHS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health"}
+OPENAI_PATHS = {"/v1/completions", "/v1/chat/completions", "/v1/responses", "/v1/models", "/health"}
 
 
 def _hp(url: str) -> str:

@@ -1,0 +1,22 @@
+"""A ``/v1/responses`` ticket placed by its ``previous_response_id`` (both front ends): pinned to the endpoint that
+stored the previous response, and its answer's response id learnt."""
+
+from __future__ import annotations
+
+from llmd_kserve.control.director import Ticket
+from llmd_kserve.control.responses import ResponseHomes
+from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.types import EndpointId
+
+
+def place_response(homes: ResponseHomes, state: Runtime, ticket: Ticket) -> None:
+    """Pin ``ticket`` to the endpoint holding its ``previous_response_id`` (404 when that endpoint left the pool)
+    and learn the response id of its answer."""
+    body = ticket.parsed.body
+    ticket.pin = homes.pin(body, [e.id for e in state.pool.snapshot])
+
+    def answered_by() -> EndpointId | None:
+        p = ticket.placement
+        return p.result.target if p is not None and p.decision.status == 200 else None
+
+    ticket.observe = homes.watcher(body, answered_by)
