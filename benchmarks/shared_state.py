@@ -32,8 +32,9 @@ import aiohttp
 from llmd_kserve.bench.stats import percentile
 from llmd_kserve.governance.keys import VirtualKey, add_key
 from llmd_kserve.governance.limits import RateLimiter
-from llmd_kserve.governance.shared_state import SharedLimiter, StateStore
+from llmd_kserve.governance.shared_state import SharedLimiter
 from llmd_kserve.stack.procs import free_port
+from llmd_kserve.state_store import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,9 @@ from llmd_kserve.governance.gateway import Gateway
 from llmd_kserve.governance.guardrails import load_guardrails
 from llmd_kserve.governance.keys import KeyStore
 from llmd_kserve.governance.metrics import GatewayMetrics
-from llmd_kserve.governance.shared_state import FailurePolicy, SharedLimiter, StateStore
+from llmd_kserve.governance.shared_state import FailurePolicy, SharedLimiter
 from llmd_kserve.governance.trail import AuditTrail
+from llmd_kserve.state_store import StateStore
 
 
 def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collection[str] = (),

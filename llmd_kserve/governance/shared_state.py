@@ -19,30 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.keys import VirtualKey
 from llmd_kserve.governance.limits import RateLimited
+from llmd_kserve.state_store import StateStore, StateUnavailable
 
-log = logging.getLogger(__name__)
 Policy = Literal["closed", "open"]
-T = TypeVar("T")
 REPLICA_TTL_MS = 15_000
 """A replica's reservations count this long after its last sign of life."""
 HEARTBEAT_S = 3.0
 """Seconds between a replica's signs of life (which also write settles kept while Redis was unreachable)."""
 MAX_PENDING_SETTLES = 10_000
-TIMEOUT_S = 0.5
-"""Connect and reply timeout of one Redis call."""
-PAUSE_S = 1.0
-"""After a failed call, calls fail at once for this long (an unreachable Redis costs a request no timeout)."""
 
 _ADMIT = """
 local t = redis.call('TIME')
@@ -132,74 +124,6 @@ class FailurePolicy:
                                   "state_failure_policy")
             kinds[kind.strip()] = value.strip()
         return cls(**kinds)
-
-
-class StateStore:
-    """One Redis connection pool with its error counting and outage logging: the seam other shared state (sessions)
-    can use too. ``call`` runs one Redis operation; a failure is counted, logged once per outage, and re-raised as
-    ``StateUnavailable``."""
-
-    def __init__(self, url: str, registry: Any = None, timeout_s: float = TIMEOUT_S, pause_s: float = PAUSE_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        try:
-            import redis.asyncio as aioredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError:
-            raise ConfigError("needs the redis package: pip install 'llmd-kserve[redis]'", "state_url") from None
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"must be redis://host:port/db (or rediss://, unix://), got {url!r}", "state_url")
-        self.url = url
-        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                              retry=Retry(NoBackoff(), 1), decode_responses=True)
-        self._errors_type: tuple[type[BaseException], ...] = (__import__("redis").RedisError, OSError)
-        self.errors = None
-        if registry is not None:
-            from prometheus_client import Counter
-
-            self.errors = Counter("llmd_router_state_errors", "Shared-state (Redis) calls that failed, by operation",
-                                  ["op"], registry=registry)
-        self.down = False
-        self.failures = 0
-        self.pause_s, self.clock, self._failed_at = pause_s, clock, -pause_s
-
-    def _failed(self, op: str) -> None:
-        self.failures += 1
-        if self.errors is not None:
-            self.errors.labels(op).inc()
-
-    async def call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
-        if self.down and self.clock() - self._failed_at < self.pause_s:
-            self._failed(op)
-            raise StateUnavailable("paused after a failed call")
-        try:
-            result = await fn()
-        except self._errors_type as exc:
-            self._failed(op)
-            self._failed_at = self.clock()
-            if not self.down:
-                self.down = True
-                log.warning("shared state %s unreachable (%s: %s); failure policy applies until it is back",
-                            self.url, type(exc).__name__, exc)
-            raise StateUnavailable(str(exc)) from exc
-        if self.down:
-            self.down = False
-            log.warning("shared state %s reachable again (%d calls failed meanwhile)", self.url, self.failures)
-            self.failures = 0
-        return result
-
-    @staticmethod
-    def key(tenant: str, *parts: str) -> str:
-        """``llmd:<tenant>:<part>:...``: every key of a tenant under one prefix."""
-        return ":".join(("llmd", tenant, *parts))
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
-
-
-class StateUnavailable(Exception):
-    """Redis could not be reached (already counted and logged)."""
 
 
 class SharedLimiter:

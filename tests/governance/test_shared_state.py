@@ -19,9 +19,10 @@ import pytest
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.keys import VirtualKey, add_key
 from llmd_kserve.governance.limits import RateLimited, RateLimiter
-from llmd_kserve.governance.shared_state import FailurePolicy, SharedLimiter, StateStore, StateUnavailable
+from llmd_kserve.governance.shared_state import FailurePolicy, SharedLimiter
 from llmd_kserve.router.app import running_router
 from llmd_kserve.stack.procs import free_port
+from llmd_kserve.state_store import StateStore, StateUnavailable
 from tests.governance.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
 from tests.router.fake_upstream import running_fake
 
@@ -156,7 +157,7 @@ async def test_two_router_processes_share_one_tenants_limits_and_keep_spend_acro
 
 @pytest.mark.slow
 async def test_redis_stopped_fails_closed_counted_logged_once_and_recovers(tmp_path, redis_server, caplog):  # noqa: F811
-    caplog.set_level(logging.WARNING, "llmd_kserve.governance.shared_state")
+    caplog.set_level(logging.WARNING, "llmd_kserve.state_store")
     keys, rpm_key, budget_key = _keys(tmp_path)
     (tmp_path / "operators").write_text(OPERATOR + "\n")
     async with running_fake(tokens=5) as fake, running_router(
