@@ -236,3 +236,24 @@ async def test_tokens_settled_while_redis_is_away_are_charged_when_it_is_back(re
             await again.admit(key, 931)
     finally:
         await again.close()
+
+
+@pytest.mark.slow
+async def test_the_epp_behind_envoy_and_a_router_share_one_keys_limit(tmp_path, redis_server):  # noqa: F811
+    from tests.epp.gateway import gateway, require_envoy
+    from tests.epp.upstream import running_upstream
+
+    require_envoy()
+    keys = tmp_path / "keys.yaml"
+    key, _ = add_key(keys, tenant="gold", rpm=2)
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"model": "m", "prompt": "hello", "max_tokens": 5}
+    async with running_upstream() as up, gateway(
+            tmp_path, [up.url], router={"keys_file": str(keys), "state_url": redis_server.url}) as gw, running_router(
+            endpoints=[up.url], served_models=("m",), keys_file=str(keys), state_url=redis_server.url) as router, \
+            aiohttp.ClientSession() as s:
+        statuses = []
+        for url in (gw.url, router.url, gw.url, router.url):
+            async with s.post(url + "/v1/completions", json=body, headers=auth) as r:
+                statuses.append((r.status, r.headers.get("x-llmd-drop-reason")))
+        assert statuses == [(200, None), (200, None), (429, "rpm"), (429, "rpm")]
