@@ -9,6 +9,14 @@ if ! command -v prometheus >/dev/null 2>&1; then
       || echo "warning: could not install prometheus; its tests will be skipped" >&2
   fi
 fi
+# Redis for the shared governance state (tests/governance/test_shared_state.py starts its own redis-server).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null \
+      || echo "warning: could not install redis-server; the shared-state tests will be skipped" >&2
+  fi
+fi
 # Headless Chromium for tests/browser (Playwright drives the system executable; no `playwright install`).
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then

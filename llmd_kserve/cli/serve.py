@@ -187,11 +187,17 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-turn-priority", action="store_false", dest="turn_priority",
                    help="flow control: queue a live session's next turn like any other request (by default it goes "
                         "before new sessions' first turns of its priority)")
+    g.add_argument("--state-url", default=None,
+                   help="redis://host:port/db: keep rate limits, token budgets and token spend in this Redis, shared "
+                        "by every router and EPP replica pointing at it and kept across restarts (default: in memory)")
+    g.add_argument("--state-failure-policy", default="closed",
+                   help="when Redis cannot be reached: closed (refuse with 503) or open (admit unchecked), or per "
+                        "kind, e.g. budget=closed,rate=open (default closed)")
 
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
                      "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
-                     "flow_headroom", "turn_priority")
+                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy")
 
 
 def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:

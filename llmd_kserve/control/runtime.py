@@ -279,5 +279,4 @@ class Runtime:
             except Exception:
                 log.exception("stopping %s failed", type(part).__name__)
         self.http.close()
-        if self.governance.gateway.trail is not None:
-            await self.governance.gateway.trail.close()
+        await self.governance.gateway.close()

@@ -20,6 +20,7 @@ from llmd_kserve.errors import ConfigError
 from llmd_kserve.governance.build import build_gateway
 from llmd_kserve.governance.gateway import Gateway
 from llmd_kserve.governance.pipeline import AuditMode, BearerTokenAuth, Governance, Limits
+from llmd_kserve.governance.shared_state import FailurePolicy
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -107,6 +108,10 @@ class RouterSettings:
     """Flow-control slots only a tenant with none in flight may take (a flooding tenant leaves them free)."""
     turn_priority: bool = True
     """Flow control: a queued turn of a live session goes before a new session's first turn (same band)."""
+    state_url: str | None = None
+    """``redis://host:port/db``: rate limits, budgets and token spend kept there, shared by replicas (None: memory)."""
+    state_failure_policy: str = "closed"
+    """When Redis is unreachable: closed (503) or open (unchecked), or per kind ``budget=closed,rate=open``."""
 
     def __post_init__(self) -> None:
         for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout",
@@ -130,6 +135,7 @@ class RouterSettings:
             raise ConfigError(f"must be lean or aiohttp, got {self.http_server!r}", "http_server")
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
+        FailurePolicy.parse(self.state_failure_policy)
 
 
 class _KeyStoreAuth:
@@ -153,7 +159,8 @@ def gateway_of(s: RouterSettings, registry: Any = None, pool_size: Callable[[], 
         audit_max_age_s=s.audit_max_age_s, flow_band_capacity=s.flow_band_capacity, flow_ttl_s=s.flow_ttl_s,
         flow_headroom=s.flow_headroom, turn_priority=s.turn_priority,
         flow_capacity=(lambda: per * max(1, pool_size())) if per else None,
-        salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry, audit_chain_key=s.audit_chain_key)
+        salt=s.audit_salt.encode() if s.audit_salt else None, registry=registry, audit_chain_key=s.audit_chain_key,
+        state_url=s.state_url, state_failure_policy=s.state_failure_policy)
 
 
 def governance_of(s: RouterSettings, gateway: Gateway | None = None) -> Governance:

@@ -14,7 +14,9 @@ from llmd_kserve.governance.gateway import Gateway
 from llmd_kserve.governance.guardrails import load_guardrails
 from llmd_kserve.governance.keys import KeyStore
 from llmd_kserve.governance.metrics import GatewayMetrics
+from llmd_kserve.governance.shared_state import FailurePolicy, SharedLimiter
 from llmd_kserve.governance.trail import AuditTrail
+from llmd_kserve.state_store import StateStore
 
 
 def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collection[str] = (),
@@ -24,9 +26,12 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
                   flow_capacity: Callable[[], int] | None = None, flow_band_capacity: int = 1024,
                   flow_ttl_s: float = 30.0, flow_headroom: int = 1, turn_priority: bool = True,
                   salt: bytes | None = None,
-                  registry: Any = None, audit_chain_key: bytes | None = None) -> Gateway:
-    """Without ``flow_capacity`` (no flow control) but with a keys file, a queue of unbounded capacity still holds
+                  registry: Any = None, audit_chain_key: bytes | None = None, state_url: str | None = None,
+                  state_failure_policy: str = "closed") -> Gateway:
+    """``state_url``: rate limits, budgets and token spend in that Redis (shared with other replicas), else in
+    memory. Without ``flow_capacity`` (no flow control) but with a keys file, a queue of unbounded capacity still holds
     each key to its ``max_concurrency``: over it a request is refused at once (429 ``concurrency``)."""
+    policy = FailurePolicy.parse(state_failure_policy)
     keys = KeyStore(Path(keys_file) if keys_file else None, tuple(legacy_keys))
     if audit_fsync not in ("every", "interval"):
         raise ConfigError(f"must be every or interval, got {audit_fsync!r}", "audit_fsync")
@@ -55,5 +60,7 @@ def build_gateway(*, keys_file: str | Path | None = None, legacy_keys: Collectio
         if trail is not None:
             metrics.audit_seq.set(trail.log.seq)
             trail.on_commit, trail.on_failure = metrics.audit_written, metrics.audit_failed
+    shared = SharedLimiter(StateStore(state_url, registry), policy) if state_url else None
     return Gateway(keys, flow=flow, guardrails=load_guardrails(guardrails_file) if guardrails_file else None,
-                   trail=trail, audit_content=audit_content, salt=salt, metrics=metrics)  # type: ignore[arg-type]
+                   trail=trail, audit_content=audit_content, salt=salt, metrics=metrics,  # type: ignore[arg-type]
+                   shared=shared)

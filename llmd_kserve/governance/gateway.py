@@ -33,6 +33,7 @@ from llmd_kserve.governance.keys import LEGACY_TENANT, Forbidden, KeyStore, Virt
 from llmd_kserve.governance.limits import RateLimiter, TokenEstimate
 from llmd_kserve.governance.metrics import GatewayMetrics
 from llmd_kserve.governance.request_text import Detokenize, prompt_text, request_text
+from llmd_kserve.governance.shared_state import SharedLimiter
 from llmd_kserve.governance.trail import AuditTrail
 from llmd_kserve.prompt import Kind, Prompt
 
@@ -116,9 +117,11 @@ class Gateway:
                  flow: FlowController | None = None, guardrails: Guardrails | None = None,
                  trail: AuditTrail | None = None, audit_content: AuditContent = "hash", salt: bytes | None = None,
                  metrics: GatewayMetrics | None = None, clock: Callable[[], float] = time.monotonic,
-                 detokenize: Detokenize | None = None) -> None:
+                 detokenize: Detokenize | None = None, shared: SharedLimiter | None = None) -> None:
         self.keys = keys
         self.limiter = limiter or RateLimiter()
+        self.shared = shared
+        """Rate limits and budgets in Redis (``--state-url``), shared with other replicas; None: ``limiter``."""
         self.flow = flow
         self.guardrails = guardrails or Guardrails()
         self.trail = trail
@@ -195,7 +198,8 @@ class Gateway:
             if self.guardrails or self.trail is not None:
                 fields = (await asyncio.to_thread(self._prompt_fields, body, kind, prompt) if offload
                           else self._prompt_fields(body, kind, prompt))
-            adm.reserved = self.limiter.admit(key, adm.estimate.total)
+            adm.reserved = (self.limiter.admit(key, adm.estimate.total) if self.shared is None
+                            else await self.shared.admit(key, adm.estimate.total))
             if self.flow is not None:
                 t = self.clock()
                 adm.slot = await self.flow.acquire(key.tenant, key.priority, key.max_concurrency, key.id, turn)
@@ -231,7 +235,10 @@ class Gateway:
         """A refused or abandoned admission gives its reservation back (nothing was used)."""
         if not adm.settled:
             adm.settled = True
-            self.limiter.settle(adm.key, adm.reserved, 0)
+            if self.shared is None:
+                self.limiter.settle(adm.key, adm.reserved, 0)
+            else:
+                self.shared.settle_soon(adm.key, adm.reserved, 0)
 
     def observe(self, adm: Admission, usage: tuple[int, int] | None, relayed_tokens: int = 0,
                 reached_engine: bool = True) -> None:
@@ -269,7 +276,10 @@ class Gateway:
         key = adm.key
         adm.prompt_tokens, adm.completion_tokens, adm.usage_source = adm.billed()
         used = adm.prompt_tokens + adm.completion_tokens
-        self.limiter.settle(key, adm.reserved, used)
+        if self.shared is None:
+            self.limiter.settle(key, adm.reserved, used)
+        else:
+            await self.shared.settle(key, adm.reserved, used)
         ok = status < 400
         self._count(key, "ok" if ok else "error")
         if self.metrics is not None and used:
@@ -292,6 +302,13 @@ class Gateway:
             rec["completion_hmac_sha256"] = adm.hasher.hexdigest()  # of the answer's bytes as relayed
         with contextlib.suppress(OSError):  # counted by the trail; the answer was already sent
             await self._audit(rec)
+
+    async def close(self) -> None:
+        """Close the audit trail and the shared state, when there are."""
+        if self.trail is not None:
+            await self.trail.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     async def audit_admin(self, fields: dict[str, Any]) -> None:
         """Record an operator action (``event: admin``, e.g. a config change with who made it and the hashes before
