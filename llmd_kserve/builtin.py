@@ -31,6 +31,8 @@ from llmd_kserve.scheduling.role_filter import DecodeFilter, PrefillFilter, Role
 from llmd_kserve.scheduling.round_robin_picker import RoundRobinPicker
 from llmd_kserve.scheduling.session_affinity_scorer import SessionAffinityScorer
 from llmd_kserve.scheduling.single_profile_handler import SingleProfileHandler
+from llmd_kserve.scheduling.slo_admitter import LatencySLOAdmitter
+from llmd_kserve.scheduling.slo_headroom_filter import SLOHeadroomTierFilter
 from llmd_kserve.scheduling.token_load_scorer import TokenLoadScorer
 from llmd_kserve.scheduling.tokenize import TokenizeProducer
 from llmd_kserve.scheduling.weighted_random_picker import WeightedRandomPicker
@@ -71,6 +73,8 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         DecodeBudgetFilter,
         PrefixAffinityFilter,
         PrefixCacheAffinityFilter,  # llm-d v1.0
+        LatencySLOAdmitter,  # llm-d v1.0 (an admission plugin there)
+        SLOHeadroomTierFilter,  # llm-d v1.0
         # scorers
         PrefixCacheScorer,
         PrecisePrefixCacheScorer,

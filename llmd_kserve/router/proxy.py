@@ -112,7 +112,7 @@ class Proxy:
         await director.ready()
         for attempt in range(self.max_attempts):
             try:
-                result = director.schedule(ticket, exclude)
+                result = await director.place(ticket, exclude) if attempt == 0 else director.schedule(ticket, exclude)
             except NoEndpoint:
                 if last is not None:
                     break
@@ -228,6 +228,10 @@ class Proxy:
         decision.outcome = "ok" if ok else f"http_{status}"
         return web.Response(body=raw, status=status, headers=headers), parse_usage(raw) if ok else None
 
+    def _first_token(self, ticket: Ticket, t0: float) -> None:
+        self.metrics.ttfb_seconds.observe(self._clock() - t0)
+        self.director.answer_began(ticket)
+
     async def _relay(self, request: web.Request, exchange: Exchange, ticket: Ticket, result: Any,
                      decision: Decision, strip_usage: bool, t0: float) -> web.StreamResponse:
         """The answer to the client: read whole, or an event stream whose chunks ``SseRelay`` writes as they come.
@@ -249,6 +253,7 @@ class Proxy:
                     close = True
                     failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
                     return error_response(failure, label)
+                self.director.answer_began(ticket)
                 answer, usage = self._whole_answer(raw, status, out_headers, decision, tap, t0)
                 request[ANSWERED_KEY] = status
                 return answer
@@ -261,7 +266,7 @@ class Proxy:
             if request.transport is None:
                 raise ConnectionResetError
             relay = SseRelay(request.transport, exchange, strip_usage=strip_usage, tap=tap, chunked=chunked,
-                             on_first=lambda: self.metrics.ttfb_seconds.observe(self._clock() - t0))
+                             on_first=partial(self._first_token, ticket, t0))
             exchange.attach(relay)
             stalls, watch = self.director.stalls, ticket.placement.watch if ticket.placement else None
             if stalls is not None and watch is not None:
