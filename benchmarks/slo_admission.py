@@ -16,6 +16,7 @@ Usage: PYTHONPATH=. python benchmarks/slo_admission.py [--scenario shared-prefix
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import tempfile
@@ -23,31 +24,34 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import llmd_kserve.config
 from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.stats import SLO, RequestResult, percentile, summarize
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.cluster_sim.sim import ClusterSim
-import llmd_kserve.config
 from llmd_kserve.types import Objective
 
-ADMITTER = "  - pluginRef: latency-slo-admitter\n"
+ADMITTER = "latency-slo-admitter"
 
 
 def configs(tmp: Path, max_wait: float) -> dict[str, Path]:
     """The three admission variants of the shipped ``default``, as files in ``tmp``."""
-    text = (Path(llmd_kserve.config.__file__).parent / "shipped" / "default.yaml").read_text()
-    assert ADMITTER in text, "default.yaml no longer has latency-slo-admitter in its profile"
-    variants = {
-        "no-admission": text.replace(ADMITTER, ""),
-        "reject": text,
-        "queue": text.replace("- type: latency-slo-admitter\n  parameters:\n",
-                              f"- type: latency-slo-admitter\n  parameters:\n    onMiss: queue\n    maxWaitS: {max_wait}\n"),
-    }
+    doc = yaml.safe_load((Path(llmd_kserve.config.__file__).parent / "shipped" / "default.yaml").read_text())
+    [admitter] = [p for p in doc["plugins"] if p["type"] == ADMITTER]
+    bare = copy.deepcopy(doc)
+    for profile in bare["schedulingProfiles"]:
+        profile["plugins"] = [p for p in profile["plugins"] if p["pluginRef"] != ADMITTER]
+    admitter["parameters"] |= {"onMiss": "queue", "maxWaitS": max_wait}
     out = {}
-    for name, yaml_text in variants.items():
+    for name, variant in (("no-admission", bare), ("reject", None), ("queue", doc)):
         out[name] = tmp / f"{name}.yaml"
-        out[name].write_text(yaml_text)
+        if variant is None:
+            out[name].write_text((Path(llmd_kserve.config.__file__).parent / "shipped" / "default.yaml").read_text())
+        else:
+            out[name].write_text(yaml.safe_dump(variant))
     return out
 
 
@@ -73,6 +77,9 @@ def sustainable(sc: Scenario, seeds: list[int], attain: float) -> tuple[float, d
         for rate in sorted(sc.rates):
             results, wall, _ = run(sc, "default", seed, rate, objectives=False)
             att[rate] = summarize(results, wall, slo)["slo_attainment"] or 0.0
+            print(f"  sweep seed {seed} rate {rate:g}: {att[rate]:.3f} within SLO", flush=True)
+            if att[rate] < attain:
+                break
         per_seed.append(max_rate_within_slo(att, attain))
         for rate, a in att.items():
             table.setdefault(rate, []).append(a)

@@ -56,12 +56,13 @@ def predictions(state: CycleState, endpoints: Sequence[EndpointState], ttft: TTF
     return memo
 
 
-def headroom(objective: Objective, prediction: Prediction) -> float:
-    """The smaller margin to the objective's targets, in seconds (negative: misses; no target: infinite)."""
+def headroom(objective: Objective, prediction: Prediction, share: float = 1.0) -> float:
+    """The smaller margin to ``share`` of the objective's targets, in seconds (negative: misses; no target:
+    infinite)."""
     t, step = prediction
-    margins = [objective.ttft_s - t] if objective.ttft_s is not None else []
+    margins = [objective.ttft_s * share - t] if objective.ttft_s is not None else []
     if objective.tpot_s is not None:
-        margins.append(objective.tpot_s - step)
+        margins.append(objective.tpot_s * share - step)
     return min(margins) if margins else math.inf
 
 
@@ -87,6 +88,10 @@ class LatencySLOAdmitter:
         """``queue``: how long it may wait for an endpoint to get within its SLO before it is refused."""
         poll_s: float = Field(0.05, gt=0)
         """``queue``: seconds between two checks of a waiting request."""
+        reserve: float = Field(0.0, ge=0, lt=1)
+        """Share of the targets a sheddable request must leave unused: it passes when an endpoint is predicted
+        within ``(1 - reserve) x`` its targets, so that the queue it joins leaves room for requests that cannot be
+        shed (0: llm-d's rule, within the targets)."""
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name
@@ -105,7 +110,8 @@ class LatencySLOAdmitter:
             if m.running + m.waiting == 0 and inflight.get(e.endpoint.id, NO_LOAD).requests == 0:
                 return endpoints  # an idle endpoint serves it as fast as it can be served
         predicted = predictions(state, endpoints, self._ttft, self._profile)
-        best = max(headroom(objective, predicted[e.endpoint.id]) for e in endpoints)
+        share = 1.0 - self.params.reserve
+        best = max(headroom(objective, predicted[e.endpoint.id], share) for e in endpoints)
         if best >= 0:
             return endpoints
         p = self.params
