@@ -3,14 +3,15 @@
 1. The sustainable rate: the scenario's rate sweep under ``default`` with no objectives; the highest rate up to
    which >= ``--attain`` of the requests meet the scenario's TTFT and TPOT SLO (the routing scenarios' rule).
 2. Overload at ``--overload`` x that rate (1.5), every request with the scenario's TTFT and TPOT targets, every
-   other one sheddable (priority -1, the rest 0), under three configs that differ only in admission:
+   other one sheddable (priority -1, the rest 0), under configs that differ only in admission:
    ``no-admission`` (``default`` without ``latency-slo-admitter``), ``reject`` (``default``: sheddable requests no
-   endpoint can serve in time get 429) and ``queue`` (``onMiss: queue``, ``maxWaitS``).
+   endpoint can serve in time get 429), ``queue`` (``onMiss: queue``, ``maxWaitS``) and ``llm-d-rule`` (``reject``
+   with llm-d's rule alone: ``reserve: 0``, and the TTFT model of ``predicted-ttft-scorer``).
 Reported per config and seed: TTFT SLO attainment of priority >= 0 and of sheddable requests (of all sent), shed
 per band, TTFT p90 per band, goodput (requests meeting both targets per second of the run) overall and per band.
 
 Usage: PYTHONPATH=. python benchmarks/slo_admission.py [--scenario shared-prefix] [--seeds 0,1,2] [--overload 1.5]
-       [--rates 160,200,240] [--rate R (skip the sweep)] [--max-wait 0.5] [--json out.json]
+       [--rates 160,200,240] [--rate R (skip the sweep)] [--max-wait 0.5] [--variants a,b] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import random
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +40,18 @@ ADMITTER = "latency-slo-admitter"
 
 
 def configs(tmp: Path, max_wait: float) -> dict[str, Path]:
-    """The three admission variants of the shipped ``default``, as files in ``tmp``."""
+    """The admission variants of the shipped ``default``, as files in ``tmp``."""
     doc = yaml.safe_load((Path(llmd_kserve.config.__file__).parent / "shipped" / "default.yaml").read_text())
     [admitter] = [p for p in doc["plugins"] if p["type"] == ADMITTER]
     bare = copy.deepcopy(doc)
     for profile in bare["schedulingProfiles"]:
         profile["plugins"] = [p for p in profile["plugins"] if p["pluginRef"] != ADMITTER]
+    llmd_rule = copy.deepcopy(doc)
+    [plain] = [p for p in llmd_rule["plugins"] if p["type"] == ADMITTER]
+    plain["parameters"] |= {"reserve": 0.0, "tokensPerWaitingRequest": 0}
     admitter["parameters"] |= {"onMiss": "queue", "maxWaitS": max_wait}
     out = {}
-    for name, variant in (("no-admission", bare), ("reject", None), ("queue", doc)):
+    for name, variant in (("no-admission", bare), ("reject", None), ("queue", doc), ("llm-d-rule", llmd_rule)):
         out[name] = tmp / f"{name}.yaml"
         if variant is None:
             out[name].write_text((Path(llmd_kserve.config.__file__).parent / "shipped" / "default.yaml").read_text())
@@ -106,6 +111,11 @@ def judge(sc: Scenario, results: list[RequestResult], wall: float, reqs: list[Re
     return out
 
 
+def _span(js: list[dict[str, Any]], f: Any) -> str:
+    xs = [f(j) for j in js]
+    return f"{sum(xs) / len(xs):.3f} ({min(xs):.3f}..{max(xs):.3f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="shared-prefix", choices=sorted(SCENARIOS))
@@ -115,6 +125,7 @@ def main() -> None:
     ap.add_argument("--max-wait", type=float, default=0.5, help="maxWaitS of the queue variant")
     ap.add_argument("--rates", default=None, help="the sweep's rates (default: the scenario's), e.g. 160,200,240")
     ap.add_argument("--rate", type=float, default=None, help="skip the sweep: this sustainable rate")
+    ap.add_argument("--variants", default="no-admission,reject,queue,llm-d-rule")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     sc = SCENARIOS[a.scenario]
@@ -133,8 +144,9 @@ def main() -> None:
     print(f"overload: {rate * a.overload:g} req/s, half sheddable")
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path in configs(Path(tmp), a.max_wait).items():
-            for seed in seeds:
+        variants = {k: v for k, v in configs(Path(tmp), a.max_wait).items() if k in a.variants.split(",")}
+        for seed in seeds:
+            for name, path in variants.items():
                 results, wall, reqs = run(sc, path, seed, rate * a.overload, objectives=True)
                 j = judge(sc, results, wall, reqs)
                 runs.setdefault(name, []).append(j)
@@ -144,6 +156,13 @@ def main() -> None:
                       f"{lo['ttft_attain']:.3f} (shed {lo['shed']}/{lo['sent']}); goodput {j['goodput_rps']:.1f} "
                       f"req/s ({hi['goodput_rps']:.1f} + {lo['goodput_rps']:.1f})", flush=True)
     report["runs"] = runs
+    print("mean over seeds (min..max):")
+    for name, js in runs.items():
+        span = partial(_span, js)
+        print(f"  {name:13s} priority>=0 TTFT met {span(lambda j: j['priority>=0']['ttft_attain'])}, "
+              f"shed {sum(j['priority>=0']['shed'] for j in js)}; sheddable shed share "
+              f"{span(lambda j: j['sheddable']['shed'] / j['sheddable']['sent'])}; goodput req/s "
+              f"{span(lambda j: j['goodput_rps'])}")
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=1))
 

@@ -284,9 +284,10 @@ class ClusterSim:
         try:
             sched = self.scheduler.schedule(llm, [e.state for e in self.engines])
         except SloUnmet as exc:  # latency-slo-admitter: hold it back (and arrive again), or shed it (429)
-            if exc.max_wait_s > t - arrived:
+            left = exc.max_wait_s - (t - arrived)
+            if left > 1e-6:  # (a remainder below the clock's resolution would arrive again at the same time)
                 self._held[spec.request_id] = arrived
-                self.push(t + min(exc.poll_s, exc.max_wait_s - (t - arrived)), Arrive(spec))
+                self.push(t + max(min(exc.poll_s, left), 1e-6), Arrive(spec))
                 return None
             results.append(RequestResult(request_id=spec.request_id, ok=False, start=arrived, prompt_tokens=len(ids),
                                          error=str(exc), status=429, shed=True))
