@@ -218,7 +218,8 @@ class EndpointPicker:
         objective = ticket.objective
         if objective is not None and objective.sheddable and self.saturation.saturated(candidates):
             slo.count(self.director.rt.metrics, objective, "shed")
-            return Reject(429, "saturated", "The pool is saturated and this request is sheddable (priority < 0).")
+            return Reject(429, "saturated", "The pool is saturated and this request is sheddable (priority < 0).",
+                          headers={"Retry-After": "1"})
         try:
             result = self.director.schedule(ticket, candidates=candidates)
         except HTTPError as exc:  # 429: shed by latency-slo-admitter (the EPP does not hold requests back)

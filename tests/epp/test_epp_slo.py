@@ -10,7 +10,9 @@ import re
 import httpx
 
 from llmd_kserve.engine_sim.server import running_engine
+from llmd_kserve.epp.picker import Saturation
 from llmd_kserve.epp.protocol import REASON_HEADER
+from llmd_kserve.epp.server import EppSettings
 from tests.epp.gateway import gateway, require_envoy
 
 MODEL = "llama-8b-shape"
@@ -18,9 +20,12 @@ MODEL = "llama-8b-shape"
 
 async def test_a_sheddable_request_is_shed_by_the_epp_under_overload(tmp_path):
     require_envoy()
+    # the pool-saturation check (queues, KV) would shed the sheddable request first: only the admitter decides here
+    never_saturated = EppSettings(response_mode="full", saturation=Saturation(queue_threshold=10**6, kv_threshold=1.0))
     async with (running_engine(port=0, host="127.0.0.1", model=MODEL, seed=0) as e0,
                 running_engine(port=0, host="127.0.0.1", model=MODEL, seed=1) as e1,
-                gateway(tmp_path, [e0.url, e1.url], config="default", router={"profile": "cpu-tiny-llama"}) as gw,
+                gateway(tmp_path, [e0.url, e1.url], config="default", router={"profile": "cpu-tiny-llama"},
+                        epp=never_saturated) as gw,
                 httpx.AsyncClient(base_url=gw.url, timeout=60) as c):
         state = gw.epp.state
 
