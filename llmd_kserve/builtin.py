@@ -32,6 +32,8 @@ from llmd_kserve.scheduling.round_robin_picker import RoundRobinPicker
 from llmd_kserve.scheduling.session_affinity_filter import SessionAffinityFilter
 from llmd_kserve.scheduling.session_affinity_scorer import SessionAffinityScorer
 from llmd_kserve.scheduling.single_profile_handler import SingleProfileHandler
+from llmd_kserve.scheduling.slo_admitter import LatencySLOAdmitter
+from llmd_kserve.scheduling.slo_headroom_filter import SLOHeadroomTierFilter
 from llmd_kserve.scheduling.token_load_scorer import TokenLoadScorer
 from llmd_kserve.scheduling.tokenize import TokenizeProducer
 from llmd_kserve.scheduling.weighted_random_picker import WeightedRandomPicker
@@ -73,6 +75,8 @@ BUILTINS: tuple[PluginInfo, ...] = tuple(
         PrefixAffinityFilter,
         PrefixCacheAffinityFilter,  # llm-d v1.0
         SessionAffinityFilter,
+        LatencySLOAdmitter,  # llm-d v1.0 (an admission plugin there)
+        SLOHeadroomTierFilter,  # llm-d v1.0
         # scorers
         PrefixCacheScorer,
         PrecisePrefixCacheScorer,

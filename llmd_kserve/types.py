@@ -92,6 +92,25 @@ class EndpointState:
 
 
 @dataclass(frozen=True, slots=True)
+class Objective:
+    """A request's service objective (``control.slo`` reads it from headers): its priority (below 0: sheddable) and
+    its time-to-first-token and time-per-output-token targets in seconds (None: none)."""
+
+    priority: int = 0
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+
+    @property
+    def sheddable(self) -> bool:
+        return self.priority < 0
+
+    @property
+    def band(self) -> str:
+        """The metrics label of its priority band: the priority as text."""
+        return str(self.priority)
+
+
+@dataclass(frozen=True, slots=True)
 class LLMRequest:
     """A request as the scheduler sees it: already parsed and validated by the router."""
 
@@ -107,6 +126,8 @@ class LLMRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     prompt: Prompt | None = None
     """The prompt as the router read it (None: read from ``body`` when a plugin needs it)."""
+    objective: Objective | None = None
+    """Priority and latency targets when the client sent any (``control.slo``); None: priority 0, no targets."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,9 @@ from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.latency import LatencyProfile, load_profile
 from llmd_kserve.scheduling.scheduler import PluginContext
+from llmd_kserve.scheduling.slo_admitter import SloUnmet
 from llmd_kserve.tokenizer import SimTokenizer
-from llmd_kserve.types import PROFILE_LABEL, LLMRequest, RequestOutcome
+from llmd_kserve.types import PROFILE_LABEL, LLMRequest, Objective, RequestOutcome
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class ClusterSim:
         self.pd_cluster = any(r != "both" for r in roles)
         self._heap: list[tuple[float, int, Event]] = []
         self._seq = 0
+        self._held: dict[str, float] = {}
+        """Requests ``latency-slo-admitter`` holds back (``onMiss: queue``): request id -> first arrival."""
         self.accel = SharedAccelerators(opt.accelerators) if opt.accelerators is not None else None
 
     def _clock(self) -> float:
@@ -136,7 +139,7 @@ class ClusterSim:
         live: dict[str, LiveRequest] = {}
         results: list[RequestResult] = []
         backlog: deque[RequestSpec] = deque()
-        self._heap, self._seq = [], 0
+        self._heap, self._seq, self._held = [], 0, {}
         push = self.push
         if concurrency:
             backlog.extend(requests)
@@ -179,6 +182,8 @@ class ClusterSim:
                         self.kick(i, t)
                 case Arrive(spec):
                     rec = self._route(spec, t, live, results)
+                    if rec is None and spec.request_id in self._held:  # held back: it arrives again later
+                        continue
                     if rec is None:  # rejected: counted as done
                         remaining, end = self._done(1, t, remaining, backlog), t
                     elif rec.sched.prefill is not None:
@@ -268,16 +273,30 @@ class ClusterSim:
                 while kv and kv[0][0] <= t:
                     self.index.apply(eng.id, kv.popleft()[1])
         ids = tuple(self.tokens.encode(spec.prompt, spec.group or spec.session_id))
+        arrived = self._held.pop(spec.request_id, t)
+        objective = spec.objective
+        if objective is not None and objective.ttft_s is not None and arrived < t:  # the wait counts against it
+            objective = Objective(objective.priority, max(objective.ttft_s - (t - arrived), 1e-6), objective.tpot_s)
         llm = LLMRequest(request_id=spec.request_id, model=self.options.model,
                          body={"model": self.options.model, "prompt": spec.prompt, "max_tokens": spec.max_tokens},
-                         kind=spec.kind, token_ids=ids, max_tokens=spec.max_tokens, session_id=spec.session_id)
+                         kind=spec.kind, token_ids=ids, max_tokens=spec.max_tokens, session_id=spec.session_id,
+                         objective=objective)
         try:
             sched = self.scheduler.schedule(llm, [e.state for e in self.engines])
+        except SloUnmet as exc:  # latency-slo-admitter: hold it back (and arrive again), or shed it (429)
+            left = exc.max_wait_s - (t - arrived)
+            if left > 1e-6:  # (a remainder below the clock's resolution would arrive again at the same time)
+                self._held[spec.request_id] = arrived
+                self.push(t + max(min(exc.poll_s, left), 1e-6), Arrive(spec))
+                return None
+            results.append(RequestResult(request_id=spec.request_id, ok=False, start=arrived, prompt_tokens=len(ids),
+                                         error=str(exc), status=429, shed=True))
+            return None
         except NoEndpointError as exc:
             results.append(RequestResult(request_id=spec.request_id, ok=False, start=t, prompt_tokens=len(ids),
                                          error=str(exc), status=503, shed=True))
             return None
-        rec = live[spec.request_id] = LiveRequest(spec, llm, sched, self.index_of[sched.target], t, len(ids))
+        rec = live[spec.request_id] = LiveRequest(spec, llm, sched, self.index_of[sched.target], arrived, len(ids))
         return rec
 
     def _fail(self, rec: LiveRequest, t: float, error: str, status: int, live: dict[str, LiveRequest],

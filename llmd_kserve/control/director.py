@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from llmd_kserve.control import slo
 from llmd_kserve.control.decisions import Decision
 from llmd_kserve.control.requests import (
     ParsedRequest,
@@ -32,7 +33,8 @@ from llmd_kserve.errors import NoEndpoint, NoEndpointError
 from llmd_kserve.governance.gateway import Admission
 from llmd_kserve.governance.keys import VirtualKey
 from llmd_kserve.scheduling.scheduler import Scheduler, SchedulingResult
-from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
+from llmd_kserve.scheduling.slo_admitter import SloUnmet
+from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, Objective, RequestOutcome
 
 log = logging.getLogger(__name__)
 OFFLOAD_BYTES = 256 * 1024
@@ -90,10 +92,28 @@ class Ticket:
     """The only endpoint it may go to (the one holding its ``previous_response_id``), or None."""
     observe: Callable[[bytes], None] | None = None
     """Shown the answer's bytes as they are relayed (the Responses API learns response ids), or None."""
+    arrived: float = 0.0
+    """When the director got it (its clock): SLO times count from here."""
+    first_at: float | None = None
+    """When its answer began (first streamed token, or the whole body), for the SLO counts."""
+    waited_s: float = 0.0
+    """Seconds ``latency-slo-admitter`` held it back (``onMiss: queue``)."""
+    objective: Objective | None = None
+    """Its priority and latency targets as the client sent them (``control.slo``); the request's own shrinks by
+    the time it waited."""
 
     @property
     def label(self) -> str:
         return self.client_request_id or self.request.request_id
+
+
+class Hold(Exception):  # noqa: N818 - a signal to wait, not an error
+    """``schedule``: the request is held back (``latency-slo-admitter``, ``onMiss: queue``); try again after
+    ``delay_s`` (:meth:`Director.place` does)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s)
+        self.delay_s = delay_s
 
 
 class Director:
@@ -132,15 +152,18 @@ class Director:
         request id, decode and validate, limits, the prompt's tokens counted once (their ids go on to the scheduler)."""
         client_rid = request_id(headers)
         key, principal = identity
+        arrived = self._clock()
+        objective = slo.read_objective(headers)
         parsed, token_ids, counted = self._parse(raw, kind, key)
         body = parsed.body
         session = headers.get("x-session-id") or body.get("user")
         llm_req = LLMRequest(request_id=new_request_id(), model=parsed.model or "", body=body, kind=parsed.kind,
                              token_ids=token_ids, max_tokens=parsed.max_tokens or 16,
                              session_id=session if isinstance(session, str) else None, headers=headers,
-                             prompt=parsed.prompt)
+                             prompt=parsed.prompt, objective=objective)
         prompt_tokens = counted if counted is not None else known_prompt_tokens(parsed, token_ids)
-        return Ticket(parsed, llm_req, client_rid, key, principal, client, None, prompt_tokens=prompt_tokens)
+        return Ticket(parsed, llm_req, client_rid, key, principal, client, None, prompt_tokens=prompt_tokens,
+                      arrived=arrived, objective=objective)
 
     @property
     def admits_synchronously(self) -> bool:
@@ -178,8 +201,9 @@ class Director:
                 await fresh
 
     def schedule(self, ticket: Ticket, exclude: Collection[EndpointId] = (),
-                 candidates: Sequence[EndpointState] | None = None) -> SchedulingResult:
-        """Pick the endpoint (and prefill endpoint) for the next attempt; ``NoEndpoint`` (503) when none fits."""
+                 candidates: Sequence[EndpointState] | None = None, *, may_wait: bool = False) -> SchedulingResult:
+        """Pick the endpoint (and prefill endpoint) for the next attempt; ``NoEndpoint`` (503) when none fits, 429
+        when ``latency-slo-admitter`` sheds it; ``may_wait``: raise :class:`Hold` while it may still wait."""
         rt, t0 = self.rt, self._clock()
         states = rt.endpoint_states() if candidates is None else candidates
         if ticket.pin is not None:
@@ -189,6 +213,12 @@ class Director:
         sched = rt.scheduler.acquire()
         try:
             result = sched.schedule(ticket.request, states, skip)
+        except SloUnmet as exc:
+            rt.scheduler.release(sched)
+            if may_wait and exc.max_wait_s > ticket.waited_s:
+                raise Hold(min(exc.poll_s, exc.max_wait_s - ticket.waited_s)) from None
+            slo.count(rt.metrics, ticket.objective, "shed")
+            raise slo.refusal(exc) from None
         except NoEndpointError as exc:
             rt.scheduler.release(sched)
             raise NoEndpoint(f"No endpoint available: {exc}") from None
@@ -199,6 +229,7 @@ class Director:
         decision = rt.decisions.add(ticket.request.request_id, attempt, result, sched_s * 1e3,
                                     ticket.client_request_id)
         if attempt == 0:
+            slo.count(rt.metrics, ticket.objective, "admitted")
             self.governance.audit(ticket.request.request_id, ticket.parsed, result.target, ticket.principal,
                                        ticket.client)
         else:
@@ -214,6 +245,25 @@ class Director:
             if result.prefill is not None:
                 self.activity.started(result.prefill)
         return result
+
+    async def place(self, ticket: Ticket, exclude: Collection[EndpointId] = ()) -> SchedulingResult:
+        """:meth:`schedule`, waiting while ``latency-slo-admitter`` holds the request back (``onMiss: queue``); the
+        wait counts against its TTFT target."""
+        while True:
+            try:
+                return self.schedule(ticket, exclude, may_wait=True)
+            except Hold as hold:
+                if ticket.waited_s == 0:
+                    slo.count(self.rt.metrics, ticket.objective, "queued")
+                await asyncio.sleep(hold.delay_s)
+                ticket.waited_s = self._clock() - ticket.arrived
+                if ticket.objective is not None:
+                    ticket.request = replace(ticket.request, objective=slo.spent(ticket.objective, ticket.waited_s))
+
+    def answer_began(self, ticket: Ticket) -> None:
+        """The answer's first token (or whole body) is on its way to the client (the SLO counts time it)."""
+        if ticket.first_at is None:
+            ticket.first_at = self._clock()
 
     def has_alternative(self, exclude: Collection[EndpointId]) -> bool:
         """Whether an endpoint outside ``exclude`` is neither suspect nor ejected (a retry has somewhere to go)."""
@@ -287,6 +337,14 @@ class Director:
         finally:
             self.rt.scheduler.release(p.scheduler)
 
+    def _observe_slo(self, ticket: Ticket, usage: Usage | None) -> None:
+        first = ticket.first_at
+        assert first is not None
+        tokens = usage.completion_tokens if usage is not None else ticket.relayed_tokens
+        tpot = ((self._clock() - first) / (tokens - 1)
+                if ticket.parsed.stream and tokens is not None and tokens >= 2 else None)
+        slo.observe_answer(self.rt.metrics, ticket.objective, first - ticket.arrived, tpot)
+
     def settle(self, ticket: Ticket, status: int, usage: Usage | None = None,
                served: EndpointId | None = None) -> Awaitable[None] | None:
         """The request ended with ``status`` (any ending; ``usage``: the engine's, else the ticket's). Completes the
@@ -297,6 +355,8 @@ class Director:
         ticket.settled = True
         usage = usage if usage is not None else ticket.usage
         p = ticket.placement
+        if ticket.objective is not None and status < 400 and ticket.first_at is not None:
+            self._observe_slo(ticket, usage)
         if p is not None and not p.done:
             self._complete(ticket, p, status < 400, usage, served, answered=p.decision.status is not None)
         adm = ticket.admission

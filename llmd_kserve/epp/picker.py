@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from llmd_kserve.control import slo
 from llmd_kserve.control.director import Director, Identity, Ticket
 from llmd_kserve.control.requests import Kind, RouteKind
 from llmd_kserve.control.response_routing import place_response
@@ -34,7 +35,7 @@ from llmd_kserve.types import EndpointId, EndpointState
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-PRIORITY_HEADER = "x-llmd-priority"
+PRIORITY_HEADER = slo.PRIORITY_HEADER
 """Requests with a negative priority are sheddable (GIE's InferenceObjective priority < 0): 429 when saturated."""
 _REASONS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "request_too_large", 429: "rate_limited",
             503: "unavailable"}
@@ -230,12 +231,15 @@ class EndpointPicker:
         if ticket is None:  # /v1/models, /health: any endpoint
             target = candidates[next(self._rr) % len(candidates)].id
             return Pick(target, None, None, self._clock(), done=True, body=adm.body)
-        if _priority(headers) < 0 and self.saturation.saturated(candidates):
-            return Reject(429, "saturated", "The pool is saturated and this request is sheddable (priority < 0).")
+        objective = ticket.objective
+        if objective is not None and objective.sheddable and self.saturation.saturated(candidates):
+            slo.count(self.director.rt.metrics, objective, "shed")
+            return Reject(429, "saturated", "The pool is saturated and this request is sheddable (priority < 0).",
+                          headers={"Retry-After": "1"})
         try:
             result = self.director.schedule(ticket, candidates=candidates)
-        except HTTPError as exc:
-            return Reject(503, "no_ready_endpoint", exc.message)
+        except HTTPError as exc:  # 429: shed by latency-slo-admitter (the EPP does not hold requests back)
+            return Reject.of(exc) if exc.status == 429 else Reject(503, "no_ready_endpoint", exc.message)
         return Pick(result.target, result.prefill, ticket, self._clock(), body=adm.body)
 
     def response_started(self, pick: Pick, status: int) -> None:
@@ -247,6 +251,7 @@ class EndpointPicker:
         decision = ticket.placement.decision
         decision.status = status
         decision.ttfb_ms = (self._clock() - pick.started) * 1e3
+        self.director.answer_began(ticket)
         self.director.first_byte(ticket)
         self.director.prefill_done(ticket, status < 400)
 
@@ -272,9 +277,3 @@ class EndpointPicker:
         ticket.reached_engine = pick.status is not None and pick.status < 400
         self.director.settle(ticket, status, usage, endpoint)
 
-
-def _priority(headers: Mapping[str, str]) -> int:
-    try:
-        return int(headers.get(PRIORITY_HEADER, "0"))
-    except ValueError:
-        return 0

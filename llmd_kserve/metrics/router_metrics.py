@@ -66,6 +66,10 @@ class RouterMetrics:
                                           namespace=ns, registry=r)
         self.ttfb_seconds = Histogram("upstream_ttfb_seconds", "Scheduling start to the first upstream body byte (whole body if not streamed)",
                                       buckets=_TTFB_BUCKETS, namespace=ns, registry=r)
+        self.slo_requests = Counter("slo_requests", "Requests with a priority or latency targets (x-llmd-priority, "
+                                    "x-llm-d-slo-*) by priority band and outcome: admitted, queued, shed, "
+                                    "ttft_met, ttft_missed, tpot_met, tpot_missed", ["band", "outcome"],
+                                    namespace=ns, registry=r)
         self.request_count = children(self.requests)
         self.decision_count = children(self.decisions)
         self._predicted = children(self.predicted_cached_tokens)

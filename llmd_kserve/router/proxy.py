@@ -121,7 +121,7 @@ class Proxy:
         await director.ready()
         for attempt in range(self.max_attempts):
             try:
-                result = director.schedule(ticket, exclude)
+                result = await director.place(ticket, exclude) if attempt == 0 else director.schedule(ticket, exclude)
             except NoEndpoint:
                 if last is not None:
                     break
@@ -243,6 +243,10 @@ class Proxy:
         answer.whole(status, headers, raw)
         return parse_usage(raw) if ok else None
 
+    def _first_token(self, ticket: Ticket, t0: float) -> None:
+        self.metrics.ttfb_seconds.observe(self._clock() - t0)
+        self.director.answer_began(ticket)
+
     async def _relay(self, answer: Answer, exchange: Exchange, ticket: Ticket, result: Any,
                      decision: Decision, strip_usage: bool, t0: float) -> None:
         """The answer to the client: read whole, or an event stream whose chunks ``SseRelay`` writes as they come.
@@ -265,6 +269,7 @@ class Proxy:
                     failure = self._body_failed(isinstance(exc, TimeoutError), result, decision, streaming=False)
                     answer.endpoint = None
                     return answer.error(failure, label)
+                self.director.answer_began(ticket)
                 usage = self._whole_answer(answer, raw, status, out_headers, decision, tap, t0)
                 answer.answered = status
                 return None
@@ -272,7 +277,7 @@ class Proxy:
             transport = await answer.start_stream(status, out_headers)
             started = True
             relay = SseRelay(transport, exchange, strip_usage=strip_usage, tap=tap, chunked=answer.chunked,
-                             on_first=lambda: self.metrics.ttfb_seconds.observe(self._clock() - t0))
+                             on_first=partial(self._first_token, ticket, t0))
             exchange.attach(relay)
             stalls, watch = self.director.stalls, ticket.placement.watch if ticket.placement else None
             if stalls is not None and watch is not None:

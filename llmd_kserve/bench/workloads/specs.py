@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from llmd_kserve.types import Objective
+
 
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
@@ -22,6 +24,8 @@ class RequestSpec:
     session_id: str | None = None
     group: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs for chat requests
+    objective: Objective | None = None
+    """Priority and latency targets (sent as ``x-llmd-priority`` / ``x-llm-d-slo-*`` headers)."""
 
     def openai_messages(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in (self.messages or ())]
