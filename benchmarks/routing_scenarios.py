@@ -15,7 +15,7 @@ p90 is the steady state's and not the share of each group's cold first request; 
 
 Usage: .venv/bin/python benchmarks/routing_scenarios.py [--scenarios a,b] [--configs a,b] [--seeds 0,1]
        [--num-requests N (at least rate x the scenario's min_duration_s)] [--matched-fraction 0.8]
-       [--matched-requests 1500] [--extra-rates 250,300] [--window 8] [--json out.json]
+       [--matched-rate R] [--matched-requests 1500] [--rates 100,200] [--extra-rates 250,300] [--window 8] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from llmd_kserve.bench.frontier import max_rate_within_slo
+from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
 from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, summarize
@@ -74,15 +74,25 @@ def spread(xs: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(xs), "min": min(xs), "max": max(xs)}
 
 
-def sweep(sc: Scenario, config: str, seeds: list[int], n: int) -> dict[int, dict[float, dict[str, Any]]]:
-    """seed -> rate -> one run, over the scenario's sweep."""
-    return {seed: {r: one_run(sc, config, seed, r, n) for r in sorted(sc.rates)} for seed in seeds}
+def sweep(sc: Scenario, config: str, seeds: list[int], n: int, stop_after: int = 0
+          ) -> dict[int, dict[float, dict[str, Any]]]:
+    """seed -> rate -> one run, over the scenario's sweep; with ``stop_after``, a seed's sweep stops after that
+    many consecutive rates below the SLO attainment (the max rate within the SLO does not look past the first)."""
+    out: dict[int, dict[float, dict[str, Any]]] = {}
+    for seed in seeds:
+        runs, misses = out.setdefault(seed, {}), 0
+        for r in sorted(sc.rates):
+            runs[r] = one_run(sc, config, seed, r, n)
+            misses = misses + 1 if runs[r]["attain"] < ATTAIN else 0
+            if stop_after and misses >= stop_after:
+                break
+    return out
 
 
 def evaluate(sc: Scenario, config: str, seeds: list[int], n: int, matched: float, matched_n: int,
-             runs: dict[int, dict[float, dict[str, Any]]] | None = None) -> dict[str, Any]:
+             runs: dict[int, dict[float, dict[str, Any]]] | None = None, stop_after: int = 0) -> dict[str, Any]:
     """One (scenario, config): the sweep (``runs`` if already done) plus a long run at the ``matched`` rate."""
-    runs = runs or sweep(sc, config, seeds, n)
+    runs = runs or sweep(sc, config, seeds, n, stop_after)
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:
         m = one_run(sc, config, seed, matched, n if sc.sessions else matched_n)
@@ -107,32 +117,47 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--num-requests", type=int, default=None, help="default: each scenario's")
     ap.add_argument("--extra-rates", default="", help="rates (req/s) added to every scenario's sweep, e.g. 250,300")
+    ap.add_argument("--rates", default="", help="rates (req/s) that replace the scenario's sweep (one scenario: around "
+                                                "its knee, to spend less CPU)")
     ap.add_argument("--matched-fraction", type=float, default=0.8,
                     help="matched rate = this x round-robin's max rate within the SLO (0: the scenario's own)")
+    ap.add_argument("--matched-rate", type=float, default=None,
+                    help="use this matched rate (req/s) instead of deriving it (e.g. a previous run's, to add a config "
+                         "without re-running round-robin's sweep)")
     ap.add_argument("--matched-requests", type=int, default=1500, help="requests of the matched-rate run")
     ap.add_argument("--window", type=float, default=None,
                     help="virtual seconds of arrivals per run at least (default: the scenario's min_duration_s, 8)")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="stop a seed's sweep after this many consecutive rates below the SLO (0: run every rate)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     extra = tuple(float(r) for r in a.extra_rates.split(",") if r)
+    only = tuple(float(r) for r in a.rates.split(",") if r)
     seeds = [int(s) for s in a.seeds.split(",")]
     out: dict[str, Any] = {}
     print("| scenario | config | TTFT p50 ms | TTFT p90 ms | max rate in SLO (req/s) | hit rate | router CPU s/1k |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in a.scenarios.split(","):
         sc = SCENARIOS[name]
+        if only:
+            sc = replace(sc, rates=only)
         if extra:
             sc = replace(sc, rates=tuple(sorted(set(sc.rates) | set(extra))))
         if a.window:
             sc = replace(sc, min_duration_s=a.window)
         n = a.num_requests or sc.num_requests
-        rr = sweep(sc, sc.baseline, seeds, n) if a.matched_fraction > 0 else None
-        matched = (matched_rate([max_rate_within_slo({r: x["attain"] for r, x in rr[s].items()}) for s in seeds],
-                                a.matched_fraction, min(sc.rates)) if rr else sc.matched_rate)
+        rr = sweep(sc, sc.baseline, seeds, n, a.stop_after) if a.matched_fraction > 0 and a.matched_rate is None else None
+        if a.matched_rate is not None:
+            matched = a.matched_rate
+        elif rr:
+            matched = matched_rate([max_rate_within_slo({r: x["attain"] for r, x in rr[s].items()}) for s in seeds],
+                                   a.matched_fraction, min(sc.rates))
+        else:
+            matched = sc.matched_rate
         for config in sc.configs or a.configs.split(","):
             t0 = time.perf_counter()
             r = out.setdefault(name, {})[config] = evaluate(sc, config, seeds, n, matched, a.matched_requests,
-                                                            rr if config == sc.baseline else None)
+                                                            rr if config == sc.baseline else None, a.stop_after)
             print(f"| {name} @ {matched:g}/s | {config} | {fmt(r['ttft_p50'], 1e3)} | {fmt(r['ttft_p90'], 1e3)} | "
                   f"{fmt(r['max_rate'])} | {fmt(r['hit'], 1, 3)} | {fmt(r['cpu_per_1k'], 1, 2)} |"
                   f"  <!-- {time.perf_counter() - t0:.0f}s -->", flush=True)

@@ -19,7 +19,13 @@ class DecodeBudgetFilter:
     request joined it, ``profile.step_time(0, 0, n + 1, (n + 1) * prompt_tokens)`` on the endpoint's own latency
     profile (``ttft.endpoint_profile``), with ``n`` the larger of the router's in-flight requests there and the
     scraped ``running + waiting`` plus requests sent since the scrape, and keeps those within ``maxStepS``. When
-    none is (the whole pool is saturated), it keeps every candidate: the other plugins decide."""
+    none is (the whole pool is saturated), it keeps every candidate: the other plugins decide.
+
+    With ``margin`` set, an endpoint over the budget is dropped only when some candidate's step is more than
+    ``margin`` (a fraction) lighter, and a pool all over the budget keeps the candidates within ``margin`` of the
+    lightest. Without it, endpoints whose batches grow together cross the budget together; the one still under it
+    then draws every request, each a prefix miss (a burst of cold prefills there), and the prefixes swing back and
+    forth once it crosses too; and a saturated pool lets the heaviest batches keep growing."""
 
     type: ClassVar[str] = "decode-budget-filter"
     kind: ClassVar[str] = "filter"
@@ -27,6 +33,9 @@ class DecodeBudgetFilter:
     class Params(PluginParams):
         max_step_s: float = Field(0.04, gt=0)
         """Decode step budget in seconds (below the TPOT objective, leaving room for prefill chunks)."""
+        margin: float | None = Field(None, ge=0)
+        """Keep an endpoint over the budget while its step is at most (1 + margin) times the lightest candidate's
+        (none: drop it outright, and keep every candidate when all are over the budget)."""
 
     requires: tuple[str, ...] = ("tokenize-producer", "inflight-load-producer")
 
@@ -52,6 +61,7 @@ class DecodeBudgetFilter:
         tokens, default, budget = max(state.prompt_tokens, 1), self._profile, self.params.max_step_s
         memo: dict[tuple[int, int], float] = {}
         kept = []
+        steps: list[float] = []
         for e in endpoints:
             eid, m = e.endpoint.id, e.metrics
             n = max(m.running + m.waiting + unscraped.get(eid, NO_LOAD).requests,
@@ -61,6 +71,11 @@ class DecodeBudgetFilter:
             step = memo.get(key)
             if step is None:
                 step = memo[key] = profile.step_time(0, 0, n, n * tokens)
+            steps.append(step)
             if step <= budget:
                 kept.append(e)
-        return kept or endpoints
+        margin = self.params.margin
+        if margin is None:
+            return kept or endpoints
+        limit = max(budget, min(steps) * (1.0 + margin))
+        return [e for e, step in zip(endpoints, steps, strict=True) if step <= limit]

@@ -59,7 +59,7 @@ def aggregated_config(p: dict[str, Any]) -> dict[str, Any]:
     """The ``default`` shape with the candidate's weights and affinity parameters."""
     return {**API, "plugins": [
         {"type": "single-profile-handler"}, {"type": "decode-filter"}, {"type": "health-filter"},
-        {"type": "decode-budget-filter", "parameters": {"maxStepS": 0.04}},
+        {"type": "decode-budget-filter", "parameters": {"maxStepS": 0.04, "margin": 0.1}},
         {"type": "prefix-affinity-filter", "parameters": {
             "threshold": round(p["affinity_threshold"], 4), "ttftMargin": round(p["affinity_margin"], 4),
             "minMarginS": round(p["affinity_min_margin_s"], 4), "mode": "precise", **_QUEUE}},

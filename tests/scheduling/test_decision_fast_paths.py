@@ -99,7 +99,8 @@ def test_decisions_are_the_same_without_the_fast_path(config, monkeypatch):
 
 
 def test_decode_budget_filter_keeps_what_its_step_says(monkeypatch):
-    """The filter's hoisted, memoised loop keeps exactly the endpoints whose ``step`` is within the budget."""
+    """The filter's hoisted, memoised loop keeps exactly the endpoints whose ``step`` is within the budget (or, with
+    ``margin``, within the margin of the lightest)."""
     from llmd_kserve.scheduling.decode_budget_filter import DecodeBudgetFilter
 
     rng = random.Random(5)
@@ -107,15 +108,19 @@ def test_decode_budget_filter_keeps_what_its_step_says(monkeypatch):
     ctx = make_ctx(clock=lambda: clock[0])
     producer = InflightLoadProducer("l", InflightLoadProducer.Params(), ctx)
     checked = 0
-    for budget in (0.005, 0.0065, 0.01, 0.02, 0.04):
-        filt = DecodeBudgetFilter("d", DecodeBudgetFilter.Params(max_step_s=budget), ctx)
+    for budget, margin in [(b, m) for b in (0.005, 0.0065, 0.01, 0.02, 0.04) for m in (None, 0.1)]:
+        filt = DecodeBudgetFilter("d", DecodeBudgetFilter.Params(max_step_s=budget, margin=margin), ctx)
         for i in range(40):
             clock[0] += 0.01
             eps = [endpoint(n, waiting=rng.randrange(3), running=rng.choice([0, 1, 8, 30, 60, 200, 400]),
                             scraped_at=clock[0] - rng.random()) for n in range(8)]
             state = CycleState(request(f"r{budget}-{i}", prompt(i, rng.choice([10, 500, 3000]))), eps)
             producer.produce(state)
-            want = [e for e in eps if filt.step(state, e) <= budget] or eps
+            steps = [filt.step(state, e) for e in eps]
+            if margin is None:
+                want = [e for e, s in zip(eps, steps, strict=True) if s <= budget] or eps
+            else:
+                want = [e for e, s in zip(eps, steps, strict=True) if s <= max(budget, min(steps) * (1 + margin))]
             got = filt.filter(state, eps)
             assert list(got) == want
             checked += 0 < len(want) < len(eps)
