@@ -59,6 +59,9 @@ def aggregated_config(p: dict[str, Any]) -> dict[str, Any]:
     """The ``default`` shape with the candidate's weights and affinity parameters."""
     return {**API, "plugins": [
         {"type": "single-profile-handler"}, {"type": "decode-filter"}, {"type": "health-filter"},
+        {"type": "latency-slo-admitter", "parameters": {
+            "mode": "precise", "backlog": "queue", "tokensPerWaitingRequest": 512, "reserve": 0.7}},
+        {"type": "slo-headroom-tier-filter", "parameters": {"mode": "precise", **_QUEUE}},
         {"type": "decode-budget-filter", "parameters": {"maxStepS": 0.04, "margin": 0.1}},
         {"type": "prefix-affinity-filter", "parameters": {
             "threshold": round(p["affinity_threshold"], 4), "ttftMargin": round(p["affinity_margin"], 4),
@@ -67,7 +70,8 @@ def aggregated_config(p: dict[str, Any]) -> dict[str, Any]:
         {"type": "predicted-ttft-scorer", "parameters": {"mode": "precise", **_QUEUE}},
         {"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}, {"type": "max-score-picker"}],
         "schedulingProfiles": [{"name": "default", "plugins": [
-            {"pluginRef": "decode-filter"}, {"pluginRef": "health-filter"}, {"pluginRef": "decode-budget-filter"},
+            {"pluginRef": "decode-filter"}, {"pluginRef": "health-filter"}, {"pluginRef": "latency-slo-admitter"},
+            {"pluginRef": "decode-budget-filter"}, {"pluginRef": "slo-headroom-tier-filter"},
             {"pluginRef": "prefix-affinity-filter"},
             {"pluginRef": "precise-prefix-cache-scorer", "weight": round(p["w_prefix"], 4)},
             {"pluginRef": "predicted-ttft-scorer", "weight": round(p["w_ttft"], 4)},
