@@ -111,6 +111,8 @@ def knee_row(trace: str, config: str, runs: dict[float, dict[str, Any]], attainm
 
 
 def _check(a: argparse.Namespace, ap: argparse.ArgumentParser, configs: list[str]) -> list[float]:
+    if a.live is not None and a.live < 1:
+        ap.error("--live N needs at least one engine")
     if a.target and len(configs) != 1:
         ap.error("--target runs the router as it is: name the one config it runs with --configs")
     if (a.prefill or a.decode) and not (a.sim and a.prefill > 0 and a.decode > 0):
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="round-robin,load-only,precise-prefix,default", help="router configs")
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--sim", action="store_true", help="replay in the cluster simulator")
-    where.add_argument("--live", type=int, default=0, metavar="N",
+    where.add_argument("--live", type=int, default=None, metavar="N",
                        help="replay live on a fresh local stack of N simulated engines per run")
     where.add_argument("--target", default=None, help="replay live against this router URL (one config)")
     ap.add_argument("--engines", type=int, default=8, help="simulated engines (--sim)")

@@ -57,7 +57,8 @@ def test_configs_the_replay_cannot_run_are_refused_in_one_line(capsys):
     for argv, message in [(["--sim", "--configs", "pd-never"], "--prefill N --decode M"),
                           (["--sim", "--configs", "vllm-router"], "only with --live"),
                           (["--sim", "--time-scales", "1,0"], "time scales must be positive"),
-                          (["--sim", "--prefill", "2"], "--prefill and --decode go together")]:
+                          (["--sim", "--prefill", "2"], "--prefill and --decode go together"),
+                          (["--live", "0"], "at least one engine")]:
         try:
             trace_replay.main(argv)
         except SystemExit as exc:
