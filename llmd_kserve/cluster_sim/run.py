@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmd_kserve.bench.report import run_entry
+from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, result_to_dict, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, WorkloadSpec, assign_arrivals, build_requests
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
@@ -47,9 +48,11 @@ def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_re
     """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds);
     ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones.
     ``progress(label, done, total)`` hears how far each run is; ``profile`` is the engines' latency profile (a
-    built-in name or a file; ignored when ``options`` are given)."""
+    built-in name or a file; ignored when ``options`` are given). ``llm-d-optimized-baseline`` runs with the
+    simulated H100's measured peak prefill throughput, as in every simulated comparison (``sim_config``)."""
     opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed, profile=profile)
     label = policy_label or str(config)
+    config = sim_config(config) if isinstance(config, str | Path) else config
     runs = []
     for i, arrival in enumerate(arrivals):
         rng = random.Random(seed + i)  # as bench.runner does for live runs: same prompts, same arrival times
