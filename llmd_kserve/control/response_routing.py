@@ -3,9 +3,9 @@ stored the previous response, and its answer's response id learnt."""
 
 from __future__ import annotations
 
-from llmd_kserve.control.director import Ticket
 from llmd_kserve.control.responses import ResponseHomes
 from llmd_kserve.control.runtime import Runtime
+from llmd_kserve.control.ticket import Ticket
 from llmd_kserve.types import EndpointId
 
 

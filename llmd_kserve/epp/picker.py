@@ -21,10 +21,11 @@ from typing import Any
 import msgspec
 
 from llmd_kserve.control import slo
-from llmd_kserve.control.director import Director, Identity, Ticket
+from llmd_kserve.control.director import Director
 from llmd_kserve.control.requests import Kind, RouteKind
 from llmd_kserve.control.response_routing import place_response
 from llmd_kserve.control.responses import ResponseHomes
+from llmd_kserve.control.ticket import Identity, Ticket
 from llmd_kserve.control.usage import Usage
 from llmd_kserve.disagg.protocol import has_client_params, strip_client_params
 from llmd_kserve.epp.metrics import EppMetrics

@@ -24,13 +24,14 @@ import msgspec
 from aiohttp import web
 
 from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
-from llmd_kserve.control.director import Director, Identity, Ticket, new_request_id
+from llmd_kserve.control.director import Director, new_request_id
 from llmd_kserve.control.endpoints import load_endpoints_file
 from llmd_kserve.control.requests import RouteKind
 from llmd_kserve.control.response_routing import place_response
 from llmd_kserve.control.responses import RESPONSES_PATH, ResponseHomes
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
+from llmd_kserve.control.ticket import Identity, Ticket
 from llmd_kserve.defaults import ROUTER_PORT
 from llmd_kserve.errors import ConfigError, HTTPError
 from llmd_kserve.governance.keys import Forbidden

@@ -20,9 +20,10 @@ import msgspec
 
 from llmd_kserve.aio import Deadline
 from llmd_kserve.control.decisions import Decision
-from llmd_kserve.control.director import Director, Ticket
+from llmd_kserve.control.director import Director
 from llmd_kserve.control.requests import ParsedRequest
 from llmd_kserve.control.stalls import Watch
+from llmd_kserve.control.ticket import Ticket
 from llmd_kserve.control.usage import Usage, parse_usage
 from llmd_kserve.disagg.metrics import DisaggMetrics
 from llmd_kserve.disagg.orchestrator import PDOrchestrator

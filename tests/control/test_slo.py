@@ -10,10 +10,11 @@ import pytest
 
 from llmd_kserve.config.loader import load_config
 from llmd_kserve.control import slo
-from llmd_kserve.control.director import Director, Hold
+from llmd_kserve.control.director import Director
 from llmd_kserve.control.reload import config_document
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
+from llmd_kserve.control.ticket import Hold
 from llmd_kserve.errors import HTTPError
 from llmd_kserve.types import EndpointMetrics, EndpointState, Objective
 
