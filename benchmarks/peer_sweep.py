@@ -28,7 +28,7 @@ its first rate walks down the grid until a rate passes.
 
 Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale unequal=2]
        (or --scenarios chat,burst,agentic,rag-reasoning)
-       [--policies default,approx-prefix,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
+       [--policies default,llm-d-optimized-baseline,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
        [--rates zipf=2,4,8] [--matched zipf=4] [--duration 8] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
        .venv/bin/python benchmarks/peer_sweep.py --report out/peer_sweep/a.json,out/peer_sweep/b.json
 """
@@ -57,15 +57,17 @@ from llmd_kserve.bench.frontier import ATTAIN, max_rate_within_slo, ratio_range,
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.pacing import point_requests, send_lateness, session_order_violations
 from llmd_kserve.bench.scenarios import SCENARIOS, Scenario
+from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, percentile, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec
+from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.defaults import DEFAULT_PROFILE
 from llmd_kserve.latency import load_profile
 from llmd_kserve.stack.procs import Proc, free_port, spawn, terminate, wait_healthy
 
 PROFILE_LABEL = "llmd-kserve.io/latency-profile"  # llmd_kserve.types.PROFILE_LABEL once mixed-GPU profiles land
 
-OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "default")
+OURS = ("round-robin", "load-only", "approx-prefix", "precise-prefix", "llm-d-optimized-baseline", "default")
 PEER = ("vllm:cache_aware", "vllm:power_of_two")
 # live rates (req/s) at each scenario's time scale, finer where a coarse probe found the knees (RESULTS.md)
 RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20, 30, 40, 50, 55, 60, 66, 72, 80),
@@ -130,14 +132,20 @@ def scaled_profile(name: str, time_scale: float, out_dir: Path) -> str:
 
 
 def scaled_config(policy: str, time_scale: float, out_dir: Path) -> str:
-    """A shipped config with every plugin parameter in seconds (``...S``: a decode-step budget, a TTFT margin) x
-    ``time_scale``, like the SLO: the same config on engines that run ``time_scale`` x slower."""
-    doc = yaml.safe_load((Path(llmd_kserve.__file__).parent / "config" / "shipped" / f"{policy}.yaml").read_text())
+    """A shipped config as the simulator runs it (``bench.sim_configs.sim_config``: llm-d's baseline with the
+    simulated H100's ``peakPrefillThroughput``) with every plugin parameter in seconds (``...S``: a decode-step
+    budget, a TTFT margin) x ``time_scale``, like the SLO, and ``peakPrefillThroughput`` / ``time_scale``: the same
+    config on engines that run ``time_scale`` x slower."""
+    config = sim_config(policy)
+    doc = (config.document() if isinstance(config, SchedulerConfig) else
+           yaml.safe_load((Path(llmd_kserve.__file__).parent / "config" / "shipped" / f"{policy}.yaml").read_text()))
     for plugin in doc.get("plugins", []):
         params = plugin.get("parameters") or {}
         for k, v in params.items():
             if k.endswith("S") and isinstance(v, int | float):
                 params[k] = v * time_scale
+            elif k == "peakPrefillThroughput":
+                params[k] = v / time_scale
     path = out_dir / f"{policy}-x{time_scale:g}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return str(path)
@@ -389,7 +397,8 @@ def report(paths: list[Path], matched: dict[str, float]) -> None:
     print("\nRatios, mean (worst-best over seeds):\n")
     for name, pols in summary.items():
         d = pols.get("default")
-        for other in (p for p in pols if p in ("round-robin", "approx-prefix") or p.startswith("vllm:cache_aware")):
+        for other in (p for p in pols if p in ("round-robin", "approx-prefix", "llm-d-optimized-baseline")
+                      or p.startswith("vllm:cache_aware")):
             o = pols[other]
             if not d:
                 continue
