@@ -74,9 +74,11 @@ def _peer(exe: str, policy: str, engines: list[str]) -> Iterator[str]:
 
 
 def run_live_stack(spec: TraceSpec, config: str, engines: int, seed: int, timeout: float, slo: SLO,
-                   vllm_router: str | None = None, progress: bool = True) -> dict[str, Any]:
+                   vllm_router: str | None = None, progress: bool = True, prefill: int = 0,
+                   decode: int = 0) -> dict[str, Any]:
     """One replay of ``spec`` on a fresh local stack of ``engines`` simulated engines (cold caches) under
-    ``config``; a ``vllm-router[:POLICY]`` config puts vLLM's router in front of the engines instead of ours."""
+    ``config``; a ``vllm-router[:POLICY]`` config puts vLLM's router in front of the engines instead of ours.
+    ``prefill``/``decode`` > 0 start that many prefill and decode engines instead (a P/D cluster)."""
     from llmd_kserve.aio import run
     from llmd_kserve.bench.loadgen import LoadConfig, run_load
     from llmd_kserve.stack import LocalStack
@@ -87,7 +89,8 @@ def run_live_stack(spec: TraceSpec, config: str, engines: int, seed: int, timeou
     requests = build_requests(spec, random.Random(seed))
     ours = "round-robin" if policy else config  # with the peer in front, our router idles
     with ExitStack() as held:
-        stack = held.enter_context(LocalStack(engines=engines, config=ours, prometheus=False, seed=seed))
+        stack = held.enter_context(LocalStack(engines=engines, prefill=prefill, decode=decode, config=ours,
+                                              prometheus=False, seed=seed))
         url = held.enter_context(_peer(exe, policy, stack.engine_base_urls)) if exe and policy else stack.router_url
         load = LoadConfig(target=url, timeout_s=timeout, engine_urls=stack.engine_base_urls, progress=progress)
         result = run(run_load(requests, arrival, load))

@@ -16,6 +16,8 @@ sustained compression.
     python benchmarks/trace_replay.py --sim --prefill 4 --decode 4 --configs pd-predicted-ttft,pd-never
     # live, a fresh local stack of simulated engines per run (vllm-router: vLLM's router in front of the engines):
     python benchmarks/trace_replay.py --live 4 --window 0:300 --time-scale 0.5 --configs default,vllm-router
+    # live on a P/D cluster (2 prefill + 2 decode engines):
+    python benchmarks/trace_replay.py --live 4 --prefill 2 --decode 2 --time-scale 0.5 --configs pd-always
     # live against a router already running (name the config it runs):
     python benchmarks/trace_replay.py --target http://127.0.0.1:8080 --configs default
 
@@ -115,13 +117,17 @@ def _check(a: argparse.Namespace, ap: argparse.ArgumentParser, configs: list[str
         ap.error("--live N needs at least one engine")
     if a.target and len(configs) != 1:
         ap.error("--target runs the router as it is: name the one config it runs with --configs")
-    if (a.prefill or a.decode) and not (a.sim and a.prefill > 0 and a.decode > 0):
-        ap.error("--prefill and --decode go together, each at least 1, with --sim")
+    if (a.prefill or a.decode) and not ((a.sim or a.live) and a.prefill > 0 and a.decode > 0):
+        ap.error("--prefill and --decode go together, each at least 1, with --sim or --live")
+    if a.live and a.prefill and a.live != a.prefill + a.decode:
+        ap.error(f"--live {a.live} starts {a.live} engines: --prefill and --decode must add up to it")
     for c in configs:
         if c.startswith("pd-") and not a.prefill:
-            ap.error(f"{c} routes a prefill/decode cluster: give --prefill N --decode M (with --sim)")
+            ap.error(f"{c} routes a prefill/decode cluster: give --prefill N --decode M (with --sim or --live)")
         if peer_policy(c) and not a.live:
             ap.error(f"{c} is vLLM's router: it runs only with --live N")
+        if peer_policy(c) and a.prefill:
+            ap.error(f"{c} is vLLM's router: it runs on aggregated engines only (no --prefill/--decode)")
     try:
         return parse_scales(a.time_scales) if a.time_scales else [a.time_scale]
     except ValueError as exc:
@@ -138,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="replay live on a fresh local stack of N simulated engines per run")
     where.add_argument("--target", default=None, help="replay live against this router URL (one config)")
     ap.add_argument("--engines", type=int, default=8, help="simulated engines (--sim)")
-    ap.add_argument("--prefill", type=int, default=0, help="--sim: prefill engines of a P/D cluster (with --decode)")
-    ap.add_argument("--decode", type=int, default=0, help="--sim: decode engines of a P/D cluster (with --prefill)")
+    ap.add_argument("--prefill", type=int, default=0, help="prefill engines of a P/D cluster (with --decode)")
+    ap.add_argument("--decode", type=int, default=0, help="decode engines of a P/D cluster (with --prefill)")
     scales = ap.add_mutually_exclusive_group()
     scales.add_argument("--time-scale", type=float, default=1.0, help="multiply the recorded gaps (0.1: 10x faster)")
     scales.add_argument("--time-scales", default=None, metavar="X,Y,...", help="a sweep of time scales")
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                             run = _sim(spec, config, a, slo, bar)
                     elif a.live:
                         run = run_live_stack(spec, config, a.live, a.seed, a.timeout, slo, a.vllm_router,
-                                             not a.no_progress)
+                                             not a.no_progress, a.prefill, a.decode)
                     else:
                         run = _live(spec, config, a.target, a.seed, a.timeout, slo)
                     run |= {"trace": path.name, "time_scale": ts}

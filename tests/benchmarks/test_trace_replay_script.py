@@ -90,3 +90,30 @@ def test_live_replay_on_a_fresh_local_stack(config, tmp_path):
     (row,) = json.loads(out.read_text())["table"]
     assert (row["mode"], row["n"], row["errors"]) == ("live", "12", "0")
     assert row["hit rate"] != "–"  # the engines' prefix-cache counters, read before and after
+
+
+def test_live_pd_needs_prefill_and_decode_adding_up_to_its_engines(capsys):
+    for argv, message in [(["--live", "3", "--prefill", "1", "--decode", "1", "--configs", "pd-always"],
+                           "must add up to it"),
+                          (["--live", "2", "--configs", "pd-always"], "--prefill N --decode M"),
+                          (["--live", "2", "--prefill", "1", "--decode", "1", "--configs", "vllm-router"],
+                           "aggregated engines only")]:
+        with pytest.raises(SystemExit) as exc:
+            trace_replay.main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_live_pd_replay_on_a_fresh_pd_stack(tmp_path):
+    """One prefill and one decode engine: pd-always prefills every prompt remotely, pd-never none."""
+    out = tmp_path / "pd.json"
+    assert trace_replay.main(["--live", "2", "--prefill", "1", "--decode", "1", "--trace", SYNTHETIC,
+                              "--configs", "pd-always,pd-never", "--max-requests", "8", "--time-scale", "0.2",
+                              "--no-progress", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [(r["config"], r["mode"], r["n"], r["errors"]) for r in doc["table"]] == [
+        ("pd-always", "live", "8", "0"), ("pd-never", "live", "8", "0")]
+    assert all(r["workload"]["prefill"] == 1 and r["workload"]["decode"] == 1 for r in doc["reports"])
+    hit = {r["config"]: float(r["hit rate"].rstrip("%")) for r in doc["table"]}
+    assert hit["pd-always"] > hit["pd-never"]  # the decode engine counts KV received from the prefill engine
