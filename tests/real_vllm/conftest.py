@@ -153,6 +153,9 @@ async def router_over(endpoints: Sequence[str], model_dir: Path, **settings: Any
     ``wait_live``) before it is yielded."""
     from llmd_kserve.router.app import running_router
 
+    # A first token can take over the default 10 s stall floor when the CPU replicas share a loaded machine; a test
+    # about something else must not see its request moved by stall detection (the stall tests set their own floor).
+    settings.setdefault("stall_floor_s", 60.0)
     async with running_router(endpoints=list(endpoints), tokenizer=str(model_dir), **settings) as router:
         await wait_live(router.state, [e.split("#")[0] for e in endpoints], model_dir.name)
         yield router
