@@ -297,6 +297,8 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=positive_int, default=None, help=_BLOCK_SIZE_HELP)
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool-name", default=None,
+                   help="the InferencePool's name: also export llm-d's inference_pool_* gauges (label name=...)")
     _add_ttft_slo(p)
     _add_router_governance(p)
     p.set_defaults(func=_cmd_epp)
@@ -323,6 +325,7 @@ def _cmd_epp(a: argparse.Namespace) -> int:
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
                             stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, ttft_slo_s=_ttft_slo_s(a),
+                            pool_name=a.pool_name,
                             **_governance_settings(a))
     return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, pick_port=a.http_pick_port,
                  endpoints=a.endpoints,

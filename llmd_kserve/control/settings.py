@@ -88,6 +88,9 @@ class RouterSettings:
     with ``admin: true`` or an ``api_keys`` token), else loopback clients only."""
     config_poll_interval: float = 1.0
     """Seconds between checks of a ``config`` file for changes (reloaded without a restart)."""
+    pool_name: str | None = None
+    """The InferencePool this front end picks for (``epp --pool-name``): llm-d's ``inference_pool_*{name}`` gauges
+    are exported under it too (None: not exported)."""
     ttft_slo_s: float | None = None
     """The deployment's TTFT target (``--ttft-slo-ms``): ``llmd_router_ttft_headroom_seconds`` is measured against
     it (None: that gauge is not exported)."""

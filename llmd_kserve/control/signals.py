@@ -31,4 +31,4 @@ def endpoint_ready(rt: Runtime, state: EndpointState) -> bool:
 
 def autoscaling_collector(rt: Runtime) -> AutoscalingCollector:
     return AutoscalingCollector(lambda: queue_depth(rt), rt.endpoint_states, lambda s: endpoint_ready(rt, s),
-                                rt.scheduler.in_flight, rt.headroom)
+                                rt.scheduler.in_flight, rt.headroom, rt.settings.pool_name)

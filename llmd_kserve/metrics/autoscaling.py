@@ -89,13 +89,16 @@ def role_of(state: EndpointState) -> str:
 class AutoscalingCollector:
     """``llmd_router_queue_depth{band}``, ``llmd_router_ttft_slo_seconds``, ``llmd_router_ttft_headroom_seconds``,
     ``llmd_router_kv_usage_ratio{role}``, ``llmd_router_endpoints_ready{role}`` and
-    ``llmd_router_endpoints{role}``, computed when scraped from the callables it is given."""
+    ``llmd_router_endpoints{role}`` (with ``pool_name``, llm-d's ``inference_pool_*{name}`` too), computed when
+    scraped from the callables it is given."""
 
     def __init__(self, queue_depth: Callable[[], Mapping[str, int]], endpoints: Callable[[], Sequence[EndpointState]],
                  ready: Callable[[EndpointState], bool], in_flight: Callable[[], int],
-                 headroom: HeadroomMeter | None = None, namespace: str = "llmd_router") -> None:
+                 headroom: HeadroomMeter | None = None, pool_name: str | None = None,
+                 namespace: str = "llmd_router") -> None:
         self._queue, self._endpoints, self._ready, self._in_flight = queue_depth, endpoints, ready, in_flight
         self._headroom = headroom
+        self._pool = pool_name
         self._ns = namespace
         self._bands: set[str] = set(ALWAYS_BANDS)
 
@@ -135,6 +138,25 @@ class AutoscalingCollector:
         yield usage
         yield ready
         yield known
+        if self._pool is not None:
+            yield from inference_pool_gauges(self._pool, [s for s in states if self._ready(s)])
+
+
+def inference_pool_gauges(pool: str, ready: Sequence[EndpointState]) -> Iterator[Metric]:
+    """llm-d's (Gateway API Inference Extension's) pool gauges, for dashboards and HPAs written against its EPP:
+    means over the pool's ready endpoints of the engines' own numbers (0 with none ready)."""
+    n = len(ready)
+    for name, doc, value in (
+            ("inference_pool_average_kv_cache_utilization", "The average kv cache utilization for an inference "
+             "server pool", sum(s.metrics.kv_usage for s in ready) / n if n else 0.0),
+            ("inference_pool_average_queue_size", "The average number of requests pending in the model server queue",
+             sum(s.metrics.waiting for s in ready) / n if n else 0.0),
+            ("inference_pool_average_running_requests", "The average number of requests running on the model "
+             "servers", sum(s.metrics.running for s in ready) / n if n else 0.0),
+            ("inference_pool_ready_pods", "The number of ready pods in the inference server pool", float(n))):
+        fam = GaugeMetricFamily(name, doc, labels=["name"])
+        fam.add_metric([pool], value)
+        yield fam
 
 
 def _band_order(band: str) -> tuple[int, str]:

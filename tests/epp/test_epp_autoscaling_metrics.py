@@ -1,5 +1,5 @@
 """The EPP exports the router's autoscaling signals under the same names (real Envoy, real EPP, simulated engines):
-its /metrics shows the queue per band, the endpoints, and a TTFT headroom that is the target while idle and goes
+its /metrics shows the queue per band, the endpoints (and llm-d's ``inference_pool_*`` gauges), and a TTFT headroom that is the target while idle and goes
 negative under overload."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ async def test_the_epp_exports_the_autoscaling_signals_and_headroom_goes_negativ
     async with (running_engine(port=0, host="127.0.0.1", model=MODEL, seed=0) as e0,
                 running_engine(port=0, host="127.0.0.1", model=MODEL, seed=1) as e1,
                 gateway(tmp_path, [e0.url, e1.url], config="default",
-                        router={"profile": "cpu-tiny-llama", "ttft_slo_s": 0.5}, epp=never_saturated) as gw,
+                        router={"profile": "cpu-tiny-llama", "ttft_slo_s": 0.5, "pool_name": "llmd-pool"}, epp=never_saturated) as gw,
                 httpx.AsyncClient(base_url=gw.url, timeout=60) as c,
                 httpx.AsyncClient(base_url=gw.epp.metrics_url, timeout=10) as m):
         state = gw.epp.state
@@ -43,6 +43,9 @@ async def test_the_epp_exports_the_autoscaling_signals_and_headroom_goes_negativ
         assert gauge(text, "llmd_router_ttft_slo_seconds") == 0.5
         assert gauge(text, "llmd_router_ttft_headroom_seconds") == 0.5  # idle
         assert gauge(text, "llmd_router_kv_usage_ratio", 'role="both"') is not None
+        # llm-d's pool gauges, under the InferencePool's name
+        assert gauge(text, "inference_pool_ready_pods", 'name="llmd-pool"') == 2
+        assert gauge(text, "inference_pool_average_queue_size", 'name="llmd-pool"') == 0
 
         def body(prompt: str, max_tokens: int = 2) -> dict:
             return {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens}

@@ -44,5 +44,21 @@ def test_queue_bands_seen_stay_exported_at_zero_and_kv_usage_is_the_mean_of_read
     assert 'llmd_router_kv_usage_ratio{role="decode"} 0.6' in text  # the stale one is not ready
     assert 'llmd_router_endpoints_ready{role="decode"} 1.0' in text and 'llmd_router_endpoints{role="decode"} 2.0' in text
     assert "ttft_headroom" not in text  # no target
+    assert "inference_pool" not in text  # no pool name
     depth.clear()
     assert 'llmd_router_queue_depth{band="3"} 0.0' in generate_latest(reg).decode()
+
+
+def test_llm_d_pool_gauges_average_the_ready_endpoints():
+    states = [EndpointState(Endpoint(EndpointId(f"http://{i}")), EndpointMetrics(kv_usage=kv, waiting=w, running=r,
+                                                                                  stale=stale))
+              for i, (kv, w, r, stale) in enumerate([(0.2, 2, 4, False), (0.4, 4, 6, False), (0.9, 9, 9, True)])]
+    reg = CollectorRegistry()
+    reg.register(AutoscalingCollector(dict, lambda: states, lambda s: not s.metrics.stale, lambda: 0,
+                                      pool_name="llmd-pool"))
+    text = generate_latest(reg).decode()
+    for line in ('inference_pool_ready_pods{name="llmd-pool"} 2.0',
+                 'inference_pool_average_queue_size{name="llmd-pool"} 3.0',
+                 'inference_pool_average_running_requests{name="llmd-pool"} 5.0'):
+        assert line in text
+    assert 'inference_pool_average_kv_cache_utilization{name="llmd-pool"} 0.3' in text
