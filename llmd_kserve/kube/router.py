@@ -94,7 +94,8 @@ def router_args(spec: DeploymentSpec) -> list[str]:
             f"--discover-selector={spec.discover_selector}", f"--discover-namespace={spec.namespace}",
             f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}",
             f"--served-model={spec.model.served_name}"] + (
-                [f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}"] if spec.autoscaled else [])
+                [f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}"] if spec.autoscaled else []) + (
+                [f"--flow-per-endpoint={spec.router.flow_per_endpoint}"] if spec.router.flow_per_endpoint else [])
 
 
 def router_annotations(spec: DeploymentSpec) -> dict[str, str]:

@@ -72,6 +72,9 @@ class RouterSpec(_Model):
     """Router tokenizer; None: ``sim`` for simulated engines, ``render`` (the engine's /render) for vLLM."""
     cpu: str = "2"
     memory: str = "2Gi"
+    flow_per_endpoint: int | None = Field(None, ge=1)
+    """Flow control (``--flow-per-endpoint``): requests in flight per engine before the rest wait in the router by
+    priority band, where ``llmd_router_queue_depth`` (and autoscaling's queue triggers) see them; None: off."""
 
 
 class KVTransferSpec(_Model):

@@ -78,7 +78,10 @@ def test_off_by_default_and_the_pools_hand_their_replicas_to_keda_when_on():
     ann = router["metadata"]["annotations"]
     assert ann["serving.kserve.io/enable-prometheus-scraping"] == "true" and ann["prometheus.kserve.io/port"] == "8080"
     plain = one(render(DeploymentSpec(mode="pd")), "InferenceService", "llmd-router")
-    assert not any(a.startswith("--ttft-slo-ms") for a in plain["spec"]["predictor"]["containers"][0]["args"])
+    assert not any(a.startswith(("--ttft-slo-ms", "--flow-per-endpoint"))
+                   for a in plain["spec"]["predictor"]["containers"][0]["args"])
+    flow = one(render(DeploymentSpec(mode="pd", router={"flow_per_endpoint": 64})), "InferenceService", "llmd-router")
+    assert "--flow-per-endpoint=64" in flow["spec"]["predictor"]["containers"][0]["args"]
 
 
 def test_pd_separate_scales_prefill_on_queue_and_ttft_and_decode_on_kv_usage():
