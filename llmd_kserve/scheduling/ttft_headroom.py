@@ -9,7 +9,6 @@ from typing import Any
 from llmd_kserve.plugins.base import CycleState, PluginContext
 from llmd_kserve.scheduling.ttft import TTFTEstimator, TTFTParams
 
-
 SAMPLE_INTERVAL_S = 0.02
 """At most one decision per this many seconds (by the context's clock) is measured: the signal is a mean over
 seconds, and at high request rates measuring every decision would add to each one's latency."""
