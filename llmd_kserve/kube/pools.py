@@ -47,7 +47,8 @@ def pool_isvc(spec: DeploymentSpec, role: str) -> dict[str, Any]:
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": metadata(spec, spec.pool_name(role), f"engine-{role}", extra_labels=pod_labels(spec, role),
-                             annotations={DEPLOYMENT_MODE_ANNOTATION: STANDARD_MODE, AUTOSCALER_ANNOTATION: autoscaler}),
+                             annotations={DEPLOYMENT_MODE_ANNOTATION: STANDARD_MODE,
+                                          AUTOSCALER_ANNOTATION: autoscaler}),
         "spec": {
             "predictor": {
                 "minReplicas": low,

@@ -90,12 +90,15 @@ def role_binding(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def router_args(spec: DeploymentSpec) -> list[str]:
-    return ["router", "--host=0.0.0.0", f"--port={spec.router.port}", f"--config={CONFIG_PATH}",
+    args = ["router", "--host=0.0.0.0", f"--port={spec.router.port}", f"--config={CONFIG_PATH}",
             f"--discover-selector={spec.discover_selector}", f"--discover-namespace={spec.namespace}",
             f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}",
-            f"--served-model={spec.model.served_name}"] + (
-                [f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}"] if spec.autoscaled else []) + (
-                [f"--flow-per-endpoint={spec.router.flow_per_endpoint}"] if spec.router.flow_per_endpoint else [])
+            f"--served-model={spec.model.served_name}"]
+    if spec.autoscaled:  # the TTFT target its headroom signal is measured against
+        args.append(f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}")
+    if spec.router.flow_per_endpoint:
+        args.append(f"--flow-per-endpoint={spec.router.flow_per_endpoint}")
+    return args
 
 
 def router_annotations(spec: DeploymentSpec) -> dict[str, str]:

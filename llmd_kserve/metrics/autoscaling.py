@@ -118,8 +118,9 @@ class AutoscalingCollector:
                                     "(--ttft-slo-ms)", value=self._headroom.target_s)
             yield GaugeMetricFamily(f"{ns}_ttft_headroom_seconds", "TTFT target minus the best endpoint's predicted "
                                     "TTFT (latency-slo-admitter's prediction), mean over the last "
-                                    f"{self._headroom.window_s:g} s of scheduling decisions (one per 20 ms at most); negative: no endpoint "
-                                    "is predicted to meet the target", value=self._headroom.value(busy))
+                                    f"{self._headroom.window_s:g} s of scheduling decisions (one per 20 ms at most); "
+                                    "negative: no endpoint is predicted to meet the target",
+                                    value=self._headroom.value(busy))
         states = list(self._endpoints())
         usage = GaugeMetricFamily(f"{ns}_kv_usage_ratio", "Mean KV-cache usage (vllm:kv_cache_usage_perc, 0..1) over "
                                   "the ready endpoints of a role", labels=["role"])

@@ -1,6 +1,6 @@
 """The EPP exports the router's autoscaling signals under the same names (real Envoy, real EPP, simulated engines):
-its /metrics shows the queue per band, the endpoints (and llm-d's ``inference_pool_*`` gauges), and a TTFT headroom that is the target while idle and goes
-negative under overload."""
+its /metrics shows the queue per band, the endpoints (and llm-d's ``inference_pool_*`` gauges), and a TTFT headroom
+that is the target while idle and goes negative under overload."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ MODEL = "llama-8b-shape"
 
 async def test_the_epp_exports_the_autoscaling_signals_and_headroom_goes_negative_under_overload(tmp_path):
     require_envoy()
-    never_saturated = EppSettings(response_mode="full", saturation=Saturation(queue_threshold=10**6, kv_threshold=1.0))
+    never_saturated = EppSettings(response_mode="full",
+                                  saturation=Saturation(queue_threshold=10**6, kv_threshold=1.0))
     async with (running_engine(port=0, host="127.0.0.1", model=MODEL, seed=0) as e0,
                 running_engine(port=0, host="127.0.0.1", model=MODEL, seed=1) as e1,
                 gateway(tmp_path, [e0.url, e1.url], config="default",

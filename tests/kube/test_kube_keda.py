@@ -43,7 +43,8 @@ def test_every_object_validates_and_each_pool_has_a_scaled_object(mode, pd, k8s_
         assert 1 <= s["minReplicaCount"] <= s["maxReplicaCount"]
         # KEDA's fallback needs at least one AverageValue trigger
         assert any(t["metricType"] == "AverageValue" for t in s["triggers"])
-        assert s["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+        behavior = s["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
         for t in s["triggers"]:
             assert t["type"] == "prometheus" and set(t["metadata"]) == {"serverAddress", "query", "threshold"}
             assert float(t["metadata"]["threshold"]) > 0

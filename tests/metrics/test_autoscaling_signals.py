@@ -34,15 +34,16 @@ def test_headroom_is_the_window_mean_then_the_last_value_while_busy_then_the_tar
 
 def test_queue_bands_seen_stay_exported_at_zero_and_kv_usage_is_the_mean_of_ready_endpoints():
     depth = {"3": 4}
-    states = [EndpointState(Endpoint(EndpointId("http://a"), role="prefill"), EndpointMetrics(kv_usage=0.2, stale=False)),
-              EndpointState(Endpoint(EndpointId("http://b"), role="decode"), EndpointMetrics(kv_usage=0.6, stale=False)),
-              EndpointState(Endpoint(EndpointId("http://c"), role="decode"), EndpointMetrics(kv_usage=0.9, stale=True))]
+    states = [EndpointState(Endpoint(EndpointId(f"http://{i}"), role=role), EndpointMetrics(kv_usage=kv, stale=stale))
+              for i, (role, kv, stale) in enumerate([("prefill", 0.2, False), ("decode", 0.6, False),
+                                                     ("decode", 0.9, True)])]
     reg = CollectorRegistry()
     reg.register(AutoscalingCollector(lambda: depth, lambda: states, lambda s: not s.metrics.stale, lambda: 0))
     text = generate_latest(reg).decode()
     assert 'llmd_router_queue_depth{band="3"} 4.0' in text and 'llmd_router_queue_depth{band="0"} 0.0' in text
     assert 'llmd_router_kv_usage_ratio{role="decode"} 0.6' in text  # the stale one is not ready
-    assert 'llmd_router_endpoints_ready{role="decode"} 1.0' in text and 'llmd_router_endpoints{role="decode"} 2.0' in text
+    assert 'llmd_router_endpoints_ready{role="decode"} 1.0' in text
+    assert 'llmd_router_endpoints{role="decode"} 2.0' in text
     assert "ttft_headroom" not in text  # no target
     assert "inference_pool" not in text  # no pool name
     depth.clear()
