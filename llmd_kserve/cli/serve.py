@@ -110,6 +110,7 @@ def add_router(sub: argparse._SubParsersAction) -> None:
                    help="serve GET/POST /admin/config (config hot reload): an operator key when keys are "
                         "configured (keys add --admin, or an --api-keys-file token), else loopback clients only; "
                         "POST as application/json or application/yaml; every change is logged and audited")
+    _add_ttft_slo(p)
     _add_router_limits(p)
     _add_router_governance(p)
     p.set_defaults(func=_cmd_router)
@@ -148,6 +149,17 @@ def _add_stall_flags(g: argparse._ArgumentGroup) -> None:
                         "when a one-token probe answers; 0: off")
     g.add_argument("--stall-floor", type=positive_float, default=STALL_FLOOR_S,
                    help="the shortest stall budget, seconds (default %(default)g)")
+
+
+def _add_ttft_slo(p: argparse.ArgumentParser) -> None:
+    """The deployment's TTFT target for the autoscaling signal (router and EPP)."""
+    p.add_argument("--ttft-slo-ms", type=positive_float, default=None,
+                   help="the deployment's TTFT target in ms: llmd_router_ttft_headroom_seconds (the autoscaling "
+                        "signal) is the best endpoint's predicted TTFT headroom against it (default: not exported)")
+
+
+def _ttft_slo_s(a: argparse.Namespace) -> float | None:
+    return a.ttft_slo_ms / 1e3 if a.ttft_slo_ms is not None else None
 
 
 def _add_router_governance(p: argparse.ArgumentParser) -> None:
@@ -241,7 +253,8 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
         stall_factor=a.stall_factor, stall_floor_s=a.stall_floor,
-        drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, **_governance_settings(a))
+        drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, ttft_slo_s=_ttft_slo_s(a),
+        **_governance_settings(a))
     relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)
@@ -284,6 +297,9 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=positive_int, default=None, help=_BLOCK_SIZE_HELP)
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool-name", default=None,
+                   help="the InferencePool's name: also export llm-d's inference_pool_* gauges (label name=...)")
+    _add_ttft_slo(p)
     _add_router_governance(p)
     p.set_defaults(func=_cmd_epp)
 
@@ -308,7 +324,9 @@ def _cmd_epp(a: argparse.Namespace) -> int:
                       drain_timeout=a.drain_timeout, **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
-                            stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, **_governance_settings(a))
+                            stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, ttft_slo_s=_ttft_slo_s(a),
+                            pool_name=a.pool_name,
+                            **_governance_settings(a))
     return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, pick_port=a.http_pick_port,
                  endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,

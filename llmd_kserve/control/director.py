@@ -155,6 +155,8 @@ class Director:
         sched_s = self._clock() - t0
         rt.metrics.scheduling_seconds.observe(sched_s)
         rt.metrics.decision_count(result.target, result.profile).inc()
+        if rt.headroom is not None and result.ttft_headroom_s is not None:
+            rt.headroom.observe(result.ttft_headroom_s)
         attempt = ticket.attempts
         decision = rt.decisions.add(ticket.request.request_id, attempt, result, sched_s * 1e3,
                                     ticket.client_request_id)
@@ -179,16 +181,25 @@ class Director:
     async def place(self, ticket: Ticket, exclude: Collection[EndpointId] = ()) -> SchedulingResult:
         """:meth:`schedule`, waiting while ``latency-slo-admitter`` holds the request back (``onMiss: queue``); the
         wait counts against its TTFT target."""
-        while True:
-            try:
-                return self.schedule(ticket, exclude, may_wait=True)
-            except Hold as hold:
-                if ticket.waited_s == 0:
-                    slo.count(self.rt.metrics, ticket.objective, "queued")
-                await asyncio.sleep(hold.delay_s)
-                ticket.waited_s = self._clock() - ticket.arrived
-                if ticket.objective is not None:
-                    ticket.request = replace(ticket.request, objective=slo.spent(ticket.objective, ticket.waited_s))
+        band = None  # set while held back (counted in llmd_router_queue_depth)
+        try:
+            while True:
+                try:
+                    return self.schedule(ticket, exclude, may_wait=True)
+                except Hold as hold:
+                    if band is None:
+                        band = ticket.objective.band if ticket.objective is not None else "0"
+                        self.rt.held.enter(band)
+                    if ticket.waited_s == 0:
+                        slo.count(self.rt.metrics, ticket.objective, "queued")
+                    await asyncio.sleep(hold.delay_s)
+                    ticket.waited_s = self._clock() - ticket.arrived
+                    if ticket.objective is not None:
+                        ticket.request = replace(ticket.request,
+                                                 objective=slo.spent(ticket.objective, ticket.waited_s))
+        finally:
+            if band is not None:
+                self.rt.held.leave(band)
 
     def answer_began(self, ticket: Ticket) -> None:
         """The answer's first token (or whole body) is on its way to the client (the SLO counts time it)."""

@@ -28,6 +28,7 @@ from llmd_kserve.control.reload import ConfigReloader, reload_counter
 from llmd_kserve.control.render import RenderTokenizer
 from llmd_kserve.control.sessions import SessionCollector
 from llmd_kserve.control.settings import RouterSettings, gateway_of, governance_of
+from llmd_kserve.control.signals import autoscaling_collector
 from llmd_kserve.control.stalls import StallCollector, StallPolicy, StallWatch
 from llmd_kserve.defaults import BLOCK_SIZE
 from llmd_kserve.governance.pipeline import Governance
@@ -35,6 +36,7 @@ from llmd_kserve.kvcache.block_sizes import EngineBlockSizes
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.kvcache.subscriber import KVEventSubscriber
 from llmd_kserve.lean_http import StreamClient
+from llmd_kserve.metrics.autoscaling import HeadroomMeter, HeldRequests
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.metrics.scraper import MetricsScraper
@@ -95,6 +97,10 @@ class Runtime:
     kv_discovery: KVEventSourceDiscovery
     endpoints_file: Path | None
     models: tuple[str, ...] = ()
+    held: HeldRequests = field(default_factory=HeldRequests)
+    """Requests ``latency-slo-admitter`` holds back now, per priority band (``llmd_router_queue_depth``)."""
+    headroom: HeadroomMeter | None = None
+    """Recent decisions' TTFT headroom against ``settings.ttft_slo_s`` (None: no target)."""
     model_cards: tuple[dict[str, Any], ...] = ()
     _watcher: EndpointsFileWatcher | None = None
     _warned_blind: frozenset[str] = frozenset()
@@ -122,7 +128,7 @@ class Runtime:
         ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
                             rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
                             block_size=s.block_size or BLOCK_SIZE, block_size_of=block_sizes,
-                            has_kv_events=_streams_kv_events)
+                            has_kv_events=_streams_kv_events, ttft_target_s=s.ttft_slo_s)
         holder = SchedulerHolder(build_scheduler(s.config, ctx))
         metrics = metrics or RouterMetrics()
         watch = None if str(s.config) in shipped_configs() or not Path(s.config).is_file() else s.config
@@ -147,10 +153,12 @@ class Runtime:
                  render=RenderTokenizer(call, partial(_render_endpoint, pool, scraper))
                  if s.tokenizer == "render" else None,
                  kv_discovery=KVEventSourceDiscovery(pool, call, partial(_routes_on_kv_events, holder)),
-                 endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models))
+                 endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models),
+                 headroom=HeadroomMeter(s.ttft_slo_s) if s.ttft_slo_s is not None else None)
         metrics.registry.register(RouterStatsCollector(subscriber.stats, scraper.stats, outliers.ejected_now))
         metrics.registry.register(StallCollector(stalls))
         metrics.registry.register(SessionCollector(holder))
+        metrics.registry.register(autoscaling_collector(rt))
         return rt
 
     # --- what handlers use ----------------------------------------------------------------------------------------

@@ -88,6 +88,12 @@ class RouterSettings:
     with ``admin: true`` or an ``api_keys`` token), else loopback clients only."""
     config_poll_interval: float = 1.0
     """Seconds between checks of a ``config`` file for changes (reloaded without a restart)."""
+    pool_name: str | None = None
+    """The InferencePool this front end picks for (``epp --pool-name``): llm-d's ``inference_pool_*{name}`` gauges
+    are exported under it too (None: not exported)."""
+    ttft_slo_s: float | None = None
+    """The deployment's TTFT target (``--ttft-slo-ms``): ``llmd_router_ttft_headroom_seconds`` is measured against
+    it (None: that gauge is not exported)."""
     # --- governance (llmd_kserve.governance) ---
     keys_file: str | None = None
     """YAML file of virtual keys (``llmd-kserve keys``), reloaded on change; with ``api_keys``, both are accepted."""
@@ -128,7 +134,7 @@ class RouterSettings:
             raise ConfigError(f"must be >= 0 (0: off), got {self.stall_factor}", "stall_factor")
         if not self.stall_floor_s > 0:
             raise ConfigError(f"must be > 0, got {self.stall_floor_s}", "stall_floor_s")
-        for name in ("scrape_idle_interval", "scrape_max_rate"):
+        for name in ("scrape_idle_interval", "scrape_max_rate", "ttft_slo_s"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"must be > 0 (or unset), got {getattr(self, name)}", name)
         if self.http_server not in ("lean", "aiohttp"):

@@ -63,7 +63,8 @@ def epp_args(spec: DeploymentSpec, response_mode: str = "headers") -> list[str]:
             f"--discover-selector={spec.discover_selector}", f"--discover-namespace={spec.namespace}",
             f"--target-ports={spec.engine_port}", f"--kv-events-port={spec.kv_events.port}",
             f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}",
-            f"--response-mode={response_mode}"]
+            f"--response-mode={response_mode}", f"--pool-name={gateway_pool_name(spec)}"] + (
+            [f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}"] if spec.autoscaled else [])
 
 
 def epp_deployment(spec: DeploymentSpec, response_mode: str = "headers") -> dict[str, Any]:
