@@ -106,6 +106,9 @@ def add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-prompt-chars", type=int, default=MAX_PROMPT_CHARS,
                    help="reject requests whose text (prompt, every string in messages, tools, documents) has more "
                         "characters with 413; 0: no limit")
+    p.add_argument("--ready-kv-grace", type=float, default=5.0, metavar="S",
+                   help="GET /ready waits for KV events from each engine; an idle engine that has cached prompts "
+                        "counts as warm after this many seconds of silence on a connected stream (default %(default)g)")
     p.add_argument("--admin", action="store_true",
                    help="serve GET/POST /admin/config (config hot reload): an operator key when keys are "
                         "configured (keys add --admin, or an --api-keys-file token), else loopback clients only; "
@@ -241,7 +244,8 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
         stall_factor=a.stall_factor, stall_floor_s=a.stall_floor,
-        drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, **_governance_settings(a))
+        drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, ready_kv_grace_s=a.ready_kv_grace,
+        **_governance_settings(a))
     relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)

@@ -24,6 +24,7 @@ from llmd_kserve.control.engine_api import engine_call
 from llmd_kserve.control.holder import SchedulerHolder
 from llmd_kserve.control.kv_sources import KVEventSourceDiscovery
 from llmd_kserve.control.outliers import EjectionPolicy, OutlierEjector
+from llmd_kserve.control.readiness import Readiness, ReadinessGate
 from llmd_kserve.control.reload import ConfigReloader, reload_counter
 from llmd_kserve.control.render import RenderTokenizer
 from llmd_kserve.control.sessions import SessionCollector
@@ -38,7 +39,7 @@ from llmd_kserve.lean_http import StreamClient
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.metrics.scraper import MetricsScraper
-from llmd_kserve.types import Endpoint, EndpointState
+from llmd_kserve.types import Endpoint, EndpointId, EndpointState
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
@@ -96,6 +97,8 @@ class Runtime:
     endpoints_file: Path | None
     models: tuple[str, ...] = ()
     model_cards: tuple[dict[str, Any], ...] = ()
+    readiness: ReadinessGate = field(default_factory=ReadinessGate)
+    """``/ready``: endpoints scraped once, the KV index warm (``control.readiness``)."""
     _watcher: EndpointsFileWatcher | None = None
     _warned_blind: frozenset[str] = frozenset()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -147,7 +150,8 @@ class Runtime:
                  render=RenderTokenizer(call, partial(_render_endpoint, pool, scraper))
                  if s.tokenizer == "render" else None,
                  kv_discovery=KVEventSourceDiscovery(pool, call, partial(_routes_on_kv_events, holder)),
-                 endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models))
+                 endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models),
+                 readiness=ReadinessGate(s.ready_kv_grace_s))
         metrics.registry.register(RouterStatsCollector(subscriber.stats, scraper.stats, outliers.ejected_now))
         metrics.registry.register(StallCollector(stalls))
         metrics.registry.register(SessionCollector(holder))
@@ -163,6 +167,17 @@ class Runtime:
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         return self.pool.set_endpoints(eps)
+
+    def ready(self) -> Readiness:
+        """Whether this replica should get traffic yet (``control.readiness``)."""
+        stats = self.scraper.stats()
+
+        def scraped(eid: EndpointId) -> bool:
+            st = stats.get(eid)
+            return st is not None and st.scrapes + st.errors > 0
+
+        return self.readiness.check(self.endpoint_states(), scraped, self.subscriber.stats(),
+                                    self.routes_on_kv_events(), time.monotonic())
 
     def routes_on_kv_events(self) -> bool:
         """Whether the scheduler (as configured now) routes on the KV-event index (precise prefix)."""
