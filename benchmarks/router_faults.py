@@ -1,9 +1,10 @@
 """Router replicas live: routing quality with 1 vs 2 replicas, and a replica killed under load.
 
 ``quality``: a shared-prefix workload (``--groups`` system prompts of ``--system-len`` tokens, ``--requests``
-requests, seeded Poisson arrivals at ``--rate``/s) on ``--engines`` simulated engines, sent twice on fresh engines
-(cold caches): to one router, then to 2 router replicas behind the stack's Envoy balancer (``up --routers 2``).
-Same requests, same arrival times. Prints the engines' prefix-cache hit rate (their counters' delta), the answers'
+requests, seeded Poisson arrivals at ``--rate``/s) on ``--engines`` simulated engines, sent three times on fresh
+engines (cold caches): to one router, to one router behind the stack's Envoy balancer (its hop alone), and to 2
+router replicas behind the balancer (``up --routers 2``); ``--repeats`` times in turn. Same requests, same arrival
+times. Prints the engines' prefix-cache hit rate (their counters' delta), the answers'
 cached-token share, TTFT p50/p90 and the requests per replica.
 
 ``kill``: ``up --routers 2 --redis`` on 2 simulated engines, ``--clients`` closed-loop streaming clients through the
@@ -11,7 +12,7 @@ balancer; after ``--before`` answers one replica is SIGKILLed, and the run goes 
 were sent. Prints every outcome, the errors before and after the kill, Envoy's retry and ejection counters, and
 checks each replica's audit chain against the answered requests.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/router_faults.py quality --engines 4 --rate 8 --requests 240
+    PYTHONPATH=. .venv/bin/python benchmarks/router_faults.py quality --engines 4 --rate 4 --requests 160 --repeats 2
     PYTHONPATH=. .venv/bin/python benchmarks/router_faults.py kill --clients 16
 """
 
@@ -19,14 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
+import subprocess
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -34,25 +38,47 @@ import aiohttp
 from llmd_kserve.bench.loadgen import LoadConfig, run_load
 from llmd_kserve.bench.stats import percentile
 from llmd_kserve.bench.workloads import ArrivalSpec, SharedPrefixSpec, make_workload
+from llmd_kserve.epp.envoy import envoy_argv
 from llmd_kserve.governance.audit import verify
 from llmd_kserve.governance.keys import add_key
-from llmd_kserve.stack import LocalStack
+from llmd_kserve.stack import LocalStack, free_port
+from llmd_kserve.stack.balancer import BalancerConfig, wait_balanced
 
 
-def _quality_run(a: argparse.Namespace, routers: int) -> dict[str, object]:
+@contextlib.contextmanager
+def _envoy_in_front(router_url: str) -> Iterator[str]:
+    """The stack's balancer bootstrap over one router (to tell Envoy's hop from the second replica's effect)."""
+    port, admin = free_port(), free_port()
+    target = router_url.split("://", 1)[1]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "balancer.json"
+        path.write_text(json.dumps(BalancerConfig(routers=(target,), port=port, admin_port=admin).bootstrap()))
+        proc = subprocess.Popen(envoy_argv(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_balanced(f"http://127.0.0.1:{admin}", [target], 60)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _quality_run(a: argparse.Namespace, variant: str) -> dict[str, object]:
+    """``variant``: ``1`` (one router), ``1+envoy`` (one router behind the balancer), ``2`` (two replicas)."""
     spec = SharedPrefixSpec(num_groups=a.groups, prompts_per_group=max(1, a.requests // a.groups),
                             system_prompt_len=a.system_len, question_len=128, output_len=64)
     arrival = ArrivalSpec(pattern="poisson", rate=a.rate)
     requests = make_workload(spec, arrival, random.Random(a.seed), a.requests)
-    with LocalStack(engines=a.engines, routers=routers, config=a.config, prometheus=False) as st:
-        result = asyncio.run(run_load(requests, arrival, LoadConfig(target=st.router_url,
-                                                                     engine_urls=st.engine_base_urls, progress=False)))
+    routers = 2 if variant == "2" else 1
+    with LocalStack(engines=a.engines, routers=routers, config=a.config, prometheus=False) as st, \
+            (_envoy_in_front(st.router_url) if variant == "1+envoy" else contextlib.nullcontext(st.router_url)) as url:
+        result = asyncio.run(run_load(requests, arrival, LoadConfig(target=url, engine_urls=st.engine_base_urls,
+                                                                     progress=False)))
         per_replica = [_count_requests(u) for u in st.router_urls]
     ok = [r for r in result.results if r.ok]
     ttft = [r.ttft for r in ok if r.ttft is not None]
     prompt = sum(r.prompt_tokens for r in ok)
     cached = sum(r.cached_tokens or 0 for r in ok)
-    return {"routers": routers, "ok": len(ok), "n": len(result.results), "engine_hit_rate": result.engine_hit_rate,
+    return {"routers": variant, "ok": len(ok), "n": len(result.results), "engine_hit_rate": result.engine_hit_rate,
             "cached_share": cached / prompt if prompt else None, "ttft_p50": percentile(ttft, 50),
             "ttft_p90": percentile(ttft, 90), "per_replica": per_replica,
             "per_engine": dict(sorted(Counter(r.endpoint for r in ok).items()))}
@@ -69,7 +95,7 @@ def _count_requests(router_url: str) -> int:
 
 
 def quality(a: argparse.Namespace) -> None:
-    rows = [_quality_run(a, n) for n in (1, 2)]
+    rows = [_quality_run(a, v) for v in ["1", "1+envoy", "2"] * a.repeats]
     print(f"workload: shared-prefix, {a.groups} groups x {a.system_len}-token system prompts, {a.requests} requests "
           f"at {a.rate}/s (Poisson, seed {a.seed}), {a.engines} simulated engines, config {a.config}")
     print("routers  ok/n     engine hit rate  cached share  TTFT p50 (s)  TTFT p90 (s)  per replica  per engine")
@@ -168,6 +194,7 @@ def main() -> None:
     q.add_argument("--system-len", type=int, default=2048)
     q.add_argument("--config", default="default")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--repeats", type=int, default=1, help="run the three variants this many times, in turn")
     k = sub.add_parser("kill")
     k.add_argument("--clients", type=int, default=16)
     k.add_argument("--before", type=int, default=100)

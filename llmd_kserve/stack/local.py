@@ -138,6 +138,7 @@ class LocalStack(ReplicaMixin):
         self.redis: Proc | None = None
         self.state_url: str | None = None
         self.replica_restarts = 0
+        self.redis_restarts = 0
         self._replica_argv: list[list[str]] = []
         self._replica_started: list[float] = []
         self._replica_failures: list[int] = []

@@ -36,6 +36,7 @@ class ReplicaMixin:
     balancer: Proc | None
     redis: Proc | None
     replica_restarts: int
+    redis_restarts: int
     _procs: list[Proc]
     _router: Proc | None
     _replica_argv: list[list[str]]
@@ -120,6 +121,7 @@ class ReplicaMixin:
         assert old is not None and self.log_dir is not None and self.state_url is not None
         if old.popen.poll() is None:
             self.stop_redis()
+        old.log.close()
         port = int(self.state_url.rsplit(":", 1)[1].split("/")[0])
         with signals_held():
             new = spawn(old.name, redis_argv(self.log_dir / "redis", port), self.log_dir, old.url,
@@ -128,7 +130,13 @@ class ReplicaMixin:
         wait_healthy([new], self.settings.startup_timeout)
 
     def _restart_dead_replicas(self, dead: list[str]) -> None:
-        """Restart each replica named in ``dead`` (removing it from the list) unless it keeps exiting."""
+        """Restart each replica named in ``dead`` (removing it from the list) unless it keeps exiting; the stack's
+        Redis too (on its data: the routers refuse keys with limits meanwhile, by their failure policy)."""
+        if self.redis is not None and self.redis.name in dead and self.redis_restarts < RESTARTS:
+            log.warning("redis-server exited with code %s; restarting it", self.redis.popen.returncode)
+            self.start_redis_again()
+            self.redis_restarts += 1
+            dead.remove(self.redis.name)
         for i, p in enumerate(self.replicas):
             if p.name in dead and self._replica_may_restart(i):
                 log.warning("%s exited with code %s; restarting it (log: %s)", p.name, p.popen.returncode, p.log.name)
@@ -161,6 +169,8 @@ def per_replica(args: Sequence[str], replica: int) -> list[str]:
         name, eq, value = a.partition("=")
         if name == "--audit-file":
             value = value if eq else next(it, "")
+            if not value:
+                raise ConfigError("--audit-file needs a path", "router-arg")
             p = Path(value)
             a = f"--audit-file={p.with_name(f'{p.stem}.router-{replica}{p.suffix}')}"
         out.append(a)
