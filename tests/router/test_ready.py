@@ -1,4 +1,5 @@
-"""``GET /ready``: 503 until the router has scraped its endpoints and its KV index is warm; ``/health`` stays liveness."""
+"""``GET /ready``: 503 until the router has scraped its endpoints and its KV index is warm; ``/health`` stays liveness.
+Several routers (replicas) on one engine each get all of its KV events."""
 
 from __future__ import annotations
 
@@ -77,14 +78,12 @@ async def test_a_fresh_engine_is_warm_once_subscribed():
 async def test_no_reachable_endpoint_is_not_ready_and_not_healthy():
     dead = f"http://127.0.0.1:{free_port()}"
     async with await _router(dead) as router:
-        body = await _until(f"{router.url}/ready", 503)
-        assert body["status"] in ("first_scrape", "no_healthy_endpoint")
-        body = await _until(f"{router.url}/ready", 503)
-        for _ in range(100):
+        for _ in range(300):  # "first_scrape" until the first scrape of the dead endpoint has failed
+            status, body = await _get(f"{router.url}/ready")
+            assert status == 503 and body["status"] in ("first_scrape", "no_healthy_endpoint"), body
             if body["status"] == "no_healthy_endpoint":
                 break
             await asyncio.sleep(0.02)
-            body = (await _get(f"{router.url}/ready"))[1]
         assert body == {"status": "no_healthy_endpoint", "waiting": [dead]}
         assert (await _get(f"{router.url}/health"))[0] == 503
 
@@ -96,3 +95,24 @@ async def test_ready_needs_no_key_when_keys_are_configured():
         assert await _until(f"{router.url}/ready", 200) == {"status": "ready"}
         async with aiohttp.ClientSession() as s, s.get(f"{router.url}/metrics") as r:
             assert r.status == 401  # the other routes still need one
+
+
+async def test_two_routers_on_one_engine_both_index_every_event():
+    """Router replicas each subscribe to the engine's PUB socket (as with vLLM): both get every event."""
+    kv = f"tcp://127.0.0.1:{free_port()}"
+    async with running_engine(port=0, host="127.0.0.1", model=MODEL, time_scale=0.02, kv_events_endpoint=kv) as e, \
+            await _router(f"{e.url}#kv={kv}") as r1, await _router(f"{e.url}#kv={kv}") as r2:
+        for r in (r1, r2):
+            await _until(f"{r.url}/ready", 200)
+        async with aiohttp.ClientSession() as s:
+            for i in range(5):
+                async with s.post(f"{r1.url}/v1/completions", json={
+                        "model": MODEL, "prompt": f"document {i} " * 60, "max_tokens": 1}) as resp:
+                    assert resp.status == 200
+        for _ in range(200):
+            stats = [r.state.subscriber.stats()[e.url] for r in (r1, r2)]
+            if stats[0].messages == stats[1].messages > 0 and len(r1.state.index) == len(r2.state.index):
+                break
+            await asyncio.sleep(0.02)
+        assert stats[0].messages == stats[1].messages > 0 and stats[0].gaps == stats[1].gaps == 0
+        assert len(r1.state.index) == len(r2.state.index) > 0  # r2 routed nothing, yet it knows the same blocks
