@@ -324,7 +324,7 @@ class KVEventSubscriber:
             if event == zmq.EVENT_CONNECTED:
                 if sub is not None:
                     sub.connected_at = time.monotonic()
-            else:
+            elif event == zmq.EVENT_DISCONNECTED:
                 self.connection_lost(eid)
 
     def connection_lost(self, endpoint_id: EndpointId) -> None:
