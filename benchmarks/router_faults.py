@@ -137,7 +137,11 @@ def _envoy_stats(admin_url: str) -> dict[str, int]:
 
 
 def kill(a: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="router-faults-"))
+    with tempfile.TemporaryDirectory(prefix="router-faults-") as d:
+        _kill(a, Path(d))
+
+
+def _kill(a: argparse.Namespace, tmp: Path) -> None:
     keys = tmp / "keys.yaml"
     key, _ = add_key(keys, tenant="bench")
     with LocalStack(engines=2, routers=2, redis=True, prometheus=False,
