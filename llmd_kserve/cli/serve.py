@@ -106,6 +106,9 @@ def add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-prompt-chars", type=int, default=MAX_PROMPT_CHARS,
                    help="reject requests whose text (prompt, every string in messages, tools, documents) has more "
                         "characters with 413; 0: no limit")
+    p.add_argument("--ready-kv-grace", type=float, default=5.0, metavar="S",
+                   help="GET /ready waits for KV events from each engine; an idle engine that has cached prompts "
+                        "counts as warm after this many seconds of silence on a connected stream (default %(default)g)")
     p.add_argument("--admin", action="store_true",
                    help="serve GET/POST /admin/config (config hot reload): an operator key when keys are "
                         "configured (keys add --admin, or an --api-keys-file token), else loopback clients only; "
@@ -254,6 +257,7 @@ def _cmd_router(a: argparse.Namespace) -> int:
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
         stall_factor=a.stall_factor, stall_floor_s=a.stall_floor,
         drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, ttft_slo_s=_ttft_slo_s(a),
+        ready_kv_grace_s=a.ready_kv_grace,
         **_governance_settings(a))
     relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
@@ -366,7 +370,8 @@ def add_up(sub: argparse._SubParsersAction) -> None:
                    help="router scheduler config name or file (with --prefill: default = pd-predicted-ttft)")
     p.add_argument("--vllm", type=csv_list, default=None, help="use these engine URLs instead of starting engines")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port_number, default=ROUTER_PORT, help="router port")
+    p.add_argument("--port", type=port_number, default=ROUTER_PORT,
+                   help="router port (with --routers > 1: the balancer's; the replicas take free ports)")
     p.add_argument("--time-scale", type=float, default=1.0, help="engine time scale (>1 slower than real time)")
     p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
                    help="run Prometheus (default: when the binary is installed)")
@@ -387,6 +392,22 @@ def add_up(sub: argparse._SubParsersAction) -> None:
                    help="with --gateway envoy: while the EPP is down (up restarts it), send requests round-robin "
                         "to the engines, without its validation, limits and scheduling (client kv_transfer_params "
                         "are still dropped)")
+    p.add_argument("--router-arg", dest="router_args", action="append", default=None, metavar="FLAG",
+                   help="extra flag for every router, e.g. --router-arg=--keys-file=keys.yaml (repeat); with "
+                        "--routers N, --audit-file=PATH gives each replica its own PATH.router-<i>")
+    g = p.add_argument_group("router replicas")
+    g.add_argument("--routers", type=positive_int, default=1,
+                   help="router replicas over the same engines, a local Envoy balancing over them (health checks "
+                        "on each one's /ready, retries on another on connect failure or reset); the OpenAI URL "
+                        "printed is Envoy's")
+    g.add_argument("--balancer", choices=["round-robin", "least-request"], default="round-robin",
+                   help="how Envoy spreads requests over the replicas (with --routers > 1)")
+    state = g.add_mutually_exclusive_group()
+    state.add_argument("--redis", action="store_true",
+                   help="start a local redis-server (append-only file) with the stack: the routers share rate "
+                        "limits, token budgets and spend in it")
+    state.add_argument("--state-url", default=None, metavar="URL",
+                   help="redis://host:port/db the routers share rate limits, token budgets and spend in")
     g = p.add_argument_group("real vLLM engines (--engine vllm)")
     g.add_argument("--model", default=None,
                    help="Hugging Face model directory (default: a tiny random-weights Llama, built once in "
@@ -408,7 +429,9 @@ def _cmd_up(a: argparse.Namespace) -> int:
         vllm_urls=tuple(a.vllm or ()), host=a.host, port=a.port, time_scale=a.time_scale, prometheus=a.prometheus,
         engine_args=tuple(a.engine_args or ()), seed=a.seed, profile=a.profile, log_dir=a.log_dir, gateway=a.gateway,
         response_mode=a.response_mode, fail_open=a.fail_open, model=a.model, kv_cache_tokens=a.kv_cache_tokens,
-        vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None), state_file=a.state_file)
+        vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None,
+        router_args=tuple(a.router_args or ()), routers=a.routers, balancer=a.balancer, redis=a.redis,
+        state_url=a.state_url), state_file=a.state_file)
 
 
 # --- dashboard ------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from llmd_kserve.control.engine_api import engine_call
 from llmd_kserve.control.holder import SchedulerHolder
 from llmd_kserve.control.kv_sources import KVEventSourceDiscovery
 from llmd_kserve.control.outliers import EjectionPolicy, OutlierEjector
+from llmd_kserve.control.readiness import Readiness, ReadinessGate
 from llmd_kserve.control.reload import ConfigReloader, reload_counter
 from llmd_kserve.control.render import RenderTokenizer
 from llmd_kserve.control.sessions import SessionCollector
@@ -40,7 +41,7 @@ from llmd_kserve.metrics.autoscaling import HeadroomMeter, HeldRequests
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.metrics.scraper import MetricsScraper
-from llmd_kserve.types import Endpoint, EndpointState
+from llmd_kserve.types import Endpoint, EndpointId, EndpointState
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
@@ -102,6 +103,8 @@ class Runtime:
     headroom: HeadroomMeter | None = None
     """Recent decisions' TTFT headroom against ``settings.ttft_slo_s`` (None: no target)."""
     model_cards: tuple[dict[str, Any], ...] = ()
+    readiness: ReadinessGate = field(default_factory=ReadinessGate)
+    """``/ready``: endpoints scraped once, the KV index warm (``control.readiness``)."""
     _watcher: EndpointsFileWatcher | None = None
     _warned_blind: frozenset[str] = frozenset()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -154,7 +157,8 @@ class Runtime:
                  if s.tokenizer == "render" else None,
                  kv_discovery=KVEventSourceDiscovery(pool, call, partial(_routes_on_kv_events, holder)),
                  endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models),
-                 headroom=HeadroomMeter(s.ttft_slo_s) if s.ttft_slo_s is not None else None)
+                 headroom=HeadroomMeter(s.ttft_slo_s) if s.ttft_slo_s is not None else None,
+                 readiness=ReadinessGate(s.ready_kv_grace_s))
         metrics.registry.register(RouterStatsCollector(subscriber.stats, scraper.stats, outliers.ejected_now))
         metrics.registry.register(StallCollector(stalls))
         metrics.registry.register(SessionCollector(holder))
@@ -171,6 +175,17 @@ class Runtime:
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         return self.pool.set_endpoints(eps)
+
+    def ready(self) -> Readiness:
+        """Whether this replica should get traffic yet (``control.readiness``)."""
+        stats = self.scraper.stats()
+
+        def scraped(eid: EndpointId) -> bool:
+            st = stats.get(eid)
+            return st is not None and st.scrapes + st.errors > 0
+
+        return self.readiness.check(self.endpoint_states(), scraped, self.subscriber.stats(),
+                                    self.routes_on_kv_events(), time.monotonic())
 
     def routes_on_kv_events(self) -> bool:
         """Whether the scheduler (as configured now) routes on the KV-event index (precise prefix)."""

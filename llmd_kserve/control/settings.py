@@ -87,6 +87,8 @@ class RouterSettings:
     """Serve ``GET/POST /admin/config`` (config hot reload): an operator key when keys are configured (a virtual key
     with ``admin: true`` or an ``api_keys`` token), else loopback clients only."""
     config_poll_interval: float = 1.0
+    ready_kv_grace_s: float = 5.0
+    """``/ready``: seconds a connected KV-event stream may stay silent before its idle engine counts as warm."""
     """Seconds between checks of a ``config`` file for changes (reloaded without a restart)."""
     pool_name: str | None = None
     """The InferencePool this front end picks for (``epp --pool-name``): llm-d's ``inference_pool_*{name}`` gauges
@@ -130,6 +132,8 @@ class RouterSettings:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"must be >= 1, got {v}", name)
+        if not self.ready_kv_grace_s >= 0:
+            raise ConfigError(f"must be >= 0, got {self.ready_kv_grace_s}", "ready_kv_grace_s")
         if not self.stall_factor >= 0:
             raise ConfigError(f"must be >= 0 (0: off), got {self.stall_factor}", "stall_factor")
         if not self.stall_floor_s > 0:

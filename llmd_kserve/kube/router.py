@@ -118,7 +118,7 @@ def router_isvc(spec: DeploymentSpec) -> dict[str, Any]:
         args=router_args(spec),
         env=[field_env("POD_NAMESPACE", "metadata.namespace")],
         ports=[port(spec.router.port, "http")],
-        readiness_probe=http_probe("/health", spec.router.port, period=5, failures=3),
+        readiness_probe=http_probe("/ready", spec.router.port, period=5, failures=3),
         liveness_probe=http_probe("/health", spec.router.port, period=15, failures=4),
         resources=resources(spec.router.cpu, spec.router.memory),
         volume_mounts=[c.V1VolumeMount(name="router-config", mount_path=CONFIG_DIR, read_only=True)],

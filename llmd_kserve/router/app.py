@@ -1,4 +1,4 @@
-"""The router's HTTP app: OpenAI routes, /health, /metrics, /debug; ``running_router`` (in-process) and ``serve``.
+"""The router's HTTP app: OpenAI routes, /health, /ready, /metrics, /debug; ``running_router`` (in-process) and ``serve``.
 
 In-process use (tests, benchmarks, ``up``, demos)::
 
@@ -130,6 +130,9 @@ ROUTES_KEY = web.AppKey("router_openai_routes", OpenAIRoutes)
 _OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", RESPONSES_PATH})
 
 
+_PROBES = frozenset({"/health", "/ready"})
+
+
 def _operator_route(path: str) -> bool:
     """Routes for operators only: the admin API, ``/debug/*`` (every tenant's request ids and endpoints) and
     ``/metrics`` (every tenant's token counts)."""
@@ -155,10 +158,11 @@ def _operator_id(request: web.Request) -> str | None:
 
 @web.middleware
 async def _require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With API keys configured, every route but ``/health`` needs one, and the operator routes an operator's
-    (``/metrics`` and ``/debug/*`` name every tenant's requests and engines with their KV-event addresses)."""
+    """With API keys configured, every route but ``/health`` and ``/ready`` (the probes) needs one, and the operator
+    routes an operator's (``/metrics`` and ``/debug/*`` name every tenant's requests and engines with their KV-event
+    addresses)."""
     state = request.app[STATE_KEY]
-    if request.path != "/health" and state.governance.auth is not None:
+    if request.path not in _PROBES and state.governance.auth is not None:
         try:
             if _operator_route(request.path):
                 _operator_id(request)
