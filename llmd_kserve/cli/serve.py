@@ -272,6 +272,7 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
+    _add_leader_flags(p.add_argument_group("hot standby (leader election on a Kubernetes Lease)"))
     _add_stall_flags(p.add_argument_group("stall detection"))
     g = p.add_argument_group("limits (checked before scheduling; each defaults to the router's own)")
     g.add_argument("--max-prompt-chars", type=int, default=None, help="reject prompts of more characters with 413; 0: none")
@@ -286,6 +287,37 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     _add_router_governance(p)
     p.set_defaults(func=_cmd_epp)
+
+
+def _add_leader_flags(g: argparse._ArgumentGroup) -> None:
+    """Leader election (``kube.leader``): client-go's flags and defaults."""
+    g.add_argument("--leader-elect", action="store_true",
+                   help="run as one of several replicas: only the holder of the Lease serves picks (the others are "
+                        "warm standbys, readiness NOT_SERVING) and a standby takes over when the leader is gone")
+    g.add_argument("--lease-name", default="llmd-kserve-epp", help="the coordination.k8s.io/v1 Lease (default %(default)s)")
+    g.add_argument("--lease-namespace", default=None, help="its namespace (default: the pod's own)")
+    g.add_argument("--lease-identity", default=None,
+                   help="this replica's holderIdentity (default: env POD_NAME, else host name and process id)")
+    g.add_argument("--lease-duration", type=positive_int, default=15,
+                   help="seconds a standby waits, from the last renewal it saw, before taking over (default 15)")
+    g.add_argument("--renew-deadline", type=positive_float, default=10.0,
+                   help="seconds the leader keeps trying to renew before it stops serving (default 10)")
+    g.add_argument("--retry-period", type=positive_float, default=2.0,
+                   help="seconds between tries: the leader's renewals, a standby's reads (default 2)")
+
+
+def _lease_settings(a: argparse.Namespace) -> Any:
+    """``LeaseSettings`` of the leader-election flags (None without ``--leader-elect``)."""
+    if not a.leader_elect:
+        return None
+    import socket
+
+    from llmd_kserve.kube.discovery import in_cluster_namespace
+    from llmd_kserve.kube.leader import LeaseSettings
+
+    identity = a.lease_identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return LeaseSettings(a.lease_name, a.lease_namespace or os.environ.get("POD_NAMESPACE") or in_cluster_namespace(),
+                         identity, a.lease_duration, a.renew_deadline, a.retry_period)
 
 
 def _cmd_epp(a: argparse.Namespace) -> int:
@@ -305,7 +337,7 @@ def _cmd_epp(a: argparse.Namespace) -> int:
               if getattr(a, name) is not None}  # 0: no limit; not given: the router's default
     body = {} if a.max_body_bytes is None else {"max_body_bytes": a.max_body_bytes}
     epp = EppSettings(response_mode=a.response_mode, saturation=Saturation(a.saturation_queue, a.saturation_kv),
-                      drain_timeout=a.drain_timeout, **body)
+                      drain_timeout=a.drain_timeout, lease=_lease_settings(a), **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
                             stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, **_governance_settings(a))

@@ -11,6 +11,11 @@ Health (gRPC Health Checking Protocol): ``liveness`` is SERVING while the proces
 ``envoy.service.ext_proc.v3.ExternalProcessor`` are SERVING while the pool has an endpoint and the EPP is not
 draining. On SIGTERM the EPP drains: readiness goes NOT_SERVING, open streams get ``drain_timeout`` to finish.
 
+Hot standby (``EppSettings.lease``): every replica runs the whole data path (KV events, metrics scraping, discovery)
+but only the holder of a ``coordination.k8s.io`` Lease (:mod:`llmd_kserve.kube.leader`) is ready and serves picks;
+a standby reports readiness NOT_SERVING and refuses a stream (UNAVAILABLE) that reaches it anyway. A leader that
+drains gives the Lease up, so its standby takes over at its next retry.
+
 Admission is the director's (``control.director``), as behind the HTTP router: keys, limits (prompt characters and
 tokens, batch size), rate limits and budgets, flow control, guardrails and the audit trail (``RouterSettings``); a
 body over the offload size is decoded, checked and tokenized in a worker thread, so one big prompt does not stall
@@ -43,6 +48,7 @@ from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.picker import EndpointPicker, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.kube.leader import LeaderElector, LeaseSettings
 from llmd_kserve.types import Endpoint
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,8 @@ class EppSettings:
     saturation: Saturation = Saturation()
     drain_timeout: float = 30.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    lease: LeaseSettings | None = None
+    """Leader election (hot standby): serve picks only while holding this Lease (None: always serve)."""
 
     def __post_init__(self) -> None:
         if self.response_mode not in RESPONSE_MODES:
@@ -73,12 +81,17 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
 
     def __init__(self, picker: EndpointPicker, settings: EppSettings, metrics: EppMetrics) -> None:
         self.picker, self.settings, self.metrics = picker, settings, metrics
+        self.leading = settings.lease is None
+        """Whether this replica serves picks (always, without leader election; else while it holds the Lease)."""
         self.active = 0
         self.idle = asyncio.Event()
         self.idle.set()
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802 - gRPC name
                       context: grpc.aio.ServicerContext) -> None:
+        if not self.leading:  # a standby: the gateway should not have sent it here (readiness is NOT_SERVING)
+            self.metrics.stream_errors.labels("standby").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "standby Endpoint Picker: not the leader")
         waits = not self.picker.director.admits_synchronously  # governance may wait (flow control, audit)
         ex = Exchange(self.picker, response_mode=self.settings.response_mode,
                       max_body_bytes=self.settings.max_body_bytes, offload_bytes=0 if waits else OFFLOAD_BYTES)
@@ -115,7 +128,8 @@ class EppServer:
     """The gRPC server (ext_proc + health) and the metrics HTTP app around one :class:`Runtime` (built with
     ``metrics=EppMetrics()``: :func:`epp_runtime`)."""
 
-    def __init__(self, state: Runtime, settings: EppSettings | None = None) -> None:
+    def __init__(self, state: Runtime, settings: EppSettings | None = None, lease_api: Any = None) -> None:
+        """``lease_api``: a ``CoordinationV1Api`` (or the fake's) for ``settings.lease``."""
         if not isinstance(state.metrics, EppMetrics):
             raise ConfigError("build the EPP's runtime with epp_runtime() (its metrics are EppMetrics)", "metrics")
         self.state = state
@@ -133,9 +147,33 @@ class EppServer:
         self.grpc_port = self.metrics_port = self.pick_port = 0
         self._stopped = False
         self._state_started = False
+        self.elector: LeaderElector | None = None
+        self._elector_task: asyncio.Task[None] | None = None
+        if self.settings.lease is not None:
+            if lease_api is None:
+                raise ConfigError("leader election needs the Kubernetes API (lease_api)", "lease_api")
+            self.elector = LeaderElector(lease_api, self.settings.lease, on_change=self._leadership)
+        self.metrics.leader.set(1 if self.service.leading else 0)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica serves picks now (the leader, or no leader election)."""
+        return self.service.leading
+
+    def _leadership(self, leader: bool) -> None:
+        """Called on the loop when the Lease is won or lost: serve (or stop) and tell the health service now."""
+        self.service.leading = leader
+        self.metrics.leader.set(1 if leader else 0)
+        if leader:
+            self.metrics.leader_transitions.inc()
+        if self._server is not None and not self._stopped:
+            asyncio.get_running_loop().create_task(self._set_ready())
+
+    def ready(self) -> bool:
+        return bool(self.state.pool.snapshot) and not self.draining and self.service.leading
 
     async def _set_ready(self) -> None:
-        ready = bool(self.state.pool.snapshot) and not self.draining
+        ready = self.ready()
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in (READINESS, EXT_PROC_SERVICE, ""):
             await self.health.set(name, status)
@@ -177,7 +215,7 @@ class EppServer:
                                   "metrics_port") from exc
             self.metrics_port = self._runner.addresses[0][1]
         if pick_port is not None:
-            self.http_pick = HttpPick(self.picker)
+            self.http_pick = HttpPick(self.picker, serving=lambda: self.service.leading)
             self._pick_runner = web.AppRunner(self.http_pick.app(), access_log=None)
             await self._pick_runner.setup()
             try:
@@ -191,6 +229,8 @@ class EppServer:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._set_ready()
         self._ready_task = asyncio.create_task(self._readiness_loop())
+        if self.elector is not None:
+            self._elector_task = asyncio.create_task(self.elector.run())
 
     def _metrics_app(self) -> web.Application:
         app = web.Application()
@@ -200,8 +240,9 @@ class EppServer:
             return web.Response(body=body, headers={"Content-Type": content_type})
 
         async def healthz(_: web.Request) -> web.Response:
-            ok = bool(self.state.pool.snapshot) and not self.draining
+            ok = self.ready()
             return web.Response(body=_encode({"status": "ok" if ok else "not_ready", "draining": self.draining,
+                                              "leader": self.service.leading,
                                               "endpoints": len(self.state.pool.snapshot),
                                               "active_streams": self.service.active}),
                                 status=200 if ok else 503, content_type="application/json")
@@ -218,9 +259,11 @@ class EppServer:
         return app
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Stop being ready and wait (up to ``timeout``) for open streams to end; True when none is left."""
+        """Stop being ready (a leader gives its Lease up) and wait (up to ``timeout``) for open streams to end; True
+        when none is left."""
         self.draining = True
         await self._set_ready()
+        await self._stop_electing()
         try:
             await asyncio.wait_for(self.service.idle.wait(), self.settings.drain_timeout if timeout is None else timeout)
             return True
@@ -228,11 +271,20 @@ class EppServer:
             log.warning("drain: %d stream(s) still open after the timeout", self.service.active)
             return False
 
+    async def _stop_electing(self) -> None:
+        """Stop the elector; a leader releases the Lease on the way."""
+        task, self._elector_task = self._elector_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving (idempotent): gRPC with ``grace`` seconds for open streams, metrics, then the runtime."""
         if self._stopped:
             return
         self._stopped = True
+        await self._stop_electing()
         if self._ready_task is not None:
             self._ready_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -273,10 +325,13 @@ class RunningEpp:
 async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port: int | None = 0, *,
                       pick_port: int | None = None,
                       endpoints: Sequence[str | Endpoint] = (), endpoints_file: str | Path | None = None,
-                      epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
-    """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
+                      epp: EppSettings | None = None, lease_api: Any = None,
+                      **settings: Any) -> AsyncIterator[RunningEpp]:
+    """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields;
+    ``lease_api`` for ``epp.lease`` (leader election)."""
     server = EppServer(epp_runtime(RouterSettings(**settings), endpoints, endpoints_file,
-                                   epp.response_mode if epp is not None else "full", pick_port is not None), epp)
+                                   epp.response_mode if epp is not None else "full", pick_port is not None), epp,
+                       lease_api)
     try:
         await server.start(host, grpc_port, metrics_port, pick_port)
         yield RunningEpp(f"{host}:{server.grpc_port}",
