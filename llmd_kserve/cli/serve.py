@@ -193,11 +193,16 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--state-failure-policy", default="closed",
                    help="when Redis cannot be reached: closed (refuse with 503) or open (admit unchecked), or per "
                         "kind, e.g. budget=closed,rate=open (default closed)")
+    g.add_argument("--shared-sessions", action="store_true",
+                   help="keep session homes and previous_response_id pins in the --state-url Redis too, so a "
+                        "conversation stays on its home endpoint whichever replica its next turn reaches (fails "
+                        "open: with Redis unreachable a turn is placed by this replica alone, counted in "
+                        "llmd_router_state_errors_total)")
 
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
                      "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
-                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy")
+                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy", "shared_sessions")
 
 
 def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
