@@ -66,10 +66,15 @@ class EppSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     lease: LeaseSettings | None = None
     """Leader election (hot standby): serve picks only while holding this Lease (None: always serve)."""
+    handover_s: float = 1.0
+    """A leader that drains releases the Lease but stays ready until a standby holds it, then this long more (so
+    the gateway's health checks see the new leader before this one goes), at most ``lease.renew_deadline`` in all."""
 
     def __post_init__(self) -> None:
         if self.response_mode not in RESPONSE_MODES:
             raise ConfigError(f"must be one of {', '.join(RESPONSE_MODES)}, got {self.response_mode!r}", "response_mode")
+        if self.handover_s < 0:
+            raise ConfigError(f"must be >= 0, got {self.handover_s}", "handover_s")
         if self.drain_timeout < 0:
             raise ConfigError(f"must be >= 0, got {self.drain_timeout}", "drain_timeout")
         if self.max_body_bytes < 1:
@@ -259,17 +264,42 @@ class EppServer:
         return app
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Stop being ready (a leader gives its Lease up) and wait (up to ``timeout``) for open streams to end; True
-        when none is left."""
+        """Stop being ready and wait (up to ``timeout``) for open streams to end; True when none is left. A leader
+        first hands over: it releases the Lease and keeps serving until a standby holds it (:meth:`handover`)."""
+        await self.handover()
         self.draining = True
         await self._set_ready()
-        await self._stop_electing()
         try:
             await asyncio.wait_for(self.service.idle.wait(), self.settings.drain_timeout if timeout is None else timeout)
             return True
         except TimeoutError:
             log.warning("drain: %d stream(s) still open after the timeout", self.service.active)
             return False
+
+    async def handover(self) -> str | None:
+        """Stop electing; a leader releases the Lease, then stays ready and serving until another replica holds
+        it plus ``handover_s`` (at most ``renew_deadline`` in all: without a standby it then stops anyway).
+        The new holder's identity, or None."""
+        elector = self.elector
+        leading = elector is not None and elector.is_leader
+        await self._stop_electing()
+        if elector is None or not leading:
+            return None
+        lease, loop = elector.settings, asyncio.get_running_loop()
+        self.service.leading = True  # streams that still come here are served while the standby takes over
+        await self._set_ready()
+        deadline = loop.time() + lease.renew_deadline
+        successor = None
+        while loop.time() < deadline:
+            holder = await asyncio.to_thread(elector.holder)
+            if holder and holder != lease.identity:
+                successor = holder
+                await asyncio.sleep(min(self.settings.handover_s, max(0.0, deadline - loop.time())))
+                break
+            await asyncio.sleep(lease.retry_period / 2)
+        log.warning("handed the lease over to %s", successor or "nobody (no standby took it)")
+        self.metrics.leader.set(0)  # (streams that still come while it drains are served)
+        return successor
 
     async def _stop_electing(self) -> None:
         """Stop the elector; a leader releases the Lease on the way."""

@@ -12,6 +12,7 @@ GKE) then calls the EPP over ext_proc for every request.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from llmd_kserve.gateway_routes import ALLOWED_PATHS
@@ -106,7 +107,9 @@ def epp_deployment(spec: DeploymentSpec, response_mode: str = "headers") -> dict
                 label_selector=c.V1LabelSelector(match_labels=_epp_labels(spec)),
                 topology_key="kubernetes.io/hostname"))])) if standby else None  # leader and standby apart
     pod = c.V1PodSpec(
-        service_account_name=epp_name(spec), containers=[container], termination_grace_period_seconds=40,
+        # the drain (30 s) after, for a leader, the hand-over of the Lease (at most the renew deadline)
+        service_account_name=epp_name(spec), containers=[container],
+        termination_grace_period_seconds=40 + (math.ceil(spec.epp.renew_deadline) if standby else 0),
         affinity=spread,
         volumes=[c.V1Volume(name="epp-config", config_map=c.V1ConfigMapVolumeSource(name=f"{epp_name(spec)}-config"))])
     dep = c.V1Deployment(api_version="apps/v1", kind="Deployment", spec=c.V1DeploymentSpec(

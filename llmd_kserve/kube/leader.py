@@ -157,6 +157,14 @@ class LeaderElector:
         self._observe(mine)
         return self._won()
 
+    def holder(self) -> str | None:
+        """Who holds the Lease now ("" when released; None when it cannot be read)."""
+        s = self.settings
+        try:
+            return _record(self.api.read_namespaced_lease(s.name, s.namespace))[0].holder
+        except Exception:  # noqa: BLE001 - unknown
+            return None
+
     def _observe(self, rec: LeaseRecord) -> None:
         self.observed, self.observed_at = rec, self._clock()
 

@@ -118,9 +118,11 @@ async def test_the_standby_is_warm_not_ready_and_takes_over_when_the_leader_is_l
                 if loss == "crash":  # no renewal and no release: b waits out a's lease duration
                     cut.cut = True
                     await a.server.stop(0)
-                else:  # SIGTERM: a drains and gives the Lease up
+                else:  # SIGTERM: a hands the Lease over (serving until b holds it), then drains
                     await a.server.drain(0.5)
-                    assert srv.fake.objects[("Lease", "llm", "epp")]["spec"]["holderIdentity"] in ("", "b")
+                    assert b.server.leading and await readiness(b.grpc_address) == SERVING
+                    assert srv.fake.objects[("Lease", "llm", "epp")]["spec"]["holderIdentity"] == "b"
+                    assert await readiness(a.grpc_address) != SERVING
                     await a.server.stop(0)
                 target, served = await first_pick(b.grpc_address)
                 failover = served - lost
