@@ -47,13 +47,25 @@ class Epp:
         self.name, self.a, self.endpoints, self.env, self.logs = name, a, endpoints, env, logs
         self.grpc, self.metrics = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        self.starts = self.restarts = 0
 
     @property
     def health(self) -> str:
         return f"http://127.0.0.1:{self.metrics}"
 
     def start(self) -> None:
+        """Start it; a process that exits at once (it happened once under heavy load: its kubeconfig read as
+        empty) is started again, and counted in ``restarts``."""
+        for _ in range(3):
+            self._spawn()
+            try:
+                self.proc.wait(3)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                return
+            self.restarts += 1
+        raise RuntimeError(f"EPP {self.name} exits at once: see {self.logs}")
+
+    def _spawn(self) -> None:
         a = self.a
         self.starts += 1
         log = open(self.logs / f"epp-{self.name}-{self.starts}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -167,13 +179,13 @@ async def main(a: argparse.Namespace) -> dict:
             for u, proc, _ in specs:
                 await wait_ready(s, u, proc)
             epps[0].start()
-            await wait_for(lambda: _is(epps[0].leading(s), True), 60, "EPP a to lead")
+            await wait_for(lambda: _is(epps[0].leading(s), True), 240, "EPP a to lead")
             epps[1].start()
-            await wait_for(lambda: _is(epps[1].leading(s), False), 60, "EPP b to stand by")
+            await wait_for(lambda: _is(epps[1].leading(s), False), 240, "EPP b to stand by")
             envoy = subprocess.Popen(envoy_argv(path, concurrency=1), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
             stack.callback(lambda: (envoy.terminate(), envoy.wait(10)))
-            await wait_for(lambda: _ok(s, url, a.model), 60, "Envoy to route")
+            await wait_for(lambda: _ok(s, url, a.model), 240, "Envoy to route")
             losses = [x.strip() for x in a.loss.split(",") if x.strip()]
             plan = [loss for _ in range(a.runs) for loss in losses]
             load = Load(url, a.workers, a.model)
@@ -183,15 +195,18 @@ async def main(a: argparse.Namespace) -> dict:
                 states = [await e.leading(s) for e in epps]
                 leader, standby = (epps[0], epps[1]) if states[0] else (epps[1], epps[0])
                 lost = time.monotonic()
-                leader.stop(signal.SIGKILL if loss == "kill" else signal.SIGTERM)
-                await wait_for(lambda sb=standby: _is(sb.leading(s), True), 120, f"EPP {standby.name} to lead")
+                # the wait for its exit in a thread: the load generator in this loop must keep going meanwhile
+                stopping = asyncio.create_task(asyncio.to_thread(
+                    leader.stop, signal.SIGKILL if loss == "kill" else signal.SIGTERM))
+                await wait_for(lambda sb=standby: _is(sb.leading(s), True), 240, f"EPP {standby.name} to lead")
                 await asyncio.sleep(a.settle)  # requests flow again through the new leader
                 result = {"run": i, "loss": loss, "killed": leader.name, "new_leader": standby.name,
                           **load.measure(lost, time.monotonic())}
                 runs.append(result)
                 print(json.dumps(result), flush=True)
+                await stopping
                 leader.start()  # back as the standby for the next run
-                await wait_for(lambda ld=leader: _is(ld.leading(s), False), 60, f"EPP {leader.name} to stand by")
+                await wait_for(lambda ld=leader: _is(ld.leading(s), False), 240, f"EPP {leader.name} to stand by")
                 await asyncio.sleep(a.settle)
             load.stop()
             await runner
@@ -205,7 +220,7 @@ async def main(a: argparse.Namespace) -> dict:
                          "renew_deadline_s": a.renew_deadline, "retry_period_s": a.retry_period,
                          "envoy_health_check_interval_s": a.hc_interval, "response_mode": "headers",
                          "machine": f"{os.cpu_count()}-core CPU sandbox", "loadavg": os.getloadavg()},
-            "runs": runs, "summary": summary}
+            "runs": runs, "summary": summary, "epp_restarts_after_early_exit": sum(e.restarts for e in epps)}
 
 
 async def _is(coro, want: bool) -> bool:  # type: ignore[no-untyped-def]

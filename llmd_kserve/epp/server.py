@@ -154,6 +154,7 @@ class EppServer:
         self._state_started = False
         self.elector: LeaderElector | None = None
         self._elector_task: asyncio.Task[None] | None = None
+        self._handing_over = False
         if self.settings.lease is not None:
             if lease_api is None:
                 raise ConfigError("leader election needs the Kubernetes API (lease_api)", "lease_api")
@@ -167,6 +168,8 @@ class EppServer:
 
     def _leadership(self, leader: bool) -> None:
         """Called on the loop when the Lease is won or lost: serve (or stop) and tell the health service now."""
+        if self._handing_over:  # released on purpose: serving goes on until a standby holds the Lease
+            return
         self.service.leading = leader
         self.metrics.leader.set(1 if leader else 0)
         if leader:
@@ -282,12 +285,11 @@ class EppServer:
         The new holder's identity, or None."""
         elector = self.elector
         leading = elector is not None and elector.is_leader
+        self._handing_over = leading  # streams that still come here are served while the standby takes over
         await self._stop_electing()
         if elector is None or not leading:
             return None
         lease, loop = elector.settings, asyncio.get_running_loop()
-        self.service.leading = True  # streams that still come here are served while the standby takes over
-        await self._set_ready()
         deadline = loop.time() + lease.renew_deadline
         successor = None
         while loop.time() < deadline:

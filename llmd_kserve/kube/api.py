@@ -92,12 +92,12 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any
         raise ClusterError("the Kubernetes client is missing: pip install 'llmd-kserve[kube]'") from exc
     try:
         if kubeconfig or context:
-            config.load_kube_config(config_file=kubeconfig, context=context)
+            config.load_kube_config(config_file=kubeconfig, context=context, persist_config=False)
         else:
             try:
                 config.load_incluster_config()
             except config.ConfigException:
-                config.load_kube_config()
+                config.load_kube_config(persist_config=False)  # never rewrite the user's kubeconfig
     except (config.ConfigException, OSError, TypeError) as exc:
         raise ClusterError(f"no Kubernetes cluster configured (no in-cluster service account, no usable "
                            f"kubeconfig): {exc}") from exc
