@@ -114,7 +114,7 @@ class Load:
                 async with s.post(f"{self.url}/v1/completions", json=body) as r:
                     await r.read()
                     ok = r.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             self.done.append((t0, time.monotonic(), ok))
             if not ok:
