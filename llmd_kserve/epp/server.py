@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,9 @@ from llmd_kserve.epp.http_pick import HttpPick
 from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.picker import EndpointPicker, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE
+from llmd_kserve.epp.standby import Standby
 from llmd_kserve.errors import ConfigError
-from llmd_kserve.kube.leader import LeaderElector, LeaseSettings
+from llmd_kserve.kube.leader import LeaseSettings
 from llmd_kserve.types import Endpoint
 
 log = logging.getLogger(__name__)
@@ -84,17 +85,16 @@ class EppSettings:
 class ExtProcService(pb_grpc.ExternalProcessorServicer):
     """``envoy.service.ext_proc.v3.ExternalProcessor/Process``: one :class:`Exchange` per stream."""
 
-    def __init__(self, picker: EndpointPicker, settings: EppSettings, metrics: EppMetrics) -> None:
-        self.picker, self.settings, self.metrics = picker, settings, metrics
-        self.leading = settings.lease is None
-        """Whether this replica serves picks (always, without leader election; else while it holds the Lease)."""
+    def __init__(self, picker: EndpointPicker, settings: EppSettings, metrics: EppMetrics,
+                 serving: Callable[[], bool] = lambda: True) -> None:
+        self.picker, self.settings, self.metrics, self.serving = picker, settings, metrics, serving
         self.active = 0
         self.idle = asyncio.Event()
         self.idle.set()
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802 - gRPC name
                       context: grpc.aio.ServicerContext) -> None:
-        if not self.leading:  # a standby: the gateway should not have sent it here (readiness is NOT_SERVING)
+        if not self.serving():  # a standby: the gateway should not have sent it here (readiness is NOT_SERVING)
             self.metrics.stream_errors.labels("standby").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "standby Endpoint Picker: not the leader")
         waits = not self.picker.director.admits_synchronously  # governance may wait (flow control, audit)
@@ -141,7 +141,7 @@ class EppServer:
         self.settings = settings or EppSettings()
         self.metrics: EppMetrics = state.metrics
         self.picker = EndpointPicker(Director(state), saturation=self.settings.saturation)
-        self.service = ExtProcService(self.picker, self.settings, self.metrics)
+        self.service = ExtProcService(self.picker, self.settings, self.metrics, lambda: self.leading)
         self.health = health.aio.HealthServicer()
         self.draining = False
         self._server: grpc.aio.Server | None = None
@@ -152,33 +152,25 @@ class EppServer:
         self.grpc_port = self.metrics_port = self.pick_port = 0
         self._stopped = False
         self._state_started = False
-        self.elector: LeaderElector | None = None
-        self._elector_task: asyncio.Task[None] | None = None
-        self._handing_over = False
+        self.standby: Standby | None = None
         if self.settings.lease is not None:
             if lease_api is None:
                 raise ConfigError("leader election needs the Kubernetes API (lease_api)", "lease_api")
-            self.elector = LeaderElector(lease_api, self.settings.lease, on_change=self._leadership)
-        self.metrics.leader.set(1 if self.service.leading else 0)
+            self.standby = Standby(lease_api, self.settings.lease, self.metrics, self._refresh_ready,
+                                   self.settings.handover_s)
+        self.metrics.leader.set(1 if self.leading else 0)
 
     @property
     def leading(self) -> bool:
         """Whether this replica serves picks now (the leader, or no leader election)."""
-        return self.service.leading
+        return self.standby is None or self.standby.serving
 
-    def _leadership(self, leader: bool) -> None:
-        """Called on the loop when the Lease is won or lost: serve (or stop) and tell the health service now."""
-        if self._handing_over:  # released on purpose: serving goes on until a standby holds the Lease
-            return
-        self.service.leading = leader
-        self.metrics.leader.set(1 if leader else 0)
-        if leader:
-            self.metrics.leader_transitions.inc()
+    def _refresh_ready(self) -> None:
         if self._server is not None and not self._stopped:
             asyncio.get_running_loop().create_task(self._set_ready())
 
     def ready(self) -> bool:
-        return bool(self.state.pool.snapshot) and not self.draining and self.service.leading
+        return bool(self.state.pool.snapshot) and not self.draining and self.leading
 
     async def _set_ready(self) -> None:
         ready = self.ready()
@@ -223,7 +215,7 @@ class EppServer:
                                   "metrics_port") from exc
             self.metrics_port = self._runner.addresses[0][1]
         if pick_port is not None:
-            self.http_pick = HttpPick(self.picker, serving=lambda: self.service.leading)
+            self.http_pick = HttpPick(self.picker, serving=lambda: self.leading)
             self._pick_runner = web.AppRunner(self.http_pick.app(), access_log=None)
             await self._pick_runner.setup()
             try:
@@ -237,8 +229,8 @@ class EppServer:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._set_ready()
         self._ready_task = asyncio.create_task(self._readiness_loop())
-        if self.elector is not None:
-            self._elector_task = asyncio.create_task(self.elector.run())
+        if self.standby is not None:
+            self.standby.start()
 
     def _metrics_app(self) -> web.Application:
         app = web.Application()
@@ -250,7 +242,7 @@ class EppServer:
         async def healthz(_: web.Request) -> web.Response:
             ok = self.ready()
             return web.Response(body=_encode({"status": "ok" if ok else "not_ready", "draining": self.draining,
-                                              "leader": self.service.leading,
+                                              "leader": self.leading,
                                               "endpoints": len(self.state.pool.snapshot),
                                               "active_streams": self.service.active}),
                                 status=200 if ok else 503, content_type="application/json")
@@ -268,8 +260,10 @@ class EppServer:
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Stop being ready and wait (up to ``timeout``) for open streams to end; True when none is left. A leader
-        first hands over: it releases the Lease and keeps serving until a standby holds it (:meth:`handover`)."""
-        await self.handover()
+        first hands over: it releases the Lease and keeps serving until a standby holds it
+        (:meth:`Standby.handover <llmd_kserve.epp.standby.Standby.handover>`)."""
+        if self.standby is not None:
+            await self.standby.handover()
         self.draining = True
         await self._set_ready()
         try:
@@ -279,44 +273,13 @@ class EppServer:
             log.warning("drain: %d stream(s) still open after the timeout", self.service.active)
             return False
 
-    async def handover(self) -> str | None:
-        """Stop electing; a leader releases the Lease, then stays ready and serving until another replica holds
-        it plus ``handover_s`` (at most ``renew_deadline`` in all: without a standby it then stops anyway).
-        The new holder's identity, or None."""
-        elector = self.elector
-        leading = elector is not None and elector.is_leader
-        self._handing_over = leading  # streams that still come here are served while the standby takes over
-        await self._stop_electing()
-        if elector is None or not leading:
-            return None
-        lease, loop = elector.settings, asyncio.get_running_loop()
-        deadline = loop.time() + lease.renew_deadline
-        successor = None
-        while loop.time() < deadline:
-            holder = await asyncio.to_thread(elector.holder)
-            if holder and holder != lease.identity:
-                successor = holder
-                await asyncio.sleep(min(self.settings.handover_s, max(0.0, deadline - loop.time())))
-                break
-            await asyncio.sleep(lease.retry_period / 2)
-        log.warning("handed the lease over to %s", successor or "nobody (no standby took it)")
-        self.metrics.leader.set(0)  # (streams that still come while it drains are served)
-        return successor
-
-    async def _stop_electing(self) -> None:
-        """Stop the elector; a leader releases the Lease on the way."""
-        task, self._elector_task = self._elector_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving (idempotent): gRPC with ``grace`` seconds for open streams, metrics, then the runtime."""
         if self._stopped:
             return
         self._stopped = True
-        await self._stop_electing()
+        if self.standby is not None:
+            await self.standby.stop()
         if self._ready_task is not None:
             self._ready_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
