@@ -208,11 +208,16 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--state-failure-policy", default="closed",
                    help="when Redis cannot be reached: closed (refuse with 503) or open (admit unchecked), or per "
                         "kind, e.g. budget=closed,rate=open (default closed)")
+    g.add_argument("--shared-sessions", action="store_true",
+                   help="keep session homes and previous_response_id pins in the --state-url Redis too, so a "
+                        "conversation stays on its home endpoint whichever replica its next turn reaches (fails "
+                        "open: with Redis unreachable a turn is placed by this replica alone, counted in "
+                        "llmd_router_state_errors_total)")
 
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
                      "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
-                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy")
+                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy", "shared_sessions")
 
 
 def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
@@ -289,6 +294,7 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
+    _add_leader_flags(p.add_argument_group("hot standby (leader election on a Kubernetes Lease)"))
     _add_stall_flags(p.add_argument_group("stall detection"))
     g = p.add_argument_group("limits (checked before scheduling; each defaults to the router's own)")
     g.add_argument("--max-prompt-chars", type=int, default=None, help="reject prompts of more characters with 413; 0: none")
@@ -308,6 +314,37 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_epp)
 
 
+def _add_leader_flags(g: argparse._ArgumentGroup) -> None:
+    """Leader election (``kube.leader``): client-go's flags and defaults."""
+    g.add_argument("--leader-elect", action="store_true",
+                   help="run as one of several replicas: only the holder of the Lease serves picks (the others are "
+                        "warm standbys, readiness NOT_SERVING) and a standby takes over when the leader is gone")
+    g.add_argument("--lease-name", default="llmd-kserve-epp", help="the coordination.k8s.io/v1 Lease (default %(default)s)")
+    g.add_argument("--lease-namespace", default=None, help="its namespace (default: the pod's own)")
+    g.add_argument("--lease-identity", default=None,
+                   help="this replica's holderIdentity (default: env POD_NAME, else host name and process id)")
+    g.add_argument("--lease-duration", type=positive_int, default=15,
+                   help="seconds a standby waits, from the last renewal it saw, before taking over (default 15)")
+    g.add_argument("--renew-deadline", type=positive_float, default=10.0,
+                   help="seconds the leader keeps trying to renew before it stops serving (default 10)")
+    g.add_argument("--retry-period", type=positive_float, default=2.0,
+                   help="seconds between tries: the leader's renewals, a standby's reads (default 2)")
+
+
+def _lease_settings(a: argparse.Namespace) -> Any:
+    """``LeaseSettings`` of the leader-election flags (None without ``--leader-elect``)."""
+    if not a.leader_elect:
+        return None
+    import socket
+
+    from llmd_kserve.kube.discovery import in_cluster_namespace
+    from llmd_kserve.kube.leader import LeaseSettings
+
+    identity = a.lease_identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return LeaseSettings(a.lease_name, a.lease_namespace or os.environ.get("POD_NAMESPACE") or in_cluster_namespace(),
+                         identity, a.lease_duration, a.renew_deadline, a.retry_period)
+
+
 def _cmd_epp(a: argparse.Namespace) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's C core logs to stderr; our errors say it in one line
     from llmd_kserve.control.settings import RouterSettings
@@ -325,7 +362,7 @@ def _cmd_epp(a: argparse.Namespace) -> int:
               if getattr(a, name) is not None}  # 0: no limit; not given: the router's default
     body = {} if a.max_body_bytes is None else {"max_body_bytes": a.max_body_bytes}
     epp = EppSettings(response_mode=a.response_mode, saturation=Saturation(a.saturation_queue, a.saturation_kv),
-                      drain_timeout=a.drain_timeout, **body)
+                      drain_timeout=a.drain_timeout, lease=_lease_settings(a), **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
                             stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, ttft_slo_s=_ttft_slo_s(a),

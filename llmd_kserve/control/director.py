@@ -98,7 +98,7 @@ class Director:
     @property
     def admits_synchronously(self) -> bool:
         """Whether :meth:`prepare` alone admits a request (no engine rendering, no gateway part configured)."""
-        return self.rt.render is None and not self.governance.gateway.active
+        return self.rt.render is None and not self.governance.gateway.active and self.rt.shared_sessions is None
 
     async def admit(self, headers: Mapping[str, str], raw: bytes, kind: RouteKind, client: str | None, *,
                     identity: Identity | None = None) -> Ticket:
@@ -116,6 +116,8 @@ class Director:
             self.governance.check_prompt_tokens(parsed, len(token_ids or ()))
             ticket.request = replace(ticket.request, token_ids=token_ids)
             ticket.prompt_tokens = known_prompt_tokens(parsed, token_ids)
+        if self.rt.shared_sessions is not None:  # another replica may have placed this session: its home first
+            await self.rt.shared_sessions.recall(ticket.request)
         if self.governance.gateway.active:
             ticket.admission = await self.governance.admit(
                 ticket.key, ticket.request.request_id, parsed, client, client_request_id=ticket.client_request_id,
@@ -167,6 +169,8 @@ class Director:
         else:
             rt.metrics.retries.inc()
         ticket.attempts += 1
+        if rt.shared_sessions is not None:
+            rt.shared_sessions.remember(ticket.request, result.target)
         ticket.placement = Placement(sched, result, decision, t0, result.prefill is not None)
         if self.stalls is not None and result.prefill is None:
             state = next(s for s in states if s.id == result.target)

@@ -29,6 +29,7 @@ from llmd_kserve.control.reload import ConfigReloader, reload_counter
 from llmd_kserve.control.render import RenderTokenizer
 from llmd_kserve.control.sessions import SessionCollector
 from llmd_kserve.control.settings import RouterSettings, gateway_of, governance_of
+from llmd_kserve.control.shared_sessions import SharedSessions
 from llmd_kserve.control.signals import autoscaling_collector
 from llmd_kserve.control.stalls import StallCollector, StallPolicy, StallWatch
 from llmd_kserve.defaults import BLOCK_SIZE
@@ -41,6 +42,7 @@ from llmd_kserve.metrics.autoscaling import HeadroomMeter, HeldRequests
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.metrics.scraper import MetricsScraper
+from llmd_kserve.state_store import StateStore
 from llmd_kserve.types import Endpoint, EndpointId, EndpointState
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ class Runtime:
     model_cards: tuple[dict[str, Any], ...] = ()
     readiness: ReadinessGate = field(default_factory=ReadinessGate)
     """``/ready``: endpoints scraped once, the KV index warm (``control.readiness``)."""
+    shared_sessions: SharedSessions | None = None
+    """Session homes and response pins in the shared store (``shared_sessions``), or None: this replica's own."""
+    _own_store: StateStore | None = None
     _watcher: EndpointsFileWatcher | None = None
     _warned_blind: frozenset[str] = frozenset()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -163,6 +168,11 @@ class Runtime:
         metrics.registry.register(StallCollector(stalls))
         metrics.registry.register(SessionCollector(holder))
         metrics.registry.register(autoscaling_collector(rt))
+        if s.shared_sessions and s.state_url:
+            limiter = gateway.shared  # one connection pool (and one error counter) for all shared state
+            store = limiter.store if limiter is not None else StateStore(s.state_url, metrics.registry)
+            rt._own_store = None if limiter is not None else store
+            rt.shared_sessions = SharedSessions(store, holder, rt.spawn)
         return rt
 
     # --- what handlers use ----------------------------------------------------------------------------------------
@@ -303,3 +313,5 @@ class Runtime:
                 log.exception("stopping %s failed", type(part).__name__)
         self.http.close()
         await self.governance.gateway.close()
+        if self._own_store is not None:
+            await self._own_store.close()

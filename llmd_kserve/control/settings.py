@@ -120,6 +120,8 @@ class RouterSettings:
     """``redis://host:port/db``: rate limits, budgets and token spend kept there, shared by replicas (None: memory)."""
     state_failure_policy: str = "closed"
     """When Redis is unreachable: closed (503) or open (unchecked), or per kind ``budget=closed,rate=open``."""
+    shared_sessions: bool = False
+    """Keep session homes and response-id pins in the ``state_url`` Redis too (shared by replicas; fail open)."""
 
     def __post_init__(self) -> None:
         for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout",
@@ -146,6 +148,9 @@ class RouterSettings:
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
         FailurePolicy.parse(self.state_failure_policy)
+        if self.shared_sessions and not self.state_url:
+            raise ConfigError("shared sessions need a shared store: give --state-url redis://host:port/db",
+                              "shared_sessions")
 
 
 class _KeyStoreAuth:

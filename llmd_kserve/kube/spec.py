@@ -77,6 +77,27 @@ class RouterSpec(_Model):
     priority band, where ``llmd_router_queue_depth`` (and autoscaling's queue triggers) see them; None: off."""
 
 
+class EppSpec(_Model):
+    """The Endpoint Picker of the Gateway API form (``llmd-kserve epp``)."""
+
+    hot_standby: bool = True
+    """Two replicas electing a leader on a Lease (``--leader-elect``): one serves picks, the other runs the data path
+    warm and takes over when the leader is lost (False: one replica)."""
+    lease_duration: int = Field(15, ge=1)
+    renew_deadline: float = Field(10.0, gt=0)
+    retry_period: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timing(self) -> EppSpec:
+        from llmd_kserve.kube.leader import LeaseSettings
+
+        try:  # client-go's rules: lease duration > renew deadline > 1.2 x retry period
+            LeaseSettings("epp", "ns", "id", self.lease_duration, self.renew_deadline, self.retry_period)
+        except ConfigError as exc:
+            raise ValueError(exc.message if hasattr(exc, "message") else str(exc)) from None
+        return self
+
+
 class KVTransferSpec(_Model):
     """vLLM KV transfer between prefill and decode replicas (pd mode only)."""
 
@@ -182,6 +203,8 @@ class DeploymentSpec(_Model):
     decode: PoolSpec = PoolSpec(replicas=2)
     """The decode pool; in aggregated mode, the one engine pool."""
     router: RouterSpec = RouterSpec()
+    epp: EppSpec = EppSpec()
+    """The Endpoint Picker (Gateway API form only)."""
     kv_transfer: KVTransferSpec = KVTransferSpec()
     kv_events: KVEventsSpec = KVEventsSpec()
     images: Images = Images()

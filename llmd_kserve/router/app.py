@@ -27,8 +27,8 @@ from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.control.director import Director, new_request_id
 from llmd_kserve.control.endpoints import load_endpoints_file
 from llmd_kserve.control.requests import RouteKind
-from llmd_kserve.control.response_routing import place_response
-from llmd_kserve.control.responses import RESPONSES_PATH, ResponseHomes
+from llmd_kserve.control.response_routing import place_response, recall_response, response_homes
+from llmd_kserve.control.responses import RESPONSES_PATH
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.control.ticket import Identity, Ticket
@@ -59,7 +59,7 @@ class OpenAIRoutes:
 
     def __init__(self, state: Runtime, director: Director, proxy: Proxy) -> None:
         self.state, self.director, self.proxy = state, director, proxy
-        self.response_homes = ResponseHomes()
+        self.response_homes = response_homes(state)
         """Which endpoint stored each response (``previous_response_id`` goes there)."""
         self.by_path: dict[str, Handler] = {"/v1/completions": self.completions,
                                             "/v1/chat/completions": self.chat_completions,
@@ -89,6 +89,7 @@ class OpenAIRoutes:
             ticket = await director.admit(answer.headers, raw, kind, answer.client, identity=identity)
             del raw
             if kind == "responses":
+                await recall_response(self.response_homes, self.state, ticket)
                 place_response(self.response_homes, self.state, ticket)
             await self.proxy.forward(answer, path, ticket)
         except HTTPError as exc:
