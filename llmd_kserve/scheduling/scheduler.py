@@ -87,6 +87,11 @@ class Scheduler(SchedulerInterface):
         self._on_remove: list[Callable[[EndpointId], None]] = [h[EndpointRemoved] for h in hooks if EndpointRemoved in h]
         self._in_flight = 0
 
+    def add_on_scheduled(self, hook: Callable[[CycleState, HandlerDecision], None]) -> None:
+        """Also call ``hook(state, decision)`` for every decision, after the plugins' own ``on_scheduled`` (e.g. to
+        publish the decision to other router replicas)."""
+        self._on_scheduled.append(hook)
+
     def reused_plugins(self, other: Scheduler) -> list[str]:
         """Names of the plugin instances this scheduler shares with ``other`` (carried over by a reload)."""
         theirs = {id(p) for _, p in other.built.values()}
