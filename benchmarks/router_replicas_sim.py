@@ -6,6 +6,7 @@ events, and scrapes at its own phase; a round-robin balancer in front unless a v
 
 * ``split``  - independent replicas (what active-active replicas are without shared state);
 * ``shared`` - the replicas share their in-flight load (``shared_load_delay``, the propagation delay of the store);
+* ``shared+prefix`` - the replicas also share the decisions llm-d's approximate prefix index learns from;
 * ``hash``   - a ``prefix-hash`` balancer: each replica owns a slice of the prefixes.
 
 Reported per (scenario, config, routers, variant), mean and range over the seeds: TTFT p90 and the engines'
@@ -55,6 +56,9 @@ def variant_options(variant: str, routers: int, shared_delay: float) -> dict[str
         return {"routers": routers}
     if variant == "shared":
         return {"routers": routers, "shared_load_delay": shared_delay}
+    if variant == "shared+prefix":
+        return {"routers": routers, "shared_load_delay": shared_delay,
+                "shared_plugins": ("inflight-load-producer", "approx-prefix-cache-producer")}
     if variant == "hash":
         return {"routers": routers, "balancer": "prefix-hash"}
     raise ValueError(f"unknown variant {variant!r}")
@@ -81,16 +85,19 @@ def spread(xs: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(xs), "min": min(xs), "max": max(xs)}
 
 
-def evaluate(sc: Scenario, config: str, seeds: list[int], options: dict[str, Any], matched: float, matched_n: int,
-             sweep: bool) -> dict[str, Any]:
+def evaluate(sc: Scenario, config: str, seeds: list[int], options: dict[str, Any], matched: float | None,
+             matched_n: int, sweep: bool) -> dict[str, Any]:
+    """``matched`` None: the sweep only."""
     per_seed = []
     for seed in seeds:
-        try:
-            m = one_run(sc, config, seed, matched, matched_n, options)
-        except Stalled as exc:
-            per_seed.append({"stalled": str(exc)})
-            continue
-        row = {"ttft_p90": m["ttft_p90"], "hit": m["hit"], "matched_attain": m["attain"]}
+        row: dict[str, Any] = {}
+        if matched is not None:
+            try:
+                m = one_run(sc, config, seed, matched, matched_n, options)
+            except Stalled as exc:
+                per_seed.append({"stalled": str(exc)})
+                continue
+            row = {"ttft_p90": m["ttft_p90"], "hit": m["hit"], "matched_attain": m["attain"]}
         if sweep:
             attain: dict[float, float] = {}
             misses = 0
@@ -105,7 +112,7 @@ def evaluate(sc: Scenario, config: str, seeds: list[int], options: dict[str, Any
             row["max_rate"] = max_rate_within_slo(attain)
         per_seed.append(row)
     ok = [p for p in per_seed if "stalled" not in p]
-    keys = ["ttft_p90", "hit"] + (["max_rate"] if sweep else [])
+    keys = (["ttft_p90", "hit"] if matched is not None else []) + (["max_rate"] if sweep else [])
     out: dict[str, Any] = {k: spread([p[k] for p in ok]) for k in keys} if ok else {}
     return out | {"per_seed": per_seed}
 
@@ -134,6 +141,8 @@ def main() -> None:
     ap.add_argument("--shared-delay", type=float, default=0.005, help="propagation delay of the shared load view (s)")
     ap.add_argument("--matched-requests", type=int, default=1500)
     ap.add_argument("--sweep", action="store_true", help="also the max rate within the SLO (a rate sweep per seed)")
+    ap.add_argument("--no-matched", action="store_true", help="skip the matched-rate run (with --sweep)")
+    ap.add_argument("--rates", default="", help="sweep these rates (req/s) instead of the scenario's (with --sweep)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -144,6 +153,8 @@ def main() -> None:
     print("|---|---|---:|---|---:|---:|---:|---|---|---|")
     for name in a.scenarios.split(","):
         sc = SCENARIOS[name]
+        if a.rates:
+            sc = replace(sc, rates=tuple(float(r) for r in a.rates.split(",")))
         matched = MATCHED.get(name, sc.matched_rate)
         for config in a.configs.split(","):
             one: dict[str, Any] | None = None
@@ -151,7 +162,8 @@ def main() -> None:
                 for variant in (["split"] if n == 1 else a.variants.split(",")):
                     t0 = time.perf_counter()
                     opts = variant_options(variant, n, a.shared_delay)
-                    r = evaluate(sc, config, seeds, opts, matched, a.matched_requests, a.sweep)
+                    r = evaluate(sc, config, seeds, opts, None if a.no_matched else matched, a.matched_requests,
+                                 a.sweep)
                     out.setdefault(name, {}).setdefault(config, {})[f"{n}/{variant}"] = r
                     if n == 1:
                         one = r

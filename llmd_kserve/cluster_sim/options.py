@@ -59,6 +59,9 @@ class SimOptions:
     shared_load_delay: float | None = None
     """With several routers: seconds until one replica's in-flight charges reach the others (a shared store,
     ``cluster_sim.shared_load``); None: each replica sees only its own requests (and the engines' scrapes)."""
+    shared_plugins: tuple[str, ...] = ("inflight-load-producer",)
+    """Plugin types whose decision bookkeeping the shared view carries (with ``shared_load_delay``): the load
+    producer by default; add ``approx-prefix-cache-producer`` to share llm-d's approximate prefix index too."""
     model: str = DEFAULT_MODEL
     seed: int = 0
 

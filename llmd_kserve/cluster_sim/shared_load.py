@@ -6,8 +6,10 @@ never shows them at all. With it (``SimOptions.shared_load_delay``), every decis
 ``inflight-load-producer`` records (``on_scheduled``: the request's charge and predicted prefill work on its
 endpoint; ``on_prefill_complete``, ``on_complete``: their release) reaches every other replica's producer
 ``delay`` seconds later, as if published to a store the replicas share (live, that store would be the Redis the
-replicas already share for governance, ``--state-url``). Only the load view is shared: prefix indexes, session
-tables and pickers stay each replica's own.
+replicas already share for governance, ``--state-url``). Only the load view is shared by default: prefix indexes,
+session tables and pickers stay each replica's own. ``SimOptions.shared_plugins`` may add plugin types whose
+decision bookkeeping is shared the same way, e.g. ``approx-prefix-cache-producer`` (llm-d's approximate prefix
+index, which learns only from the decisions its own replica makes).
 """
 
 from __future__ import annotations
@@ -23,18 +25,21 @@ from llmd_kserve.scheduling.interface import SchedulingResult
 from llmd_kserve.types import LLMRequest, RequestOutcome
 
 LOAD_PRODUCER = "inflight-load-producer"
+HOOKS = ("on_scheduled", "on_complete", "on_prefill_complete")
 
 
 class SharedLoadView:
     """Publishes each router replica's in-flight charges to the others, ``delay_s`` later (events on the sim's heap)."""
 
     def __init__(self, routers: Sequence[SimRouter], delay_s: float, push: Callable[[float, Event], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], plugin_types: Sequence[str] = (LOAD_PRODUCER,)) -> None:
         if delay_s < 0:
             raise ValueError(f"shared_load_delay must be >= 0, got {delay_s}")
         self.delay_s, self._push, self._clock = delay_s, push, clock
-        self.producers: list[list[Any]] = [[p for p in r.scheduler.producers if p.type == LOAD_PRODUCER]
-                                           for r in routers]
+        types = set(plugin_types)
+        self.producers: list[list[Any]] = [
+            [p for p in {id(p): p for p in (*r.scheduler.producers, *r.scheduler.plugins.values())}.values()
+             if p.type in types] for r in routers]
         self.published = 0
         for k, r in enumerate(routers):
             if self.producers[k]:
@@ -62,7 +67,9 @@ class SharedLoadView:
         for k, producers in enumerate(self.producers):
             if k != share.origin:
                 for p in producers:
-                    getattr(p, share.hook)(*share.args)
+                    hook = getattr(p, share.hook, None)
+                    if hook is not None:
+                        hook(*share.args)
 
 
 def _decision(result: SchedulingResult) -> HandlerDecision:

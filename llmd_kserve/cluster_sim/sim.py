@@ -98,7 +98,7 @@ class ClusterSim:
         self._held: dict[str, float] = {}
         """Requests ``latency-slo-admitter`` holds back (``onMiss: queue``): request id -> first arrival."""
         self.accel = SharedAccelerators(opt.accelerators) if opt.accelerators is not None else None
-        self.shared = (SharedLoadView(self.routers, opt.shared_load_delay, self.push, self._clock)
+        self.shared = (SharedLoadView(self.routers, opt.shared_load_delay, self.push, self._clock, opt.shared_plugins)
                        if opt.shared_load_delay is not None and opt.routers > 1 else None)
         self._router_of: dict[str, int] = {}
         """Requests held back by ``latency-slo-admitter``: request id -> the router replica holding it."""
@@ -287,6 +287,8 @@ class ClusterSim:
             done += 1
             first = rec.first if rec.first is not None else t
             extra: dict[str, Any] = {"predicted_cached_tokens": rec.sched.predicted_cached_tokens}
+            if len(self.routers) > 1:
+                extra["router"] = rec.router
             if self.pd_cluster:
                 extra["prefill"] = rec.sched.prefill if rec.held is not None else None
                 if rec.fallback is not None:
