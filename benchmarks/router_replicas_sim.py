@@ -127,7 +127,7 @@ def within(one: dict[str, Any], many: dict[str, Any], key: str, tol: float = 0.0
 
 def fmt(d: dict[str, float] | None, scale: float = 1.0, digits: int = 0) -> str:
     if not d:
-        return "stalled"
+        return "-"
     return f"{d['mean'] * scale:.{digits}f} ({d['min'] * scale:.{digits}f}-{d['max'] * scale:.{digits}f})"
 
 
