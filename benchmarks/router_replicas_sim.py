@@ -7,7 +7,8 @@ events, and scrapes at its own phase; a round-robin balancer in front unless a v
 * ``split``  - independent replicas (what active-active replicas are without shared state);
 * ``shared`` - the replicas share their in-flight load (``shared_load_delay``, the propagation delay of the store);
 * ``shared+prefix`` - the replicas also share the decisions llm-d's approximate prefix index learns from;
-* ``hash``   - a ``prefix-hash`` balancer: each replica owns a slice of the prefixes.
+* ``hash``   - a ``prefix-hash`` balancer: each replica owns a slice of the prefixes;
+* ``hash+shared`` - both: a prefix-hash balancer and the shared load view.
 
 Reported per (scenario, config, routers, variant), mean and range over the seeds: TTFT p90 and the engines'
 prefix-cache hit rate at the matched rate (the routing-scenarios rates: shared-prefix 32/s, zipf 64/s; a long run of
@@ -59,6 +60,8 @@ def variant_options(variant: str, routers: int, shared_delay: float) -> dict[str
     if variant == "shared+prefix":
         return {"routers": routers, "shared_load_delay": shared_delay,
                 "shared_plugins": ("inflight-load-producer", "approx-prefix-cache-producer")}
+    if variant == "hash+shared":
+        return {"routers": routers, "balancer": "prefix-hash", "shared_load_delay": shared_delay}
     if variant == "hash":
         return {"routers": routers, "balancer": "prefix-hash"}
     raise ValueError(f"unknown variant {variant!r}")

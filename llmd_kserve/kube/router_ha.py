@@ -42,8 +42,9 @@ def router_affinity(spec: DeploymentSpec) -> dict[str, Any] | None:
     c = client()
     term = c.V1WeightedPodAffinityTerm(weight=100, pod_affinity_term=c.V1PodAffinityTerm(
         topology_key=HOSTNAME_TOPOLOGY, label_selector=c.V1LabelSelector(match_labels=router_pod_labels(spec))))
-    return serialize(c.V1Affinity(pod_anti_affinity=c.V1PodAntiAffinity(
+    affinity: dict[str, Any] = serialize(c.V1Affinity(pod_anti_affinity=c.V1PodAntiAffinity(
         preferred_during_scheduling_ignored_during_execution=[term])))
+    return affinity
 
 
 def router_pdb(spec: DeploymentSpec) -> dict[str, Any]:
@@ -125,5 +126,5 @@ def router_ha_objects(spec: DeploymentSpec) -> list[dict[str, Any]]:
 
 
 def _ordered(obj: dict[str, Any]) -> dict[str, Any]:
-    head = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
+    head: dict[str, Any] = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
     return {**head, **{k: v for k, v in obj.items() if k not in head}}
