@@ -6,7 +6,8 @@ events, and scrapes at its own phase; a round-robin balancer in front unless a v
 
 * ``split``  - independent replicas (what active-active replicas are without shared state);
 * ``shared`` - the replicas share their in-flight load (``shared_load_delay``, the propagation delay of the store);
-* ``shared+prefix`` - the replicas also share the decisions llm-d's approximate prefix index learns from;
+* ``shared+prefix`` - the replicas also share the decisions their prefix producers learn from (llm-d's approximate
+  index; the precise producer's speculative entries);
 * ``hash``   - a ``prefix-hash`` balancer: each replica owns a slice of the prefixes;
 * ``hash+shared`` - both: a prefix-hash balancer and the shared load view.
 
@@ -48,6 +49,11 @@ STALL_FACTOR = 20.0
 """A run whose virtual clock passes this many times its arrival span is reported as stalled, not waited for."""
 
 
+SHARED_PREFIX = ("inflight-load-producer", "approx-prefix-cache-producer", "precise-prefix-producer")
+"""``shared+prefix``: the load view plus what each replica's prefix producers learn from its own decisions (llm-d's
+approximate index; the precise producer's speculative entries for blocks not yet confirmed by KV events)."""
+
+
 class Stalled(Exception):
     pass
 
@@ -58,8 +64,7 @@ def variant_options(variant: str, routers: int, shared_delay: float) -> dict[str
     if variant == "shared":
         return {"routers": routers, "shared_load_delay": shared_delay}
     if variant == "shared+prefix":
-        return {"routers": routers, "shared_load_delay": shared_delay,
-                "shared_plugins": ("inflight-load-producer", "approx-prefix-cache-producer")}
+        return {"routers": routers, "shared_load_delay": shared_delay, "shared_plugins": SHARED_PREFIX}
     if variant == "hash+shared":
         return {"routers": routers, "balancer": "prefix-hash", "shared_load_delay": shared_delay}
     if variant == "hash":

@@ -61,7 +61,9 @@ class SimOptions:
     ``cluster_sim.shared_load``); None: each replica sees only its own requests (and the engines' scrapes)."""
     shared_plugins: tuple[str, ...] = ("inflight-load-producer",)
     """Plugin types whose decision bookkeeping the shared view carries (with ``shared_load_delay``): the load
-    producer by default; add ``approx-prefix-cache-producer`` to share llm-d's approximate prefix index too."""
+    producer by default; add ``approx-prefix-cache-producer`` (llm-d's approximate prefix index) or
+    ``precise-prefix-producer`` (its speculative entries) to share what the replicas' prefix producers learn from
+    their own decisions."""
     model: str = DEFAULT_MODEL
     seed: int = 0
 

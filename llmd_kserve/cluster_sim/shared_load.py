@@ -8,8 +8,9 @@ endpoint; ``on_prefill_complete``, ``on_complete``: their release) reaches every
 ``delay`` seconds later, as if published to a store the replicas share (live, that store would be the Redis the
 replicas already share for governance, ``--state-url``). Only the load view is shared by default: prefix indexes,
 session tables and pickers stay each replica's own. ``SimOptions.shared_plugins`` may add plugin types whose
-decision bookkeeping is shared the same way, e.g. ``approx-prefix-cache-producer`` (llm-d's approximate prefix
-index, which learns only from the decisions its own replica makes).
+decision bookkeeping is shared the same way: ``approx-prefix-cache-producer`` (llm-d's approximate prefix index,
+which learns only from the decisions its own replica makes), ``precise-prefix-producer`` (its speculative entries:
+blocks a request was just sent with, before the engine's KV events confirm them).
 """
 
 from __future__ import annotations

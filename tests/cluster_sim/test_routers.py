@@ -148,3 +148,28 @@ def test_held_requests_stay_with_their_router() -> None:
     config, opts, reqs = cases()["slo-burst"]
     run = ClusterSim(config, replace(opts, routers=3, balancer="random")).run(reqs)
     assert len(run.results) == len(reqs)
+
+
+def test_shared_view_can_carry_the_approximate_prefix_index() -> None:
+    """With ``approx-prefix-cache-producer`` shared, a replica learns where another just sent a prefix."""
+    from llmd_kserve.bench.sim_configs import sim_config
+
+    def peer_match(shared_plugins: tuple[str, ...]) -> int:
+        sim = ClusterSim(sim_config("llm-d-optimized-baseline"),
+                         SimOptions(engines=2, routers=2, shared_load_delay=0.0, shared_plugins=shared_plugins))
+        assert sim.shared is not None
+        pushed: list = []
+        sim.shared._push = lambda t, ev: pushed.append(ev)
+        reqs = _reqs()
+        first = reqs[0]
+        second = next(r for r in reqs[1:] if r.group == first.group)  # the same system prompt
+        rec = sim._route(first, 0.0, {}, [])
+        assert rec is not None and rec.router == 0
+        for ev in pushed:
+            sim.shared.apply(ev)
+        again = sim._route(second, 0.0, {}, [])  # round-robin: router 1
+        assert again is not None and again.router == 1
+        return again.sched.predicted_cached_tokens if again.sched.target == rec.sched.target else 0
+
+    assert peer_match(("inflight-load-producer",)) == 0
+    assert peer_match(("inflight-load-producer", "approx-prefix-cache-producer")) >= 1024 - 64
