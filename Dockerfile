@@ -10,12 +10,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY llmd_kserve ./llmd_kserve
 COPY pipelines ./pipelines
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[kube,pipelines,gateway,report]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[kube,pipelines,gateway,report,redis]'
 
 FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels 'llmd-kserve[kube,pipelines,gateway,report]' \
+    pip install --no-cache-dir --no-index --find-links /wheels 'llmd-kserve[kube,pipelines,gateway,report,redis]' \
  && useradd --uid 1000 --create-home --shell /usr/sbin/nologin llmd
 USER 1000
 WORKDIR /home/llmd

@@ -163,6 +163,12 @@ class BenchOptions:
     """``sim`` only: the simulated engines' latency profile (a built-in name or a YAML/JSON file)."""
     prefill: int = 0
     decode: int = 0
+    routers: int = 1
+    """``sim`` only: router replicas, each with its own state (``SimOptions.routers``)."""
+    balancer: str = "round-robin"
+    """``sim`` only: how requests are spread over the router replicas (``SimOptions.balancer``)."""
+    shared_load_delay: float | None = None
+    """``sim`` only: the router replicas share their in-flight load with this delay, seconds (None: they do not)."""
     progress: bool = True
     timeout: float = 600.0
     trace_format: str = "mooncake"
@@ -182,6 +188,13 @@ class BenchOptions:
     """What ``json_path`` holds: ``bench`` (the bench JSON) or ``llmd-br`` (Benchmark Reports v0.2.1, one a run)."""
 
 
+def _router_options(o: BenchOptions) -> dict[str, Any]:
+    """The simulator's router-replica arguments, only when they differ from one router."""
+    if o.routers == 1:
+        return {}
+    return {"routers": o.routers, "balancer": o.balancer, "shared_load_delay": o.shared_load_delay}
+
+
 def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
                   write_html: HtmlWriter | None = None) -> int:
     """The ``llmd-kserve bench`` command (not to be confused with ``cluster_sim.run_bench``, the simulator it may
@@ -196,6 +209,8 @@ def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
     config, prefill, decode = o.config, o.prefill, o.decode
     if o.profile != DEFAULT_PROFILE and not sim:
         raise ConfigError("--profile sets the simulated engines' speed: it needs --sim", "profile")
+    if (o.routers != 1 or o.shared_load_delay is not None) and not sim:
+        raise ConfigError("--routers and --shared-load-delay shape the simulated cluster: they need --sim", "routers")
     if prefill or decode:
         if not sim:
             raise ConfigError("--prefill/--decode need --sim (a live target is benchmarked as it is)", "prefill")
@@ -236,7 +251,7 @@ def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
         with RunProgress(o.progress) as bar:
             runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
                              engines=engines, config=config, policy_label=label, roles=roles, progress=bar,
-                             profile=o.profile)
+                             profile=o.profile, **_router_options(o))
         info |= {"mode": "sim", "engines": prefill + decode if roles else engines,
                  "stack": stack_info(config, prefill + decode if roles else engines, o.profile)}
         if roles:

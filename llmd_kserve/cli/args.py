@@ -37,6 +37,13 @@ def positive_float(value: str) -> float:
     return x
 
 
+def non_negative_float(value: str) -> float:
+    x = float(value)
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return x
+
+
 def rates(value: str) -> list[float]:
     try:
         rates = [float(x) for x in csv_list(value)]

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from llmd_kserve.cli.args import check_output, csv_list, positive_float, positive_int, rates
+from llmd_kserve.cli.args import check_output, csv_list, non_negative_float, positive_float, positive_int, rates
 from llmd_kserve.defaults import (
     DEFAULT_PROFILE,
     WORKLOAD_KINDS,
@@ -65,6 +65,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode", type=int, default=0, help="simulated decode engines (--sim, with --prefill)")
     p.add_argument("--config", default="default",
                    help="router config for --sim (with --prefill: default = pd-predicted-ttft)")
+    p.add_argument("--routers", type=positive_int, default=1,
+                   help="router replicas in front of the simulated engines (--sim), each with its own state")
+    p.add_argument("--balancer", choices=["round-robin", "random", "prefix-hash"], default="round-robin",
+                   help="how requests are spread over the router replicas (--sim --routers N)")
+    p.add_argument("--shared-load-delay", type=non_negative_float, default=None, metavar="SECONDS",
+                   help="router replicas share their in-flight load, arriving this long after (--sim --routers N)")
     p.add_argument("--profile", default=DEFAULT_PROFILE,
                    help="latency profile of the simulated engines (--sim): a built-in name such as cpu-tiny-llama, "
                         "or a YAML/JSON file")
@@ -91,7 +97,7 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         slo_tpot=a.slo_tpot, json_path=a.json, html_path=a.html, seed=a.seed,
         engines_metrics=tuple(a.engines_metrics or ()), policy_label=a.policy_label, model=a.model,
         overrides=tuple(a.set or ()), sim=a.sim, engines=a.engines, config=a.config, profile=a.profile,
-        prefill=a.prefill,
+        prefill=a.prefill, routers=a.routers, balancer=a.balancer, shared_load_delay=a.shared_load_delay,
         decode=a.decode, progress=not a.no_progress, timeout=a.timeout, trace_format=a.trace_format,
         time_scale=a.time_scale, max_requests=a.max_requests, window=a.window, block_tokens=a.block_tokens,
         max_model_len=a.max_model_len, fit=a.fit, describe=a.describe, report_format=a.report_format)

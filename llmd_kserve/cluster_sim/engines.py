@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping, Sequence
 
 from llmd_kserve.engine_sim.core import EngineCore, StepOutput
-from llmd_kserve.kvcache.events import KVEvent
 from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.types import Endpoint, EndpointId, EndpointMetrics, EndpointState, Role
 
@@ -26,26 +24,26 @@ def engine_id(role: Role, i: int) -> EndpointId:
 
 
 class VirtualReplica:
-    """One replica on the simulator's virtual clock: its endpoint (with role), its core, the step in progress, KV
-    events in flight, the last scrape. (The same ``EngineCore`` served over HTTP on the real clock is
-    ``engine_sim.server.EngineServer``.)"""
+    """One replica on the simulator's virtual clock: its endpoint (with role), its core, the step in progress, its
+    snapshot before the first scrape. (The same ``EngineCore`` served over HTTP on the real clock is
+    ``engine_sim.server.EngineServer``.) Each router replica keeps its own scrapes and KV events in flight
+    (``cluster_sim.routers``)."""
 
-    __slots__ = ("id", "endpoint", "core", "out", "kv", "state")
+    __slots__ = ("id", "endpoint", "core", "out", "state")
 
     def __init__(self, eid: EndpointId, role: Role, core: EngineCore, labels: Mapping[str, str] | None = None) -> None:
         self.id = eid
         self.endpoint = Endpoint(eid, role, None, labels=dict(labels or {}))
         self.core = core
         self.out: StepOutput | None = None  # the step in progress (None: idle)
-        self.kv: deque[tuple[float, tuple[KVEvent, ...]]] = deque()  # (time visible in the index, events)
         self.state = EndpointState(self.endpoint, EndpointMetrics(block_size=core.block_size,
                                                                   num_gpu_blocks=core.num_blocks, stale=False))
 
-    def scrape(self, t: float) -> None:
-        """Replace the metrics snapshot with the core's counters now (what the live scraper reads off /metrics)."""
+    def snapshot(self, t: float) -> EndpointState:
+        """The core's counters now, as a metrics snapshot (what the live scraper reads off /metrics)."""
         core = self.core
         st = core.stats
-        self.state = EndpointState(self.endpoint, EndpointMetrics(
+        return EndpointState(self.endpoint, EndpointMetrics(
             waiting=core.num_waiting, running=core.num_running, kv_usage=core.kv_usage,
             block_size=core.block_size, num_gpu_blocks=core.num_blocks,
             prefix_queries=float(st.prefix_queries), prefix_hits=float(st.prefix_hits),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.scheduling.interface import SchedulingResult
@@ -13,11 +14,13 @@ class LiveRequest:
     """A request between its arrival and its last token."""
 
     __slots__ = ("spec", "llm", "sched", "engine", "arrival", "first", "last", "itl", "n_out", "cached", "n_prompt",
-                 "held", "fallback")
+                 "held", "fallback", "router")
 
     def __init__(self, spec: RequestSpec, llm: LLMRequest, sched: SchedulingResult, engine: int, arrival: float,
-                 n_prompt: int) -> None:
+                 n_prompt: int, router: int = 0) -> None:
         self.spec, self.llm, self.sched, self.engine, self.arrival = spec, llm, sched, engine, arrival
+        self.router = router
+        """The router replica that scheduled it (and hears of its completion)."""
         self.first: float | None = None
         self.last = arrival
         self.itl: list[float] = []
@@ -53,7 +56,9 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Scrape:
-    """Every engine's counters become a fresh metrics snapshot."""
+    """Router ``router`` scrapes every engine: their counters become its fresh metrics snapshots."""
+
+    router: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +75,14 @@ class PrefillTimeout:
     request: LiveRequest
 
 
-Event = Arrive | Deliver | Step | Scrape | PrefillArrive | PrefillTimeout
+@dataclass(frozen=True, slots=True)
+class Share:
+    """Router ``origin``'s in-flight bookkeeping (``hook`` of its ``inflight-load-producer`` with ``args``) reaches
+    the other router replicas through the shared load view."""
+
+    origin: int
+    hook: str
+    args: tuple[Any, ...]
+
+
+Event = Arrive | Deliver | Step | Scrape | PrefillArrive | PrefillTimeout | Share

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmd_kserve.bench.stats import RequestResult
+from llmd_kserve.cluster_sim.routers import BALANCERS, BalancerPolicy
 from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
 from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.types import Role
@@ -46,6 +47,23 @@ class SimOptions:
     prefill_timeout_s: float | None = 30.0
     """P/D: a prefill leg not finished this long after the router sent it falls back to a local prefill (None: never),
     like the orchestrator's ``prefill_timeout_s``."""
+    routers: int = 1
+    """Router replicas (active-active), each with its own scheduler state, KV index and scrapes
+    (``cluster_sim.routers``); 1: the single router."""
+    balancer: BalancerPolicy = "round-robin"
+    """How requests are spread over the router replicas: ``round-robin``, ``random``, or ``prefix-hash`` (each
+    replica owns a slice of the prefixes: hash of the request's group, session or leading prompt text)."""
+    router_kv_event_delays: tuple[float, ...] | None = None
+    """Per router replica: seconds from a step's end until its KV events are in that replica's index (None: every
+    replica ``kv_event_delay``)."""
+    shared_load_delay: float | None = None
+    """With several routers: seconds until one replica's in-flight charges reach the others (a shared store,
+    ``cluster_sim.shared_load``); None: each replica sees only its own requests (and the engines' scrapes)."""
+    shared_plugins: tuple[str, ...] = ("inflight-load-producer",)
+    """Plugin types whose decision bookkeeping the shared view carries (with ``shared_load_delay``): the load
+    producer by default; add ``approx-prefix-cache-producer`` (llm-d's approximate prefix index) or
+    ``precise-prefix-producer`` (its speculative entries) to share what the replicas' prefix producers learn from
+    their own decisions."""
     model: str = DEFAULT_MODEL
     seed: int = 0
 
@@ -57,6 +75,17 @@ class SimOptions:
             object.__setattr__(self, "engine_profiles", tuple(self.engine_profiles))
             if len(self.engine_profiles) != self.engines:
                 raise ValueError(f"engine_profiles names {len(self.engine_profiles)} engines, the cluster has {self.engines}")
+        if self.routers < 1:
+            raise ValueError(f"routers must be >= 1, got {self.routers}")
+        if self.balancer not in BALANCERS:
+            raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {self.balancer!r}")
+        if self.router_kv_event_delays is not None:
+            object.__setattr__(self, "router_kv_event_delays", tuple(self.router_kv_event_delays))
+            if len(self.router_kv_event_delays) != self.routers:
+                raise ValueError(f"router_kv_event_delays names {len(self.router_kv_event_delays)} routers, "
+                                 f"the cluster has {self.routers}")
+        if self.shared_load_delay is not None and self.shared_load_delay < 0:
+            raise ValueError(f"shared_load_delay must be >= 0, got {self.shared_load_delay}")
         if self.accelerators is not None:
             object.__setattr__(self, "accelerators", tuple(self.accelerators))
             if len(self.accelerators) != self.engines:

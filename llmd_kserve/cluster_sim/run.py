@@ -15,6 +15,7 @@ from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, result_to_dict, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, WorkloadSpec, assign_arrivals, build_requests
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
+from llmd_kserve.cluster_sim.routers import BalancerPolicy
 from llmd_kserve.cluster_sim.sim import ClusterSim
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.defaults import DEFAULT_PROFILE
@@ -44,13 +45,17 @@ def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_re
               policy_label: str | None = None, options: SimOptions | None = None,
               roles: Sequence[Role] | None = None,
               progress: Callable[[str, int, int], None] | None = None,
-              profile: str = DEFAULT_PROFILE) -> list[dict[str, Any]]:
+              profile: str = DEFAULT_PROFILE, routers: int = 1, balancer: BalancerPolicy = "round-robin",
+              shared_load_delay: float | None = None) -> list[dict[str, Any]]:
     """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds);
     ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones.
     ``progress(label, done, total)`` hears how far each run is; ``profile`` is the engines' latency profile (a
-    built-in name or a file; ignored when ``options`` are given). ``llm-d-optimized-baseline`` runs with the
+    built-in name or a file; ignored when ``options`` are given). ``routers``, ``balancer``, ``shared_load_delay``:
+    router replicas in front of the engines (``SimOptions``; ignored when ``options`` are given).
+    ``llm-d-optimized-baseline`` runs with the
     simulated H100's measured peak prefill throughput, as in every simulated comparison (``sim_config``)."""
-    opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed, profile=profile)
+    opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed, profile=profile,
+                                 routers=routers, balancer=balancer, shared_load_delay=shared_load_delay)
     label = policy_label or str(config)
     config = sim_config(config) if isinstance(config, str | Path) else config
     runs = []
@@ -63,5 +68,5 @@ def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_re
         took = time.perf_counter() - t0
         log.info("simulated %d requests on %d engines (%s) in %.1fs", len(requests), opts.engines, label, took)
         runs.append(sim_entry(run, label, slo, scale="sim", arrival=arrival.label, engines=opts.engines,
-                              sim_seconds=round(took, 3)))
+                              sim_seconds=round(took, 3), **({"routers": opts.routers} if opts.routers > 1 else {})))
     return runs

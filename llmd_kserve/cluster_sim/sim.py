@@ -12,6 +12,10 @@ What a live stack does over HTTP and ZMQ happens here as events on one heap, ord
 * **scrape** - every ``scrape_interval`` each engine's counters become a fresh ``EndpointState`` (like the live
   scraper's 50 ms poll), so the scheduler sees load with the same lag as in a live router.
 
+With ``SimOptions.routers`` > 1 there are that many router replicas, each with its own scheduler, KV index and
+scrapes, and a balancer in front (:mod:`llmd_kserve.cluster_sim.routers`); optionally they share their in-flight
+load (:mod:`llmd_kserve.cluster_sim.shared_load`). ``sim.scheduler`` and ``sim.index`` are router 0's.
+
 With engine roles (``SimOptions.roles``: ``prefill`` / ``decode`` / ``both``) and a P/D config, a scheduling result
 that names a ``prefill`` endpoint goes through the P/D handoff instead (prefill leg, KV transfer, decode leg, or the
 fallback to a local prefill): see :mod:`llmd_kserve.cluster_sim.pd`.
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,21 +46,20 @@ from llmd_kserve.cluster_sim.events import (
     PrefillArrive,
     PrefillTimeout,
     Scrape,
+    Share,
     Step,
 )
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
 from llmd_kserve.cluster_sim.pd import PDFlow
+from llmd_kserve.cluster_sim.routers import Balancer, SimRouter
+from llmd_kserve.cluster_sim.shared_load import SharedLoadView
 from llmd_kserve.cluster_sim.tokens import PrefixTokenCache
-from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.engine_sim.core import EngineCore, StepOutput
 from llmd_kserve.engine_sim.frontend import Frontend
 from llmd_kserve.errors import NoEndpointError
-from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.latency import LatencyProfile, load_profile
-from llmd_kserve.scheduling.scheduler import PluginContext
 from llmd_kserve.scheduling.slo_admitter import SloUnmet
-from llmd_kserve.tokenizer import SimTokenizer
 from llmd_kserve.types import PROFILE_LABEL, LLMRequest, Objective, RequestOutcome
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,13 @@ class ClusterSim:
         self.options = opt = options or SimOptions()
         self.profile = opt.profile if isinstance(opt.profile, LatencyProfile) else load_profile(opt.profile)
         self.now = 0.0
-        self.index = KVIndex()
-        ctx = PluginContext(tokenizer=SimTokenizer(), index=self.index, rng=random.Random(opt.seed),
-                            clock=self._clock, profile=self.profile, block_size=self.profile.block_size)
-        self.scheduler = build_scheduler(config, ctx)
-        self.uses_index = any(p.type == "precise-prefix-producer" for p in self.scheduler.producers)
+        delays = opt.router_kv_event_delays or (opt.kv_event_delay,) * opt.routers
+        self.routers = [SimRouter(k, config, profile=self.profile, seed=opt.seed, clock=self._clock,
+                                  kv_event_delay=delays[k]) for k in range(opt.routers)]
+        self.scheduler = self.routers[0].scheduler
+        self.index = self.routers[0].index
+        self.uses_index = self.routers[0].uses_index
+        self.balancer = Balancer(opt.balancer, opt.routers, opt.seed)
         roles = opt.engine_roles
         per_engine = [p if isinstance(p, LatencyProfile) else load_profile(p) for p in opt.engine_profiles or ()]
         labels = ([{PROFILE_LABEL: p} if isinstance(p, str) else {} for p in opt.engine_profiles]
@@ -82,6 +86,8 @@ class ClusterSim:
             per_engine or self.profile, roles, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
             max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index,
             labels=labels)
+        for r in self.routers:
+            r.attach(self.engines)
         self.index_of = {e.id: i for i, e in enumerate(self.engines)}
         self.frontends = [Frontend(self.profile) for _ in self.engines]  # the cluster profile's front end, as before
         self.tokens = PrefixTokenCache()
@@ -89,9 +95,15 @@ class ClusterSim:
         self.pd_cluster = any(r != "both" for r in roles)
         self._heap: list[tuple[float, int, Event]] = []
         self._seq = 0
+        self._pending = 0
+        """Events other than scrapes on the heap: none while requests remain means none of them can finish."""
         self._held: dict[str, float] = {}
         """Requests ``latency-slo-admitter`` holds back (``onMiss: queue``): request id -> first arrival."""
         self.accel = SharedAccelerators(opt.accelerators) if opt.accelerators is not None else None
+        self.shared = (SharedLoadView(self.routers, opt.shared_load_delay, self.push, self._clock, opt.shared_plugins)
+                       if opt.shared_load_delay is not None and opt.routers > 1 else None)
+        self._router_of: dict[str, int] = {}
+        """Requests held back by ``latency-slo-admitter``: request id -> the router replica holding it."""
 
     def _clock(self) -> float:
         return self.now
@@ -100,14 +112,17 @@ class ClusterSim:
         """Schedule ``event`` at virtual time ``t`` (ties run in push order)."""
         heapq.heappush(self._heap, (t, self._seq, event))
         self._seq += 1
+        self._pending += 1
 
     def core(self, i: int) -> EngineCore:
         """Engine ``i``'s core."""
         return self.engines[i].core
 
     def on_prefill_complete(self, rec: LiveRequest, outcome: RequestOutcome) -> None:
-        """The prefill leg of ``rec`` ended (``Scheduler.on_prefill_complete``)."""
-        self.scheduler.on_prefill_complete(rec.llm, rec.sched, outcome)
+        """The prefill leg of ``rec`` ended (``Scheduler.on_prefill_complete`` of the router that scheduled it)."""
+        self.routers[rec.router].scheduler.on_prefill_complete(rec.llm, rec.sched, outcome)
+        if self.shared is not None:
+            self.shared.prefill_completed(rec.router, rec.llm, rec.sched, outcome)
 
     def leg_delay(self, n_prompt: int, engine: int | None = None, t: float = 0.0) -> float:
         """Seconds from the router sending a request (or a P/D leg) at ``t`` until it is in ``engine``'s queue: the
@@ -145,7 +160,7 @@ class ClusterSim:
         live: dict[str, LiveRequest] = {}
         results: list[RequestResult] = []
         backlog: deque[RequestSpec] = deque()
-        self._heap, self._seq, self._held = [], 0, {}
+        self._heap, self._seq, self._pending, self._held, self._router_of = [], 0, 0, {}, {}
         push = self.push
         if concurrency:
             backlog.extend(requests)
@@ -155,8 +170,9 @@ class ClusterSim:
             for spec in requests:
                 push(spec.arrival_s or 0.0, Arrive(spec))
         heap = self._heap
-        scrape = Scrape()
-        heapq.heappush(heap, (0.0, -1, scrape))  # seq -1: a scrape runs before anything else at the same time
+        n_routers, interval = len(self.routers), self.options.scrape_interval
+        for k in range(n_routers):  # seq -1-k: a scrape runs before anything else at the same time
+            heapq.heappush(heap, (k * interval / n_routers, -1 - k, Scrape(k)))
         remaining = total = len(requests)
         step = max(total // 100, 1)
         reported = total
@@ -167,9 +183,11 @@ class ClusterSim:
             if progress is not None and reported - remaining >= step:
                 reported = remaining
                 progress(total - remaining, total)
-            t, _, event = pop(heap)
+            t, seq, event = pop(heap)
             self.now = t
             events += 1
+            if seq >= 0:
+                self._pending -= 1
             match event:
                 case Step(i):
                     if self.accel is not None:
@@ -208,10 +226,16 @@ class ClusterSim:
                         remaining, end = self._done(1, t, remaining, backlog), t
                     else:
                         self.kick(rec.engine, t)
-                case Scrape():
-                    for eng in engines:
-                        eng.scrape(t)
-                    heapq.heappush(heap, (t + self.options.scrape_interval, -1, scrape))
+                case Scrape(k):
+                    if not self._pending:  # idle engines hold the remaining requests and nothing will wake them
+                        self._stalled(t, live, results)
+                        end = t
+                        break
+                    self.routers[k].scrape(engines, t)
+                    heapq.heappush(heap, (t + interval, -1 - k, event))
+                case Share():
+                    assert self.shared is not None
+                    self.shared.apply(event)
                 case PrefillArrive(rec):
                     pd.arrive(rec, t)
                 case PrefillTimeout(rec):
@@ -224,6 +248,14 @@ class ClusterSim:
             counters.update(pd.counters())
         return SimRun(results, end, hit_rate, counters, events)
 
+    def _stalled(self, t: float, live: dict[str, LiveRequest], results: list[RequestResult]) -> None:
+        """End a run in which no event is left that could finish the requests still live (an engine idled with work
+        it could not schedule): they fail with status 500 instead of the loop scraping forever."""
+        log.warning("simulation stalled at t=%.3f with %d requests unfinished (an engine made no progress); "
+                    "they count as failed", t, len(live))
+        for rec in list(live.values()):
+            self._fail(rec, t, "stalled: the engine made no progress", 500, live, results)
+
     def _done(self, n: int, t: float, remaining: int, backlog: deque[RequestSpec]) -> int:
         """``n`` requests ended at ``t``: closed loop, as many from the backlog arrive; returns those remaining."""
         for _ in range(n):
@@ -235,7 +267,8 @@ class ClusterSim:
                  results: list[RequestResult]) -> int:
         """Hand a finished step's tokens to their requests; returns how many requests finished."""
         if out.kv_events:
-            eng.kv.append((t + self.options.kv_event_delay, out.kv_events))
+            for r in self.routers:
+                r.send_kv(i, t, out.kv_events)
         for rid, n in out.cached_tokens.items():
             rec = live.get(rid)
             if rec is not None and rec.cached is None:
@@ -260,6 +293,8 @@ class ClusterSim:
             done += 1
             first = rec.first if rec.first is not None else t
             extra: dict[str, Any] = {"predicted_cached_tokens": rec.sched.predicted_cached_tokens}
+            if len(self.routers) > 1:
+                extra["router"] = rec.router
             if self.pd_cluster:
                 extra["prefill"] = rec.sched.prefill if rec.held is not None else None
                 if rec.fallback is not None:
@@ -268,16 +303,21 @@ class ClusterSim:
                 request_id=rec.spec.request_id, ok=True, start=rec.arrival, ttft=first - rec.arrival,
                 e2e=t - rec.arrival, itl=tuple(rec.itl), output_tokens=rec.n_out, prompt_tokens=rec.n_prompt,
                 cached_tokens=rec.cached, endpoint=eng.id, status=200, extra=extra))
-            self.scheduler.on_complete(rec.llm, rec.sched, RequestOutcome(
+            self._complete(rec, RequestOutcome(
                 ok=True, prompt_tokens=rec.n_prompt, cached_tokens=rec.cached, completion_tokens=rec.n_out))
         return done
 
+    def _complete(self, rec: LiveRequest, outcome: RequestOutcome) -> None:
+        """``Scheduler.on_complete`` of the router that scheduled ``rec`` (and the shared load view's release)."""
+        self.routers[rec.router].scheduler.on_complete(rec.llm, rec.sched, outcome)
+        if self.shared is not None:
+            self.shared.completed(rec.router, rec.llm, rec.sched, outcome)
+
     def _route(self, spec: RequestSpec, t: float, live: dict[str, LiveRequest], results: list[RequestResult]) -> LiveRequest | None:
-        if self.uses_index:
-            for eng in self.engines:
-                kv = eng.kv
-                while kv and kv[0][0] <= t:
-                    self.index.apply(eng.id, kv.popleft()[1])
+        k = self._router_of.pop(spec.request_id, None)
+        router = self.routers[self.balancer.pick(spec) if k is None else k]
+        if router.uses_index:
+            router.apply_kv(self.engines, t)
         ids = tuple(self.tokens.encode(spec.prompt, spec.group or spec.session_id))
         arrived = self._held.pop(spec.request_id, t)
         objective = spec.objective
@@ -288,11 +328,12 @@ class ClusterSim:
                          kind=spec.kind, token_ids=ids, max_tokens=spec.max_tokens, session_id=spec.session_id,
                          objective=objective)
         try:
-            sched = self.scheduler.schedule(llm, [e.state for e in self.engines])
+            sched = router.scheduler.schedule(llm, router.states)
         except SloUnmet as exc:  # latency-slo-admitter: hold it back (and arrive again), or shed it (429)
             left = exc.max_wait_s - (t - arrived)
             if left > 1e-6:  # (a remainder below the clock's resolution would arrive again at the same time)
                 self._held[spec.request_id] = arrived
+                self._router_of[spec.request_id] = router.k
                 self.push(t + max(min(exc.poll_s, left), 1e-6), Arrive(spec))
                 return None
             results.append(RequestResult(request_id=spec.request_id, ok=False, start=arrived, prompt_tokens=len(ids),
@@ -302,7 +343,8 @@ class ClusterSim:
             results.append(RequestResult(request_id=spec.request_id, ok=False, start=t, prompt_tokens=len(ids),
                                          error=str(exc), status=503, shed=True))
             return None
-        rec = live[spec.request_id] = LiveRequest(spec, llm, sched, self.index_of[sched.target], arrived, len(ids))
+        rec = live[spec.request_id] = LiveRequest(spec, llm, sched, self.index_of[sched.target], arrived, len(ids),
+                                                  router.k)
         return rec
 
     def _fail(self, rec: LiveRequest, t: float, error: str, status: int, live: dict[str, LiveRequest],
@@ -311,4 +353,4 @@ class ClusterSim:
         results.append(RequestResult(request_id=rec.spec.request_id, ok=False, start=rec.arrival,
                                      prompt_tokens=rec.n_prompt, endpoint=self.engines[rec.engine].id,
                                      error=error, status=status))
-        self.scheduler.on_complete(rec.llm, rec.sched, RequestOutcome(ok=False, prompt_tokens=rec.n_prompt))
+        self._complete(rec, RequestOutcome(ok=False, prompt_tokens=rec.n_prompt))

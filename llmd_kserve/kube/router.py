@@ -22,6 +22,7 @@ from llmd_kserve.kube.k8s import (
     resources,
     serialize,
 )
+from llmd_kserve.kube.router_ha import governance_args, governance_volumes, router_affinity
 from llmd_kserve.kube.spec import DeploymentSpec
 
 CONFIG_KEY = "config.yaml"
@@ -93,7 +94,7 @@ def router_args(spec: DeploymentSpec) -> list[str]:
     args = ["router", "--host=0.0.0.0", f"--port={spec.router.port}", f"--config={CONFIG_PATH}",
             f"--discover-selector={spec.discover_selector}", f"--discover-namespace={spec.namespace}",
             f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}",
-            f"--served-model={spec.model.served_name}"]
+            f"--served-model={spec.model.served_name}", *governance_args(spec)]
     if spec.autoscaled:  # the TTFT target its headroom signal is measured against
         args.append(f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}")
     if spec.router.flow_per_endpoint:
@@ -124,20 +125,33 @@ def router_isvc(spec: DeploymentSpec) -> dict[str, Any]:
         volume_mounts=[c.V1VolumeMount(name="router-config", mount_path=CONFIG_DIR, read_only=True)],
     )
     volume = c.V1Volume(name="router-config", config_map=c.V1ConfigMapVolumeSource(name=spec.config_map_name))
+    predictor = _router_predictor(spec, serialize(container), serialize(volume))
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": metadata(spec, spec.router_name, "router", annotations=router_annotations(spec)),
         "spec": {
-            "predictor": {
-                "minReplicas": spec.router.replicas,
-                "maxReplicas": spec.router.replicas,
-                "serviceAccountName": spec.service_account_name,
-                "containers": [serialize(container)],
-                "volumes": [serialize(volume)],
-            }
+            "predictor": predictor
         },
     }
+
+
+def _router_predictor(spec: DeploymentSpec, container: dict[str, Any], volume: dict[str, Any]) -> dict[str, Any]:
+    """The predictor: ``router.replicas`` fixed replicas (spread over nodes when several), the keys Secret mounted
+    when governance is on (``kube.router_ha``)."""
+    keys_volumes, keys_mounts = governance_volumes(spec)
+    container["volumeMounts"] = [*container.get("volumeMounts", []), *keys_mounts]
+    predictor: dict[str, Any] = {
+        "minReplicas": spec.router.replicas,
+        "maxReplicas": spec.router.replicas,
+        "serviceAccountName": spec.service_account_name,
+        "containers": [container],
+        "volumes": [volume, *keys_volumes],
+    }
+    affinity = router_affinity(spec)
+    if affinity is not None:
+        predictor["affinity"] = affinity
+    return predictor
 
 
 def _ordered(obj: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,31 @@ class PoolSpec(_Model):
     """Appended to the engine's command line (e.g. ``--max-model-len=8192``, ``--tensor-parallel-size=2``)."""
 
 
+class RedisSpec(_Model):
+    """The Redis the router replicas share governance state in (rendered when no external ``state_url`` is given)."""
+
+    image: str = "redis:7"
+    storage: str | None = None
+    """A PersistentVolumeClaim of this size (e.g. ``1Gi``) for the append-only file; None: an ``emptyDir`` (the
+    data survives a container restart, not the pod's rescheduling)."""
+    storage_class: str | None = None
+    cpu: str = "500m"
+    memory: str = "512Mi"
+
+
+class RouterGovernanceSpec(_Model):
+    """Governance at the router: virtual keys with rate limits and budgets (``--keys-file``), and where replicas
+    share their counters (``--state-url``)."""
+
+    enabled: bool = False
+    keys_secret: str | None = None
+    """Secret holding ``keys.yaml`` (``llmd-kserve keys add``), mounted into the router; None: ``<name>-router-keys``."""
+    state_url: str | None = None
+    """An external Redis (``redis://host:port/db``) for the replicas' shared limits; None: with more than one
+    replica a Redis Deployment + Service is rendered (``redis``)."""
+    redis: RedisSpec = RedisSpec()
+
+
 class RouterSpec(_Model):
     """The llmd-kserve router node."""
 
@@ -75,6 +100,15 @@ class RouterSpec(_Model):
     flow_per_endpoint: int | None = Field(None, ge=1)
     """Flow control (``--flow-per-endpoint``): requests in flight per engine before the rest wait in the router by
     priority band, where ``llmd_router_queue_depth`` (and autoscaling's queue triggers) see them; None: off."""
+
+    governance: RouterGovernanceSpec = RouterGovernanceSpec()
+
+    @field_validator("governance")
+    @classmethod
+    def _state_url(cls, v: RouterGovernanceSpec) -> RouterGovernanceSpec:
+        if v.state_url is not None and not v.state_url.startswith(("redis://", "rediss://")):
+            raise ValueError(f"state_url must be redis://host:port/db (or rediss://), got {v.state_url!r}")
+        return v
 
 
 class EppSpec(_Model):
@@ -265,6 +299,26 @@ class DeploymentSpec(_Model):
     @property
     def service_account_name(self) -> str:
         return f"{self.name}-router"
+
+    @property
+    def router_keys_secret(self) -> str:
+        return self.router.governance.keys_secret or f"{self.name}-router-keys"
+
+    @property
+    def router_state_name(self) -> str:
+        """The Redis Deployment/Service the router replicas share (when rendered)."""
+        return f"{self.name}-router-state"
+
+    @property
+    def router_state_url(self) -> str | None:
+        """``--state-url`` of the routers: the external Redis, else the rendered one when governance is on and
+        there is more than one replica, else None (each replica keeps its counters in memory)."""
+        gov = self.router.governance
+        if not gov.enabled:
+            return None
+        if gov.state_url:
+            return gov.state_url
+        return f"redis://{self.router_state_name}:6379/0" if self.router.replicas > 1 else None
 
     @property
     def discover_selector(self) -> str:

@@ -90,6 +90,11 @@ class Scheduler(SchedulerInterface):
         self._headroom = (TTFTHeadroom(ctx.ttft_target_s, self.plugins.values(), ctx)
                           if ctx.ttft_target_s is not None else None)
 
+    def add_on_scheduled(self, hook: Callable[[CycleState, HandlerDecision], None]) -> None:
+        """Also call ``hook(state, decision)`` for every decision, after the plugins' own ``on_scheduled`` (e.g. to
+        publish the decision to other router replicas)."""
+        self._on_scheduled.append(hook)
+
     def reused_plugins(self, other: Scheduler) -> list[str]:
         """Names of the plugin instances this scheduler shares with ``other`` (carried over by a reload)."""
         theirs = {id(p) for _, p in other.built.values()}

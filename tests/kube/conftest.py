@@ -19,7 +19,8 @@ CRD_DIR = Path(__file__).parent / "crds"
 """Vendored ``openAPIV3Schema``s, copied unchanged from ``../shared/kserve-crds`` by ``crds/extract.py``; KEDA's CRDs
 as YAML in ``crds/keda/``."""
 CORE_MODELS = {"ConfigMap": "V1ConfigMap", "ServiceAccount": "V1ServiceAccount", "Role": "V1Role",
-               "RoleBinding": "V1RoleBinding", "Deployment": "V1Deployment", "Service": "V1Service"}
+               "RoleBinding": "V1RoleBinding", "Deployment": "V1Deployment", "Service": "V1Service",
+               "PodDisruptionBudget": "V1PodDisruptionBudget", "PersistentVolumeClaim": "V1PersistentVolumeClaim"}
 
 
 def _strict(node: Any) -> Any:
