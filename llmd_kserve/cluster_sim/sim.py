@@ -131,7 +131,7 @@ class ClusterSim:
         delay = self.options.router_delay
         if not self.options.frontend_overhead:
             return delay
-        if engine is None:
+        if engine is None or not self.profile.serial_frontend:  # each request's own overhead, summed as before
             return delay + self.profile.request_overhead(n_prompt)
         return self.frontends[engine].ready_at(t + delay, n_prompt) - t
 
