@@ -260,7 +260,8 @@ class InflightLoadProducer(OnScheduled, OnComplete, OnPrefillComplete, EndpointR
         charge = self._charges.pop((request_id, endpoint_id), None)
         if charge is None:
             return
-        reqs, toks = self._load.get(endpoint_id, Load(1, charge[0]))
+        load = self._load.get(endpoint_id)
+        reqs, toks = (1, charge[0]) if load is None else load
         if reqs <= 1:
             self._load.pop(endpoint_id, None)
         else:
