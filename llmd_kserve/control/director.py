@@ -171,7 +171,11 @@ class Director:
         ticket.attempts += 1
         ticket.placement = Placement(sched, result, decision, t0, result.prefill is not None)
         if self.stalls is not None and result.prefill is None:
-            state = next(s for s in states if s.endpoint.id == result.target)
+            for state in states:  # (a loop: a generator expression is two more calls per request)
+                if state.endpoint.id == result.target:
+                    break
+            else:
+                raise LookupError(f"the scheduler's target {result.target} is not a candidate")
             ticket.placement.watch = self.stalls.begin(state, result.prompt_tokens, result.predicted_cached_tokens,
                                                        ticket.request.max_tokens, bool(ticket.parsed.stream))
         if self.activity is not None:
