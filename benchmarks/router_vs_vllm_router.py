@@ -236,6 +236,11 @@ async def main(a: argparse.Namespace) -> dict:
                           "--config", a.config, "--endpoints", ",".join(specs)], stack,
                          env={**os.environ, "PYTHONPATH": a.baseline_src})
             routers["llmd-before"] = (f"http://127.0.0.1:{base_port}", base)
+        for other in filter(None, a.also_config.split(",")):  # our router with another config, same rounds
+            other_port = free_port()
+            proc = spawn([PY, "-m", "llmd_kserve.cli", "router", "--host", "127.0.0.1", "--port", str(other_port),
+                          "--config", other, "--endpoints", ",".join(specs), *a.router_args], stack)
+            routers[f"llmd/{other}"] = (f"http://127.0.0.1:{other_port}", proc)
         groups = [" ".join(f"w{rng.randrange(100000)}" for _ in range(a.prefix_words)) for _ in range(a.groups)]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                          timeout=aiohttp.ClientTimeout(total=300)) as s:
@@ -311,6 +316,8 @@ def cli() -> None:
     p.add_argument("--idle-engines", type=int, default=0, help="> 0: only the idle measurement, with this many engines")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--also-config", default="", help="also run our router with these configs (comma-separated) "
+                   "in the same rounds")
     p.add_argument("--baseline-src", default="", help="also run our router from this source tree (before/after)")
     p.add_argument("--py-spy", default="", help="write a py-spy raw profile of our router's first stream phase (or, "
                    "with --stream-requests 0, its first small phase) here")

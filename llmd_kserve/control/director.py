@@ -139,8 +139,10 @@ class Director:
         rt, t0 = self.rt, self._clock()
         states = rt.endpoint_states() if candidates is None else candidates
         if ticket.pin is not None:
-            states = [s for s in states if s.id == ticket.pin]
-        ids = [s.id for s in states if s.id not in exclude]
+            states = [s for s in states if s.endpoint.id == ticket.pin]
+        ids = [s.endpoint.id for s in states]  # (``.endpoint.id``: ``EndpointState.id`` is a call per use)
+        if exclude:
+            ids = [i for i in ids if i not in exclude]
         skip = set(exclude) | rt.outliers.ejected(ids) | rt.stalls.suspects(ids)
         sched = rt.scheduler.acquire()
         try:
@@ -173,7 +175,11 @@ class Director:
             rt.shared_sessions.remember(ticket.request, result.target)
         ticket.placement = Placement(sched, result, decision, t0, result.prefill is not None)
         if self.stalls is not None and result.prefill is None:
-            state = next(s for s in states if s.id == result.target)
+            for state in states:  # (a loop: a generator expression is two more calls per request)
+                if state.endpoint.id == result.target:
+                    break
+            else:
+                raise LookupError(f"the scheduler's target {result.target} is not a candidate")
             ticket.placement.watch = self.stalls.begin(state, result.prompt_tokens, result.predicted_cached_tokens,
                                                        ticket.request.max_tokens, bool(ticket.parsed.stream))
         if self.activity is not None:

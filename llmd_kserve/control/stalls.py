@@ -102,7 +102,7 @@ class StallWatch:
             except RuntimeError:
                 return None
         p, policy = endpoint_profile(state.endpoint, self.profile), self.policy
-        eid = state.id
+        eid = state.endpoint.id
         waiting = self._waiting.setdefault(eid, set())
         step = p.step_time(0, 0, max(1, state.metrics.running + 1), prompt_tokens + max_tokens)
         predicted = p.prefill_time(max(prompt_tokens - cached_tokens, 1), cached_tokens)

@@ -119,7 +119,7 @@ class Governance:
         exceed ``max_prompt_tokens`` (at most 4 tokens per character, plus a few template tokens per message)."""
         if req.prompt.ids:
             return False
-        if self.gateway.active and metered(key):
+        if key is not None and metered(key) and self.gateway.active:  # no key (the usual case): no metering
             return True
         lim = self.limits.max_prompt_tokens
         return lim is not None and 4 * req.prompt.chars + 16 * req.prompt.num_messages + 1 > lim

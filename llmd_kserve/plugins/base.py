@@ -73,7 +73,7 @@ class CycleState:
     """
 
     __slots__ = ("request", "candidates", "token_ids", "block_keys", "block_size", "block_sizes", "keys_by_size",
-                 "prefix_hits", "inflight", "unscraped", "prefill_backlog", "data")
+                 "prefix_hits", "inflight", "unscraped", "prefill_backlog", "data", "_counted", "_count")
 
     def __init__(self, request: LLMRequest, candidates: Sequence[EndpointState]) -> None:
         self.request = request
@@ -98,10 +98,17 @@ class CycleState:
         """Seconds of prefill work the router sent each endpoint that its engine has not worked off yet (a fluid
         queue: each request adds its predicted prefill time, the queue drains in real time); absent endpoint: 0."""
         self.data: dict[str, Any] = {}
+        self._counted: Sequence[int] = self.token_ids
+        self._count = 0
+        """``len(_counted)``: plugins ask for the prompt's length several times per cycle, and ids the tokenizer
+        cache stands in for count in Python."""
 
     @property
     def prompt_tokens(self) -> int:
-        return len(self.token_ids)
+        ids = self.token_ids
+        if ids is not self._counted:
+            self._counted, self._count = ids, len(ids)
+        return self._count
 
     def keys_for(self, endpoint_id: EndpointId) -> Sequence[BlockKey]:
         """The prompt's block keys in ``endpoint_id``'s block size (how its engine's blocks are keyed)."""
@@ -137,7 +144,7 @@ class CycleState:
     def cached_tokens(self, endpoint_id: EndpointId, block_size: int, mode: str | None = None) -> int:
         """Prompt tokens an engine would reuse: whole cached blocks, at least one prompt token left to compute
         (as vLLM does). Blocks are of the endpoint's own size when known (``block_sizes``), else ``block_size``."""
-        n = len(self.token_ids)
+        n = self._count if self.token_ids is self._counted else self.prompt_tokens
         if n == 0:
             return 0
         block_size = self.block_sizes.get(endpoint_id, block_size)

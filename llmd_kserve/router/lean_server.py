@@ -37,7 +37,9 @@ _ROUTES: dict[bytes, tuple[Kind, str]] = {b"POST /v1/completions HTTP/1.1": ("co
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _VALUE = r"[^\x00-\x08\x0a-\x1f\x7f]*"  # field content: no control characters but HTAB
 _HEADERS = re.compile(rf"(?:{_TOKEN}:{_VALUE}\r\n)*")
-_HEADER = re.compile(rf"({_TOKEN}):[ \t]*({_VALUE}?)[ \t]*\r\n")
+_FIELD = re.compile(r"([^:]*):[ \t]*((?:[^\r]*[^ \t\r])?)[ \t]*\r\n")
+"""One header line of a head ``_HEADERS`` matched whole (a name without colons, a value without CR): its name and
+its value without the white space around it; a third of the work of matching the field grammar again."""
 _HANDED_OFF = ("transfer-encoding", "expect", "upgrade")
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
@@ -74,7 +76,7 @@ def parse_head(head: bytes) -> tuple[Kind, str, CIMultiDict[str], int, bool] | N
     text = head[line_end + 2:].decode("utf-8", "surrogateescape") + "\r\n" if line_end >= 0 else ""
     if _HEADERS.fullmatch(text) is None:
         return None
-    headers: CIMultiDict[str] = CIMultiDict(_HEADER.findall(text))
+    headers: CIMultiDict[str] = CIMultiDict(_FIELD.findall(text))
     lengths = headers.getall("Content-Length", ())
     if len(lengths) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
         return None

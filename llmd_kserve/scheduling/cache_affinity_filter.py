@@ -61,6 +61,9 @@ class PrefixCacheAffinityFilter:
                 raise ValueError("peakPrefillThroughput must be > 0 when ttftSource is prefillThroughput")
             return self
 
+    reads_token_view: ClassVar[bool] = True
+    """Reads ``inflight-load-producer``'s token view (kept only when a plugin does)."""
+
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name
         self.params = params

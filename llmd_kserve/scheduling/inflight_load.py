@@ -84,6 +84,7 @@ class InflightLoadProducer(OnScheduled, OnComplete, OnPrefillComplete, EndpointR
     For llm-d v1.0's plugins it also keeps llm-d's token view (:mod:`llmd_kserve.scheduling.inflight_tokens`):
     prompt tokens released when the prefill is over, optionally plus estimated output tokens (llm-d's parameters
     ``addEstimatedOutputTokens``, ``outputRatio``, ``maxEstimatedOutputTokens``, ``prefixMatchInfoProducerName``).
+    The scheduler turns that view off (:meth:`keep_token_view`) when no plugin of its config reads it.
     """
 
     type: ClassVar[str] = "inflight-load-producer"
@@ -129,13 +130,27 @@ class InflightLoadProducer(OnScheduled, OnComplete, OnPrefillComplete, EndpointR
                                   prefix_producer=params.prefix_match_info_producer_name,
                                   block_size=ctx.block_size, clock=ctx.clock, timeout_s=params.request_timeout_s)
         """llm-d's in-flight token view."""
+        self.keeps_tokens = True
+        """Whether ``tokens`` is kept (off: no plugin reads it, see :meth:`keep_token_view`)."""
+
+    def keep_token_view(self, on: bool) -> None:
+        """Keep llm-d's token view (``tokens``) or not. Turned on again (a config reload added a plugin that reads
+        it), it starts from the requests in flight now, with their uncached prompt tokens as charged here."""
+        if on == self.keeps_tokens:
+            return
+        self.keeps_tokens = on
+        self.tokens.clear()
+        if on:
+            for (rid, ep), (tokens, at) in self._charges.items():
+                self.tokens.restore(rid, ep, tokens, at)
 
     def produce(self, state: CycleState) -> None:
         self._expire()
         state.inflight = self._load
         state.unscraped = _Lazy(lambda: self._unscraped(state)) if self._charges else {}
         state.prefill_backlog = self.prefill_backlog() if self._queue else {}
-        self.tokens.publish(state)
+        if self.keeps_tokens:
+            self.tokens.publish(state)
 
     def prefill_backlog(self) -> dict[EndpointId, float]:
         """Seconds of prefill work each endpoint has not worked off yet (endpoints with none are absent)."""
@@ -151,8 +166,11 @@ class InflightLoadProducer(OnScheduled, OnComplete, OnPrefillComplete, EndpointR
 
     def _enqueue(self, state: CycleState, endpoint_id: EndpointId, uncached: int) -> None:
         """Add the request's predicted prefill time on ``endpoint_id`` to that endpoint's fluid queue."""
-        ep = next((c for c in state.candidates if c.endpoint.id == endpoint_id), None)
-        profile = endpoint_profile(ep.endpoint, self._profile) if ep is not None else self._profile
+        profile = self._profile
+        for c in state.candidates:  # (a loop: a generator expression is two more calls per request)
+            if c.endpoint.id == endpoint_id:
+                profile = endpoint_profile(c.endpoint, profile)
+                break
         n = state.prompt_tokens
         work = profile.prefill_time(max(uncached, 1), n - uncached) - profile.request_overhead(n)
         now = self._clock()
@@ -206,21 +224,25 @@ class InflightLoadProducer(OnScheduled, OnComplete, OnPrefillComplete, EndpointR
             self._enqueue(state, prefill, uncached)
             queued, at = self._queue[prefill]
             done_at = at + queued
-        self.tokens.charge(state, decision, done_at)
+        if self.keeps_tokens:
+            self.tokens.charge(state, decision, done_at)
 
     def on_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
         self._release(request.request_id, decision.target)
-        self.tokens.finish(request.request_id, decision.target)
+        if self.keeps_tokens:
+            self.tokens.finish(request.request_id, decision.target)
         if decision.prefill is not None:
             self._release(request.request_id, decision.prefill)
-            self.tokens.finish(request.request_id, decision.prefill)
+            if self.keeps_tokens:
+                self.tokens.finish(request.request_id, decision.prefill)
 
     def on_prefill_complete(self, request: LLMRequest, decision: HandlerDecision, outcome: RequestOutcome) -> None:
         """The prefill endpoint is done with the request: release its charge now (the decode charge stays)."""
         if decision.prefill is not None:
             self._release(request.request_id, decision.prefill)
-            self.tokens.finish(request.request_id, decision.prefill)
-            self.tokens.release_prompt(request.request_id, decision.target)
+            if self.keeps_tokens:
+                self.tokens.finish(request.request_id, decision.prefill)
+                self.tokens.release_prompt(request.request_id, decision.target)
 
     def remove_endpoint(self, endpoint_id: EndpointId) -> None:
         self._load.pop(endpoint_id, None)
@@ -241,7 +263,8 @@ class InflightLoadProducer(OnScheduled, OnComplete, OnPrefillComplete, EndpointR
         charge = self._charges.pop((request_id, endpoint_id), None)
         if charge is None:
             return
-        reqs, toks = self._load.get(endpoint_id, Load(1, charge[0]))
+        load = self._load.get(endpoint_id)
+        reqs, toks = (1, charge[0]) if load is None else load
         if reqs <= 1:
             self._load.pop(endpoint_id, None)
         else:

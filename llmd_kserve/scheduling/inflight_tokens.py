@@ -108,6 +108,18 @@ class TokenLedger:
             if streaming and prefill_done_at is not None and prompt:
                 heapq.heappush(self._due, (prefill_done_at, rid, eid, at))
 
+    def restore(self, request_id: str, endpoint_id: EndpointId, prompt: int, at: float) -> None:
+        """Charge ``prompt`` tokens charged at ``at`` (clock time) of a request already in flight."""
+        self._drop(request_id, endpoint_id)
+        self._charges[(request_id, endpoint_id)] = [prompt, 0, at]
+        self._add(endpoint_id, prompt)
+
+    def clear(self) -> None:
+        """Forget every charge."""
+        self.totals.clear()
+        self._charges.clear()
+        self._due.clear()
+
     def release_prompt(self, request_id: str, endpoint_id: EndpointId) -> None:
         """The request's prefill on ``endpoint_id`` is over: its prompt part goes."""
         charge = self._charges.get((request_id, endpoint_id))

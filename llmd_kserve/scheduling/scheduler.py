@@ -79,6 +79,11 @@ class Scheduler(SchedulerInterface):
         self.producers = self._order_producers([p for n, p in self.plugins.items() if kinds[n] == "producer"])
         every = [*self.plugins.values(), *self.producers, self.handler, *(r.picker for r in self.runners.values())]
         hooks = [declared_hooks(p) for p in {id(p): p for p in every}.values()]
+        reads_token_view = any(getattr(p, "reads_token_view", False) for p in every)
+        for producer in self.producers:  # llm-d's in-flight token view costs each request: kept only when read
+            keep = getattr(producer, "keep_token_view", None)
+            if keep is not None:
+                keep(reads_token_view)
         self._on_scheduled: list[Callable[[CycleState, HandlerDecision], None]] = [
             h[OnScheduled] for h in hooks if OnScheduled in h]
         self._on_complete: list[Callable[[LLMRequest, HandlerDecision, RequestOutcome], None]] = [

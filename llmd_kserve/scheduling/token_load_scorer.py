@@ -41,6 +41,8 @@ class TokenLoadScorer:
             "in_flight_load_producer_name": ("inflight-load-producer",)}
 
     requires: tuple[str, ...] = ("inflight-load-producer",)
+    reads_token_view: ClassVar[bool] = True
+    """Reads ``inflight-load-producer``'s token view (kept only when a plugin does)."""
 
     def __init__(self, name: str, params: Params, ctx: PluginContext) -> None:
         self.name = name

@@ -210,6 +210,9 @@ def test_parse_head_takes_only_plain_posts_to_the_two_routes():
     kind, path, headers, length, close = parse_head(ok)  # type: ignore[misc]
     assert (kind, path, length, close) == ("completion", "/v1/completions", 12, False)
     assert headers["x-session-id"] == "s1" and headers["Content-Length"] == "12"
+    spaced = ok + b"\r\nA:\t a \t b\t \r\nB:\r\nC: \t\r\nD:x:y "
+    assert [(k, v) for k, v in parse_head(spaced)[2].items()][-4:] == [  # type: ignore[index]
+        ("A", "a \t b"), ("B", ""), ("C", ""), ("D", "x:y")]  # white space around a value is not part of it
     for bad in (b"POST /v1/completions?x=1 HTTP/1.1\r\nContent-Length: 1", b"GET /v1/completions HTTP/1.1",
                 b"POST /v1/completions HTTP/1.0\r\nContent-Length: 1", b"POST /v1/completions HTTP/1.1",
                 b"POST /v1/completions HTTP/1.1\r\nContent-Length: -1",

@@ -166,6 +166,36 @@ def test_inflight_tokens_pd_prefill_leg_releases_the_prompt():
     assert inflight.tokens.totals == {}
 
 
+def test_token_view_kept_only_when_a_plugin_reads_it():
+    """Without a reader the token view costs nothing per request; a reload that adds one (the producer reused)
+    starts it from the requests in flight, which then release it as they finish."""
+    eps = [endpoint(0, block_size=BLOCK), endpoint(1, block_size=BLOCK)]
+    ctx = make_ctx()
+    plain = build_scheduler(parse_config(config(("inflight-load-producer", None), ("queue-scorer", None),
+                                                profile=("queue-scorer",))), ctx)
+    inflight = producer(plain, "inflight-load-producer")
+    first = req("a", prompt(1, 500))
+    r1 = plain.schedule(first, eps)
+    assert not inflight.keeps_tokens and inflight.tokens.totals == {}
+    assert inflight.load(r1.target).tokens == 500  # the router's own load is kept either way
+    state = CycleState(req("x", prompt(2, 10)), eps)
+    for p in plain.producers:
+        p.produce(state)
+    assert inflight_tokens(state) is None
+
+    readers = build_scheduler(parse_config(config(
+        ("inflight-load-producer", None), ("queue-scorer", None), ("token-load-scorer", None),
+        profile=("queue-scorer", "token-load-scorer"))), ctx, carry_over=plain)
+    assert producer(readers, "inflight-load-producer") is inflight and inflight.keeps_tokens
+    assert inflight.tokens.totals == {r1.target: 500}  # the request in flight at the reload
+    second = req("b", prompt(3, 300))
+    r2 = readers.schedule(second, eps)
+    assert sum(inflight.tokens.totals.values()) == 800
+    plain.on_complete(first, r1, RequestOutcome(ok=True))
+    readers.on_complete(second, r2, RequestOutcome(ok=True))
+    assert inflight.tokens.totals == {} and inflight.load(r1.target).requests == 0
+
+
 def test_token_load_scorer_llmd_scale_and_candidates_scale():
     eps = [endpoint(0, block_size=BLOCK), endpoint(1, block_size=BLOCK)]
     cfg = config(("token-load-scorer", {"queueThresholdTokens": 1000}), profile=("token-load-scorer",))
