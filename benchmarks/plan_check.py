@@ -1,5 +1,5 @@
-"""Check a capacity plan by its neighbours: run ``llmd_kserve.plan.plan`` for a workload, then simulate (to the
-last request, on every check seed) the plan and every deployment around it: the plan's form with one replica
+"""Check a capacity plan by its neighbours: run ``llmd_kserve.plan.plan`` for a workload, then simulate (on every
+check seed) the plan and every deployment around it: the plan's form with one replica
 fewer, each searched aggregated config at one replica fewer and at the same count, and every P:D split of the
 same or one fewer replica. The plan holds when it meets the SLO on every check seed and no cheaper neighbour does.
 
@@ -7,7 +7,8 @@ same or one fewer replica. The plan holds when it meets the SLO on every check s
     python benchmarks/plan_check.py rag-reasoning --rate 24 --check-seeds 0,1
     python benchmarks/plan_check.py /work/traces/conversation_trace.jsonl --window 0:600 --slo-ttft 2 --slo-tpot 0.05
 
-Prints the plan, then one markdown row per deployment (GPUs, attainment per seed, TTFT and TPOT p90, verdict);
+Prints the plan, then one markdown row per deployment (GPUs, attainment per seed, TTFT and TPOT p90, verdict); a
+run that can no longer meet the SLO stops there, and its attainment shows as an upper bound (``< x%``);
 ``--json FILE`` keeps the plan and the neighbour runs.
 """
 
@@ -68,7 +69,7 @@ def main() -> None:
     print("options: " + "; ".join(f"{e.deployment.label} {e.gpus:g} GPUs {e.attainment:.1%}" for e in p.options))
     check = Simulations(workload, p.slo, a.attainment, profile=p.profile,
                         seeds=[int(s) for s in a.check_seeds.split(",")], num_blocks=workload.num_blocks,
-                        gpus_per_replica=p.gpus_per_replica, early_stop=False)
+                        gpus_per_replica=p.gpus_per_replica)
     print("\n| deployment | GPUs | attainment per seed | TTFT p90 ms | TPOT p90 ms | meets |")
     print("|---|---:|---:|---:|---:|---|")
     rows = []
@@ -76,7 +77,7 @@ def main() -> None:
         e = _all_seeds(check, d, p.rate)
         rows.append(e)
         tag = " (plan)" if d == p.deployment else ""
-        print(f"| {d.label}{tag} | {e.gpus:g} | {' / '.join(f'{x:.1%}' for x in e.per_seed)} | "
+        print(f"| {d.label}{tag} | {e.gpus:g} | {' / '.join(_pct(x, st) for x, st in zip(e.per_seed, e.stopped, strict=True))} | "
               f"{_ms(e.ttft_p90)} | {_ms(e.tpot_p90)} | {'yes' if e.meets else 'no'} |", flush=True)
     plan_row = rows[0]
     cheaper = [e for e in rows[1:] if e.gpus < plan_row.gpus and e.meets]
@@ -85,7 +86,8 @@ def main() -> None:
           f"({time.perf_counter() - t0:.0f} s, load average {os.getloadavg()[0]:.2f})")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"plan": p.to_json(), "neighbours": [e.to_json() for e in rows]}, f, indent=1)
+            json.dump({"plan": p.to_json(), "neighbours": [e.ev.to_json() | {"stopped_per_seed": list(e.stopped)}
+                                                           for e in rows]}, f, indent=1)
 
 
 def _all_seeds(sims: Simulations, d: Deployment, rate: float):
@@ -95,14 +97,30 @@ def _all_seeds(sims: Simulations, d: Deployment, rate: float):
     evs = []
     for s in sims.seeds:
         one = Simulations(sims.workload, sims.slo, sims.attainment, profile=sims.profile, seeds=[s],
-                          num_blocks=sims.num_blocks, gpus_per_replica=sims.gpus_per_replica, early_stop=False)
+                          num_blocks=sims.num_blocks, gpus_per_replica=sims.gpus_per_replica)
         evs.append(one(d, rate))
     worst = min(evs, key=lambda e: e.attainment)
+    stopped = tuple(e.stopped_early for e in evs)
     ttft = [e.ttft_p90 for e in evs if e.ttft_p90 is not None]
     tpot = [e.tpot_p90 for e in evs if e.tpot_p90 is not None]
-    return replace(worst, meets=all(e.meets for e in evs), seeds=tuple(sims.seeds),
-                   per_seed=tuple(e.attainment for e in evs), ttft_p90=max(ttft, default=None),
-                   tpot_p90=max(tpot, default=None))
+    row = replace(worst, meets=all(e.meets for e in evs), seeds=tuple(sims.seeds),
+                  per_seed=tuple(e.attainment for e in evs), ttft_p90=max(ttft, default=None),
+                  tpot_p90=max(tpot, default=None))
+    return Row(row, stopped)
+
+
+class Row:
+    """A neighbour's evaluation over every check seed, and which seeds' runs stopped early."""
+
+    def __init__(self, ev, stopped):
+        self.ev, self.stopped = ev, stopped
+
+    def __getattr__(self, name):
+        return getattr(self.ev, name)
+
+
+def _pct(x: float, stopped: bool) -> str:
+    return f"< {x:.1%}" if stopped else f"{x:.1%}"
 
 
 def _ms(v: float | None) -> str:

@@ -11,13 +11,15 @@ Public API::
     Deployment(config, prefill, decode): .mode, .replicas, .ratio;  Evaluation: one deployment at one rate
     resolve(workload, ...) -> (PlanWorkload, rate or None)   a scenario name, a trace file or a bench JSON
     from_scenario(name), from_trace(path, window=, max_requests=), from_bench_json(path), from_spec(name, spec)
+    frontier(workload, rate, max_replicas=...) -> [Evaluation]   every deployment up to a size, run to the end
     smallest(test, lo, hi, start), pd_frontier(test, max_replicas, cap)   the monotone searches
     print_plan(plan), options_table(plan), render_plan(plan, out_dir), plan_spec(plan)
 
-Modules: ``workload`` (sources), ``search`` (values, the monotone searches), ``planner`` (``plan``), ``report``
-(tables), ``render`` (manifests).
+Modules: ``workload`` (sources), ``search`` (values, the monotone searches), ``runs`` (memoised simulations),
+``planner`` (``plan``), ``frontier``, ``report`` (tables), ``render`` (manifests).
 """
 
+from llmd_kserve.plan.frontier import frontier
 from llmd_kserve.plan.planner import ATTAINMENT, CONFIGS, PD_CONFIGS, REFERENCE, Plan, PlanUnreachable, plan
 from llmd_kserve.plan.render import plan_spec, render_plan
 from llmd_kserve.plan.report import options_table, print_plan, summary_lines
@@ -32,5 +34,5 @@ from llmd_kserve.plan.workload import (
 )
 
 __all__ = ["ATTAINMENT", "CONFIGS", "PD_CONFIGS", "REFERENCE", "Deployment", "Evaluation", "Plan", "PlanUnreachable",
-           "PlanWorkload", "from_bench_json", "from_scenario", "from_spec", "from_trace", "options_table",
+           "PlanWorkload", "from_bench_json", "from_scenario", "from_spec", "from_trace", "frontier", "options_table",
            "pd_frontier", "plan", "plan_spec", "print_plan", "render_plan", "resolve", "smallest", "summary_lines"]

@@ -28,7 +28,7 @@ def summary_lines(p: Plan) -> list[str]:
     """The plan in a few lines: the deployment, its GPUs, its margin against the SLO and its headroom."""
     b = p.best
     d = b.deployment
-    form = f"P/D {d.ratio} ({d.prefill} prefill + {d.decode} decode)" if d.prefill else f"aggregated, {d.decode} replicas"
+    form = f"P/D {d.ratio} ({d.prefill} prefill + {d.decode} decode)" if d.prefill else f"aggregated, {d.shape}"
     lines = [f"plan for {p.workload} at {p.rate:g} req/s: {form}, router config {d.config}, "
              f"{b.gpus:g} GPUs ({p.profile})"]
     slo = []

@@ -44,7 +44,9 @@ class Deployment:
 
     @property
     def shape(self) -> str:
-        return f"{self.prefill}P + {self.decode}D" if self.prefill else f"{self.decode} replicas"
+        if self.prefill:
+            return f"{self.prefill}P + {self.decode}D"
+        return f"{self.decode} replica{'' if self.decode == 1 else 's'}"
 
     @property
     def label(self) -> str:
