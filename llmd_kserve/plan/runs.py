@@ -4,7 +4,9 @@ SLO stops early.
 A run stops as soon as more requests have missed the SLO than the attainment target allows (finished requests
 that missed it, rejected ones, and requests still waiting for their first token past the TTFT target): an
 overloaded deployment otherwise takes the longest to simulate and its exact attainment changes nothing. Its
-``attainment`` is then an upper bound (``stopped_early``).
+``attainment`` is then an upper bound (``stopped_early``). A run also stops, as a miss, when an engine holds work
+it cannot step (its KV cache too small for it) and nothing is left to happen but metrics scrapes: the simulation
+would otherwise go on scraping for ever.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, RequestResult, summarize
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.cluster_sim import ClusterSim, SimOptions, SimRun, pd_roles
+from llmd_kserve.cluster_sim.events import Scrape
 from llmd_kserve.plan.search import Deployment, Evaluation
 from llmd_kserve.plan.workload import PlanWorkload
 
@@ -36,10 +39,29 @@ class StoppingSim(ClusterSim):
         self.slo, self.allowed = slo, allowed
         self.missed = 0
         self._seen = 0
+        self._stalled: set[int] = set()
+        """Engines that hold work but could not step when last kicked."""
+
+    def kick(self, i: int, t: float) -> None:
+        super().kick(i, t)
+        eng = self.engines[i]
+        if eng.out is None and eng.core.has_work():
+            self._stalled.add(i)
+            self._check_stuck()
+        else:
+            self._stalled.discard(i)
+
+    def _check_stuck(self) -> None:
+        """Give up when a stalled engine can never be woken: no step in flight, nothing queued but scrapes."""
+        if any(i in self._stalled and self.engines[i].core.has_work() and self.engines[i].out is None
+               for i in range(len(self.engines))) and all(isinstance(ev, Scrape) for _, _, ev in self._heap):
+            raise _Hopeless
 
     def _on_step(self, i: int, eng: Any, out: Any, t: float, live: dict[str, Any],  # type: ignore[override]
                  results: list[RequestResult]) -> int:
         done = super()._on_step(i, eng, out, t, live, results)
+        if self._stalled and not eng.core.has_work():
+            self._check_stuck()
         if len(results) > self._seen:
             self.missed += sum(not self.slo.met(r) for r in results[self._seen:])
             self._seen = len(results)

@@ -72,3 +72,14 @@ def test_bad_arguments_are_config_errors():
         plan(wl, [4, -1], slo_ttft=1.0)
     with pytest.raises(ConfigError, match="names no SLO"):
         plan(wl, 4)
+
+
+def test_a_run_whose_engine_stalls_for_good_stops_as_a_miss():
+    """600 blocks for 8 prefixes of 2,000 tokens: the one engine ends up holding work it cannot step, with no
+    arrival left to wake it; the run stops (a miss) instead of scraping for ever."""
+    wl = from_spec("tight", SharedPrefixSpec(num_groups=8, prompts_per_group=16, system_prompt_len=2000,
+                                             question_len=64, output_len=32), duration_s=4)
+    sims = Simulations(wl, SLO(0.2, 0.03), 0.95, profile="h100-llama8b", seeds=[0], num_blocks=600,
+                       gpus_per_replica=1, early_stop=False)
+    ev = sims(Deployment("default", 0, 1), 30)
+    assert ev.stopped_early and not ev.meets
