@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from llmd_kserve.bench.stats import SLO
@@ -127,12 +128,13 @@ def plan(workload: PlanWorkload, rate: float | Sequence[float], *, slo_ttft: flo
         return min((d.replicas for (d, r), e in sims.done.items()
                     if r == target and e.meets and d.config in chosen), default=max_replicas)
 
+    def meets(config: str, prefill: int, decode: int) -> bool:
+        return sims.meets(Deployment(config, prefill, decode), target)
+
     for config in sorted(configs, key=lambda c: c in reference):  # candidates first: their minimum bounds the rest
-        smallest(lambda n, c=config: sims.meets(Deployment(c, 0, n), target), 1, max_replicas,
-                 start=_hint(sims, target))
+        smallest(partial(meets, config, 0), 1, max_replicas, start=_hint(sims, target))
     for config in pd_configs:
-        pd_frontier(lambda p, d, c=config: sims.meets(Deployment(c, p, d), target), max_replicas, cap=cheapest,
-                    start=max(1, _hint(sims, target) // 2))
+        pd_frontier(partial(meets, config), max_replicas, cap=cheapest, start=max(1, _hint(sims, target) // 2))
     at_target = [e for (_, r), e in sims.done.items() if r == target]
     options = per_form_best(at_target)
     winners = [e for e in options if e.deployment.config in chosen]

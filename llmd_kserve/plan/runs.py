@@ -57,7 +57,7 @@ class StoppingSim(ClusterSim):
                for i in range(len(self.engines))) and all(isinstance(ev, Scrape) for _, _, ev in self._heap):
             raise _Hopeless
 
-    def _on_step(self, i: int, eng: Any, out: Any, t: float, live: dict[str, Any],  # type: ignore[override]
+    def _on_step(self, i: int, eng: Any, out: Any, t: float, live: dict[str, Any],
                  results: list[RequestResult]) -> int:
         done = super()._on_step(i, eng, out, t, live, results)
         if self._stalled and not eng.core.has_work():

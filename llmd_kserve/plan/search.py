@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from math import gcd
 from typing import Any
 
@@ -125,7 +126,7 @@ def pd_frontier(test: Callable[[int, int], bool], max_replicas: int, cap: Callab
         if room < 1:
             break
         if d is None:  # no passing split yet: the fewest decode replicas for this prefill count
-            d = smallest(lambda n, p=p: test(p, n), 1, max_replicas - p, start)
+            d = smallest(partial(_with_prefill, test, p), 1, max_replicas - p, start)
             if d is None:
                 continue
         else:  # (p, d) passes: one more prefill replica is never worse; fewer decode replicas?
@@ -133,6 +134,10 @@ def pd_frontier(test: Callable[[int, int], bool], max_replicas: int, cap: Callab
                 d -= 1
         out.append((p, d))
     return out
+
+
+def _with_prefill(test: Callable[[int, int], bool], prefill: int, decode: int) -> bool:
+    return test(prefill, decode)
 
 
 def rank_key(e: Evaluation) -> tuple[float, float, float]:
