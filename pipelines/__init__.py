@@ -6,6 +6,7 @@ reads it. Importing this package imports ``kfp`` (the ``pipelines`` extra).
 
 from pipelines.benchmark_pipeline import benchmark_pipeline
 from pipelines.deploy_benchmark_teardown import deploy_benchmark_teardown
+from pipelines.plan_pipeline import plan_pipeline
 from pipelines.trace_pipeline import trace_benchmark_pipeline
 from pipelines.tune_pipeline import tune_pipeline
 
@@ -14,6 +15,8 @@ PIPELINES = {
     "tune_pipeline": tune_pipeline,
     "deploy_benchmark_teardown": deploy_benchmark_teardown,
     "trace_benchmark_pipeline": trace_benchmark_pipeline,
+    "plan_pipeline": plan_pipeline,
 }
 
-__all__ = ["PIPELINES", "benchmark_pipeline", "deploy_benchmark_teardown", "trace_benchmark_pipeline", "tune_pipeline"]
+__all__ = ["PIPELINES", "benchmark_pipeline", "deploy_benchmark_teardown", "plan_pipeline", "trace_benchmark_pipeline",
+           "tune_pipeline"]

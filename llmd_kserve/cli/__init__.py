@@ -1,7 +1,7 @@
 """`llmd-kserve …`: the one command-line entry point; the only module that reads flags and the environment.
 
 Each subcommand has an ``add_<name>`` (its flags) and a ``_cmd_<name>`` in ``cli.serve`` (processes that run until
-stopped), ``cli.tasks`` (one-shot jobs) or ``cli.vllm`` (the vLLM environment and the tiny model); ``_cmd_<name>`` parses nothing itself: it imports the module that does the
+stopped), ``cli.tasks`` (one-shot jobs), ``cli.plan`` (capacity planning) or ``cli.vllm`` (the vLLM environment and the tiny model); ``_cmd_<name>`` parses nothing itself: it imports the module that does the
 work lazily (so ``llmd-kserve --help`` stays fast) and calls it with typed options built field by field.
 """
 
@@ -14,13 +14,13 @@ import sys
 from collections.abc import Sequence
 
 from llmd_kserve import __version__
-from llmd_kserve.cli import serve, tasks, vllm
+from llmd_kserve.cli import plan, serve, tasks, vllm
 from llmd_kserve.cli.calibrate import add_calibrate
 from llmd_kserve.errors import LlmdError
 
 log = logging.getLogger(__name__)
 
-_SUBCOMMANDS = [*serve.SUBCOMMANDS, *tasks.SUBCOMMANDS, *vllm.SUBCOMMANDS, add_calibrate]
+_SUBCOMMANDS = [*serve.SUBCOMMANDS, *tasks.SUBCOMMANDS, *plan.SUBCOMMANDS, *vllm.SUBCOMMANDS, add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,14 +10,16 @@ Public API (every function usable from a notebook as well)::
     tune(scenario, trials_csv, trials_json, candidates_json, n_trials, seed, top_k) -> metrics   tuning.py
     confirm_step(candidates_json, out_dir, runs_json, html_path) -> winner, values, files
     report(bench_jsons, html_path, markdown_path) -> metrics                               report.py
+    capacity_plan(workload, plan_json, manifests_dir, rate, slo_ttft, ...) -> metrics   planning.py
 
 The components in ``pipelines/components/<name>/component.py`` are thin wrappers of these.
 """
 
 from llmd_kserve.steps.bench import HEADLINE, benchmark, headline, simulate
 from llmd_kserve.steps.cluster import TARGETS, deploy, render_manifests, teardown, wait_ready
+from llmd_kserve.steps.planning import capacity_plan
 from llmd_kserve.steps.report import markdown, report
 from llmd_kserve.steps.tuning import confirm_step, copy_file, scenario_from, tune
 
-__all__ = ["HEADLINE", "TARGETS", "benchmark", "confirm_step", "copy_file", "deploy", "headline", "markdown",
+__all__ = ["HEADLINE", "TARGETS", "benchmark", "capacity_plan", "confirm_step", "copy_file", "deploy", "headline", "markdown",
            "render_manifests", "report", "scenario_from", "simulate", "teardown", "tune", "wait_ready"]

@@ -25,7 +25,8 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 
 def test_the_notebooks_exist_and_are_stripped():
     assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_compare_policies", "03_tune_router",
-                                           "04_pd_disaggregation", "05_deploy_to_kserve", "06_pipelines"]
+                                           "04_pd_disaggregation", "05_deploy_to_kserve", "06_pipelines",
+                                           "07_capacity_planning"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for i, cell in enumerate(nb.cells):
@@ -150,5 +151,18 @@ def _kserve(n: dict, mimes: list[str], _: Path) -> None:
         assert n["torn_down"] == 9
 
 
+def _planning(n: dict, mimes: list[str], cwd: Path) -> None:
+    assert PLOTLY in mimes
+    plan = n["plan"]
+    assert plan["meets"] and plan["attainment"] >= 0.95
+    assert plan["gpus"] == n["cheapest_meeting"]  # no point of the frontier is cheaper and meets the SLO
+    same = [e for e in n["frontier"] if (e["config"], e["prefill"], e["decode"]) ==
+            (plan["config"], plan["prefill"], plan["decode"])]
+    assert same and same[0]["attainment"] == plan["attainment"]  # the simulator is seeded: the same run
+    assert {"aggregated", "pd"} == {e["mode"] for e in n["frontier"]}
+    assert any(f.startswith("inferenceservice-") for f in n["files"])
+    assert (cwd / "planned-manifests" / "kustomization.yaml").is_file()
+
+
 CHECKS = {"01_quickstart": _quickstart, "02_compare_policies": _compare, "03_tune_router": _tune,
-          "04_pd_disaggregation": _pd, "05_deploy_to_kserve": _kserve}
+          "04_pd_disaggregation": _pd, "05_deploy_to_kserve": _kserve, "07_capacity_planning": _planning}

@@ -20,6 +20,7 @@ def test_list_shows_every_pipeline_with_defaults(capsys):
     out = capsys.readouterr().out
     assert "benchmark_pipeline(target: String = \"local\"" in out
     assert "tune_pipeline(" in out and "deploy_benchmark_teardown(" in out and "n_trials: Integer = 30" in out
+    assert "plan_pipeline(workload: String = \"shared-prefix\"" in out
 
 
 def test_compile_writes_ir_for_one_or_all(tmp_path, capsys):
@@ -27,8 +28,8 @@ def test_compile_writes_ir_for_one_or_all(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "one").iterdir()] == ["tune_pipeline.yaml"]
     assert main(["pipeline", "compile", "--out", str(tmp_path / "all")]) == 0
     names = sorted(p.name for p in (tmp_path / "all").iterdir())
-    assert names == ["benchmark_pipeline.yaml", "deploy_benchmark_teardown.yaml", "trace_benchmark_pipeline.yaml",
-                     "tune_pipeline.yaml"]
+    assert names == ["benchmark_pipeline.yaml", "deploy_benchmark_teardown.yaml", "plan_pipeline.yaml",
+                     "trace_benchmark_pipeline.yaml", "tune_pipeline.yaml"]
     assert yaml.safe_load((tmp_path / "all" / "benchmark_pipeline.yaml").read_text())["pipelineInfo"]["name"] == \
         "llmd-benchmark"
 

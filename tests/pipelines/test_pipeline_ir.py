@@ -38,11 +38,11 @@ def compiled(tmp_path_factory) -> dict[str, dict]:
     return docs
 
 
-def test_the_four_pipelines_and_nine_components_exist():
+def test_the_five_pipelines_and_ten_components_exist():
     assert set(PIPELINES) == {"benchmark_pipeline", "tune_pipeline", "deploy_benchmark_teardown",
-                              "trace_benchmark_pipeline"}
+                              "trace_benchmark_pipeline", "plan_pipeline"}
     assert sorted(["render_manifests", "deploy", "wait_ready", "benchmark", "simulate", "tune",
-                                 "confirm", "report", "teardown"]) == COMPONENTS
+                                 "confirm", "report", "teardown", "plan"]) == COMPONENTS
 
 
 @pytest.mark.parametrize("name", COMPONENTS)

@@ -86,3 +86,16 @@ def test_failed_benchmark_still_tears_the_local_stack_down(tmp_path):
     assert pids and sorted(pids) == sorted(handle["pids"])
     assert alive(pids) == []
     assert not Path(handle["state_file"]).exists()
+
+
+def test_plan_pipeline_plans_and_renders(tmp_path):
+    run = run_local("plan_pipeline", {"workload": "shared-prefix", "rate": 20.0, "duration": 4.0, "max_replicas": 4,
+                                      "configs": ["default"], "pd_configs": [], "headroom": False,
+                                      "namespace": "ml"}, tmp_path)
+    assert failed_tasks(run, "plan_pipeline") == []
+    arts = run.tasks["plan"]["artifacts"]
+    doc = json.loads(Path(arts["plan_json"]["uri"]).read_text())
+    m = run.metrics()["plan"]
+    assert doc["plan"]["meets"] and m["replicas"] == doc["plan"]["replicas"] and m["attainment"] >= 0.95
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in Path(arts["manifests"]["uri"]).glob("*.yaml")}
+    assert {"InferenceService", "ServingRuntime", "ConfigMap", "Kustomization"} <= kinds
