@@ -70,4 +70,16 @@ class PrefillTimeout:
     request: LiveRequest
 
 
-Event = Arrive | Deliver | Step | Scrape | PrefillArrive | PrefillTimeout
+@dataclass(frozen=True, slots=True)
+class ScalePoll:
+    """The autoscaler reads the router's signals and asks its policy for a replica count."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReady:
+    """Replica ``engine`` finished starting: the router may schedule to it."""
+
+    engine: int
+
+
+Event = Arrive | Deliver | Step | Scrape | PrefillArrive | PrefillTimeout | ScalePoll | ReplicaReady
