@@ -83,9 +83,8 @@ class KedaQueuePolicy:
         current = signals.replicas
         if not self._history:  # a running service: the current count stood through the last window
             self._history.append((signals.t, current))
-        raw = math.ceil(signals.queued / self.target)
-        if current > 0 and abs(raw / current - 1.0) <= self.tolerance:
-            raw = current
+        usage = signals.queued / (self.target * current) if current > 0 else math.inf  # HPA's usage ratio
+        raw = current if abs(usage - 1.0) <= self.tolerance else math.ceil(signals.queued / self.target)
         raw = min(raw, max(2 * current, current + 4))  # HPA's default scale-up policy (per sync period)
         self._history.append((signals.t, raw))
         while self._history and self._history[0][0] < signals.t - self.stabilization_s:
