@@ -99,8 +99,8 @@ class HeadroomPolicy:
 
     * **Up** at once when a band queues at the router, the headroom is below ``up_headroom`` x the target, or KV
       usage is above ``kv_high``: to the replicas that would bring KV usage down to ``kv_low`` and work off the
-      queue (``queue_per_replica`` waiting requests for each new one), at least one more; replicas already starting
-      count (they take the queue once ready), and it at most doubles per poll.
+      queue (``queue_per_replica`` waiting requests for each new one), at least one more unless some are starting
+      (they count: they take the queue once ready); it at most doubles per poll.
     * **Down** after ``cooldown_s`` of calm since the last change (nothing queued, headroom at least
       ``down_headroom`` x the target, KV usage at most ``kv_high``): to the fewest replicas that keep the calm
       period's highest KV usage below ``kv_low`` when spread over them, at most halving. The band between ``kv_low``
@@ -135,8 +135,9 @@ class HeadroomPolicy:
         if s.queued > 0 or (headroom is not None and headroom < self.up_headroom * self.target) \
                 or s.kv_usage > self.kv_high:
             self._calm.clear()
+            starting = current - s.ready
             need = max(math.ceil(load / self.kv_low), s.ready + math.ceil(s.queued / self.queue_per_replica),
-                       current + 1)
+                       current + (starting == 0))  # one more at least, unless some are on their way
             want = min(need, 2 * current)
             if want > current:
                 self._last_change = s.t

@@ -3,7 +3,11 @@ GPU-hours."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,7 @@ from llmd_kserve.cluster_sim import ClusterSim, SimOptions
 from llmd_kserve.cluster_sim.autoscale import AutoscaleOptions, autoscale_options
 from llmd_kserve.cluster_sim.scaling import RouterSignals
 
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = SharedPrefixSpec(num_groups=4, prompts_per_group=15, system_prompt_len=1024, question_len=64, output_len=32)
 HEAVY = SharedPrefixSpec(num_groups=60, prompts_per_group=1, system_prompt_len=4096, question_len=64, output_len=32)
 """Prompts that share nothing: one replica prefills ~8 a second."""
@@ -140,3 +145,34 @@ def test_options_are_checked() -> None:
     with pytest.raises(ValueError, match="aggregated"):
         ClusterSim("default", SimOptions(roles=("prefill", "decode"),
                                          autoscale=autoscale_options("static", initial_replicas=2)))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmd_kserve.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin",
+                                                      "LLMD_LOG_LEVEL": "ERROR"})
+
+
+def test_bench_sim_autoscale_reports_gpu_hours_and_the_replica_curve(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    res = _cli("bench", "--sim", "--engines", "1", "--num-requests", "30", "--rate", "30", "--no-progress",
+               "--autoscale", "headroom", "--max-replicas", "3", "--startup-s", "0.5", "--poll-s", "0.25",
+               "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "autoscale headroom:" in res.stdout and "GPU-hours" in res.stdout
+    run = json.loads(out.read_text())["runs"][0]
+    a = run["autoscale"]
+    assert a["policy"] == "headroom" and a["gpu_hours"] > 0 and a["curve"][0]["ready"] == 1
+    assert run["summary"]["n"] == 30 and run["summary"]["errors"] == 0
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--autoscale", "headroom"), "--sim"),
+    (("--sim", "--autoscale", "static", "--engines", "9", "--max-replicas", "4"), "--max-replicas"),
+    (("--sim", "--autoscale", "headroom", "--prefill", "1", "--decode", "1"), "aggregated"),
+])
+def test_bench_autoscale_errors_are_one_line(args: tuple[str, ...], fragment: str) -> None:
+    res = _cli("bench", "--num-requests", "2", *args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("llmd-kserve bench: error: ") and fragment in lines[0], res.stderr

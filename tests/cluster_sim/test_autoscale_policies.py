@@ -50,8 +50,8 @@ def test_keda_scales_down_only_after_the_stabilization_window() -> None:
 
 def test_keda_scale_down_takes_the_windows_highest_recommendation() -> None:
     keda = KedaQueuePolicy(target=1.0, stabilization_s=100.0)
-    assert keda.desired(sig(0, 2, queued=5)) == 4  # up at once (capped at HPA's max(2 x 2, 2 + 4) = 6, wants 5)
-    assert keda.desired(sig(10, 4, queued=5)) == 5
+    assert keda.desired(sig(0, 2, queued=5)) == 5  # up at once (HPA's cap max(2 x 2, 2 + 4) = 6 allows it)
+    assert keda.desired(sig(10, 5, queued=5)) == 5
     assert keda.desired(sig(50, 5, queued=1)) == 5  # the window still holds 5
     assert keda.desired(sig(111, 5, queued=1)) == 1  # 0 and 10 left the window; 50's and 111's say 1
 
