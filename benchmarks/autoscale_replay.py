@@ -40,11 +40,14 @@ _REQUESTS: list[RequestSpec] = []  # built once in the parent; forked workers in
 
 def _jobs(a: argparse.Namespace) -> list[tuple[str, int, dict[str, Any]]]:
     common = {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas, "startup_s": a.startup_s,
-              "poll_s": a.poll_s, "ttft_target_s": a.slo_ttft, "keda_target": a.keda_target,
+              "poll_s": a.poll_s, "ttft_target_s": a.slo_ttft, "tpot_target_s": a.slo_tpot,
+              "keda_target": a.keda_target,
               "stabilization_s": a.stabilization_s, "cooldown_s": a.cooldown_s}
     jobs = [("static", n, {**common, "min_replicas": 1, "max_replicas": max(n, a.max_replicas)})
             for n in _ints(a.static)]
-    jobs += [(p, a.initial, dict(common)) for p in a.policies.split(",") if p]
+    for p in (x for x in a.policies.split(",") if x):
+        name, _, initial = p.partition("@")  # POLICY or POLICY@INITIAL
+        jobs.append((name, int(initial) if initial else a.initial, dict(common)))
     return jobs
 
 
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-scale", type=float, default=0.2, help="multiply the recorded gaps (0.2: 5x faster)")
     ap.add_argument("--config", default="default", help="router config")
     ap.add_argument("--static", default="5,6,7,8", help="static replica counts to run")
-    ap.add_argument("--policies", default="headroom,keda-queue", help="autoscaling policies to run")
+    ap.add_argument("--policies", default="headroom,keda-queue",
+                    help="autoscaling policies to run, each POLICY or POLICY@INITIAL (replicas at the start)")
     ap.add_argument("--initial", type=int, default=6, help="replicas at the start of an autoscaled run")
     ap.add_argument("--min-replicas", type=int, default=2)
     ap.add_argument("--max-replicas", type=int, default=12)

@@ -19,10 +19,11 @@ mean KV usage.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmd_kserve.bench.stats import SLO, RequestResult
 from llmd_kserve.cluster_sim.engines import VirtualReplica, engine_id
 from llmd_kserve.cluster_sim.flow_gate import FlowGate
 from llmd_kserve.cluster_sim.scaling import RouterSignals, ScalingPolicy, make_policy
@@ -52,7 +53,10 @@ class AutoscaleOptions:
     poll_s: float = 15.0
     """Seconds between two polls of the signals (KEDA's ``pollingInterval``, HPA's sync period)."""
     ttft_target_s: float = 2.0
-    """The TTFT target the headroom is measured against."""
+    """The TTFT target the headroom is measured against (and, with ``tpot_target_s``, the misses counted)."""
+    tpot_target_s: float = 0.05
+    miss_window_s: float | None = None
+    """Seconds of answered requests the miss ratio covers (None: four poll intervals)."""
     flow_control: bool = True
     """Queue requests at the router while every ready endpoint is saturated (see ``flow_gate``)."""
 
@@ -71,7 +75,8 @@ class AutoscaleOptions:
 
 def autoscale_options(policy: str | ScalingPolicy, *, min_replicas: int = 1, max_replicas: int = 16,
                       initial_replicas: int | None = None, startup_s: float = 60.0, poll_s: float = 15.0,
-                      ttft_target_s: float = 2.0, static_replicas: int | None = None, keda_target: float = 2.0,
+                      ttft_target_s: float = 2.0, tpot_target_s: float = 0.05,
+                      static_replicas: int | None = None, keda_target: float = 2.0,
                       stabilization_s: float = 300.0, cooldown_s: float = 120.0,
                       flow_control: bool = True) -> AutoscaleOptions:
     """Autoscale options with the policy given by name (``scaling.POLICIES``) or as an object; ``static`` keeps
@@ -82,7 +87,7 @@ def autoscale_options(policy: str | ScalingPolicy, *, min_replicas: int = 1, max
                              stabilization_s=stabilization_s, cooldown_s=cooldown_s)
     return AutoscaleOptions(policy, min_replicas=min_replicas, max_replicas=max_replicas,
                             initial_replicas=initial_replicas, startup_s=startup_s, poll_s=poll_s,
-                            ttft_target_s=ttft_target_s, flow_control=flow_control)
+                            ttft_target_s=ttft_target_s, tpot_target_s=tpot_target_s, flow_control=flow_control)
 
 
 @dataclass(slots=True)
@@ -119,6 +124,8 @@ class Autoscaler:
         self.assigned: Counter[int] = Counter()
         self.curve = ReplicaCurve()
         self.decisions = 0
+        self._slo = SLO(options.ttft_target_s, options.tpot_target_s)
+        self._answered: deque[tuple[float, bool]] = deque()  # (time, missed its targets) of answered requests
         self._prompt_sum = 0
         self._prompt_n = 0
         self._last_prompt = 1024
@@ -181,8 +188,9 @@ class Autoscaler:
         self._prompt_sum += prompt_tokens
         self._prompt_n += 1
 
-    def released(self, engine: int, t: float) -> None:
-        """A request on ``engine`` ended; a draining replica with none left is removed."""
+    def released(self, engine: int, t: float, result: RequestResult) -> None:
+        """A request on ``engine`` ended (``result``); a draining replica with none left is removed."""
+        self._answered.append((t, not self._slo.met(result)))
         self.assigned[engine] -= 1
         life = self.lives[engine]
         if life.phase == "draining" and self.assigned[engine] <= 0:
@@ -221,7 +229,16 @@ class Autoscaler:
             t=t, replicas=self.count("ready") + self.count("starting"), ready=len(ready),
             queue_depth=self.gate.depth() if self.gate is not None else {},
             ttft_headroom_s=self._headroom(ready, self._last_prompt),
-            kv_usage=sum(e.metrics.kv_usage for e in ready) / len(ready) if ready else 0.0)
+            kv_usage=sum(e.metrics.kv_usage for e in ready) / len(ready) if ready else 0.0,
+            slo_miss_ratio=self._miss_ratio(t))
+
+    def _miss_ratio(self, t: float) -> float | None:
+        """Share of the requests answered in the last window that missed a target (None: fewer than 20)."""
+        window = self.options.miss_window_s or 4 * self.options.poll_s
+        answered = self._answered
+        while answered and answered[0][0] < t - window:
+            answered.popleft()
+        return sum(m for _, m in answered) / len(answered) if len(answered) >= 20 else None
 
     def _headroom(self, ready: list[EndpointState], prompt_tokens: int) -> float | None:
         """``llmd_router_ttft_headroom_seconds``: the target minus the best endpoint's predicted TTFT for an

@@ -6,7 +6,8 @@ the metrics the router exports, by the same names, so the simulator and the KEDA
 * ``llmd_router_queue_depth{band}``: requests waiting at the router per priority band (flow control's queue);
 * ``llmd_router_ttft_headroom_seconds``: the TTFT target minus the best ready endpoint's predicted time to first
   token (``latency-slo-admitter``'s prediction; negative: no endpoint can meet the target);
-* ``llmd_router_kv_usage_ratio``: the ready endpoints' mean KV-cache usage (``vllm:kv_cache_usage_perc``).
+* ``llmd_router_kv_usage_ratio``: the ready endpoints' mean KV-cache usage (``vllm:kv_cache_usage_perc``);
+* ``llmd_router_slo_requests_total{band, outcome}``: the share of answered requests that missed a target.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class RouterSignals:
     """``llmd_router_ttft_headroom_seconds`` (None: no ready endpoint to predict on)."""
     kv_usage: float = 0.0
     """``llmd_router_kv_usage_ratio``: mean KV-cache usage of the ready endpoints, 0..1."""
+    slo_miss_ratio: float | None = None
+    """Share of the requests answered lately that missed their TTFT or TPOT target (the rate of
+    ``llmd_router_slo_requests_total{outcome=~"ttft_missed|tpot_missed"}`` over the answered; None: too few)."""
 
     @property
     def queued(self) -> int:
@@ -97,12 +101,12 @@ class KedaQueuePolicy:
 class HeadroomPolicy:
     """Ours: scale on predicted TTFT headroom, the router's queue and KV usage, with hysteresis and a cooldown.
 
-    * **Up** at once when a band queues at the router, the headroom is below ``up_headroom`` x the target, or KV
-      usage is above ``kv_high``: to the replicas that would bring KV usage down to ``kv_low`` and work off the
+    * **Up** at once when a band queues at the router, the headroom is below ``up_headroom`` x the target, KV
+      usage is above ``kv_high`` or more than ``miss_high`` of the requests answered lately missed a target: to the replicas that would bring KV usage down to ``kv_low`` and work off the
       queue (``queue_per_replica`` waiting requests for each new one), at least one more unless some are starting
       (they count: they take the queue once ready); it at most doubles per poll.
     * **Down** after ``cooldown_s`` of calm since the last change (nothing queued, headroom at least
-      ``down_headroom`` x the target, KV usage at most ``kv_high``): to the fewest replicas that keep the calm
+      ``down_headroom`` x the target, KV usage at most ``kv_high``, at most ``miss_low`` missed): to the fewest replicas that keep the calm
       period's highest KV usage below ``kv_low`` when spread over them, at most halving. The band between ``kv_low``
       and ``kv_high`` and the two headroom levels are the hysteresis that keeps it from flapping.
     """
@@ -111,7 +115,7 @@ class HeadroomPolicy:
 
     def __init__(self, ttft_target_s: float = 2.0, *, up_headroom: float = 0.0, down_headroom: float = 0.5,
                  kv_high: float = 0.85, kv_low: float = 0.6, queue_per_replica: float = 8.0,
-                 cooldown_s: float = 120.0) -> None:
+                 cooldown_s: float = 120.0, miss_high: float = 0.05, miss_low: float = 0.01) -> None:
         if not 0 < kv_low < kv_high <= 1:
             raise ValueError("need 0 < kv_low < kv_high <= 1")
         if up_headroom >= down_headroom:
@@ -121,6 +125,7 @@ class HeadroomPolicy:
         self.kv_high, self.kv_low = kv_high, kv_low
         self.queue_per_replica = queue_per_replica
         self.cooldown_s = cooldown_s
+        self.miss_high, self.miss_low = miss_high, miss_low
         self._last_change = -math.inf
         self._last_replicas: int | None = None
         self._calm: list[tuple[float, float]] = []  # (t, KV usage x ready replicas) since the calm began
@@ -131,9 +136,9 @@ class HeadroomPolicy:
             self._last_change = s.t  # the replica count moved (ours, or the autoscaler's bounds)
         self._last_replicas = current
         load = s.kv_usage * s.ready  # replicas' worth of KV in use
-        headroom = s.ttft_headroom_s
+        headroom, miss = s.ttft_headroom_s, s.slo_miss_ratio
         if s.queued > 0 or (headroom is not None and headroom < self.up_headroom * self.target) \
-                or s.kv_usage > self.kv_high:
+                or s.kv_usage > self.kv_high or (miss is not None and miss > self.miss_high):
             self._calm.clear()
             starting = current - s.ready
             need = max(math.ceil(load / self.kv_low), s.ready + math.ceil(s.queued / self.queue_per_replica),
@@ -142,7 +147,8 @@ class HeadroomPolicy:
             if want > current:
                 self._last_change = s.t
             return max(want, current)
-        if headroom is not None and headroom < self.down_headroom * self.target:
+        if (headroom is not None and headroom < self.down_headroom * self.target) or \
+                (miss is not None and miss > self.miss_low):
             self._calm.clear()
             return current
         self._calm.append((s.t, load))

@@ -274,8 +274,6 @@ class ClusterSim:
                 continue
             del live[rid]
             done += 1
-            if self.scale is not None:
-                self.scale.released(i, t)
             first = rec.first if rec.first is not None else t
             extra: dict[str, Any] = {"predicted_cached_tokens": rec.sched.predicted_cached_tokens}
             if self.pd_cluster:
@@ -286,6 +284,8 @@ class ClusterSim:
                 request_id=rec.spec.request_id, ok=True, start=rec.arrival, ttft=first - rec.arrival,
                 e2e=t - rec.arrival, itl=tuple(rec.itl), output_tokens=rec.n_out, prompt_tokens=rec.n_prompt,
                 cached_tokens=rec.cached, endpoint=eng.id, status=200, extra=extra))
+            if self.scale is not None:
+                self.scale.released(i, t, results[-1])
             self.scheduler.on_complete(rec.llm, rec.sched, RequestOutcome(
                 ok=True, prompt_tokens=rec.n_prompt, cached_tokens=rec.cached, completion_tokens=rec.n_out))
         return done
@@ -328,9 +328,10 @@ class ClusterSim:
 
     def _fail(self, rec: LiveRequest, t: float, error: str, status: int, live: dict[str, LiveRequest],
               results: list[RequestResult]) -> None:
-        if live.pop(rec.spec.request_id, None) is not None and self.scale is not None:
-            self.scale.released(rec.engine, t)
+        was_live = live.pop(rec.spec.request_id, None) is not None
         results.append(RequestResult(request_id=rec.spec.request_id, ok=False, start=rec.arrival,
                                      prompt_tokens=rec.n_prompt, endpoint=self.engines[rec.engine].id,
                                      error=error, status=status))
+        if was_live and self.scale is not None:
+            self.scale.released(rec.engine, t, results[-1])
         self.scheduler.on_complete(rec.llm, rec.sched, RequestOutcome(ok=False, prompt_tokens=rec.n_prompt))

@@ -122,6 +122,8 @@ def test_the_policy_sees_the_router_signals() -> None:
     assert max(s.kv_usage for s in policy.seen) > 0
     heads = [s.ttft_headroom_s for s in policy.seen]
     assert all(h is not None for h in heads) and min(heads) < max(heads)  # it moves with the load
+    misses = [s.slo_miss_ratio for s in policy.seen if s.slo_miss_ratio is not None]
+    assert misses and max(misses) > 0.5  # one replica cannot answer them in time
 
 
 def test_flow_control_queue_waits_count_in_ttft_and_every_request_is_served() -> None:

@@ -16,9 +16,9 @@ from llmd_kserve.cluster_sim.scaling import (
 
 
 def sig(t: float = 0.0, replicas: int = 4, *, ready: int | None = None, queued: int = 0,
-        headroom: float | None = 1.5, kv: float = 0.3) -> RouterSignals:
+        headroom: float | None = 1.5, kv: float = 0.3, miss: float | None = None) -> RouterSignals:
     return RouterSignals(t=t, replicas=replicas, ready=replicas if ready is None else ready,
-                         queue_depth={0: queued}, ttft_headroom_s=headroom, kv_usage=kv)
+                         queue_depth={0: queued}, ttft_headroom_s=headroom, kv_usage=kv, slo_miss_ratio=miss)
 
 
 def test_every_policy_is_a_scaling_policy() -> None:
@@ -98,6 +98,21 @@ def test_headroom_calm_is_broken_by_pressure_or_low_headroom() -> None:
     assert p.desired(sig(90, 6, kv=0.1, headroom=0.5)) == 6  # headroom below 0.5 x 2 s: not calm
     assert p.desired(sig(150, 6, kv=0.1)) == 6  # calm again since 150, not since 0
     assert p.desired(sig(250, 6, kv=0.1)) == 3
+
+
+def test_headroom_scales_up_on_missed_targets_unless_replicas_are_on_their_way() -> None:
+    p = HeadroomPolicy(2.0, miss_high=0.05)
+    assert p.desired(sig(0, 6, miss=0.04)) == 6  # within the bar
+    assert p.desired(sig(3, 6, miss=0.3)) == 7
+    assert p.desired(sig(6, 7, ready=6, miss=0.3)) == 7  # one is starting: wait for it
+
+
+def test_headroom_does_not_scale_down_while_targets_are_missed() -> None:
+    p = HeadroomPolicy(2.0, cooldown_s=30, miss_low=0.01, miss_high=0.05)
+    for t in range(0, 300, 15):
+        assert p.desired(sig(t, 8, kv=0.1, miss=0.03)) == 8  # between the levels: neither up nor down
+    assert p.desired(sig(300, 8, kv=0.1, miss=0.0)) == 8  # calm starts now
+    assert p.desired(sig(330, 8, kv=0.1, miss=0.0)) == 4
 
 
 def test_headroom_hysteresis_holds_between_the_levels() -> None:
