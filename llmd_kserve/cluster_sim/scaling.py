@@ -102,20 +102,22 @@ class HeadroomPolicy:
     """Ours: scale on predicted TTFT headroom, the router's queue and KV usage, with hysteresis and a cooldown.
 
     * **Up** at once when a band queues at the router, the headroom is below ``up_headroom`` x the target, KV
-      usage is above ``kv_high`` or more than ``miss_high`` of the requests answered lately missed a target: to the replicas that would bring KV usage down to ``kv_low`` and work off the
-      queue (``queue_per_replica`` waiting requests for each new one), at least one more unless some are starting
+      usage is above ``kv_high`` or more than ``miss_high`` of the requests answered lately missed a target: to
+      the replicas that would bring KV usage down to ``kv_low`` and work off the queue (``queue_per_replica`` waiting requests for each new one), at least one more unless some are starting
       (they count: they take the queue once ready); it at most doubles per poll.
-    * **Down** after ``cooldown_s`` of calm since the last change (nothing queued, headroom at least
-      ``down_headroom`` x the target, KV usage at most ``kv_high``, at most ``miss_low`` missed): to the fewest replicas that keep the calm
-      period's highest KV usage below ``kv_low`` when spread over them, at most halving. The band between ``kv_low``
-      and ``kv_high`` and the two headroom levels are the hysteresis that keeps it from flapping.
+    * **Down** by one after ``cooldown_s`` of calm since the last change (nothing queued, headroom at least
+      ``down_headroom`` x the target, KV usage at most ``kv_high``, at most ``miss_low`` missed), when the calm
+      period's highest KV usage spread over one replica fewer stays below ``kv_low`` and that count has not come
+      under pressure (a scale-up) within ``memory_s`` (default ten cooldowns): a level that failed is not
+      probed again soon. The KV, headroom and miss levels are the hysteresis that keeps it from flapping.
     """
 
     name = "headroom"
 
     def __init__(self, ttft_target_s: float = 2.0, *, up_headroom: float = 0.0, down_headroom: float = 0.5,
                  kv_high: float = 0.85, kv_low: float = 0.6, queue_per_replica: float = 8.0,
-                 cooldown_s: float = 120.0, miss_high: float = 0.05, miss_low: float = 0.01) -> None:
+                 cooldown_s: float = 120.0, miss_high: float = 0.05, miss_low: float = 0.01,
+                 memory_s: float | None = None) -> None:
         if not 0 < kv_low < kv_high <= 1:
             raise ValueError("need 0 < kv_low < kv_high <= 1")
         if up_headroom >= down_headroom:
@@ -126,9 +128,11 @@ class HeadroomPolicy:
         self.queue_per_replica = queue_per_replica
         self.cooldown_s = cooldown_s
         self.miss_high, self.miss_low = miss_high, miss_low
+        self.memory_s = 10 * cooldown_s if memory_s is None else memory_s
         self._last_change = -math.inf
         self._last_replicas: int | None = None
         self._calm: list[tuple[float, float]] = []  # (t, KV usage x ready replicas) since the calm began
+        self._failed: dict[int, float] = {}  # replica count -> when it last came under pressure
 
     def desired(self, s: RouterSignals) -> int:
         current = s.replicas
@@ -140,6 +144,7 @@ class HeadroomPolicy:
         if s.queued > 0 or (headroom is not None and headroom < self.up_headroom * self.target) \
                 or s.kv_usage > self.kv_high or (miss is not None and miss > self.miss_high):
             self._calm.clear()
+            self._failed[s.ready] = s.t
             starting = current - s.ready
             need = max(math.ceil(load / self.kv_low), s.ready + math.ceil(s.queued / self.queue_per_replica),
                        current + (starting == 0))  # one more at least, unless some are on their way
@@ -155,8 +160,11 @@ class HeadroomPolicy:
         if s.t - max(self._calm[0][0], self._last_change) < self.cooldown_s or current <= 1:
             return current
         peak = max(x for _, x in self._calm)
-        want = max(math.ceil(peak / self.kv_low), (current + 1) // 2, 1)
-        if want < current:
+        want = current - 1
+        failed = self._failed.get(want)
+        if peak / want >= self.kv_low or (failed is not None and s.t - failed < self.memory_s):
+            return current  # one fewer would fill the KV cache, or came under pressure lately
+        if want >= 1:
             self._last_change = s.t
             self._calm.clear()
             return want

@@ -86,10 +86,18 @@ def test_headroom_scales_down_only_after_the_cooldown() -> None:
     assert p.desired(sig(0, 8, kv=0.2)) == 8
     assert p.desired(sig(60, 8, kv=0.2)) == 8
     assert p.desired(sig(119, 8, kv=0.2)) == 8
-    assert p.desired(sig(120, 8, kv=0.2)) == 4  # KV of 1.6 replicas fits 3 under 0.6; at most halving: 4
-    assert p.desired(sig(135, 4, kv=0.4)) == 4  # a new cooldown starts at the change
-    assert p.desired(sig(240, 4, kv=0.4)) == 4
-    assert p.desired(sig(255, 4, kv=0.4)) == 3  # 1.6 replicas of KV over 0.6: 3
+    assert p.desired(sig(120, 8, kv=0.2)) == 7  # one at a time
+    assert p.desired(sig(135, 7, kv=0.2)) == 7  # a new cooldown starts at the change
+    assert p.desired(sig(240, 7, kv=0.2)) == 7
+    assert p.desired(sig(255, 7, kv=0.2)) == 6
+
+
+def test_headroom_does_not_probe_a_count_that_failed_lately() -> None:
+    p = HeadroomPolicy(2.0, cooldown_s=30, memory_s=300)
+    assert p.desired(sig(0, 6, miss=0.4)) == 7  # 6 replicas missed targets
+    for t in range(15, 300, 15):
+        assert p.desired(sig(t, 7, kv=0.2, miss=0.0)) == 7  # 6 failed at t=0: not tried again
+    assert p.desired(sig(315, 7, kv=0.2, miss=0.0)) == 6  # its memory has faded
 
 
 def test_headroom_calm_is_broken_by_pressure_or_low_headroom() -> None:
@@ -97,7 +105,7 @@ def test_headroom_calm_is_broken_by_pressure_or_low_headroom() -> None:
     assert p.desired(sig(0, 6, kv=0.1)) == 6
     assert p.desired(sig(90, 6, kv=0.1, headroom=0.5)) == 6  # headroom below 0.5 x 2 s: not calm
     assert p.desired(sig(150, 6, kv=0.1)) == 6  # calm again since 150, not since 0
-    assert p.desired(sig(250, 6, kv=0.1)) == 3
+    assert p.desired(sig(250, 6, kv=0.1)) == 5
 
 
 def test_headroom_scales_up_on_missed_targets_unless_replicas_are_on_their_way() -> None:
@@ -112,12 +120,12 @@ def test_headroom_does_not_scale_down_while_targets_are_missed() -> None:
     for t in range(0, 300, 15):
         assert p.desired(sig(t, 8, kv=0.1, miss=0.03)) == 8  # between the levels: neither up nor down
     assert p.desired(sig(300, 8, kv=0.1, miss=0.0)) == 8  # calm starts now
-    assert p.desired(sig(330, 8, kv=0.1, miss=0.0)) == 4
+    assert p.desired(sig(330, 8, kv=0.1, miss=0.0)) == 7
 
 
 def test_headroom_hysteresis_holds_between_the_levels() -> None:
     p = HeadroomPolicy(2.0, cooldown_s=30, kv_low=0.6, kv_high=0.85)
-    for t in range(0, 600, 15):  # KV at 0.7: too full to shed one (0.7 x 6 / 5 = 0.84 > 0.6), not full enough to add
+    for t in range(0, 600, 15):  # KV at 0.7: too full to shed one (0.7 x 6 / 5 = 0.84 >= 0.6), not full enough to add
         assert p.desired(sig(t, 6, kv=0.7, headroom=1.2)) == 6
 
 
