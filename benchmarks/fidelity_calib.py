@@ -108,20 +108,30 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def capture(urls: list[str], rounds: int, seed: int, vocab: int) -> dict[str, Any]:
+async def capture(urls: list[str], rounds: int, seed: int, vocab: int, concurrent: bool = False) -> dict[str, Any]:
+    """``rounds`` rounds on every URL, one URL at a time, or (``concurrent``) on all URLs at once, so that every
+    replica runs while the others are busy too (as in a load test on a shared machine)."""
     rng = random.Random(seed)
     raw, loads = [], []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as s:
         async with s.get(f"{urls[0]}/v1/models") as r:
             model = (await r.json())["data"][0]["id"]
         for i in range(rounds):
+            if concurrent:
+                before = os.getloadavg()
+                rngs = [random.Random(rng.random()) for _ in urls]
+                raw += await asyncio.gather(*(one_round(s, u, model, g, vocab) for u, g in zip(urls, rngs, strict=True)))
+                loads += [{"round": i, "url": u, "load_before": before, "load_after": os.getloadavg()} for u in urls]
+                print(f"fidelity_calib: round {i} on all URLs at once done, load {loads[-1]['load_after'][0]:.2f}",
+                      file=sys.stderr, flush=True)
+                continue
             for url in urls:
                 before = os.getloadavg()
                 raw.append(await one_round(s, url, model, rng, vocab))
                 loads.append({"round": i, "url": url, "load_before": before, "load_after": os.getloadavg()})
                 print(f"fidelity_calib: round {i} on {url} done, load {loads[-1]['load_after'][0]:.2f}",
                       file=sys.stderr, flush=True)
-    return combine(raw) | {"model": model, "urls": urls, "rounds_run": len(raw), "load": loads,
+    return combine(raw) | {"model": model, "urls": urls, "rounds_run": len(raw), "load": loads, "concurrent": concurrent,
                            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -132,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--vocab", type=int, default=8192, help="token ids are drawn from [3, VOCAB)")
     p.add_argument("--out", type=Path, required=True, help="calib.json to write")
+    p.add_argument("--concurrent", action="store_true", help="each round on all URLs at once")
     a = p.parse_args(argv)
     if a.rounds < 1 or a.vocab <= 3:
         raise SystemExit("fidelity_calib: --rounds must be >= 1 and --vocab > 3")
-    data = asyncio.run(capture([u.rstrip("/") for u in a.url], a.rounds, a.seed, a.vocab))
+    data = asyncio.run(capture([u.rstrip("/") for u in a.url], a.rounds, a.seed, a.vocab, a.concurrent))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(data, indent=1))
     print(f"fidelity_calib: wrote {a.out}", file=sys.stderr)

@@ -18,6 +18,7 @@ from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.cluster_sim.tokens import PrefixTokenCache
 from llmd_kserve.engine_sim.core import EngineCore
+from llmd_kserve.engine_sim.frontend import Frontend
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.latency import load_profile
 
@@ -78,13 +79,14 @@ def _record(r: RequestSpec, endpoint: str, prompt_tokens: int) -> dict[str, Any]
 
 def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestSpec], profile: str,
                 gpus: Sequence[int] | None = None, vocab: int | None = None) -> dict[str, Any]:
-    """Simulated engine cores in virtual time: front-end latency (``profile.request_overhead``), then the engine.
+    """Simulated engine cores in virtual time: the front end (``engine_sim.frontend``), then the engine.
 
     ``gpus[i]`` is replica ``i``'s accelerator (default: one each). Replicas on one accelerator share it by
     processor sharing: while ``k`` of them have a step in flight, each step advances at ``1/k`` of its speed (time
     slicing between processes, as several vLLM servers on one GPU without MPS)."""
     prof = load_profile(profile)
     cores = [EngineCore(prof, num_blocks=b, seed=i) for i, b in enumerate(blocks)]
+    frontends = [Frontend(prof) for _ in cores]
     gpu = list(gpus) if gpus is not None else list(range(len(cores)))
     if len(gpu) != len(cores):
         raise ValueError("one accelerator index per replica")
@@ -95,7 +97,7 @@ def run_virtual(blocks: Sequence[int], routing: str, requests: Sequence[RequestS
     for seq, r in enumerate(sorted(token_prompts(requests, vocab), key=lambda x: x.arrival_s or 0.0)):
         e, ids = router.pick(r), list(r.prompt)
         recs[r.request_id] = _record(r, f"sim-{e}", len(ids))
-        arrivals.append(((r.arrival_s or 0.0) + prof.request_overhead(len(ids)), seq, r, e, ids))
+        arrivals.append((frontends[e].ready_at(r.arrival_s or 0.0, len(ids)), seq, r, e, ids))
     arrivals.sort(key=lambda a: (a[0], a[1]))
     active: dict[int, list] = {}  # replica -> [remaining work (s), StepOutput]
     now = area = busy = 0.0

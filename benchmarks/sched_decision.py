@@ -11,12 +11,17 @@ token ids given (the router already has them), and with ``--text`` also with a t
 ``text``, 8,192 tokens of fresh text (no tokenization cache hit); ``text-pfx2k``, one of 64 fixed 2,048-token texts
 (system prompts) followed by 6,144 tokens of fresh text (the tokenizer's chunk cache holds the shared part).
 
+With ``--ttft-slo-ms T`` every config is also timed with the deployment's TTFT target set (each decision then
+reports the best endpoint's predicted TTFT headroom, the autoscaling signal), alternating with and without it.
+
 Usage: .venv/bin/python benchmarks/sched_decision.py [--blocks 1000000] [--requests 2000] [--configs a,b]
+       [--ttft-slo-ms 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import random
 import statistics
@@ -112,6 +117,8 @@ def main() -> None:
     ap.add_argument("--configs", default="precise-prefix,default,approx-prefix,load-only,round-robin")
     ap.add_argument("--text", action="store_true", help="also measure text prompts tokenized in the decision")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ttft-slo-ms", type=float, default=None,
+                    help="also time each config with this TTFT target set (the headroom signal computed per decision)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     eps = [
@@ -129,12 +136,18 @@ def main() -> None:
     gc.collect()
     ctx = PluginContext(tokenizer=SimTokenizer(), index=index, rng=random.Random(args.seed),
                         clock=time.monotonic, profile=load_profile(), block_size=BS)
-    print(f"{'config':<16}{'input':<12}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")
+    targets = (None,) if args.ttft_slo_ms is None else (None, args.ttft_slo_ms / 1e3)
+    print(f"{'config':<16}{'input':<12}{'ttft slo':>9}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}{'max ms':>9}")
     for config in args.configs.split(","):
         for text in (None, "text", "text-pfx2k") if args.text else (None,):
-            r = run(config, ctx, eps, prompts, args.requests if not text else args.requests // 4, text, rng)
-            print(f"{r['config']:<16}{r['input']:<12}{r['n']:>6}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-                  f"{r['mean_ms']:>9.3f}{r['max_ms']:>9.3f}")
+            seed = rng.random()  # with and without the target: the same requests
+            for target in targets:
+                c = dataclasses.replace(ctx, ttft_target_s=target)
+                r = run(config, c, eps, prompts, args.requests if not text else args.requests // 4, text,
+                        random.Random(seed))
+                slo = "-" if target is None else f"{target:g}s"
+                print(f"{r['config']:<16}{r['input']:<12}{slo:>9}{r['n']:>6}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                      f"{r['mean_ms']:>9.3f}{r['max_ms']:>9.3f}")
 
 
 if __name__ == "__main__":

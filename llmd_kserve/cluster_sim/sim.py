@@ -54,6 +54,7 @@ from llmd_kserve.cluster_sim.tokens import PrefixTokenCache
 from llmd_kserve.config.build import build_scheduler
 from llmd_kserve.config.schema import SchedulerConfig
 from llmd_kserve.engine_sim.core import EngineCore, StepOutput
+from llmd_kserve.engine_sim.frontend import Frontend
 from llmd_kserve.errors import NoEndpointError
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.latency import LatencyProfile, load_profile
@@ -90,6 +91,7 @@ class ClusterSim:
             max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index,
             labels=labels)
         self.index_of = {e.id: i for i, e in enumerate(self.engines)}
+        self.frontends = [Frontend(self.profile) for _ in self.engines]  # the cluster profile's front end, as before
         self.tokens = PrefixTokenCache()
         self.pd = PDFlow(self)
         self.pd_cluster = any(r != "both" for r in roles)
@@ -115,12 +117,16 @@ class ClusterSim:
         """The prefill leg of ``rec`` ended (``Scheduler.on_prefill_complete``)."""
         self.scheduler.on_prefill_complete(rec.llm, rec.sched, outcome)
 
-    def leg_delay(self, n_prompt: int) -> float:
-        """Seconds from the router sending a request (or a P/D leg) until it is in the engine's queue."""
+    def leg_delay(self, n_prompt: int, engine: int | None = None, t: float = 0.0) -> float:
+        """Seconds from the router sending a request (or a P/D leg) at ``t`` until it is in ``engine``'s queue: the
+        router's delay, then that engine's front end (``engine_sim.frontend``: one request at a time where the
+        profile says so; call in send order)."""
         delay = self.options.router_delay
-        if self.options.frontend_overhead:
-            delay += self.profile.request_overhead(n_prompt)
-        return delay
+        if not self.options.frontend_overhead:
+            return delay
+        if engine is None:
+            return delay + self.profile.request_overhead(n_prompt)
+        return self.frontends[engine].ready_at(t + delay, n_prompt) - t
 
     def kick(self, i: int, t: float) -> None:
         """Start engine ``i`` stepping at ``t`` unless a step is already in progress."""
@@ -202,7 +208,7 @@ class ClusterSim:
                     elif rec.sched.prefill is not None:
                         pd.start(rec, t)
                     else:
-                        push(t + self.leg_delay(rec.n_prompt), Deliver(rec.spec.request_id))
+                        push(t + self.leg_delay(rec.n_prompt, rec.engine, t), Deliver(rec.spec.request_id))
                 case Deliver(rid):
                     rec = live[rid]
                     core = engines[rec.engine].core

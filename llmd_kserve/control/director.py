@@ -98,7 +98,7 @@ class Director:
     @property
     def admits_synchronously(self) -> bool:
         """Whether :meth:`prepare` alone admits a request (no engine rendering, no gateway part configured)."""
-        return self.rt.render is None and not self.governance.gateway.active
+        return self.rt.render is None and not self.governance.gateway.active and self.rt.shared_sessions is None
 
     async def admit(self, headers: Mapping[str, str], raw: bytes, kind: RouteKind, client: str | None, *,
                     identity: Identity | None = None) -> Ticket:
@@ -116,6 +116,8 @@ class Director:
             self.governance.check_prompt_tokens(parsed, len(token_ids or ()))
             ticket.request = replace(ticket.request, token_ids=token_ids)
             ticket.prompt_tokens = known_prompt_tokens(parsed, token_ids)
+        if self.rt.shared_sessions is not None:  # another replica may have placed this session: its home first
+            await self.rt.shared_sessions.recall(ticket.request)
         if self.governance.gateway.active:
             ticket.admission = await self.governance.admit(
                 ticket.key, ticket.request.request_id, parsed, client, client_request_id=ticket.client_request_id,
@@ -155,6 +157,8 @@ class Director:
         sched_s = self._clock() - t0
         rt.metrics.scheduling_seconds.observe(sched_s)
         rt.metrics.decision_count(result.target, result.profile).inc()
+        if rt.headroom is not None and result.ttft_headroom_s is not None:
+            rt.headroom.observe(result.ttft_headroom_s)
         attempt = ticket.attempts
         decision = rt.decisions.add(ticket.request.request_id, attempt, result, sched_s * 1e3,
                                     ticket.client_request_id)
@@ -165,6 +169,8 @@ class Director:
         else:
             rt.metrics.retries.inc()
         ticket.attempts += 1
+        if rt.shared_sessions is not None:
+            rt.shared_sessions.remember(ticket.request, result.target)
         ticket.placement = Placement(sched, result, decision, t0, result.prefill is not None)
         if self.stalls is not None and result.prefill is None:
             state = next(s for s in states if s.id == result.target)
@@ -179,16 +185,25 @@ class Director:
     async def place(self, ticket: Ticket, exclude: Collection[EndpointId] = ()) -> SchedulingResult:
         """:meth:`schedule`, waiting while ``latency-slo-admitter`` holds the request back (``onMiss: queue``); the
         wait counts against its TTFT target."""
-        while True:
-            try:
-                return self.schedule(ticket, exclude, may_wait=True)
-            except Hold as hold:
-                if ticket.waited_s == 0:
-                    slo.count(self.rt.metrics, ticket.objective, "queued")
-                await asyncio.sleep(hold.delay_s)
-                ticket.waited_s = self._clock() - ticket.arrived
-                if ticket.objective is not None:
-                    ticket.request = replace(ticket.request, objective=slo.spent(ticket.objective, ticket.waited_s))
+        band = None  # set while held back (counted in llmd_router_queue_depth)
+        try:
+            while True:
+                try:
+                    return self.schedule(ticket, exclude, may_wait=True)
+                except Hold as hold:
+                    if band is None:
+                        band = ticket.objective.band if ticket.objective is not None else "0"
+                        self.rt.held.enter(band)
+                    if ticket.waited_s == 0:
+                        slo.count(self.rt.metrics, ticket.objective, "queued")
+                    await asyncio.sleep(hold.delay_s)
+                    ticket.waited_s = self._clock() - ticket.arrived
+                    if ticket.objective is not None:
+                        ticket.request = replace(ticket.request,
+                                                 objective=slo.spent(ticket.objective, ticket.waited_s))
+        finally:
+            if band is not None:
+                self.rt.held.leave(band)
 
     def answer_began(self, ticket: Ticket) -> None:
         """The answer's first token (or whole body) is on its way to the client (the SLO counts time it)."""

@@ -102,11 +102,17 @@ def read_responses(body: Mapping[str, Any]) -> tuple[Prompt, int | None]:
 class ResponseHomes:
     """Response id -> the endpoint that produced (and stores) it; at most ``max_size``, least recently used out."""
 
-    def __init__(self, max_size: int = MAX_RESPONSES) -> None:
+    def __init__(self, max_size: int = MAX_RESPONSES,
+                 on_learn: Callable[[str, EndpointId], None] | None = None) -> None:
         self.max_size = max_size
+        self.on_learn = on_learn
+        """Told of every response id learnt from an answer (shared sessions write it to the store)."""
         self._homes: OrderedDict[str, EndpointId] = OrderedDict()
 
-    def learn(self, response_id: str, endpoint: EndpointId) -> None:
+    def learn(self, response_id: str, endpoint: EndpointId, *, announce: bool = True) -> None:
+        """``response_id`` is stored on ``endpoint``; ``announce``: tell ``on_learn`` (not for one read back)."""
+        if announce and self.on_learn is not None:
+            self.on_learn(response_id, endpoint)
         self._homes[response_id] = endpoint
         self._homes.move_to_end(response_id)
         while len(self._homes) > self.max_size:

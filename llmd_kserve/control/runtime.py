@@ -24,10 +24,13 @@ from llmd_kserve.control.engine_api import engine_call
 from llmd_kserve.control.holder import SchedulerHolder
 from llmd_kserve.control.kv_sources import KVEventSourceDiscovery
 from llmd_kserve.control.outliers import EjectionPolicy, OutlierEjector
+from llmd_kserve.control.readiness import Readiness, ReadinessGate
 from llmd_kserve.control.reload import ConfigReloader, reload_counter
 from llmd_kserve.control.render import RenderTokenizer
 from llmd_kserve.control.sessions import SessionCollector
 from llmd_kserve.control.settings import RouterSettings, gateway_of, governance_of
+from llmd_kserve.control.shared_sessions import SharedSessions
+from llmd_kserve.control.signals import autoscaling_collector
 from llmd_kserve.control.stalls import StallCollector, StallPolicy, StallWatch
 from llmd_kserve.defaults import BLOCK_SIZE
 from llmd_kserve.governance.pipeline import Governance
@@ -35,10 +38,12 @@ from llmd_kserve.kvcache.block_sizes import EngineBlockSizes
 from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.kvcache.subscriber import KVEventSubscriber
 from llmd_kserve.lean_http import StreamClient
+from llmd_kserve.metrics.autoscaling import HeadroomMeter, HeldRequests
 from llmd_kserve.metrics.collectors import RouterStatsCollector
 from llmd_kserve.metrics.router_metrics import RouterMetrics
 from llmd_kserve.metrics.scraper import MetricsScraper
-from llmd_kserve.types import Endpoint, EndpointState
+from llmd_kserve.state_store import StateStore
+from llmd_kserve.types import Endpoint, EndpointId, EndpointState
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
@@ -95,7 +100,16 @@ class Runtime:
     kv_discovery: KVEventSourceDiscovery
     endpoints_file: Path | None
     models: tuple[str, ...] = ()
+    held: HeldRequests = field(default_factory=HeldRequests)
+    """Requests ``latency-slo-admitter`` holds back now, per priority band (``llmd_router_queue_depth``)."""
+    headroom: HeadroomMeter | None = None
+    """Recent decisions' TTFT headroom against ``settings.ttft_slo_s`` (None: no target)."""
     model_cards: tuple[dict[str, Any], ...] = ()
+    readiness: ReadinessGate = field(default_factory=ReadinessGate)
+    """``/ready``: endpoints scraped once, the KV index warm (``control.readiness``)."""
+    shared_sessions: SharedSessions | None = None
+    """Session homes and response pins in the shared store (``shared_sessions``), or None: this replica's own."""
+    _own_store: StateStore | None = None
     _watcher: EndpointsFileWatcher | None = None
     _warned_blind: frozenset[str] = frozenset()
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -122,7 +136,7 @@ class Runtime:
         ctx = PluginContext(tokenizer=load_tokenizer(None if s.tokenizer == "render" else s.tokenizer), index=index,
                             rng=random.Random(s.seed), clock=time.monotonic, profile=load_profile(s.profile),
                             block_size=s.block_size or BLOCK_SIZE, block_size_of=block_sizes,
-                            has_kv_events=_streams_kv_events)
+                            has_kv_events=_streams_kv_events, ttft_target_s=s.ttft_slo_s)
         holder = SchedulerHolder(build_scheduler(s.config, ctx))
         metrics = metrics or RouterMetrics()
         watch = None if str(s.config) in shipped_configs() or not Path(s.config).is_file() else s.config
@@ -147,10 +161,18 @@ class Runtime:
                  render=RenderTokenizer(call, partial(_render_endpoint, pool, scraper))
                  if s.tokenizer == "render" else None,
                  kv_discovery=KVEventSourceDiscovery(pool, call, partial(_routes_on_kv_events, holder)),
-                 endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models))
+                 endpoints_file=Path(endpoints_file) if endpoints_file else None, models=tuple(s.served_models),
+                 headroom=HeadroomMeter(s.ttft_slo_s) if s.ttft_slo_s is not None else None,
+                 readiness=ReadinessGate(s.ready_kv_grace_s))
         metrics.registry.register(RouterStatsCollector(subscriber.stats, scraper.stats, outliers.ejected_now))
         metrics.registry.register(StallCollector(stalls))
         metrics.registry.register(SessionCollector(holder))
+        metrics.registry.register(autoscaling_collector(rt))
+        if s.shared_sessions and s.state_url:
+            limiter = gateway.shared  # one connection pool (and one error counter) for all shared state
+            store = limiter.store if limiter is not None else StateStore(s.state_url, metrics.registry)
+            rt._own_store = None if limiter is not None else store
+            rt.shared_sessions = SharedSessions(store, holder, rt.spawn)
         return rt
 
     # --- what handlers use ----------------------------------------------------------------------------------------
@@ -163,6 +185,17 @@ class Runtime:
         eps = [e for e in endpoints if isinstance(e, Endpoint)]
         eps += parse_endpoints([e for e in endpoints if not isinstance(e, Endpoint)])
         return self.pool.set_endpoints(eps)
+
+    def ready(self) -> Readiness:
+        """Whether this replica should get traffic yet (``control.readiness``)."""
+        stats = self.scraper.stats()
+
+        def scraped(eid: EndpointId) -> bool:
+            st = stats.get(eid)
+            return st is not None and st.scrapes + st.errors > 0
+
+        return self.readiness.check(self.endpoint_states(), scraped, self.subscriber.stats(),
+                                    self.routes_on_kv_events(), time.monotonic())
 
     def routes_on_kv_events(self) -> bool:
         """Whether the scheduler (as configured now) routes on the KV-event index (precise prefix)."""
@@ -280,3 +313,5 @@ class Runtime:
                 log.exception("stopping %s failed", type(part).__name__)
         self.http.close()
         await self.governance.gateway.close()
+        if self._own_store is not None:
+            await self._own_store.close()

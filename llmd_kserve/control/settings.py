@@ -87,7 +87,15 @@ class RouterSettings:
     """Serve ``GET/POST /admin/config`` (config hot reload): an operator key when keys are configured (a virtual key
     with ``admin: true`` or an ``api_keys`` token), else loopback clients only."""
     config_poll_interval: float = 1.0
+    ready_kv_grace_s: float = 5.0
+    """``/ready``: seconds a connected KV-event stream may stay silent before its idle engine counts as warm."""
     """Seconds between checks of a ``config`` file for changes (reloaded without a restart)."""
+    pool_name: str | None = None
+    """The InferencePool this front end picks for (``epp --pool-name``): llm-d's ``inference_pool_*{name}`` gauges
+    are exported under it too (None: not exported)."""
+    ttft_slo_s: float | None = None
+    """The deployment's TTFT target (``--ttft-slo-ms``): ``llmd_router_ttft_headroom_seconds`` is measured against
+    it (None: that gauge is not exported)."""
     # --- governance (llmd_kserve.governance) ---
     keys_file: str | None = None
     """YAML file of virtual keys (``llmd-kserve keys``), reloaded on change; with ``api_keys``, both are accepted."""
@@ -112,6 +120,8 @@ class RouterSettings:
     """``redis://host:port/db``: rate limits, budgets and token spend kept there, shared by replicas (None: memory)."""
     state_failure_policy: str = "closed"
     """When Redis is unreachable: closed (503) or open (unchecked), or per kind ``budget=closed,rate=open``."""
+    shared_sessions: bool = False
+    """Keep session homes and response-id pins in the ``state_url`` Redis too (shared by replicas; fail open)."""
 
     def __post_init__(self) -> None:
         for name in ("scrape_interval", "endpoints_poll_interval", "models_refresh_interval", "connect_timeout",
@@ -124,11 +134,13 @@ class RouterSettings:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"must be >= 1, got {v}", name)
+        if not self.ready_kv_grace_s >= 0:
+            raise ConfigError(f"must be >= 0, got {self.ready_kv_grace_s}", "ready_kv_grace_s")
         if not self.stall_factor >= 0:
             raise ConfigError(f"must be >= 0 (0: off), got {self.stall_factor}", "stall_factor")
         if not self.stall_floor_s > 0:
             raise ConfigError(f"must be > 0, got {self.stall_floor_s}", "stall_floor_s")
-        for name in ("scrape_idle_interval", "scrape_max_rate"):
+        for name in ("scrape_idle_interval", "scrape_max_rate", "ttft_slo_s"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"must be > 0 (or unset), got {getattr(self, name)}", name)
         if self.http_server not in ("lean", "aiohttp"):
@@ -136,6 +148,9 @@ class RouterSettings:
         if self.audit not in ("off", "hash", "full"):
             raise ConfigError(f"must be off, hash or full, got {self.audit!r}", "audit")
         FailurePolicy.parse(self.state_failure_policy)
+        if self.shared_sessions and not self.state_url:
+            raise ConfigError("shared sessions need a shared store: give --state-url redis://host:port/db",
+                              "shared_sessions")
 
 
 class _KeyStoreAuth:

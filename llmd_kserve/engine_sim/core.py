@@ -45,6 +45,11 @@ work), a step admits only requests added before the previous ``step()`` call, an
 previous step keep their blocks until this step has been scheduled. After an idle gap nothing lags. Not mirrored: a
 request that stops early (simulated EOS) is not given the one wasted decode token vLLM schedules for it.
 
+``profile.frontend_on_engine_core`` (a CPU replica whose API server, engine core and worker share one core): the
+front-end work of a request added while the engine has work (``request_overhead`` of its prompt) ran on the engine's
+core during a step, so it is added to the next step's duration; a request added to an idle engine costs the engine
+nothing (its front-end latency is the driver's, see ``engine_sim.frontend``).
+
 KV events (vLLM ``BlockStored``/``BlockRemoved``/``AllBlocksCleared`` structs from ``kvcache.events``) are built only
 when ``enable_kv_events`` or ``event_sink`` is set; each step's events go to ``event_sink(events)`` once (one ZMQ
 message per step, as vLLM publishes) and into ``StepOutput.kv_events``. Engine block hashes are 64-bit ints chained
@@ -103,6 +108,7 @@ class EngineCore:
         self._calls = 0  # step() calls so far; a request added after call k has epoch k
         self._pipelined = False  # the next step was scheduled while the last one ran (async scheduling)
         self._finishing: list[CoreRequest] = []  # finished in the last step; blocks freed after the next schedule
+        self._host_debt = 0.0  # front-end seconds run on this core while it stepped (frontend_on_engine_core)
 
     # --- queries ------------------------------------------------------------------------------------------------
     @property
@@ -169,6 +175,8 @@ class EngineCore:
         req = CoreRequest(req_id, list(prompt_token_ids), max_tokens, out_len, hold_on_finish, remote_kv, self.seed,
                           self.block_size)
         req.epoch = self._calls
+        if self.profile.frontend_on_engine_core and self.has_work():
+            self._host_debt += self.profile.request_overhead(n)
         self.requests[req_id] = req
         self.waiting.append(req)
 
@@ -298,7 +306,8 @@ class EngineCore:
                 p_tok += n
                 p_ctx += end
                 p_attn += n * end
-        duration = self.profile.step_time(p_tok, p_ctx, d_seqs, d_ctx, p_attn)
+        duration = self.profile.step_time(p_tok, p_ctx, d_seqs, d_ctx, p_attn) + self._host_debt
+        self._host_debt = 0.0
         stats = self.stats
         stats.num_steps += 1 if sched else 0
         stats.busy_time += duration

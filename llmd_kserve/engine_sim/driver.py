@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from llmd_kserve.engine_sim.core import EngineCore
+from llmd_kserve.engine_sim.frontend import Frontend
 from llmd_kserve.engine_sim.metrics import EngineMetrics
 
 log = logging.getLogger(__name__)
@@ -182,3 +183,10 @@ class RealtimeDriver:
                 m.decode.observe(t - s.first_token_at)
                 if n > 1:
                     m.tpot.observe((t - s.first_token_at) / (n - 1))
+
+
+async def frontend_wait(frontend: Frontend, prompt_tokens: int, time_scale: float) -> None:
+    """Sleep until ``frontend`` hands a request sent now to the engine core (``Frontend.ready_at``); the engine's
+    clock is the event loop's seconds divided by ``time_scale`` (> 0)."""
+    now = asyncio.get_running_loop().time() / time_scale
+    await asyncio.sleep(max(0.0, frontend.ready_at(now, prompt_tokens) - now) * time_scale)

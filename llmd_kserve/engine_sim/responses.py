@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from llmd_kserve.engine_sim.driver import frontend_wait
 from llmd_kserve.engine_sim.openai_api import json_bytes, parse_generate
 from llmd_kserve.errors import HTTPError, InvalidRequestError, NotFound
 from llmd_kserve.http_errors import error_response
@@ -89,7 +89,7 @@ class ResponsesAPI:
         req = parse_generate(chat, "chat", model=eng.opts.model, tok=eng.tok, max_model_len=eng.core.max_model_len,
                              default_output_len=eng.opts.default_output_len)
         if eng.opts.time_scale > 0:
-            await asyncio.sleep(eng.profile.request_overhead(len(req.prompts[0])) * eng.opts.time_scale)
+            await frontend_wait(eng.frontend, len(req.prompts[0]), eng.opts.time_scale)
         rid = f"resp_{uuid.uuid4().hex}"
         cid = eng.core_id(rid, 0)
         s = eng.submit(cid, req.prompts[0], req)

@@ -29,6 +29,7 @@ from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.engine_sim import pd
 from llmd_kserve.engine_sim.core import EngineCore
 from llmd_kserve.engine_sim.driver import RealtimeDriver, Stream
+from llmd_kserve.engine_sim.frontend import Frontend
 from llmd_kserve.engine_sim.metrics import EngineMetrics
 from llmd_kserve.engine_sim.openai_api import GenRequest
 from llmd_kserve.engine_sim.options import EngineOptions, check_options
@@ -54,6 +55,7 @@ class EngineServer:
         check_options(opts)
         self.opts = opts
         self.profile = load_profile(opts.profile)
+        self.frontend = Frontend(self.profile)
         self.tok = load_tokenizer(opts.tokenizer)
         self.core = EngineCore(self.profile, num_blocks=opts.num_blocks, block_size=opts.block_size,
                                max_num_seqs=opts.max_num_seqs, max_num_batched_tokens=opts.max_num_batched_tokens,

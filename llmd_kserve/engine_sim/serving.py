@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from llmd_kserve.engine_sim import pd
-from llmd_kserve.engine_sim.driver import Stream
+from llmd_kserve.engine_sim.driver import Stream, frontend_wait
 from llmd_kserve.engine_sim.openai_api import ChunkWriter, GenRequest, chat_body, completion_body, json_bytes, usage
 from llmd_kserve.errors import InvalidRequestError
 
@@ -58,8 +58,8 @@ async def generate(eng: EngineServer, request: web.Request, req: GenRequest, rid
     if (prefill_side or decode_side) and len(req.prompts) != 1:
         raise InvalidRequestError("kv_transfer_params need a single prompt", param="prompt")
     scale = eng.opts.time_scale
-    if scale > 0:  # the GPU server's front end: HTTP, validation, block hashing
-        await asyncio.sleep(eng.profile.request_overhead(sum(map(len, req.prompts))) * scale)
+    if scale > 0:  # the server's front end: HTTP, validation, block hashing (engine_sim.frontend)
+        await frontend_wait(eng.frontend, sum(map(len, req.prompts)), scale)
     # vLLM 0.32 (OutputProcessor): a decode reports the prefill engine's cached tokens, passed in kv_transfer_params
     cached_override = pd.peer_cached_tokens(kvtp) if decode_side and eng.core.vllm_version == "0.32" else None
     remote_kv = False

@@ -223,6 +223,11 @@ class EnvoyConfig:
 
     epp: str
     """The EPP's gRPC address, ``host:port``."""
+    epp_standby: tuple[str, ...] = ()
+    """More EPP replicas (``host:port``) in the same cluster, for a hot standby (``llmd-kserve epp --leader-elect``):
+    the gRPC health checks send streams to the one that reports SERVING, the leader."""
+    health_check_interval_s: float = 1.0
+    """Seconds between gRPC health checks of each EPP (a standby's takeover is seen within one)."""
     host: str = "127.0.0.1"
     port: int = 0
     admin_port: int = 0
@@ -346,10 +351,11 @@ class EnvoyConfig:
             {"name": "pool", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
              "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},
              "circuit_breakers": _BREAKERS},
-            {**_static_cluster("epp", [_split(self.epp)], http2=True),
+            {**_static_cluster("epp", [_split(self.epp), *map(_split, self.epp_standby)], http2=True),
              # gRPC health checks on the ext_proc service, and no panic routing: while the EPP is down or draining,
              # a new ext_proc stream fails at once (before any body went out), so failure_mode_allow can apply
-             "health_checks": [{"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+             "health_checks": [{"timeout": "1s", "interval": f"{self.health_check_interval_s:g}s",
+                                "no_traffic_interval": f"{self.health_check_interval_s:g}s",
                                 "unhealthy_threshold": 1, "healthy_threshold": 1,
                                 "grpc_health_check": {"service_name": EXT_PROC_SERVICE}}],
              "common_lb_config": {"healthy_panic_threshold": {"value": 0}}},

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -44,8 +45,9 @@ def _refusal(reject: Reject) -> web.Response:
 class HttpPick:
     """The aiohttp handler: admit, pick, answer; hand each pick over to the engines' metrics after ``hold_s``."""
 
-    def __init__(self, picker: EndpointPicker, hold_s: float | None = None) -> None:
-        self.picker = picker
+    def __init__(self, picker: EndpointPicker, hold_s: float | None = None,
+                 serving: Callable[[], bool] = lambda: True) -> None:
+        self.picker, self.serving = picker, serving
         self.hold_s = 2 * picker.director.rt.settings.scrape_interval if hold_s is None else hold_s
 
     def app(self) -> web.Application:
@@ -54,6 +56,8 @@ class HttpPick:
         return app
 
     async def handle(self, request: web.Request) -> web.Response:
+        if not self.serving():  # a standby (leader election): the gateway should ask the leader
+            return _refusal(Reject(503, "standby", "This Endpoint Picker is a standby; retry on the leader."))
         headers = {k.lower(): v for k, v in request.headers.items()}
         headers[":path"] = request.path_qs[len(PICK_PREFIX):] or "/"
         headers[":method"] = request.method

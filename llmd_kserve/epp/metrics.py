@@ -23,5 +23,9 @@ class EppMetrics(RouterMetrics):
         self.client_params_stripped = Counter("client_params_stripped", "Requests whose client-sent "
                                               "kv_transfer_params were dropped before they reached an engine",
                                               namespace="llmd_epp", registry=r)
+        self.leader = Gauge("leader", "1 while this replica serves picks (it holds the Lease, or runs without "
+                            "leader election); 0 on a standby", namespace="llmd_epp", registry=r)
+        self.leader_transitions = Counter("leader_transitions", "Times this replica became the leader",
+                                          namespace="llmd_epp", registry=r)
         self.stream_errors = Counter("stream_errors", "ext_proc streams that ended in an error", ["kind"],
                                      namespace="llmd_epp", registry=r)

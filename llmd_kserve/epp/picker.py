@@ -23,8 +23,7 @@ import msgspec
 from llmd_kserve.control import slo
 from llmd_kserve.control.director import Director
 from llmd_kserve.control.requests import Kind, RouteKind
-from llmd_kserve.control.response_routing import place_response
-from llmd_kserve.control.responses import ResponseHomes
+from llmd_kserve.control.response_routing import place_response, recall_response, response_homes
 from llmd_kserve.control.ticket import Identity, Ticket
 from llmd_kserve.control.usage import Usage
 from llmd_kserve.disagg.protocol import has_client_params, strip_client_params
@@ -131,7 +130,7 @@ class EndpointPicker:
         self.metrics = metrics or (rt_metrics if isinstance(rt_metrics, EppMetrics) else EppMetrics())
         self.saturation = saturation
         self._clock = clock
-        self.response_homes = ResponseHomes()
+        self.response_homes = response_homes(director.rt)
         """Which endpoint stored each response (``previous_response_id`` goes there)."""
         self._rr = itertools.count()
 
@@ -168,6 +167,8 @@ class EndpointPicker:
         try:
             kind, identity, any_case = route
             ticket = await self.director.admit(any_case, body, kind, headers.get("x-forwarded-for"), identity=identity)
+            if kind == "responses":
+                await recall_response(self.response_homes, self.director.rt, ticket)
             self._responses(kind, ticket)
         except HTTPError as exc:
             return Reject.of(exc)

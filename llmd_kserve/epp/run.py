@@ -54,8 +54,10 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
           endpoints: Sequence[str] | None = None, endpoints_file: str | None = None,
           discover_selector: str | None = None, discover_namespace: str | None = None,
           target_ports: Sequence[int] = (8000,), kv_events_port: int = 5557, epp: EppSettings | None = None,
-          router: RouterSettings | None = None, **settings: Any) -> int:
-    """Run the EPP until SIGINT/SIGTERM, then drain (readiness NOT_SERVING, open streams finish) and exit."""
+          router: RouterSettings | None = None, lease_api: Any = None, **settings: Any) -> int:
+    """Run the EPP until SIGINT/SIGTERM, then drain (readiness NOT_SERVING, a leader gives its Lease up, open
+    streams finish) and exit. With ``epp.lease`` (hot standby) the Lease is reached through ``lease_api``, by
+    default the cluster's ``CoordinationV1Api`` (in-cluster config, else the kubeconfig)."""
     if not endpoints and not endpoints_file and not discover_selector:
         raise ConfigError("give --endpoints URL[,URL...], --endpoints-file FILE or --discover-selector", "endpoints")
     if endpoints_file:
@@ -66,7 +68,11 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
     for ep in state.pool.snapshot:
         if not _is_ip(urlsplit(ep.id).hostname or ""):
             log.warning("endpoint %s is not an ip:port: Envoy's ORIGINAL_DST cluster cannot dial a host name", ep.id)
-    server = EppServer(state, epp)
+    if epp is not None and epp.lease is not None and lease_api is None:
+        from llmd_kserve.kube.api import coordination_api
+
+        lease_api = coordination_api()
+    server = EppServer(state, epp, lease_api)
 
     async def main() -> None:
         stop = stop_on_signals()
@@ -85,7 +91,9 @@ def serve(*, host: str = "0.0.0.0", grpc_port: int = 9002, metrics_port: int = 9
         print(f"llmd-kserve epp: ext_proc + health on {host}:{server.grpc_port}, metrics on "
               f"http://{host}:{server.metrics_port}/metrics (config {s.config}, {len(state.pool.snapshot)} endpoints, "
               f"response mode {server.settings.response_mode})"
-              + (f", HTTP pick on {host}:{server.pick_port}" if pick_port is not None else ""), flush=True)
+              + (f", HTTP pick on {host}:{server.pick_port}" if pick_port is not None else "")
+              + (f", leader election on lease {lease.namespace}/{lease.name} as {lease.identity}"
+                 if (lease := server.settings.lease) is not None else ""), flush=True)
         try:
             await stop.wait()
             drained = await server.drain()

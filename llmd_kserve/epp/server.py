@@ -11,6 +11,11 @@ Health (gRPC Health Checking Protocol): ``liveness`` is SERVING while the proces
 ``envoy.service.ext_proc.v3.ExternalProcessor`` are SERVING while the pool has an endpoint and the EPP is not
 draining. On SIGTERM the EPP drains: readiness goes NOT_SERVING, open streams get ``drain_timeout`` to finish.
 
+Hot standby (``EppSettings.lease``): every replica runs the whole data path (KV events, metrics scraping, discovery)
+but only the holder of a ``coordination.k8s.io`` Lease (:mod:`llmd_kserve.kube.leader`) is ready and serves picks;
+a standby reports readiness NOT_SERVING and refuses a stream (UNAVAILABLE) that reaches it anyway. A leader that
+drains gives the Lease up, so its standby takes over at its next retry.
+
 Admission is the director's (``control.director``), as behind the HTTP router: keys, limits (prompt characters and
 tokens, batch size), rate limits and budgets, flow control, guardrails and the audit trail (``RouterSettings``); a
 body over the offload size is decoded, checked and tokenized in a worker thread, so one big prompt does not stall
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +47,9 @@ from llmd_kserve.epp.http_pick import HttpPick
 from llmd_kserve.epp.metrics import EppMetrics
 from llmd_kserve.epp.picker import EndpointPicker, Saturation
 from llmd_kserve.epp.protocol import EXT_PROC_SERVICE
+from llmd_kserve.epp.standby import Standby
 from llmd_kserve.errors import ConfigError
+from llmd_kserve.kube.leader import LeaseSettings
 from llmd_kserve.types import Endpoint
 
 log = logging.getLogger(__name__)
@@ -58,10 +65,17 @@ class EppSettings:
     saturation: Saturation = Saturation()
     drain_timeout: float = 30.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    lease: LeaseSettings | None = None
+    """Leader election (hot standby): serve picks only while holding this Lease (None: always serve)."""
+    handover_s: float = 1.0
+    """A leader that drains releases the Lease but stays ready until a standby holds it, then this long more (so
+    the gateway's health checks see the new leader before this one goes), at most ``lease.renew_deadline`` in all."""
 
     def __post_init__(self) -> None:
         if self.response_mode not in RESPONSE_MODES:
             raise ConfigError(f"must be one of {', '.join(RESPONSE_MODES)}, got {self.response_mode!r}", "response_mode")
+        if self.handover_s < 0:
+            raise ConfigError(f"must be >= 0, got {self.handover_s}", "handover_s")
         if self.drain_timeout < 0:
             raise ConfigError(f"must be >= 0, got {self.drain_timeout}", "drain_timeout")
         if self.max_body_bytes < 1:
@@ -71,14 +85,18 @@ class EppSettings:
 class ExtProcService(pb_grpc.ExternalProcessorServicer):
     """``envoy.service.ext_proc.v3.ExternalProcessor/Process``: one :class:`Exchange` per stream."""
 
-    def __init__(self, picker: EndpointPicker, settings: EppSettings, metrics: EppMetrics) -> None:
-        self.picker, self.settings, self.metrics = picker, settings, metrics
+    def __init__(self, picker: EndpointPicker, settings: EppSettings, metrics: EppMetrics,
+                 serving: Callable[[], bool] = lambda: True) -> None:
+        self.picker, self.settings, self.metrics, self.serving = picker, settings, metrics, serving
         self.active = 0
         self.idle = asyncio.Event()
         self.idle.set()
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802 - gRPC name
                       context: grpc.aio.ServicerContext) -> None:
+        if not self.serving():  # a standby: the gateway should not have sent it here (readiness is NOT_SERVING)
+            self.metrics.stream_errors.labels("standby").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "standby Endpoint Picker: not the leader")
         waits = not self.picker.director.admits_synchronously  # governance may wait (flow control, audit)
         ex = Exchange(self.picker, response_mode=self.settings.response_mode,
                       max_body_bytes=self.settings.max_body_bytes, offload_bytes=0 if waits else OFFLOAD_BYTES)
@@ -115,14 +133,15 @@ class EppServer:
     """The gRPC server (ext_proc + health) and the metrics HTTP app around one :class:`Runtime` (built with
     ``metrics=EppMetrics()``: :func:`epp_runtime`)."""
 
-    def __init__(self, state: Runtime, settings: EppSettings | None = None) -> None:
+    def __init__(self, state: Runtime, settings: EppSettings | None = None, lease_api: Any = None) -> None:
+        """``lease_api``: a ``CoordinationV1Api`` (or the fake's) for ``settings.lease``."""
         if not isinstance(state.metrics, EppMetrics):
             raise ConfigError("build the EPP's runtime with epp_runtime() (its metrics are EppMetrics)", "metrics")
         self.state = state
         self.settings = settings or EppSettings()
         self.metrics: EppMetrics = state.metrics
         self.picker = EndpointPicker(Director(state), saturation=self.settings.saturation)
-        self.service = ExtProcService(self.picker, self.settings, self.metrics)
+        self.service = ExtProcService(self.picker, self.settings, self.metrics, lambda: self.leading)
         self.health = health.aio.HealthServicer()
         self.draining = False
         self._server: grpc.aio.Server | None = None
@@ -133,9 +152,28 @@ class EppServer:
         self.grpc_port = self.metrics_port = self.pick_port = 0
         self._stopped = False
         self._state_started = False
+        self.standby: Standby | None = None
+        if self.settings.lease is not None:
+            if lease_api is None:
+                raise ConfigError("leader election needs the Kubernetes API (lease_api)", "lease_api")
+            self.standby = Standby(lease_api, self.settings.lease, self.metrics, self._refresh_ready,
+                                   self.settings.handover_s)
+        self.metrics.leader.set(1 if self.leading else 0)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica serves picks now (the leader, or no leader election)."""
+        return self.standby is None or self.standby.serving
+
+    def _refresh_ready(self) -> None:
+        if self._server is not None and not self._stopped:
+            asyncio.get_running_loop().create_task(self._set_ready())
+
+    def ready(self) -> bool:
+        return bool(self.state.pool.snapshot) and not self.draining and self.leading
 
     async def _set_ready(self) -> None:
-        ready = bool(self.state.pool.snapshot) and not self.draining
+        ready = self.ready()
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in (READINESS, EXT_PROC_SERVICE, ""):
             await self.health.set(name, status)
@@ -177,7 +215,7 @@ class EppServer:
                                   "metrics_port") from exc
             self.metrics_port = self._runner.addresses[0][1]
         if pick_port is not None:
-            self.http_pick = HttpPick(self.picker)
+            self.http_pick = HttpPick(self.picker, serving=lambda: self.leading)
             self._pick_runner = web.AppRunner(self.http_pick.app(), access_log=None)
             await self._pick_runner.setup()
             try:
@@ -191,6 +229,8 @@ class EppServer:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._set_ready()
         self._ready_task = asyncio.create_task(self._readiness_loop())
+        if self.standby is not None:
+            self.standby.start()
 
     def _metrics_app(self) -> web.Application:
         app = web.Application()
@@ -200,8 +240,9 @@ class EppServer:
             return web.Response(body=body, headers={"Content-Type": content_type})
 
         async def healthz(_: web.Request) -> web.Response:
-            ok = bool(self.state.pool.snapshot) and not self.draining
+            ok = self.ready()
             return web.Response(body=_encode({"status": "ok" if ok else "not_ready", "draining": self.draining,
+                                              "leader": self.leading,
                                               "endpoints": len(self.state.pool.snapshot),
                                               "active_streams": self.service.active}),
                                 status=200 if ok else 503, content_type="application/json")
@@ -218,7 +259,11 @@ class EppServer:
         return app
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Stop being ready and wait (up to ``timeout``) for open streams to end; True when none is left."""
+        """Stop being ready and wait (up to ``timeout``) for open streams to end; True when none is left. A leader
+        first hands over: it releases the Lease and keeps serving until a standby holds it
+        (:meth:`Standby.handover <llmd_kserve.epp.standby.Standby.handover>`)."""
+        if self.standby is not None:
+            await self.standby.handover()
         self.draining = True
         await self._set_ready()
         try:
@@ -233,6 +278,8 @@ class EppServer:
         if self._stopped:
             return
         self._stopped = True
+        if self.standby is not None:
+            await self.standby.stop()
         if self._ready_task is not None:
             self._ready_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -273,10 +320,13 @@ class RunningEpp:
 async def running_epp(host: str = "127.0.0.1", grpc_port: int = 0, metrics_port: int | None = 0, *,
                       pick_port: int | None = None,
                       endpoints: Sequence[str | Endpoint] = (), endpoints_file: str | Path | None = None,
-                      epp: EppSettings | None = None, **settings: Any) -> AsyncIterator[RunningEpp]:
-    """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields."""
+                      epp: EppSettings | None = None, lease_api: Any = None,
+                      **settings: Any) -> AsyncIterator[RunningEpp]:
+    """Start an EPP in this event loop (port 0: a free port); ``settings`` are ``RouterSettings`` fields;
+    ``lease_api`` for ``epp.lease`` (leader election)."""
     server = EppServer(epp_runtime(RouterSettings(**settings), endpoints, endpoints_file,
-                                   epp.response_mode if epp is not None else "full", pick_port is not None), epp)
+                                   epp.response_mode if epp is not None else "full", pick_port is not None), epp,
+                       lease_api)
     try:
         await server.start(host, grpc_port, metrics_port, pick_port)
         yield RunningEpp(f"{host}:{server.grpc_port}",

@@ -71,23 +71,37 @@ class KubeApis:
     @classmethod
     def load(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeApis:
         """In-cluster config if running in a pod, else the kubeconfig (``$KUBECONFIG`` / ``~/.kube/config``)."""
-        try:
-            from kubernetes import client, config
-        except ImportError as exc:
-            raise ClusterError("the Kubernetes client is missing: pip install 'llmd-kserve[kube]'") from exc
-        try:
-            if kubeconfig or context:
-                config.load_kube_config(config_file=kubeconfig, context=context)
-            else:
-                try:
-                    config.load_incluster_config()
-                except config.ConfigException:
-                    config.load_kube_config()
-        except (config.ConfigException, OSError, TypeError) as exc:
-            raise ClusterError(f"no Kubernetes cluster configured (no in-cluster service account, no usable "
-                               f"kubeconfig): {exc}") from exc
-        api = client.ApiClient()
+        api = api_client(kubeconfig, context)
+        from kubernetes import client
+
         return cls(client.CoreV1Api(api), client.RbacAuthorizationV1Api(api), client.CustomObjectsApi(api))
+
+
+def coordination_api(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """A ``CoordinationV1Api`` (Leases, for leader election), configured as :meth:`KubeApis.load` is."""
+    from kubernetes import client
+
+    return client.CoordinationV1Api(api_client(kubeconfig, context))
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ``ApiClient`` from the in-cluster config if running in a pod, else the kubeconfig; ClusterError if none."""
+    try:
+        from kubernetes import client, config
+    except ImportError as exc:
+        raise ClusterError("the Kubernetes client is missing: pip install 'llmd-kserve[kube]'") from exc
+    try:
+        if kubeconfig or context:
+            config.load_kube_config(config_file=kubeconfig, context=context, persist_config=False)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config(persist_config=False)  # never rewrite the user's kubeconfig
+    except (config.ConfigException, OSError, TypeError) as exc:
+        raise ClusterError(f"no Kubernetes cluster configured (no in-cluster service account, no usable "
+                           f"kubeconfig): {exc}") from exc
+    return client.ApiClient()
 
 
 # --- low-level operations with error translation ----------------------------------------------------------------

@@ -1,7 +1,8 @@
 """FakeKubeApi: an in-memory fake standing in for a Kubernetes API server (no cluster exists in tests/notebooks).
 
 It implements the CoreV1Api / RbacAuthorizationV1Api / CustomObjectsApi methods that ``kube.deploy`` and
-``kube.discovery`` call, answers with the real client's types (V1 models, ``ApiException`` with a JSON ``Status``
+``kube.discovery`` call, and CoordinationV1Api's Leases for ``kube.leader`` (a replace must carry the stored
+``resourceVersion``, else 409 Conflict, as the API server's optimistic concurrency has it), answers with the real client's types (V1 models, ``ApiException`` with a JSON ``Status``
 body, a streaming watch response the real ``kubernetes.watch.Watch`` parses), and can play a cluster that lacks
 CRDs, denies verbs, cannot be reached, or whose controllers mark objects Ready after a few reads.
 """
@@ -18,8 +19,8 @@ from typing import Any
 from llmd_kserve.kube.api import KINDS, KubeApis
 
 _CORE_TYPES = {"config_map": "V1ConfigMap", "service_account": "V1ServiceAccount", "role": "V1Role",
-               "role_binding": "V1RoleBinding", "pod": "V1Pod"}
-_SUFFIX_KIND = {k.suffix: name for name, k in KINDS.items() if k.api != "custom"} | {"pod": "Pod"}
+               "role_binding": "V1RoleBinding", "pod": "V1Pod", "lease": "V1Lease"}
+_SUFFIX_KIND = {k.suffix: name for name, k in KINDS.items() if k.api != "custom"} | {"pod": "Pod", "lease": "Lease"}
 _PLURAL_KIND = {(k.group, k.plural): name for name, k in KINDS.items() if k.api == "custom"}
 
 
@@ -87,8 +88,11 @@ class FakeKubeApi:
         self._reads: dict[tuple[str, str, str], int] = {}
         self._version = 100
         self._lock = threading.Lock()
+        self._store_lock = threading.RLock()
+        """Writes are atomic (two leader electors in two threads race on one Lease)."""
 
     def apis(self) -> KubeApis:
+        """Core, RBAC and custom objects (Leases too: this object also serves as the CoordinationV1Api)."""
         return KubeApis(core=self, rbac=self, custom=self)
 
     # --- the server's rules -------------------------------------------------------------------------------------
@@ -119,6 +123,10 @@ class FakeKubeApi:
 
     # --- generic store ------------------------------------------------------------------------------------------
     def _create(self, kind: str, resource: str, ns: str, body: Any) -> dict[str, Any]:
+        with self._store_lock:
+            return self._create_locked(kind, resource, ns, body)
+
+    def _create_locked(self, kind: str, resource: str, ns: str, body: Any) -> dict[str, Any]:
         self._check("create", kind, resource, ns)
         obj = copy.deepcopy(body if isinstance(body, dict) else _to_dict(body))
         key = (kind, ns, obj["metadata"]["name"])
@@ -131,6 +139,10 @@ class FakeKubeApi:
         return copy.deepcopy(obj)
 
     def _get(self, kind: str, resource: str, ns: str, name: str) -> dict[str, Any]:
+        with self._store_lock:
+            return self._get_locked(kind, resource, ns, name)
+
+    def _get_locked(self, kind: str, resource: str, ns: str, name: str) -> dict[str, Any]:
         self._check("get", kind, resource, ns)
         key = (kind, ns, name)
         if key not in self.objects:
@@ -140,6 +152,10 @@ class FakeKubeApi:
         return copy.deepcopy(self.objects[key])
 
     def _replace(self, kind: str, resource: str, ns: str, name: str, body: Any) -> dict[str, Any]:
+        with self._store_lock:
+            return self._replace_locked(kind, resource, ns, name, body)
+
+    def _replace_locked(self, kind: str, resource: str, ns: str, name: str, body: Any) -> dict[str, Any]:
         self._check("update", kind, resource, ns)
         key = (kind, ns, name)
         if key not in self.objects:
@@ -148,7 +164,8 @@ class FakeKubeApi:
         if obj["metadata"].get("resourceVersion") != self.objects[key]["metadata"]["resourceVersion"]:
             raise _api_exception(409, "Conflict", _status(409, "Conflict", "the object has been modified"))
         obj["metadata"]["resourceVersion"] = self._next_version()
-        obj.setdefault("status", self.objects[key].get("status"))
+        if "status" in self.objects[key]:
+            obj.setdefault("status", self.objects[key]["status"])
         self.objects[key] = obj
         return copy.deepcopy(obj)
 

@@ -1,7 +1,9 @@
 """The Gateway API form: engines in an InferencePool, our scheduler as its Endpoint Picker, an HTTPRoute to it.
 
-Objects (apply order): the EPP's scheduler ConfigMap, ServiceAccount + Role/RoleBinding (pod discovery), the EPP
-Deployment (``llmd-kserve epp``; gRPC liveness/readiness probes on its health services) and Service, the engine
+Objects (apply order): the EPP's scheduler ConfigMap, ServiceAccount + Role/RoleBinding (pod discovery; Leases for
+leader election), the EPP Deployment (``llmd-kserve epp``; gRPC liveness/readiness probes on its health services; with
+``epp.hot_standby``, two replicas with ``--leader-elect``: only the leader is ready, so the Service sends to it alone)
+and Service, the engine
 runtime and pools (as in the other modes), the ``InferencePool`` (``inference.networking.k8s.io/v1``: engine pods by
 label, ``targetPorts``, ``endpointPickerRef`` to the EPP Service with ``failureMode``), a ``Gateway`` and an
 ``HTTPRoute`` whose backend is the pool. Any Gateway API Inference Extension gateway (kgateway, Istio, Envoy Gateway,
@@ -10,6 +12,7 @@ GKE) then calls the EPP over ext_proc for every request.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from llmd_kserve.gateway_routes import ALLOWED_PATHS
@@ -43,12 +46,16 @@ def epp_config_map(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def epp_rbac(spec: DeploymentSpec) -> list[dict[str, Any]]:
-    """ServiceAccount, and a Role + RoleBinding to get/list/watch pods (the pool's membership)."""
+    """ServiceAccount, and a Role + RoleBinding to get/list/watch pods (the pool's membership) and, for a hot
+    standby, to get/create/update its Lease."""
     c = client()
     name = epp_name(spec)
     sa = serialize(c.V1ServiceAccount(api_version="v1", kind="ServiceAccount"))
-    role = serialize(c.V1Role(api_version="rbac.authorization.k8s.io/v1", kind="Role", rules=[
-        c.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["get", "list", "watch"])]))
+    rules = [c.V1PolicyRule(api_groups=[""], resources=["pods"], verbs=["get", "list", "watch"])]
+    if spec.epp.hot_standby:
+        rules.append(c.V1PolicyRule(api_groups=["coordination.k8s.io"], resources=["leases"],
+                                    verbs=["get", "create", "update"]))
+    role = serialize(c.V1Role(api_version="rbac.authorization.k8s.io/v1", kind="Role", rules=rules))
     binding = serialize(c.V1RoleBinding(
         api_version="rbac.authorization.k8s.io/v1", kind="RoleBinding",
         role_ref=c.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=name),
@@ -63,28 +70,52 @@ def epp_args(spec: DeploymentSpec, response_mode: str = "headers") -> list[str]:
             f"--discover-selector={spec.discover_selector}", f"--discover-namespace={spec.namespace}",
             f"--target-ports={spec.engine_port}", f"--kv-events-port={spec.kv_events.port}",
             f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}",
-            f"--response-mode={response_mode}"]
+            f"--response-mode={response_mode}", f"--pool-name={gateway_pool_name(spec)}", *leader_args(spec)] + (
+            [f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}"] if spec.autoscaled else [])
+
+
+
+def leader_args(spec: DeploymentSpec) -> list[str]:
+    """``--leader-elect`` and the Lease (named after the EPP, in its namespace) for a hot standby; else none."""
+    e = spec.epp
+    if not e.hot_standby:
+        return []
+    return ["--leader-elect", f"--lease-name={epp_name(spec)}", f"--lease-namespace={spec.namespace}",
+            f"--lease-duration={e.lease_duration}", f"--renew-deadline={e.renew_deadline:g}",
+            f"--retry-period={e.retry_period:g}"]
 
 
 def epp_deployment(spec: DeploymentSpec, response_mode: str = "headers") -> dict[str, Any]:
     c = client()
 
-    def grpc_probe(service: str, period: int) -> Any:
+    def grpc_probe(service: str, period: int, failures: int = 3) -> Any:
         return c.V1Probe(grpc=c.V1GRPCAction(port=EPP_GRPC_PORT, service=service), period_seconds=period,
-                         failure_threshold=3)
+                         failure_threshold=failures)
 
+    standby = spec.epp.hot_standby
     container = c.V1Container(
         name="epp", image=spec.images.llmd, args=epp_args(spec, response_mode),
-        env=[field_env("POD_NAMESPACE", "metadata.namespace")],
+        env=[field_env("POD_NAMESPACE", "metadata.namespace"),
+             *([field_env("POD_NAME", "metadata.name")] if standby else [])],  # the Lease's holderIdentity
         ports=[port(EPP_GRPC_PORT, "grpc"), port(EPP_METRICS_PORT, "metrics")],
-        readiness_probe=grpc_probe("readiness", 2), liveness_probe=grpc_probe("liveness", 10),
+        # a hot standby: readiness follows the Lease within a second (the Service then sends to the leader only)
+        readiness_probe=grpc_probe("readiness", 1, 1) if standby else grpc_probe("readiness", 2),
+        liveness_probe=grpc_probe("liveness", 10),
         resources=resources(spec.router.cpu, spec.router.memory),
         volume_mounts=[c.V1VolumeMount(name="epp-config", mount_path=CONFIG_DIR, read_only=True)])
+    spread = c.V1Affinity(pod_anti_affinity=c.V1PodAntiAffinity(
+        preferred_during_scheduling_ignored_during_execution=[c.V1WeightedPodAffinityTerm(
+            weight=100, pod_affinity_term=c.V1PodAffinityTerm(
+                label_selector=c.V1LabelSelector(match_labels=_epp_labels(spec)),
+                topology_key="kubernetes.io/hostname"))])) if standby else None  # leader and standby apart
     pod = c.V1PodSpec(
-        service_account_name=epp_name(spec), containers=[container], termination_grace_period_seconds=40,
+        # the drain (30 s) after, for a leader, the hand-over of the Lease (at most the renew deadline)
+        service_account_name=epp_name(spec), containers=[container],
+        termination_grace_period_seconds=40 + (math.ceil(spec.epp.renew_deadline) if standby else 0),
+        affinity=spread,
         volumes=[c.V1Volume(name="epp-config", config_map=c.V1ConfigMapVolumeSource(name=f"{epp_name(spec)}-config"))])
     dep = c.V1Deployment(api_version="apps/v1", kind="Deployment", spec=c.V1DeploymentSpec(
-        replicas=1, selector=c.V1LabelSelector(match_labels=_epp_labels(spec)),
+        replicas=2 if standby else 1, selector=c.V1LabelSelector(match_labels=_epp_labels(spec)),
         template=c.V1PodTemplateSpec(metadata=c.V1ObjectMeta(labels=_epp_labels(spec)), spec=pod)))
     out = serialize(dep)
     out["metadata"] = metadata(spec, epp_name(spec), "epp")

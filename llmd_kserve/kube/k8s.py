@@ -15,6 +15,12 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 AUTOSCALER_ANNOTATION = "serving.kserve.io/autoscalerClass"
+EXTERNAL_AUTOSCALER = "external"
+"""KServe's autoscaler class for replicas another controller (here a KEDA ScaledObject) owns: KServe creates no HPA
+or ScaledObject and does not reset the Deployment's replica count."""
+PROMETHEUS_SCRAPE_ANNOTATIONS = ("serving.kserve.io/enable-prometheus-scraping", "prometheus.kserve.io/port",
+                                 "prometheus.kserve.io/path")
+"""KServe copies these into the pod's ``prometheus.io/scrape|port|path`` annotations."""
 STANDARD_MODE = "Standard"
 """KServe's raw-Deployment mode (formerly ``RawDeployment``): plain Deployments/Services, several ports per pod."""
 

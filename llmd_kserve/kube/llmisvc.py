@@ -9,6 +9,7 @@ import yaml
 
 from llmd_kserve.errors import ConfigError
 from llmd_kserve.kube.k8s import client, env, field_env, metadata, resources, serialize
+from llmd_kserve.kube.keda import llmisvc_scaling
 from llmd_kserve.kube.router import config_text
 from llmd_kserve.kube.runtime import kv_events_config
 from llmd_kserve.kube.spec import DeploymentSpec
@@ -68,17 +69,24 @@ def inference_pool(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
+def _replicas(spec: DeploymentSpec, role: str) -> dict[str, Any]:
+    """``replicas`` (fixed), or ``scaling`` with KServe's KEDA actuator: the CRD makes them mutually exclusive."""
+    if spec.autoscaled:
+        return {"scaling": llmisvc_scaling(spec, role)}
+    return {"replicas": spec.pool(role).replicas}
+
+
 def llm_inference_service(spec: DeploymentSpec) -> dict[str, Any]:
     """LLMInferenceService (serving.kserve.io/v1alpha2) with our scheduler config inline and our pool by ref."""
     if spec.simulated:
         raise ConfigError("the LLMInferenceService form runs real vLLM: use mode 'aggregated' or 'pd'", "mode")
     body: dict[str, Any] = {
         "model": {"uri": spec.model.uri, "name": spec.model.served_name},
-        "replicas": spec.decode.replicas,
+        **_replicas(spec, "decode"),
         "template": _template(spec, "decode"),
     }
     if spec.disaggregated:
-        body["prefill"] = {"replicas": spec.prefill.replicas, "template": _template(spec, "prefill")}
+        body["prefill"] = {**_replicas(spec, "prefill"), "template": _template(spec, "prefill")}
     body["router"] = {
         "route": {},
         "gateway": {},

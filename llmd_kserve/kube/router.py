@@ -12,6 +12,7 @@ from llmd_kserve.errors import ConfigError
 from llmd_kserve.kube.k8s import (
     AUTOSCALER_ANNOTATION,
     DEPLOYMENT_MODE_ANNOTATION,
+    PROMETHEUS_SCRAPE_ANNOTATIONS,
     STANDARD_MODE,
     client,
     field_env,
@@ -89,10 +90,23 @@ def role_binding(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def router_args(spec: DeploymentSpec) -> list[str]:
-    return ["router", "--host=0.0.0.0", f"--port={spec.router.port}", f"--config={CONFIG_PATH}",
+    args = ["router", "--host=0.0.0.0", f"--port={spec.router.port}", f"--config={CONFIG_PATH}",
             f"--discover-selector={spec.discover_selector}", f"--discover-namespace={spec.namespace}",
             f"--scrape-interval={spec.router.scrape_interval:g}", f"--tokenizer={spec.router_tokenizer}",
             f"--served-model={spec.model.served_name}"]
+    if spec.autoscaled:  # the TTFT target its headroom signal is measured against
+        args.append(f"--ttft-slo-ms={spec.autoscaling.ttft_slo_ms:g}")
+    if spec.router.flow_per_endpoint:
+        args.append(f"--flow-per-endpoint={spec.router.flow_per_endpoint}")
+    return args
+
+
+def router_annotations(spec: DeploymentSpec) -> dict[str, str]:
+    """Standard mode, fixed replicas; with autoscaling, Prometheus scrapes the router's /metrics (its signals)."""
+    out = {DEPLOYMENT_MODE_ANNOTATION: STANDARD_MODE, AUTOSCALER_ANNOTATION: "none"}
+    if spec.autoscaled:
+        out.update(zip(PROMETHEUS_SCRAPE_ANNOTATIONS, ("true", str(spec.router.port), "/metrics"), strict=True))
+    return out
 
 
 def router_isvc(spec: DeploymentSpec) -> dict[str, Any]:
@@ -104,7 +118,7 @@ def router_isvc(spec: DeploymentSpec) -> dict[str, Any]:
         args=router_args(spec),
         env=[field_env("POD_NAMESPACE", "metadata.namespace")],
         ports=[port(spec.router.port, "http")],
-        readiness_probe=http_probe("/health", spec.router.port, period=5, failures=3),
+        readiness_probe=http_probe("/ready", spec.router.port, period=5, failures=3),
         liveness_probe=http_probe("/health", spec.router.port, period=15, failures=4),
         resources=resources(spec.router.cpu, spec.router.memory),
         volume_mounts=[c.V1VolumeMount(name="router-config", mount_path=CONFIG_DIR, read_only=True)],
@@ -113,8 +127,7 @@ def router_isvc(spec: DeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": metadata(spec, spec.router_name, "router",
-                             annotations={DEPLOYMENT_MODE_ANNOTATION: STANDARD_MODE, AUTOSCALER_ANNOTATION: "none"}),
+        "metadata": metadata(spec, spec.router_name, "router", annotations=router_annotations(spec)),
         "spec": {
             "predictor": {
                 "minReplicas": spec.router.replicas,

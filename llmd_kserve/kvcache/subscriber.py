@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -55,12 +56,16 @@ class SubscriptionStats:
     replay_failures: int = 0
     """Replay requests that got no complete answer in time."""
     disconnects: int = 0
+    connected_at: float | None = None
+    """``time.monotonic()`` when the connection to the publisher was last made; None while not connected."""
+    last_message_at: float | None = None
+    """``time.monotonic()`` of the last message received (None: none yet)."""
 
 
 class _Sub:
-    __slots__ = ("address", "blocks", "decode_errors", "disconnects", "gaps", "last_seq", "loop", "messages",
-                 "missed", "monitor", "monitor_socket", "reader", "replay", "replay_failures", "replay_socket",
-                 "replayed", "restarts", "socket", "task")
+    __slots__ = ("address", "blocks", "connected_at", "decode_errors", "disconnects", "gaps", "last_message_at",
+                 "last_seq", "loop", "messages", "missed", "monitor", "monitor_socket", "reader", "replay",
+                 "replay_failures", "replay_socket", "replayed", "restarts", "socket", "task")
 
     def __init__(self, address: str, replay: str | None = None) -> None:
         self.address = address
@@ -68,6 +73,8 @@ class _Sub:
         self.messages = self.blocks = self.gaps = self.missed = self.restarts = self.decode_errors = 0
         self.replayed = self.replay_failures = 0
         self.disconnects = 0
+        self.connected_at: float | None = None
+        self.last_message_at: float | None = None
         self.last_seq: int | None = None
         self.socket: zmq.asyncio.Socket | None = None
         self.replay_socket: zmq.asyncio.Socket | None = None
@@ -82,7 +89,7 @@ class _Sub:
     def snapshot(self) -> SubscriptionStats:
         return SubscriptionStats(self.address, self.messages, self.blocks, self.gaps, self.missed, self.restarts,
                                  self.decode_errors, self.last_seq, self.replayed, self.replay_failures,
-                                 self.disconnects)
+                                 self.disconnects, self.connected_at, self.last_message_at)
 
 
 class KVEventSubscriber:
@@ -174,13 +181,14 @@ class KVEventSubscriber:
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
+        # the monitor before connecting: the first "connected" event is not missed
+        sub.monitor_socket = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         sock.connect(sub.address)
         sub.socket = sock
         loop = sub.loop = asyncio.get_running_loop()
         sub.reader = zmq.Socket.shadow(sock.underlying)
         log.info("subscribed to KV events of %s at %s", eid, sub.address)
         self._resume(eid, sub)
-        sub.monitor_socket = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sub.monitor = loop.create_task(self._watch(eid, sub.monitor_socket), name=f"kv-events monitor {eid}")
 
     @staticmethod
@@ -307,10 +315,17 @@ class KVEventSubscriber:
         sub.replayed += got
         log.info("KV-event replay from %s: recovered %d of %d missed messages", eid, got, stop - start)
     async def _watch(self, eid: EndpointId, monitor: zmq.asyncio.Socket) -> None:
-        """Connection lost: drop the endpoint's index and forget ``last_seq`` (ZMQ reconnects by itself)."""
+        """Connected: note when (readiness waits for it). Connection lost: drop the endpoint's index and forget
+        ``last_seq`` (ZMQ reconnects by itself)."""
         while True:
-            await monitor.recv_multipart()
-            self.connection_lost(eid)
+            frames = await monitor.recv_multipart()
+            event = int.from_bytes(frames[0][:2], "little") if frames and len(frames[0]) >= 2 else 0
+            sub = self._subs.get(eid)
+            if event == zmq.EVENT_CONNECTED:
+                if sub is not None:
+                    sub.connected_at = time.monotonic()
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.connection_lost(eid)
 
     def connection_lost(self, endpoint_id: EndpointId) -> None:
         sub = self._subs.get(endpoint_id)
@@ -318,6 +333,7 @@ class KVEventSubscriber:
             return
         sub.disconnects += 1
         sub.last_seq = None
+        sub.connected_at = None
         self.index.clear_endpoint(endpoint_id)
         log.warning("KV events from %s: connection lost; its index is dropped until the publisher is back",
                     endpoint_id)
@@ -328,6 +344,7 @@ class KVEventSubscriber:
 
     def _handle(self, eid: EndpointId, sub: _Sub, frames: list[bytes]) -> None:
         sub.messages += 1
+        sub.last_message_at = time.monotonic()
         if len(frames) == 3:
             _, seq_b, payload = frames
         elif len(frames) == 2:  # some publishers send no topic frame

@@ -61,6 +61,9 @@ class PluginContext:
     has_kv_events: Callable[[Endpoint], bool] = _every_endpoint
     """Whether an endpoint's KV events reach ``index``. The default (every endpoint) suits in-process engines that
     feed the index directly; the router passes ``endpoint.kv_events is not None`` (no ZMQ stream, no events)."""
+    ttft_target_s: float | None = None
+    """The deployment's TTFT target (``--ttft-slo-ms``): each decision then reports the best candidate's predicted
+    TTFT headroom against it (``SchedulingResult.ttft_headroom_s``, the autoscaling signal); None: not computed."""
 
 
 class CycleState:

@@ -1,4 +1,4 @@
-"""The router's HTTP app: OpenAI routes, /health, /metrics, /debug; ``running_router`` (in-process) and ``serve``.
+"""The router's HTTP app: OpenAI routes, /health, /ready, /metrics, /debug; ``running_router`` (in-process) and ``serve``.
 
 In-process use (tests, benchmarks, ``up``, demos)::
 
@@ -27,8 +27,8 @@ from llmd_kserve.aio import raise_fd_limit, run, stop_on_signals
 from llmd_kserve.control.director import Director, new_request_id
 from llmd_kserve.control.endpoints import load_endpoints_file
 from llmd_kserve.control.requests import RouteKind
-from llmd_kserve.control.response_routing import place_response
-from llmd_kserve.control.responses import RESPONSES_PATH, ResponseHomes
+from llmd_kserve.control.response_routing import place_response, recall_response, response_homes
+from llmd_kserve.control.responses import RESPONSES_PATH
 from llmd_kserve.control.runtime import Runtime
 from llmd_kserve.control.settings import RouterSettings
 from llmd_kserve.control.ticket import Identity, Ticket
@@ -59,7 +59,7 @@ class OpenAIRoutes:
 
     def __init__(self, state: Runtime, director: Director, proxy: Proxy) -> None:
         self.state, self.director, self.proxy = state, director, proxy
-        self.response_homes = ResponseHomes()
+        self.response_homes = response_homes(state)
         """Which endpoint stored each response (``previous_response_id`` goes there)."""
         self.by_path: dict[str, Handler] = {"/v1/completions": self.completions,
                                             "/v1/chat/completions": self.chat_completions,
@@ -89,6 +89,7 @@ class OpenAIRoutes:
             ticket = await director.admit(answer.headers, raw, kind, answer.client, identity=identity)
             del raw
             if kind == "responses":
+                await recall_response(self.response_homes, self.state, ticket)
                 place_response(self.response_homes, self.state, ticket)
             await self.proxy.forward(answer, path, ticket)
         except HTTPError as exc:
@@ -130,6 +131,9 @@ ROUTES_KEY = web.AppKey("router_openai_routes", OpenAIRoutes)
 _OPENAI_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions", RESPONSES_PATH})
 
 
+_PROBES = frozenset({"/health", "/ready"})
+
+
 def _operator_route(path: str) -> bool:
     """Routes for operators only: the admin API, ``/debug/*`` (every tenant's request ids and endpoints) and
     ``/metrics`` (every tenant's token counts)."""
@@ -155,10 +159,11 @@ def _operator_id(request: web.Request) -> str | None:
 
 @web.middleware
 async def _require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With API keys configured, every route but ``/health`` needs one, and the operator routes an operator's
-    (``/metrics`` and ``/debug/*`` name every tenant's requests and engines with their KV-event addresses)."""
+    """With API keys configured, every route but ``/health`` and ``/ready`` (the probes) needs one, and the operator
+    routes an operator's (``/metrics`` and ``/debug/*`` name every tenant's requests and engines with their KV-event
+    addresses)."""
     state = request.app[STATE_KEY]
-    if request.path != "/health" and state.governance.auth is not None:
+    if request.path not in _PROBES and state.governance.auth is not None:
         try:
             if _operator_route(request.path):
                 _operator_id(request)

@@ -1,4 +1,4 @@
-"""The router's read-only pages: ``/v1/models``, ``/health``, ``/metrics``, ``/debug/decisions``, ``/debug/endpoints``,
+"""The router's read-only pages: ``/v1/models``, ``/health`` (liveness), ``/ready`` (readiness), ``/metrics``, ``/debug/decisions``, ``/debug/endpoints``,
 ``/debug/sessions``."""
 
 from __future__ import annotations
@@ -49,6 +49,16 @@ async def health(request: web.Request) -> web.Response:
     return _json(body, 200 if fresh else 503)
 
 
+async def ready(request: web.Request) -> web.Response:
+    """200 once this replica should get traffic (``control.readiness``: endpoints scraped, KV index warm), else 503
+    with the reason and the endpoints it waits for."""
+    verdict = request.app[STATE_KEY].ready()
+    body: dict[str, Any] = {"status": verdict.reason}
+    if verdict.waiting:
+        body["waiting"] = list(verdict.waiting)
+    return _json(body, 200 if verdict.ready else 503)
+
+
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = request.app[STATE_KEY].metrics.render()
     return web.Response(body=body, headers={"Content-Type": content_type})
@@ -88,6 +98,7 @@ async def debug_sessions(request: web.Request) -> web.Response:
 def add_pages(app: web.Application) -> None:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/decisions", debug_decisions)
     app.router.add_get("/debug/endpoints", debug_endpoints)

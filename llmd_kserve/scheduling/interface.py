@@ -31,6 +31,9 @@ class SchedulingResult:
     """``"<profile>/<scorer name>"`` -> weight (the keys of ``scores``) in that config."""
     pd: PDVerdict | None = None
     """P/D configs: the decider's verdict (remote prefill or not, why, predicted local and remote TTFT)."""
+    ttft_headroom_s: float | None = None
+    """The deployment's TTFT target minus the best candidate's predicted TTFT (``PluginContext.ttft_target_s``
+    set; at most one decision per 20 ms is measured), else None."""
 
 
 class SchedulerInterface(Protocol):

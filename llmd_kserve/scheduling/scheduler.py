@@ -20,6 +20,7 @@ from llmd_kserve.plugins.base import (
 )
 from llmd_kserve.scheduling.interface import SchedulerInterface, SchedulingResult
 from llmd_kserve.scheduling.runner import ProfileRunner
+from llmd_kserve.scheduling.ttft_headroom import TTFTHeadroom
 from llmd_kserve.types import EndpointId, EndpointState, LLMRequest, RequestOutcome
 
 __all__ = ["PluginContext", "ProfileSpec", "Scheduler", "SchedulingResult"]
@@ -86,6 +87,8 @@ class Scheduler(SchedulerInterface):
             h[OnPrefillComplete] for h in hooks if OnPrefillComplete in h]
         self._on_remove: list[Callable[[EndpointId], None]] = [h[EndpointRemoved] for h in hooks if EndpointRemoved in h]
         self._in_flight = 0
+        self._headroom = (TTFTHeadroom(ctx.ttft_target_s, self.plugins.values(), ctx)
+                          if ctx.ttft_target_s is not None else None)
 
     def reused_plugins(self, other: Scheduler) -> list[str]:
         """Names of the plugin instances this scheduler shares with ``other`` (carried over by a reload)."""
@@ -116,6 +119,7 @@ class Scheduler(SchedulerInterface):
         for hook in self._on_scheduled:
             hook(state, decision)
         self._in_flight += 1
+        headroom = self._headroom(state) if self._headroom is not None else None
         scores = {f"{r.profile}/{s}": v for r in results.values() for s, v in r.scores.items()}
         return SchedulingResult(
             request_id=request.request_id,
@@ -129,6 +133,7 @@ class Scheduler(SchedulerInterface):
             config_hash=self.config_hash,
             weights=self.weights,
             pd=decision.pd,
+            ttft_headroom_s=headroom,
         )
 
     def on_complete(self, request: LLMRequest, result: SchedulingResult, outcome: RequestOutcome) -> None:

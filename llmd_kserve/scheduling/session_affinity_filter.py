@@ -70,6 +70,10 @@ class SessionAffinityFilter(OnScheduled, EndpointRemoved):
     def live(self) -> int:
         return self.table.live(self._clock())
 
+    def adopt(self, key: str, home: EndpointId) -> None:
+        """Another replica placed session ``key`` on ``home`` (shared sessions): its next turn goes there too."""
+        self.table.adopt(key, home, self._clock())
+
     def table_clock(self) -> float:
         """Now, on the clock the table keeps time with."""
         return self._clock()

@@ -54,6 +54,19 @@ class SessionTable:
             self._homes.popitem(last=False)
         return entry, left
 
+    def adopt(self, key: str, home: EndpointId, now: float) -> None:
+        """Another replica placed ``key`` last (the shared store says so): its home is ``home`` from now on."""
+        entry = self.get(key, now)
+        if entry is None:
+            self._homes[key] = SessionHome(home, now, turns=0)
+            while len(self._homes) > self.max_sessions:
+                self._homes.popitem(last=False)
+            return
+        if entry.home != home:
+            entry.home = home
+        entry.last_seen = now
+        self._homes.move_to_end(key)
+
     def live(self, now: float) -> int:
         """Sessions seen within ``idle_s`` (the idle ones are dropped on the way)."""
         homes, limit = self._homes, now - self.idle_s

@@ -10,17 +10,24 @@ Public API::
         ``engine="vllm"``: real vLLM servers (``stack.vllm``) from the vLLM venv (``llmd_kserve.vllm_env``) on
         ``model`` (default: the tiny model, ``llmd_kserve.tiny_model``), ``engine_args`` passed to each; ``profile``:
         the simulated engines' latency profile and the router's latency model.
+        ``routers=N`` (> 1): N router processes behind a local Envoy (``balancer``: round-robin or least-request;
+        health checks on each router's ``/ready``; retries on another replica), ``router_url`` is Envoy's;
+        ``redis=True``: a local ``redis-server`` (append-only file) the routers share governance state in, or
+        ``state_url="redis://…"``: an existing one.
     LocalStack(settings=None, **fields)     context manager; fields override ``settings`` (``config="round-robin"``)
-        ``start()`` / ``stop()`` / ``restart_router(config)``
+        ``start()`` / ``stop()`` / ``restart_router(config)`` / ``restart_replica(i)`` / ``stop_redis()`` /
+        ``start_redis_again()``
         .router_url, .engine_urls (router endpoint specs with ``#role=…&kv=…``), .engine_base_urls,
-        .prometheus_url (None without Prometheus), .pids, .log_dir, .describe() -> rich Table
+        .prometheus_url (None without Prometheus), .pids, .log_dir, .describe() -> rich Table,
+        .router_urls (each replica's own URL), .replicas / .balancer / .redis (their processes), .state_url
     prometheus_available() -> bool
     run_up(StackConfig) -> int              what the CLI calls: start, print URLs, wait for Ctrl-C / SIGTERM
 
 Every child runs in its own process group (``start_new_session``) and, started from the main thread, dies with
 its parent (``PR_SET_PDEATHSIG``); ``stop()`` (also called at exit) sends SIGTERM to each group, then SIGKILL after
 a grace period, so no process outlives the stack. Modules: ``procs`` (supervision), ``prometheus`` (its config),
-``vllm`` (a real vLLM replica's flags), ``local`` (assembly), ``up`` (the CLI command).
+``vllm`` (a real vLLM replica's flags), ``local`` (assembly), ``replicas`` (router replicas, their balancer and Redis),
+``balancer`` (Envoy's bootstrap for them), ``redis`` (the local ``redis-server``), ``up`` (the CLI command).
 """
 
 from llmd_kserve.stack.local import LocalStack, StackConfig

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from llmd_kserve.errors import ConfigError, LlmdError
 from llmd_kserve.latency import load_profile
 from llmd_kserve.stack.procs import Proc, check_port_free, free_port, signals_held, spawn, terminate, wait_healthy
 from llmd_kserve.stack.prometheus import prometheus_argv, prometheus_available
+from llmd_kserve.stack.replicas import ReplicaMixin, check_replicas, per_replica
 from llmd_kserve.stack.vllm import DEFAULT_KV_CACHE_TOKENS
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,15 @@ class StackConfig:
     """``envoy``: a real Envoy in front and the scheduler as its Endpoint Picker (``llmd_kserve.epp``)."""
     response_mode: str = "full"
     fail_open: bool = False
+    routers: int = 1
+    """Router replicas; more than one: each its own process (own KV index and scrapes of the same engines), a
+    local Envoy in front as the balancer (``stack.balancer``), ``router_url`` is Envoy's."""
+    balancer: str = "round-robin"
+    """With ``routers`` > 1: ``round-robin`` or ``least-request`` over the replicas."""
+    redis: bool = False
+    """Start a local ``redis-server`` (``stack.redis``) and give every router ``--state-url`` to it."""
+    state_url: str | None = None
+    """``redis://…`` every router keeps its rate limits, budgets and spend in (shared by the replicas)."""
 
     def roles(self) -> list[str]:
         if self.vllm_urls:
@@ -95,7 +106,7 @@ def sweep_stale_log_dirs(root: str | Path | None = None) -> list[Path]:
     return removed
 
 
-class LocalStack:
+class LocalStack(ReplicaMixin):
     """Engines + router (+ Prometheus) on this machine; use as ``with LocalStack(engines=2) as stack: ...``."""
 
     def __init__(self, settings: StackConfig | None = None, /, **overrides: Any) -> None:
@@ -121,6 +132,16 @@ class LocalStack:
         self._epp_failures = 0
         self._model_dir: Path | None = None
         """The vLLM replicas' model directory: the router tokenizes with its tokenizer (the engines' own ids)."""
+        self.replicas: list[Proc] = []
+        """With ``routers`` > 1: the router replicas, in order (``router_urls``); ``balancer``: Envoy in front."""
+        self.balancer: Proc | None = None
+        self.redis: Proc | None = None
+        self.state_url: str | None = None
+        self.replica_restarts = 0
+        self.redis_restarts = 0
+        self._replica_argv: list[list[str]] = []
+        self._replica_started: list[float] = []
+        self._replica_failures: list[int] = []
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -137,6 +158,11 @@ class LocalStack:
     def pids(self) -> list[int]:
         return [p.popen.pid for p in self._procs]
 
+    @property
+    def router_urls(self) -> list[str]:
+        """Each router replica's own URL (one router: ``[router_url]``)."""
+        return [p.url for p in self.replicas] if self.replicas else [self.router_url]
+
     def start(self) -> LocalStack:
         cfg = self.settings
         roles = cfg.roles()
@@ -144,6 +170,7 @@ class LocalStack:
             raise ConfigError(f"must be sim or vllm, got {cfg.engine!r}", "engine")
         if cfg.gateway not in ("none", "envoy"):
             raise ConfigError(f"must be none or envoy, got {cfg.gateway!r}", "gateway")
+        check_replicas(cfg)
         load_profile(cfg.profile)  # a bad name fails here, in one line, before anything starts
         if cfg.prometheus and not prometheus_available():
             raise LlmdError("prometheus is not installed (Debian package 'prometheus'); use --no-prometheus")
@@ -159,11 +186,14 @@ class LocalStack:
             check_port_free(cfg.host, cfg.port)
         atexit.register(self.stop)
         try:
+            self.state_url = self._start_redis() if cfg.redis else cfg.state_url
             self._start_engines(roles)
             # P/D pools under the default config get the P/D scheduler config
             config = "pd-predicted-ttft" if cfg.prefill and cfg.config == "default" else cfg.config
             if cfg.gateway == "envoy":
                 self._start_gateway(config)
+            elif cfg.routers > 1:
+                self._start_replicas(config)
             else:
                 self._start_router(config)
             if cfg.prometheus or (cfg.prometheus is None and prometheus_available()):
@@ -238,19 +268,22 @@ class LocalStack:
             return ()
         return ("--tokenizer", str(self._model_dir))
 
+    def _router_argv(self, config: str, port: int, replica: int | None = None) -> list[str]:
+        cfg = self.settings
+        state = ("--state-url", self.state_url) if self.state_url else ()
+        args = cfg.router_args if replica is None else per_replica(cfg.router_args, replica)
+        return _cli("router", "--host", cfg.host, "--port", str(port), "--config", config,
+                    "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed), "--admin",
+                    "--profile", cfg.profile, *self._tokenizer_args(), *state, *args)
+
     def _start_router(self, config: str) -> None:
         cfg = self.settings
         port = cfg.port or free_port(cfg.host)
         self.router_url = f"http://{cfg.host}:{port}"
-        argv = _cli("router", "--host", cfg.host, "--port", str(port), "--config", config,
-                    "--endpoints", ",".join(self.engine_urls), "--seed", str(cfg.seed), "--admin",
-                    "--profile", cfg.profile, *self._tokenizer_args(), *cfg.router_args)
-        self._router = self._spawn("router", argv, self.router_url)
+        self._router = self._spawn("router", self._router_argv(config, port), self.router_url)
 
     def _start_gateway(self, config: str) -> None:
         """The Gateway API path: the EPP process, then Envoy (ext_proc → EPP, ORIGINAL_DST on its pick)."""
-        import json
-
         from llmd_kserve.epp.envoy import EnvoyConfig, envoy_argv
         from llmd_kserve.epp.protocol import host_port
 
@@ -303,7 +336,8 @@ class LocalStack:
         cfg = self.settings
         port = free_port(cfg.host)
         self.prometheus_url = f"http://{cfg.host}:{port}"
-        scrape = self._router.url if self._router is not None and cfg.gateway == "envoy" else self.router_url
+        scrape: str | list[str] = (self._router.url if self._router is not None and cfg.gateway == "envoy"
+                                   else self.router_urls)
         argv = prometheus_argv(self.log_dir, cfg.host, port, scrape, self.engine_base_urls)
         self._spawn("prometheus", argv, self.prometheus_url, "/-/ready")
 
@@ -318,6 +352,7 @@ class LocalStack:
         dead = self.check()
         if "epp" in dead and self._restart_epp():
             dead.remove("epp")
+        self._restart_dead_replicas(dead)
         return dead
 
     def _restart_epp(self) -> bool:
@@ -342,6 +377,7 @@ class LocalStack:
         group is gone. A Ctrl-C meanwhile is raised after that, so it cannot leave a process behind."""
         with signals_held():
             procs, self._procs, self._router = list(self._procs), [], None
+            self.replicas, self.balancer, self.redis = [], None, None
             if procs:
                 terminate(list(reversed(procs)))
                 log.info("stopped %d processes", len(procs))
@@ -359,6 +395,8 @@ class LocalStack:
             table.add_row(p.name, p.url, str(p.popen.pid))
         for u in self.settings.vllm_urls:
             table.add_row("vllm", u, "-")
+        if self.balancer is not None:
+            table.add_row("balancer (listener)", self.router_url, str(self.balancer.popen.pid))
         return table
 
 

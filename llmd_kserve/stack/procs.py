@@ -91,6 +91,8 @@ class Proc:
     health: str = "/health"
     diagnose: Callable[[str], str] | None = None
     """The cause of a failed start, in one line, from its whole log (default: the last error line)."""
+    probe: Callable[[], bool] | None = None
+    """Whether it answers, for a server that is not HTTP (default: ``GET url + health`` answers 200)."""
 
     def tail(self, n: int = 20) -> str:
         """The last ``n`` lines of its log."""
@@ -136,7 +138,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def spawn(name: str, argv: Sequence[str], log_dir: Path, url: str = "", health: str = "/health",
-          env: Mapping[str, str] | None = None, diagnose: Callable[[str], str] | None = None) -> Proc:
+          env: Mapping[str, str] | None = None, diagnose: Callable[[str], str] | None = None,
+          probe: Callable[[], bool] | None = None) -> Proc:
     """Start ``argv`` in a new session, output to ``<log_dir>/<name>.log``; it dies with us (from the main thread).
     ``env``: its whole environment (default: ours). Call it inside :func:`signals_held` with whatever records the
     child, so that a Ctrl-C cannot come between its start and its record."""
@@ -146,7 +149,7 @@ def spawn(name: str, argv: Sequence[str], log_dir: Path, url: str = "", health: 
                              start_new_session=True, preexec_fn=_die_with_parent if main_thread else None,
                              env=dict(env) if env is not None else None)
     log.info("started %s pid=%d %s", name, popen.pid, url)
-    return Proc(name, popen, logf, url, health, diagnose)
+    return Proc(name, popen, logf, url, health, diagnose, probe)
 
 
 def _reason(tail: str) -> str:
@@ -175,6 +178,10 @@ def wait_healthy(procs: Sequence[Proc], timeout: float) -> None:
                 how = _how_it_ended(p.popen.returncode)
                 cause = p.diagnose(p.tail(2000)) if p.diagnose else _reason(p.tail())
                 raise LlmdError(f"{p.name} {how} during startup: {cause}")
+            if p.probe is not None:
+                if p.probe():
+                    pending.remove(p)
+                continue
             try:
                 with urllib.request.urlopen(p.url + p.health, timeout=2) as resp:
                     if resp.status == 200:

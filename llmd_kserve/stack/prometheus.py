@@ -17,18 +17,19 @@ def _target(url: str) -> str:
     return url.split("://", 1)[1].rstrip("/")
 
 
-def scrape_config(router_url: str, engine_urls: Sequence[str]) -> dict:
-    """Scrape the router (job ``llmd-router``) and the engines (job ``vllm``) every second."""
+def scrape_config(router_url: str | Sequence[str], engine_urls: Sequence[str]) -> dict:
+    """Scrape the router or its replicas (job ``llmd-router``) and the engines (job ``vllm``) every second."""
+    routers = [router_url] if isinstance(router_url, str) else list(router_url)
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": "llmd-router", "static_configs": [{"targets": [_target(router_url)]}]},
+            {"job_name": "llmd-router", "static_configs": [{"targets": [_target(u) for u in routers]}]},
             {"job_name": "vllm", "static_configs": [{"targets": [_target(u) for u in engine_urls]}]},
         ],
     }
 
 
-def prometheus_argv(data_dir: Path, host: str, port: int, router_url: str, engine_urls: Sequence[str]) -> list[str]:
+def prometheus_argv(data_dir: Path, host: str, port: int, router_url: str | Sequence[str], engine_urls: Sequence[str]) -> list[str]:
     """Write ``data_dir/prometheus.yml`` and return the command that runs Prometheus on it (TSDB in ``data_dir``)."""
     conf = data_dir / "prometheus.yml"
     conf.write_text(yaml.safe_dump(scrape_config(router_url, engine_urls), sort_keys=False))

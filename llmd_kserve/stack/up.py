@@ -17,8 +17,9 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
     """Start the stack, print its URLs and wait until Ctrl-C or SIGTERM; exit 1 if a component dies (an EPP that
     exits is restarted: ``LocalStack.supervise``).
 
-    ``state_file``: once healthy, write ``{router_url, engine_urls, endpoints, prometheus_url, pids, log_dir}``
-    there as JSON, for scripts and the pipelines' detached local target (``endpoints``: the router's endpoint specs,
+    ``state_file``: once healthy, write ``{router_url, engine_urls, endpoints, prometheus_url, pids, log_dir, routers,
+    balancer, state_url}`` there as JSON (``routers``: each replica's ``url`` and ``pid`` with ``--routers`` > 1, else
+    empty; ``balancer``: Envoy's ``url``, ``admin_url`` and ``pid``, or null), for scripts and the pipelines' detached local target (``endpoints``: the router's endpoint specs,
     with ``#role=…&kv=…&replay=…``); removed on exit."""
     from rich.console import Console
 
@@ -45,13 +46,18 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
             console.print(f"Prometheus: [bold]{stack.prometheus_url}[/bold]")
         console.print(f"try: llmd-kserve bench --target {stack.router_url} --rate 5 --num-requests 100")
         console.print("Ctrl-C stops everything.")
-        restarts = 0
+        restarts = replica_restarts = 0
         while not (dead := stack.supervise()):
             if stack.epp_restarts != restarts:
                 restarts = stack.epp_restarts
                 console.print(f"[yellow]the EPP exited; restarted it (restart {restarts})[/yellow]")
                 if state_file:
                     _write_state(state_file, stack)  # its new pid
+            if stack.replica_restarts != replica_restarts:
+                replica_restarts = stack.replica_restarts
+                console.print(f"[yellow]a router replica exited; restarted it (restart {replica_restarts})[/yellow]")
+                if state_file:
+                    _write_state(state_file, stack)
             time.sleep(0.5)
         console.print(f"[red]exited unexpectedly: {', '.join(dead)}; stopping[/red]")
         return 1
@@ -72,7 +78,11 @@ def run_up(cfg: StackConfig, state_file: str | None = None) -> int:
 def _write_state(path: str, stack: LocalStack) -> None:
     """Write the state atomically (a reader never sees half a file)."""
     state = {"router_url": stack.router_url, "engine_urls": stack.engine_base_urls, "endpoints": stack.engine_urls,
-             "prometheus_url": stack.prometheus_url, "pids": [os.getpid(), *stack.pids], "log_dir": str(stack.log_dir)}
+             "prometheus_url": stack.prometheus_url, "pids": [os.getpid(), *stack.pids], "log_dir": str(stack.log_dir),
+             "routers": [{"url": p.url, "pid": p.popen.pid} for p in stack.replicas],
+             "balancer": None if stack.balancer is None else {
+                 "url": stack.router_url, "admin_url": stack.balancer.url, "pid": stack.balancer.popen.pid},
+             "state_url": stack.state_url}
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, path)

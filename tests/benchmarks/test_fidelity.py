@@ -123,3 +123,56 @@ def test_workload_shape_flags_reshape_the_pressure_cell():
     assert (spec.num_groups, spec.system_prompt_len, spec.question_len, spec.output_len) == (5, 128, 256, 3)
     reqs = fidelity.pressure_requests(0, 2.0, 10, spec, arrival="constant")
     assert [r.arrival_s for r in reqs] == pytest.approx([0.5 * i for i in range(10)])
+
+
+def test_compare_puts_real_cells_beside_simulated_runs(tmp_path, capsys):
+    """fidelity_compare.py: one row per (rate, routing) of a fidelity_quiet.py file, the simulated run of the same
+    cell beside it, the replicas' CPU as cores (CPU seconds / wall seconds)."""
+    import json
+
+    import fidelity_compare
+    from fidelity_run import run_virtual
+
+    reqs = _requests()
+    cell = run_virtual([40, 40], "affinity", reqs, "h100-llama8b") | {
+        "target": "real", "routing": "affinity", "rate": 4.0, "wall_s": 2.0, "replica_cpu_s": [1.0, 1.5],
+        "client_cpu_s": 0.2, "load_start": 3.0, "load_end": 4.0}
+    sim = {"rate": 4.0, "runs": [run_virtual([40, 40], "affinity", reqs, "h100-llama8b") | {"target": "sim", "routing": "affinity"}]}
+    real_f, sim_f = tmp_path / "real.json", tmp_path / "sim.json"
+    real_f.write_text(json.dumps({"cells": [cell]}))
+    sim_f.write_text(json.dumps(sim))
+    assert fidelity_compare.main(["--real", str(real_f), "--sim", str(sim_f)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.startswith("| 4 | affinity | ") and "| 0.50, 0.75 | 0.10 | 3.0-4.0 |" in row
+    hit = fidelity.summarize(cell)["hit_rate_engine"]
+    assert f"{hit:.3f} / {hit:.3f}" in row  # the same requests on the same cores: the same counters
+    assert fidelity_compare.main(["--real", str(real_f), "--sim", str(sim_f), "--per-request", "4", "affinity"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + len(reqs) and all(" / " in x for x in lines[2:])
+
+
+def test_a_burst_reaches_a_cpu_replica_one_request_at_a_time():
+    """The cpu-tiny-llama front end (one API server process per replica): four requests sent at once to one
+    replica reach it one after another and get their first tokens over more steps than with a parallel front end
+    (where the first starts a step alone and the other three share the next)."""
+    burst = [replace(r, arrival_s=0.0) for r in _requests(4)]
+    serial = run_virtual_ttfts(burst, "cpu-tiny-llama")
+    profile = load_profile("cpu-tiny-llama").model_copy(update={"serial_frontend": False,
+                                                                "frontend_on_engine_core": False})
+    parallel = run_virtual_ttfts(burst, profile)
+    assert len(set(parallel)) == 2
+    assert len(set(serial)) > len(set(parallel)) and max(serial) > max(parallel)
+
+
+def run_virtual_ttfts(reqs, profile) -> list[float]:
+    import tempfile
+
+    import yaml
+    from fidelity_run import run_virtual
+
+    if not isinstance(profile, str):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(profile.model_dump(), f)
+        profile = f.name
+    run = run_virtual([512], "round-robin", reqs, profile, vocab=8192)
+    return [round(r["ttft"], 9) for r in run["results"]]

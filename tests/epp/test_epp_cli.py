@@ -83,3 +83,25 @@ def test_epp_process_drains_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_epp_leader_election_errors_are_one_line(tmp_path):
+    """Lease timings client-go would refuse, and no cluster to hold the Lease in."""
+    base = ("epp", "--grpc-port", "0", "--metrics-port", "0", "--endpoints", "http://127.0.0.1:1", "--leader-elect",
+            "--lease-namespace", "llm")
+    _assert_one_line_error(_cli(*base, "--lease-duration", "5", "--renew-deadline", "6"), "epp", "renew_deadline")
+    missing = tmp_path / "no-kubeconfig"
+    res = subprocess.run([sys.executable, "-m", "llmd_kserve.cli", *base], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "KUBECONFIG": str(missing)})
+    _assert_one_line_error(res, "epp", "Kubernetes")
+
+
+def test_epp_standby_envoy_config_lists_both_epps_with_health_checks():
+    from llmd_kserve.epp.envoy import EnvoyConfig
+
+    boot = EnvoyConfig(epp="127.0.0.1:9002", epp_standby=("127.0.0.1:9003",), health_check_interval_s=0.25).bootstrap()
+    epp = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "epp")
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in epp["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert ports == [9002, 9003]
+    assert epp["health_checks"][0]["interval"] == "0.25s" and epp["health_checks"][0]["grpc_health_check"]

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 jsonschema = pytest.importorskip("jsonschema")
 pytest.importorskip("kubernetes")
 
 CRD_DIR = Path(__file__).parent / "crds"
-"""Vendored ``openAPIV3Schema``s, copied unchanged from ``../shared/kserve-crds`` by ``crds/extract.py``."""
+"""Vendored ``openAPIV3Schema``s, copied unchanged from ``../shared/kserve-crds`` by ``crds/extract.py``; KEDA's CRDs
+as YAML in ``crds/keda/``."""
 CORE_MODELS = {"ConfigMap": "V1ConfigMap", "ServiceAccount": "V1ServiceAccount", "Role": "V1Role",
                "RoleBinding": "V1RoleBinding", "Deployment": "V1Deployment", "Service": "V1Service"}
 
@@ -34,11 +36,27 @@ def _strict(node: Any) -> Any:
     return node
 
 
+KEDA_DIR = CRD_DIR / "keda"
+"""KEDA's CRD YAML files, unchanged (see its README for the commit)."""
+
+
+def _keda_schema(api_version: str, kind: str) -> dict[str, Any]:
+    group, version = api_version.split("/")
+    for path in sorted(KEDA_DIR.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind:
+            return next(v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version)
+    raise KeyError(f"no vendored CRD for {api_version} {kind}")
+
+
 @functools.cache
 def schema_for(api_version: str, kind: str, strict: bool = True) -> dict[str, Any]:
-    path = CRD_DIR / f"{api_version}/{kind}".replace("/", "_")
-    path = path.with_name(path.name + ".json.gz")
-    schema = json.loads(gzip.decompress(path.read_bytes()))
+    if api_version.startswith("keda.sh/"):
+        schema = _keda_schema(api_version, kind)
+    else:
+        path = CRD_DIR / f"{api_version}/{kind}".replace("/", "_")
+        path = path.with_name(path.name + ".json.gz")
+        schema = json.loads(gzip.decompress(path.read_bytes()))
     return _strict(copy.deepcopy(schema)) if strict else schema
 
 

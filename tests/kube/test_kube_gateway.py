@@ -49,3 +49,45 @@ def test_epp_container_args_parse_with_the_cli():
     dep = by_kind(render_gateway(DeploymentSpec()))["Deployment"]
     args = build_parser().parse_args(dep["spec"]["template"]["spec"]["containers"][0]["args"])
     assert args.command == "epp" and args.response_mode == "headers" and args.grpc_port == EPP_GRPC_PORT
+
+
+def test_hot_standby_epp_two_replicas_elect_a_leader_on_a_lease_the_role_allows(k8s_validate):
+    from llmd_kserve.cli import build_parser
+    from llmd_kserve.cli.serve import _lease_settings
+
+    spec = DeploymentSpec(epp={"hot_standby": True, "lease_duration": 8, "renew_deadline": 5, "retry_period": 1})
+    k = by_kind(render_gateway(spec))
+    dep, role = k["Deployment"], k["Role"]
+    assert k8s_validate(dep) == [] and k8s_validate(role) == []
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    assert container["readinessProbe"]["grpc"]["service"] == "readiness"
+    assert container["readinessProbe"]["periodSeconds"] == 1
+    assert pod["affinity"]["podAntiAffinity"]
+    args = build_parser().parse_args(container["args"])
+    lease = _lease_settings(args)
+    assert (lease.name, lease.namespace) == (dep["metadata"]["name"], spec.namespace)
+    assert (lease.lease_duration, lease.renew_deadline, lease.retry_period) == (8, 5.0, 1.0)
+    leases = [r for r in role["rules"] if r["apiGroups"] == ["coordination.k8s.io"]]
+    assert leases == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                       "verbs": ["get", "create", "update"]}]
+
+
+def test_without_hot_standby_one_epp_and_no_lease_rights():
+    from llmd_kserve.cli import build_parser
+
+    k = by_kind(render_gateway(DeploymentSpec(epp={"hot_standby": False})))
+    assert k["Deployment"]["spec"]["replicas"] == 1
+    args = build_parser().parse_args(k["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert not args.leader_elect
+    assert all(r["apiGroups"] == [""] for r in k["Role"]["rules"])
+
+
+def test_lease_timing_that_client_go_would_refuse_is_a_spec_error():
+    from llmd_kserve.errors import ConfigError
+    from llmd_kserve.kube.spec import parse_spec
+
+    with pytest.raises(ConfigError, match="renew deadline"):
+        parse_spec({"epp": {"lease_duration": 5}})

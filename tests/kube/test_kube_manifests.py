@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from llmd_kserve.cli import main
-from llmd_kserve.kube.render import render, render_llmisvc
+from llmd_kserve.kube.render import AUTOSCALE_OVERLAYS, autoscaled, render, render_llmisvc
 from llmd_kserve.kube.spec import MODES, DeploymentSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +41,9 @@ def test_every_committed_manifest_validates(k8s_validate):
         obj = yaml.safe_load(path.read_text())
         assert k8s_validate(obj) == [], path
         seen += 1
-    assert seen == 31  # 4 base + 5 sim + 4 aggregated + 5 pd (each its router config) + 2 LLMInferenceService
+    assert seen == 45  # 4 base + 5 sim + 4 aggregated + 5 pd (each its router config) + 2 LLMInferenceService
     #                    + 11 gateway (EPP config, RBAC x3, Deployment, Service, runtime, pool ISVC, InferencePool, Gateway, HTTPRoute)
+    #                    + 7 autoscale (pd + 2 ScaledObjects) + 5 autoscale-aggregated (+ 1) + 2 LLMInferenceService
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with built-in kustomize) not installed")
@@ -52,6 +53,15 @@ def test_kustomize_overlay_builds_exactly_the_mode(mode):
                          capture_output=True, text=True).stdout
     built = sorted((o for o in yaml.safe_load_all(out) if o), key=key)
     assert built == sorted(render(DeploymentSpec(mode=mode)), key=key)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with built-in kustomize) not installed")
+@pytest.mark.parametrize("overlay", sorted(AUTOSCALE_OVERLAYS))
+def test_kustomize_autoscale_overlay_builds_exactly_the_autoscaled_mode(overlay):
+    out = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / "overlays" / overlay)], check=True,
+                         capture_output=True, text=True).stdout
+    built = sorted((o for o in yaml.safe_load_all(out) if o), key=key)
+    assert built == sorted(render(autoscaled(DeploymentSpec(mode=AUTOSCALE_OVERLAYS[overlay]))), key=key)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with built-in kustomize) not installed")

@@ -126,6 +126,8 @@ def test_router_discovers_exactly_the_engine_pods_and_can_watch_them():
     assert key not in router["metadata"]["labels"]  # the router must not discover itself
     assert pred["volumes"][0]["configMap"]["name"] == by_kind(objs, "ConfigMap")[0]["metadata"]["name"]
     assert c["volumeMounts"][0]["mountPath"] == "/etc/llmd"
+    # traffic once its KV index is warm (readiness); restarted only when it stops answering (liveness)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready" and c["livenessProbe"]["httpGet"]["path"] == "/health"
     sa = pred["serviceAccountName"]
     (binding,) = by_kind(objs, "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": "llmd"}]

@@ -90,3 +90,20 @@ def test_trace_sessions_follow_hash_id_chains():
     # 1: extends 0 (whole prefix); 3: shares only [1, 2] = request 0 minus its last block; 4: extends 1;
     # 5: extends 2; 6: one block is too short to be a continuation
     assert ids == ["s0", "s0", "s2", "s0", "s0", "s2", "s6"]
+
+
+def test_a_table_adopts_a_home_another_replica_placed() -> None:
+    from llmd_kserve.scheduling.session_table import SessionTable
+    from llmd_kserve.types import EndpointId
+
+    t = SessionTable(max_sessions=2, idle_s=10.0)
+    t.adopt("s", EndpointId("http://a:1"), now=0.0)
+    entry = t.get("s", 1.0)
+    assert entry is not None and entry.home == "http://a:1" and entry.turns == 0
+    t.touch("s", EndpointId("http://a:1"), 2.0)
+    t.adopt("s", EndpointId("http://b:1"), now=3.0)  # moved on another replica: follow it
+    entry = t.get("s", 3.0)
+    assert entry is not None and entry.home == "http://b:1" and entry.turns == 1 and entry.last_seen == 3.0
+    t.adopt("x", EndpointId("http://a:1"), now=4.0)
+    t.adopt("y", EndpointId("http://a:1"), now=5.0)
+    assert len(t) == 2 and t.get("s", 5.0) is None  # bounded: the least recently seen went
