@@ -28,6 +28,7 @@ from llmd_kserve.cluster_sim.engines import VirtualReplica, engine_id
 from llmd_kserve.cluster_sim.flow_gate import FlowGate
 from llmd_kserve.cluster_sim.scaling import RouterSignals, ScalingPolicy, make_policy
 from llmd_kserve.engine_sim.core import EngineCore
+from llmd_kserve.engine_sim.frontend import Frontend
 from llmd_kserve.plugins.base import CycleState
 from llmd_kserve.scheduling.ttft import TTFTEstimator, TTFTParams
 from llmd_kserve.types import EndpointState, LLMRequest
@@ -260,6 +261,7 @@ class Autoscaler:
         i = len(sim.engines)
         eng = self._new_replica(i)
         sim.engines.append(eng)
+        sim.frontends.append(Frontend(sim.profile))
         sim.index_of[eng.id] = i
         self.lives.append(ReplicaLife(i, t))
         sim.push(t + self.options.startup_s, ReplicaReady(i))
