@@ -186,6 +186,9 @@ class BenchOptions:
     """Print the trace's structure and stop."""
     report_format: str = "bench"
     """What ``json_path`` holds: ``bench`` (the bench JSON) or ``llmd-br`` (Benchmark Reports v0.2.1, one a run)."""
+    autoscale: Mapping[str, Any] | None = None
+    """``sim`` only: replicas start and stop under a scaling policy (``cluster_sim.autoscale.autoscale_options``
+    keyword arguments, e.g. ``{"policy": "headroom"}``), starting from ``engines``."""
 
 
 def _router_options(o: BenchOptions) -> dict[str, Any]:
@@ -248,10 +251,13 @@ def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
         if simulator is None:
             raise LlmdError("sim=True needs simulator=llmd_kserve.cluster_sim.run_bench")
         roles = ("prefill",) * prefill + ("decode",) * decode if prefill else None
+        if o.autoscale and roles:
+            raise ConfigError("--autoscale scales aggregated replicas: leave out --prefill/--decode", "autoscale")
+        scaling = {"autoscale": o.autoscale} if o.autoscale else {}
         with RunProgress(o.progress) as bar:
             runs = simulator(workload=spec, arrivals=arrivals, num_requests=num_requests, seed=seed, slo=slo,
                              engines=engines, config=config, policy_label=label, roles=roles, progress=bar,
-                             profile=o.profile, **_router_options(o))
+                             profile=o.profile, **_router_options(o), **scaling)
         info |= {"mode": "sim", "engines": prefill + decode if roles else engines,
                  "stack": stack_info(config, prefill + decode if roles else engines, o.profile)}
         if roles:
@@ -266,6 +272,11 @@ def bench_command(options: BenchOptions, simulator: SimRunner | None = None,
                            "model": o.model}}
     report = build_report(info, runs)
     print_table(report)
+    for run in runs:
+        if "autoscale" in run:
+            a = run["autoscale"]
+            print(f"autoscale {a['policy']}: {a['gpu_hours']:.3f} GPU-hours ({a['replica_seconds']:.0f} replica-seconds "
+                  f"incl. start-up), mean ready {a['mean_ready']:.2f}, peak {a['peak_replicas']}, {a['starts']} starts")
     if o.json_path and o.report_format == "llmd-br":
         for path in write_benchmark_reports(report, o.json_path):
             print(f"wrote {path}")

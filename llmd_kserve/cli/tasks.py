@@ -74,7 +74,49 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default=DEFAULT_PROFILE,
                    help="latency profile of the simulated engines (--sim): a built-in name such as cpu-tiny-llama, "
                         "or a YAML/JSON file")
+    _add_autoscale(p)
     p.set_defaults(func=_cmd_bench)
+
+
+AUTOSCALE_POLICIES = ("headroom", "keda-queue", "static")
+
+
+def _add_autoscale(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("autoscaling in the simulator (--sim; docs/autoscaling.md)")
+    s.add_argument("--autoscale", choices=AUTOSCALE_POLICIES, default=None,
+                   help="replicas start and stop during the run, from --engines: headroom (ours: predicted TTFT "
+                        "headroom, router queue and KV usage, with hysteresis and a cooldown), keda-queue (KEDA on the "
+                        "router's queue length: ceil(queue / --keda-target), HPA's scale-down stabilization) or static")
+    s.add_argument("--min-replicas", type=positive_int, default=1, help="fewest replicas (default 1)")
+    s.add_argument("--max-replicas", type=positive_int, default=16, help="most replicas (default 16)")
+    s.add_argument("--startup-s", type=float, default=60.0,
+                   help="seconds from asking for a replica until it takes requests (model load; default 60)")
+    s.add_argument("--poll-s", type=positive_float, default=15.0, help="seconds between two polls (default 15)")
+    s.add_argument("--keda-target", type=positive_float, default=2.0,
+                   help="keda-queue: queued requests per replica (default 2)")
+    s.add_argument("--stabilization-s", type=float, default=300.0,
+                   help="keda-queue: HPA scale-down stabilization window, seconds (default 300)")
+    s.add_argument("--cooldown-s", type=float, default=120.0,
+                   help="headroom: calm seconds before each scale-down (default 120)")
+
+
+def _autoscale(a: argparse.Namespace) -> dict[str, object] | None:
+    """The ``--autoscale`` flags as ``autoscale_options`` keyword arguments (None without ``--autoscale``)."""
+    if a.autoscale is None:
+        return None
+    from llmd_kserve.errors import ConfigError
+
+    if not a.sim:
+        raise ConfigError("--autoscale runs in the cluster simulator: add --sim", "autoscale")
+    if not a.min_replicas <= a.engines <= a.max_replicas:
+        raise ConfigError(f"--engines {a.engines} (the replicas at the start) must lie within --min-replicas "
+                          f"{a.min_replicas} and --max-replicas {a.max_replicas}", "engines")
+    if a.startup_s < 0 or a.stabilization_s < 0 or a.cooldown_s < 0:
+        raise ConfigError("--startup-s, --stabilization-s and --cooldown-s must not be negative", "autoscale")
+    slo = {"ttft_target_s": a.slo_ttft} if a.slo_ttft else {}
+    return {"policy": a.autoscale, "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+            "startup_s": a.startup_s, "poll_s": a.poll_s, "keda_target": a.keda_target,
+            "stabilization_s": a.stabilization_s, "cooldown_s": a.cooldown_s, **slo}
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
@@ -100,7 +142,8 @@ def _cmd_bench(a: argparse.Namespace) -> int:
         prefill=a.prefill, routers=a.routers, balancer=a.balancer, shared_load_delay=a.shared_load_delay,
         decode=a.decode, progress=not a.no_progress, timeout=a.timeout, trace_format=a.trace_format,
         time_scale=a.time_scale, max_requests=a.max_requests, window=a.window, block_tokens=a.block_tokens,
-        max_model_len=a.max_model_len, fit=a.fit, describe=a.describe, report_format=a.report_format)
+        max_model_len=a.max_model_len, fit=a.fit, describe=a.describe, report_format=a.report_format,
+        autoscale=_autoscale(a))
     return bench_command(options, simulator, write_html)
 
 

@@ -85,4 +85,16 @@ class Share:
     args: tuple[Any, ...]
 
 
-Event = Arrive | Deliver | Step | Scrape | PrefillArrive | PrefillTimeout | Share
+@dataclass(frozen=True, slots=True)
+class ScalePoll:
+    """The autoscaler reads the router's signals and asks its policy for a replica count."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaReady:
+    """Replica ``engine`` finished starting: the router may schedule to it."""
+
+    engine: int
+
+
+Event = Arrive | Deliver | Step | Scrape | PrefillArrive | PrefillTimeout | Share | ScalePoll | ReplicaReady

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.cluster_sim.routers import BALANCERS, BalancerPolicy
 from llmd_kserve.defaults import DEFAULT_MODEL, DEFAULT_PROFILE, SCRAPE_INTERVAL_S
 from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.types import Role
+
+if TYPE_CHECKING:
+    from llmd_kserve.cluster_sim.autoscale import AutoscaleOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,9 @@ class SimOptions:
     their own decisions."""
     model: str = DEFAULT_MODEL
     seed: int = 0
+    autoscale: AutoscaleOptions | None = None
+    """Replicas that start and stop during the run under a scaling policy (``cluster_sim.autoscale``); the cluster
+    starts with its ``initial`` replicas and ``engines`` is ignored. Aggregated replicas of ``profile`` only."""
 
     def __post_init__(self) -> None:
         if self.roles is not None:
@@ -110,3 +117,5 @@ class SimRun:
     """Summed engine counters; with P/D roles also ``disaggregated``, ``kv_transfer_s``, ``pd_fallbacks``."""
     events: int
     """Events processed (arrivals, deliveries, steps, scrapes, P/D legs and timeouts)."""
+    autoscale: dict[str, Any] | None = None
+    """With ``SimOptions.autoscale``: GPU-hours, the replica curve and every replica's life (``Autoscaler.report``)."""

@@ -31,7 +31,7 @@ from llmd_kserve.kvcache.index import KVIndex
 from llmd_kserve.latency import LatencyProfile
 from llmd_kserve.scheduling.scheduler import PluginContext, Scheduler
 from llmd_kserve.tokenizer import SimTokenizer
-from llmd_kserve.types import EndpointState
+from llmd_kserve.types import EndpointId, EndpointState
 
 BalancerPolicy = Literal["round-robin", "random", "prefix-hash"]
 BALANCERS: tuple[BalancerPolicy, ...] = ("round-robin", "random", "prefix-hash")
@@ -66,6 +66,17 @@ class SimRouter:
         """Start with the engines' unscraped snapshots and no KV events in flight."""
         self.kv = [deque() for _ in engines]
         self.states = [e.state for e in engines]
+
+    def add_engine(self, engine: VirtualReplica) -> None:
+        """A replica started (autoscaling): its unscraped snapshot, no KV events in flight."""
+        self.kv.append(deque())
+        self.states.append(engine.state)
+
+    def remove_engine(self, i: int, eid: EndpointId) -> None:
+        """Replica ``i`` was removed: its KV events in flight are dropped and the router forgets it."""
+        self.kv[i].clear()
+        self.index.remove_endpoint(eid)
+        self.scheduler.remove_endpoint(eid)
 
     def send_kv(self, i: int, t: float, events: tuple[KVEvent, ...]) -> None:
         """Engine ``i``'s KV events of a step that ended at ``t`` start on their way to this router."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from llmd_kserve.bench.report import run_entry
 from llmd_kserve.bench.sim_configs import sim_config
 from llmd_kserve.bench.stats import SLO, result_to_dict, summarize
 from llmd_kserve.bench.workloads import ArrivalSpec, RequestSpec, WorkloadSpec, assign_arrivals, build_requests
+from llmd_kserve.cluster_sim.autoscale import autoscale_options
 from llmd_kserve.cluster_sim.options import SimOptions, SimRun
 from llmd_kserve.cluster_sim.routers import BalancerPolicy
 from llmd_kserve.cluster_sim.sim import ClusterSim
@@ -35,6 +36,8 @@ def simulate(requests: Sequence[RequestSpec], config: str | Path | SchedulerConf
 def sim_entry(run: SimRun, policy: str, slo: SLO | None = None, **extra: Any) -> dict[str, Any]:
     """A ``runs[]`` item (bench JSON schema) from a simulated run."""
     summary = summarize(run.results, run.wall_s, slo, engine_hit_rate=run.engine_hit_rate)
+    if run.autoscale is not None:
+        extra["autoscale"] = run.autoscale
     return run_entry(policy, summary, [result_to_dict(r) for r in run.results], engine_counters=run.engine_counters,
                      **extra)
 
@@ -46,16 +49,21 @@ def run_bench(*, workload: WorkloadSpec, arrivals: Sequence[ArrivalSpec], num_re
               roles: Sequence[Role] | None = None,
               progress: Callable[[str, int, int], None] | None = None,
               profile: str = DEFAULT_PROFILE, routers: int = 1, balancer: BalancerPolicy = "round-robin",
-              shared_load_delay: float | None = None) -> list[dict[str, Any]]:
+              shared_load_delay: float | None = None, autoscale: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """One simulated run per arrival spec, requests built exactly as the live bench builds them (same seeds);
     ``roles`` (one per engine, e.g. ``pd_roles(2, 2)``) makes a P/D cluster instead of ``engines`` aggregated ones.
     ``progress(label, done, total)`` hears how far each run is; ``profile`` is the engines' latency profile (a
     built-in name or a file; ignored when ``options`` are given). ``routers``, ``balancer``, ``shared_load_delay``:
     router replicas in front of the engines (``SimOptions``; ignored when ``options`` are given).
     ``llm-d-optimized-baseline`` runs with the
-    simulated H100's measured peak prefill throughput, as in every simulated comparison (``sim_config``)."""
+    simulated H100's measured peak prefill throughput, as in every simulated comparison (``sim_config``).
+    ``autoscale`` (the keyword arguments of :func:`~llmd_kserve.cluster_sim.autoscale.autoscale_options`, e.g.
+    ``{"policy": "headroom", "max_replicas": 12}``) makes replicas start and stop under that policy, starting
+    from ``engines``."""
+    scaling = None if autoscale is None else autoscale_options(**{"initial_replicas": engines, **autoscale})
     opts = options or SimOptions(engines=engines, roles=tuple(roles) if roles else None, seed=seed, profile=profile,
-                                 routers=routers, balancer=balancer, shared_load_delay=shared_load_delay)
+                                 routers=routers, balancer=balancer, shared_load_delay=shared_load_delay,
+                                 autoscale=scaling)
     label = policy_label or str(config)
     config = sim_config(config) if isinstance(config, str | Path) else config
     runs = []

@@ -37,6 +37,7 @@ from typing import Any
 from llmd_kserve.bench.stats import RequestResult
 from llmd_kserve.bench.workloads import RequestSpec
 from llmd_kserve.cluster_sim.accelerator import SharedAccelerators
+from llmd_kserve.cluster_sim.autoscale import Autoscaler
 from llmd_kserve.cluster_sim.engines import VirtualReplica, build_engines, engine_counters
 from llmd_kserve.cluster_sim.events import (
     Arrive,
@@ -45,6 +46,8 @@ from llmd_kserve.cluster_sim.events import (
     LiveRequest,
     PrefillArrive,
     PrefillTimeout,
+    ReplicaReady,
+    ScalePoll,
     Scrape,
     Share,
     Step,
@@ -82,7 +85,12 @@ class ClusterSim:
         per_engine = [p if isinstance(p, LatencyProfile) else load_profile(p) for p in opt.engine_profiles or ()]
         labels = ([{PROFILE_LABEL: p} if isinstance(p, str) else {} for p in opt.engine_profiles]
                   if opt.engine_profiles and opt.label_profiles else None)
-        self.engines: list[VirtualReplica] = build_engines(
+        self.scale = None if opt.autoscale is None else Autoscaler(self, opt.autoscale)
+        """Replicas that start and stop (``SimOptions.autoscale``); None: a fixed set of engines."""
+        if self.scale is not None and (opt.roles is not None or per_engine or opt.accelerators is not None):
+            raise ValueError("autoscaling runs aggregated replicas of one profile (no roles, engine_profiles or "
+                             "accelerators)")
+        self.engines: list[VirtualReplica] = self.scale.build() if self.scale is not None else build_engines(
             per_engine or self.profile, roles, num_blocks=opt.num_blocks, max_num_seqs=opt.max_num_seqs,
             max_num_batched_tokens=opt.max_num_batched_tokens, seed=opt.seed, enable_kv_events=self.uses_index,
             labels=labels)
@@ -173,6 +181,9 @@ class ClusterSim:
         n_routers, interval = len(self.routers), self.options.scrape_interval
         for k in range(n_routers):  # seq -1-k: a scrape runs before anything else at the same time
             heapq.heappush(heap, (k * interval / n_routers, -1 - k, Scrape(k)))
+        scale = self.scale
+        if scale is not None:
+            push(scale.options.poll_s, ScalePoll())
         remaining = total = len(requests)
         step = max(total // 100, 1)
         reported = total
@@ -205,6 +216,8 @@ class ClusterSim:
                     if eng.core.has_work():
                         self.kick(i, t)
                 case Arrive(spec):
+                    if scale is not None and scale.hold(spec, t):  # flow control: it waits at the router
+                        continue
                     rec = self._route(spec, t, live, results)
                     if rec is None and spec.request_id in self._held:  # held back: it arrives again later
                         continue
@@ -232,6 +245,8 @@ class ClusterSim:
                         end = t
                         break
                     self.routers[k].scrape(engines, t)
+                    if scale is not None and k == 0:
+                        scale.on_scrape(t)
                     heapq.heappush(heap, (t + interval, -1 - k, event))
                 case Share():
                     assert self.shared is not None
@@ -240,13 +255,20 @@ class ClusterSim:
                     pd.arrive(rec, t)
                 case PrefillTimeout(rec):
                     pd.timeout(rec, t)
+                case ScalePoll():
+                    assert scale is not None
+                    scale.poll(t)
+                    push(t + scale.options.poll_s, ScalePoll())
+                case ReplicaReady(i):
+                    assert scale is not None
+                    scale.ready(i, t)
         if progress is not None:
             progress(total - remaining, total)
         results.sort(key=lambda r: r.start)
         hit_rate, counters = engine_counters(engines)
         if self.pd_cluster or pd.transfers or pd.fallbacks:
             counters.update(pd.counters())
-        return SimRun(results, end, hit_rate, counters, events)
+        return SimRun(results, end, hit_rate, counters, events, None if scale is None else scale.report(end))
 
     def _stalled(self, t: float, live: dict[str, LiveRequest], results: list[RequestResult]) -> None:
         """End a run in which no event is left that could finish the requests still live (an engine idled with work
@@ -303,6 +325,8 @@ class ClusterSim:
                 request_id=rec.spec.request_id, ok=True, start=rec.arrival, ttft=first - rec.arrival,
                 e2e=t - rec.arrival, itl=tuple(rec.itl), output_tokens=rec.n_out, prompt_tokens=rec.n_prompt,
                 cached_tokens=rec.cached, endpoint=eng.id, status=200, extra=extra))
+            if self.scale is not None:
+                self.scale.released(i, t, results[-1])
             self._complete(rec, RequestOutcome(
                 ok=True, prompt_tokens=rec.n_prompt, cached_tokens=rec.cached, completion_tokens=rec.n_out))
         return done
@@ -328,7 +352,8 @@ class ClusterSim:
                          kind=spec.kind, token_ids=ids, max_tokens=spec.max_tokens, session_id=spec.session_id,
                          objective=objective)
         try:
-            sched = router.scheduler.schedule(llm, router.states)
+            sched = router.scheduler.schedule(llm, router.states if self.scale is None
+                                              else self.scale.schedulable(router.states))
         except SloUnmet as exc:  # latency-slo-admitter: hold it back (and arrive again), or shed it (429)
             left = exc.max_wait_s - (t - arrived)
             if left > 1e-6:  # (a remainder below the clock's resolution would arrive again at the same time)
@@ -345,12 +370,16 @@ class ClusterSim:
             return None
         rec = live[spec.request_id] = LiveRequest(spec, llm, sched, self.index_of[sched.target], arrived, len(ids),
                                                   router.k)
+        if self.scale is not None:
+            self.scale.routed(rec.engine, rec.n_prompt)
         return rec
 
     def _fail(self, rec: LiveRequest, t: float, error: str, status: int, live: dict[str, LiveRequest],
               results: list[RequestResult]) -> None:
-        live.pop(rec.spec.request_id, None)
+        was_live = live.pop(rec.spec.request_id, None) is not None
         results.append(RequestResult(request_id=rec.spec.request_id, ok=False, start=rec.arrival,
                                      prompt_tokens=rec.n_prompt, endpoint=self.engines[rec.engine].id,
                                      error=error, status=status))
+        if was_live and self.scale is not None:
+            self.scale.released(rec.engine, t, results[-1])
         self._complete(rec, RequestOutcome(ok=False, prompt_tokens=rec.n_prompt))
