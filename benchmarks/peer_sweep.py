@@ -82,7 +82,7 @@ RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20,
 MATCHED = {"shared-prefix": 10, "zipf": 15, "zipf-hot": 32, "unequal": 8,
            "chat": 20, "burst": 8, "agentic": 2, "rag-reasoning": 8, "llmd-shared-prefix": 4}
 # llmd-shared-prefix: 1,000 output tokens a request and a 30 s window; T = 2 keeps a point at 2-2.5 min (arrivals
-# 60 s, decodes ~100 s) with the router and load generator streaming ~4,000 chunks/s at the knee
+# 60 s, then the last 1,000-token decodes) with the router and load generator streaming ~4,000 chunks/s at the knee
 SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "zipf-hot": 4.0, "unequal": 2.0, "chat": 2.0, "burst": 4.0,
          "agentic": 1.0, "rag-reasoning": 2.0, "llmd-shared-prefix": 2.0}
 # unequal: 48 cold groups on slow engines; session scenarios (chat, agentic) keep this count at every rate (more
