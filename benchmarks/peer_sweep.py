@@ -24,12 +24,14 @@ saved points (later files win for the same scenario/policy/seed/rate). The peer 
 
 The first seed sweeps each policy's whole grid; every further seed starts one grid step below the first seed's max
 rate (the rates below it passed there), so repeats cost only the points around the knee; a repeat that misses at
-its first rate walks down the grid until a rate passes.
+its first rate walks down the grid until a rate passes. ``--start`` lets the first seed start higher too (near the
+knee the simulator or an earlier sweep found): the grid's rates below it are not run and count as met, and a miss
+at it walks down the same way.
 
 Usage: .venv/bin/python benchmarks/peer_sweep.py [--scenarios shared-prefix,zipf,unequal] [--time-scale unequal=2]
        (or --scenarios chat,burst,agentic,rag-reasoning)
        [--policies default,llm-d-optimized-baseline,...,vllm:cache_aware,vllm:power_of_two] [--seeds 0,1]
-       [--rates zipf=2,4,8] [--matched zipf=4] [--duration 8] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
+       [--rates zipf=2,4,8] [--start 'zipf=50;zipf/default=55'] [--matched zipf=4] [--duration 8] [--min-requests zipf=160] [--out out/peer_sweep/x.json]
        .venv/bin/python benchmarks/peer_sweep.py --report out/peer_sweep/a.json,out/peer_sweep/b.json
 """
 
@@ -74,16 +76,19 @@ RATES = {"shared-prefix": (10, 20, 30, 40, 50, 60, 70, 80, 90), "zipf": (15, 20,
          "zipf-hot": (20, 30, 40, 45, 50, 55, 60, 66, 72, 80),
          "unequal": (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64),
          "chat": (20, 30, 35, 40, 50, 60, 70, 80, 100, 120), "burst": (8, 12, 16, 24, 32, 40, 48, 56, 64),
-         "agentic": (2, 3, 4, 5, 6, 8, 10, 12, 16), "rag-reasoning": (8, 10, 12, 14, 16, 18, 20)}
+         "agentic": (2, 3, 4, 5, 6, 8, 10, 12, 16), "rag-reasoning": (8, 10, 12, 14, 16, 18, 20),
+         "llmd-shared-prefix": (4, 6, 8, 9, 10, 11, 12, 16, 20)}
 # the simulator table's matched loads / time scale
 MATCHED = {"shared-prefix": 10, "zipf": 15, "zipf-hot": 32, "unequal": 8,
-           "chat": 20, "burst": 8, "agentic": 2, "rag-reasoning": 8}
+           "chat": 20, "burst": 8, "agentic": 2, "rag-reasoning": 8, "llmd-shared-prefix": 4}
+# llmd-shared-prefix: 1,000 output tokens a request and a 30 s window; T = 2 keeps a point at 2-2.5 min (arrivals
+# 60 s, then the last 1,000-token decodes) with the router and load generator streaming ~4,000 chunks/s at the knee
 SCALE = {"shared-prefix": 4.0, "zipf": 4.0, "zipf-hot": 4.0, "unequal": 2.0, "chat": 2.0, "burst": 4.0,
-         "agentic": 1.0, "rag-reasoning": 2.0}
+         "agentic": 1.0, "rag-reasoning": 2.0, "llmd-shared-prefix": 2.0}
 # unequal: 48 cold groups on slow engines; session scenarios (chat, agentic) keep this count at every rate (more
 # requests would be more sessions): chat 40 sessions x 6 turns, agentic 16 sessions x 4 turns
 MIN_REQUESTS = {"shared-prefix": 160, "zipf": 160, "zipf-hot": 160, "unequal": 240, "chat": 240, "burst": 160,
-                "agentic": 64, "rag-reasoning": 160}
+                "agentic": 64, "rag-reasoning": 160, "llmd-shared-prefix": 160}
 HOST = "127.0.0.1"
 
 
@@ -305,8 +310,25 @@ class _Ctx:
         return p
 
 
+def first_rate(grid: list[float], knee0: float | None, start: float | None) -> float:
+    """Where one seed's sweep starts on the ascending ``grid``: one grid step below the first seed's max rate
+    ``knee0`` for a repeat; for the first seed the highest grid rate not above ``start`` (``--start``: the rates
+    below it count as met, and a miss there walks down the grid), else the grid's lowest rate."""
+    if knee0 is not None:
+        return grid[max(0, grid.index(knee0) - 1)] if knee0 in grid else grid[0]
+    if start is None:
+        return grid[0]
+    return max((r for r in grid if r <= start), default=grid[0])
+
+
+def start_rate(starts: dict[str, float], scenario: str, policy: str) -> float | None:
+    """The ``--start`` rate for (scenario, policy): ``scenario/policy=R`` wins over ``scenario=R``."""
+    return starts.get(f"{scenario}/{policy}", starts.get(scenario))
+
+
 def sweep_all(a: argparse.Namespace) -> None:
     rates = _kv(a.rates, RATES, lambda v: tuple(float(x) for x in v.split(",")))
+    starts = _kv(a.start, {}, float)
     matched = _kv(a.matched, MATCHED, float)
     beside = Path(sys.executable).parent / "vllm-router"  # the venv's console script, also when not on PATH
     peer_bin = shutil.which("vllm-router") or (str(beside) if beside.exists() else None)
@@ -326,8 +348,8 @@ def sweep_all(a: argparse.Namespace) -> None:
                     grid, knee0 = sorted(rates[name]), None
                     for seed in (int(s) for s in a.seeds.split(",")):
                         ctx = _Ctx(sc, policy, seed, a, engines, urls, Path(tmp), peer_bin, points, out_path, t_start)
-                        # the first seed sweeps the grid; repeats start one grid step below its max rate
-                        start = grid[max(0, grid.index(knee0) - 1)] if knee0 in grid else grid[0]
+                        # the first seed sweeps the grid (from --start); repeats start one grid step below its max
+                        start = first_rate(grid, knee0, start_rate(starts, name, policy))
                         got = sweep([r for r in grid if r >= start], ctx.point, always=(matched[name],))
                         # a repeat that misses at its first rate: walk down the grid until a rate passes
                         lowest = start
@@ -335,7 +357,7 @@ def sweep_all(a: argparse.Namespace) -> None:
                             if (got[lowest]["attain"] or 0.0) >= ATTAIN:
                                 break
                             got[r], lowest = ctx.point(r), r
-                        if knee0 is None:
+                        if knee0 is None:  # the first seed's max rate
                             knee0 = max_rate_within_slo({r: p["attain"] for r, p in got.items()})
             finally:
                 terminate(engines)
@@ -421,6 +443,9 @@ def main() -> None:
                     f"e.g. 'zipf=4;unequal=2' (defaults: {SCALE})")
     ap.add_argument("--rates", default="", help="per scenario, e.g. 'zipf=2,4,8;unequal=1,2' (req/s, live)")
     ap.add_argument("--matched", default="", help="matched-load rate per scenario, e.g. 'zipf=4'")
+    ap.add_argument("--start", default="", help="the first seed's first rate above the matched one, per scenario "
+                    "or scenario/policy, e.g. 'zipf=50;zipf/llm-d-optimized-baseline=40': the grid's rates below it "
+                    "are not run and count as met; a miss at it walks down the grid until a rate passes")
     ap.add_argument("--duration", type=float, default=None,
                     help="virtual seconds of arrivals per point (x T live); default: the scenario's min_duration_s, "
                     "the simulator's window (8 s): long enough for decode batches to reach steady state")
