@@ -50,32 +50,32 @@ from llmd_kserve.epp.protocol import (
 from llmd_kserve.errors import ConfigError, LlmdError
 from llmd_kserve.gateway_routes import ALLOWED_PATHS, INFERENCE_PATHS, NOT_FOUND_MESSAGE
 
-_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 _EARLY_MUTATION = "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 _LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 _LUA_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
-_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+ROUTER_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 _EXT_AUTHZ = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 _CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 _HTTP_OPTS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-_LONG = "3600s"
-_BREAKERS = {"thresholds": [{"max_connections": 100_000, "max_pending_requests": 100_000,
+LONG_TIMEOUT = "3600s"
+CIRCUIT_BREAKERS = {"thresholds": [{"max_connections": 100_000, "max_pending_requests": 100_000,
                              "max_requests": 100_000, "max_retries": 1_000}]}
 
 
-def _error_json(status: int, type_: str, message: str) -> str:
+def error_json(status: int, type_: str, message: str) -> str:
     return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": status}})
 
 
-_ENVOY_ERRORS = {400: "BadRequestError", 413: "RequestTooLargeError", 500: "InternalServerError",
+ENVOY_ERRORS = {400: "BadRequestError", 413: "RequestTooLargeError", 500: "InternalServerError",
                  502: "BadGatewayError", 503: "ServiceUnavailableError", 504: "GatewayTimeoutError"}
 """Statuses Envoy answers by itself (a path it will not normalise, a body over a buffer limit, the EPP or an
 upstream failing): their local replies get an OpenAI-shaped body naming Envoy's reason."""
 
 
-def _local_reply_mapper(status: int, type_: str) -> dict[str, Any]:
+def local_reply_mapper(status: int, type_: str) -> dict[str, Any]:
     """Reformat Envoy's own ``status`` replies; those that already carry our body (the EPP's, the Lua filter's: both
     set the reason header; the routes' direct responses) are left as they are."""
     ours = f"'{REASON_HEADER}' in response.headers || response.code_details == 'direct_response'"
@@ -89,9 +89,9 @@ def _local_reply_mapper(status: int, type_: str) -> dict[str, Any]:
             "code": status}}}}
 
 
-_NOT_FOUND = _error_json(404, "NotFoundError", NOT_FOUND_MESSAGE)
-_NO_PICK = _error_json(503, "ServiceUnavailableError", "No endpoint was picked for this request.")
-_BAD_BODY = _error_json(400, "BadRequestError", "Request body must be a JSON object (UTF-8).")
+_NOT_FOUND = error_json(404, "NotFoundError", NOT_FOUND_MESSAGE)
+_NO_PICK = error_json(503, "ServiceUnavailableError", "No endpoint was picked for this request.")
+_BAD_BODY = error_json(400, "BadRequestError", "Request body must be a JSON object (UTF-8).")
 
 STRIP_KV_LUA = r"""
 -- Runs on the fail-open fallback routes only, where the EPP did not see the request: drop every top-level
@@ -194,23 +194,23 @@ def envoy_binary() -> str:
     return found
 
 
-def _address(host: str, port: int) -> dict[str, Any]:
+def socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
 def _static_cluster(name: str, addresses: Sequence[tuple[str, int]], *, http2: bool = False) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name, "type": "STATIC", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
-        "circuit_breakers": _BREAKERS,
+        "circuit_breakers": CIRCUIT_BREAKERS,
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": _address(h, p)}} for h, p in addresses]}]}}
+            {"endpoint": {"address": socket_address(h, p)}} for h, p in addresses]}]}}
     if http2:
         cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": _HTTP_OPTS, "explicit_http_config": {"http2_protocol_options": {}}}}
     return cluster
 
 
-def _split(host_port: str) -> tuple[str, int]:
+def split_host_port(host_port: str) -> tuple[str, int]:
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"expected host:port, got {host_port!r}", "envoy")
@@ -264,14 +264,14 @@ class EnvoyConfig:
                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
         for path in ALLOWED_PATHS:
             routes.append({"match": {"path": path, "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
-                           "route": {"cluster": "pool", "timeout": "0s", "idle_timeout": _LONG},
+                           "route": {"cluster": "pool", "timeout": "0s", "idle_timeout": LONG_TIMEOUT},
                            "response_headers_to_add": endpoint_header, **off})
             if not self.fallback:
                 routes.append({"match": {"path": path},
                                "direct_response": {"status": 503, "body": {"inline_string": _NO_PICK}}})
                 continue
             fallback: dict[str, Any] = {"match": {"path": path}, "route": {
-                "cluster": "pool_fallback", "timeout": "0s", "idle_timeout": _LONG}}
+                "cluster": "pool_fallback", "timeout": "0s", "idle_timeout": LONG_TIMEOUT}}
             if path in INFERENCE_PATHS:  # the Lua filter reads the whole body: let a whole one be buffered
                 fallback["request_body_buffer_limit"] = str(self.max_body_bytes)
             routes.append({**fallback, **({} if path in INFERENCE_PATHS else lua_off)})
@@ -325,19 +325,19 @@ class EnvoyConfig:
             "inline_string": f"local BAD_BODY = {json.dumps(_BAD_BODY)}\nlocal REASON_HEADER = {json.dumps(REASON_HEADER)}\n"
             + STRIP_KV_LUA}}}] if self.fallback else []
         hcm: dict[str, Any] = {
-            "@type": _HCM, "stat_prefix": "gateway", "codec_type": "AUTO",
-            "stream_idle_timeout": _LONG, "request_timeout": "0s",
+            "@type": HCM_TYPE, "stat_prefix": "gateway", "codec_type": "AUTO",
+            "stream_idle_timeout": LONG_TIMEOUT, "request_timeout": "0s",
             "normalize_path": True, "merge_slashes": True, "path_with_escaped_slashes_action": "REJECT_REQUEST",
             "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "gateway"},
             "early_header_mutation_extensions": [strip],
-            "local_reply_config": {"mappers": [_local_reply_mapper(c, t) for c, t in _ENVOY_ERRORS.items()]},
+            "local_reply_config": {"mappers": [local_reply_mapper(c, t) for c, t in ENVOY_ERRORS.items()]},
             "route_config": {"name": "pool", "virtual_hosts": [{"name": "pool", "domains": ["*"],
                                                                 "routes": self._routes()}]},
             "http_filters": [
                 *[dict(f) for f in self.extra_filters],
                 self._ext_authz() if self.pick_http else {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc},
                 *lua,
-                {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+                {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_FILTER_TYPE}},
             ],
         }
         if self.access_log:
@@ -350,8 +350,8 @@ class EnvoyConfig:
         clusters = [
             {"name": "pool", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
              "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},
-             "circuit_breakers": _BREAKERS},
-            {**_static_cluster("epp", [_split(self.epp), *map(_split, self.epp_standby)], http2=True),
+             "circuit_breakers": CIRCUIT_BREAKERS},
+            {**_static_cluster("epp", [split_host_port(self.epp), *map(split_host_port, self.epp_standby)], http2=True),
              # gRPC health checks on the ext_proc service, and no panic routing: while the EPP is down or draining,
              # a new ext_proc stream fails at once (before any body went out), so failure_mode_allow can apply
              "health_checks": [{"timeout": "1s", "interval": f"{self.health_check_interval_s:g}s",
@@ -361,13 +361,13 @@ class EnvoyConfig:
              "common_lb_config": {"healthy_panic_threshold": {"value": 0}}},
         ]
         if self.fallback:
-            clusters.append(_static_cluster("pool_fallback", [_split(a) for a in self.fallback]))
+            clusters.append(_static_cluster("pool_fallback", [split_host_port(a) for a in self.fallback]))
         if self.pick_http:
-            clusters[1] = _static_cluster("epp", [_split(self.pick_http)])
+            clusters[1] = _static_cluster("epp", [split_host_port(self.pick_http)])
         return {
-            "admin": {"address": _address("127.0.0.1", self.admin_port)},
+            "admin": {"address": socket_address("127.0.0.1", self.admin_port)},
             "static_resources": {
-                "listeners": [{"name": "gateway", "address": _address(self.host, self.port), **buffer,
+                "listeners": [{"name": "gateway", "address": socket_address(self.host, self.port), **buffer,
                                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                                "typed_config": hcm}]}]}],
                 "clusters": clusters,

@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmd_kserve.epp.envoy import (
-    _BREAKERS,
-    _ENVOY_ERRORS,
-    _HCM,
-    _LONG,
-    _ROUTER,
-    _address,
-    _error_json,
-    _local_reply_mapper,
-    _split,
+    CIRCUIT_BREAKERS,
+    ENVOY_ERRORS,
+    HCM_TYPE,
+    LONG_TIMEOUT,
+    ROUTER_FILTER_TYPE,
+    error_json,
+    local_reply_mapper,
+    socket_address,
+    split_host_port,
 )
 from llmd_kserve.errors import LlmdError
 
@@ -44,7 +44,7 @@ _PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_host
 RETRY_ON = "connect-failure,refused-stream,reset"
 ROUTER_HEADER = "x-llmd-router"
 """Response header naming the replica (``host:port``) that answered."""
-_ADMIN_NOT_HERE = _error_json(404, "NotFoundError", "The admin API is not served through the balancer: use a router "
+_ADMIN_NOT_HERE = error_json(404, "NotFoundError", "The admin API is not served through the balancer: use a router "
                                                     "replica's own URL (llmd-kserve up --state-file lists them).")
 LbPolicy = Literal["round-robin", "least-request"]
 
@@ -68,7 +68,7 @@ class BalancerConfig:
     """Request bodies up to this size are buffered, so that a request can be retried on another replica."""
 
     def _cluster(self) -> dict[str, Any]:
-        breakers = {k: v for k, v in _BREAKERS["thresholds"][0].items() if k != "max_retries"}
+        breakers = {k: v for k, v in CIRCUIT_BREAKERS["thresholds"][0].items() if k != "max_retries"}
         breakers["retry_budget"] = {"budget_percent": {"value": self.retry_budget_percent},
                                     "min_retry_concurrency": self.min_retry_concurrency}
         return {
@@ -76,7 +76,7 @@ class BalancerConfig:
             "lb_policy": "LEAST_REQUEST" if self.lb_policy == "least-request" else "ROUND_ROBIN",
             "circuit_breakers": {"thresholds": [breakers]},
             "load_assignment": {"cluster_name": "routers", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": _address(*_split(r))}} for r in self.routers]}]},
+                {"endpoint": {"address": socket_address(*split_host_port(r))}} for r in self.routers]}]},
             "health_checks": [{"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
                                "unhealthy_threshold": 2, "healthy_threshold": 1,
                                "http_health_check": {"path": self.health_path}}],
@@ -97,26 +97,26 @@ class BalancerConfig:
                                            "typed_config": {"@type": _PREVIOUS_HOSTS}}]}
         routes = [
             {"match": {"prefix": "/admin/"}, "direct_response": {"status": 404, "body": {"inline_string": _ADMIN_NOT_HERE}}},
-            {"match": {"prefix": "/"}, "route": {"cluster": "routers", "timeout": "0s", "idle_timeout": _LONG,
+            {"match": {"prefix": "/"}, "route": {"cluster": "routers", "timeout": "0s", "idle_timeout": LONG_TIMEOUT,
                                                  "retry_policy": retry},
              "request_body_buffer_limit": str(self.max_body_bytes),
              "response_headers_to_add": [{"header": {"key": ROUTER_HEADER, "value": "%UPSTREAM_REMOTE_ADDRESS%"},
                                           "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]},
         ]
         hcm = {
-            "@type": _HCM, "stat_prefix": "balancer", "codec_type": "AUTO",
-            "stream_idle_timeout": _LONG, "request_timeout": "0s", "generate_request_id": False,
+            "@type": HCM_TYPE, "stat_prefix": "balancer", "codec_type": "AUTO",
+            "stream_idle_timeout": LONG_TIMEOUT, "request_timeout": "0s", "generate_request_id": False,
             "normalize_path": True, "merge_slashes": True, "path_with_escaped_slashes_action": "REJECT_REQUEST",
             "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "balancer"},
-            "local_reply_config": {"mappers": [_local_reply_mapper(c, t) for c, t in _ENVOY_ERRORS.items()]},
+            "local_reply_config": {"mappers": [local_reply_mapper(c, t) for c, t in ENVOY_ERRORS.items()]},
             "route_config": {"name": "routers", "virtual_hosts": [{"name": "routers", "domains": ["*"],
                                                                    "routes": routes}]},
-            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_FILTER_TYPE}}],
         }
         return {
-            "admin": {"address": _address("127.0.0.1", self.admin_port)},
+            "admin": {"address": socket_address("127.0.0.1", self.admin_port)},
             "static_resources": {
-                "listeners": [{"name": "balancer", "address": _address(self.host, self.port),
+                "listeners": [{"name": "balancer", "address": socket_address(self.host, self.port),
                                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                                "typed_config": hcm}]}]}],
                 "clusters": [self._cluster()],
