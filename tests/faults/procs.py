@@ -79,11 +79,11 @@ def engine(tmp: Path, name: str, *args: str, kv: bool = False) -> Proc:
                 ready="engine ready")
 
 
-def router(tmp: Path, endpoints: str, *args: str, name: str = "router",
-           preexec_fn: Callable[[], None] | None = None) -> Proc:
+def router(tmp: Path, endpoints: str, *args: str, name: str = "router", launcher: Sequence[str] = ()) -> Proc:
+    """A router process; ``launcher``: argv that runs before it and execs it (e.g. to set resource limits)."""
     flag = ["--endpoints", endpoints] if endpoints else []
-    return Proc(cli("router", "--host", "127.0.0.1", "--port", "0", "--scrape-interval", "0.05", *flag, *args), tmp / f"{name}.log",
-                preexec_fn=preexec_fn, ready="listening on")
+    argv = cli("router", "--host", "127.0.0.1", "--port", "0", "--scrape-interval", "0.05", *flag, *args)
+    return Proc([*launcher, *argv], tmp / f"{name}.log", ready="listening on")
 
 
 def fake(tmp: Path, mode: str) -> Proc:

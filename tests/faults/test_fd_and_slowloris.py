@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import resource
 import socket
+import sys
 import time
 
 import pytest
@@ -14,10 +14,12 @@ from tests.faults.procs import engine, request, router, running, wait_for
 pytestmark = pytest.mark.slow  # real processes and sockets: the full suite runs them, the fast loop does not
 
 
-def _limits(soft: int, hard: int):
-    def set_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return set_limit
+def _limits(soft: int, hard: int) -> list[str]:
+    """A launcher that sets the open-file limit, then execs the command (same pid). Not ``preexec_fn``: Python code
+    between fork and exec can abort in a child forked from a test process with gRPC's threads running."""
+    code = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])));"
+            " os.execv(sys.argv[3], sys.argv[3:])")
+    return [sys.executable, "-c", code, str(soft), str(hard)]
 
 
 def _soft_nofile(pid: int) -> int:
@@ -31,11 +33,11 @@ def _soft_nofile(pid: int) -> int:
 def test_soft_fd_limit_is_raised_to_hard(tmp_path):
     eng = engine(tmp_path, "e0")
     with running(eng):
-        r = router(tmp_path, eng.url, preexec_fn=_limits(256, 8192))
+        r = router(tmp_path, eng.url, launcher=_limits(256, 8192))
         with running(r):
             assert _soft_nofile(r.pid) == 8192
             assert "open-file limit" not in r.output()
-        low = router(tmp_path, eng.url, name="low", preexec_fn=_limits(256, 512))
+        low = router(tmp_path, eng.url, name="low", launcher=_limits(256, 512))
         with running(low):
             assert _soft_nofile(low.pid) == 512
             assert "open-file limit is 512" in low.output()
@@ -54,7 +56,7 @@ def test_slowloris_cannot_exhaust_the_router(tmp_path):
     eng = engine(tmp_path, "e0")
     with running(eng):
         # the router may open 128 files; the attacker holds 150 half-sent requests and never closes them
-        r = router(tmp_path, eng.url, "--header-timeout", "1", preexec_fn=_limits(128, 128))
+        r = router(tmp_path, eng.url, "--header-timeout", "1", launcher=_limits(128, 128))
         port = int(r.url.rsplit(":", 1)[1])
         socks: list[socket.socket] = []
         with running(r):
