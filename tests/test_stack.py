@@ -97,18 +97,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _default_sigint() -> None:
-    """The child gets Ctrl-C's default disposition whatever the test runner inherited (``nohup``/``&`` ignore it)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+_DEFAULT_SIGINT = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execv(sys.argv[1], sys.argv[1:])"]
+"""Runs a command (same pid) with Ctrl-C's default disposition whatever the test runner inherited (``nohup``/``&``
+ignore it). Not ``preexec_fn``: Python code between fork and exec can abort in a child forked from a test process
+with gRPC's threads running."""
 
 
 @contextlib.contextmanager
 def _up_cli(engines: int = 1, output: int = subprocess.PIPE) -> Iterator[subprocess.Popen[str]]:
     """``llmd-kserve up`` (simulated engines, no Prometheus) in a child; killed if the test leaves it running."""
-    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", str(engines), "--port", "0",
-                             "--no-prometheus"], stdout=output,
-                            stderr=subprocess.STDOUT if output == subprocess.PIPE else output, text=True,
-                            preexec_fn=_default_sigint)
+    proc = subprocess.Popen([*_DEFAULT_SIGINT, sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", str(engines),
+                             "--port", "0", "--no-prometheus"], stdout=output,
+                            stderr=subprocess.STDOUT if output == subprocess.PIPE else output, text=True)
     try:
         yield proc
     finally:
@@ -180,9 +181,9 @@ def test_up_cli_with_router_replicas_lists_them_balances_and_stops_everything(tm
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     state = tmp_path / "state.json"
-    proc = subprocess.Popen([sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1", "--routers", "2",
-                             "--redis", "--port", "0", "--no-prometheus", "--state-file", str(state)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
+    proc = subprocess.Popen([*_DEFAULT_SIGINT, sys.executable, "-m", "llmd_kserve.cli", "up", "--engines", "1",
+                             "--routers", "2", "--redis", "--port", "0", "--no-prometheus", "--state-file", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = _until_ready(proc)
         assert proc.poll() is None, "".join(lines)
