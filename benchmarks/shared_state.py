@@ -34,6 +34,7 @@ from llmd_kserve.governance.keys import VirtualKey, add_key
 from llmd_kserve.governance.limits import RateLimiter
 from llmd_kserve.governance.shared_state import SharedLimiter
 from llmd_kserve.stack.procs import free_port
+from llmd_kserve.stack.redis import redis_answers, redis_argv
 from llmd_kserve.state_store import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +51,11 @@ def _spawn(cmd: list[str]) -> subprocess.Popen[bytes]:
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-                             "--save", "", "--appendonly", "yes"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    proc = subprocess.Popen(redis_argv(workdir, port), stdout=subprocess.DEVNULL)
     for _ in range(200):
-        if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG":
-            return proc, f"redis://127.0.0.1:{port}/0"
+        if redis_answers(url):
+            return proc, url
         time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
 

@@ -20,14 +20,15 @@ def redis_available() -> bool:
     return shutil.which("redis-server") is not None
 
 
-def redis_argv(data_dir: Path, port: int) -> list[str]:
-    """The command that runs ``redis-server`` on 127.0.0.1:``port`` with its append-only file in ``data_dir``."""
+def redis_argv(data_dir: Path, port: int, appendfsync: str = "everysec") -> list[str]:
+    """The command that runs ``redis-server`` on 127.0.0.1:``port`` with its append-only file in ``data_dir``
+    (``appendfsync``: Redis's fsync policy for that file)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise LlmdError("redis-server is not installed (Debian package 'redis-server'); or give --state-url")
     data_dir.mkdir(parents=True, exist_ok=True)
     return [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", "",
-            "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes"]
+            "--appendonly", "yes", "--appendfsync", appendfsync, "--protected-mode", "yes"]
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:

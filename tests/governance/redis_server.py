@@ -4,7 +4,6 @@ keeps the data; the tests that use it skip with the reason when the binary is no
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmd_kserve.stack.procs import free_port
+from llmd_kserve.stack.redis import redis_answers, redis_argv
 
 
 class RedisServer:
@@ -24,17 +24,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(redis_argv(self.dir, self.port, appendfsync="always"),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(500):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
+            if redis_answers(self.url, 0.1):
+                return
+            time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:
