@@ -82,3 +82,21 @@ async def gateway(tmp_path: Path, endpoints: Sequence[str], *, config: str = "ro
             yield Gateway(running, envoy, log)
         finally:
             await asyncio.to_thread(envoy.stop)
+
+
+def completion(model: str, prompt: str, max_tokens: int = 2) -> dict[str, Any]:
+    """A completions request body."""
+    return {"model": model, "prompt": prompt, "max_tokens": max_tokens}
+
+
+async def overload(client: Any, epp: RunningEpp, model: str, n: int = 40) -> list[asyncio.Task[Any]]:
+    """Send ``n`` prompts of ~4,000 tokens with long answers through the gateway and wait until the EPP holds them
+    all in flight; the caller cancels the returned tasks."""
+    load = [asyncio.create_task(client.post("/v1/completions",
+                                            json=completion(model, f"request {i} " + "word " * 4000, 2000)))
+            for i in range(n)]
+    for _ in range(1000):
+        if epp.state.scheduler.in_flight() >= n:
+            return load
+        await asyncio.sleep(0.02)
+    raise AssertionError("the load never got in flight")

@@ -11,7 +11,7 @@ import httpx
 from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.epp.picker import Saturation
 from llmd_kserve.epp.server import EppSettings
-from tests.epp.gateway import gateway, require_envoy
+from tests.epp.gateway import gateway, overload, require_envoy
 from tests.router.test_router_autoscaling_metrics import gauge
 
 MODEL = "llama-8b-shape"
@@ -27,7 +27,6 @@ async def test_the_epp_exports_the_autoscaling_signals_and_headroom_goes_negativ
                         router={"profile": "cpu-tiny-llama", "ttft_slo_s": 0.5, "pool_name": "llmd-pool"}, epp=never_saturated) as gw,
                 httpx.AsyncClient(base_url=gw.url, timeout=60) as c,
                 httpx.AsyncClient(base_url=gw.epp.metrics_url, timeout=10) as m):
-        state = gw.epp.state
 
         async def scrape() -> str:
             r = await m.get("/metrics")
@@ -48,17 +47,7 @@ async def test_the_epp_exports_the_autoscaling_signals_and_headroom_goes_negativ
         assert gauge(text, "inference_pool_ready_pods", 'name="llmd-pool"') == 2
         assert gauge(text, "inference_pool_average_queue_size", 'name="llmd-pool"') == 0
 
-        def body(prompt: str, max_tokens: int = 2) -> dict:
-            return {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens}
-
-        load = [asyncio.create_task(c.post("/v1/completions", json=body(f"request {i} " + "word " * 4000, 2000)))
-                for i in range(40)]
-        for _ in range(1000):
-            if state.scheduler.in_flight() >= 40:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the load never got in flight")
+        load = await overload(c, gw.epp, MODEL)
         heavy = gauge(await scrape(), "llmd_router_ttft_headroom_seconds")
         assert heavy is not None and heavy < 0, heavy
         for task in load:

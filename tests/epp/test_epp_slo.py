@@ -13,7 +13,7 @@ from llmd_kserve.engine_sim.server import running_engine
 from llmd_kserve.epp.picker import Saturation
 from llmd_kserve.epp.protocol import REASON_HEADER
 from llmd_kserve.epp.server import EppSettings
-from tests.epp.gateway import gateway, require_envoy
+from tests.epp.gateway import completion, gateway, overload, require_envoy
 
 MODEL = "llama-8b-shape"
 
@@ -29,26 +29,16 @@ async def test_a_sheddable_request_is_shed_by_the_epp_under_overload(tmp_path):
                 httpx.AsyncClient(base_url=gw.url, timeout=60) as c):
         state = gw.epp.state
 
-        def body(prompt: str, max_tokens: int = 2) -> dict:
-            return {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens}
-
         # 40 prompts of ~4,000 tokens (~0.8 s of prefill each on the EPP's CPU latency profile), long answers
-        load = [asyncio.create_task(c.post("/v1/completions", json=body(f"request {i} " + "word " * 4000, 2000)))
-                for i in range(40)]
-        for _ in range(1000):
-            if state.scheduler.in_flight() >= 40:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the load never got in flight")
+        load = await overload(c, gw.epp, MODEL)
         slo = {"x-llm-d-slo-ttft-ms": "500"}
-        shed = await c.post("/v1/completions", json=body("a sheddable question"), headers={**slo, "x-llmd-priority": "-1"})
+        shed = await c.post("/v1/completions", json=completion(MODEL, "a sheddable question"), headers={**slo, "x-llmd-priority": "-1"})
         assert shed.status_code == 429, shed.text
         assert int(shed.headers["Retry-After"]) >= 1 and shed.headers[REASON_HEADER] == "slo_unmet"
         assert shed.json()["error"]["type"] == "RateLimitError"
-        kept = await c.post("/v1/completions", json=body("an important question"), headers={**slo, "x-llmd-priority": "0"})
+        kept = await c.post("/v1/completions", json=completion(MODEL, "an important question"), headers={**slo, "x-llmd-priority": "0"})
         assert kept.status_code == 200, kept.text
-        bad = await c.post("/v1/completions", json=body("x"), headers={"x-llmd-priority": "urgent"})
+        bad = await c.post("/v1/completions", json=completion(MODEL, "x"), headers={"x-llmd-priority": "urgent"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-llmd-priority"
         for task in load:
             task.cancel()
